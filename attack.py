@@ -1,0 +1,16 @@
+"""Run an attack against the cached target: ``python attack.py attack=<name> [overrides]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from privacy_attacks.cli import run_reporting_errors
+from privacy_attacks.pipelines import run_attack
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="attack")
+def main(cfg: DictConfig) -> dict:
+    return run_reporting_errors(run_attack, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from privacy_attacks.data.mnist import MNISTDataModule, TensorBatches, load_mnist
+
+__all__ = ["MNISTDataModule", "TensorBatches", "load_mnist"]

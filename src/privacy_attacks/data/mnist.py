@@ -1,0 +1,186 @@
+"""MNIST as whole tensors on the training device.
+
+LeNet5 on MNIST is bound by data-loading overhead when every item goes through
+PIL transforms and worker processes, so the 70k images are decoded once into a
+uint8 tensor, converted to float [0, 1] pixels of shape (N, 1, 28, 28), moved to
+the device and sliced into batches there (:class:`TensorBatches`).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+TRAIN_SIZE = 60_000
+
+
+def _has_local_copy(root: Path) -> bool:
+    raw = root / "MNIST" / "raw"
+    return all((raw / name).is_file() or (raw / f"{name}.gz").is_file() for name in MNIST_FILES)
+
+
+def _missing_message(root: Path, reason: str) -> str:
+    return (
+        f"MNIST is not under {root}/MNIST/raw/ and {reason}. "
+        "Point the project at a local copy (a folder holding MNIST/raw/ in torchvision's layout) "
+        "with the config value data.root=/path/to/folder or the environment variable "
+        "MNIST_ROOT=/path/to/folder, or run once on a machine with internet and data.download=true."
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(root: str, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    from torchvision.datasets import MNIST
+
+    path = Path(root).expanduser()
+    if not _has_local_copy(path):
+        if not download:
+            raise DataUnavailableError(_missing_message(path, "data.download is false"))
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(15)
+        try:
+            MNIST(str(path), train=True, download=True)
+        except Exception as error:  # noqa: BLE001 - any network failure means the same to the user
+            raise DataUnavailableError(_missing_message(path, f"downloading it failed ({error})")) from error
+        finally:
+            socket.setdefaulttimeout(previous)
+    dataset = MNIST(str(path), train=train, download=False)
+    images = dataset.data.unsqueeze(1).float().div_(255.0)
+    return images, dataset.targets.long()
+
+
+def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> tuple[Tensor, Tensor]:
+    """Return MNIST ``(images, labels)``: float (N, 1, 28, 28) in [0, 1] and long (N,).
+
+    ``train=True`` gives the 60k training images, ``False`` the official 10k test set.
+    Reads ``root/MNIST/raw``; downloads through torchvision only when ``download`` is true.
+    Raises :class:`DataUnavailableError` saying what to set when neither works.
+    """
+    images, labels = _load_cached(str(Path(root).expanduser().resolve()), bool(train), bool(download))
+    return images.clone(), labels.clone()
+
+
+def split_training_indices(
+    val_size: int, split_seed: int, members: int | None = None
+) -> dict[str, Tensor]:
+    """Seeded split of the 60k training indices.
+
+    Returns ``val`` (the first ``val_size`` of a seeded permutation), ``train`` (the first
+    ``members`` of the rest, all of it when ``members`` is None) and ``nonmember`` (the rest of
+    the pool, never trained on). The three are disjoint.
+    """
+    pool_size = TRAIN_SIZE - val_size
+    if members is not None and not 0 < members <= pool_size:
+        raise ConfigError(
+            f"members={members} is not allowed: it must be between 1 and {pool_size} "
+            f"(60,000 training images minus val_size={val_size})."
+        )
+    generator = torch.Generator().manual_seed(split_seed)
+    order = torch.randperm(TRAIN_SIZE, generator=generator)
+    pool = order[val_size:]
+    cut = pool_size if members is None else members
+    return {"val": order[:val_size], "train": pool[:cut], "nonmember": pool[cut:]}
+
+
+class TensorBatches:
+    """An iterable of ``(images, labels)`` batches sliced from tensors already on the device.
+
+    Shuffling draws a fresh permutation each epoch from a generator seeded by
+    ``seed + epoch``, so runs are reproducible without worker processes.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=generator).to(self.images.device)
+            self.epoch += 1
+        else:
+            order = None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+            else:
+                index = order[start : start + self.batch_size]
+                yield self.images[index], self.labels[index]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST with a seeded train/validation split of the 60k training images and the official test set.
+
+    Args:
+        root: folder holding ``MNIST/raw`` (torchvision's layout).
+        download: download through torchvision when the files are not under ``root``.
+        val_size: validation images taken from the training set.
+        split_seed: seed of the train/validation/non-member split.
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation and test.
+        members: train on only this many images of the training pool (None: all of it);
+            the rest of the pool are non-members the model never saw.
+    """
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = True,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int = 2000,
+        members: int | None = None,
+    ):
+        super().__init__()
+        require_positive(batch_size, "batch_size")
+        require_positive(eval_batch_size, "data.eval_batch_size")
+        if not isinstance(val_size, int) or not 0 < val_size < TRAIN_SIZE:
+            raise ConfigError(f"data.val_size={val_size!r} is not allowed: it must be between 1 and {TRAIN_SIZE - 1}.")
+        self.root, self.download = root, download
+        self.val_size, self.split_seed = val_size, split_seed
+        self.batch_size, self.eval_batch_size, self.members = batch_size, eval_batch_size, members
+        self.indices = split_training_indices(val_size, split_seed, members)
+        self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        load_mnist(self.root, train=True, download=self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        images, labels = load_mnist(self.root, train=True, download=self.download)
+        for split in ("train", "val"):
+            index = self.indices[split]
+            self.tensors[split] = (images[index].to(device), labels[index].to(device))
+        test_images, test_labels = load_mnist(self.root, train=False, download=self.download)
+        self.tensors["test"] = (test_images.to(device), test_labels.to(device))
+
+    def train_dataloader(self) -> TensorBatches:
+        # torch.initial_seed() is what seed_everything(seed) set: the batch order follows the run's seed.
+        return TensorBatches(*self.tensors["train"], self.batch_size, shuffle=True, seed=torch.initial_seed() % 2**31)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.tensors["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.tensors["test"], self.eval_batch_size)

@@ -1,0 +1,35 @@
+"""An independent evaluation classifier, of a different architecture than the target.
+
+The model-inversion literature scores a reconstruction by whether a classifier the
+attacker did not invert recognises it (e.g. Zhang et al. 2020, "The Secret Revealer").
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from privacy_attacks.models.lenet5 import Normalize
+
+
+class EvaluatorCNN(nn.Module):
+    """3x3-conv network with batch norm and dropout: (N, 1, 28, 28) in [0, 1] -> logits (N, classes).
+
+    conv 32 -> conv 32 -> pool -> conv 64 -> conv 64 -> pool -> 256 -> dropout -> classes.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.3):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.net = nn.Sequential(
+            Normalize(),
+            *block(1, width), *block(width, width), nn.MaxPool2d(2),
+            *block(width, 2 * width), *block(2 * width, 2 * width), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 256), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(256, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

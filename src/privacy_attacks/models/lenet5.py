@@ -1,0 +1,60 @@
+"""LeNet-5 (LeCun, Bottou, Bengio & Haffner, 1998, "Gradient-based learning applied to document recognition")."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from privacy_attacks.errors import require_choice
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+POOLINGS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class Normalize(nn.Module):
+    """Maps [0, 1] pixels to zero-mean unit-variance inputs: (x - mean) / std, shapes unchanged."""
+
+    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class LeNet5(nn.Module):
+    """Classic LeNet5: conv 6@5x5 pad 2 -> pool -> conv 16@5x5 -> pool -> 120 -> 84 -> classes.
+
+    Input (N, 1, 28, 28) in [0, 1] pixel space (normalised inside); output logits (N, classes).
+    The blocks are named so attacks can read intermediate features:
+    ``conv1`` (N, 6, 14, 14), ``conv2`` (N, 16, 5, 5), ``fc1`` (N, 120), ``fc2`` (N, 84), ``logits``.
+
+    Example:
+        >>> LeNet5(activation="relu")(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+
+    LAYERS = ("conv1", "conv2", "fc1", "fc2", "logits")
+
+    def __init__(self, num_classes: int = 10, activation: str = "relu", pooling: str = "max"):
+        super().__init__()
+        require_choice(activation, ACTIVATIONS, "activation")
+        require_choice(pooling, POOLINGS, "pooling")
+        act, pool = ACTIVATIONS[activation], POOLINGS[pooling]
+        self.normalize = Normalize()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), act(), pool(2))
+        self.conv2 = nn.Sequential(nn.Conv2d(6, 16, 5), act(), pool(2))
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), act())
+        self.fc2 = nn.Sequential(nn.Linear(120, 84), act())
+        self.logits = nn.Linear(84, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(self.fc2(self.fc1(self.conv2(self.conv1(self.normalize(x))))))
+
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """Every named block's output for ``x``: {layer name: activation}, in forward order."""
+        out, h = {}, self.normalize(x)
+        for name in self.LAYERS:
+            h = getattr(self, name)(h)
+            out[name] = h
+        return out

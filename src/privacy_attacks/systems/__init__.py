@@ -1,0 +1,3 @@
+from privacy_attacks.systems.classifier import ImageClassifier
+
+__all__ = ["ImageClassifier"]
