@@ -1,0 +1,84 @@
+"""Shared fixtures: composing the real configs, small targets, real MNIST, subprocess runs.
+
+Tests never download: tests marked ``mnist`` need ``MNIST_ROOT`` to point at a local copy
+(CI sets it to ``../shared/data``) and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+# A target that trains in seconds on CPU: LeNet5, 2 epochs on 5,000 images.
+SMALL_TARGET = ["target.max_epochs=2", "target.members=5000"]
+# An evaluator that trains in seconds on CPU.
+SMALL_EVALUATOR = ["evaluator.max_epochs=1", "evaluator.members=5000"]
+
+
+def mnist_root() -> str | None:
+    root = os.environ.get("MNIST_ROOT")
+    return root if root and (Path(root) / "MNIST" / "raw").is_dir() else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if mnist_root():
+        return
+    skip = pytest.mark.skip(reason="needs MNIST: set MNIST_ROOT to a folder holding MNIST/raw/")
+    for item in items:
+        if "mnist" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One target cache for the whole test session, so small targets train once."""
+    return tmp_path_factory.mktemp("target_cache")
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path, cache: Path) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with ``overrides``, shrunk for tests: CPU, no logger, no progress bar."""
+    base = [
+        "logger=none",
+        f"paths.output_dir={output_dir}",
+        f"paths.cache_dir={cache}",
+        "+trainer.enable_progress_bar=false",
+    ]
+    if mnist_root():
+        base.append(f"data.root={mnist_root()}")
+    base.append("data.download=false")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=base + overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, cache_dir: Path):
+    """``compose_train(overrides) -> cfg`` for ``conf/train.yaml``, without callbacks."""
+    return lambda overrides=(): compose_config("train", ["callbacks=none", *overrides], tmp_path, cache_dir)
+
+
+@pytest.fixture
+def compose_attack(tmp_path: Path, cache_dir: Path):
+    """``compose_attack(overrides) -> cfg`` for ``conf/attack.yaml`` with a small target and evaluator."""
+    return lambda overrides=(): compose_config("attack", [*SMALL_TARGET, *SMALL_EVALUATOR, *overrides], tmp_path, cache_dir)
+
+
+def run_script(script: str, args: list[str], cwd: Path, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python <ROOT>/<script> <args>`` in ``cwd`` as a user would; returns the completed process."""
+    env = {**os.environ, "PRIVACY_ATTACKS_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"}
+    if mnist_root():
+        env["MNIST_ROOT"] = mnist_root()
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
