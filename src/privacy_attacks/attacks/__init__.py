@@ -1,0 +1,1 @@
+"""The attacks: one subpackage per family (reconstruction, stealing, membership)."""
