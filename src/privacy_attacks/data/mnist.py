@@ -74,22 +74,24 @@ def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> 
 
 
 def split_training_indices(
-    val_size: int, split_seed: int, members: int | None = None
+    val_size: int, split_seed: int, members: int | None = None, total: int = TRAIN_SIZE
 ) -> dict[str, Tensor]:
-    """Seeded split of the 60k training indices.
+    """Seeded split of the ``total`` (60k) training indices.
 
     Returns ``val`` (the first ``val_size`` of a seeded permutation), ``train`` (the first
     ``members`` of the rest, all of it when ``members`` is None) and ``nonmember`` (the rest of
     the pool, never trained on). The three are disjoint.
     """
-    pool_size = TRAIN_SIZE - val_size
+    pool_size = total - val_size
+    if not 0 < val_size < total:
+        raise ConfigError(f"data.val_size={val_size!r} is not allowed: it must be between 1 and {total - 1}.")
     if members is not None and not 0 < members <= pool_size:
         raise ConfigError(
             f"members={members} is not allowed: it must be between 1 and {pool_size} "
-            f"(60,000 training images minus val_size={val_size})."
+            f"({total:,} training images minus val_size={val_size})."
         )
     generator = torch.Generator().manual_seed(split_seed)
-    order = torch.randperm(TRAIN_SIZE, generator=generator)
+    order = torch.randperm(total, generator=generator)
     pool = order[val_size:]
     cut = pool_size if members is None else members
     return {"val": order[:val_size], "train": pool[:cut], "nonmember": pool[cut:]}
@@ -153,12 +155,11 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         require_positive(batch_size, "batch_size")
         require_positive(eval_batch_size, "data.eval_batch_size")
-        if not isinstance(val_size, int) or not 0 < val_size < TRAIN_SIZE:
-            raise ConfigError(f"data.val_size={val_size!r} is not allowed: it must be between 1 and {TRAIN_SIZE - 1}.")
+        split_training_indices(val_size, split_seed, members)  # bad sizes stop here, before any work
         self.root, self.download = root, download
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.eval_batch_size, self.members = batch_size, eval_batch_size, members
-        self.indices = split_training_indices(val_size, split_seed, members)
+        self.indices: dict[str, Tensor] = {}
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
 
     def prepare_data(self) -> None:
@@ -169,6 +170,7 @@ class MNISTDataModule(L.LightningDataModule):
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         images, labels = load_mnist(self.root, train=True, download=self.download)
+        self.indices = split_training_indices(self.val_size, self.split_seed, self.members, total=len(labels))
         for split in ("train", "val"):
             index = self.indices[split]
             self.tensors[split] = (images[index].to(device), labels[index].to(device))
