@@ -1,0 +1,76 @@
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.pipelines import available_attacks, run_attack, run_train
+from tests.conftest import CONF_DIR, run_script
+
+
+def _compose(name, overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def test_train_config_composes_the_target_recipe(compose_train):
+    cfg = compose_train(["seed=7"])
+    assert cfg.model.net._target_ == "privacy_attacks.models.LeNet5"
+    assert cfg.model.seed == 7
+    assert cfg.model.scheduler.T_max == cfg.model.max_epochs
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.deterministic
+
+
+def test_gpu_trainer_composes():
+    cfg = _compose("train", ["trainer=gpu"])
+    assert cfg.trainer.accelerator == "gpu"
+
+
+def test_attack_config_keeps_target_seed_apart_from_attack_seed(compose_attack):
+    cfg = compose_attack(["seed=5"])
+    assert cfg.seed == 5 and cfg.target.seed == 0
+    assert cfg.evaluator.net._target_ != cfg.target.net._target_
+
+
+def test_mnist_root_env_sets_the_data_root(monkeypatch):
+    monkeypatch.setenv("MNIST_ROOT", "/somewhere/data")
+    assert _compose("train", []).data.root == "/somewhere/data"
+    assert _compose("train", ["data.root=/else"]).data.root == "/else"
+
+
+def test_a_typo_in_a_key_names_the_key():
+    with pytest.raises(ConfigCompositionException, match="trainr"):
+        _compose("train", ["trainr.max_epochs=3"])
+
+
+def test_an_unknown_group_option_lists_the_options():
+    with pytest.raises(MissingConfigException) as error:
+        _compose("train", ["trainer=tpu"])
+    assert "trainer/tpu" in str(error.value)
+    assert set(error.value.options) >= {"cpu", "gpu"}
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("model.max_epochs=0", "model.max_epochs"), ("model.optimizer.lr=-0.1", "model.optimizer.lr"),
+     ("model.batch_size=0", "model.batch_size")],
+)
+def test_non_positive_values_stop_before_any_work(compose_train, override, key):
+    with pytest.raises(ConfigError, match=key):
+        run_train(compose_train([override]))
+
+
+def test_attack_without_attack_group_says_what_to_choose(compose_attack):
+    with pytest.raises(ConfigError, match="attack=<name>"):
+        run_attack(compose_attack([]))
+
+
+def test_available_attacks_come_from_the_attack_folder():
+    assert available_attacks() == sorted(p.stem for p in (CONF_DIR / "attack").glob("[!_]*.yaml"))
+
+
+@pytest.mark.slow
+def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, cache_dir):
+    result = run_script("train.py", ["model.max_epochs=0"], tmp_path, cache_dir)
+    assert result.returncode == 2
+    assert "model.max_epochs=0 is not allowed" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,93 @@
+import threading
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import privacy_attacks.targets as targets
+from privacy_attacks.errors import CheckpointError
+from privacy_attacks.models import LeNet5
+
+
+@pytest.fixture
+def recipe(compose_attack):
+    return compose_attack([]).target
+
+
+@pytest.fixture
+def data_cfg(compose_attack):
+    return compose_attack([]).data
+
+
+def _saved(tmp_path, recipe, data_cfg):
+    path = targets.checkpoint_path(recipe, data_cfg, tmp_path)
+    net = LeNet5()
+    targets.save_checkpoint(path, net, targets.checkpoint_spec(recipe, data_cfg), {"test/acc": 0.5})
+    return path, net
+
+
+def test_checkpoint_key_follows_the_recipe(recipe, data_cfg, tmp_path):
+    same = targets.checkpoint_path(recipe, data_cfg, tmp_path)
+    assert same == targets.checkpoint_path(recipe.copy(), data_cfg, tmp_path)
+    subset = OmegaConf.merge(recipe, {"members": 1000})
+    assert targets.checkpoint_path(subset, data_cfg, tmp_path) != same
+    assert targets.checkpoint_path(recipe, data_cfg, tmp_path, "evaluator") != same
+
+
+def test_round_trip_gives_a_frozen_copy(recipe, data_cfg, tmp_path):
+    path, net = _saved(tmp_path, recipe, data_cfg)
+    target = targets.load_checkpoint(path, recipe, targets.checkpoint_spec(recipe, data_cfg))
+    assert not target.net.training
+    assert not any(p.requires_grad for p in target.net.parameters())
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(target.net(x), net.eval()(x))
+    assert target.metrics == {"test/acc": 0.5}
+
+
+def test_corrupt_checkpoint_names_the_file(recipe, data_cfg, tmp_path):
+    path, _ = _saved(tmp_path, recipe, data_cfg)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(path)):
+        targets.load_checkpoint(path, recipe, targets.checkpoint_spec(recipe, data_cfg))
+
+
+def test_mismatched_checkpoint_names_the_file(recipe, data_cfg, tmp_path):
+    path, _ = _saved(tmp_path, recipe, data_cfg)
+    other = OmegaConf.merge(recipe, {"max_epochs": 99})
+    with pytest.raises(CheckpointError, match=f"{path}.*different config"):
+        targets.load_checkpoint(path, other, targets.checkpoint_spec(other, data_cfg))
+
+
+def test_checkpoint_of_another_network_names_the_file(recipe, data_cfg, tmp_path):
+    path = targets.checkpoint_path(recipe, data_cfg, tmp_path)
+    spec = targets.checkpoint_spec(recipe, data_cfg)
+    targets.save_checkpoint(path, torch.nn.Linear(2, 2), spec, {})
+    with pytest.raises(CheckpointError, match=f"{path}.*does not fit"):
+        targets.load_checkpoint(path, recipe, spec)
+
+
+def test_concurrent_requests_train_once(recipe, data_cfg, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_fit(recipe, data, trainer, seed, **kwargs):
+        calls.append(seed)
+        time.sleep(0.5)
+        system = torch.nn.Module()
+        system.net = LeNet5()
+        return system, {"test/acc": 0.9}
+
+    monkeypatch.setattr(targets, "fit_classifier", fake_fit)
+    results = []
+    cfg = OmegaConf.create({"_target_": "lightning.pytorch.Trainer"})
+    threads = [
+        threading.Thread(target=lambda: results.append(targets.provision_classifier(recipe, data_cfg, cfg, tmp_path)))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 4
+    assert len({r.checkpoint for r in results}) == 1
+    assert all(r.metrics == {"test/acc": 0.9} for r in results)

@@ -1,0 +1,54 @@
+"""Training on the real MNIST (marked ``mnist``): short runs on subsets."""
+
+import json
+
+import pytest
+import torch
+
+from privacy_attacks.data import load_mnist
+from privacy_attacks.pipelines import run_train
+from privacy_attacks.targets import provision_classifier
+from tests.conftest import mnist_root, run_script
+
+pytestmark = pytest.mark.mnist
+SHORT = ["model.max_epochs=1", "model.members=2000"]
+
+
+def test_short_training_writes_metrics_and_registers_the_target(compose_train, tmp_path, cache_dir):
+    cfg = compose_train(SHORT)
+    metrics = run_train(cfg)
+    assert {"train/acc", "val/acc", "test/acc", "test/loss"} <= set(metrics)
+    assert json.loads((tmp_path / "metrics.json").read_text())["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert metrics["test/acc"] > 0.5  # it learned something from 2,000 images
+
+    # train -> save -> provision -> predict: the cached target is the network that was tested.
+    target = provision_classifier(cfg.model, cfg.data, cfg.trainer, cache_dir)
+    assert target.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
+    images, labels = load_mnist(mnist_root(), train=False)
+    with torch.no_grad():
+        accuracy = (target.net(images).argmax(1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_same_seed_gives_bit_identical_metrics_on_cpu(compose_train):
+    first = run_train(compose_train([*SHORT, "seed=3"]))
+    second = run_train(compose_train([*SHORT, "seed=3"]))
+    first.pop("fit_time_s"), second.pop("fit_time_s")
+    assert first == second
+
+
+@pytest.mark.slow
+def test_train_script_writes_a_run_folder(tmp_path, cache_dir):
+    result = run_script("train.py", [*SHORT, "+trainer.enable_progress_bar=false"], tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "outputs" / "train").iterdir()
+    assert "test/acc" in json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_attack_script_without_an_attack_exits_cleanly(tmp_path, cache_dir):
+    result = run_script("attack.py", [], tmp_path, cache_dir)
+    assert result.returncode == 2
+    assert "attack=<name>" in result.stderr and "Traceback" not in result.stderr
