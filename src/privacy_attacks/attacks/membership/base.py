@@ -1,0 +1,69 @@
+"""What every membership attack gets and returns.
+
+An attack is an object built from its ``_target_`` node (``methods.<name>`` in
+``conf/attack/membership.yaml``) and called as ``attack(context) -> AttackOutput``. It sees the
+target only through the black-box API and the evaluation set only as images and labels: the
+membership labels stay with :func:`privacy_attacks.attacks.membership.run.run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+from torch import Tensor
+
+from privacy_attacks.blackbox import BlackBoxAPI
+
+
+@dataclass
+class AttackContext:
+    """The attacker's view.
+
+    Attributes:
+        api: the target behind its query API.
+        eval_images: (N, 1, 28, 28) images whose membership is to be inferred; ``eval_labels`` (N,).
+        eval_indices: (N,) their MNIST indices (for cache keys; no membership information).
+        attacker_images: (A, 1, 28, 28) the attacker's own labelled images (non-members of the
+            target, disjoint from the evaluation set); ``attacker_labels`` (A,), ``attacker_indices`` (A,).
+        recipe: the attacker's guess of the target's training recipe (``conf/model/*.yaml``): shadow
+            models and the proxy follow it.
+        train_size: how many images the attacker assumes the target was trained on.
+        trainer: the Lightning Trainer config for the attack's own fits.
+        cache_dir: where shadow models are cached.
+        seed: the attack's seed.
+    """
+
+    api: BlackBoxAPI
+    eval_images: Tensor
+    eval_labels: Tensor
+    eval_indices: Tensor
+    attacker_images: Tensor
+    attacker_labels: Tensor
+    attacker_indices: Tensor
+    recipe: DictConfig
+    train_size: int
+    trainer: DictConfig
+    cache_dir: Path
+    seed: int = 0
+
+    def query_log_probs(self, images: Tensor) -> Tensor:
+        """Query the target on ``images`` and return its answers as log-probabilities (N, C), float64."""
+        answers = self.api.query(images)
+        return self.api.output.scores(answers).double().log_softmax(dim=-1)
+
+
+@dataclass
+class AttackOutput:
+    """An attack's verdict on the evaluation set.
+
+    Attributes:
+        scores: (N,) membership scores, higher = member.
+        predictions: (N,) hard decisions (1 = member) at the attack's own threshold.
+        info: extra numbers for ``metrics.json`` (e.g. the proxy's fidelity, shadow counts).
+    """
+
+    scores: Tensor
+    predictions: Tensor
+    info: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,117 @@
+"""The likelihood-ratio attack (LiRA): Carlini, Chien, Nasr, Song, Terzis & Tramèr 2022,
+"Membership inference attacks from first principles".
+
+For each evaluation image (x, y) the attacker fits Gaussians to the logit-scaled confidence
+phi = log(p_y / (1 - p_y)) of shadow models that trained on x (IN) and that did not (OUT), and
+scores the target's phi(x):
+
+- ``online``: log N(phi; mu_in, sigma_in^2) - log N(phi; mu_out, sigma_out^2), a likelihood
+  ratio; shadow models train on random halves of the evaluation images (plus the attacker's own
+  images to reach the target's training-set size), so every evaluation image has
+  ``num_shadows / 2`` IN and as many OUT models. The attack never sees membership labels;
+- ``offline``: shadow models train on the attacker's own images only (all evaluation images are
+  OUT), score Pr[Z < phi], Z ~ N(mu_out, sigma_out^2) (a one-sided test; reported as
+  its z-score (phi - mu_out) / sigma_out, which ranks images the same);
+- ``fixed_variance``: one sigma shared by all images (per IN/OUT), better with few shadow models.
+
+Member decisions: likelihood ratio > 1 (online), phi above the OUT mean (offline).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from privacy_attacks.errors import ConfigError
+
+from .base import AttackContext, AttackOutput
+from .scores import logit_confidence
+from .shadow import check_shadow_count, offline_shadow_models
+from .shadows import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
+
+
+def gaussian_log_pdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """log N(x; mean, std^2), element-wise."""
+    return -0.5 * ((x - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
+
+
+def masked_mean_std(values: Tensor, mask: Tensor, fixed_variance: bool) -> tuple[Tensor, Tensor]:
+    """Per-column mean and std (N,) of values (S, N) over the rows where ``mask`` (S, N) is True;
+    with ``fixed_variance`` one std of all the masked deviations, shared by every column."""
+    weight = mask.double()
+    count = weight.sum(dim=0).clamp_min(1)
+    mean = (values * weight).sum(dim=0) / count
+    squared = ((values - mean) ** 2) * weight
+    if fixed_variance:
+        std = (squared.sum() / weight.sum().clamp_min(1)).sqrt().expand_as(mean)
+    else:
+        std = (squared.sum(dim=0) / count).sqrt()
+    return mean, std.clamp_min(1e-6)
+
+
+class LiRA:
+    """Carlini et al. 2022 likelihood-ratio attack.
+
+    Args:
+        num_shadows: shadow models (even; IN/OUT pairs). The paper's online attack uses 64-256;
+            16 already beats the threshold baselines here.
+        online: online (IN and OUT models) or offline (OUT models only).
+        fixed_variance: one variance for all images instead of one per image.
+    """
+
+    def __init__(self, num_shadows: int = 16, online: bool = True, fixed_variance: bool = False):
+        check_shadow_count(num_shadows)
+        self.num_shadows, self.online, self.fixed_variance = num_shadows, bool(online), bool(fixed_variance)
+
+    def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
+        """:class:`ConfigError` when shadow models cannot reach ``train_size`` images each."""
+        if self.online:
+            if train_size < eval_size // 2:
+                raise ConfigError(
+                    f"online LiRA trains each shadow model on half of the {eval_size} evaluation images, more than "
+                    f"shadow_train_size={train_size}: lower eval_members or raise shadow_train_size."
+                )
+            needed = 2 * (train_size - eval_size // 2)
+        else:
+            needed = 2 * train_size
+        if attacker_size < needed:
+            raise ConfigError(f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed.")
+
+    def _online_shadow_models(self, context: AttackContext) -> tuple[ShadowModels, int]:
+        generator = torch.Generator().manual_seed(context.seed)
+        n_eval = len(context.eval_images)
+        extra = context.train_size - n_eval // 2
+        eval_masks = balanced_in_masks(n_eval, self.num_shadows, generator)
+        extra_masks = balanced_in_masks(2 * extra, self.num_shadows, generator)
+        masks = torch.cat([eval_masks, extra_masks], dim=1)
+        population = torch.cat([context.eval_indices, context.attacker_indices[: 2 * extra]])
+        images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
+        labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
+        shadows, _ = provision_shadow_models(
+            context.recipe, population, images, labels, subset_indices(masks), context.seed, context.cache_dir
+        )
+        return shadows, n_eval
+
+    def __call__(self, context: AttackContext) -> AttackOutput:
+        if self.online:
+            shadows, n_eval = self._online_shadow_models(context)
+            in_mask = shadows.in_mask[:, :n_eval]
+        else:
+            shadows = offline_shadow_models(context, self.num_shadows)
+            in_mask = torch.zeros(len(shadows), len(context.eval_images), dtype=torch.bool)
+        mode = context.api.output
+        shadow_log_probs = mode.scores(mode.answer(shadows.logits(context.eval_images))).double().log_softmax(dim=-1)
+        shadow_phi = torch.stack([logit_confidence(lp, context.eval_labels) for lp in shadow_log_probs])  # (S, N)
+        target_phi = logit_confidence(context.query_log_probs(context.eval_images), context.eval_labels)  # (N,)
+        mean_out, std_out = masked_mean_std(shadow_phi, ~in_mask, self.fixed_variance)
+        if self.online:
+            mean_in, std_in = masked_mean_std(shadow_phi, in_mask, self.fixed_variance)
+            scores = gaussian_log_pdf(target_phi, mean_in, std_in) - gaussian_log_pdf(target_phi, mean_out, std_out)
+            predictions = scores > 0
+        else:
+            # z orders images like log Pr[Z < phi] without its underflow to 0 for large z.
+            scores = (target_phi - mean_out) / std_out
+            predictions = scores > 0
+        return AttackOutput(scores, predictions.long(), {"lira/num_shadows": float(len(shadows))})

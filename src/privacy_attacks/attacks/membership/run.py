@@ -1,0 +1,123 @@
+"""``python attack.py attack=membership``: membership inference against a target with known members.
+
+:func:`validate` stops bad input before any work; :func:`run` builds the split, the black-box
+API and the attack chosen by ``method=`` (a ``_target_`` node of ``methods``), scores the
+evaluation set, and writes ``metrics.json`` (through the pipeline), ``roc.png``, ``roc.csv`` and
+``scores.pt`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.data.mnist import load_mnist
+from privacy_attacks.errors import ConfigError, UserError, require_choice
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target
+
+from .base import AttackContext
+from .data import MembershipSplit, membership_split
+from .figures import plot_roc, write_roc_csv
+from .metrics import membership_metrics, roc_curve
+
+log = logging.getLogger(__name__)
+
+
+def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
+    """The split of ``cfg`` (see :mod:`privacy_attacks.attacks.membership.data`)."""
+    if cfg.target.get("members") is None:
+        raise ConfigError("attack=membership needs a target with known members: set target.members (e.g. 1000).")
+    return membership_split(
+        cfg.data.val_size, cfg.data.split_seed, cfg.target.members, cfg.eval_members,
+        cfg.attacker_size, cfg.attacker_offset, cfg.eval_seed, total,
+    )
+
+
+def build_attack(cfg: DictConfig):
+    """The attack object of ``method`` (validated against the ``methods`` mapping)."""
+    require_choice(cfg.method, list(cfg.methods), "method")
+    try:
+        return instantiate(cfg.methods[cfg.method], _convert_="all")
+    except InstantiationException as error:  # a bad hyperparameter: show the attack's own message
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
+def validate(cfg: DictConfig, total: int = 60_000) -> None:
+    """Raise :class:`ConfigError` for an unknown method or output mode, a member count larger than
+    the data, an evaluation set overlapping the attacker's data, or sizes a method cannot use."""
+    attack = build_attack(cfg)
+    require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
+    split = build_split(cfg, total)
+    if not isinstance(cfg.shadow_train_size, int) or cfg.shadow_train_size <= 0:
+        raise ConfigError(f"shadow_train_size={cfg.shadow_train_size!r} is not allowed: it must be an integer > 0.")
+    attack.check_sizes(cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
+
+
+def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net(images).argmax(dim=1) == labels).float().mean())
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Run ``cfg.method`` against ``target`` and return the metrics (``mia/*``, ``target/*``, ``queries/used``)."""
+    images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    validate(cfg, total=len(labels))
+    split = build_split(cfg, total=len(labels))
+    attack = build_attack(cfg)
+    api = BlackBoxAPI(target.net, output=instantiate(cfg.api.outputs[cfg.api.output]), budget=cfg.query_budget)
+    context = AttackContext(
+        api=api,
+        eval_images=images[split.eval_indices], eval_labels=labels[split.eval_indices], eval_indices=split.eval_indices,
+        attacker_images=images[split.attacker], attacker_labels=labels[split.attacker], attacker_indices=split.attacker,
+        recipe=cfg.shadow_recipe, train_size=cfg.shadow_train_size, trainer=cfg.trainer,
+        cache_dir=Path(cfg.paths.cache_dir), seed=cfg.seed,
+    )
+    log.info("membership: method=%s on %d members + %d non-members", cfg.method, cfg.eval_members, cfg.eval_members)
+    start = time.perf_counter()
+    output = attack(context)
+    elapsed = time.perf_counter() - start
+    metrics = membership_metrics(output.scores, split.eval_membership, output.predictions)
+    # The experimenter's view of the target (not the attacker's): leakage tracks the generalisation gap.
+    train_acc = _accuracy(target.net, images[split.members], labels[split.members])
+    heldout = split.eval_indices[split.eval_membership == 0]
+    test_images, test_labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
+    test_acc = _accuracy(target.net, test_images, test_labels)
+    metrics.update({
+        "target/train_acc": train_acc, "target/test_acc": test_acc, "target/gap": train_acc - test_acc,
+        "target/nonmember_acc": _accuracy(target.net, images[heldout], labels[heldout]),
+        "queries/used": float(api.queries_used), "time/attack_s": elapsed, **output.info,
+    })
+    out = output_dir(cfg)
+    fpr, tpr = roc_curve(output.scores, split.eval_membership)
+    write_roc_csv(out / "roc.csv", fpr, tpr)
+    plot_roc([(f"{cfg.method} (AUC {metrics['mia/auc']:.3f})", fpr, tpr)], out / "roc.png",
+             title=f"{cfg.method}, {cfg.target.members} members")
+    torch.save({"scores": output.scores, "membership": split.eval_membership, "predictions": output.predictions,
+                "eval_indices": split.eval_indices}, out / "scores.pt")
+    _log_to_loggers(cfg, metrics)
+    log.info("mia/auc %.4f, tpr@0.1%%fpr %.4f (%s)", metrics["mia/auc"], metrics["mia/tpr@0.1%fpr"], cfg.method)
+    return metrics
+
+
+def _log_to_loggers(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """TensorBoard (or any configured logger): the run's hparams with its final metrics."""
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        logger = instantiate(node)
+        params = {"method": cfg.method, "target.members": cfg.target.members, "eval_members": cfg.eval_members,
+                  "shadow_train_size": cfg.shadow_train_size, "api.output": cfg.api.output,
+                  "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method])}
+        logger.log_metrics(metrics, step=0)
+        logger.log_hyperparams(params, metrics)
+        logger.finalize("success")

@@ -1,0 +1,112 @@
+"""Per-image membership signals computed from a classifier's answers.
+
+Everything starts from log-probabilities ``log_probs`` (N, C) and true labels (N,); a higher
+score means "more likely a member". Working in log space keeps the signals apart where
+probabilities round to 1.0 in float32 (a memorised image has p_y = 1 - 1e-9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from privacy_attacks.errors import require_choice
+
+
+def log_probabilities(scores: Tensor) -> Tensor:
+    """Log-probabilities (N, C) from logit-form scores (N, C) (logits, or log-probabilities)."""
+    return scores.double().log_softmax(dim=-1)
+
+
+def _others(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """log-probabilities (N, C) with the true class set to -inf."""
+    return log_probs.scatter(1, labels[:, None], float("-inf"))
+
+
+def loss_score(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """Minus the cross-entropy loss, log p_y (Yeom et al. 2018, "Privacy risk in machine learning")."""
+    return log_probs.gather(1, labels[:, None]).squeeze(1)
+
+
+def confidence_score(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The top-1 confidence, as log max_c p_c (label-free)."""
+    return log_probs.max(dim=1).values
+
+
+def entropy_score(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """Minus the prediction entropy, sum_c p_c log p_c (label-free; Salem et al. 2019)."""
+    return (log_probs.exp() * log_probs).sum(dim=1)
+
+
+def modified_entropy_score(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """Minus the modified entropy of Song & Mittal 2021 ("Systematic evaluation of privacy risks"):
+
+    Mentr(p, y) = -(1 - p_y) log p_y - sum_{c != y} p_c log(1 - p_c).
+    ``1 - p_y`` is summed from the other classes (no cancellation near p_y = 1).
+    """
+    log_py = loss_score(log_probs, labels)
+    others = _others(log_probs, labels)
+    one_minus_py = others.logsumexp(dim=1).exp()
+    log_one_minus_p = torch.log1p(-log_probs.exp().clamp(max=1 - 1e-15))
+    others_term = (others.exp() * log_one_minus_p).sum(dim=1)
+    modified_entropy = -one_minus_py * log_py - others_term
+    return -modified_entropy
+
+
+def logit_confidence(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The logit-scaled confidence phi = log(p_y / (1 - p_y)) of Carlini et al. 2022 (LiRA), computed
+    as log p_y - logsumexp_{c != y} log p_c, so it stays finite and accurate for p_y near 1."""
+    return loss_score(log_probs, labels) - _others(log_probs, labels).logsumexp(dim=1)
+
+
+SCORES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "loss": loss_score,
+    "confidence": confidence_score,
+    "entropy": entropy_score,
+    "modified_entropy": modified_entropy_score,
+    "logit": logit_confidence,
+}
+
+
+def _sorted(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+    return log_probs.sort(dim=1, descending=True).values
+
+
+def _top_k(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+    return log_probs.sort(dim=1, descending=True).values[:, :top_k]
+
+
+def _label(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+    return F.one_hot(labels, log_probs.shape[1]).to(log_probs.dtype)
+
+
+def _loss(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+    return -loss_score(log_probs, labels)[:, None]
+
+
+def _logit(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+    return logit_confidence(log_probs, labels)[:, None]
+
+
+# Attack-classifier features (Shokri et al. 2017; Salem et al. 2019), each (N, d).
+FEATURES: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
+    "sorted": _sorted,  # the whole probability vector sorted (as log-probabilities), C values
+    "top_k": _top_k,  # the k largest log-probabilities
+    "label": _label,  # the true label, one-hot (C values)
+    "loss": _loss,  # the cross-entropy loss on the true label
+    "logit": _logit,  # the logit-scaled true-class confidence
+}
+
+
+def attack_features(log_probs: Tensor, labels: Tensor, names: list[str], top_k: int = 3) -> Tensor:
+    """Concatenated features (N, d) named by ``names`` (keys of :data:`FEATURES`), float32.
+
+    Log-probabilities are floored at -100 so a rounded-to-zero probability stays finite.
+    """
+    for name in names:
+        require_choice(name, FEATURES, "features")
+    log_probs = log_probs.clamp_min(-100.0)
+    return torch.cat([FEATURES[name](log_probs, labels, top_k) for name in names], dim=1).float()

@@ -1,0 +1,46 @@
+"""Threshold attacks that need no training: one score of the target's answer, one threshold.
+
+- ``loss``: Yeom, Giacomelli, Fredrikson & Jha 2018, "Privacy risk in machine learning: analyzing
+  the connection to overfitting" (members have lower loss);
+- ``confidence``: the top-1 confidence (Salem et al. 2019, "ML-Leaks");
+- ``entropy``: the prediction entropy (Salem et al. 2019);
+- ``modified_entropy``: Song & Mittal 2021, "Systematic evaluation of privacy risks of machine
+  learning models" (uses the label; monotone in the correct class's confidence).
+
+Scores need no fitting; AUC and TPR at FPR are threshold-free. The hard decision (for
+``balanced_acc``) uses a threshold calibrated on the attacker's own images, which the target
+never saw: the ``1 - reference_fpr`` quantile of their scores, so the attack flags that fraction
+of known non-members.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from privacy_attacks.errors import require_choice
+
+from .base import AttackContext, AttackOutput
+from .scores import SCORES
+
+
+class ThresholdAttack:
+    """Score each evaluation image by ``score`` of the target's answer; member if above the threshold.
+
+    Args:
+        score: one of :data:`~privacy_attacks.attacks.membership.scores.SCORES`
+            (``loss``, ``confidence``, ``entropy``, ``modified_entropy``, ``logit``).
+        reference_size: attacker images queried to calibrate the threshold.
+        reference_fpr: the fraction of those known non-members the threshold flags.
+    """
+
+    def __init__(self, score: str = "loss", reference_size: int = 1000, reference_fpr: float = 0.5):
+        require_choice(score, SCORES, "score")
+        self.score, self.reference_size, self.reference_fpr = score, reference_size, reference_fpr
+
+    def __call__(self, context: AttackContext) -> AttackOutput:
+        score = SCORES[self.score]
+        eval_scores = score(context.query_log_probs(context.eval_images), context.eval_labels)
+        reference = context.attacker_images[: self.reference_size], context.attacker_labels[: self.reference_size]
+        reference_scores = score(context.query_log_probs(reference[0]), reference[1])
+        threshold = torch.quantile(reference_scores, 1 - self.reference_fpr)
+        return AttackOutput(eval_scores, (eval_scores > threshold).long(), {"attack/threshold": float(threshold)})
