@@ -33,7 +33,7 @@ Example:
 Output modes are small objects (``_target_`` nodes in the attack config) that turn the target's
 logits into the answer (:meth:`OutputMode.answer`) and give attackers two views of an answer:
 :meth:`OutputMode.student_view` (a student's logits mapped into the answer's space, for the
-lecture's MSE loss) and :meth:`OutputMode.scores` (logit-form scores whose softmax is the
+lecture's MSE loss, compared with :meth:`OutputMode.target_view` of the answers) and :meth:`OutputMode.scores` (logit-form scores whose softmax is the
 answer's class distribution, for KL-type losses).
 """
 
@@ -72,6 +72,10 @@ class OutputMode:
     def student_view(self, logits: Tensor) -> Tensor:
         """A student's logits (N, C) mapped into the space of the answers (probabilities by default)."""
         return logits.softmax(dim=-1)
+
+    def target_view(self, answers: Tensor) -> Tensor:
+        """Answers as float (N, C) in the space of :meth:`student_view` (one-hot for labels)."""
+        return answers
 
     def scores(self, answers: Tensor) -> Tensor:
         """Logit-form scores (N, C) of answers: ``softmax(scores)`` is the answered class distribution.
@@ -128,11 +132,11 @@ class Label(OutputMode):
     def answer(self, logits: Tensor) -> Tensor:
         return logits.argmax(dim=-1)
 
-    def one_hot(self, answers: Tensor) -> Tensor:
+    def target_view(self, answers: Tensor) -> Tensor:
         return F.one_hot(answers, self.num_classes).float()
 
     def scores(self, answers: Tensor) -> Tensor:
-        return super().scores(self.one_hot(answers))
+        return super().scores(self.target_view(answers))
 
     def labels(self, answers: Tensor) -> Tensor:
         return answers

@@ -1,0 +1,232 @@
+"""Model stealing by distillation through a black-box API (the lecture's "模型蒸馏").
+
+The attacker queries the deployed target ("teacher", f) on unlabeled images, caches the answers
+and trains a local student g so that g(x) imitates f(x) (Hinton et al. 2015; as an attack,
+Tramèr et al. 2016 and Orekondy et al. 2019, "Knockoff Nets"). Reusable from code:
+
+    >>> api = BlackBoxAPI(target.net, output="probs", budget=1000)
+    >>> student = distil(api, pool.take(1000), LeNet5(), loss="kl", steps=1500, temperature=4.0)
+
+:func:`distil` queries each image once (``api.queries_used`` grows by ``len(images)``) and trains
+with :class:`StudentDistillation`; :func:`fit_student` does the training from answers already
+bought. Local augmentation (random shifts of the student's input, ``shift`` pixels) reuses the
+cached answer of the unshifted image: nothing augmented is sent to the target, so it costs no query.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
+from privacy_attacks.errors import ConfigError, require_positive
+
+from .losses import LOSSES, DistillationLoss
+
+
+def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
+    """Shift each image of ``x`` (N, 1, H, W) by its own integer offset in [-max_shift, max_shift]², zero fill."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).to(x.device)
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
+    return padded[torch.arange(n, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+
+
+class ResampledBatches:
+    """Exactly ``steps`` batches of ``(images, answers)``, cycling through seeded reshuffles of the data.
+
+    One "epoch" of the Trainer is the whole schedule, so tiny query sets (100 images, one batch per
+    pass) do not pay Lightning's per-epoch overhead on every step.
+    """
+
+    def __init__(self, images: Tensor, answers: Tensor, batch_size: int, steps: int, seed: int = 0):
+        self.images, self.answers = images, answers
+        self.batch_size, self.steps, self.seed = min(batch_size, len(images)), steps, seed
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        n, done = len(self.images), 0
+        while True:
+            order = torch.randperm(n, generator=generator).to(self.images.device)
+            for start in range(0, n - self.batch_size + 1, self.batch_size):
+                if done == self.steps:
+                    return
+                index = order[start : start + self.batch_size]
+                yield self.images[index], self.answers[index]
+                done += 1
+
+
+class StudentDistillation(L.LightningModule):
+    """Train a student ``net`` to imitate cached black-box answers under a distillation ``loss``.
+
+    Args:
+        net: the student, (N, 1, 28, 28) pixels in [0, 1] -> logits (N, C).
+        loss: a :class:`~privacy_attacks.attacks.stealing.losses.DistillationLoss`,
+            called as ``loss(student_logits, answers, mode)``.
+        mode: the API's output mode (how to read the answers).
+        optimizer: partial optimiser, called with the parameters.
+        scheduler: optional partial LR scheduler, called with the optimiser and ``T_max`` = the
+            Trainer's ``max_steps``; stepped every step.
+        shift: random-shift augmentation of the student's inputs, in pixels (0: none); costs no query.
+
+    Logs ``train/loss`` (and ``train/lr`` through the scheduler's optimiser).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: DistillationLoss,
+        mode: OutputMode,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        shift: int = 2,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "mode", "optimizer", "scheduler"], logger=False)
+        self.net, self.loss, self.mode = net, loss, mode
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.shift = shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, answers = batch
+        loss = self.loss(self(random_shift(x, self.shift)), answers, self.mode)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(x))
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer, T_max=max(1, self.trainer.max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_loss(loss: str | DistillationLoss, temperature: float = 1.0) -> DistillationLoss:
+    """A loss object from a name in :data:`LOSSES` (``kl``/``kl_hinton`` take ``temperature``) or as is."""
+    if isinstance(loss, DistillationLoss):
+        return loss
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r} is not one of the choices: {', '.join(LOSSES)}.")
+    cls = LOSSES[loss]
+    return cls(temperature=temperature) if "temperature" in cls.__init__.__code__.co_varnames else cls()
+
+
+def steps_for_budget(budget: int, batch_size: int, epochs: float, min_steps: int, max_steps: int) -> int:
+    """Optimisation steps for ``budget`` cached queries: ``epochs`` passes, clamped to [min_steps, max_steps].
+
+    Small budgets get ``min_steps`` (many passes over few images); large ones are capped.
+    """
+    per_epoch = math.ceil(budget / min(batch_size, budget))
+    return int(min(max(math.ceil(per_epoch * epochs), min_steps), max_steps))
+
+
+def default_trainer(**overrides: Any) -> L.Trainer:
+    """A quiet CPU Trainer for :func:`fit_student` when no trainer config is given."""
+    settings = dict(accelerator="cpu", devices=1, deterministic=True, logger=False, enable_checkpointing=False,
+                    enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0)
+    return L.Trainer(**{**settings, **overrides})
+
+
+def fit_student(
+    net: nn.Module,
+    images: Tensor,
+    answers: Tensor,
+    mode: OutputMode | str,
+    loss: str | DistillationLoss = "kl",
+    steps: int = 1000,
+    trainer_cfg: DictConfig | None = None,
+    *,
+    temperature: float = 1.0,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    scheduler: Callable[..., Any] | None = None,
+    batch_size: int = 64,
+    shift: int = 2,
+    seed: int = 0,
+    logger: Any = False,
+    callbacks: list[L.Callback] | None = None,
+) -> nn.Module:
+    """Train ``net`` on answers already bought: ``images`` (N, 1, 28, 28) and their ``answers``.
+
+    Returns ``net`` trained, in eval mode. ``trainer_cfg`` is a Lightning Trainer config
+    (``conf/trainer/*.yaml``; ``trainer=gpu`` works); without it a quiet CPU Trainer is used.
+    ``optimizer`` defaults to Adam(lr=2e-3), ``scheduler`` to cosine annealing over ``steps``.
+    """
+    require_positive(steps, "steps")
+    require_positive(batch_size, "batch_size")
+    if len(images) != len(answers):
+        raise ValueError(f"{len(images)} images but {len(answers)} answers.")
+    mode = output_mode(mode)
+    optimizer = optimizer or functools.partial(torch.optim.Adam, lr=2e-3)
+    if scheduler is None:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR
+    system = StudentDistillation(net, build_loss(loss, temperature), mode, optimizer, scheduler, shift)
+    settings = dict(max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], enable_checkpointing=False,
+                    limit_val_batches=0)
+    trainer = instantiate(trainer_cfg, **settings) if trainer_cfg is not None else default_trainer(**settings)
+    batches = ResampledBatches(images, answers, batch_size, steps, seed)
+    trainer.fit(system, train_dataloaders=batches)
+    return net.eval()
+
+
+def distil(
+    api: BlackBoxAPI,
+    images: Tensor,
+    net: nn.Module,
+    loss: str | DistillationLoss = "kl",
+    steps: int = 1000,
+    trainer_cfg: DictConfig | None = None,
+    **fit_options: Any,
+) -> nn.Module:
+    """Steal a model: query ``api`` once on each of ``images`` (N, 1, 28, 28), train ``net`` on the answers.
+
+    Costs exactly N queries (:class:`~privacy_attacks.blackbox.QueryBudgetExceeded` if the budget
+    has fewer left). ``fit_options`` go to :func:`fit_student` (``temperature``, ``optimizer``,
+    ``scheduler``, ``batch_size``, ``shift``, ``seed``, ``logger``, ``callbacks``). Returns the
+    trained student in eval mode.
+    """
+    answers = api.query(images)
+    return fit_student(net, images, answers, api.output, loss, steps, trainer_cfg, **fit_options)
+
+
+@torch.no_grad()
+def fidelity_metrics(student: nn.Module, target: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2500) -> dict[str, float]:
+    """Score a student against the target on labelled evaluation images (not queries: the experimenter's view).
+
+    Returns ``student/acc`` (student's accuracy), ``student/agreement`` (fraction where the student's
+    and the target's top-1 agree: fidelity), ``student/kl`` (mean KL(target probs || student probs))
+    and ``target/acc`` (the target's own accuracy on the same images).
+    """
+    student.eval(), target.eval()
+    device = next(student.parameters()).device
+    correct = agree = target_correct = 0
+    kl_sum = 0.0
+    for start in range(0, len(images), batch_size):
+        x, y = images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
+        s_log = student(x).log_softmax(dim=-1)
+        t_log = target.to(device)(x).log_softmax(dim=-1)
+        s_pred, t_pred = s_log.argmax(-1), t_log.argmax(-1)
+        correct += (s_pred == y).sum().item()
+        target_correct += (t_pred == y).sum().item()
+        agree += (s_pred == t_pred).sum().item()
+        kl_sum += (t_log.exp() * (t_log - s_log)).sum().item()
+    n = len(images)
+    return {"student/acc": correct / n, "student/agreement": agree / n, "student/kl": kl_sum / n, "target/acc": target_correct / n}

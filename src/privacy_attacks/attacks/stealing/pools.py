@@ -1,0 +1,199 @@
+"""Query data: the unlabeled images a model-stealing attacker holds and sends to the API.
+
+A pool knows its ``size`` without loading anything (so a budget can be checked before any work)
+and hands out the first ``n`` images of a seeded shuffle (:meth:`QueryPool.take`), each once.
+
+Splits of MNIST (documented in docs/distillation.md):
+
+- evaluation: the official MNIST test images 0-4,999 (:func:`evaluation_split`); the student is
+  scored there and no pool ever contains them;
+- ``mnist`` pool (:class:`MNISTPool`): the 60,000 MNIST training images plus the test images
+  5,000-9,999, i.e. 65,000 digits (the attacker's own unlabeled digits; public data, part of
+  which the target was trained on, as for any public-data stealing attack);
+- ``fashion_mnist`` pool (:class:`FashionMNISTPool`): the 70,000 Fashion-MNIST images
+  (Xiao et al. 2017), natural out-of-distribution images;
+- ``noise`` pool (:class:`NoisePool`): uniform noise in [0, 1], ``size`` images, drawn by seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from privacy_attacks.data import load_mnist
+from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
+
+EVALUATION_SIZE = 5000
+MNIST_TEST_SIZE = 10_000
+FASHION_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+
+
+def evaluation_split(root: str | Path, download: bool = False) -> tuple[Tensor, Tensor]:
+    """The student's evaluation images: MNIST test images 0-4,999, ``(images (5000, 1, 28, 28), labels (5000,))``."""
+    images, labels = load_mnist(root, train=False, download=download)
+    return images[:EVALUATION_SIZE], labels[:EVALUATION_SIZE]
+
+
+class QueryPool:
+    """Base class: ``size`` images; :meth:`take` gives the first ``n`` of a seeded shuffle."""
+
+    name = "base"
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def load(self) -> Tensor:
+        """All ``size`` images, (size, 1, 28, 28) in [0, 1], in a fixed order."""
+        raise NotImplementedError
+
+    def take(self, n: int, seed: int = 0) -> Tensor:
+        """The first ``n`` images of the pool shuffled by ``seed``: (n, 1, 28, 28) in [0, 1]."""
+        self.check_budget(n)
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))[:n]
+        return self.load()[order]
+
+    def check_budget(self, n: int) -> None:
+        """:class:`ConfigError` unless 0 < ``n`` <= ``size``."""
+        require_positive(n, "query_budget")
+        if not isinstance(n, int) or n > self.size:
+            raise ConfigError(
+                f"query_budget={n!r} is not allowed: the {self.name} query pool holds {self.size} images "
+                f"and each is queried at most once (choose query_budget <= {self.size} or another pool with queries=...)."
+            )
+
+
+class MNISTPool(QueryPool):
+    """The attacker's MNIST digits: the 60,000 training images, then test images 5,000-9,999 (65,000).
+
+    Disjoint from :func:`evaluation_split` (test images 0-4,999).
+    """
+
+    name = "mnist"
+
+    def __init__(self, root: str = "data", download: bool = False):
+        self.root, self.download = root, download
+
+    @property
+    def size(self) -> int:
+        return 60_000 + MNIST_TEST_SIZE - EVALUATION_SIZE
+
+    def load(self) -> Tensor:
+        train, _ = load_mnist(self.root, train=True, download=self.download)
+        test, _ = load_mnist(self.root, train=False, download=self.download)
+        return torch.cat([train, test[EVALUATION_SIZE:]])
+
+    @staticmethod
+    def sources() -> dict[str, range]:
+        """Which indices of which MNIST file make up the pool (for tests and docs)."""
+        return {"train": range(60_000), "test": range(EVALUATION_SIZE, MNIST_TEST_SIZE)}
+
+
+def read_idx_images(path: Path) -> Tensor:
+    """An IDX image file (optionally ``.gz``) as uint8 (N, 1, rows, cols)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    magic, count, rows, cols = np.frombuffer(data[:16], dtype=">i4")
+    if magic != 2051:
+        raise DataUnavailableError(f"{path} is not an IDX image file (magic number {magic}, expected 2051).")
+    pixels = np.frombuffer(data, dtype=np.uint8, offset=16, count=count * rows * cols)
+    return torch.from_numpy(pixels.copy()).view(int(count), 1, int(rows), int(cols))
+
+
+def _find_idx(root: Path, name: str) -> Path | None:
+    for folder in (root, root / "FashionMNIST" / "raw"):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class FashionMNISTPool(QueryPool):
+    """Fashion-MNIST's 70,000 images (train then test), out-of-distribution queries for an MNIST target.
+
+    Args:
+        root: a folder holding the IDX files (``train-images-idx3-ubyte[.gz]``, ``t10k-images-idx3-ubyte[.gz]``)
+            directly, as the Debian package ``dataset-fashion-mnist`` installs them under
+            ``/usr/share/datasets/fashion-mnist``, or in torchvision's ``FashionMNIST/raw/`` layout.
+        download: download through torchvision into ``root`` when the files are missing (needs internet).
+    """
+
+    name = "fashion_mnist"
+
+    def __init__(self, root: str = "/usr/share/datasets/fashion-mnist", download: bool = False):
+        self.root, self.download = Path(root).expanduser(), download
+        self._images: Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        return 70_000
+
+    def available(self) -> bool:
+        return all(_find_idx(self.root, name) for name in FASHION_FILES)
+
+    def _missing(self, reason: str) -> DataUnavailableError:
+        return DataUnavailableError(
+            f"Fashion-MNIST is not under {self.root} and {reason}. Install it with "
+            "`apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), or point the "
+            "project at a folder holding its IDX files with the config value pools.fashion_mnist.root=/path/to/folder "
+            "or the environment variable FASHION_MNIST_ROOT=/path/to/folder, or run once with internet and "
+            "pools.fashion_mnist.download=true."
+        )
+
+    def ensure_available(self) -> None:
+        """Download if allowed; :class:`DataUnavailableError` saying what to set otherwise."""
+        if self.available():
+            return
+        if not self.download:
+            raise self._missing("pools.fashion_mnist.download is false")
+        from torchvision.datasets import FashionMNIST
+
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(15)
+        try:
+            FashionMNIST(str(self.root), train=True, download=True)
+            FashionMNIST(str(self.root), train=False, download=True)
+        except Exception as error:  # noqa: BLE001 - any network or disk failure means the same to the user
+            raise self._missing(f"downloading it failed ({error})") from error
+        finally:
+            socket.setdefaulttimeout(previous)
+
+    def load(self) -> Tensor:
+        if self._images is None:
+            self.ensure_available()
+            parts = [read_idx_images(_find_idx(self.root, name)) for name in FASHION_FILES]
+            self._images = torch.cat(parts).float().div_(255.0)
+        return self._images
+
+
+class NoisePool(QueryPool):
+    """Uniform noise images in [0, 1]; image ``i`` of the shuffled pool is drawn from ``seed``.
+
+    Only the ``n`` images taken are generated (``size`` bounds the budget).
+    """
+
+    name = "noise"
+
+    def __init__(self, size: int = 100_000):
+        require_positive(size, "pools.noise.size")
+        self._size = int(size)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def load(self) -> Tensor:
+        return self.take(self._size)
+
+    def take(self, n: int, seed: int = 0) -> Tensor:
+        self.check_budget(n)
+        return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+POOLS: dict[str, type[QueryPool]] = {"mnist": MNISTPool, "fashion_mnist": FashionMNISTPool, "noise": NoisePool}
