@@ -13,22 +13,23 @@ from torch import Tensor, nn
 class FeatureMatching(nn.Module):
     """Objective ``images (N, 1, 28, 28) -> per-image loss (N,)``: normalised feature distance at ``layer``.
 
-    The N = restarts × B images are restart-major: image r·B + i reconstructs private image i.
+    The R·B images are restart-major: image r·B + i reconstructs private image i (B = ``num_images``).
 
     Args:
         model: a frozen network with ``features(x) -> {layer: activation}`` (LeNet5).
         layer: the layer the attacker observes (one of ``model.LAYERS``).
         target_features: Φ_l(x₀), (B, ...).
-        restarts: how many reconstructions of each private image are optimised together.
     """
 
-    def __init__(self, model: nn.Module, layer: str, target_features: Tensor, restarts: int = 1):
+    def __init__(self, model: nn.Module, layer: str, target_features: Tensor):
         super().__init__()
-        self.model, self.layer, self.restarts = model, layer, int(restarts)
+        self.model, self.layer = model, layer
+        self.num_images = len(target_features)  # the engine's N
         self.register_buffer("target_features", target_features.detach().clone())
         self.register_buffer("target_energy", target_features.detach().flatten(1).pow(2).sum(1).clamp_min(1e-12))
 
     def forward(self, images: Tensor) -> Tensor:
         features = self.model.features(images)[self.layer].flatten(1)
-        target = self.target_features.flatten(1).repeat(self.restarts, 1)
-        return (features - target).pow(2).sum(1) / self.target_energy.repeat(self.restarts)
+        restarts = len(images) // self.num_images
+        target = self.target_features.flatten(1).repeat(restarts, 1)
+        return (features - target).pow(2).sum(1) / self.target_energy.repeat(restarts)

@@ -70,6 +70,7 @@ class GradientMatching(nn.Module):
         super().__init__()
         self.model, self.distance = model, distance
         self.batch_size, self.restarts = int(batch_size), int(restarts)
+        self.num_images = self.batch_size  # the engine's N
         self.target_names = []
         for index, tensor in enumerate(target_gradient):
             self.register_buffer(f"target_{index}", tensor.detach().clone())
@@ -87,6 +88,14 @@ class GradientMatching(nn.Module):
         return [getattr(self, name) for name in self.target_names]
 
     def forward(self, images: Tensor) -> Tensor:
+        track = torch.is_grad_enabled()
+        with torch.enable_grad():  # the dummy gradient needs autograd even when the engine only scores
+            distances = self._distances(images, create_graph=track)
+        distances = distances if track else distances.detach()
+        return (distances / self.batch_size).repeat_interleave(self.batch_size)
+
+    def _distances(self, images: Tensor, create_graph: bool) -> Tensor:
+        """Gradient distance of each restart's dummy batch: (restarts,)."""
         batches = images.view(self.restarts, self.batch_size, *images.shape[1:])
         target = self.target_gradient
         distances = []
@@ -96,9 +105,9 @@ class GradientMatching(nn.Module):
                 loss = model_loss(self.model, params, batch, self.labels, F.cross_entropy)
             else:
                 loss = model_loss(self.model, params, batch, self.soft_labels[restart], soft_cross_entropy)
-            gradient = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+            gradient = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
             distances.append(self.distance(list(gradient), target))
-        return (torch.stack(distances) / self.batch_size).repeat_interleave(self.batch_size)
+        return torch.stack(distances)
 
     def predicted_labels(self) -> Tensor:
         """Labels of the dummy images, (restarts · B,): the recovered ones, or argmax of DLG's soft labels."""

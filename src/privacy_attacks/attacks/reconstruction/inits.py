@@ -50,7 +50,7 @@ class MeanImageInit:
 
     def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         if self._mean is None:
-            from privacy_attacks.data import load_mnist
+            from privacy_attacks.data.mnist import load_mnist
 
             images, _ = load_mnist(self.root, train=True, download=self.download)
             self._mean = images.mean(dim=0)

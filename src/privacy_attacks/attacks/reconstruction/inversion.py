@@ -1,0 +1,131 @@
+"""Output-based model inversion of every class (the lecture's first lab; Fredrikson et al., CCS 2015).
+
+For each class ỹ an image x in [0, 1]^{1×28×28} is optimised to minimise
+ℓ(f(x), ỹ) + λ · ℓ_TV(x) + the other priors, with the target f frozen. All classes (× restarts) are
+one batch of the reconstruction engine (:mod:`.engine`). ``python attack.py attack=inversion``.
+
+Writes ``reconstructions.pt`` ({"images": (K, 1, 28, 28) in [0, 1], "labels": (K,)}),
+``reconstructions.png`` and TensorBoard events; returns the ``inversion/*`` metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.figures import reconstruction_figure
+from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity, nearest_ssim
+from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
+from privacy_attacks.data.mnist import load_mnist, split_training_indices
+from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target, provision_classifier
+
+log = logging.getLogger(__name__)
+# The swept keys, logged as TensorBoard hparams.
+HPARAMS = ("loss", "init", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "jitter", "blur_sigma", "blur_every", "seed")
+
+
+def validate(cfg: DictConfig) -> None:
+    """ConfigError for a negative prior weight, an unknown loss/init/optimizer, or zero steps, before any work."""
+    require_choice(cfg.loss, cfg.losses, "loss")
+    require_choice(cfg.init, cfg.inits, "init")
+    require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
+    for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
+        require_positive(cfg[key], key, allow_zero=True)
+    if not isinstance(cfg.blur_every, int) or cfg.blur_every <= 0:
+        raise ConfigError(f"blur_every={cfg.blur_every!r} is not allowed: it must be an integer > 0.")
+    validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
+
+
+def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) -> ReconstructionModule:
+    """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``."""
+    objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]))
+    return ReconstructionModule(
+        objective,
+        priors={name: instantiate(node) for name, node in cfg.priors.items()},
+        init=instantiate(cfg.inits[cfg.init]),
+        optimizer=instantiate(cfg.optimizers[cfg.optimizer]),
+        steps=cfg.steps,
+        restarts=cfg.restarts,
+        seed=cfg.seed,
+        log_prefix="inversion",
+    )
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Invert every class of ``target``; score with the target, the independent evaluator and the training data."""
+    out = output_dir(cfg)
+    evaluator = provision_classifier(cfg.evaluator, cfg.data, cfg.trainer, cfg.paths.cache_dir, "evaluator")
+    num_classes = int(cfg.target.net.num_classes)
+    labels = torch.arange(num_classes)
+    module = build_module(cfg, target.net, labels)
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    start = time.perf_counter()
+    fit_reconstruction(module, cfg.trainer, logger=loggers)
+    fit_time = time.perf_counter() - start
+    images = module.reconstructions()[0].cpu()
+
+    pool, pool_labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.get("members"))["train"]
+    pool, pool_labels = pool[members], pool_labels[members]
+    means = class_means(pool, pool_labels, num_classes)
+    metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
+    metrics["inversion/fit_time_s"] = fit_time
+
+    torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
+    title = f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
+    reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
+    for logger in loggers:
+        log_to_tensorboard(logger, cfg, images, means, metrics)
+    log.info("inversion: target acc %.2f, evaluator acc %.2f, SSIM to class mean %.3f; %s",
+             metrics["inversion/target_acc"], metrics["inversion/evaluator_acc"], metrics["inversion/ssim_class_mean"], out)
+    return metrics
+
+
+@torch.no_grad()
+def score(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    target: torch.nn.Module,
+    evaluator: torch.nn.Module,
+    means: torch.Tensor,
+    pool: torch.Tensor,
+    pool_labels: torch.Tensor,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's confidences (K,)."""
+    num_classes = len(means)
+    target_probs = target.eval()(images).softmax(dim=-1)
+    evaluator_probs = evaluator.eval()(images).softmax(dim=-1)
+    confidence = target_probs.gather(1, labels[:, None]).squeeze(1)
+    to_mean = image_similarity(images, means[labels])
+    metrics = {
+        "inversion/target_acc": multiclass_accuracy(target_probs, labels, num_classes, average="micro").item(),
+        "inversion/target_confidence": confidence.mean().item(),
+        "inversion/evaluator_acc": multiclass_accuracy(evaluator_probs, labels, num_classes, average="micro").item(),
+        "inversion/evaluator_confidence": evaluator_probs.gather(1, labels[:, None]).mean().item(),
+        "inversion/ssim_class_mean": to_mean["ssim"].mean().item(),
+        "inversion/psnr_class_mean": to_mean["psnr"].mean().item(),
+        "inversion/mse_class_mean": to_mean["mse"].mean().item(),
+        "inversion/ssim_nearest_train": nearest_ssim(images, labels, pool, pool_labels).mean().item(),
+    }
+    return metrics, confidence
+
+
+def log_to_tensorboard(logger: Any, cfg: DictConfig, images: torch.Tensor, means: torch.Tensor, metrics: dict[str, float]) -> None:
+    """The image grid (reconstructions above class means) and hparams with the final metrics."""
+    from torchvision.utils import make_grid
+
+    experiment = getattr(logger, "experiment", None)
+    if hasattr(experiment, "add_image"):
+        grid = make_grid(torch.cat([images, means]), nrow=len(images), padding=2, pad_value=1.0)
+        experiment.add_image("inversion/reconstructions", grid, global_step=int(cfg.steps))
+    logger.log_hyperparams({key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    logger.finalize("success")
