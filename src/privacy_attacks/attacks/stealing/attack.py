@@ -1,0 +1,101 @@
+"""``attack=distillation``: steal the target through its black-box API, score the student.
+
+``python attack.py -m attack=distillation loss=mse,kl query_budget=100,500,1000,5000,10000``
+
+One job: take the first ``query_budget`` images of the seeded, shuffled query pool (``queries=``),
+query the API (``api.output=``) once on each, train a fresh student (``student.net``) on the cached
+answers with ``loss=`` for a budget-dependent number of steps (``schedule``), and score it on the
+evaluation split (MNIST test images 0-4,999, never queried): accuracy, agreement with the target,
+KL(target || student). Writes ``student.pt``, TensorBoard scalars and hparams; returns the metrics
+that ``run_attack`` writes to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target
+
+from .distillation import distil, fidelity_metrics, steps_for_budget
+from .pools import QueryPool, evaluation_split
+
+log = logging.getLogger(__name__)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Stop before any work on a bad loss, output mode, pool, budget, temperature or schedule."""
+    require_choice(cfg.loss, cfg.losses, "loss")
+    require_choice(cfg.api.output, cfg.api.outputs, "api.output")
+    require_choice(cfg.queries, cfg.pools, "queries")
+    require_positive(cfg.temperature, "temperature")
+    budget = cfg.query_budget
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
+    require_positive(cfg.student.batch_size, "student.batch_size")
+    require_positive(cfg.student.shift, "student.shift", allow_zero=True)
+    for key in ("epochs", "min_steps", "max_steps"):
+        require_positive(cfg.schedule[key], f"schedule.{key}")
+    if cfg.schedule.get("steps") is not None:
+        require_positive(cfg.schedule.steps, "schedule.steps")
+    instantiate(cfg.losses[cfg.loss])  # the loss checks its own arguments
+    instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
+    pool: QueryPool = instantiate(cfg.pools[cfg.queries])
+    pool.check_budget(budget)
+    if hasattr(pool, "ensure_available"):
+        pool.ensure_available()
+
+
+def schedule_steps(cfg: DictConfig) -> int:
+    """``schedule.steps`` if set, else :func:`steps_for_budget` of the budget (enough steps for small ones)."""
+    if cfg.schedule.get("steps") is not None:
+        return int(cfg.schedule.steps)
+    s = cfg.schedule
+    return steps_for_budget(cfg.query_budget, cfg.student.batch_size, s.epochs, s.min_steps, s.max_steps)
+
+
+def _loggers(cfg: DictConfig) -> list[Any]:
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None and "_target_" in node]
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
+    out = output_dir(cfg)
+    pool: QueryPool = instantiate(cfg.pools[cfg.queries])
+    images = pool.take(cfg.query_budget, seed=cfg.seed)
+    api = BlackBoxAPI(target.net, instantiate(cfg.api.outputs[cfg.api.output]), cfg.query_budget, cfg.api.batch_size)
+    steps = schedule_steps(cfg)
+    loggers = _loggers(cfg)
+    log.info("Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
+             cfg.student.net._target_, cfg.loss, cfg.query_budget, cfg.queries, cfg.api.output, steps)
+    start = time.perf_counter()
+    student = distil(
+        api, images, instantiate(cfg.student.net), instantiate(cfg.losses[cfg.loss]), steps, cfg.trainer,
+        optimizer=instantiate(cfg.student.optimizer), scheduler=instantiate(cfg.student.scheduler),
+        batch_size=cfg.student.batch_size, shift=cfg.student.shift, seed=cfg.seed, logger=loggers or False,
+    )
+    fit_time = time.perf_counter() - start
+    eval_images, eval_labels = evaluation_split(cfg.data.root, cfg.data.download)
+    metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
+    metrics.update({"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time})
+    state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+    torch.save({"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
+               out / "student.pt")
+    params = {"loss": cfg.loss, "query_budget": cfg.query_budget, "temperature": cfg.temperature, "queries": cfg.queries,
+              "api_output": cfg.api.output, "steps": steps, "batch_size": cfg.student.batch_size, "shift": cfg.student.shift,
+              "seed": cfg.seed}
+    for logger in loggers:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=steps)
+        logger.log_hyperparams(params, {k: float(v) for k, v in metrics.items()})
+        logger.finalize("success")
+    log.info("student/acc %.4f, student/agreement %.4f, queries/used %d",
+             metrics["student/acc"], metrics["student/agreement"], metrics["queries/used"])
+    return metrics
