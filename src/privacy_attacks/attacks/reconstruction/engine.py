@@ -27,6 +27,7 @@ Contract of an objective (see :class:`ReconstructionModule`):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -207,7 +208,9 @@ def fit_reconstruction(
     )
     settings.update(overrides)
     fitter: L.Trainer = instantiate(trainer, **settings) if isinstance(trainer, DictConfig) else L.Trainer(**{**trainer, **settings})
-    fitter.fit(module, train_dataloaders=range(module.hparams.steps))
+    with warnings.catch_warnings():  # the frozen networks inside the objective are in eval mode on purpose
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        fitter.fit(module, train_dataloaders=range(module.hparams.steps))
     return module
 
 
