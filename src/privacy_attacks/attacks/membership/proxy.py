@@ -5,14 +5,23 @@ Lecture, "攻击策略": (1) distil a local proxy of the target (通过模型蒸
 and on images it did not train on (利用代理模型在代理训练集与非训练集上的行为差异训练分类器);
 (3) use it to decide whether an image was in the target's training set.
 
-Here: the attacker splits its own images into a proxy training half (``train_size`` images,
-queried through the black-box API once each) and a held-out half; the proxy (the target's
-architecture) is distilled on the answers with the stealing module's :func:`distil`, as long as
-the target's recipe trains (so it memorises its training images about as much as the target
-memorised its own). The attack classifier learns proxy outputs on the training half
-(member = 1) versus the held-out half (0) and is applied to the target's answers on the
-evaluation set. Shokri et al. 2017 use shadow models trained on true labels instead; the proxy
-needs no labels beyond the ones its features use.
+Here: the attacker splits its own images into a proxy training set (``train_size`` images,
+queried through the black-box API once each) and a held-out set of the same size; the proxy (the
+target's architecture) is distilled on the answers with the stealing module's :func:`distil`, as
+long as the target's recipe trains. The default distillation loss is ``hard`` (cross-entropy on
+the answered top-1 class): the proxy then memorises its training images the way the target
+memorised its labelled members. With soft answers (``soft_ce``, ``kl``) it would learn the
+target's *non-member* behaviour on those images (they are non-members of the target), and its
+members would look like the target's non-members. The attack classifier learns proxy outputs on
+the training set (member = 1) versus the held-out set (0) and is applied to the target's answers
+on the evaluation set.
+
+``reference=true`` adds difficulty calibration (Watson et al. 2022, "On the importance of
+difficulty calibration in membership inference attacks"): a second proxy, distilled on a third
+disjoint set of the attacker's images, never sees any image the classifier is trained or applied
+on; its outputs are extra features, telling an image that is easy for every model from one the
+attacked model memorised. The classifier sees (proxy, reference) outputs when fitted and
+(target, reference) outputs when applied.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from collections.abc import Sequence
 
 import torch
 from hydra.utils import instantiate
+from torch import Tensor, nn
 
 from privacy_attacks.attacks.stealing.distillation import distil
 from privacy_attacks.errors import ConfigError, require_choice
@@ -42,6 +52,7 @@ class ProxyAttack:
         loss: distillation loss (the stealing module's ``mse``, ``kl``, ``kl_hinton``, ``soft_ce``, ``hard``).
         temperature: distillation temperature (``kl``, ``kl_hinton``).
         shift: random-shift augmentation while distilling, in pixels (0 lets the proxy memorise).
+        reference: distil a second, reference proxy for difficulty calibration (3 x ``train_size`` images).
         hidden, epochs, lr: the attack classifier's MLP widths, epochs and learning rate.
     """
 
@@ -49,9 +60,10 @@ class ProxyAttack:
         self,
         features: Sequence[str] = ("sorted", "loss"),
         top_k: int = 3,
-        loss: str = "soft_ce",
+        loss: str = "hard",
         temperature: float = 1.0,
         shift: int = 0,
+        reference: bool = True,
         hidden: Sequence[int] = (64,),
         epochs: int = 60,
         lr: float = 1e-3,
@@ -59,36 +71,53 @@ class ProxyAttack:
         for name in features:
             require_choice(name, FEATURES, "proxy features")
         self.features, self.top_k = list(features), top_k
-        self.loss, self.temperature, self.shift = loss, temperature, shift
+        self.loss, self.temperature, self.shift, self.reference = loss, temperature, shift, bool(reference)
         self.hidden, self.epochs, self.lr = list(hidden), epochs, lr
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
-        """:class:`ConfigError` unless the attacker holds 2 x ``train_size`` images (proxy half and held-out half)."""
-        if attacker_size < 2 * train_size:
+        """:class:`ConfigError` unless the attacker holds a proxy training set, a held-out set (and a
+        reference set) of ``train_size`` images each."""
+        sets = 3 if self.reference else 2
+        if attacker_size < sets * train_size:
             raise ConfigError(
-                f"attacker_size={attacker_size} is too small for the proxy attack: it needs a proxy training set and a "
-                f"held-out set of shadow_train_size={train_size} images each ({2 * train_size} images)."
+                f"attacker_size={attacker_size} is too small for the proxy attack: it needs {sets} sets of "
+                f"shadow_train_size={train_size} images ({sets * train_size} images)."
             )
 
-    def __call__(self, context: AttackContext) -> AttackOutput:
-        n, recipe = context.train_size, context.recipe
-        own, own_labels = context.attacker_images[: 2 * n], context.attacker_labels[: 2 * n]
+    def _distil_proxy(self, context: AttackContext, images: Tensor) -> nn.Module:
+        """A proxy of the target's architecture distilled on ``images`` (one query each), as the target's recipe trains."""
+        recipe = context.recipe
+        steps = int(recipe.max_epochs) * math.ceil(len(images) / int(recipe.batch_size))
         torch.manual_seed(context.seed)
-        steps = int(recipe.max_epochs) * math.ceil(n / int(recipe.batch_size))
-        proxy = distil(
-            context.api, own[:n], instantiate(recipe.net), self.loss, steps, context.trainer,
+        return distil(
+            context.api, images, instantiate(recipe.net), self.loss, steps, context.trainer,
             temperature=self.temperature, optimizer=instantiate(recipe.optimizer), batch_size=int(recipe.batch_size),
             shift=self.shift, seed=context.seed,
         ).cpu()
+
+    def _features(self, log_probs: Tensor, reference_log_probs: Tensor | None, labels: Tensor) -> Tensor:
+        parts = [attack_features(log_probs, labels, self.features, self.top_k)]
+        if reference_log_probs is not None:
+            parts.append(attack_features(reference_log_probs, labels, self.features, self.top_k))
+        return torch.cat(parts, dim=1)
+
+    def __call__(self, context: AttackContext) -> AttackOutput:
+        n = context.train_size
+        images, labels = context.attacker_images, context.attacker_labels
+        proxy = self._distil_proxy(context, images[:n])
+        reference = self._distil_proxy(context, images[2 * n : 3 * n]) if self.reference else None
+        own, own_labels = images[: 2 * n], labels[: 2 * n]  # proxy's training set, then held-out
         with torch.no_grad():
             proxy_log_probs = proxy(own).double().log_softmax(dim=-1)
+            own_reference = reference(own).double().log_softmax(dim=-1) if reference is not None else None
+            eval_reference = reference(context.eval_images).double().log_softmax(dim=-1) if reference is not None else None
         membership = torch.cat([torch.ones(n), torch.zeros(n)]).long()
-        train_features = attack_features(proxy_log_probs, own_labels, self.features, self.top_k)
         classifier = fit_attack_classifier(
-            train_features, membership, context.trainer, self.hidden, self.epochs, lr=self.lr, seed=context.seed
+            self._features(proxy_log_probs, own_reference, own_labels), membership, context.trainer,
+            self.hidden, self.epochs, lr=self.lr, seed=context.seed,
         )
-        eval_features = attack_features(context.query_log_probs(context.eval_images), context.eval_labels, self.features, self.top_k)
-        probability = classifier.member_probability(eval_features)
+        target_log_probs = context.query_log_probs(context.eval_images)
+        probability = classifier.member_probability(self._features(target_log_probs, eval_reference, context.eval_labels))
         correct = (proxy_log_probs.argmax(dim=1) == own_labels).float()
         info = {"proxy/train_acc": float(correct[:n].mean()), "proxy/heldout_acc": float(correct[n:].mean())}
         return AttackOutput(probability.double(), (probability > 0.5).long(), info)

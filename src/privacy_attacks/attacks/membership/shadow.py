@@ -10,6 +10,7 @@ applied to the target's answers on the evaluation set.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -85,13 +86,15 @@ class ShadowAttack:
         membership = shadows.in_mask.flatten().long()
         class_of = labels.repeat(len(shadows))
         eval_features = attack_features(context.query_log_probs(context.eval_images), context.eval_labels, self.features, self.top_k)
-        groups = range(10) if self.per_class else [None]
+        fit = functools.partial(fit_attack_classifier, trainer_cfg=context.trainer, hidden=self.hidden,
+                                epochs=self.epochs, lr=self.lr, seed=context.seed)
         probability = torch.zeros(len(eval_features), dtype=torch.float64)
-        for group in groups:
-            fit_rows = slice(None) if group is None else class_of == group
-            eval_rows = slice(None) if group is None else context.eval_labels == group
-            classifier = fit_attack_classifier(
-                features[fit_rows], membership[fit_rows], context.trainer, self.hidden, self.epochs, lr=self.lr, seed=context.seed
-            )
+        if not self.per_class:
+            probability[:] = fit(features, membership).member_probability(eval_features).double()
+        for group in context.eval_labels.unique().tolist() if self.per_class else []:
+            fit_rows, eval_rows = class_of == group, context.eval_labels == group
+            if fit_rows.sum() < 2 or membership[fit_rows].unique().numel() < 2:  # too few rows: all classes
+                fit_rows = torch.ones_like(class_of, dtype=torch.bool)
+            classifier = fit(features[fit_rows], membership[fit_rows])
             probability[eval_rows] = classifier.member_probability(eval_features[eval_rows]).double()
         return AttackOutput(probability, (probability > 0.5).long(), {"shadow/num_models": float(len(shadows))})

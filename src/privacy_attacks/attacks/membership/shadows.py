@@ -170,7 +170,7 @@ def provision_shadow_models(
     ``population`` (P,) are the dataset indices of ``images`` (part of the cache key). Returns the
     models and whether they came from the cache.
     """
-    recipe = recipe.copy()
+    recipe = OmegaConf.create(OmegaConf.to_container(recipe, resolve=True))
     recipe.pop("members", None)  # the subset size is in train_indices
     path = shadow_cache_path(cache_dir, recipe, population, train_indices, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

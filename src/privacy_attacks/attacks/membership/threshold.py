@@ -37,6 +37,9 @@ class ThresholdAttack:
         require_choice(score, SCORES, "score")
         self.score, self.reference_size, self.reference_fpr = score, reference_size, reference_fpr
 
+    def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
+        """Any sizes work: the calibration uses at most ``reference_size`` of the attacker's images."""
+
     def __call__(self, context: AttackContext) -> AttackOutput:
         score = SCORES[self.score]
         eval_scores = score(context.query_log_probs(context.eval_images), context.eval_labels)
