@@ -1,0 +1,74 @@
+"""Membership inference end to end: config errors before any work, and a real small run of each method."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from privacy_attacks.attacks.membership import validate
+from privacy_attacks.errors import ConfigError
+
+from tests.conftest import run_script
+
+METHODS = ["proxy", "shadow", "loss", "confidence", "entropy", "modified_entropy", "lira", "lira_offline"]
+# A 300-member target trained 2 epochs, 100 + 100 evaluation images, 2 shadow models: seconds per method.
+TINY = [
+    "target.members=300", "target.max_epochs=2", "eval_members=100", "attacker_size=900", "num_shadows=2",
+    "methods.shadow.num_shadows=2", "methods.shadow.epochs=2", "methods.proxy.epochs=2",
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=nope"], "proxy, shadow, loss"),
+        (["target.members=100000"], "members=100000"),
+        (["attacker_offset=0"], "overlap"),
+        (["eval_members=6000"], "eval_members"),
+        (["api.output=nope"], "probs, logits"),
+        (["method=lira", "num_shadows=5"], "even"),
+        (["target.members=null"], "target.members"),
+    ],
+)
+def test_bad_input_is_a_config_error(compose_attack, overrides, message):
+    cfg = compose_attack(["attack=membership", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_attack):
+    cfg = compose_attack(["attack=membership"])
+    assert cfg.method == "proxy" and cfg.attack.name == "membership"
+    cfg = compose_attack(["attack=membership", "target.members=1000"])
+    validate(cfg)
+
+
+@pytest.mark.slow
+def test_bad_input_exits_before_any_work(tmp_path, cache_dir):
+    result = run_script("attack.py", ["attack=membership", "attacker_offset=0", "logger=none"], tmp_path, cache_dir)
+    assert result.returncode == 2
+    assert "overlap" in result.stderr and "Traceback" not in result.stderr
+    assert not list(cache_dir.glob("shadows-*.pt"))
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_each_method_runs_in_a_real_multirun(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "attack=membership", f"method={','.join(METHODS)}", *TINY, "logger=none",
+            "+trainer.enable_progress_bar=false", "data.download=false", f"hydra.sweep.dir={sweep}"]
+    result = run_script("attack.py", args, tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["method"] for row in rows) == sorted(METHODS)
+    for job in range(len(METHODS)):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        for key in ("mia/auc", "mia/balanced_acc", "mia/advantage", "mia/tpr@1%fpr", "mia/tpr@0.1%fpr", "target/gap"):
+            assert 0.0 <= metrics[key] <= 1.0 or key == "target/gap"
+        assert (sweep / str(job) / "roc.png").stat().st_size > 0
+        assert metrics["queries/used"] >= 200
+    assert (sweep / "roc_sweep.png").stat().st_size > 0
+    assert "Best job by mia/auc" in result.stdout
