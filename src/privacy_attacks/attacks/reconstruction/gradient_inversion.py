@@ -22,6 +22,7 @@ images), ``recon/psnr_median``, ``recon/label_acc`` and timings.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -121,6 +122,9 @@ class BatchResult:
 def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels."""
     method = cfg.methods[cfg.method]
+    engine_options = {}
+    if "clamp_each_step" in inspect.signature(ReconstructionModule).parameters:  # see docs/reconstruction.md
+        engine_options["clamp_each_step"] = bool(method.clamp_each_step)
     objective = GradientMatching(
         model, gradient, cfg.batch_size, instantiate(method.distance), labels=labels,
         restarts=cfg.restarts, num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
@@ -135,6 +139,7 @@ def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labe
         seed=seed,
         signed_gradients=bool(method.signed_gradients),
         log_prefix="recon",
+        **engine_options,
     )
 
 

@@ -1,0 +1,130 @@
+"""Feature inversion: recover private query images from the target's intermediate features.
+
+An attacker who sees Φ_l(x₀), the target's activations at layer l for a private query x₀, minimises
+‖Φ_l(x) − Φ_l(x₀)‖² / ‖Φ_l(x₀)‖² + ``tv_lambda`` · ℓ_TV(x) (+ the engine's other priors) over
+images x in [0, 1] (Mahendran & Vedaldi, CVPR 2015, "Understanding Deep Image Representations by
+Inverting Them"), on the shared reconstruction engine (:mod:`.engine`) with the objective
+:class:`.feature_matching.FeatureMatching`. ``python attack.py attack=feature_inversion layer=conv2``.
+
+Writes ``reconstructions.pt`` ({"images": (N, 1, 28, 28) in [0, 1], "labels": (N,), "originals":
+(N, 1, 28, 28)}), ``reconstructions.png`` and TensorBoard events; returns ``recon/psnr``,
+``recon/ssim``, ``recon/mse`` (means over the N private images) and the same against the class-mean
+image (``recon/psnr_class_mean``: what an attacker who only guessed the class would reach).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
+from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_inversion import private_pool
+from privacy_attacks.attacks.reconstruction.metrics import image_similarity
+from privacy_attacks.data.mnist import load_mnist, split_training_indices
+from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target
+
+log = logging.getLogger(__name__)
+HPARAMS = ("layer", "num_images", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "jitter",
+           "blur_sigma", "init", "seed")
+
+
+def model_layers(cfg: DictConfig) -> tuple[str, ...]:
+    """The observable layers of the target's network class (its ``LAYERS``), read without building it."""
+    return tuple(getattr(get_class(cfg.target.net._target_), "LAYERS", ()))
+
+
+def validate(cfg: DictConfig) -> None:
+    """ConfigError for a layer the target does not have (the message lists its layers), an unknown
+    optimizer/init, a negative prior weight, more images than the private pool, or bad steps."""
+    require_choice(cfg.layer, model_layers(cfg), "layer")
+    require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
+    require_choice(cfg.init, cfg.inits, "init")
+    for key in ("num_images", "private_pool"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
+            raise ConfigError(f"{key}={cfg[key]!r} is not allowed: it must be an integer > 0.")
+    if cfg.num_images > cfg.private_pool:
+        raise ConfigError(f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool}).")
+    for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
+        require_positive(cfg[key], key, allow_zero=True)
+    validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
+
+
+def build_module(cfg: DictConfig, net: nn.Module, originals: Tensor) -> ReconstructionModule:
+    """The engine inverting ``net``'s features at ``cfg.layer`` of ``originals`` (N, 1, 28, 28)."""
+    with torch.no_grad():
+        features = net.features(originals)[cfg.layer]
+    return ReconstructionModule(
+        FeatureMatching(net, cfg.layer, features),
+        priors={name: instantiate(node) for name, node in cfg.priors.items()},
+        init=instantiate(cfg.inits[cfg.init]),
+        optimizer=instantiate(cfg.optimizers[cfg.optimizer]),
+        steps=cfg.steps,
+        restarts=cfg.restarts,
+        seed=cfg.seed,
+        log_prefix="recon",
+    )
+
+
+def class_mean_images(cfg: DictConfig, labels: Tensor) -> Tensor:
+    """The mean training image of each label's class (the target's members), (N, 1, 28, 28)."""
+    images, targets = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.get("members"))["train"]
+    images, targets = images[members], targets[members]
+    means = torch.stack([images[targets == c].mean(dim=0) for c in range(int(targets.max()) + 1)])
+    return means[labels]
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Invert the target's ``layer`` features of ``num_images`` private test images; score against the originals."""
+    out = output_dir(cfg)
+    pool, pool_labels = private_pool(cfg)
+    originals, labels = pool[: cfg.num_images], pool_labels[: cfg.num_images]
+    module = build_module(cfg, target.net, originals)
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    start = time.perf_counter()
+    fit_reconstruction(module, cfg.trainer, logger=loggers)
+    seconds = time.perf_counter() - start
+    images = module.reconstructions()[0].cpu()
+    scores = image_similarity(images, originals)
+    baseline = image_similarity(class_mean_images(cfg, labels), originals)
+    metrics = {
+        "recon/psnr": scores["psnr"].mean().item(),
+        "recon/psnr_median": scores["psnr"].median().item(),
+        "recon/ssim": scores["ssim"].mean().item(),
+        "recon/mse": scores["mse"].mean().item(),
+        "recon/psnr_class_mean": baseline["psnr"].mean().item(),
+        "recon/ssim_class_mean": baseline["ssim"].mean().item(),
+        "recon/fit_time_s": seconds,
+    }
+    torch.save({"images": images, "labels": labels, "originals": originals}, out / "reconstructions.pt")
+    shown = min(cfg.num_images, 16)
+    titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]
+    originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles,
+                     f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}")
+    for logger in loggers:
+        log_to_tensorboard(logger, cfg, originals[:shown], images[:shown], metrics)
+    log.info("feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s", cfg.layer,
+             metrics["recon/psnr"], metrics["recon/psnr_class_mean"], metrics["recon/ssim"], out)
+    return metrics
+
+
+def log_to_tensorboard(logger: Any, cfg: DictConfig, originals: Tensor, images: Tensor, metrics: dict[str, float]) -> None:
+    """The image grid (originals above reconstructions) and hparams with the final metrics."""
+    from torchvision.utils import make_grid
+
+    experiment = getattr(logger, "experiment", None)
+    if hasattr(experiment, "add_image"):
+        grid = make_grid(torch.cat([originals, images]), nrow=len(images), padding=2, pad_value=1.0)
+        experiment.add_image("recon/reconstructions", grid, global_step=int(cfg.steps))
+    logger.log_hyperparams({key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    logger.finalize("success")
