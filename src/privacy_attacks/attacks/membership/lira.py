@@ -61,7 +61,7 @@ class LiRA:
         fixed_variance: one variance for all images instead of one per image.
     """
 
-    def __init__(self, num_shadows: int = 16, online: bool = True, fixed_variance: bool = False):
+    def __init__(self, num_shadows: int = 16, online: bool = True, fixed_variance: bool = True):
         check_shadow_count(num_shadows)
         self.num_shadows, self.online, self.fixed_variance = num_shadows, bool(online), bool(fixed_variance)
 
