@@ -155,9 +155,10 @@ def test_fashion_mnist_pool_reads_the_debian_package():
 
 
 def test_schedule_gives_small_budgets_enough_steps_and_caps_large_ones():
-    assert steps_for_budget(100, 64, 30, 1000, 4000) == 1000
-    assert steps_for_budget(5000, 64, 30, 1000, 4000) == 79 * 30
-    assert steps_for_budget(60000, 64, 30, 1000, 4000) == 4000
+    assert steps_for_budget(100, 30, 400, 3000) == 400
+    assert steps_for_budget(1000, 30, 400, 3000) == 949
+    assert steps_for_budget(5000, 30, 400, 3000) == 2121
+    assert steps_for_budget(60000, 30, 400, 3000) == 3000
 
 
 def test_resampled_batches_yield_exactly_the_steps_and_every_image():

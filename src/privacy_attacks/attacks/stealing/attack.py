@@ -42,7 +42,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
     require_positive(cfg.student.batch_size, "student.batch_size")
     require_positive(cfg.student.shift, "student.shift", allow_zero=True)
-    for key in ("epochs", "min_steps", "max_steps"):
+    for key in ("per_sqrt_query", "min_steps", "max_steps"):
         require_positive(cfg.schedule[key], f"schedule.{key}")
     if cfg.schedule.get("steps") is not None:
         require_positive(cfg.schedule.steps, "schedule.steps")
@@ -59,7 +59,7 @@ def schedule_steps(cfg: DictConfig) -> int:
     if cfg.schedule.get("steps") is not None:
         return int(cfg.schedule.steps)
     s = cfg.schedule
-    return steps_for_budget(cfg.query_budget, cfg.student.batch_size, s.epochs, s.min_steps, s.max_steps)
+    return steps_for_budget(cfg.query_budget, s.per_sqrt_query, s.min_steps, s.max_steps)
 
 
 def _loggers(cfg: DictConfig) -> list[Any]:
