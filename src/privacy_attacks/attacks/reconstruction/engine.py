@@ -96,6 +96,7 @@ class ReconstructionModule(L.LightningModule):
         self._penalties = [(n, p) for n, p in self.priors.items() if type(p).penalty is not Prior.penalty]
         self._transforms = [p for p in self.priors.values() if type(p).transform is not Prior.transform]
         self._projections = [p for p in self.priors.values() if type(p).project is not Prior.project]
+        self._trainable_cache: list[nn.Parameter] | None = None
 
     def forward(self, images: Tensor | None = None, with_parts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-image loss (R·N,) of ``images`` (default: the current ones) and, if asked, its parts."""
@@ -114,6 +115,7 @@ class ReconstructionModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         optimizer = self.optimizers()
+        trainable = self._trainable
         log_now = bool(self.trainer.loggers) and batch_idx % self.trainer.log_every_n_steps == 0
         logged: dict[str, Tensor] = {}
 
@@ -124,9 +126,9 @@ class ReconstructionModule(L.LightningModule):
                 self._track_best(losses.detach())
                 logged.update(parts, loss=losses.detach().mean())
             total = losses.sum()
-            self.manual_backward(total, inputs=self._trainable)
+            self.manual_backward(total, inputs=trainable)
             if self.hparams.signed_gradients:
-                for parameter in self._trainable:
+                for parameter in trainable:
                     parameter.grad.sign_()
             return total
 
@@ -136,7 +138,7 @@ class ReconstructionModule(L.LightningModule):
             for prior in self._projections:
                 images = prior.project(images, batch_idx)
             self.images.data.copy_(images.clamp_(0, 1))
-        if self.lr_schedulers() is not None:
+        if self.scheduler_factory is not None:
             self.lr_schedulers().step()
         if log_now:
             prefix = self.hparams.log_prefix
@@ -147,6 +149,7 @@ class ReconstructionModule(L.LightningModule):
             self._track_best(self(with_parts=False)[0])
 
     def configure_optimizers(self):
+        self._trainable_cache = None  # the parameters as they are now (moved to the device)
         optimizer = self.optimizer_factory(params=self._trainable)
         if self.scheduler_factory is None:
             return optimizer
@@ -176,7 +179,10 @@ class ReconstructionModule(L.LightningModule):
 
     @property
     def _trainable(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+        """The images and the objective's trainable parameters (the frozen network's are left out)."""
+        if self._trainable_cache is None:
+            self._trainable_cache = [p for p in self.parameters() if p.requires_grad]
+        return self._trainable_cache
 
     def _track_best(self, losses: Tensor) -> None:
         improved = losses < self.best_loss
