@@ -64,20 +64,27 @@ def plot_roc(curves: list[Curve], path: Path, title: str = "Membership inference
     return path
 
 
-def _job_label(row: dict[str, Any]) -> str:
-    keys = [k for k in row if k != "job" and not k.startswith(("mia/", "target/", "queries/", "time/")) and not k.endswith("_s")]
-    parts = [f"{k}={row[k]}" for k in keys if not isinstance(row[k], float)]
+def _job_label(row: dict[str, Any], keys: list[str]) -> str:
+    parts = [f"{k}={row[k]}" for k in keys if k in row]
     auc = row.get("mia/auc")
     label = ", ".join(parts) or f"job {row['job']}"
     return f"{label} (AUC {auc:.3f})" if isinstance(auc, float) else label
 
 
+def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """Override keys (not metrics) whose value differs between jobs: what tells the curves apart."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k != "job" and "/" not in k]
+    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
+
+
 def sweep_roc_figure(sweep_dir: Path, rows: list[dict[str, Any]], name: str = "roc_sweep.png") -> Path:
     """One ROC curve per finished job of a sweep (from each job's ``roc.csv``), saved as ``sweep_dir/name``."""
-    curves = []
+    curves, keys = [], _varying_overrides(rows)
     for row in rows:
         roc = Path(sweep_dir) / str(row["job"]) / "roc.csv"
         if roc.exists():
             fpr, tpr = read_roc_csv(roc)
-            curves.append((_job_label(row), fpr, tpr))
+            curves.append((_job_label(row, keys), fpr, tpr))
     return plot_roc(curves, Path(sweep_dir) / name, title="Membership inference")
