@@ -21,7 +21,6 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -195,7 +194,3 @@ def subset_indices(in_mask: Tensor) -> Tensor:
         raise ValueError("every shadow model must train on the same number of images")
     return in_mask.nonzero()[:, 1].view(len(in_mask), -1)
 
-
-def describe(shadows: ShadowModels) -> dict[str, Any]:
-    """Small summary for logs: number of models and images per model."""
-    return {"num_models": len(shadows), "train_size": shadows.train_indices.shape[1]}
