@@ -18,7 +18,7 @@ from privacy_attacks.attacks.reconstruction.gradient_matching import CosineDista
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
-from tests.conftest import run_script
+from tests.conftest import SMALL_TARGET, run_script
 
 
 def _model(seed: int = 0) -> LeNetSigmoid:
@@ -52,12 +52,13 @@ def test_idlg_label_recovery_is_exact_for_every_class_on_a_batch_of_one(net):
         assert recover_labels(weight, 1).tolist() == [label]  # iDLG's rule uses the weights alone
 
 
-def test_batch_label_recovery_finds_distinct_labels():
+def test_batch_label_recovery_finds_distinct_labels_and_counts():
     model = _model()
     labels = torch.tensor([2, 5, 9, 0])
     gradient = SimulatedClient(model, torch.rand(4, 1, 28, 28), labels).shared_gradient()
     weight, bias = last_linear(model, gradient)
     assert recover_labels(weight, 4, bias).tolist() == sorted(labels.tolist())
+    assert len(recover_labels(weight, 7, bias)) == 7  # always B labels
 
 
 @pytest.mark.parametrize("distance", [SquaredL2Distance(), CosineDistance()])
@@ -127,7 +128,7 @@ def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
     result = run_script(
         "attack.py",
         ["-m", "attack=gradient_inversion", "method=idlg,ig", "batch_size=1", "num_batches=1", "steps=6", "restarts=1",
-         "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"), "+trainer.enable_progress_bar=false"],
+         *SMALL_TARGET, "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"), "+trainer.enable_progress_bar=false"],
         tmp_path, cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -144,7 +145,7 @@ def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
 
 
 def test_unknown_method_exits_with_one_clear_line(tmp_path: Path, cache_dir: Path):
-    result = run_script("attack.py", ["attack=gradient_inversion", "method=foo", "logger=none",
+    result = run_script("attack.py", ["attack=gradient_inversion", "method=foo", "logger=none", *SMALL_TARGET,
                                       f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, cache_dir)
     assert result.returncode == 2
     assert "method='foo' is not one of the choices: dlg, idlg, ig" in result.stderr

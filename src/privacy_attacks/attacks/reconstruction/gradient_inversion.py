@@ -138,6 +138,7 @@ def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labe
         restarts=cfg.restarts,
         seed=seed,
         signed_gradients=bool(method.signed_gradients),
+        scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
         log_prefix="recon",
         **engine_options,
     )

@@ -1,10 +1,12 @@
 """Analytic label recovery from the last layer's gradient (iDLG: Zhao, Mopuri & Bilen 2020, "iDLG:
-Improved Deep Leakage from Gradients"; batch counts in the spirit of Wainakh et al. 2022, "User-Level
-Label Leakage from Gradients in Federated Learning").
+Improved Deep Leakage from Gradients"; batches as in Yin et al. 2021, "See through Gradients", and
+Wainakh et al. 2022, "User-Level Label Leakage from Gradients in Federated Learning").
 
-For cross-entropy on softmax outputs p and a last linear layer z = W h + b, the gradient of one
-sample's loss is dL/dW_c = (p_c - y_c) h. With non-negative features h (ReLU, sigmoid) only the
-true class's row is negative, so the label is the row with the smallest sum.
+For cross-entropy on softmax outputs p and a last linear layer z = W h + b, the batch-mean gradient
+is dL/dW_c = 1/B Σ_i (p_ic − y_ic) h_i and dL/db_c = 1/B Σ_i (p_ic − y_ic). With non-negative
+features h (ReLU, sigmoid) the row of a class absent from the batch is ≥ 0 everywhere, while the
+row of a present class has negative entries. For one sample only the true row is negative, so the
+label is the row with the smallest sum (iDLG).
 """
 
 from __future__ import annotations
@@ -13,41 +15,34 @@ import torch
 from torch import Tensor
 
 
-def recover_labels(
-    last_weight_grad: Tensor,
-    batch_size: int,
-    last_bias_grad: Tensor | None = None,
-    reference_probs: Tensor | None = None,
-) -> Tensor:
+def recover_labels(last_weight_grad: Tensor, batch_size: int, last_bias_grad: Tensor | None = None) -> Tensor:
     """Labels of the client's batch from the gradient of the last linear layer.
 
     Args:
         last_weight_grad: dL/dW of the last layer, (C, D), loss averaged over the batch.
         batch_size: B, the number of labels to return.
-        last_bias_grad: dL/db, (C,), if the layer has a bias: it equals mean_i (p_ic - y_ic) exactly.
-        reference_probs: the attacker's estimate of mean_i p_ic, (C,) (e.g. the model's mean softmax
-            on reference inputs, as LLG+ does); zeros if not given.
+        last_bias_grad: dL/db, (C,), if the layer has a bias.
 
     Returns:
-        (B,) long, sorted. Batch of one: exactly iDLG's argmin of the row sums. Larger batches:
-        every class with a negative row (or bias) gradient appears at least once; the remaining
-        B - K labels go greedily to the class whose gradient, minus the expected probability term,
-        stays most negative after adding back the labels already given to it (each label of class c
-        contributes -1/B to dL/db_c).
+        (B,) long, sorted. B = 1: iDLG's argmin of the row sums (exact for non-negative features).
+        B > 1: the classes whose row has a negative entry are present (at most B of them, the most
+        negative first; exact set for non-negative features unless a sample is predicted with
+        certainty); the remaining labels are repeats, given greedily to the present class whose
+        bias gradient plus the labels already given to it (1/B each) stays smallest (an estimate:
+        it assumes similar mean probabilities p̄_c).
     """
     row_sums = last_weight_grad.sum(dim=1)
     if batch_size == 1:
         return row_sums.argmin().view(1)
-    # Per-label impact: the bias gradient moves by 1/B per label; without a bias, by mean row-sum scale.
-    signal = last_bias_grad if last_bias_grad is not None else row_sums / row_sums.abs().sum().clamp_min(1e-12)
-    impact = 1.0 / batch_size if last_bias_grad is not None else 1.0 / batch_size / 2
-    expected = reference_probs if reference_probs is not None and last_bias_grad is not None else torch.zeros_like(signal)
-    present = (signal < 0).nonzero().flatten()
+    row_minima = last_weight_grad.amin(dim=1)
+    present = (row_minima < 0).nonzero().flatten()
+    present = present[row_minima[present].argsort()][:batch_size]
     if len(present) == 0:
-        present = signal.argmin().view(1)
-    present = present[signal[present].argsort()][:batch_size]
-    counts = torch.zeros_like(signal, dtype=torch.long)
+        present = row_sums.argmin().view(1)
+    signal = last_bias_grad if last_bias_grad is not None else row_sums / last_weight_grad.abs().sum(dim=1).clamp_min(1e-12)
+    counts = torch.zeros(len(row_sums), dtype=torch.long, device=row_sums.device)
     counts[present] = 1
     for _ in range(batch_size - len(present)):
-        counts[(signal + counts * impact - expected).argmin()] += 1
-    return torch.repeat_interleave(torch.arange(len(signal), device=signal.device), counts)
+        score = signal[present] + counts[present] / batch_size
+        counts[present[score.argmin()]] += 1
+    return torch.repeat_interleave(torch.arange(len(row_sums), device=row_sums.device), counts)

@@ -1,0 +1,80 @@
+"""Feature inversion: the objective, bad input, a real small run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from privacy_attacks.attacks.reconstruction.feature_inversion import validate
+from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from tests.conftest import SMALL_TARGET, run_script
+
+
+@pytest.mark.parametrize("layer", LeNet5.LAYERS)
+def test_feature_objective_is_zero_at_the_true_image_and_positive_elsewhere(layer):
+    torch.manual_seed(0)
+    net = LeNet5().eval().requires_grad_(False)
+    images = torch.rand(3, 1, 28, 28)
+    objective = FeatureMatching(net, layer, net.features(images)[layer])
+    assert objective.num_images == 3
+    losses = objective(torch.cat([images, torch.rand(3, 1, 28, 28)]))  # restart 0: truth, restart 1: noise
+    assert losses.shape == (6,)
+    assert losses[:3].abs().max() < 1e-10 and (losses[3:] > 1e-6).all()
+
+
+def test_feature_objective_is_normalised_by_the_target_energy():
+    torch.manual_seed(0)
+    net = LeNet5().eval().requires_grad_(False)
+    images = torch.rand(2, 1, 28, 28)
+    target = net.features(images)["fc1"]
+    zero_features_loss = FeatureMatching(net, "fc1", target)(torch.zeros(2, 1, 28, 28))
+    expected = (net.features(torch.zeros(2, 1, 28, 28))["fc1"] - target).pow(2).sum(1) / target.pow(2).sum(1)
+    torch.testing.assert_close(zero_features_loss, expected)
+
+
+def test_headline_sweep_composes(compose_attack):
+    for layer in LeNet5.LAYERS:
+        cfg = compose_attack(["attack=feature_inversion", f"layer={layer}"])
+        validate(cfg)
+        assert cfg.layer == layer
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["layer=conv9"], "conv1, conv2, fc1, fc2, logits"),
+        (["num_images=500"], "private pool"),
+        (["tv_lambda=-1"], "tv_lambda"),
+        (["init=foo"], "noise"),
+        (["steps=0"], "steps"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_attack(["attack=feature_inversion", *overrides]))
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
+    result = run_script(
+        "attack.py",
+        ["-m", "attack=feature_inversion", "layer=conv1,fc1", "steps=5", "num_images=3", *SMALL_TARGET,
+         "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+         "+trainer.enable_progress_bar=false"],
+        tmp_path, cache_dir,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert {"recon/psnr", "recon/ssim", "recon/mse", "recon/psnr_class_mean"} <= metrics.keys()
+        saved = torch.load(sweep / job / "reconstructions.pt", weights_only=True)
+        assert saved["images"].shape == (3, 1, 28, 28) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
+        assert (sweep / job / "reconstructions.png").exists()
+    assert (sweep / "summary.csv").exists() and (sweep / "quality.png").exists()
