@@ -16,7 +16,7 @@ METRIC_KEYS = {"student/acc", "student/agreement", "student/kl", "target/acc", "
 
 
 def _line_label(row: dict[str, Any]) -> str:
-    keys = [k for k in row if k not in METRIC_KEYS and k not in ("job", "query_budget")]
+    keys = [k for k in row if k not in METRIC_KEYS and k not in ("job", "attack", "query_budget")]
     return ", ".join(f"{k}={row[k]}" for k in keys) or "distillation"
 
 
