@@ -103,7 +103,7 @@ def test_objective_parameters_are_optimised_with_the_images(frozen_net):
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_decreases(compose_attack, frozen_net, loss):
-    cfg = compose_attack(["attack=inversion", f"loss={loss}", "steps=6", "restarts=1", "jitter=0", "blur_sigma=0"])
+    cfg = compose_attack(["attack=inversion", f"loss={loss}", "init=noise", "steps=6", "restarts=1", "jitter=0", "blur_sigma=0"])
     module = build_module(cfg, frozen_net, torch.arange(10))
     start = mean_loss(module)
     fit_reconstruction(module, TRAINER)

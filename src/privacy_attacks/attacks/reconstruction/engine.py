@@ -6,6 +6,7 @@ Usage (an objective is any ``nn.Module`` with ``num_images`` and ``forward(image
     from privacy_attacks.attacks.reconstruction import ReconstructionModule, fit_reconstruction
     from privacy_attacks.attacks.reconstruction.priors import TotalVariation, Jitter
     from privacy_attacks.attacks.reconstruction.inits import NoiseInit
+    from privacy_attacks.attacks.reconstruction.objectives import ClassInversion, CrossEntropySimilarity
     objective = ClassInversion(target.net, labels=torch.arange(10), similarity=CrossEntropySimilarity())
     module = ReconstructionModule(objective, priors={"tv": TotalVariation(1e-2), "jitter": Jitter(1)},
                                   init=NoiseInit(), optimizer=partial(torch.optim.Adam, lr=0.1), steps=200, restarts=4)
