@@ -69,7 +69,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     module = build_module(cfg, target.net, labels)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
     start = time.perf_counter()
-    fit_reconstruction(module, cfg.trainer, logger=loggers)
+    # About 50 points per loss curve, whatever the number of steps.
+    fit_reconstruction(module, cfg.trainer, logger=loggers, log_every_n_steps=max(1, cfg.steps // 50))
     fit_time = time.perf_counter() - start
     images = module.reconstructions()[0].cpu()
 
