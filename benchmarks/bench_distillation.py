@@ -32,7 +32,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from privacy_attacks.attacks.stealing.attack import schedule_steps
+from privacy_attacks.attacks.stealing.attack import schedule_steps, student_shift
 from privacy_attacks.attacks.stealing.distillation import fidelity_metrics, random_shift
 from privacy_attacks.attacks.stealing.pools import evaluation_split
 from privacy_attacks.pipelines import run_attack
@@ -70,7 +70,7 @@ def hand_written(cfg, target: torch.nn.Module) -> dict[str, float]:
             if done == steps:
                 break
             index = order[start : start + batch_size]
-            loss = loss_fn(student(random_shift(images[index], cfg.student.shift)), answers[index], mode)
+            loss = loss_fn(student(random_shift(images[index], student_shift(cfg))), answers[index], mode)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -240,6 +240,14 @@ def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, mes
     assert not (tmp_path / "empty_cache").exists() or not any((tmp_path / "empty_cache").iterdir())
 
 
+def test_local_shifts_only_below_the_shift_budget(compose_attack):
+    from privacy_attacks.attacks.stealing.attack import student_shift
+
+    assert student_shift(compose_attack(["attack=distillation", "query_budget=1000"])) == 1
+    assert student_shift(compose_attack(["attack=distillation", "query_budget=10000"])) == 0
+    assert student_shift(compose_attack(["attack=distillation", "query_budget=10000", "student.shift_max_budget=null"])) == 1
+
+
 def test_headline_overrides_compose(compose_attack):
     cfg = compose_attack(["attack=distillation", "loss=mse", "query_budget=10000", "api.output=rounded", "api.decimals=3"])
     assert cfg.loss == "mse" and cfg.query_budget == 10000 and cfg.queries == "mnist"

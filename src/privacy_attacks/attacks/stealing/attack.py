@@ -42,6 +42,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
     require_positive(cfg.student.batch_size, "student.batch_size")
     require_positive(cfg.student.shift, "student.shift", allow_zero=True)
+    if cfg.student.get("shift_max_budget") is not None:
+        require_positive(cfg.student.shift_max_budget, "student.shift_max_budget", allow_zero=True)
     for key in ("per_sqrt_query", "min_steps", "max_steps"):
         require_positive(cfg.schedule[key], f"schedule.{key}")
     if cfg.schedule.get("steps") is not None:
@@ -62,6 +64,17 @@ def schedule_steps(cfg: DictConfig) -> int:
     return steps_for_budget(cfg.query_budget, s.per_sqrt_query, s.min_steps, s.max_steps)
 
 
+def student_shift(cfg: DictConfig) -> int:
+    """Local random-shift augmentation (pixels): ``student.shift`` up to ``student.shift_max_budget`` queries, else 0.
+
+    Reusing a cached answer for a shifted image regularises a student with few queries, but with many it
+    teaches the student a shift-invariance the target does not have (10,000 queries, kl: agreement
+    98.98% with 1-pixel shifts, 99.48% without; docs/distillation.md).
+    """
+    limit = cfg.student.get("shift_max_budget")
+    return int(cfg.student.shift) if limit is None or cfg.query_budget <= limit else 0
+
+
 def _loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None and "_target_" in node]
 
@@ -80,7 +93,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     student = distil(
         api, images, instantiate(cfg.student.net), instantiate(cfg.losses[cfg.loss]), steps, cfg.trainer,
         optimizer=instantiate(cfg.student.optimizer), scheduler=instantiate(cfg.student.scheduler),
-        batch_size=cfg.student.batch_size, shift=cfg.student.shift, seed=cfg.seed, logger=loggers or False,
+        batch_size=cfg.student.batch_size, shift=student_shift(cfg), seed=cfg.seed, logger=loggers or False,
     )
     fit_time = time.perf_counter() - start
     eval_images, eval_labels = evaluation_split(cfg.data.root, cfg.data.download)
@@ -90,7 +103,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     torch.save({"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
                out / "student.pt")
     params = {"loss": cfg.loss, "query_budget": cfg.query_budget, "temperature": cfg.temperature, "queries": cfg.queries,
-              "api_output": cfg.api.output, "steps": steps, "batch_size": cfg.student.batch_size, "shift": cfg.student.shift,
+              "api_output": cfg.api.output, "steps": steps, "batch_size": cfg.student.batch_size, "shift": student_shift(cfg),
               "seed": cfg.seed}
     for logger in loggers:
         logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=steps)
