@@ -47,6 +47,7 @@ def validate(cfg: DictConfig) -> None:
     """ConfigError for a layer the target does not have (the message lists its layers), an unknown
     optimizer/init, a negative prior weight, more images than the private pool, or bad steps."""
     require_choice(cfg.layer, model_layers(cfg), "layer")
+    require_choice(cfg.layer, cfg.layers, "layer (with priors in `layers`)")
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     require_choice(cfg.init, cfg.inits, "init")
     for key in ("num_images", "private_pool"):
