@@ -15,22 +15,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 METRIC_KEYS = {"student/acc", "student/agreement", "student/kl", "target/acc", "queries/used", "queries/budget", "steps", "fit_time_s"}
 
 
-def _line_label(row: dict[str, Any]) -> str:
-    keys = [k for k in row if k not in METRIC_KEYS and k not in ("job", "attack", "query_budget")]
-    return ", ".join(f"{k}={row[k]}" for k in keys) or "distillation"
+def _line_label(row: dict[str, Any], varying: list[str]) -> str:
+    return ", ".join(f"{k}={row.get(k)}" for k in varying) or "distillation"
+
+
+def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """Override keys (not metrics, not ``job``/``query_budget``) whose value differs between rows: one line each."""
+    keys = [k for row in rows for k in row if k not in METRIC_KEYS and k not in ("job", "query_budget")]
+    keys = list(dict.fromkeys(keys))
+    return [k for k in keys if len({repr(row.get(k)) for row in rows}) > 1]
 
 
 def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: str = "accuracy_vs_queries.png") -> Path:
     """Plot ``student/acc`` (left) and ``student/agreement`` (right) against ``queries/used`` on a log x-axis.
 
-    One line per value of the swept keys other than ``query_budget`` (e.g. one per ``loss``); the
+    One line per combination of the overrides that differ between jobs, other than ``query_budget`` (e.g. one per ``loss``); the
     target's own accuracy on the evaluation split is a dashed horizontal line. Written to
     ``sweep_dir/filename``; returns its path.
     """
     lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    varying = _varying_overrides(rows)
     for row in rows:
         if isinstance(row.get("student/acc"), (int, float)):
-            lines[_line_label(row)].append((row["queries/used"], row["student/acc"], row["student/agreement"]))
+            lines[_line_label(row, varying)].append((row["queries/used"], row["student/acc"], row["student/agreement"]))
     target_acc = next((r["target/acc"] for r in rows if isinstance(r.get("target/acc"), (int, float))), None)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for label, points in lines.items():
