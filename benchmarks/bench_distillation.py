@@ -97,7 +97,7 @@ def main() -> None:
     target = provision_target(cfgs[0]).net
     evaluation_split(cfgs[0].data.root)  # load MNIST once, outside the timings (both share the cache)
     hand_written(compose_cfg(["query_budget=100", "schedule.steps=20"], str(work / "warmup")), target)
-    print(f"| loss | query_budget | steps | framework s | hand-written s | agreement (framework) | agreement (hand) |")
+    print("| loss | query_budget | steps | framework s | hand-written s | agreement (framework) | agreement (hand) |")
     print("|---|---|---|---|---|---|---|")
     total_framework = total_hand = 0.0
     for cfg in cfgs:

@@ -76,7 +76,7 @@ def main() -> None:
     model = LeNetSigmoid().eval().requires_grad_(False)
     global names
     names = [n for n, _ in model.named_parameters()]
-    print(f"| method | batch | engine s | hand-written s | ratio |\n|---|---|---|---|---|")
+    print("| method | batch | engine s | hand-written s | ratio |\n|---|---|---|---|---|")
     for method, (distance_cls, optimizer, signed, tv, optimise_labels, clamp) in METHODS.items():
         for batch in args.batch_sizes:
             images, labels = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))

@@ -10,7 +10,6 @@ import torch
 from omegaconf import OmegaConf
 
 from privacy_attacks.attacks.stealing import LOSSES, MNISTPool, NoisePool, distil, fit_student, steps_for_budget
-from privacy_attacks.attacks.stealing.attack import validate
 from privacy_attacks.attacks.stealing.distillation import ResampledBatches, random_shift
 from privacy_attacks.attacks.stealing.losses import HintonKL, LectureKL, SoftCrossEntropy, SquaredError
 from privacy_attacks.attacks.stealing.pools import EVALUATION_SIZE, FashionMNISTPool, evaluation_split

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, run_script
 from privacy_attacks.attacks.reconstruction import ReconstructionModule, fit_reconstruction
-from privacy_attacks.attacks.reconstruction.inits import ConstantInit, NoiseInit
-from privacy_attacks.attacks.reconstruction.inversion import build_module, validate
+from privacy_attacks.attacks.reconstruction.inits import NoiseInit
+from privacy_attacks.attacks.reconstruction.inversion import build_module
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion, CrossEntropySimilarity
 from privacy_attacks.attacks.reconstruction.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
 from privacy_attacks.errors import ConfigError

@@ -67,6 +67,9 @@ class ReconstructionModule(L.LightningModule):
         signed_gradients: replace gradients by their sign before the step (Geiping et al. 2020).
         scheduler: optional partial LR scheduler, stepped after every step.
         log_prefix: stage of the logged names ``<log_prefix>/loss``, ``<log_prefix>/<prior>``.
+        clamp_each_step: clamp the pixels to [0, 1] after every step (default). False: leave the
+            iterate where the optimiser put it (L-BFGS needs that: DLG/iDLG) and clamp only the
+            kept reconstructions.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class ReconstructionModule(L.LightningModule):
         signed_gradients: bool = False,
         scheduler: Callable[..., Any] | None = None,
         log_prefix: str = "recon",
+        clamp_each_step: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["objective", "priors", "init", "optimizer", "scheduler"], logger=False)
@@ -138,7 +142,7 @@ class ReconstructionModule(L.LightningModule):
             images = self.images.data
             for prior in self._projections:
                 images = prior.project(images, batch_idx)
-            self.images.data.copy_(images.clamp_(0, 1))
+            self.images.data.copy_(images.clamp_(0, 1) if self.hparams.clamp_each_step else images)
         if self.scheduler_factory is not None:
             self.lr_schedulers().step()
         if log_now:
@@ -188,7 +192,7 @@ class ReconstructionModule(L.LightningModule):
     def _track_best(self, losses: Tensor) -> None:
         improved = losses < self.best_loss
         self.best_loss = torch.where(improved, losses, self.best_loss)
-        self.best_images[improved] = self.images.detach()[improved]
+        self.best_images[improved] = self.images.detach()[improved].clamp(0, 1)
 
 
 def _frozen_submodules(module: nn.Module) -> Iterator[nn.Module]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
-from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import private_pool
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
@@ -113,19 +112,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles,
                      f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}")
     for logger in loggers:
-        log_to_tensorboard(logger, cfg, originals[:shown], images[:shown], metrics)
+        log_to_tensorboard(logger, {key: cfg[key] for key in HPARAMS}, originals[:shown], images[:shown], metrics, int(cfg.steps))
     log.info("feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s", cfg.layer,
              metrics["recon/psnr"], metrics["recon/psnr_class_mean"], metrics["recon/ssim"], out)
     return metrics
-
-
-def log_to_tensorboard(logger: Any, cfg: DictConfig, originals: Tensor, images: Tensor, metrics: dict[str, float]) -> None:
-    """The image grid (originals above reconstructions) and hparams with the final metrics."""
-    from torchvision.utils import make_grid
-
-    experiment = getattr(logger, "experiment", None)
-    if hasattr(experiment, "add_image"):
-        grid = make_grid(torch.cat([originals, images]), nrow=len(images), padding=2, pad_value=1.0)
-        experiment.add_image("recon/reconstructions", grid, global_step=int(cfg.steps))
-    logger.log_hyperparams({key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    logger.finalize("success")

@@ -22,7 +22,6 @@ images), ``recon/psnr_median``, ``recon/label_acc`` and timings.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from torch import Tensor, nn
 from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.gradient_assignment import best_assignment
 from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
-from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_labels import recover_labels
 from privacy_attacks.attacks.reconstruction.gradient_matching import GradientMatching
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
@@ -122,9 +121,7 @@ class BatchResult:
 def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels."""
     method = cfg.methods[cfg.method]
-    engine_options = {}
-    if "clamp_each_step" in inspect.signature(ReconstructionModule).parameters:  # see docs/reconstruction.md
-        engine_options["clamp_each_step"] = bool(method.clamp_each_step)
+    engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
     objective = GradientMatching(
         model, gradient, cfg.batch_size, instantiate(method.distance), labels=labels,
         restarts=cfg.restarts, num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
@@ -198,19 +195,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
              f"labels {metrics['recon/label_acc']:.0%}")
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
     for logger in loggers:
-        log_to_tensorboard(logger, cfg, originals[:shown], images[:shown], metrics)
+        log_to_tensorboard(logger, {key: cfg[key] for key in HPARAMS}, originals[:shown], images[:shown], metrics, int(cfg.steps))
     log.info("%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, label acc %.2f; %s", cfg.method, cfg.batch_size,
              metrics["recon/psnr"], metrics["recon/psnr_median"], metrics["recon/ssim"], metrics["recon/label_acc"], out)
     return metrics
-
-
-def log_to_tensorboard(logger: Any, cfg: DictConfig, originals: Tensor, images: Tensor, metrics: dict[str, float]) -> None:
-    """The image grid (originals above reconstructions) and hparams with the final metrics."""
-    from torchvision.utils import make_grid
-
-    experiment = getattr(logger, "experiment", None)
-    if hasattr(experiment, "add_image"):
-        grid = make_grid(torch.cat([originals, images]), nrow=len(images), padding=2, pad_value=1.0)
-        experiment.add_image("recon/reconstructions", grid, global_step=int(cfg.steps))
-    logger.log_hyperparams({key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    logger.finalize("success")

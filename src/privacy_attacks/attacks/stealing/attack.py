@@ -69,7 +69,7 @@ def student_shift(cfg: DictConfig) -> int:
 
     Reusing a cached answer for a shifted image regularises a student with few queries, but with many it
     teaches the student a shift-invariance the target does not have (10,000 queries, kl: agreement
-    98.98% with 1-pixel shifts, 99.48% without; docs/distillation.md).
+    98.98% with 1-pixel shifts, 99.48% without; README.md, "Model stealing").
     """
     limit = cfg.student.get("shift_max_budget")
     return int(cfg.student.shift) if limit is None or cfg.query_budget <= limit else 0

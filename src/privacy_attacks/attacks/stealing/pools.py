@@ -3,7 +3,7 @@
 A pool knows its ``size`` without loading anything (so a budget can be checked before any work)
 and hands out the first ``n`` images of a seeded shuffle (:meth:`QueryPool.take`), each once.
 
-Splits of MNIST (documented in docs/distillation.md):
+Splits of MNIST (documented in README.md, "Model stealing"):
 
 - evaluation: the official MNIST test images 0-4,999 (:func:`evaluation_split`); the student is
   scored there and no pool ever contains them;
