@@ -232,3 +232,20 @@ def validate_engine_settings(steps: Any, restarts: Any, lr: Any | None = None) -
             raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
     if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
         raise ConfigError(f"lr={lr!r} is not allowed: it must be a number > 0.")
+
+
+def engine_from_config(cfg: Any, objective: nn.Module, **options: Any) -> ReconstructionModule:
+    """The engine for ``objective`` with the attack config's priors, ``init``, ``optimizer``, ``steps``,
+    ``restarts`` and ``seed`` (``conf/attack/_reconstruction_base.yaml``); ``options`` override or add
+    keyword arguments of :class:`ReconstructionModule`."""
+    from hydra.utils import instantiate
+
+    kwargs: dict[str, Any] = {
+        "priors": {name: instantiate(node) for name, node in cfg.priors.items()},
+        "init": instantiate(cfg.inits[cfg.init]),
+        "optimizer": instantiate(cfg.optimizers[cfg.optimizer]),
+        "steps": cfg.steps,
+        "restarts": cfg.restarts,
+        "seed": cfg.seed,
+    }
+    return ReconstructionModule(objective, **{**kwargs, **options})

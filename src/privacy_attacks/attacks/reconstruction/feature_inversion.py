@@ -22,7 +22,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
 from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import private_pool
@@ -63,14 +63,8 @@ def build_module(cfg: DictConfig, net: nn.Module, originals: Tensor) -> Reconstr
     """The engine inverting ``net``'s features at ``cfg.layer`` of ``originals`` (N, 1, 28, 28)."""
     with torch.no_grad():
         features = net.features(originals)[cfg.layer]
-    return ReconstructionModule(
-        FeatureMatching(net, cfg.layer, features),
-        priors={name: instantiate(node) for name, node in cfg.priors.items()},
-        init=instantiate(cfg.inits[cfg.init]),
-        optimizer=instantiate(cfg.optimizers[cfg.optimizer]),
-        steps=cfg.steps,
-        restarts=cfg.restarts,
-        seed=cfg.seed,
+    return engine_from_config(
+        cfg, FeatureMatching(net, cfg.layer, features),
         log_prefix="recon",
     )
 

@@ -32,7 +32,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.gradient_assignment import best_assignment
 from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
 from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
@@ -126,13 +126,8 @@ def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labe
         model, gradient, cfg.batch_size, instantiate(method.distance), labels=labels,
         restarts=cfg.restarts, num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
     )
-    return ReconstructionModule(
-        objective,
-        priors={name: instantiate(node) for name, node in cfg.priors.items()},
-        init=instantiate(cfg.inits[cfg.init]),
-        optimizer=instantiate(cfg.optimizers[cfg.optimizer]),
-        steps=cfg.steps,
-        restarts=cfg.restarts,
+    return engine_from_config(
+        cfg, objective,
         seed=seed,
         signed_gradients=bool(method.signed_gradients),
         scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.figures import reconstruction_figure
 from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity, nearest_ssim
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
@@ -48,14 +48,8 @@ def validate(cfg: DictConfig) -> None:
 def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) -> ReconstructionModule:
     """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``."""
     objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]))
-    return ReconstructionModule(
-        objective,
-        priors={name: instantiate(node) for name, node in cfg.priors.items()},
-        init=instantiate(cfg.inits[cfg.init]),
-        optimizer=instantiate(cfg.optimizers[cfg.optimizer]),
-        steps=cfg.steps,
-        restarts=cfg.restarts,
-        seed=cfg.seed,
+    return engine_from_config(
+        cfg, objective,
         log_prefix="inversion",
     )
 
