@@ -8,6 +8,7 @@ import json
 import pytest
 
 from privacy_attacks.attacks.membership import validate
+from privacy_attacks.attacks.membership.run import build_attack, build_split
 from privacy_attacks.errors import ConfigError
 
 from tests.conftest import run_script
@@ -30,6 +31,10 @@ TINY = [
         (["api.output=nope"], "probs, logits"),
         (["method=lira", "num_shadows=5"], "even"),
         (["target.members=null"], "target.members"),
+        (["query_budget=0"], "query_budget=0"),
+        (["target.members=1000", "query_budget=3999"], "at least 4000"),  # proxy: 1,000 + 1,000 (reference) + 2,000 evaluation images
+        (["target.members=1000", "method=loss", "query_budget=2999"], "at least 3000"),  # 2,000 evaluation + 1,000 calibration images
+        (["target.members=1000", "method=lira", "query_budget=1999"], "at least 2000"),
     ],
 )
 def test_bad_input_is_a_config_error(compose_attack, overrides, message):
@@ -43,6 +48,7 @@ def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_atta
     assert cfg.method == "proxy" and cfg.attack.name == "membership"
     cfg = compose_attack(["attack=membership", "target.members=1000"])
     validate(cfg)
+    validate(compose_attack(["attack=membership", "target.members=1000", "query_budget=4000"]))  # exactly what the proxy attack asks
 
 
 @pytest.mark.slow
@@ -55,7 +61,7 @@ def test_bad_input_exits_before_any_work(tmp_path, cache_dir):
 
 @pytest.mark.mnist
 @pytest.mark.slow
-def test_each_method_runs_in_a_real_multirun(tmp_path, cache_dir):
+def test_each_method_runs_in_a_real_multirun(tmp_path, cache_dir, compose_attack):
     sweep = tmp_path / "sweep"
     args = ["-m", "attack=membership", f"method={','.join(METHODS)}", *TINY, "logger=none",
             "+trainer.enable_progress_bar=false", "data.download=false", f"hydra.sweep.dir={sweep}"]
@@ -69,6 +75,10 @@ def test_each_method_runs_in_a_real_multirun(tmp_path, cache_dir):
         for key in ("mia/auc", "mia/balanced_acc", "mia/advantage", "mia/tpr@1%fpr", "mia/tpr@0.1%fpr", "target/gap"):
             assert 0.0 <= metrics[key] <= 1.0 or key == "target/gap"
         assert (sweep / str(job) / "roc.png").stat().st_size > 0
-        assert metrics["queries/used"] >= 200
+        # The budget check before the run counts exactly the queries the run makes.
+        cfg = compose_attack(["attack=membership", f"method={METHODS[job]}", *TINY])
+        split = build_split(cfg)
+        sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
+        assert metrics["queries/used"] == build_attack(cfg).queries_needed(*sizes) >= 200
     assert (sweep / "roc_sweep.png").stat().st_size > 0
     assert "Best job by mia/auc" in result.stdout

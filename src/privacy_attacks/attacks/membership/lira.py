@@ -79,6 +79,11 @@ class LiRA:
         if attacker_size < needed:
             raise ConfigError(f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed.")
 
+
+    def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
+        """Images asked of the target: the evaluation set only (shadow models answer the rest)."""
+        return eval_size
+
     def _online_shadow_models(self, context: AttackContext) -> tuple[ShadowModels, int]:
         generator = torch.Generator().manual_seed(context.seed)
         n_eval = len(context.eval_images)

@@ -84,6 +84,11 @@ class ProxyAttack:
                 f"shadow_train_size={train_size} images ({sets * train_size} images)."
             )
 
+
+    def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
+        """Images asked of the target: the proxy's (and the reference proxy's) training set, then the evaluation set."""
+        return (2 if self.reference else 1) * train_size + eval_size
+
     def _distil_proxy(self, context: AttackContext, images: Tensor) -> nn.Module:
         """A proxy of the target's architecture distilled on ``images`` (one query each), as the target's recipe trains."""
         recipe = context.recipe

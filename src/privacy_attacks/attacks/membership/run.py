@@ -54,13 +54,25 @@ def build_attack(cfg: DictConfig):
 
 def validate(cfg: DictConfig, total: int = 60_000) -> None:
     """Raise :class:`ConfigError` for an unknown method or output mode, a member count larger than
-    the data, an evaluation set overlapping the attacker's data, or sizes a method cannot use."""
+    the data, an evaluation set overlapping the attacker's data, sizes a method cannot use, or a
+    ``query_budget`` smaller than the queries the method makes (each attack's ``queries_needed``)."""
     attack = build_attack(cfg)
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
     if not isinstance(cfg.shadow_train_size, int) or cfg.shadow_train_size <= 0:
         raise ConfigError(f"shadow_train_size={cfg.shadow_train_size!r} is not allowed: it must be an integer > 0.")
-    attack.check_sizes(cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
+    sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
+    attack.check_sizes(*sizes)
+    budget = cfg.query_budget
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
+        raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0 or null (no limit).")
+    needed = attack.queries_needed(*sizes)
+    if budget is not None and budget < needed:
+        raise ConfigError(
+            f"query_budget={budget} is too small for method={cfg.method}: it asks the target about {needed} images "
+            f"here (eval_members={cfg.eval_members}, shadow_train_size={cfg.shadow_train_size}). "
+            f"Raise query_budget to at least {needed} or set it to null."
+        )
 
 
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:

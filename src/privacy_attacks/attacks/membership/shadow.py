@@ -76,6 +76,11 @@ class ShadowAttack:
                 f"shadow_train_size={train_size} images out of a population of {2 * train_size}."
             )
 
+
+    def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
+        """Images asked of the target: the evaluation set only (shadow models answer the rest)."""
+        return eval_size
+
     def __call__(self, context: AttackContext) -> AttackOutput:
         shadows = offline_shadow_models(context, self.num_shadows)
         population = 2 * context.train_size

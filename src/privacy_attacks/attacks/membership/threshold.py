@@ -40,6 +40,10 @@ class ThresholdAttack:
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
         """Any sizes work: the calibration uses at most ``reference_size`` of the attacker's images."""
 
+    def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
+        """Images asked of the target: the evaluation set and the calibration images."""
+        return eval_size + min(self.reference_size, attacker_size)
+
     def __call__(self, context: AttackContext) -> AttackOutput:
         score = SCORES[self.score]
         eval_scores = score(context.query_log_probs(context.eval_images), context.eval_labels)
