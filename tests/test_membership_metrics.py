@@ -117,3 +117,11 @@ def test_split_is_drawn_by_seed():
 def test_bad_sizes_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         _split(**overrides)
+
+
+def test_attacker_size_none_takes_every_remaining_nonmember_and_extends_the_sized_split():
+    everything = _split(attacker_size=None)
+    assert len(everything.attacker) == 6000 - 500 - 1000 - 300  # the pool after the evaluation non-members
+    assert torch.equal(everything.attacker[:2000], _split().attacker)  # a prefix: sized runs see the same images
+    assert not set(everything.attacker.tolist()) & set(everything.eval_indices.tolist())
+    assert not set(everything.attacker.tolist()) & set(everything.members.tolist())

@@ -51,6 +51,12 @@ def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_atta
     validate(compose_attack(["attack=membership", "target.members=1000", "query_budget=4000"]))  # exactly what the proxy attack asks
 
 
+@pytest.mark.parametrize("members", [1000, 10000])
+@pytest.mark.parametrize("method", ["proxy", "shadow", "loss", "lira"])
+def test_the_issues_sweep_over_target_sizes_is_valid(compose_attack, method, members):
+    validate(compose_attack(["attack=membership", f"method={method}", f"target.members={members}"]))
+
+
 @pytest.mark.slow
 def test_bad_input_exits_before_any_work(tmp_path, cache_dir):
     result = run_script("attack.py", ["attack=membership", "attacker_offset=0", "logger=none"], tmp_path, cache_dir)

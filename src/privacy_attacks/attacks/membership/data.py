@@ -7,8 +7,8 @@ never saw. From them, drawn by ``eval_seed``:
 - the **evaluation set**: ``eval_members`` members and as many non-members (label convention:
   member = 1, non-member = 0). No attack is ever fitted on it: attacks see its images and the
   target's answers, never its membership labels;
-- the **attacker's own data**: ``attacker_size`` non-member images starting at position
-  ``attacker_offset`` of the shuffled non-member pool (after the evaluation non-members, which
+- the **attacker's own data**: ``attacker_size`` non-member images (``None``: all that are left)
+  starting at position ``attacker_offset`` of the shuffled non-member pool (after the evaluation non-members, which
   take positions ``0 .. eval_members - 1``), with their labels. Proxy, shadow models and the
   attack classifiers are fitted on it only.
 """
@@ -48,7 +48,7 @@ def membership_split(
     split_seed: int,
     members: int,
     eval_members: int,
-    attacker_size: int,
+    attacker_size: int | None,
     attacker_offset: int,
     eval_seed: int,
     total: int = 60_000,
@@ -59,10 +59,14 @@ def membership_split(
     evaluation set would overlap the attacker's data.
     """
     for key, value in {"eval_members": eval_members, "attacker_size": attacker_size}.items():
+        if key == "attacker_size" and value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
     split = split_training_indices(val_size, split_seed, members, total)
     pool = split["nonmember"]
+    if attacker_size is None:  # every non-member after the offset (the order is prefix-stable)
+        attacker_size = len(pool) - attacker_offset if isinstance(attacker_offset, int) else 0
     if eval_members > members:
         raise ConfigError(
             f"eval_members={eval_members} is not allowed: the target has only target.members={members} members."
