@@ -234,15 +234,19 @@ def validate_engine_settings(steps: Any, restarts: Any, lr: Any | None = None) -
         raise ConfigError(f"lr={lr!r} is not allowed: it must be a number > 0.")
 
 
-def engine_from_config(cfg: Any, objective: nn.Module, **options: Any) -> ReconstructionModule:
+def engine_from_config(
+    cfg: Any, objective: nn.Module, node_kwargs: Mapping[str, Mapping[str, Any]] | None = None, **options: Any
+) -> ReconstructionModule:
     """The engine for ``objective`` with the attack config's priors, ``init``, ``optimizer``, ``steps``,
-    ``restarts`` and ``seed`` (``conf/attack/_reconstruction_base.yaml``); ``options`` override or add
-    keyword arguments of :class:`ReconstructionModule`."""
+    ``restarts`` and ``seed`` (``conf/attack/_reconstruction_base.yaml``). ``node_kwargs`` gives
+    run-time arguments to the prior or init node of that name (e.g. ``{"anchor": {"guess": images}}``);
+    ``options`` override or add keyword arguments of :class:`ReconstructionModule`."""
     from hydra.utils import instantiate
 
+    node_kwargs = node_kwargs or {}
     kwargs: dict[str, Any] = {
-        "priors": {name: instantiate(node) for name, node in cfg.priors.items()},
-        "init": instantiate(cfg.inits[cfg.init]),
+        "priors": {name: instantiate(node, **node_kwargs.get(name, {})) for name, node in cfg.priors.items()},
+        "init": instantiate(cfg.inits[cfg.init], **node_kwargs.get(cfg.init, {})),
         "optimizer": instantiate(cfg.optimizers[cfg.optimizer]),
         "steps": cfg.steps,
         "restarts": cfg.restarts,

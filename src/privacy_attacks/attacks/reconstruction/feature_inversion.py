@@ -6,10 +6,15 @@ images x in [0, 1] (Mahendran & Vedaldi, CVPR 2015, "Understanding Deep Image Re
 Inverting Them"), on the shared reconstruction engine (:mod:`.engine`) with the objective
 :class:`.feature_matching.FeatureMatching`. ``python attack.py attack=feature_inversion layer=conv2``.
 
+``init=network`` and ``anchor_lambda`` > 0 add a learned prior: a decoder from the layer's features to
+images trained on the attacker's own images (:mod:`.inversion_network`, Dosovitskiy & Brox 2016)
+gives a guess x̂ of each private image, used as the start and in the penalty ``anchor_lambda`` · mean (x − x̂)².
+
 Writes ``reconstructions.pt`` ({"images": (N, 1, 28, 28) in [0, 1], "labels": (N,), "originals":
 (N, 1, 28, 28)}), ``reconstructions.png`` and TensorBoard events; returns ``recon/psnr``,
 ``recon/ssim``, ``recon/mse`` (means over the N private images) and the same against the class-mean
-image (``recon/psnr_class_mean``: what an attacker who only guessed the class would reach).
+image (``recon/psnr_class_mean``: what an attacker who only guessed the class would reach); with the
+inversion network, ``recon/psnr_network`` (its guess alone, before the optimisation).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from privacy_attacks.attacks.reconstruction.engine import engine_from_config, Re
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
 from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import private_pool
+from privacy_attacks.attacks.reconstruction.inversion_network import provision_inversion_network
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
 from privacy_attacks.errors import ConfigError, require_choice, require_positive
@@ -33,8 +39,8 @@ from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 log = logging.getLogger(__name__)
-HPARAMS = ("layer", "num_images", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "jitter",
-           "blur_sigma", "init", "seed")
+HPARAMS = ("layer", "num_images", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "anchor_lambda",
+           "jitter", "blur_sigma", "init", "seed")
 
 
 def model_layers(cfg: DictConfig) -> tuple[str, ...]:
@@ -54,19 +60,43 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={cfg[key]!r} is not allowed: it must be an integer > 0.")
     if cfg.num_images > cfg.private_pool:
         raise ConfigError(f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool}).")
-    for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
+    for key in ("tv_lambda", "l2_lambda", "anchor_lambda", "jitter", "blur_sigma"):
         require_positive(cfg[key], key, allow_zero=True)
+    if uses_inversion_network(cfg):
+        settings = cfg.inversion_network
+        for key in ("train_images", "epochs", "batch_size", "width"):
+            if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] <= 0:
+                raise ConfigError(f"inversion_network.{key}={settings[key]!r} is not allowed: it must be an integer > 0.")
+        if settings.train_images > 60_000:
+            raise ConfigError(f"inversion_network.train_images={settings.train_images} is more than the 60,000 MNIST training images.")
+        require_positive(settings.lr, "inversion_network.lr")
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 
-def build_module(cfg: DictConfig, net: nn.Module, originals: Tensor) -> ReconstructionModule:
-    """The engine inverting ``net``'s features at ``cfg.layer`` of ``originals`` (N, 1, 28, 28)."""
+def uses_inversion_network(cfg: DictConfig) -> bool:
+    """Whether the run needs the learned inversion network (``init=network`` or ``anchor_lambda`` > 0)."""
+    return cfg.init == "network" or cfg.anchor_lambda > 0
+
+
+def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -> Tensor:
+    """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder trained (or loaded
+    from the cache) on the first ``inversion_network.train_images`` MNIST training images."""
+    images, _ = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    decoder = provision_inversion_network(
+        target.net, target.checkpoint, cfg.layer, images[: cfg.inversion_network.train_images],
+        cfg.inversion_network, cfg.trainer, cfg.paths.cache_dir,
+    )
+    with torch.no_grad():
+        return decoder(features.cpu())
+
+
+def build_module(cfg: DictConfig, net: nn.Module, originals: Tensor, guess: Tensor | None = None) -> ReconstructionModule:
+    """The engine inverting ``net``'s features at ``cfg.layer`` of ``originals`` (N, 1, 28, 28);
+    ``guess`` (N, 1, 28, 28) feeds ``init=network`` and the ``anchor`` prior."""
     with torch.no_grad():
         features = net.features(originals)[cfg.layer]
-    return engine_from_config(
-        cfg, FeatureMatching(net, cfg.layer, features),
-        log_prefix="recon",
-    )
+    node_kwargs = {"anchor": {"guess": guess}, "network": {"guess": guess}} if guess is not None else {}
+    return engine_from_config(cfg, FeatureMatching(net, cfg.layer, features), node_kwargs, log_prefix="recon")
 
 
 def class_mean_images(cfg: DictConfig, labels: Tensor) -> Tensor:
@@ -83,7 +113,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     out = output_dir(cfg)
     pool, pool_labels = private_pool(cfg)
     originals, labels = pool[: cfg.num_images], pool_labels[: cfg.num_images]
-    module = build_module(cfg, target.net, originals)
+    guess = None
+    if uses_inversion_network(cfg):
+        with torch.no_grad():
+            guess = inversion_network_guess(cfg, target, target.net.features(originals)[cfg.layer])
+    module = build_module(cfg, target.net, originals, guess)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
     start = time.perf_counter()
     fit_reconstruction(module, cfg.trainer, logger=loggers)
@@ -100,6 +134,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "recon/ssim_class_mean": baseline["ssim"].mean().item(),
         "recon/fit_time_s": seconds,
     }
+    if guess is not None:  # the inversion network's guess alone, before the feature-matching optimisation
+        metrics["recon/psnr_network"] = image_similarity(guess, originals)["psnr"].mean().item()
     torch.save({"images": images, "labels": labels, "originals": originals}, out / "reconstructions.pt")
     shown = min(cfg.num_images, 16)
     titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]

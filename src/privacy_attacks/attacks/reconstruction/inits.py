@@ -56,3 +56,17 @@ class MeanImageInit:
             self._mean = images.mean(dim=0)
         noise = self.noise * torch.randn(shape, generator=generator)
         return (self._mean.expand(shape) + noise).clamp_(0, 1)
+
+
+class GuessInit:
+    """Start from a guess of each target image (B, C, H, W), e.g. a learned inversion network's output,
+    plus Gaussian noise of std ``noise`` so restarts differ; restart-major like the engine's images."""
+
+    def __init__(self, guess: Tensor | None = None, noise: float = 0.0):
+        self.guess, self.noise = guess, noise
+
+    def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        if self.guess is None:
+            raise ValueError("GuessInit needs a guess: build it with guess=(B, C, H, W) images.")
+        guess = self.guess.detach().cpu().repeat(shape[0] // len(self.guess), 1, 1, 1)
+        return (guess + self.noise * torch.randn(shape, generator=generator)).clamp_(0, 1)

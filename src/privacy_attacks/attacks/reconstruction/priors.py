@@ -105,3 +105,22 @@ class GaussianBlur(Prior):
         blurred = F.conv2d(padded, row, groups=channels)
         padded = F.pad(blurred, (0, 0, radius, radius), mode="replicate")
         return F.conv2d(padded, row.transpose(-1, -2), groups=channels)
+
+
+class GuessDistance(Prior):
+    """``weight`` · mean (x − x̂)² per image: stay near a guess x̂ of each image (e.g. a learned
+    inversion network's output, :mod:`.inversion_network`).
+
+    ``guess`` (B, C, H, W) holds one guess per target image; the engine's R·B images are
+    restart-major, so image r·B + i is compared with guess i.
+    """
+
+    def __init__(self, weight: float = 0.0, guess: Tensor | None = None):
+        super().__init__(weight)
+        self.register_buffer("guess", None if guess is None else guess.detach().clone())
+
+    def penalty(self, images: Tensor) -> Tensor:
+        if self.guess is None:
+            raise ValueError("GuessDistance needs a guess: build it with guess=(B, C, H, W) images.")
+        guess = self.guess.repeat(len(images) // len(self.guess), 1, 1, 1)
+        return (images - guess).pow(2).flatten(1).mean(dim=1)

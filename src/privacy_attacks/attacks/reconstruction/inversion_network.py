@@ -1,0 +1,131 @@
+"""A learned inversion network: the attacker's own decoder from a layer's features back to images.
+
+Dosovitskiy & Brox, CVPR 2016, "Inverting Visual Representations with Convolutional Networks":
+train a decoder D on images the attacker owns so that D(Φ_l(x)) ≈ x (mean squared error). D(Φ_l(x₀))
+approximates the posterior mean E[x | Φ_l(x₀)], the image that a data prior says is most likely
+behind the observed features. Feature inversion uses it as the start and as an anchor prior of the
+shared engine's optimisation (``init=network``, ``anchor_lambda``), so the features are matched
+without leaving the data manifold.
+
+The decoder is trained once per (target checkpoint, layer, settings) with a Lightning Trainer and
+cached under ``paths.cache_dir`` as ``inversion-<hash>.pt``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from privacy_attacks.data.mnist import TensorBatches
+
+log = logging.getLogger(__name__)
+
+
+class InversionNetwork(nn.Module):
+    """Decoder ``features (N, *feature_shape) -> images (N, 1, 28, 28)`` in [0, 1].
+
+    A linear map to 64 channels of 7x7, then two ×2 transposed-convolution stages (28x28) and a
+    sigmoid, as in Dosovitskiy & Brox's decoders (scaled down to MNIST).
+    """
+
+    def __init__(self, feature_size: int, width: int = 64):
+        super().__init__()
+        self.feature_size, self.width = int(feature_size), int(width)
+        self.decode = nn.Sequential(
+            nn.Flatten(), nn.Linear(self.feature_size, width * 7 * 7), nn.ReLU(), nn.Unflatten(1, (width, 7, 7)),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width // 2, 1, 3, padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.decode(features)
+
+
+class InversionNetworkSystem(L.LightningModule):
+    """Trains :class:`InversionNetwork` to map ``net.features(x)[layer]`` to ``x`` (MSE), ``net`` frozen.
+
+    Adam with a one-cycle learning rate over ``total_steps``; logs ``inversion/train_mse``.
+    """
+
+    def __init__(self, net: nn.Module, layer: str, decoder: InversionNetwork, lr: float, total_steps: int):
+        super().__init__()
+        self.net, self.layer, self.decoder = net.eval().requires_grad_(False), layer, decoder
+        self.lr, self.total_steps = float(lr), int(total_steps)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, _ = batch
+        with torch.no_grad():
+            features = self.net.features(images)[self.layer]
+        loss = F.mse_loss(self.decoder(features), images)
+        self.log("inversion/train_mse", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def inversion_cache_path(cache_dir: str | Path, target_checkpoint: Path, layer: str, settings: dict[str, Any]) -> Path:
+    """``<cache_dir>/inversion-<hash>.pt``, keyed by the target checkpoint's name, the layer and the settings."""
+    key = json.dumps({"target": Path(target_checkpoint).name, "layer": layer, **settings}, sort_keys=True)
+    return Path(cache_dir) / f"inversion-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+
+
+def provision_inversion_network(
+    net: nn.Module,
+    target_checkpoint: Path,
+    layer: str,
+    images: Tensor,
+    settings: DictConfig | dict[str, Any],
+    trainer_cfg: DictConfig,
+    cache_dir: str | Path,
+) -> InversionNetwork:
+    """The decoder of ``net``'s ``layer``, trained on ``images`` (A, 1, 28, 28) or loaded from the cache.
+
+    ``settings``: ``epochs``, ``batch_size``, ``lr``, ``width``, ``seed`` (``inversion_network`` in
+    ``conf/attack/feature_inversion.yaml``). Returns the decoder in eval mode, on the CPU.
+    """
+    settings = {key: settings[key] for key in ("epochs", "batch_size", "lr", "width", "seed")}
+    settings["train_images"] = len(images)
+    path = inversion_cache_path(cache_dir, target_checkpoint, layer, settings)
+    with torch.no_grad():
+        feature_size = net.features(images[:1])[layer][0].numel()
+    decoder = InversionNetwork(feature_size, settings["width"])
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            decoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return decoder.eval().requires_grad_(False)
+        log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
+        torch.manual_seed(settings["seed"])
+        decoder = InversionNetwork(feature_size, settings["width"])
+        steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
+        system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
+        trainer: L.Trainer = instantiate(trainer_cfg, max_epochs=settings["epochs"], logger=False, callbacks=[],
+                                         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
+        batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
+                                shuffle=True, seed=settings["seed"])
+        with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
+            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+            trainer.fit(system, train_dataloaders=batches)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({k: v.detach().cpu() for k, v in decoder.state_dict().items()}, tmp)
+        tmp.replace(path)
+    return decoder.cpu().eval().requires_grad_(False)

@@ -1,0 +1,99 @@
+"""The learned inversion network (Dosovitskiy & Brox 2016) and the guess prior / init it feeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from privacy_attacks.attacks.reconstruction.feature_inversion import validate
+from privacy_attacks.attacks.reconstruction.inits import GuessInit
+from privacy_attacks.attacks.reconstruction.inversion_network import (
+    InversionNetwork,
+    inversion_cache_path,
+    provision_inversion_network,
+)
+from privacy_attacks.attacks.reconstruction.priors import GuessDistance
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from tests.conftest import SMALL_TARGET, run_script
+
+SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "width": 16, "seed": 0}
+TRAINER = OmegaConf.create({"_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1,
+                            "enable_progress_bar": False, "enable_model_summary": False})
+
+
+@pytest.mark.parametrize("layer", LeNet5.LAYERS)
+def test_decoder_maps_every_layer_back_to_images_in_the_unit_range(layer):
+    net = LeNet5().eval()
+    features = net.features(torch.rand(5, 1, 28, 28))[layer]
+    images = InversionNetwork(features[0].numel(), width=8)(features)
+    assert images.shape == (5, 1, 28, 28) and 0 <= images.min() <= images.max() <= 1
+
+
+def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
+    torch.manual_seed(0)
+    net = LeNet5().eval().requires_grad_(False)
+    images = torch.zeros(256, 1, 28, 28)
+    images[:, :, 8:20, 10:18] = torch.rand(256, 1, 1, 1)  # a block of one random brightness per image
+    checkpoint = tmp_path / "target-abc.pt"
+    features = net.features(images)["conv2"]
+    untrained = InversionNetwork(features[0].numel(), SETTINGS["width"])
+    decoder = provision_inversion_network(net, checkpoint, "conv2", images, SETTINGS, TRAINER, tmp_path)
+    with torch.no_grad():
+        before = (untrained(features) - images).pow(2).mean()
+        after = (decoder(features) - images).pow(2).mean()
+    assert after < 0.5 * before
+    path = inversion_cache_path(tmp_path, checkpoint, "conv2", {**SETTINGS, "train_images": 256})
+    assert path.exists()
+    cached = provision_inversion_network(net, checkpoint, "conv2", images, SETTINGS, TRAINER, tmp_path)
+    for a, b in zip(decoder.state_dict().values(), cached.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert inversion_cache_path(tmp_path, checkpoint, "fc1", {**SETTINGS, "train_images": 256}) != path
+
+
+def test_guess_prior_is_zero_at_the_guess_and_follows_the_restart_major_order():
+    guess = torch.rand(3, 1, 28, 28)
+    prior = GuessDistance(weight=1.0, guess=guess)
+    images = torch.cat([guess, torch.zeros(3, 1, 28, 28)])  # restart 0 at the guess, restart 1 black
+    penalty = prior.penalty(images)
+    assert penalty.shape == (6,) and penalty[:3].abs().max() == 0
+    torch.testing.assert_close(penalty[3:], guess.pow(2).flatten(1).mean(1))
+    assert not GuessDistance(weight=0.0).active
+
+
+def test_guess_init_starts_every_restart_at_the_guess():
+    guess = torch.rand(2, 1, 28, 28)
+    start = GuessInit(guess, noise=0.0)((6, 1, 28, 28), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(start, guess.repeat(3, 1, 1, 1))
+    noisy = GuessInit(guess, noise=0.1)((4, 1, 28, 28), torch.Generator().manual_seed(0))
+    assert not torch.equal(noisy[:2], noisy[2:]) and 0 <= noisy.min() <= noisy.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["anchor_lambda=-1"], "anchor_lambda"),
+        (["init=network", "inversion_network.epochs=0"], "inversion_network.epochs"),
+        (["anchor_lambda=1", "inversion_network.train_images=70000"], "60,000"),
+    ],
+)
+def test_bad_inversion_network_settings_are_refused_before_any_work(compose_attack, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_attack(["attack=feature_inversion", *overrides]))
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_real_small_run_with_the_learned_prior(tmp_path: Path, cache_dir: Path):
+    args = ["attack=feature_inversion", "layer=conv2", "init=network", "anchor_lambda=1", "steps=5", "num_images=3",
+            "inversion_network.train_images=512", "inversion_network.epochs=1", *SMALL_TARGET, "logger=none",
+            f"hydra.run.dir={tmp_path / 'run'}", "+trainer.enable_progress_bar=false"]
+    result = run_script("attack.py", args, tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["recon/psnr"] > 0 and metrics["recon/psnr_network"] > 0
+    assert list(cache_dir.glob("inversion-*.pt"))
