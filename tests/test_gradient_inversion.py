@@ -109,7 +109,7 @@ def test_headline_sweep_composes(compose_attack):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["method=foo"], "dlg, idlg, ig"),
+        (["method=foo"], "dlg, idlg, ig, ig_lbfgs"),
         (["batch_size=200"], "private pool"),
         (["batch_size=16", "num_batches=10"], "private_pool"),
         (["model_state=half"], "init, trained"),
@@ -127,16 +127,16 @@ def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message
 def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
     result = run_script(
         "attack.py",
-        ["-m", "attack=gradient_inversion", "method=idlg,ig", "batch_size=1", "num_batches=1", "steps=6", "restarts=1",
+        ["-m", "attack=gradient_inversion", "method=dlg,idlg,ig,ig_lbfgs", "batch_size=1", "num_batches=1", "steps=6", "restarts=1",
          *SMALL_TARGET, "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"), "+trainer.enable_progress_bar=false"],
         tmp_path, cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"
-    for job in ("0", "1"):
+    for job in ("0", "1", "2", "3"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert {"recon/psnr", "recon/ssim", "recon/mse", "recon/label_acc"} <= metrics.keys()
-        assert metrics["recon/label_acc"] == 1.0
+        assert metrics["recon/label_acc"] == 1.0 or job == "0"  # DLG's soft labels need more than 6 steps
         saved = torch.load(sweep / job / "reconstructions.pt", weights_only=True)
         assert saved["images"].shape == (1, 1, 28, 28) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
         assert (sweep / job / "reconstructions.png").exists()
@@ -148,5 +148,5 @@ def test_unknown_method_exits_with_one_clear_line(tmp_path: Path, cache_dir: Pat
     result = run_script("attack.py", ["attack=gradient_inversion", "method=foo", "logger=none", *SMALL_TARGET,
                                       f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, cache_dir)
     assert result.returncode == 2
-    assert "method='foo' is not one of the choices: dlg, idlg, ig" in result.stderr
+    assert "method='foo' is not one of the choices: dlg, idlg, ig, ig_lbfgs" in result.stderr
     assert "Traceback" not in result.stderr
