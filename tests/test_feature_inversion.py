@@ -65,6 +65,7 @@ def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
     result = run_script(
         "attack.py",
         ["-m", "attack=feature_inversion", "layer=conv1,fc1", "steps=5", "num_images=3", *SMALL_TARGET,
+         "inversion_network.train_images=512", "inversion_network.epochs=1",  # fc1's learned prior, trained small
          "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"),
          "+trainer.enable_progress_bar=false"],
         tmp_path, cache_dir,
@@ -77,4 +78,5 @@ def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
         saved = torch.load(sweep / job / "reconstructions.pt", weights_only=True)
         assert saved["images"].shape == (3, 1, 28, 28) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
         assert (sweep / job / "reconstructions.png").exists()
+        assert ("recon/psnr_network" in metrics) == (job == "1")  # fc1 uses the learned inversion network by default
     assert (sweep / "summary.csv").exists() and (sweep / "quality.png").exists()
