@@ -121,9 +121,11 @@ def provision_inversion_network(
                                          enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
         batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
                                 shuffle=True, seed=settings["seed"])
+        device = next(net.parameters()).device
         with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
+        net.to(device)  # the Trainer moved the target with the system (e.g. to the GPU): give it back as it was
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save({k: v.detach().cpu() for k, v in decoder.state_dict().items()}, tmp)
