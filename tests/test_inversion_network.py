@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from privacy_attacks.attacks.reconstruction.feature_inversion import validate
+from privacy_attacks.attacks.reconstruction.feature_inversion import build_module, validate
 from privacy_attacks.attacks.reconstruction.inits import GuessInit
 from privacy_attacks.attacks.reconstruction.inversion_network import (
     InversionNetwork,
@@ -79,6 +79,7 @@ def test_guess_init_starts_every_restart_at_the_guess():
         (["anchor_lambda=-1"], "anchor_lambda"),
         (["init=network", "inversion_network.epochs=0"], "inversion_network.epochs"),
         (["anchor_lambda=1", "inversion_network.train_images=70000"], "60,000"),
+        (["init=network", "inversion_network.seed=abc"], "inversion_network.seed"),
     ],
 )
 def test_bad_inversion_network_settings_are_refused_before_any_work(compose_attack, overrides, message):
@@ -97,3 +98,27 @@ def test_real_small_run_with_the_learned_prior(tmp_path: Path, cache_dir: Path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["recon/psnr"] > 0 and metrics["recon/psnr_network"] > 0
     assert list(cache_dir.glob("inversion-*.pt"))
+
+
+def test_feature_inversion_engine_starts_at_the_guess_and_anchors_to_it(compose_attack):
+    cfg = compose_attack(["attack=feature_inversion", "layer=conv2", "init=network", "anchor_lambda=0.5", "restarts=2"])
+    torch.manual_seed(0)
+    net = LeNet5().eval().requires_grad_(False)
+    originals, guess = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    module = build_module(cfg, net, originals, guess)
+    torch.testing.assert_close(module.priors["anchor"].guess, guess)
+    start = module.images.detach().view(2, 3, 1, 28, 28)
+    for restart in start:  # each restart starts at the guess, up to the init's small noise
+        assert (restart - guess).abs().mean() < 0.05
+    assert module.priors["anchor"].penalty(module.images.detach()).max() < 0.01
+
+
+def test_an_unusable_cached_network_is_trained_again(tmp_path: Path):
+    net = LeNet5().eval().requires_grad_(False)
+    images = torch.rand(64, 1, 28, 28)
+    settings = {**SETTINGS, "epochs": 1}
+    path = inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", {**settings, "train_images": 64})
+    path.write_bytes(b"not a checkpoint")
+    decoder = provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", images, settings, TRAINER, tmp_path)
+    assert decoder(net.features(images[:2])["fc1"]).shape == (2, 1, 28, 28)
+    torch.load(path, weights_only=True)  # replaced by a readable checkpoint

@@ -112,6 +112,7 @@ def test_split_is_drawn_by_seed():
         ({"attacker_offset": 100}, "overlap"),
         ({"eval_members": 1001}, "eval_members"),
         ({"attacker_size": 10_000}, "attacker_size"),
+        ({"attacker_size": None, "attacker_offset": 4500}, "leaves the attacker no images"),
     ],
 )
 def test_bad_sizes_are_config_errors(overrides, message):

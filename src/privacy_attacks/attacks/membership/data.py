@@ -65,8 +65,13 @@ def membership_split(
             raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
     split = split_training_indices(val_size, split_seed, members, total)
     pool = split["nonmember"]
-    if attacker_size is None:  # every non-member after the offset (the order is prefix-stable)
-        attacker_size = len(pool) - attacker_offset if isinstance(attacker_offset, int) else 0
+    if attacker_size is None and isinstance(attacker_offset, int):  # every non-member after the offset (prefix-stable)
+        attacker_size = len(pool) - attacker_offset
+        if attacker_size <= 0:
+            raise ConfigError(
+                f"attacker_offset={attacker_offset} leaves the attacker no images: the non-member pool of "
+                f"target.members={members} and data.val_size={val_size} has only {len(pool)} images."
+            )
     if eval_members > members:
         raise ConfigError(
             f"eval_members={eval_members} is not allowed: the target has only target.members={members} members."

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from privacy_attacks.errors import require_choice
+from privacy_attacks.errors import ConfigError, require_choice
 
 from .base import AttackContext, AttackOutput
 from .scores import SCORES
@@ -38,7 +38,12 @@ class ThresholdAttack:
         self.score, self.reference_size, self.reference_fpr = score, reference_size, reference_fpr
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
-        """Any sizes work: the calibration uses at most ``reference_size`` of the attacker's images."""
+        """Any positive sizes work: the calibration uses at most ``reference_size`` of the attacker's images."""
+        if attacker_size < 1 or self.reference_size < 1:
+            raise ConfigError(
+                f"the {self.score} threshold is calibrated on the attacker's own images: attacker_size={attacker_size} "
+                f"and reference_size={self.reference_size} must both be at least 1."
+            )
 
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
         """Images asked of the target: the evaluation set and the calibration images."""

@@ -70,6 +70,8 @@ def validate(cfg: DictConfig) -> None:
         if settings.train_images > 60_000:
             raise ConfigError(f"inversion_network.train_images={settings.train_images} is more than the 60,000 MNIST training images.")
         require_positive(settings.lr, "inversion_network.lr")
+        if not isinstance(settings.seed, int) or isinstance(settings.seed, bool):
+            raise ConfigError(f"inversion_network.seed={settings.seed!r} is not allowed: it must be an integer.")
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 

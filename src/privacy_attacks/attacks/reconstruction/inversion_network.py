@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class InversionNetwork(nn.Module):
     """Decoder ``features (N, *feature_shape) -> images (N, 1, 28, 28)`` in [0, 1].
 
-    A linear map to 64 channels of 7x7, then two ×2 transposed-convolution stages (28x28) and a
+    A linear map to ``width`` channels of 7x7, then two ×2 transposed-convolution stages (28x28) and a
     sigmoid, as in Dosovitskiy & Brox's decoders (scaled down to MNIST).
     """
 
@@ -108,10 +108,14 @@ def provision_inversion_network(
     with torch.no_grad():
         feature_size = net.features(images[:1])[layer][0].numel()
     decoder = InversionNetwork(feature_size, settings["width"])
+    path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         if path.exists():
-            decoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return decoder.eval().requires_grad_(False)
+            try:
+                decoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+                return decoder.eval().requires_grad_(False)
+            except Exception as error:  # unreadable, or written by another version of the decoder: train anew
+                log.warning("Cached inversion network %s is unusable (%s); training it again.", path, error)
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
         torch.manual_seed(settings["seed"])
         decoder = InversionNetwork(feature_size, settings["width"])
@@ -126,7 +130,6 @@ def provision_inversion_network(
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
         net.to(device)  # the Trainer moved the target with the system (e.g. to the GPU): give it back as it was
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save({k: v.detach().cpu() for k, v in decoder.state_dict().items()}, tmp)
         tmp.replace(path)
