@@ -1,12 +1,15 @@
-"""Where a run writes: its output folder and ``metrics.json``."""
+"""Where a run writes: its output folder, ``metrics.json``, and files written atomically."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 
@@ -20,7 +23,23 @@ def output_dir(cfg: DictConfig) -> Path:
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as indented JSON (NaN becomes null), atomically."""
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n"))
+
+
+def atomic_torch_save(path: Path, obj: Any) -> Path:
+    """``torch.save(obj, path)`` atomically: readers (other jobs of a sweep) never see a half-written file."""
+    return write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (unique to this process), then rename it to
+    ``path``; the parent folder is created if missing. An interrupted write leaves ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from privacy_attacks.errors import CheckpointError
+from privacy_attacks.io import atomic_torch_save
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,8 @@ def checkpoint_path(recipe: DictConfig, data: DictConfig, cache_dir: str | Path,
 
 def save_checkpoint(path: Path, net: nn.Module, spec: dict[str, Any], metrics: dict[str, float]) -> None:
     """Write a target checkpoint atomically (a half-written file is never seen under ``path``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    torch.save({"format": CHECKPOINT_FORMAT, "spec": spec, "state_dict": state, "metrics": metrics}, tmp)
-    tmp.replace(path)
+    atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, "spec": spec, "state_dict": state, "metrics": metrics})
 
 
 def load_checkpoint(path: Path, recipe: DictConfig, spec: dict[str, Any]) -> Target:

@@ -18,7 +18,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
+
+from privacy_attacks.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 SHADOW_FORMAT = 1
@@ -181,9 +182,7 @@ def provision_shadow_models(
             return ShadowModels(template, saved["params"], saved["buffers"], train_indices, in_mask), True
         log.info("Training %d shadow models on %d images each (cached at %s).", *train_indices.shape, path)
         shadows = train_shadow_models(recipe, images, labels, train_indices, seed)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"format": SHADOW_FORMAT, "params": shadows.params, "buffers": shadows.buffers}, tmp)
-        tmp.replace(path)
+        atomic_torch_save(path, {"format": SHADOW_FORMAT, "params": shadows.params, "buffers": shadows.buffers})
     return shadows, False
 
 

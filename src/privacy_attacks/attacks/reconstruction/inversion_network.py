@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.data.mnist import TensorBatches
+from privacy_attacks.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,5 @@ def provision_inversion_network(
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
         net.to(device)  # the Trainer moved the target with the system (e.g. to the GPU): give it back as it was
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({k: v.detach().cpu() for k, v in decoder.state_dict().items()}, tmp)
-        tmp.replace(path)
+        atomic_torch_save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
     return decoder.cpu().eval().requires_grad_(False)
