@@ -49,7 +49,10 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
     assert after < 0.5 * before
     path = inversion_cache_path(tmp_path, checkpoint, "conv2", {**SETTINGS, "train_images": 256})
     assert path.exists()
-    cached = provision_inversion_network(net, checkpoint, "conv2", images, SETTINGS, TRAINER, tmp_path)
+    def no_data():
+        raise AssertionError("a cached decoder must not load the training images")
+
+    cached = provision_inversion_network(net, checkpoint, "conv2", no_data, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path)
     for a, b in zip(decoder.state_dict().values(), cached.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert inversion_cache_path(tmp_path, checkpoint, "fc1", {**SETTINGS, "train_images": 256}) != path
@@ -105,7 +108,7 @@ def test_feature_inversion_engine_starts_at_the_guess_and_anchors_to_it(compose_
     torch.manual_seed(0)
     net = LeNet5().eval().requires_grad_(False)
     originals, guess = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
-    module = build_module(cfg, net, originals, guess)
+    module = build_module(cfg, net, net.features(originals)["conv2"], guess)
     torch.testing.assert_close(module.priors["anchor"].guess, guess)
     start = module.images.detach().view(2, 3, 1, 28, 28)
     for restart in start:  # each restart starts at the guess, up to the init's small noise
@@ -122,3 +125,17 @@ def test_an_unusable_cached_network_is_trained_again(tmp_path: Path):
     decoder = provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", images, settings, TRAINER, tmp_path)
     assert decoder(net.features(images[:2])["fc1"]).shape == (2, 1, 28, 28)
     torch.load(path, weights_only=True)  # replaced by a readable checkpoint
+
+
+def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_path: Path):
+    net = LeNet5().eval().requires_grad_(False)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return torch.rand(100, 1, 28, 28)
+
+    settings = {**SETTINGS, "epochs": 1, "train_images": 40}
+    provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", load, settings, TRAINER, tmp_path)
+    assert calls == [1]
+    assert inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings).exists()

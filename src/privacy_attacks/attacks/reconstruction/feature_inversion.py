@@ -81,22 +81,21 @@ def uses_inversion_network(cfg: DictConfig) -> bool:
 
 
 def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -> Tensor:
-    """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder trained (or loaded
-    from the cache) on the first ``inversion_network.train_images`` MNIST training images."""
-    images, _ = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder loaded from the cache or
+    trained on the first ``inversion_network.train_images`` MNIST training images (loaded only then)."""
+    def training_images() -> Tensor:
+        return load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
+
     decoder = provision_inversion_network(
-        target.net, target.checkpoint, cfg.layer, images[: cfg.inversion_network.train_images],
-        cfg.inversion_network, cfg.trainer, cfg.paths.cache_dir,
+        target.net, target.checkpoint, cfg.layer, training_images, cfg.inversion_network, cfg.trainer, cfg.paths.cache_dir,
     )
     with torch.no_grad():
         return decoder(features.cpu())
 
 
-def build_module(cfg: DictConfig, net: nn.Module, originals: Tensor, guess: Tensor | None = None) -> ReconstructionModule:
-    """The engine inverting ``net``'s features at ``cfg.layer`` of ``originals`` (N, 1, 28, 28);
+def build_module(cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None) -> ReconstructionModule:
+    """The engine inverting ``features`` (N, ...), the private images' activations of ``net`` at ``cfg.layer``;
     ``guess`` (N, 1, 28, 28) feeds ``init=network`` and the ``anchor`` prior."""
-    with torch.no_grad():
-        features = net.features(originals)[cfg.layer]
     node_kwargs = {"anchor": {"guess": guess}, "network": {"guess": guess}} if guess is not None else {}
     return engine_from_config(cfg, FeatureMatching(net, cfg.layer, features), node_kwargs, log_prefix="recon")
 
@@ -115,11 +114,10 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     out = output_dir(cfg)
     pool, pool_labels = private_pool(cfg)
     originals, labels = pool[: cfg.num_images], pool_labels[: cfg.num_images]
-    guess = None
-    if uses_inversion_network(cfg):
-        with torch.no_grad():
-            guess = inversion_network_guess(cfg, target, target.net.features(originals)[cfg.layer])
-    module = build_module(cfg, target.net, originals, guess)
+    with torch.no_grad():
+        features = target.net.features(originals)[cfg.layer]  # what the attacker observes
+    guess = inversion_network_guess(cfg, target, features) if uses_inversion_network(cfg) else None
+    module = build_module(cfg, target.net, features, guess)
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
     start = time.perf_counter()
     fit_reconstruction(module, cfg.trainer, logger=loggers)

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,11 @@ from privacy_attacks.data.mnist import TensorBatches
 from privacy_attacks.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
+IMAGE_SHAPE = (1, 28, 28)  # the decoder's output: one MNIST image
 
 
 class InversionNetwork(nn.Module):
-    """Decoder ``features (N, *feature_shape) -> images (N, 1, 28, 28)`` in [0, 1].
+    """Decoder ``features (N, *feature_shape) -> images (N, 1, 28, 28)`` (``IMAGE_SHAPE``) in [0, 1].
 
     A linear map to ``width`` channels of 7x7, then two ×2 transposed-convolution stages (28x28) and a
     sigmoid, as in Dosovitskiy & Brox's decoders (scaled down to MNIST).
@@ -92,21 +94,26 @@ def provision_inversion_network(
     net: nn.Module,
     target_checkpoint: Path,
     layer: str,
-    images: Tensor,
+    images: Tensor | Callable[[], Tensor],
     settings: DictConfig | dict[str, Any],
     trainer_cfg: DictConfig,
     cache_dir: str | Path,
 ) -> InversionNetwork:
-    """The decoder of ``net``'s ``layer``, trained on ``images`` (A, 1, 28, 28) or loaded from the cache.
+    """The decoder of ``net``'s ``layer``, loaded from the cache or trained on the attacker's images.
 
-    ``settings``: ``epochs``, ``batch_size``, ``lr``, ``width``, ``seed`` (``inversion_network`` in
-    ``conf/attack/feature_inversion.yaml``). Returns the decoder in eval mode, on the CPU.
+    ``images``: the training images (A, 1, 28, 28), or a callable returning them, called only when the
+    decoder must be trained (a cache hit loads no data); with a callable, ``settings["train_images"]``
+    says how many of its first images are used. ``settings``: ``epochs``, ``batch_size``, ``lr``,
+    ``width``, ``seed`` (``inversion_network`` in ``conf/attack/feature_inversion.yaml``). Returns the
+    decoder in eval mode, on the CPU.
     """
+    train_images = int(settings["train_images"]) if callable(images) else len(images)
     settings = {key: settings[key] for key in ("epochs", "batch_size", "lr", "width", "seed")}
-    settings["train_images"] = len(images)
+    settings["train_images"] = train_images
     path = inversion_cache_path(cache_dir, target_checkpoint, layer, settings)
+    device = next(net.parameters()).device
     with torch.no_grad():
-        feature_size = net.features(images[:1])[layer][0].numel()
+        feature_size = net.features(torch.zeros(1, *IMAGE_SHAPE, device=device))[layer][0].numel()
     decoder = InversionNetwork(feature_size, settings["width"])
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
@@ -116,6 +123,7 @@ def provision_inversion_network(
                 return decoder.eval().requires_grad_(False)
             except Exception as error:  # unreadable, or written by another version of the decoder: train anew
                 log.warning("Cached inversion network %s is unusable (%s); training it again.", path, error)
+        images = images()[:train_images] if callable(images) else images
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
         torch.manual_seed(settings["seed"])
         decoder = InversionNetwork(feature_size, settings["width"])
@@ -125,7 +133,6 @@ def provision_inversion_network(
                                          enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
         batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
                                 shuffle=True, seed=settings["seed"])
-        device = next(net.parameters()).device
         with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
