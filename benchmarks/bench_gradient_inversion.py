@@ -30,7 +30,7 @@ LBFGS = partial(torch.optim.LBFGS, lr=1.0, max_iter=1, history_size=100)
 METHODS = {
     "dlg": (SquaredL2Distance, LBFGS, False, 0.0, True, False),
     "idlg": (SquaredL2Distance, LBFGS, False, 0.0, False, False),
-    "ig": (CosineDistance, partial(torch.optim.Adam, lr=0.1), True, 1e-2, False, True),
+    "ig": (CosineDistance, partial(torch.optim.Adam, lr=0.1), True, 1e-3, False, True),
     "ig_lbfgs": (CosineDistance, LBFGS, False, 0.0, False, False),
 }
 
