@@ -127,7 +127,7 @@ def test_an_unusable_cached_network_is_trained_again(tmp_path: Path):
     torch.load(path, weights_only=True)  # replaced by a readable checkpoint
 
 
-def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_path: Path):
+def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_path: Path, caplog):
     net = LeNet5().eval().requires_grad_(False)
     calls = []
 
@@ -136,6 +136,8 @@ def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_pat
         return torch.rand(100, 1, 28, 28)
 
     settings = {**SETTINGS, "epochs": 1, "train_images": 40}
-    provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", load, settings, TRAINER, tmp_path)
+    with caplog.at_level("INFO", logger="privacy_attacks.attacks.reconstruction.inversion_network"):
+        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", load, settings, TRAINER, tmp_path)
     assert calls == [1]
+    assert "on 40 images" in caplog.text
     assert inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings).exists()
