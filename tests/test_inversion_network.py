@@ -42,7 +42,8 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
     checkpoint = tmp_path / "target-abc.pt"
     features = net.features(images)["conv2"]
     untrained = InversionNetwork(features[0].numel(), SETTINGS["width"])
-    decoder = provision_inversion_network(net, checkpoint, "conv2", images, SETTINGS, TRAINER, tmp_path)
+    decoder = provision_inversion_network(net, checkpoint, "conv2", lambda: images, {**SETTINGS, "train_images": 256},
+                                          TRAINER, tmp_path)
     with torch.no_grad():
         before = (untrained(features) - images).pow(2).mean()
         after = (decoder(features) - images).pow(2).mean()
@@ -119,10 +120,10 @@ def test_feature_inversion_engine_starts_at_the_guess_and_anchors_to_it(compose_
 def test_an_unusable_cached_network_is_trained_again(tmp_path: Path):
     net = LeNet5().eval().requires_grad_(False)
     images = torch.rand(64, 1, 28, 28)
-    settings = {**SETTINGS, "epochs": 1}
-    path = inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", {**settings, "train_images": 64})
+    settings = {**SETTINGS, "epochs": 1, "train_images": 64}
+    path = inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings)
     path.write_bytes(b"not a checkpoint")
-    decoder = provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", images, settings, TRAINER, tmp_path)
+    decoder = provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
     assert decoder(net.features(images[:2])["fc1"]).shape == (2, 1, 28, 28)
     torch.load(path, weights_only=True)  # replaced by a readable checkpoint
 

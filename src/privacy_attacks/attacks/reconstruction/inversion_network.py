@@ -94,22 +94,19 @@ def provision_inversion_network(
     net: nn.Module,
     target_checkpoint: Path,
     layer: str,
-    images: Tensor | Callable[[], Tensor],
+    load_images: Callable[[], Tensor],
     settings: DictConfig | dict[str, Any],
     trainer_cfg: DictConfig,
     cache_dir: str | Path,
 ) -> InversionNetwork:
     """The decoder of ``net``'s ``layer``, loaded from the cache or trained on the attacker's images.
 
-    ``images``: the training images (A, 1, 28, 28), or a callable returning them, called only when the
-    decoder must be trained (a cache hit loads no data); with a callable, ``settings["train_images"]``
-    says how many of its first images are used. ``settings``: ``epochs``, ``batch_size``, ``lr``,
-    ``width``, ``seed`` (``inversion_network`` in ``conf/attack/feature_inversion.yaml``). Returns the
-    decoder in eval mode, on the CPU.
+    ``load_images() -> (A, 1, 28, 28)`` is called only when the decoder must be trained (a cache hit loads
+    no data); its first ``settings["train_images"]`` images are used. ``settings``: ``train_images``,
+    ``epochs``, ``batch_size``, ``lr``, ``width``, ``seed`` (``inversion_network`` in
+    ``conf/attack/feature_inversion.yaml``). Returns the decoder in eval mode, on the CPU.
     """
-    train_images = int(settings["train_images"]) if callable(images) else len(images)
-    settings = {key: settings[key] for key in ("epochs", "batch_size", "lr", "width", "seed")}
-    settings["train_images"] = train_images
+    settings = {key: settings[key] for key in ("train_images", "epochs", "batch_size", "lr", "width", "seed")}
     path = inversion_cache_path(cache_dir, target_checkpoint, layer, settings)
     device = next(net.parameters()).device
     with torch.no_grad():
@@ -123,7 +120,7 @@ def provision_inversion_network(
                 return decoder.eval().requires_grad_(False)
             except Exception as error:  # unreadable, or written by another version of the decoder: train anew
                 log.warning("Cached inversion network %s is unusable (%s); training it again.", path, error)
-        images = images()[:train_images] if callable(images) else images
+        images = load_images()[: settings["train_images"]]
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
         torch.manual_seed(settings["seed"])
         decoder = InversionNetwork(feature_size, settings["width"])
