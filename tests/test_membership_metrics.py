@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
+from scipy.stats import binomtest
+from torchmetrics.classification import BinaryROC
 
 from privacy_attacks.attacks.membership.data import membership_split
-from privacy_attacks.attacks.membership.metrics import membership_metrics, roc_curve
+from privacy_attacks.attacks.membership.metrics import (
+    _resampled_aucs,
+    _split as _split_scores,
+    allowed_false_positives,
+    bootstrap_auc_ci,
+    bootstrap_aucs,
+    clopper_pearson,
+    mann_whitney_auc,
+    membership_metrics,
+    operating_points,
+    roc_curve,
+    tpr_at_fpr_exact,
+)
 from privacy_attacks.attacks.membership.scores import (
     SCORES,
     attack_features,
@@ -49,6 +65,143 @@ def test_reversed_scores_give_auc_0():
     assert membership_metrics(scores, MEMBERSHIP, torch.zeros(2000))["mia/auc"] == pytest.approx(0.0, abs=1e-6)
 
 
+def _hand_made(nonmember_scores: list[tuple[float, int]], member_scores: list[tuple[float, int]]):
+    """Scores and membership from (score, how many) pairs: members first, then non-members."""
+    members = torch.cat([torch.full((n,), v) for v, n in member_scores])
+    nonmembers = torch.cat([torch.full((n,), v) for v, n in nonmember_scores])
+    membership = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long()
+    return torch.cat([members, nonmembers]), membership
+
+
+def _one_nonmember_above_some_members(nonmembers: int = 1000):
+    # 100 members: 40 at 10, 30 at 4, 30 at -5; non-members: one at 5, the rest at 0.
+    # Thresholds: >=10 -> 40 TP / 0 FP, >=5 -> 40 / 1, >=4 -> 70 / 1, >=0 -> 70 / all, >=-5 -> 100 / all.
+    return _hand_made([(5.0, 1), (0.0, nonmembers - 1)], [(10.0, 40), (4.0, 30), (-5.0, 30)])
+
+
+def test_tpr_at_0_1_percent_fpr_allows_exactly_one_false_positive_of_1000():
+    scores, membership = _one_nonmember_above_some_members(1000)
+    assert tpr_at_fpr_exact(scores, membership, 0.001) == (0.7, 70, 1, 100)  # not 0.4, the TPR at zero FP
+    assert tpr_at_fpr_exact(scores, membership, 0.0) == (0.4, 40, 0, 100)
+    assert tpr_at_fpr_exact(scores, membership, 0.01) == (0.7, 70, 10, 100)
+    assert tpr_at_fpr_exact(scores, membership, 1.0) == (1.0, 100, 1000, 100)
+    metrics = membership_metrics(scores, membership, torch.zeros(len(scores)))
+    assert metrics["mia/tpr@0.1%fpr"] == 0.7 and metrics["mia/tpr@1%fpr"] == 0.7
+    assert metrics["mia/members"] == 100 and metrics["mia/nonmembers"] == 1000
+    assert (metrics["mia/tpr@0.1%fpr_ci_low"], metrics["mia/tpr@0.1%fpr_ci_high"]) == clopper_pearson(70, 100)
+    assert metrics["mia/tpr@0.1%fpr_ci_low"] < 0.7 < metrics["mia/tpr@0.1%fpr_ci_high"]
+
+
+def test_alpha_times_n_not_an_integer_rounds_down():
+    scores, membership = _one_nonmember_above_some_members(999)  # 0.1% of 999 is 0.999: no false positive
+    assert tpr_at_fpr_exact(scores, membership, 0.001) == (0.4, 40, 0, 100)
+    metrics = membership_metrics(scores, membership, torch.zeros(len(scores)))
+    assert metrics["mia/tpr@0.1%fpr"] == 0.4 and metrics["mia/nonmembers"] == 999
+    assert (metrics["mia/tpr@0.1%fpr_ci_low"], metrics["mia/tpr@0.1%fpr_ci_high"]) == clopper_pearson(40, 100)
+    assert metrics["mia/tpr@1%fpr"] == 0.7  # 9 false positives allowed
+
+
+@pytest.mark.parametrize(
+    ("alpha", "n", "allowed"),
+    [(0.001, 1000, 1), (0.001, 999, 0), (0.01, 1000, 10), (0.29, 100, 29), (0.57, 100, 57), (0.001, 1999, 1),
+     (0.0, 1000, 0), (1.0, 7, 7)],
+)
+def test_allowed_false_positives_is_an_exact_floor(alpha, n, allowed):
+    assert allowed_false_positives(alpha, n) == allowed  # 0.29 * 100 is 28.999999999999996 in floats
+
+
+def test_tied_groups_are_taken_whole():
+    # 100 members: 30 at 10, 20 at 5, 50 at 3; non-members: two tied with those 20 members at 5, 998 at 0.
+    scores, membership = _hand_made([(5.0, 2), (0.0, 998)], [(10.0, 30), (5.0, 20), (3.0, 50)])
+    # One FP allowed: the tied group brings two, so it cannot be split to take its members with one of them.
+    assert tpr_at_fpr_exact(scores, membership, 0.001) == (0.3, 30, 1, 100)
+    # Two FPs allowed: the group and everything above 0 (no more non-members there).
+    assert tpr_at_fpr_exact(scores, membership, 0.002) == (1.0, 100, 2, 100)
+    # One non-member tied with members at the threshold: the group (with its one FP) counts as a whole.
+    scores, membership = _hand_made([(5.0, 1), (0.0, 999)], [(10.0, 30), (5.0, 20), (-1.0, 50)])
+    assert tpr_at_fpr_exact(scores, membership, 0.001) == (0.5, 50, 1, 100)
+    assert tpr_at_fpr_exact(scores, membership, 0.0) == (0.3, 30, 0, 100)
+    true_positives, false_positives = operating_points(scores, membership)
+    assert true_positives.tolist() == [0, 30, 50, 50, 100] and false_positives.tolist() == [0, 0, 1, 1000, 1000]
+
+
+def test_roc_curve_has_the_points_of_torchmetrics_binary_roc():
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(500, generator=generator).round(decimals=1)  # with ties
+    membership = (torch.rand(500, generator=generator) < 0.4).long()
+    fpr, tpr = roc_curve(scores, membership)
+    expected_fpr, expected_tpr, _ = BinaryROC(thresholds=None)(scores.sigmoid(), membership)
+    assert torch.allclose(fpr, expected_fpr.double(), atol=1e-6)
+    assert torch.allclose(tpr, expected_tpr.double(), atol=1e-6)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+
+
+def test_advantage_is_the_largest_tpr_minus_fpr():
+    scores, membership = _one_nonmember_above_some_members(1000)
+    # best threshold >=4: 0.7 - 0.001
+    assert membership_metrics(scores, membership, torch.zeros(len(scores)))["mia/advantage"] == pytest.approx(0.699)
+
+
+def test_clopper_pearson_known_values():
+    assert clopper_pearson(0, 10) == (0.0, pytest.approx(1 - 0.025 ** (1 / 10)))
+    assert clopper_pearson(25, 25) == (pytest.approx(0.025 ** (1 / 25)), 1.0)
+    exact = binomtest(7, 20).proportion_ci(confidence_level=0.95, method="exact")
+    assert clopper_pearson(7, 20) == (pytest.approx(exact.low), pytest.approx(exact.high))
+    exact = binomtest(3, 1000).proportion_ci(confidence_level=0.99, method="exact")
+    assert clopper_pearson(3, 1000, confidence=0.99) == (pytest.approx(exact.low), pytest.approx(exact.high))
+    with pytest.raises(ValueError):
+        clopper_pearson(11, 10)
+
+
+def _gaussians(per_class: int, seed: int = 0, shift: float = 1.0):
+    generator = torch.Generator().manual_seed(seed)
+    members = torch.randn(per_class, generator=generator) + shift
+    scores = torch.cat([members, torch.randn(per_class, generator=generator)])
+    return scores, torch.cat([torch.ones(per_class), torch.zeros(per_class)]).long()
+
+
+def test_mann_whitney_auc_equals_the_reported_auc_with_ties():
+    scores, membership = _gaussians(1000, seed=1, shift=0.5)
+    scores = scores.round(decimals=1)  # many ties between members and non-members
+    auc = membership_metrics(scores, membership, membership)["mia/auc"]
+    assert mann_whitney_auc(scores, membership) == pytest.approx(auc, abs=1e-6)
+    # The bootstrap's counting formula on the identity "resample" is the same statistic.
+    members, nonmembers = _split_scores(scores, membership)
+    identity = _resampled_aucs(members, nonmembers, torch.arange(1000)[None], torch.arange(1000)[None])
+    assert float(identity) == pytest.approx(mann_whitney_auc(scores, membership), abs=1e-12)
+    assert mann_whitney_auc(torch.tensor([1.0, 1.0]), torch.tensor([1, 0])) == 0.5
+
+
+def test_bootstrap_auc_interval_contains_the_auc_is_seeded_and_narrows_with_n():
+    scores, membership = _gaussians(1000)
+    start = time.perf_counter()
+    low, high = bootstrap_auc_ci(scores, membership)
+    assert time.perf_counter() - start < 5  # about 0.05 s; a P x Q comparison per resample would be far slower
+    metrics = membership_metrics(scores, membership, membership)
+    assert low < metrics["mia/auc"] < high and (metrics["mia/auc_ci_low"], metrics["mia/auc_ci_high"]) == (low, high)
+    assert bootstrap_auc_ci(scores, membership) == (low, high)
+    assert bootstrap_auc_ci(scores, membership, seed=1) != (low, high)
+    assert bootstrap_aucs(scores, membership, resamples=7).shape == (7,)
+    small = bootstrap_auc_ci(*_gaussians(100))
+    large = bootstrap_auc_ci(*_gaussians(10_000))
+    assert large[1] - large[0] < (small[1] - small[0]) / 5  # width ~ 1/sqrt(N): 100x the data, ~10x narrower
+    # ~0.76 = Phi(1 / sqrt 2) for unit shift; the large interval should cover it
+    assert large[0] < 0.7602 < large[1]
+
+
+def test_perfect_separation_gives_a_degenerate_auc_interval_at_1():
+    scores = torch.cat([torch.linspace(101, 200, 1000), torch.linspace(-200, 100, 1000)])
+    metrics = membership_metrics(scores, MEMBERSHIP, MEMBERSHIP)
+    assert (metrics["mia/auc_ci_low"], metrics["mia/auc_ci_high"]) == (1.0, 1.0)
+    assert metrics["mia/tpr@0.1%fpr_ci_high"] == 1.0
+    assert metrics["mia/tpr@0.1%fpr_ci_low"] == pytest.approx(0.025 ** (1 / 1000))
+
+
+def test_one_class_only_is_an_error():
+    with pytest.raises(ValueError, match="members and non-members"):
+        membership_metrics(torch.randn(10), torch.ones(10), torch.ones(10))
+
+
 def test_score_formulas_match_the_papers():
     logits = torch.tensor([[4.0, 1.0, -2.0], [0.5, 0.2, 0.1]], dtype=torch.float64)
     labels = torch.tensor([0, 2])
@@ -83,21 +236,42 @@ def test_attack_features_shapes():
 
 def _split(**overrides):
     args = dict(val_size=500, split_seed=0, members=1000, eval_members=300, attacker_size=2000,
-                attacker_offset=300, eval_seed=0, total=6000)
+                attacker_offset=None, eval_seed=0, total=6000)
     return membership_split(**{**args, **overrides})
+
+
+def _roles(split):
+    members = set(split.eval_indices[split.eval_membership == 1].tolist())
+    return members, set(split.eval_indices[split.eval_membership == 0].tolist())
 
 
 def test_member_nonmember_attacker_sets_are_disjoint():
     split = _split()
     members = set(split.members.tolist())
-    eval_members = set(split.eval_indices[split.eval_membership == 1].tolist())
-    eval_nonmembers = set(split.eval_indices[split.eval_membership == 0].tolist())
+    eval_members, eval_nonmembers = _roles(split)
     attacker = set(split.attacker.tolist())
     assert len(members) == 1000 and len(eval_members) == len(eval_nonmembers) == 300 and len(attacker) == 2000
     assert eval_members <= members
     assert not eval_nonmembers & members and not attacker & members
     assert not attacker & eval_nonmembers and not attacker & eval_members
-    assert split.eval_membership.tolist() == [1] * 300 + [0] * 300  # member = 1, non-member = 0
+    assert sorted(split.eval_membership.tolist()) == [0] * 300 + [1] * 300  # member = 1, non-member = 0
+
+
+def test_report_and_tune_sets_are_disjoint_and_both_apart_from_the_attacker():
+    report, tune = _split(eval_set="report"), _split(eval_set="tune")
+    report_members, report_nonmembers = _roles(report)
+    tune_members, tune_nonmembers = _roles(tune)
+    assert len(tune_members) == len(tune_nonmembers) == 300
+    assert not (report_members | report_nonmembers) & (tune_members | tune_nonmembers)
+    assert torch.equal(report.attacker, tune.attacker)  # the attacker's data does not depend on the set scored
+    assert not set(tune.attacker.tolist()) & (tune_members | tune_nonmembers)
+
+
+def test_evaluation_order_does_not_reveal_membership():
+    membership = _split().eval_membership
+    assert membership[:300].sum() not in (0, 300)  # not members first (a shuffled order)
+    changes = int((membership[1:] != membership[:-1]).sum())
+    assert changes > 200  # about 300 changes of label in a random order, 1 when sorted
 
 
 def test_split_is_drawn_by_seed():
@@ -109,10 +283,11 @@ def test_split_is_drawn_by_seed():
     ("overrides", "message"),
     [
         ({"members": 6000}, "members=6000"),
-        ({"attacker_offset": 100}, "overlap"),
-        ({"eval_members": 1001}, "eval_members"),
+        ({"attacker_offset": 300}, "overlap"),
+        ({"eval_members": 501}, "eval_members"),
         ({"attacker_size": 10_000}, "attacker_size"),
         ({"attacker_size": None, "attacker_offset": 4500}, "leaves the attacker no images"),
+        ({"eval_set": "test"}, "eval_set"),
     ],
 )
 def test_bad_sizes_are_config_errors(overrides, message):
@@ -122,7 +297,7 @@ def test_bad_sizes_are_config_errors(overrides, message):
 
 def test_attacker_size_none_takes_every_remaining_nonmember_and_extends_the_sized_split():
     everything = _split(attacker_size=None)
-    assert len(everything.attacker) == 6000 - 500 - 1000 - 300  # the pool after the evaluation non-members
+    assert len(everything.attacker) == 6000 - 500 - 1000 - 2 * 300  # the pool after both sets' non-members
     assert torch.equal(everything.attacker[:2000], _split().attacker)  # a prefix: sized runs see the same images
     assert not set(everything.attacker.tolist()) & set(everything.eval_indices.tolist())
     assert not set(everything.attacker.tolist()) & set(everything.members.tolist())
