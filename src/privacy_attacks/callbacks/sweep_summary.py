@@ -1,4 +1,9 @@
-"""A Hydra callback that summarises a multirun: ``summary.csv``, a printed table, the best job and a figure."""
+"""A Hydra callback that summarises a multirun: ``summary.csv``, a printed table, the best job and a figure.
+
+When the sweep varies ``seed`` (the attacker's seed), it also writes ``summary_seeds.csv``: one row
+per setting (the override values other than ``seed``) with ``n_seeds`` and, for each numeric
+metric, ``<metric>/mean`` and ``<metric>/ci95`` (half-width of the 95% Student-t interval).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from scipy import stats
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -25,12 +32,14 @@ def _parse(value: str) -> Any:
         return value
 
 
-def collect_rows(sweep_dir: Path) -> list[Row]:
-    """One row per finished job of ``sweep_dir``: ``job``, its overrides (one column each) and metrics.
+def collect_sweep(sweep_dir: Path) -> tuple[list[Row], list[str]]:
+    """The rows of :func:`collect_rows` and the override keys among their columns.
 
-    A job counts as finished when its folder holds ``metrics.json``; jobs are ordered by number.
+    The override keys are the keys named in any job's ``.hydra/overrides.yaml``, in order of first
+    appearance; every other column but ``job`` came from a ``metrics.json``.
     """
-    rows = []
+    rows: list[Row] = []
+    override_keys: list[str] = []
     for metrics_file in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
         job_dir = metrics_file.parent
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
@@ -39,9 +48,19 @@ def collect_rows(sweep_dir: Path) -> list[Row]:
         for item in overrides or []:
             key, _, value = item.lstrip("+~").partition("=")
             row[key] = _parse(value)
+            if key not in override_keys:
+                override_keys.append(key)
         row.update(json.loads(metrics_file.read_text()))
         rows.append(row)
-    return rows
+    return rows, override_keys
+
+
+def collect_rows(sweep_dir: Path) -> list[Row]:
+    """One row per finished job of ``sweep_dir``: ``job``, its overrides (one column each) and metrics.
+
+    A job counts as finished when its folder holds ``metrics.json``; jobs are ordered by number.
+    """
+    return collect_sweep(sweep_dir)[0]
 
 
 def best_row(rows: list[Row], metric: str, mode: str = "max", tiebreak: str | None = None) -> Row | None:
@@ -72,11 +91,122 @@ def markdown_table(rows: list[Row], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _hashable(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _seed_groups(rows: list[Row], setting_keys: list[str]) -> list[list[Row]]:
+    """``rows`` grouped by their values of ``setting_keys``, groups in order of first appearance."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(_hashable(row.get(k)) for k in setting_keys), []).append(row)
+    return list(groups.values())
+
+
+def _setting_keys(override_keys: list[str]) -> list[str]:
+    return [k for k in override_keys if k not in ("seed", "job")]
+
+
+def metric_keys(rows: list[Row], override_keys: list[str]) -> list[str]:
+    """Columns of ``rows`` that are neither ``job`` nor an override and hold a number in some row."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k != "job" and k not in override_keys]
+    return [k for k in keys if any(_is_number(row.get(k)) for row in rows)]
+
+
+def has_seed_repeats(rows: list[Row], override_keys: list[str]) -> bool:
+    """Whether some setting (the overrides other than ``seed``) was run with more than one distinct seed."""
+    if "seed" not in override_keys:
+        return False
+    groups = _seed_groups(rows, _setting_keys(override_keys))
+    return any(len({_hashable(r.get("seed")) for r in group}) > 1 for group in groups)
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% Student-t interval, ``t(0.975, n-1) * s / sqrt(n)`` with ``s``
+    the sample standard deviation (ddof=1). ``(nan, nan)`` for no value, ci95 ``nan`` for one."""
+    x = np.asarray(values, dtype=float)
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan
+    mean = float(x.mean())
+    if n == 1:
+        return mean, math.nan
+    return mean, float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
+
+
+def seed_summary(rows: list[Row], override_keys: list[str]) -> list[Row]:
+    """Aggregate ``rows`` over seeds: one row per setting, in order of first appearance.
+
+    A setting is a combination of the values of ``override_keys`` other than ``seed`` and ``job``
+    (a job without one of them counts as ``None`` for it). Each output row holds those values,
+    ``n_seeds`` (the number of jobs of the setting) and, for each numeric metric (a column that is
+    not an override and holds a number), ``<metric>/mean`` and ``<metric>/ci95`` over the jobs where
+    the metric is a number; ``ci95`` is NaN when only one job has it, both are NaN when none has.
+    """
+    setting_keys = _setting_keys(override_keys)
+    metrics = metric_keys(rows, override_keys)
+    out: list[Row] = []
+    for group in _seed_groups(rows, setting_keys):
+        summary: Row = {k: group[0].get(k) for k in setting_keys}
+        summary["n_seeds"] = len(group)
+        for metric in metrics:
+            mean, ci = mean_ci95([r[metric] for r in group if _is_number(r.get(metric))])
+            summary[f"{metric}/mean"] = mean
+            summary[f"{metric}/ci95"] = ci
+        out.append(summary)
+    return out
+
+
+def format_mean_ci(mean: float | None, ci: float | None, digits: int = 4) -> str:
+    """``"0.9114 ± 0.0031"``; the mean alone when ``ci`` is missing or NaN, ``""`` when ``mean`` is."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    if ci is None or (isinstance(ci, float) and math.isnan(ci)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def seed_table(summaries: list[Row], override_keys: list[str], rows: list[Row], columns: list[str] | None) -> str:
+    """The markdown table of :func:`seed_summary`'s output: the setting's overrides, ``n_seeds`` and
+    ``mean ± ci95`` for the metrics among ``columns`` (``None``: every metric not ending in ``_s``)."""
+    metrics = metric_keys(rows, override_keys)
+    shown = [m for m in metrics if not m.endswith("_s")] if columns is None else [c for c in columns if c in metrics]
+    table_rows = [
+        {**{k: s[k] for k in _setting_keys(override_keys)}, "n_seeds": s["n_seeds"],
+         **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown}}
+        for s in summaries
+    ]
+    return markdown_table(table_rows, [*_setting_keys(override_keys), "n_seeds", *shown])
+
+
+def _summarise_seeds(sweep_dir: Path, rows: list[Row], override_keys: list[str], columns: Any) -> str:
+    """Write ``summary_seeds.csv`` when the sweep repeats a setting over seeds; its markdown section or ``""``."""
+    if not has_seed_repeats(rows, override_keys):
+        return ""
+    summaries = seed_summary(rows, override_keys)
+    with open(sweep_dir / "summary_seeds.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
+        writer.writeheader()
+        writer.writerows(summaries)
+    columns = None if columns is None else list(columns)
+    table = seed_table(summaries, override_keys, rows, columns)
+    return f"\nAcross seeds, mean ± 95% CI ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
+
+
 def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``, print the table, name the best job,
-    and call ``summary.figure`` (a partial ``f(sweep_dir, rows)``) if configured. Returns the rows."""
+    and call ``summary.figure`` (a partial ``f(sweep_dir, rows)``) if configured. Returns the rows.
+
+    When some setting was run with several seeds, also write ``summary_seeds.csv`` (see
+    :func:`seed_summary`) and print its table, which is appended to ``summary.md``."""
     summary = OmegaConf.create(summary or {})
-    rows = collect_rows(sweep_dir)
+    rows, override_keys = collect_sweep(sweep_dir)
     if not rows:
         log.warning("No finished job (metrics.json) under %s: no summary.", sweep_dir)
         return rows
@@ -94,8 +224,11 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     best = best_row(rows, metric, summary.get("mode", "max"), summary.get("tiebreak")) if metric else None
     if best is not None:
         text += f"\nBest job by {metric}: {best['job']} ({_format(best[metric])})\n"
-    (sweep_dir / "summary.md").write_text(text)
+    seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"))
+    (sweep_dir / "summary.md").write_text(text + seed_text)
     print(f"\nSweep summary ({sweep_dir}/summary.csv):\n\n{text}", flush=True)
+    if seed_text:
+        print(seed_text, flush=True)
     if summary.get("figure"):
         path = instantiate(summary.figure)(sweep_dir=sweep_dir, rows=rows)
         print(f"Figure: {path}", flush=True)
