@@ -1,7 +1,8 @@
 """Shared fixtures: composing the real configs, small targets, real MNIST, subprocess runs.
 
 Tests never download: tests marked ``mnist`` need ``MNIST_ROOT`` to point at a local copy
-(CI sets it to ``../shared/data``) and are skipped otherwise.
+(CI sets it to ``../shared/data``) and are skipped otherwise, unless ``PRIVACY_ATTACKS_REQUIRE_MNIST=1``
+(CI sets it), which makes a missing copy stop the whole run with an error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ CONF_DIR = ROOT / "conf"
 # A target that trains in seconds on CPU: LeNet5, 2 epochs on 5,000 images.
 SMALL_TARGET = ["target.max_epochs=2", "target.members=5000"]
 # An evaluator that trains in seconds on CPU.
-SMALL_EVALUATOR = ["evaluator.max_epochs=1", "evaluator.members=5000"]
+SMALL_EVALUATOR = ["evaluator.max_epochs=1", "evaluator.members=5000", "judge.max_epochs=1", "judge.members=5000"]
 
 
 def mnist_root() -> str | None:
@@ -32,6 +33,11 @@ def mnist_root() -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if mnist_root():
         return
+    if os.environ.get("PRIVACY_ATTACKS_REQUIRE_MNIST") == "1":
+        raise pytest.UsageError(
+            f"PRIVACY_ATTACKS_REQUIRE_MNIST=1 but MNIST_ROOT={os.environ.get('MNIST_ROOT')!r} holds no MNIST/raw/: "
+            "the mnist tests would be skipped."
+        )
     skip = pytest.mark.skip(reason="needs MNIST: set MNIST_ROOT to a folder holding MNIST/raw/")
     for item in items:
         if "mnist" in item.keywords:

@@ -7,16 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from privacy_attacks.attacks.stealing import LOSSES, MNISTPool, NoisePool, distil, fit_student, steps_for_budget
 from privacy_attacks.attacks.stealing.distillation import ResampledBatches, random_shift
 from privacy_attacks.attacks.stealing.losses import HintonKL, LectureKL, SoftCrossEntropy, SquaredError
 from privacy_attacks.attacks.stealing.pools import EVALUATION_SIZE, FashionMNISTPool, evaluation_split
+from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.blackbox import BlackBoxAPI, Label, Logits, Probabilities, QueryBudgetExceeded
 from privacy_attacks.errors import ConfigError, DataUnavailableError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
+from privacy_attacks.seeding import seeded
+from privacy_attacks.targets import provision_target
 from tests.conftest import run_script
 
 TEACHER = torch.tensor([[2.0, 1.0, 0.0], [0.5, -1.0, 3.0]])
@@ -112,11 +116,13 @@ def test_non_positive_temperature_is_refused(tau):
 # ---------------------------------------------------------------- pools, schedule, augmentation
 
 
-def test_mnist_pool_and_evaluation_split_are_disjoint_by_construction():
-    sources = MNISTPool.sources()
-    evaluation = set(range(EVALUATION_SIZE))
-    assert not evaluation & set(sources["test"])
-    assert len(sources["train"]) + len(sources["test"]) == MNISTPool().size == 65_000
+def test_mnist_pool_and_both_evaluation_sets_are_disjoint_by_construction():
+    pool = MNISTPool(val_size=5000, split_seed=0)
+    sources = pool.sources()
+    validation = set(split_training_indices(5000, 0)["val"].tolist())
+    assert not set(range(EVALUATION_SIZE)) & set(sources["test"].tolist())  # the report set: test images 0-4,999
+    assert not validation & set(sources["train"].tolist())  # the tune set: the validation split
+    assert len(sources["train"]) + len(sources["test"]) == pool.size == 60_000
 
 
 @pytest.mark.mnist
@@ -124,12 +130,14 @@ def test_mnist_pool_holds_no_evaluation_image():
     from tests.conftest import mnist_root
 
     pool = MNISTPool(mnist_root()).load()
-    eval_images, _ = evaluation_split(mnist_root())
-    assert len(pool) == 65_000 and len(eval_images) == EVALUATION_SIZE
     pool_keys = {bytes(img.mul(255).round().to(torch.uint8).numpy()) for img in pool}
-    eval_keys = [bytes(img.mul(255).round().to(torch.uint8).numpy()) for img in eval_images]
-    # MNIST has a few exact duplicate digits across files; none of the evaluation images is queried by index.
-    assert sum(k in pool_keys for k in eval_keys) <= 5
+    assert len(pool) == 60_000
+    for which in ("report", "tune"):
+        eval_images, _ = evaluation_split(mnist_root(), which=which)
+        assert len(eval_images) == EVALUATION_SIZE
+        eval_keys = [bytes(img.mul(255).round().to(torch.uint8).numpy()) for img in eval_images]
+        # MNIST has a few exact duplicate digits across files; none of the evaluation images is queried by index.
+        assert sum(k in pool_keys for k in eval_keys) <= 5
 
 
 def test_pool_take_is_seeded_prefix_and_budget_is_checked():
@@ -223,7 +231,8 @@ def test_every_loss_lowers_itself_on_cached_answers(name):
     [
         ("query_budget=0", "query_budget=0 is not allowed"),
         ("query_budget=-5", "query_budget=-5 is not allowed"),
-        ("query_budget=70000", "mnist query pool holds 65000 images"),
+        ("query_budget=70000", "mnist query pool holds 60000 images"),
+        ("evaluation=test", "evaluation='test' is not one of the choices: report, tune"),
         ("queries=noise query_budget=100001", "noise query pool holds 100000"),
         ("loss=l1", "loss='l1' is not one of the choices: mse, kl, kl_hinton, soft_ce, hard"),
         ("api.output=top5", "api.output='top5' is not one of the choices: probs, logits, label, rounded"),
@@ -255,18 +264,55 @@ def test_headline_overrides_compose(compose_attack):
     assert OmegaConf.select(cfg, "summary.figure._target_").endswith("accuracy_vs_queries")
 
 
+def test_a_fit_neither_reads_nor_moves_the_global_rng(teacher):
+    images = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    answers = Probabilities().answer(teacher(images))
+    fitted = []
+    for global_seed in (0, 123):
+        torch.manual_seed(global_seed)
+        with seeded(5, "student"):
+            student = LeNet5()
+        fit_student(student, images, answers, "probs", "kl", steps=4, batch_size=8, shift=2, seed=7)
+        fitted.append(student.state_dict())
+        state = torch.get_rng_state()
+        torch.manual_seed(global_seed)
+        assert torch.equal(state, torch.get_rng_state())  # the fit left the caller's RNG where it was
+    assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in fitted[0])
+
+
 @pytest.mark.mnist
-def test_distillation_run_writes_metrics_and_student(compose_attack):
+def test_distillation_run_writes_metrics_and_student(compose_attack, monkeypatch):
+    from privacy_attacks.attacks.stealing import attack
+
+    started, real_distil = [], attack.distil
+
+    def spy_distil(api, images, net, *args, **kwargs):
+        started.append({k: v.clone() for k, v in net.state_dict().items()})
+        return real_distil(api, images, net, *args, **kwargs)
+
+    monkeypatch.setattr(attack, "distil", spy_distil)
     cfg = compose_attack(["attack=distillation", "query_budget=200", "schedule.steps=20", "api.output=rounded"])
+    assert cfg.seed == cfg.target.seed == 0  # the defaults that once gave the student the target's initial weights
     metrics = run_attack(cfg)
     out = cfg.paths.output_dir
     assert metrics["queries/used"] == 200 and metrics["steps"] == 20
-    for key in ("student/acc", "student/agreement", "student/kl", "target/acc"):
-        assert key in metrics
-    assert 0 <= metrics["student/agreement"] <= 1
+    torch.manual_seed(cfg.target.seed)  # the target's training seeds the global RNG, then builds its network
+    target_init = instantiate(cfg.target.net).state_dict()
+    assert not any(torch.equal(started[0][k], target_init[k]) for k in target_init if k.endswith("weight"))
+    assert metrics == run_attack(cfg) | {"fit_time_s": metrics["fit_time_s"]}  # same seed, same numbers
     saved = torch.load(Path(out) / "student.pt", weights_only=True)
     LeNet5().load_state_dict(saved["state_dict"])
     assert json.loads((Path(out) / "metrics.json").read_text())["queries/used"] == 200
+
+
+@pytest.mark.mnist
+def test_tune_evaluation_scores_on_the_validation_split(compose_attack):
+    cfg = compose_attack(["attack=distillation", "query_budget=100", "schedule.steps=5", "evaluation=tune"])
+    report = compose_attack(["attack=distillation", "query_budget=100", "schedule.steps=5"])
+    tuned, reported = run_attack(cfg), run_attack(report)
+    target = provision_target(cfg)
+    assert tuned["target/acc"] == pytest.approx(target.metrics["val/acc"], abs=1e-6)  # the validation split itself
+    assert reported["target/acc"] != tuned["target/acc"]
 
 
 @pytest.mark.slow

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.attacks.reconstruction.gradient_assignment import best_assignment
 from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
+from privacy_attacks.attacks.reconstruction import gradient_inversion
 from privacy_attacks.attacks.reconstruction.gradient_inversion import last_linear, validate
 from privacy_attacks.attacks.reconstruction.gradient_labels import recover_labels
 from privacy_attacks.attacks.reconstruction.gradient_matching import CosineDistance, GradientMatching, SquaredL2Distance
+from privacy_attacks.data.mnist import load_mnist, split_training_indices
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
@@ -61,6 +63,26 @@ def test_batch_label_recovery_finds_distinct_labels_and_counts():
     assert len(recover_labels(weight, 7, bias)) == 7  # always B labels
 
 
+@pytest.mark.parametrize("labels", [[3, 3, 7, 1], [2, 2, 2, 5], [0, 0, 9, 9], [6, 6, 6, 6], [1, 4, 4, 8]])
+def test_batch_label_recovery_counts_repeated_labels_when_mean_predictions_are_alike(labels):
+    # The last layer's gradient of a batch whose softmax outputs are all uniform (p = 1/C), features h_i >= 0:
+    # dL/dW = 1/B sum_i (p - y_i) h_i^T, dL/db = p - counts / B: the rule's assumption holds exactly.
+    generator = torch.Generator().manual_seed(sum(labels))
+    batch, classes = len(labels), 10
+    features = torch.rand(batch, 16, generator=generator) + 0.1
+    error = torch.full((batch, classes), 1 / classes) - F.one_hot(torch.tensor(labels), classes).float()
+    weight, bias = error.T @ features / batch, error.mean(dim=0)
+    assert recover_labels(weight, batch, bias).tolist() == sorted(labels)
+
+
+@pytest.mark.parametrize("labels", [[3, 3, 7, 1], [2, 2, 2, 5], [1, 4, 4, 8], [5, 5, 5, 5, 0, 0, 2, 9]])
+def test_batch_label_recovery_finds_every_present_class_of_a_real_gradient(labels):
+    model = _model()
+    gradient = SimulatedClient(model, torch.rand(len(labels), 1, 28, 28), torch.tensor(labels)).shared_gradient()
+    recovered = recover_labels(*last_linear(model, gradient)[:1], len(labels), last_linear(model, gradient)[1])
+    assert set(recovered.tolist()) == set(labels) and len(recovered) == len(labels)
+
+
 @pytest.mark.parametrize("distance", [SquaredL2Distance(), CosineDistance()])
 def test_matching_objective_is_minimal_at_the_private_batch(distance):
     model = _model()
@@ -99,6 +121,40 @@ def test_best_assignment_undoes_a_permutation():
     torch.testing.assert_close(reconstructions[order], originals, atol=0.05, rtol=0)
 
 
+def test_a_client_keeps_the_restart_with_the_lowest_matching_loss(compose_attack, monkeypatch):
+    cfg = compose_attack(["attack=gradient_inversion", "method=ig", "batch_size=2", "steps=5", "restarts=3"])
+    modules, real_fit = [], gradient_inversion.fit_reconstruction
+
+    def spy_fit(module, *args, **kwargs):
+        modules.append(module)
+        return real_fit(module, *args, **kwargs)
+
+    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
+    model, images, labels = _model(), torch.rand(2, 1, 28, 28), torch.tensor([4, 1])
+    result = gradient_inversion.attack_batch(cfg, model, images, labels, seed=0)
+    candidates, losses = modules[0].all_reconstructions()  # (R, B, ...), (R, B): the attack's own losses
+    assert not torch.equal(candidates[0], candidates[1])  # restarts differ
+    kept = candidates[int(losses.sum(dim=1).argmin())]
+    assert {img.numpy().tobytes() for img in result.images} == {img.numpy().tobytes() for img in kept}
+
+
+@pytest.mark.mnist
+def test_tune_clients_come_from_the_validation_split_and_report_clients_from_the_test_set(compose_attack):
+    tune = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_set=tune", "private_pool=50"]))[0]
+    report = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_pool=50"]))[0]
+    cfg = compose_attack(["attack=gradient_inversion"])
+    train_images, _ = load_mnist(cfg.data.root, train=True)
+    test_images, _ = load_mnist(cfg.data.root, train=False)
+    validation = train_images[split_training_indices(cfg.data.val_size, cfg.data.split_seed)["val"]]
+
+    def keys(images):
+        return {img.numpy().tobytes() for img in images}
+
+    assert keys(tune) <= keys(validation) and keys(report) <= keys(test_images)
+    again = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_pool=50", "seed=3"]))[0]
+    assert torch.equal(again, report)  # the attacker's seed does not choose the victims' images
+
+
 def test_headline_sweep_composes(compose_attack):
     cfg = compose_attack(["attack=gradient_inversion", "method=ig", "batch_size=4"])
     assert cfg.steps == cfg.methods.ig.steps and cfg.optimizer == "adam" and cfg.batch_size == 4
@@ -115,6 +171,7 @@ def test_headline_sweep_composes(compose_attack):
         (["model_state=half"], "init, trained"),
         (["shared_model=resnet"], "lenet5_sigmoid, target"),
         (["steps=0"], "steps"),
+        (["private_set=train"], "report, tune"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message):

@@ -12,14 +12,15 @@ from omegaconf import open_dict
 
 from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, run_script
 from privacy_attacks.attacks.reconstruction import ReconstructionModule, fit_reconstruction
-from privacy_attacks.attacks.reconstruction.inits import NoiseInit
+from privacy_attacks.attacks.reconstruction.inits import ConstantInit, NoiseInit
 from privacy_attacks.attacks.reconstruction.inversion import build_module
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion, CrossEntropySimilarity
 from privacy_attacks.attacks.reconstruction.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
-from privacy_attacks.targets import provision_target
+from privacy_attacks.data.mnist import split_training_indices
+from privacy_attacks.targets import provision_classifier, provision_target
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 LOSSES = ["ce", "prob", "logit", "margin", "mse"]
@@ -85,6 +86,43 @@ def test_best_iterate_is_kept_per_image(frozen_net):
     assert torch.allclose(losses, recomputed, atol=1e-5)
 
 
+def test_restarts_from_one_black_image_still_differ_through_per_image_jitter(frozen_net):
+    module = engine(frozen_net, steps=5, restarts=3, init=ConstantInit(0.0), priors={"jitter": Jitter(2)})
+    fit_reconstruction(module, TRAINER)
+    images, _ = module.all_reconstructions()  # (3, 10, 1, 28, 28)
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+
+
+def test_jitter_moves_each_image_by_its_own_offset():
+    jitter = Jitter(2)
+    jitter.use_generator(torch.Generator().manual_seed(0))
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, :, 14, 14] = 1.0
+    moved = jitter.transform(images)
+    positions = {tuple(torch.nonzero(m[0]).flatten().tolist()) for m in moved}
+    assert len(positions) > 5 and all(12 <= r <= 16 and 12 <= c <= 16 for r, c in positions)
+    assert torch.equal(moved.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))  # a translation: nothing lost
+
+
+def test_the_best_restart_is_chosen_by_the_attacks_own_loss(frozen_net):
+    module = engine(frozen_net, steps=4, restarts=3, priors={"tv": TotalVariation(1e-2)})
+    fit_reconstruction(module, TRAINER)
+    all_images, all_losses = module.all_reconstructions()
+    module.best_loss = torch.tensor([[5.0] * 10, [1.0] * 10, [3.0] * 10]).flatten()  # restart 1 is best everywhere
+    images, losses = module.reconstructions()
+    assert torch.equal(images, all_images[1]) and torch.equal(losses, torch.ones(10))
+
+
+def test_same_seed_same_reconstruction_whatever_the_global_rng(frozen_net):
+    results = []
+    for global_seed in (0, 1234):
+        torch.manual_seed(global_seed)
+        module = engine(frozen_net, steps=4, restarts=2)
+        fit_reconstruction(module, TRAINER)
+        results.append(module.reconstructions()[0])
+    assert torch.equal(results[0], results[1])
+
+
 def test_objective_parameters_are_optimised_with_the_images(frozen_net):
     class WithTemperature(ClassInversion):
         def __init__(self, net):
@@ -126,6 +164,16 @@ def test_mean_init_is_the_mean_training_image(compose_attack):
     images = instantiate(cfg.inits.mean, noise=0.0)((2, 1, 28, 28), torch.Generator().manual_seed(0))
     assert images.shape == (2, 1, 28, 28) and 0.05 < images.mean() < 0.25  # MNIST's mean pixel is 0.13
     assert images[0, 0, 14, 14] > images[0, 0, 0, 0]  # bright centre, black border
+
+
+def test_the_two_judges_differ_in_architecture_seed_and_training_images(compose_attack):
+    cfg = compose_attack(["attack=inversion", "evaluator.members=27500", "judge.members=27500"])
+    assert cfg.evaluator.net._target_ != cfg.judge.net._target_ and cfg.evaluator.seed != cfg.judge.seed
+    images = [
+        set(split_training_indices(cfg.data.val_size, cfg.data.split_seed, r.members, member_offset=r.member_offset)["train"].tolist())
+        for r in (cfg.evaluator, cfg.judge)
+    ]
+    assert len(images[0]) == len(images[1]) == 27_500 and not images[0] & images[1]
 
 
 @pytest.mark.parametrize("value", [0.0, 1e-3, 1e-2])
@@ -170,6 +218,10 @@ def test_inversion_run_writes_artefacts(compose_attack):
     for key in ("target_acc", "target_confidence", "evaluator_acc", "ssim_class_mean", "psnr_class_mean", "mse_class_mean", "ssim_nearest_train"):
         assert f"inversion/{key}" in metrics
     saved = torch.load(out / "reconstructions.pt", weights_only=True)
+    judge = provision_classifier(cfg.judge, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge").net
+    with torch.no_grad():
+        recognised = (judge(saved["images"]).argmax(dim=1) == saved["labels"]).float().mean().item()
+    assert metrics["inversion/report_judge_acc"] == pytest.approx(recognised)
     assert saved["images"].shape == (10, 1, 28, 28) and saved["images"].dtype == torch.float32
     assert 0.0 <= saved["images"].min() and saved["images"].max() <= 1.0
     assert torch.equal(saved["labels"], torch.arange(10))

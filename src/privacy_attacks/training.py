@@ -25,11 +25,14 @@ def validate_recipe(recipe: DictConfig, key: str = "model") -> None:
     require_positive(recipe.optimizer.lr, f"{key}.optimizer.lr")
     if recipe.get("members") is not None:
         require_positive(recipe.members, f"{key}.members")
+    if recipe.get("member_offset") is not None:
+        require_positive(recipe.member_offset, f"{key}.member_offset", allow_zero=True)
 
 
 def build_datamodule(data: DictConfig, recipe: DictConfig) -> MNISTDataModule:
     """The data module of ``data`` with the recipe's batch size and member subset."""
-    return instantiate(data, batch_size=recipe.batch_size, members=recipe.get("members"))
+    return instantiate(data, batch_size=recipe.batch_size, members=recipe.get("members"),
+                       member_offset=recipe.get("member_offset", 0))
 
 
 def build_classifier(recipe: DictConfig) -> ImageClassifier:

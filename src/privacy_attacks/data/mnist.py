@@ -74,27 +74,29 @@ def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> 
 
 
 def split_training_indices(
-    val_size: int, split_seed: int, members: int | None = None, total: int = TRAIN_SIZE
+    val_size: int, split_seed: int, members: int | None = None, total: int = TRAIN_SIZE, member_offset: int = 0
 ) -> dict[str, Tensor]:
     """Seeded split of the ``total`` (60k) training indices.
 
-    Returns ``val`` (the first ``val_size`` of a seeded permutation), ``train`` (the first
-    ``members`` of the rest, all of it when ``members`` is None) and ``nonmember`` (the rest of
-    the pool, never trained on). The three are disjoint.
+    Returns ``val`` (the first ``val_size`` of a seeded permutation), ``train`` (``members`` images of
+    the rest, from position ``member_offset`` on; all of it when ``members`` is None) and ``nonmember``
+    (the rest of the pool, never trained on). The three are disjoint.
     """
     pool_size = total - val_size
     if not 0 < val_size < total:
         raise ConfigError(f"data.val_size={val_size!r} is not allowed: it must be between 1 and {total - 1}.")
-    if members is not None and not 0 < members <= pool_size:
+    if not isinstance(member_offset, int) or isinstance(member_offset, bool) or not 0 <= member_offset < pool_size:
+        raise ConfigError(f"member_offset={member_offset!r} is not allowed: it must be an integer in [0, {pool_size}).")
+    if members is not None and not 0 < members <= pool_size - member_offset:
         raise ConfigError(
-            f"members={members} is not allowed: it must be between 1 and {pool_size} "
-            f"({total:,} training images minus val_size={val_size})."
+            f"members={members} is not allowed: it must be between 1 and {pool_size - member_offset} "
+            f"({total:,} training images minus val_size={val_size} minus member_offset={member_offset})."
         )
     generator = torch.Generator().manual_seed(split_seed)
     order = torch.randperm(total, generator=generator)
     pool = order[val_size:]
-    cut = pool_size if members is None else members
-    return {"val": order[:val_size], "train": pool[:cut], "nonmember": pool[cut:]}
+    end = pool_size if members is None else member_offset + members
+    return {"val": order[:val_size], "train": pool[member_offset:end], "nonmember": torch.cat([pool[:member_offset], pool[end:]])}
 
 
 class TensorBatches:
@@ -140,6 +142,8 @@ class MNISTDataModule(L.LightningDataModule):
         eval_batch_size: batch size for validation and test.
         members: train on only this many images of the training pool (None: all of it);
             the rest of the pool are non-members the model never saw.
+        member_offset: the members start at this position of the (seeded) training pool, so two
+            recipes can train on disjoint halves (the two judges of output inversion).
     """
 
     def __init__(
@@ -151,14 +155,16 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 2000,
         members: int | None = None,
+        member_offset: int = 0,
     ):
         super().__init__()
         require_positive(batch_size, "batch_size")
         require_positive(eval_batch_size, "data.eval_batch_size")
-        split_training_indices(val_size, split_seed, members)  # bad sizes stop here, before any work
+        split_training_indices(val_size, split_seed, members, member_offset=member_offset)  # bad sizes stop here
         self.root, self.download = root, download
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.eval_batch_size, self.members = batch_size, eval_batch_size, members
+        self.member_offset = member_offset
         self.indices: dict[str, Tensor] = {}
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -170,7 +176,7 @@ class MNISTDataModule(L.LightningDataModule):
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         images, labels = load_mnist(self.root, train=True, download=self.download)
-        self.indices = split_training_indices(self.val_size, self.split_seed, self.members, total=len(labels))
+        self.indices = split_training_indices(self.val_size, self.split_seed, self.members, len(labels), self.member_offset)
         for split in ("train", "val"):
             index = self.indices[split]
             self.tensors[split] = (images[index].to(device), labels[index].to(device))

@@ -33,3 +33,27 @@ class EvaluatorCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class AllConvNet(nn.Module):
+    """All-convolutional judge (Springenberg et al. 2015, "Striving for Simplicity"): strided 3x3 convs with
+    GELU, no pooling layer, no batch norm, global average pooling: (N, 1, 28, 28) in [0, 1] -> logits (N, classes).
+
+    conv 32 -> conv 32 /2 -> conv 64 -> conv 64 /2 -> conv 128 -> 1x1 conv classes -> global mean.
+    Shares nothing with LeNet5 or :class:`EvaluatorCNN` but the task: a second, independent judge.
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+
+        def conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GELU()]
+
+        self.net = nn.Sequential(
+            Normalize(),
+            *conv(1, width), *conv(width, width, 2), *conv(width, 2 * width), *conv(2 * width, 2 * width, 2),
+            *conv(2 * width, 4 * width), nn.Conv2d(4 * width, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)

@@ -28,25 +28,25 @@ class AttackContext:
 
     Attributes:
         api: the target behind its query API.
-        eval_images: (N, 1, 28, 28) images whose membership is to be inferred; ``eval_labels`` (N,).
-        eval_indices: (N,) their MNIST indices (for cache keys; no membership information).
+        eval_images: (N, 1, 28, 28) images whose membership is to be inferred, in a random order;
+            ``eval_labels`` (N,). No dataset index comes with them: from it and the public split seed
+            membership could be rebuilt.
         attacker_images: (A, 1, 28, 28) the attacker's own labelled images (non-members of the
-            target, disjoint from the evaluation set); ``attacker_labels`` (A,), ``attacker_indices`` (A,).
+            target, disjoint from the evaluation set); ``attacker_labels`` (A,).
         recipe: the attacker's guess of the target's training recipe (``conf/model/*.yaml``): shadow
             models and the proxy follow it.
         train_size: how many images the attacker assumes the target was trained on.
         trainer: the Lightning Trainer config for the attack's own fits.
         cache_dir: where shadow models are cached.
-        seed: the attack's seed.
+        seed: the attack's seed; every random draw of the attack derives its own seed from it
+            (:func:`privacy_attacks.seeding.derive_seed`).
     """
 
     api: BlackBoxAPI
     eval_images: Tensor
     eval_labels: Tensor
-    eval_indices: Tensor
     attacker_images: Tensor
     attacker_labels: Tensor
-    attacker_indices: Tensor
     recipe: DictConfig
     train_size: int
     trainer: DictConfig

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
 from privacy_attacks.data.mnist import TensorBatches
+from privacy_attacks.seeding import derive_seed, seeded
 
 
 class AttackClassifier(L.LightningModule):
@@ -72,13 +73,18 @@ def fit_attack_classifier(
     weight_decay: float = 1e-4,
     seed: int = 0,
 ) -> AttackClassifier:
-    """Fit an :class:`AttackClassifier` on features (N, d) with membership (N,) (1 = member) of the attacker's own data."""
-    L.seed_everything(seed, verbose=False)
+    """Fit an :class:`AttackClassifier` on features (N, d) with membership (N,) (1 = member) of the attacker's own data.
+
+    Its initial weights and batch order come from seeds derived from the attack's ``seed`` alone.
+    """
     std = features.std(dim=0).clamp_min(1e-6)
-    model = AttackClassifier(features.mean(dim=0), std, tuple(hidden), lr, weight_decay)
-    trainer: L.Trainer = instantiate(
-        trainer_cfg, max_epochs=epochs, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-    )
-    trainer.fit(model, train_dataloaders=TensorBatches(features, membership, batch_size, shuffle=True, seed=seed))
+    with seeded(seed, "attack_classifier"):
+        model = AttackClassifier(features.mean(dim=0), std, tuple(hidden), lr, weight_decay)
+        trainer: L.Trainer = instantiate(
+            trainer_cfg, max_epochs=epochs, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        )
+        batches = TensorBatches(features, membership, batch_size, shuffle=True,
+                                seed=derive_seed(seed, "attack_classifier", "batches") % 2**31)
+        trainer.fit(model, train_dataloaders=batches)
     return model.cpu()

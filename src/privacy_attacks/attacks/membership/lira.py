@@ -25,10 +25,11 @@ import torch
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError
+from privacy_attacks.seeding import generator
 
 from .base import AttackContext, AttackOutput
 from .scores import logit_confidence
-from .shadow import check_shadow_count, offline_shadow_models
+from .shadow import check_shadow_count, offline_shadow_models, shadow_seeds
 from .shadows import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
 
 
@@ -85,17 +86,17 @@ class LiRA:
         return eval_size
 
     def _online_shadow_models(self, context: AttackContext) -> tuple[ShadowModels, int]:
-        generator = torch.Generator().manual_seed(context.seed)
+        masks_generator = generator(context.seed, "shadow_masks", "online")
         n_eval = len(context.eval_images)
         extra = context.train_size - n_eval // 2
-        eval_masks = balanced_in_masks(n_eval, self.num_shadows, generator)
-        extra_masks = balanced_in_masks(2 * extra, self.num_shadows, generator)
+        eval_masks = balanced_in_masks(n_eval, self.num_shadows, masks_generator)
+        extra_masks = balanced_in_masks(2 * extra, self.num_shadows, masks_generator)
         masks = torch.cat([eval_masks, extra_masks], dim=1)
-        population = torch.cat([context.eval_indices, context.attacker_indices[: 2 * extra]])
         images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
         labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
         shadows, _ = provision_shadow_models(
-            context.recipe, population, images, labels, subset_indices(masks), context.seed, context.cache_dir
+            context.recipe, images, labels, subset_indices(masks), shadow_seeds(context.seed, self.num_shadows),
+            context.cache_dir,
         )
         return shadows, n_eval
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.attacks.stealing.distillation import distil
 from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.seeding import derive_seed, seeded
 
 from .base import AttackContext, AttackOutput
 from .classifier import fit_attack_classifier
@@ -89,15 +90,17 @@ class ProxyAttack:
         """Images asked of the target: the proxy's (and the reference proxy's) training set, then the evaluation set."""
         return (2 if self.reference else 1) * train_size + eval_size
 
-    def _distil_proxy(self, context: AttackContext, images: Tensor) -> nn.Module:
-        """A proxy of the target's architecture distilled on ``images`` (one query each), as the target's recipe trains."""
+    def _distil_proxy(self, context: AttackContext, images: Tensor, role: str) -> nn.Module:
+        """A proxy of the target's architecture distilled on ``images`` (one query each), as the target's recipe
+        trains; its initial weights and batch order come from the attack's seed and ``role``."""
         recipe = context.recipe
         steps = int(recipe.max_epochs) * math.ceil(len(images) / int(recipe.batch_size))
-        torch.manual_seed(context.seed)
+        with seeded(context.seed, role):
+            net = instantiate(recipe.net)
         return distil(
-            context.api, images, instantiate(recipe.net), self.loss, steps, context.trainer,
+            context.api, images, net, self.loss, steps, context.trainer,
             temperature=self.temperature, optimizer=instantiate(recipe.optimizer), batch_size=int(recipe.batch_size),
-            shift=self.shift, seed=context.seed,
+            shift=self.shift, seed=derive_seed(context.seed, role, "fit"),
         ).cpu()
 
     def _features(self, log_probs: Tensor, reference_log_probs: Tensor | None, labels: Tensor) -> Tensor:
@@ -109,8 +112,8 @@ class ProxyAttack:
     def __call__(self, context: AttackContext) -> AttackOutput:
         n = context.train_size
         images, labels = context.attacker_images, context.attacker_labels
-        proxy = self._distil_proxy(context, images[:n])
-        reference = self._distil_proxy(context, images[2 * n : 3 * n]) if self.reference else None
+        proxy = self._distil_proxy(context, images[:n], "proxy")
+        reference = self._distil_proxy(context, images[2 * n : 3 * n], "reference_proxy") if self.reference else None
         own, own_labels = images[: 2 * n], labels[: 2 * n]  # proxy's training set, then held-out
         with torch.no_grad():
             proxy_log_probs = proxy(own).double().log_softmax(dim=-1)

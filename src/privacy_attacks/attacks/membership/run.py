@@ -37,7 +37,7 @@ def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
         raise ConfigError("attack=membership needs a target with known members: set target.members (e.g. 1000).")
     return membership_split(
         cfg.data.val_size, cfg.data.split_seed, cfg.target.members, cfg.eval_members,
-        cfg.attacker_size, cfg.attacker_offset, cfg.eval_seed, total,
+        cfg.attacker_size, cfg.attacker_offset, cfg.eval_seed, total, cfg.eval_set,
     )
 
 
@@ -89,12 +89,13 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     api = BlackBoxAPI(target.net, output=instantiate(cfg.api.outputs[cfg.api.output]), budget=cfg.query_budget)
     context = AttackContext(
         api=api,
-        eval_images=images[split.eval_indices], eval_labels=labels[split.eval_indices], eval_indices=split.eval_indices,
-        attacker_images=images[split.attacker], attacker_labels=labels[split.attacker], attacker_indices=split.attacker,
+        eval_images=images[split.eval_indices], eval_labels=labels[split.eval_indices],
+        attacker_images=images[split.attacker], attacker_labels=labels[split.attacker],
         recipe=cfg.shadow_recipe, train_size=cfg.shadow_train_size, trainer=cfg.trainer,
         cache_dir=Path(cfg.paths.cache_dir), seed=cfg.seed,
     )
-    log.info("membership: method=%s on %d members + %d non-members", cfg.method, cfg.eval_members, cfg.eval_members)
+    log.info("membership: method=%s on %d members + %d non-members (%s set)", cfg.method, cfg.eval_members,
+             cfg.eval_members, cfg.eval_set)
     start = time.perf_counter()
     output = attack(context)
     elapsed = time.perf_counter() - start
@@ -128,6 +129,7 @@ def _log_to_loggers(cfg: DictConfig, metrics: dict[str, float]) -> None:
             continue
         logger = instantiate(node)
         params = {"method": cfg.method, "target.members": cfg.target.members, "eval_members": cfg.eval_members,
+                  "eval_set": cfg.eval_set, "seed": cfg.seed,
                   "shadow_train_size": cfg.shadow_train_size, "api.output": cfg.api.output,
                   "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method])}
         logger.log_metrics(metrics, step=0)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.seeding import derive_seed, generator
 
 from .base import AttackContext, AttackOutput
 from .classifier import fit_attack_classifier
@@ -29,15 +30,20 @@ def check_shadow_count(num_shadows: int) -> None:
         raise ConfigError(f"num_shadows={num_shadows!r} is not allowed: it must be an even integer >= 2 (IN/OUT pairs).")
 
 
+def shadow_seeds(seed: int, num_shadows: int) -> list[int]:
+    """Shadow model ``s``'s own seed, derived from the attack's ``seed`` (never the target's)."""
+    return [derive_seed(seed, "shadow", s) for s in range(num_shadows)]
+
+
 def offline_shadow_models(context: AttackContext, num_shadows: int) -> ShadowModels:
     """Shadow models on the attacker's own images only: the first 2 x ``train_size`` of them, each
     model on a random half (balanced: every image IN for half the models). Cached on disk; Shokri's
     attack and offline LiRA with the same count share them."""
     population = 2 * context.train_size
-    masks = balanced_in_masks(population, num_shadows, torch.Generator().manual_seed(context.seed))
+    masks = balanced_in_masks(population, num_shadows, generator(context.seed, "shadow_masks", "offline"))
     return provision_shadow_models(
-        context.recipe, context.attacker_indices[:population], context.attacker_images[:population],
-        context.attacker_labels[:population], subset_indices(masks), context.seed, context.cache_dir,
+        context.recipe, context.attacker_images[:population], context.attacker_labels[:population],
+        subset_indices(masks), shadow_seeds(context.seed, num_shadows), context.cache_dir,
     )[0]
 
 

@@ -18,6 +18,7 @@ import copy
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
+from privacy_attacks.errors import CheckpointError
 from privacy_attacks.io import atomic_torch_save
+from privacy_attacks.seeding import generator, seeded
 
 log = logging.getLogger(__name__)
-SHADOW_FORMAT = 1
+SHADOW_FORMAT = 2
 
 
 @dataclass
@@ -93,7 +96,7 @@ def train_shadow_models(
     images: Tensor,
     labels: Tensor,
     train_indices: Tensor,
-    seed: int,
+    seeds: Sequence[int],
     progress: bool = True,
 ) -> ShadowModels:
     """Train ``S = len(train_indices)`` models of ``recipe`` at once, model ``s`` on ``images[train_indices[s]]``.
@@ -104,22 +107,25 @@ def train_shadow_models(
         images: float (P, 1, 28, 28) in [0, 1], the population.
         labels: long (P,).
         train_indices: long (S, n), every model trains on n population images.
-        seed: initialisation and batch order; model ``s`` is initialised from ``seed + s``.
+        seeds: (S,) model ``s``'s initial weights and batch order come from ``seeds[s]`` alone, so the
+            stacked fit equals ``S`` independent fits (each a call with one row and one seed).
     """
     num_models, n = train_indices.shape
+    if len(seeds) != num_models:
+        raise ValueError(f"{num_models} shadow models but {len(seeds)} seeds.")
     models = []
-    for s in range(num_models):
-        torch.manual_seed(seed + s)
-        models.append(instantiate(recipe.net))
+    for seed in seeds:
+        with seeded(seed, "init"):
+            models.append(instantiate(recipe.net))
     params, buffers = stack_module_state(models)
     template = copy.deepcopy(models[0]).to("meta")
     optimizer = instantiate(recipe.optimizer)(params=list(params.values()))
     scheduler = instantiate(recipe.scheduler)(optimizer=optimizer) if recipe.get("scheduler") else None
     forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)))
-    generator = torch.Generator().manual_seed(seed)
+    orders = [generator(seed, "batches") for seed in seeds]
     batch_size = int(recipe.batch_size)
     for _ in tqdm(range(int(recipe.max_epochs)), desc=f"{num_models} shadow models", disable=not progress, leave=False):
-        order = torch.rand(num_models, n, generator=generator).argsort(dim=1)
+        order = torch.stack([torch.randperm(n, generator=g) for g in orders])
         epoch_indices = train_indices.gather(1, order)
         for start in range(0, n, batch_size):
             batch = epoch_indices[:, start : start + batch_size]  # (S, B)
@@ -139,18 +145,22 @@ def train_shadow_models(
 
 
 def _digest(tensor: Tensor) -> str:
-    return hashlib.sha256(tensor.cpu().numpy().tobytes()).hexdigest()[:16]
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
 
-def shadow_cache_path(cache_dir: str | Path, recipe: DictConfig, population: Tensor, train_indices: Tensor, seed: int) -> Path:
-    """``<cache_dir>/shadows-<hash>.pt``, keyed by the recipe, the population (its dataset indices),
-    each model's training subset and the seed."""
+def shadow_cache_path(
+    cache_dir: str | Path, recipe: DictConfig, images: Tensor, labels: Tensor, train_indices: Tensor, seeds: Sequence[int]
+) -> Path:
+    """``<cache_dir>/shadows-<hash>.pt``, keyed by the recipe, the population's content (images and labels),
+    each model's training subset and the models' seeds."""
     spec = {
+        "format": SHADOW_FORMAT,
         "recipe": OmegaConf.to_container(recipe, resolve=True),
-        "population": _digest(population),
+        "images": _digest(images),
+        "labels": _digest(labels),
         "train_indices": _digest(train_indices),
         "shape": list(train_indices.shape),
-        "seed": seed,
+        "seeds": [int(seed) for seed in seeds],
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"shadows-{key}.pt"
@@ -158,30 +168,35 @@ def shadow_cache_path(cache_dir: str | Path, recipe: DictConfig, population: Ten
 
 def provision_shadow_models(
     recipe: DictConfig,
-    population: Tensor,
     images: Tensor,
     labels: Tensor,
     train_indices: Tensor,
-    seed: int,
+    seeds: Sequence[int],
     cache_dir: str | Path,
 ) -> tuple[ShadowModels, bool]:
     """Shadow models of ``recipe`` for these training subsets, trained once and cached on disk.
 
-    ``population`` (P,) are the dataset indices of ``images`` (part of the cache key). Returns the
-    models and whether they came from the cache.
+    The cache key is the population's content, not its dataset indices (the attacker holds images, not
+    indices). Returns the models and whether they came from the cache.
     """
     recipe = OmegaConf.create(OmegaConf.to_container(recipe, resolve=True))
     recipe.pop("members", None)  # the subset size is in train_indices
-    path = shadow_cache_path(cache_dir, recipe, population, train_indices, seed)
+    path = shadow_cache_path(cache_dir, recipe, images, labels, train_indices, seeds)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            template = instantiate(recipe.net).to("meta")
-            in_mask = torch.zeros(len(train_indices), len(population), dtype=torch.bool).scatter_(1, train_indices, True)
-            return ShadowModels(template, saved["params"], saved["buffers"], train_indices, in_mask), True
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                template = instantiate(recipe.net).to("meta")
+                in_mask = torch.zeros(len(train_indices), len(labels), dtype=torch.bool).scatter_(1, train_indices, True)
+                return ShadowModels(template, saved["params"], saved["buffers"], train_indices, in_mask), True
+            except Exception as error:  # noqa: BLE001 - any unreadable file means the same to the user
+                raise CheckpointError(
+                    f"Cached shadow models {path} are corrupt or unreadable ({type(error).__name__}). "
+                    f"Delete {path} and they will be retrained."
+                ) from error
         log.info("Training %d shadow models on %d images each (cached at %s).", *train_indices.shape, path)
-        shadows = train_shadow_models(recipe, images, labels, train_indices, seed)
+        shadows = train_shadow_models(recipe, images, labels, train_indices, seeds)
         atomic_torch_save(path, {"format": SHADOW_FORMAT, "params": shadows.params, "buffers": shadows.buffers})
     return shadows, False
 

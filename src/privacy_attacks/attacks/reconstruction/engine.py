@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from privacy_attacks.attacks.reconstruction.inits import NoiseInit
 from privacy_attacks.attacks.reconstruction.priors import Prior
 from privacy_attacks.errors import ConfigError
+from privacy_attacks.seeding import generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -63,7 +64,9 @@ class ReconstructionModule(L.LightningModule):
             is stepped with a closure).
         steps: optimiser steps (one per training batch of :func:`fit_reconstruction`).
         restarts: R independent starts per target, optimised together in one batch.
-        seed: seed of the initialisation.
+        seed: the attack's seed; the initialisation and the priors' random draws (jitter) take their own
+            generators derived from it (:mod:`privacy_attacks.seeding`), so restarts differ and nothing
+            depends on the global RNG state.
         signed_gradients: replace gradients by their sign before the step (Geiping et al. 2020).
         scheduler: optional partial LR scheduler, stepped after every step.
         log_prefix: stage of the logged names ``<log_prefix>/loss``, ``<log_prefix>/<prior>``.
@@ -94,8 +97,9 @@ class ReconstructionModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_images = int(objective.num_images)
         shape = (restarts * self.num_images, *getattr(objective, "image_shape", (1, 28, 28)))
-        generator = torch.Generator().manual_seed(seed)
-        self.images = nn.Parameter((init or NoiseInit())(shape, generator).float().clamp(0, 1))
+        self.images = nn.Parameter((init or NoiseInit())(shape, generator(seed, "init")).float().clamp(0, 1))
+        for name, prior in self.priors.items():
+            prior.use_generator(generator(seed, "prior", name))
         self.register_buffer("best_loss", torch.full(shape[:1], float("inf")))
         self.register_buffer("best_images", self.images.detach().clone())
         self._penalties = [(n, p) for n, p in self.priors.items() if type(p).penalty is not Prior.penalty]

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
 from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
-from privacy_attacks.attacks.reconstruction.gradient_inversion import private_pool
+from privacy_attacks.attacks.reconstruction.gradient_inversion import PRIVATE_SETS, private_pool
 from privacy_attacks.attacks.reconstruction.inversion_network import provision_inversion_network
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
@@ -40,7 +40,7 @@ from privacy_attacks.targets import Target
 
 log = logging.getLogger(__name__)
 HPARAMS = ("layer", "num_images", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "anchor_lambda",
-           "jitter", "blur_sigma", "init", "seed")
+           "jitter", "blur_sigma", "init", "private_set", "private_seed", "seed")
 
 
 def model_layers(cfg: DictConfig) -> tuple[str, ...]:
@@ -55,9 +55,12 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.layer, cfg.layers, "layer (with priors in `layers`)")
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     require_choice(cfg.init, cfg.inits, "init")
+    require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
     for key in ("num_images", "private_pool"):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
             raise ConfigError(f"{key}={cfg[key]!r} is not allowed: it must be an integer > 0.")
+    if not isinstance(cfg.private_seed, int) or isinstance(cfg.private_seed, bool):
+        raise ConfigError(f"private_seed={cfg.private_seed!r} is not allowed: it must be an integer.")
     if cfg.num_images > cfg.private_pool:
         raise ConfigError(f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool}).")
     for key in ("tv_lambda", "l2_lambda", "anchor_lambda", "jitter", "blur_sigma"):
@@ -67,8 +70,12 @@ def validate(cfg: DictConfig) -> None:
         for key in ("train_images", "epochs", "batch_size", "width"):
             if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] <= 0:
                 raise ConfigError(f"inversion_network.{key}={settings[key]!r} is not allowed: it must be an integer > 0.")
-        if settings.train_images > 60_000:
-            raise ConfigError(f"inversion_network.train_images={settings.train_images} is more than the 60,000 MNIST training images.")
+        available = 60_000 - cfg.data.val_size
+        if settings.train_images > available:
+            raise ConfigError(
+                f"inversion_network.train_images={settings.train_images} is more than the {available} MNIST training "
+                f"images outside the validation split (data.val_size={cfg.data.val_size})."
+            )
         require_positive(settings.lr, "inversion_network.lr")
         if not isinstance(settings.seed, int) or isinstance(settings.seed, bool):
             raise ConfigError(f"inversion_network.seed={settings.seed!r} is not allowed: it must be an integer.")
@@ -82,9 +89,12 @@ def uses_inversion_network(cfg: DictConfig) -> bool:
 
 def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -> Tensor:
     """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder loaded from the cache or
-    trained on the first ``inversion_network.train_images`` MNIST training images (loaded only then)."""
+    trained on the first ``inversion_network.train_images`` MNIST training images outside the validation
+    split (loaded only then; no private image of either set is among them)."""
     def training_images() -> Tensor:
-        return load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
+        images = load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
+        split = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(images))
+        return images[torch.cat([split["train"], split["nonmember"]])]
 
     decoder = provision_inversion_network(
         target.net, target.checkpoint, cfg.layer, training_images, cfg.inversion_network, cfg.trainer, cfg.paths.cache_dir,

@@ -39,15 +39,17 @@ from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tenso
 from privacy_attacks.attacks.reconstruction.gradient_labels import recover_labels
 from privacy_attacks.attacks.reconstruction.gradient_matching import GradientMatching
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
-from privacy_attacks.data.mnist import load_mnist
+from privacy_attacks.data.mnist import load_mnist, split_training_indices
 from privacy_attacks.errors import ConfigError, require_choice, require_positive
 from privacy_attacks.io import output_dir
+from privacy_attacks.seeding import derive_seed, generator, seeded
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 HPARAMS = ("method", "batch_size", "num_batches", "shared_model", "model_state", "optimizer", "lr", "steps", "restarts",
-           "tv_lambda", "init", "seed")
+           "tv_lambda", "init", "private_set", "private_seed", "seed")
 MODEL_STATES = ("init", "trained")
+PRIVATE_SETS = ("report", "tune")
 
 
 def _positive_int(value: Any, key: str) -> None:
@@ -63,6 +65,9 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.model_state, MODEL_STATES, "model_state")
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     require_choice(cfg.init, cfg.inits, "init")
+    require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
+    if not isinstance(cfg.private_seed, int) or isinstance(cfg.private_seed, bool):
+        raise ConfigError(f"private_seed={cfg.private_seed!r} is not allowed: it must be an integer.")
     for key in ("batch_size", "num_batches", "private_pool"):
         _positive_int(cfg[key], key)
     if cfg.batch_size > cfg.private_pool:
@@ -80,7 +85,8 @@ def validate(cfg: DictConfig) -> None:
 def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
     """The FedSGD model the client differentiates: ``cfg.shared_models[shared_model]`` at ``model_state``.
 
-    ``init``: freshly initialised from ``cfg.seed``; ``trained``: trained once and cached like a target
+    ``init``: freshly initialised from a seed derived from ``private_seed`` (part of the scenario, like the
+    clients' images, not of the attacker's randomness); ``trained``: trained once and cached like a target
     (for ``shared_model=target`` that is the attack's target itself). Frozen, in eval mode.
     """
     recipe = cfg.shared_models[cfg.shared_model]
@@ -88,16 +94,27 @@ def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
         if cfg.shared_model == "target":
             return target.net
         return provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, cfg.shared_model).net
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.private_seed, "shared_model"):
         net: nn.Module = instantiate(recipe.net)
     return net.eval().requires_grad_(False)
 
 
 def private_pool(cfg: DictConfig) -> tuple[Tensor, Tensor]:
-    """The clients' private images: ``private_pool`` test images drawn with ``seed``: (P, 1, 28, 28), (P,)."""
-    images, labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.private_pool]
+    """The private images: ``private_pool`` images of the ``private_set`` drawn by ``private_seed``: (P, 1, 28, 28), (P,).
+
+    ``private_set=report``: MNIST test images (reported numbers); ``tune``: the validation split of the
+    training images (``data.val_size`` drawn by ``data.split_seed``; settings are chosen there).
+    """
+    require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
+    if cfg.private_set == "tune":
+        images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+        index = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(labels))["val"]
+        images, labels = images[index], labels[index]
+    else:
+        images, labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
+    if cfg.private_pool > len(images):
+        raise ConfigError(f"private_pool={cfg.private_pool} is more than the {len(images)} images of private_set={cfg.private_set}.")
+    order = torch.randperm(len(images), generator=generator(cfg.private_seed, "private_pool"))[: cfg.private_pool]
     return images[order], labels[order]
 
 
@@ -165,7 +182,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
         # The first client's optimisation curves go to TensorBoard (one curve per job).
-        results.append(attack_batch(cfg, model, pool[batch], pool_labels[batch], cfg.seed + k, loggers if k == 0 else False))
+        seed = derive_seed(cfg.seed, "client", k)  # the attacker's randomness for this client
+        results.append(attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, loggers if k == 0 else False))
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)
     count = cfg.num_batches * cfg.batch_size
     originals, original_labels = pool[:count], pool_labels[:count]

@@ -4,6 +4,10 @@ For each class ỹ an image x in [0, 1]^{1×28×28} is optimised to minimise
 ℓ(f(x), ỹ) + λ · ℓ_TV(x) + the other priors, with the target f frozen. All classes (× restarts) are
 one batch of the reconstruction engine (:mod:`.engine`). ``python attack.py attack=inversion``.
 
+Two independent judges score the reconstructions: the tuning judge (``evaluator``, whose accuracy the
+defaults were chosen by) and the reporting judge (``judge``: another architecture, trained on the half
+of the training pool the tuning judge never saw, from another seed), whose accuracy is the reported number.
+
 Writes ``reconstructions.pt`` ({"images": (K, 1, 28, 28) in [0, 1], "labels": (K,)}),
 ``reconstructions.png`` and TensorBoard events; returns the ``inversion/*`` metrics.
 """
@@ -55,9 +59,10 @@ def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) ->
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
-    """Invert every class of ``target``; score with the target, the independent evaluator and the training data."""
+    """Invert every class of ``target``; score with the target, the two judges and the training data."""
     out = output_dir(cfg)
     evaluator = provision_classifier(cfg.evaluator, cfg.data, cfg.trainer, cfg.paths.cache_dir, "evaluator")
+    judge = provision_classifier(cfg.judge, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge")
     num_classes = int(cfg.target.net.num_classes)
     labels = torch.arange(num_classes)
     module = build_module(cfg, target.net, labels)
@@ -73,6 +78,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     pool, pool_labels = pool[members], pool_labels[members]
     means = class_means(pool, pool_labels, num_classes)
     metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
+    metrics.update(judge_metrics(images, labels, judge.net.cpu()))
     metrics["inversion/fit_time_s"] = fit_time
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
@@ -80,8 +86,9 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
     for logger in loggers:
         log_to_tensorboard(logger, cfg, images, means, metrics)
-    log.info("inversion: target acc %.2f, evaluator acc %.2f, SSIM to class mean %.3f; %s",
-             metrics["inversion/target_acc"], metrics["inversion/evaluator_acc"], metrics["inversion/ssim_class_mean"], out)
+    log.info("inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
+             metrics["inversion/target_acc"], metrics["inversion/evaluator_acc"], metrics["inversion/report_judge_acc"],
+             metrics["inversion/ssim_class_mean"], out)
     return metrics
 
 
@@ -112,6 +119,17 @@ def score(
         "inversion/ssim_nearest_train": nearest_ssim(images, labels, pool, pool_labels).mean().item(),
     }
     return metrics, confidence
+
+
+@torch.no_grad()
+def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
+    """The reporting judge's view of reconstructions (K, 1, 28, 28) for ``labels`` (K,): ``inversion/report_judge_acc``
+    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the class)."""
+    probs = judge.eval()(images).softmax(dim=-1)
+    return {
+        "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),
+        "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
+    }
 
 
 def log_to_tensorboard(logger: Any, cfg: DictConfig, images: torch.Tensor, means: torch.Tensor, metrics: dict[str, float]) -> None:

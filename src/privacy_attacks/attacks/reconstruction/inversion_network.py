@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.data.mnist import TensorBatches
 from privacy_attacks.io import atomic_torch_save
+from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
 IMAGE_SHAPE = (1, 28, 28)  # the decoder's output: one MNIST image
@@ -86,7 +87,7 @@ class InversionNetworkSystem(L.LightningModule):
 
 def inversion_cache_path(cache_dir: str | Path, target_checkpoint: Path, layer: str, settings: dict[str, Any]) -> Path:
     """``<cache_dir>/inversion-<hash>.pt``, keyed by the target checkpoint's name, the layer and the settings."""
-    key = json.dumps({"target": Path(target_checkpoint).name, "layer": layer, **settings}, sort_keys=True)
+    key = json.dumps({"format": 2, "target": Path(target_checkpoint).name, "layer": layer, **settings}, sort_keys=True)
     return Path(cache_dir) / f"inversion-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
 
 
@@ -122,17 +123,17 @@ def provision_inversion_network(
                 log.warning("Cached inversion network %s is unusable (%s); training it again.", path, error)
         images = load_images()[: settings["train_images"]]
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
-        torch.manual_seed(settings["seed"])
-        decoder = InversionNetwork(feature_size, settings["width"])
-        steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
-        system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
-        trainer: L.Trainer = instantiate(trainer_cfg, max_epochs=settings["epochs"], logger=False, callbacks=[],
-                                         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
-        batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
-                                shuffle=True, seed=settings["seed"])
-        with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
-            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-            trainer.fit(system, train_dataloaders=batches)
+        with seeded(settings["seed"], "inversion_network"):
+            decoder = InversionNetwork(feature_size, settings["width"])
+            steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
+            system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
+            trainer: L.Trainer = instantiate(trainer_cfg, max_epochs=settings["epochs"], logger=False, callbacks=[],
+                                             enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
+            batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
+                                    shuffle=True, seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31)
+            with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
+                warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+                trainer.fit(system, train_dataloaders=batches)
         net.to(device)  # the Trainer moved the target with the system (e.g. to the GPU): give it back as it was
         atomic_torch_save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
     return decoder.cpu().eval().requires_grad_(False)

@@ -54,6 +54,9 @@ class Prior(nn.Module):
         """Applied to the images (no grad) after the optimiser step ``step`` (0-based)."""
         return images
 
+    def use_generator(self, generator: torch.Generator) -> None:
+        """Draw this prior's random numbers from ``generator`` (the engine's, derived from the attack seed)."""
+
 
 class TotalVariation(Prior):
     """``weight`` · ℓ_TV(x) (see :func:`total_variation`); ``weight`` is the lecture's λ."""
@@ -72,16 +75,32 @@ class PixelEnergy(Prior):
 class Jitter(Prior):
     """Random translation before each forward pass by up to ``weight`` pixels in each direction.
 
-    The whole batch moves by one random (dy, dx) drawn from [-weight, weight] (``torch.roll``,
-    wrapping at the border), so a reconstruction must keep working under small shifts.
+    Every image moves by its own random (dy, dx) drawn from [-weight, weight] (wrapping at the border,
+    like ``torch.roll``), so a reconstruction must keep working under small shifts and restarts that
+    start alike (``init=zeros``) still part ways. The offsets come from the generator the engine gives
+    (:meth:`use_generator`), never from the global RNG.
     """
+
+    def __init__(self, weight: float = 0.0):
+        super().__init__(weight)
+        self.generator: torch.Generator | None = None
+
+    def use_generator(self, generator: torch.Generator) -> None:
+        self.generator = generator
 
     def transform(self, images: Tensor) -> Tensor:
         shift = int(round(self.weight))
         if shift == 0:
             return images
-        dy, dx = torch.randint(-shift, shift + 1, (2,)).tolist()
-        return torch.roll(images, shifts=(dy, dx), dims=(-2, -1))
+        if self.generator is None:
+            raise RuntimeError("Jitter draws its shifts from its own generator: call use_generator() first.")
+        n, c, h, w = images.shape
+        dy, dx = torch.randint(-shift, shift + 1, (2, n), generator=self.generator)
+        rows = ((torch.arange(h) - dy[:, None]) % h).to(images.device)  # (N, H): output row r reads row r - dy
+        cols = ((torch.arange(w) - dx[:, None]) % w).to(images.device)  # (N, W)
+        batch = torch.arange(n, device=images.device)[:, None, None, None]
+        channel = torch.arange(c, device=images.device)[None, :, None, None]
+        return images[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 class GaussianBlur(Prior):

@@ -7,10 +7,10 @@ The ``attack=distillation`` entry is :func:`privacy_attacks.attacks.stealing.att
 
 from .distillation import StudentDistillation, distil, fidelity_metrics, fit_student, steps_for_budget
 from .losses import LOSSES, DistillationLoss, HardLabel, HintonKL, LectureKL, SoftCrossEntropy, SquaredError
-from .pools import POOLS, FashionMNISTPool, MNISTPool, NoisePool, QueryPool, evaluation_split
+from .pools import FashionMNISTPool, MNISTPool, NoisePool, QueryPool, evaluation_split
 
 __all__ = [
-    "LOSSES", "POOLS", "DistillationLoss", "FashionMNISTPool", "HardLabel", "HintonKL", "LectureKL", "MNISTPool",
+    "LOSSES", "DistillationLoss", "FashionMNISTPool", "HardLabel", "HintonKL", "LectureKL", "MNISTPool",
     "NoisePool", "QueryPool", "SoftCrossEntropy", "SquaredError", "StudentDistillation", "distil", "evaluation_split",
     "fidelity_metrics", "fit_student", "steps_for_budget",
 ]

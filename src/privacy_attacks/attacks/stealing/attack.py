@@ -4,10 +4,13 @@
 
 One job: take the first ``query_budget`` images of the seeded, shuffled query pool (``queries=``),
 query the API (``api.output=``) once on each, train a fresh student (``student.net``) on the cached
-answers with ``loss=`` for a budget-dependent number of steps (``schedule``), and score it on the
-evaluation split (MNIST test images 0-4,999, never queried): accuracy, agreement with the target,
-KL(target || student). Writes ``student.pt``, TensorBoard scalars and hparams; returns the metrics
-that ``run_attack`` writes to ``metrics.json``.
+answers with ``loss=`` for a budget-dependent number of steps (``schedule``), and score it on an
+evaluation set no pool holds (``evaluation=report``: MNIST test images 0-4,999, where numbers are
+reported; ``evaluation=tune``: the validation split, where settings are chosen): accuracy, agreement
+with the target, KL(target || student). The query draw, the student's initial weights and its batch
+order and shifts come from seeds derived from ``seed`` (:mod:`privacy_attacks.seeding`). Writes
+``student.pt``, TensorBoard scalars and hparams; returns the metrics that ``run_attack`` writes to
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.errors import ConfigError, require_choice, require_positive
 from privacy_attacks.io import output_dir
+from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
 
 from .distillation import distil, fidelity_metrics, steps_for_budget
-from .pools import QueryPool, evaluation_split
+from .pools import EVALUATION_SETS, QueryPool, evaluation_split
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.loss, cfg.losses, "loss")
     require_choice(cfg.api.output, cfg.api.outputs, "api.output")
     require_choice(cfg.queries, cfg.pools, "queries")
+    require_choice(cfg.evaluation, EVALUATION_SETS, "evaluation")
     require_positive(cfg.temperature, "temperature")
     budget = cfg.query_budget
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
@@ -83,27 +88,32 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
     pool: QueryPool = instantiate(cfg.pools[cfg.queries])
-    images = pool.take(cfg.query_budget, seed=cfg.seed)
+    images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     api = BlackBoxAPI(target.net, instantiate(cfg.api.outputs[cfg.api.output]), cfg.query_budget, cfg.api.batch_size)
     steps = schedule_steps(cfg)
     loggers = _loggers(cfg)
     log.info("Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
              cfg.student.net._target_, cfg.loss, cfg.query_budget, cfg.queries, cfg.api.output, steps)
     start = time.perf_counter()
+    with seeded(cfg.seed, "student"):
+        net = instantiate(cfg.student.net)
     student = distil(
-        api, images, instantiate(cfg.student.net), instantiate(cfg.losses[cfg.loss]), steps, cfg.trainer,
+        api, images, net, instantiate(cfg.losses[cfg.loss]), steps, cfg.trainer,
         optimizer=instantiate(cfg.student.optimizer), scheduler=instantiate(cfg.student.scheduler),
-        batch_size=cfg.student.batch_size, shift=student_shift(cfg), seed=cfg.seed, logger=loggers or False,
+        batch_size=cfg.student.batch_size, shift=student_shift(cfg), seed=derive_seed(cfg.seed, "student", "fit"),
+        logger=loggers or False,
     )
     fit_time = time.perf_counter() - start
-    eval_images, eval_labels = evaluation_split(cfg.data.root, cfg.data.download)
+    eval_images, eval_labels = evaluation_split(
+        cfg.data.root, cfg.data.download, cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
+    )
     metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
     metrics.update({"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time})
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
     torch.save({"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
                out / "student.pt")
     params = {"loss": cfg.loss, "query_budget": cfg.query_budget, "temperature": cfg.temperature, "queries": cfg.queries,
-              "api_output": cfg.api.output, "steps": steps, "batch_size": cfg.student.batch_size, "shift": student_shift(cfg),
+              "api_output": cfg.api.output, "evaluation": cfg.evaluation, "steps": steps, "batch_size": cfg.student.batch_size, "shift": student_shift(cfg),
               "seed": cfg.seed}
     for logger in loggers:
         logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=steps)

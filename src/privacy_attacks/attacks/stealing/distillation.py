@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
 from privacy_attacks.errors import ConfigError, require_positive
+from privacy_attacks.seeding import seeded
 
 from .losses import LOSSES, DistillationLoss
 
@@ -172,6 +173,8 @@ def fit_student(
     Returns ``net`` trained, in eval mode. ``trainer_cfg`` is a Lightning Trainer config
     (``conf/trainer/*.yaml``; ``trainer=gpu`` works); without it a quiet CPU Trainer is used.
     ``optimizer`` defaults to Adam(lr=5e-3), ``scheduler`` to cosine annealing over ``steps``.
+    ``seed`` fixes the batch order and the random shifts (run under its own RNG state, which the
+    caller's is neither read nor moved by); the student's initial weights are the caller's.
     """
     require_positive(steps, "steps")
     require_positive(batch_size, "batch_size")
@@ -186,7 +189,8 @@ def fit_student(
                     limit_val_batches=0)
     trainer = instantiate(trainer_cfg, **settings) if trainer_cfg is not None else default_trainer(**settings)
     batches = ResampledBatches(images, answers, batch_size, steps, seed)
-    trainer.fit(system, train_dataloaders=batches)
+    with seeded(seed, "shifts"):
+        trainer.fit(system, train_dataloaders=batches)
     return net.eval()
 
 

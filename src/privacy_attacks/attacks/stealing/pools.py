@@ -3,13 +3,14 @@
 A pool knows its ``size`` without loading anything (so a budget can be checked before any work)
 and hands out the first ``n`` images of a seeded shuffle (:meth:`QueryPool.take`), each once.
 
-Splits of MNIST (documented in README.md, "Model stealing"):
+Splits of MNIST (documented in docs and README.md, "Model stealing"):
 
-- evaluation: the official MNIST test images 0-4,999 (:func:`evaluation_split`); the student is
-  scored there and no pool ever contains them;
-- ``mnist`` pool (:class:`MNISTPool`): the 60,000 MNIST training images plus the test images
-  5,000-9,999, i.e. 65,000 digits (the attacker's own unlabeled digits; public data, part of
-  which the target was trained on, as for any public-data stealing attack);
+- evaluation sets (:func:`evaluation_split`), never in any pool: ``report`` is the official MNIST
+  test images 0-4,999, where reported numbers are measured; ``tune`` is the validation split of the
+  training images (``data.val_size`` images drawn by ``data.split_seed``), where settings are chosen;
+- ``mnist`` pool (:class:`MNISTPool`): the training images outside the validation split plus the
+  test images 5,000-9,999 (60,000 digits with the default split): the attacker's own unlabeled
+  digits, part of which the target was trained on, as for any public-data stealing attack;
 - ``fashion_mnist`` pool (:class:`FashionMNISTPool`): the 70,000 Fashion-MNIST images
   (Xiao et al. 2017), natural out-of-distribution images;
 - ``noise`` pool (:class:`NoisePool`): uniform noise in [0, 1], ``size`` images, drawn by seed.
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from privacy_attacks.data import load_mnist
+from privacy_attacks.data.mnist import TRAIN_SIZE, split_training_indices
 from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
 
 EVALUATION_SIZE = 5000
@@ -33,8 +35,23 @@ MNIST_TEST_SIZE = 10_000
 FASHION_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 
 
-def evaluation_split(root: str | Path, download: bool = False) -> tuple[Tensor, Tensor]:
-    """The student's evaluation images: MNIST test images 0-4,999, ``(images (5000, 1, 28, 28), labels (5000,))``."""
+EVALUATION_SETS = ("report", "tune")
+
+
+def evaluation_split(
+    root: str | Path, download: bool = False, which: str = "report", val_size: int = 5000, split_seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The student's evaluation images ``(images (N, 1, 28, 28), labels (N,))``.
+
+    ``which="report"``: MNIST test images 0-4,999 (reported numbers); ``"tune"``: the validation split
+    of the training images (``val_size`` drawn by ``split_seed``; settings are chosen there).
+    """
+    if which not in EVALUATION_SETS:
+        raise ConfigError(f"evaluation={which!r} is not one of the choices: {', '.join(EVALUATION_SETS)}.")
+    if which == "tune":
+        images, labels = load_mnist(root, train=True, download=download)
+        index = split_training_indices(val_size, split_seed, total=len(labels))["val"]
+        return images[index], labels[index]
     images, labels = load_mnist(root, train=False, download=download)
     return images[:EVALUATION_SIZE], labels[:EVALUATION_SIZE]
 
@@ -69,29 +86,31 @@ class QueryPool:
 
 
 class MNISTPool(QueryPool):
-    """The attacker's MNIST digits: the 60,000 training images, then test images 5,000-9,999 (65,000).
+    """The attacker's MNIST digits: the training images outside the validation split (``val_size``, drawn
+    by ``split_seed``), then test images 5,000-9,999 (60,000 with the default split).
 
-    Disjoint from :func:`evaluation_split` (test images 0-4,999).
+    Disjoint from both evaluation sets of :func:`evaluation_split`.
     """
 
     name = "mnist"
 
-    def __init__(self, root: str = "data", download: bool = False):
-        self.root, self.download = root, download
+    def __init__(self, root: str = "data", download: bool = False, val_size: int = 5000, split_seed: int = 0):
+        self.root, self.download, self.val_size, self.split_seed = root, download, int(val_size), int(split_seed)
 
     @property
     def size(self) -> int:
-        return 60_000 + MNIST_TEST_SIZE - EVALUATION_SIZE
+        return TRAIN_SIZE - self.val_size + MNIST_TEST_SIZE - EVALUATION_SIZE
 
     def load(self) -> Tensor:
         train, _ = load_mnist(self.root, train=True, download=self.download)
         test, _ = load_mnist(self.root, train=False, download=self.download)
-        return torch.cat([train, test[EVALUATION_SIZE:]])
+        return torch.cat([train[self.sources()["train"]], test[EVALUATION_SIZE:]])
 
-    @staticmethod
-    def sources() -> dict[str, range]:
-        """Which indices of which MNIST file make up the pool (for tests and docs)."""
-        return {"train": range(60_000), "test": range(EVALUATION_SIZE, MNIST_TEST_SIZE)}
+    def sources(self) -> dict[str, Tensor]:
+        """Which indices of which MNIST file make up the pool, in the pool's order (for tests and docs)."""
+        split = split_training_indices(self.val_size, self.split_seed)
+        return {"train": torch.cat([split["train"], split["nonmember"]]).sort().values,
+                "test": torch.arange(EVALUATION_SIZE, MNIST_TEST_SIZE)}
 
 
 def read_idx_images(path: Path) -> Tensor:
@@ -196,4 +215,3 @@ class NoisePool(QueryPool):
         return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
 
 
-POOLS: dict[str, type[QueryPool]] = {"mnist": MNISTPool, "fashion_mnist": FashionMNISTPool, "noise": NoisePool}
