@@ -35,6 +35,7 @@ from hydra.utils import instantiate
 from privacy_attacks.attacks.stealing.attack import schedule_steps, student_shift
 from privacy_attacks.attacks.stealing.distillation import fidelity_metrics, random_shift
 from privacy_attacks.attacks.stealing.pools import evaluation_split
+from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.pipelines import run_attack
 from privacy_attacks.targets import provision_target
 
@@ -51,31 +52,33 @@ def compose_cfg(overrides: list[str], output_dir: str):
 
 
 def hand_written(cfg, target: torch.nn.Module) -> dict[str, float]:
-    """One distillation job as a plain loop (what the framework does for this config)."""
-    torch.manual_seed(cfg.seed)
-    images = instantiate(cfg.pools[cfg.queries]).take(cfg.query_budget, seed=cfg.seed)
+    """One distillation job as a plain loop (what the framework does for this config, with the same derived seeds)."""
+    images = instantiate(cfg.pools[cfg.queries]).take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     with torch.no_grad():
         answers = target(images).softmax(-1)  # api.output=probs, one query per image
-    student = instantiate(cfg.student.net)
+    with seeded(cfg.seed, "student"):
+        student = instantiate(cfg.student.net)
     loss_fn = instantiate(cfg.losses[cfg.loss])
     mode = instantiate(cfg.api.outputs[cfg.api.output])
     steps, batch_size = schedule_steps(cfg), min(cfg.student.batch_size, cfg.query_budget)
     optimizer = torch.optim.Adam(student.parameters(), lr=cfg.student.optimizer.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    generator, done = torch.Generator().manual_seed(cfg.seed), 0
+    fit_seed = derive_seed(cfg.seed, "student", "fit")
+    generator, done = torch.Generator().manual_seed(fit_seed), 0
     student.train()
-    while done < steps:
-        order = torch.randperm(len(images), generator=generator)
-        for start in range(0, len(images) - batch_size + 1, batch_size):
-            if done == steps:
-                break
-            index = order[start : start + batch_size]
-            loss = loss_fn(student(random_shift(images[index], student_shift(cfg))), answers[index], mode)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            done += 1
+    with seeded(fit_seed, "shifts"):
+        while done < steps:
+            order = torch.randperm(len(images), generator=generator)
+            for start in range(0, len(images) - batch_size + 1, batch_size):
+                if done == steps:
+                    break
+                index = order[start : start + batch_size]
+                loss = loss_fn(student(random_shift(images[index], student_shift(cfg))), answers[index], mode)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                done += 1
     eval_images, eval_labels = evaluation_split(cfg.data.root)
     return fidelity_metrics(student.eval(), target, eval_images, eval_labels)
 

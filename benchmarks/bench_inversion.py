@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 
 from privacy_attacks.attacks.reconstruction.engine import fit_reconstruction
 from privacy_attacks.attacks.reconstruction.inversion import build_module
+from privacy_attacks.seeding import generator
 from privacy_attacks.targets import provision_target
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -43,7 +44,9 @@ def hand_written(cfg, net: torch.nn.Module) -> torch.Tensor:
     labels = torch.arange(10)
     batch_labels = labels.repeat(cfg.restarts)
     shape = (cfg.restarts * 10, 1, 28, 28)
-    images = instantiate(cfg.inits[cfg.init])(shape, torch.Generator().manual_seed(cfg.seed)).requires_grad_(True)
+    images = instantiate(cfg.inits[cfg.init])(shape, generator(cfg.seed, "init")).requires_grad_(True)
+    jitter = instantiate(cfg.priors.jitter)
+    jitter.use_generator(generator(cfg.seed, "prior", "jitter"))
     similarity = instantiate(cfg.losses[cfg.loss])
     optimizer = torch.optim.Adam([images], lr=cfg.lr)
     best_loss, best_images = torch.full((shape[0],), float("inf")), images.detach().clone()
@@ -52,8 +55,7 @@ def hand_written(cfg, net: torch.nn.Module) -> torch.Tensor:
         optimizer.zero_grad()
         x = images
         if cfg.jitter > 0:
-            dy, dx = torch.randint(-cfg.jitter, cfg.jitter + 1, (2,)).tolist()
-            x = torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
+            x = jitter.transform(x)  # every image by its own offset
         losses = similarity(net(x), batch_labels)
         if cfg.tv_lambda > 0:
             tv = ((images[..., :, 1:] - images[..., :, :-1]).pow(2).sum((1, 2, 3))
