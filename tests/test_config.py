@@ -74,3 +74,21 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, cache_dir):
     assert result.returncode == 2
     assert "model.max_epochs=0 is not allowed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_every_swept_job_validates(compose_attack, name):
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose(config_name="attack", overrides=[f"experiment={name}"], return_hydra_config=True)
+    params = OmegaConf.to_container(hydra_cfg.hydra.sweeper.params)
+    assert "seed" in params and len(str(params["seed"]).split(",")) >= 3  # every experiment sweeps >= 3 attacker seeds
+    first = [f"{key}={str(values).split(',')[0]}" for key, values in params.items()]
+    cfg = compose_attack([f"experiment={name}", *first])
+    if cfg.attack.get("validate"):
+        get_method(cfg.attack.validate)(cfg)
