@@ -173,16 +173,19 @@ def format_mean_ci(mean: float | None, ci: float | None, digits: int = 4) -> str
 
 
 def seed_table(summaries: list[Row], override_keys: list[str], rows: list[Row], columns: list[str] | None) -> str:
-    """The markdown table of :func:`seed_summary`'s output: the setting's overrides, ``n_seeds`` and
-    ``mean ± ci95`` for the metrics among ``columns`` (``None``: every metric not ending in ``_s``)."""
+    """The markdown table of :func:`seed_summary`'s output: the overrides that differ between settings,
+    ``n_seeds`` and ``mean ± ci95`` for the metrics among ``columns`` (``None``: every metric not ending in
+    ``_s``). Overrides shared by every setting (``experiment=``, ``logger=``...) stay in the CSV only."""
     metrics = metric_keys(rows, override_keys)
     shown = [m for m in metrics if not m.endswith("_s")] if columns is None else [c for c in columns if c in metrics]
+    settings = _setting_keys(override_keys)
+    varying = [k for k in settings if len({str(s.get(k)) for s in summaries}) > 1] or settings
     table_rows = [
-        {**{k: s[k] for k in _setting_keys(override_keys)}, "n_seeds": s["n_seeds"],
+        {**{k: s[k] for k in varying}, "n_seeds": s["n_seeds"],
          **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown}}
         for s in summaries
     ]
-    return markdown_table(table_rows, [*_setting_keys(override_keys), "n_seeds", *shown])
+    return markdown_table(table_rows, [*varying, "n_seeds", *shown])
 
 
 def _summarise_seeds(sweep_dir: Path, rows: list[Row], override_keys: list[str], columns: Any) -> str:
