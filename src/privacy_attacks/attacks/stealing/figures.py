@@ -20,39 +20,53 @@ def _line_label(row: dict[str, Any], varying: list[str]) -> str:
 
 
 def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
-    """Override keys (not metrics, not ``job``/``query_budget``) whose value differs between rows: one line each."""
-    keys = [k for row in rows for k in row if k not in METRIC_KEYS and k not in ("job", "query_budget")]
+    """Override keys (not metrics, not ``job``/``query_budget``/``seed``) whose value differs between rows: one line each."""
+    keys = [k for row in rows for k in row if k not in METRIC_KEYS and k not in ("job", "query_budget", "seed")]
     keys = list(dict.fromkeys(keys))
     return [k for k in keys if len({repr(row.get(k)) for row in rows}) > 1]
+
+
+def _mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    from scipy.stats import t
+
+    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return mean, float(t.ppf(0.975, n - 1)) * std / n**0.5
 
 
 def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: str = "accuracy_vs_queries.png") -> Path:
     """Plot ``student/acc`` (left) and ``student/agreement`` (right) against ``queries/used`` on a log x-axis.
 
-    One line per combination of the overrides that differ between jobs, other than ``query_budget`` (e.g. one per ``loss``); the
-    target's own accuracy on the evaluation split is a dashed horizontal line. Written to
-    ``sweep_dir/filename``; returns its path.
+    One line per combination of the overrides that differ between jobs, other than ``query_budget`` and
+    ``seed`` (e.g. one per ``loss``); jobs that differ only in ``seed`` are one point, their mean, with the
+    95% t-interval over the seeds as an error bar. The target's own accuracy on the evaluation set is a
+    dashed horizontal line. Written to ``sweep_dir/filename``; returns its path.
     """
-    lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    lines: dict[str, dict[float, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     varying = _varying_overrides(rows)
     for row in rows:
         if isinstance(row.get("student/acc"), (int, float)):
-            lines[_line_label(row, varying)].append((row["queries/used"], row["student/acc"], row["student/agreement"]))
+            lines[_line_label(row, varying)][row["queries/used"]].append((row["student/acc"], row["student/agreement"]))
     target_acc = next((r["target/acc"] for r in rows if isinstance(r.get("target/acc"), (int, float))), None)
+    seeds = max((len(v) for points in lines.values() for v in points.values()), default=1)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
     for label, points in lines.items():
-        points.sort()
-        queries = [p[0] for p in points]
-        axes[0].plot(queries, [p[1] for p in points], marker="o", label=label)
-        axes[1].plot(queries, [p[2] for p in points], marker="o", label=label)
+        queries = sorted(points)
+        for column, ax in enumerate(axes):
+            stats = [_mean_ci([p[column] for p in points[q]]) for q in queries]
+            ax.errorbar(queries, [m for m, _ in stats], yerr=[c for _, c in stats], marker="o", capsize=3, label=label)
     if target_acc is not None:
         axes[0].axhline(target_acc, color="black", linestyle="--", linewidth=1, label=f"target ({target_acc:.4f})")
-    for ax, title in zip(axes, ("student test accuracy", "agreement with the target")):
+    for ax, title in zip(axes, ("student accuracy", "agreement with the target")):
         ax.set_xscale("log")
         ax.set_xlabel("queries to the black-box API")
-        ax.set_title(title)
+        ax.set_title(title + (f" (mean of {seeds} seeds, 95% CI)" if seeds > 1 else ""))
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("accuracy on MNIST test 0-4,999")
+    axes[0].set_ylabel("accuracy on the evaluation set")
     axes[0].legend(loc="lower right")
     fig.suptitle("Model stealing by distillation: LeNet5 student of a LeNet5 target")
     fig.tight_layout()
