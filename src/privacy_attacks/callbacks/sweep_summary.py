@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from scipy import stats
+
+from privacy_attacks.statistics import mean_ci95
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -125,19 +125,6 @@ def has_seed_repeats(rows: list[Row], override_keys: list[str]) -> bool:
         return False
     groups = _seed_groups(rows, _setting_keys(override_keys))
     return any(len({_hashable(r.get("seed")) for r in group}) > 1 for group in groups)
-
-
-def mean_ci95(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval, ``t(0.975, n-1) * s / sqrt(n)`` with ``s``
-    the sample standard deviation (ddof=1). ``(nan, nan)`` for no value, ci95 ``nan`` for one."""
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    if n == 0:
-        return math.nan, math.nan
-    mean = float(x.mean())
-    if n == 1:
-        return mean, math.nan
-    return mean, float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
 
 
 def seed_summary(rows: list[Row], override_keys: list[str]) -> list[Row]:

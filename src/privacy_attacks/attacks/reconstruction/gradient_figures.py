@@ -3,6 +3,7 @@ quality (PSNR, SSIM) versus the swept layer or batch size (the ``summary.figure`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
+
+from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 
 def originals_figure(path: Path, originals: Tensor, reconstructions: Tensor, titles: Sequence[str], title: str = "") -> Path:
@@ -46,7 +49,8 @@ def quality_figure(
 ) -> Path:
     """``quality.png`` of a sweep: each metric against the swept key ``x``, one line per value of ``group``.
 
-    ``x`` may be numeric (batch size, log scale) or categorical (layer, in the order first seen).
+    ``x`` may be numeric (batch size, log scale) or categorical (layer, in the order first seen). Jobs with the
+    same ``group`` and ``x`` (other seeds) are one point, their mean, with the 95% t-interval as an error bar.
     Called by the sweep-summary callback as ``f(sweep_dir=..., rows=...)``; returns the figure's path.
     """
     sweep_dir = Path(sweep_dir)
@@ -58,10 +62,15 @@ def quality_figure(
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name, members in groups.items():
-            members = sorted(members, key=lambda r: r.get(x) if numeric else categories.index(r.get(x)))
-            xs = [r.get(x) if numeric else categories.index(r.get(x)) for r in members]
-            ys = [r.get(metric) for r in members]
-            ax.plot(xs, ys, marker="o", label=f"{group}={name}" if group else None)
+            values: dict[Any, list[float]] = {}
+            for r in members:
+                if isinstance(r.get(metric), (int, float)):
+                    values.setdefault(r.get(x), []).append(r[metric])
+            keys = sorted(values, key=lambda v: v if numeric else categories.index(v))
+            xs = [v if numeric else categories.index(v) for v in keys]
+            stats = [mean_ci95(values[v]) for v in keys]
+            errors = [0.0 if math.isnan(c) else c for _, c in stats]
+            ax.errorbar(xs, [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=f"{group}={name}" if group else None)
         if numeric:
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(categories), [str(v) for v in sorted(categories)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 # Keys of a job's metrics (everything else in a summary row except `job` is an override).
 METRIC_KEYS = {"student/acc", "student/agreement", "student/kl", "target/acc", "queries/used", "queries/budget", "steps", "fit_time_s"}
@@ -24,18 +27,6 @@ def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
     keys = [k for row in rows for k in row if k not in METRIC_KEYS and k not in ("job", "query_budget", "seed")]
     keys = list(dict.fromkeys(keys))
     return [k for k in keys if len({repr(row.get(k)) for row in rows}) > 1]
-
-
-def _mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval (0 for one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    from scipy.stats import t
-
-    std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    return mean, float(t.ppf(0.975, n - 1)) * std / n**0.5
 
 
 def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: str = "accuracy_vs_queries.png") -> Path:
@@ -57,8 +48,9 @@ def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: s
     for label, points in lines.items():
         queries = sorted(points)
         for column, ax in enumerate(axes):
-            stats = [_mean_ci([p[column] for p in points[q]]) for q in queries]
-            ax.errorbar(queries, [m for m, _ in stats], yerr=[c for _, c in stats], marker="o", capsize=3, label=label)
+            stats = [mean_ci95([p[column] for p in points[q]]) for q in queries]
+            errors = [0.0 if math.isnan(c) else c for _, c in stats]
+            ax.errorbar(queries, [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=label)
     if target_acc is not None:
         axes[0].axhline(target_acc, color="black", linestyle="--", linewidth=1, label=f"target ({target_acc:.4f})")
     for ax, title in zip(axes, ("student accuracy", "agreement with the target")):
