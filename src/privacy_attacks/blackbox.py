@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from privacy_attacks.errors import ConfigError, UserError, require_choice
+from privacy_attacks.errors import UserError, require_choice, require_int
 
 # Floor under probabilities before taking logs (a float32 softmax can underflow to exactly 0).
 PROB_FLOOR = 1e-30
@@ -154,8 +154,7 @@ class RoundedProbabilities(OutputMode):
     name = "rounded"
 
     def __init__(self, decimals: int = 2):
-        if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
-            raise ConfigError(f"api.decimals={decimals!r} is not allowed: it must be an integer >= 0.")
+        require_int(decimals, "api.decimals", minimum=0)
         self.decimals = decimals
 
     def answer(self, logits: Tensor) -> Tensor:
@@ -205,10 +204,9 @@ class BlackBoxAPI:
     __slots__ = ("_answer", "_output", "_budget", "_used", "_calls")
 
     def __init__(self, net: nn.Module, output: str | OutputMode = "probs", budget: int | None = None, batch_size: int = 2000):
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
-            raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ConfigError(f"api.batch_size={batch_size!r} is not allowed: it must be an integer > 0.")
+        if budget is not None:
+            require_int(budget, "query_budget")
+        require_int(batch_size, "api.batch_size")
         mode = output_mode(output)
         net.eval()
         device = next(iter(net.parameters()), torch.empty(0)).device

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
+from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -85,7 +85,7 @@ def split_training_indices(
     pool_size = total - val_size
     if not 0 < val_size < total:
         raise ConfigError(f"data.val_size={val_size!r} is not allowed: it must be between 1 and {total - 1}.")
-    if not isinstance(member_offset, int) or isinstance(member_offset, bool) or not 0 <= member_offset < pool_size:
+    if not is_integer(member_offset) or not 0 <= member_offset < pool_size:
         raise ConfigError(f"member_offset={member_offset!r} is not allowed: it must be an integer in [0, {pool_size}).")
     if members is not None and not 0 < members <= pool_size - member_offset:
         raise ConfigError(

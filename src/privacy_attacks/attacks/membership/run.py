@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
-from privacy_attacks.errors import ConfigError, UserError, require_choice
+from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
@@ -59,13 +59,11 @@ def validate(cfg: DictConfig, total: int = 60_000) -> None:
     attack = build_attack(cfg)
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
-    if not isinstance(cfg.shadow_train_size, int) or cfg.shadow_train_size <= 0:
-        raise ConfigError(f"shadow_train_size={cfg.shadow_train_size!r} is not allowed: it must be an integer > 0.")
+    require_int(cfg.shadow_train_size, "shadow_train_size")
     sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
     attack.check_sizes(*sizes)
     budget = cfg.query_budget
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
-        raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0 or null (no limit).")
+    require_int(budget, "query_budget", null_means="no limit")
     needed = attack.queries_needed(*sizes)
     if budget is not None and budget < needed:
         raise ConfigError(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.errors import ConfigError, is_integer, require_choice
 from privacy_attacks.seeding import derive_seed, generator
 
 from .base import AttackContext, AttackOutput
@@ -26,7 +26,7 @@ from .shadows import ShadowModels, balanced_in_masks, provision_shadow_models, s
 
 def check_shadow_count(num_shadows: int) -> None:
     """:class:`ConfigError` unless ``num_shadows`` is an even integer >= 2 (IN/OUT pairs)."""
-    if not isinstance(num_shadows, int) or isinstance(num_shadows, bool) or num_shadows < 2 or num_shadows % 2:
+    if not is_integer(num_shadows) or num_shadows < 2 or num_shadows % 2:
         raise ConfigError(f"num_shadows={num_shadows!r} is not allowed: it must be an even integer >= 2 (IN/OUT pairs).")
 
 

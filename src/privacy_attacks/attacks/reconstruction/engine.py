@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.attacks.reconstruction.inits import NoiseInit
 from privacy_attacks.attacks.reconstruction.priors import Prior
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import require_int, require_positive
 from privacy_attacks.seeding import generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -231,11 +231,10 @@ def fit_reconstruction(
 
 def validate_engine_settings(steps: Any, restarts: Any, lr: Any | None = None) -> None:
     """ConfigError unless ``steps`` and ``restarts`` are positive integers (and ``lr`` > 0)."""
-    for key, value in (("steps", steps), ("restarts", restarts)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-        raise ConfigError(f"lr={lr!r} is not allowed: it must be a number > 0.")
+    require_int(steps, "steps")
+    require_int(restarts, "restarts")
+    if lr is not None:
+        require_positive(lr, "lr")
 
 
 def engine_from_config(

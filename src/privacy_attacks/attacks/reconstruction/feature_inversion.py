@@ -34,7 +34,7 @@ from privacy_attacks.attacks.reconstruction.gradient_inversion import PRIVATE_SE
 from privacy_attacks.attacks.reconstruction.inversion_network import provision_inversion_network
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
@@ -57,10 +57,8 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.init, cfg.inits, "init")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
     for key in ("num_images", "private_pool"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
-            raise ConfigError(f"{key}={cfg[key]!r} is not allowed: it must be an integer > 0.")
-    if not isinstance(cfg.private_seed, int) or isinstance(cfg.private_seed, bool):
-        raise ConfigError(f"private_seed={cfg.private_seed!r} is not allowed: it must be an integer.")
+        require_int(cfg[key], key)
+    require_int(cfg.private_seed, "private_seed", minimum=None)
     if cfg.num_images > cfg.private_pool:
         raise ConfigError(f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool}).")
     for key in ("tv_lambda", "l2_lambda", "anchor_lambda", "jitter", "blur_sigma"):
@@ -68,8 +66,7 @@ def validate(cfg: DictConfig) -> None:
     if uses_inversion_network(cfg):
         settings = cfg.inversion_network
         for key in ("train_images", "epochs", "batch_size", "width"):
-            if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] <= 0:
-                raise ConfigError(f"inversion_network.{key}={settings[key]!r} is not allowed: it must be an integer > 0.")
+            require_int(settings[key], f"inversion_network.{key}")
         available = 60_000 - cfg.data.val_size
         if settings.train_images > available:
             raise ConfigError(
@@ -77,8 +74,7 @@ def validate(cfg: DictConfig) -> None:
                 f"images outside the validation split (data.val_size={cfg.data.val_size})."
             )
         require_positive(settings.lr, "inversion_network.lr")
-        if not isinstance(settings.seed, int) or isinstance(settings.seed, bool):
-            raise ConfigError(f"inversion_network.seed={settings.seed!r} is not allowed: it must be an integer.")
+        require_int(settings.seed, "inversion_network.seed", minimum=None)
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 

@@ -40,7 +40,7 @@ from privacy_attacks.attacks.reconstruction.gradient_labels import recover_label
 from privacy_attacks.attacks.reconstruction.gradient_matching import GradientMatching
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, generator, seeded
 from privacy_attacks.targets import Target, provision_classifier
@@ -52,11 +52,6 @@ MODEL_STATES = ("init", "trained")
 PRIVATE_SETS = ("report", "tune")
 
 
-def _positive_int(value: Any, key: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
-
-
 def validate(cfg: DictConfig) -> None:
     """ConfigError for an unknown method / shared model / state / optimizer / init, a batch larger than
     the private pool, or bad steps, before any work."""
@@ -66,10 +61,9 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     require_choice(cfg.init, cfg.inits, "init")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
-    if not isinstance(cfg.private_seed, int) or isinstance(cfg.private_seed, bool):
-        raise ConfigError(f"private_seed={cfg.private_seed!r} is not allowed: it must be an integer.")
+    require_int(cfg.private_seed, "private_seed", minimum=None)
     for key in ("batch_size", "num_batches", "private_pool"):
-        _positive_int(cfg[key], key)
+        require_int(cfg[key], key)
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool}).")
     if cfg.batch_size * cfg.num_batches > cfg.private_pool:

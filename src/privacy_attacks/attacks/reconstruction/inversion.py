@@ -28,7 +28,7 @@ from privacy_attacks.attacks.reconstruction.figures import reconstruction_figure
 from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity, nearest_ssim
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
 
@@ -44,8 +44,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
         require_positive(cfg[key], key, allow_zero=True)
-    if not isinstance(cfg.blur_every, int) or cfg.blur_every <= 0:
-        raise ConfigError(f"blur_every={cfg.blur_every!r} is not allowed: it must be an integer > 0.")
+    require_int(cfg.blur_every, "blur_every")
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 

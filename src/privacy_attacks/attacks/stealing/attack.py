@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
@@ -43,8 +43,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.evaluation, EVALUATION_SETS, "evaluation")
     require_positive(cfg.temperature, "temperature")
     budget = cfg.query_budget
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
+    require_int(budget, "query_budget")
     require_positive(cfg.student.batch_size, "student.batch_size")
     require_positive(cfg.student.shift, "student.shift", allow_zero=True)
     if cfg.student.get("shift_max_budget") is not None:

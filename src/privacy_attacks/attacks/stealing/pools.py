@@ -28,7 +28,7 @@ from torch import Tensor
 
 from privacy_attacks.data import load_mnist
 from privacy_attacks.data.mnist import TRAIN_SIZE, split_training_indices
-from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
+from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
 
 EVALUATION_SIZE = 5000
 MNIST_TEST_SIZE = 10_000
@@ -78,7 +78,7 @@ class QueryPool:
     def check_budget(self, n: int) -> None:
         """:class:`ConfigError` unless 0 < ``n`` <= ``size``."""
         require_positive(n, "query_budget")
-        if not isinstance(n, int) or n > self.size:
+        if not is_integer(n) or n > self.size:
             raise ConfigError(
                 f"query_budget={n!r} is not allowed: the {self.name} query pool holds {self.size} images "
                 f"and each is queried at most once (choose query_budget <= {self.size} or another pool with queries=...)."
