@@ -17,6 +17,7 @@ from privacy_attacks.callbacks.sweep_summary import (
     format_mean_ci,
     seed_summary,
     summarise,
+    varying_overrides,
 )
 
 
@@ -148,3 +149,14 @@ def test_format_mean_ci():
     assert format_mean_ci(0.91142, 0.00311) == "0.9114 ± 0.0031"
     assert format_mean_ci(0.8, float("nan")) == "0.8000"
     assert format_mean_ci(float("nan"), float("nan")) == ""
+
+
+def test_varying_overrides_lists_differing_overrides_in_order():
+    rows = [
+        {"job": "0", "loss": "kl", "seed": 0, "logger": "none", "steps": 10, "student/acc": 0.9},
+        {"job": "1", "loss": "mse", "seed": 1, "logger": "none", "steps": 20, "student/acc": 0.8},
+        {"job": "2", "loss": "mse", "seed": 1, "logger": "none", "steps": 20, "student/acc": 0.7, "temperature": 2},
+    ]
+    assert varying_overrides(rows) == ["loss", "seed", "steps", "temperature"]
+    assert varying_overrides(rows, ignore={"seed", "steps"}) == ["loss", "temperature"]
+    assert varying_overrides(rows[:1]) == []

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,16 @@ def _is_number(value: Any) -> bool:
 
 def _hashable(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def varying_overrides(rows: list[Row], ignore: Iterable[str] = ()) -> list[str]:
+    """Override columns of ``rows`` whose value differs between rows, in order of first appearance: what
+    tells a figure's lines apart. Left out: ``job``, metric names (they hold a ``/``) and ``ignore``."""
+    ignored = {"job", *ignore}
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k not in ignored and "/" not in k]
+    return [k for k in keys if len({_hashable(row.get(k)) for row in rows}) > 1]
 
 
 def _seed_groups(rows: list[Row], setting_keys: list[str]) -> list[list[Row]]:
