@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import socket
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -97,6 +98,16 @@ def split_training_indices(
     pool = order[val_size:]
     end = pool_size if members is None else member_offset + members
     return {"val": order[:val_size], "train": pool[member_offset:end], "nonmember": torch.cat([pool[:member_offset], pool[end:]])}
+
+
+def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
+    """The training images and labels a classifier recipe trains on: its ``members`` images of the training
+    pool from ``member_offset`` (all of the pool without ``members``), under the data config's split."""
+    images, labels = load_mnist(data.root, train=True, download=data.download)
+    index = split_training_indices(
+        data.val_size, data.split_seed, recipe.get("members"), len(labels), recipe.get("member_offset", 0)
+    )["train"]
+    return images[index], labels[index]
 
 
 class TensorBatches:

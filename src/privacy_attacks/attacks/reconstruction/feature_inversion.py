@@ -32,8 +32,8 @@ from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatch
 from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import PRIVATE_SETS, private_pool
 from privacy_attacks.attacks.reconstruction.inversion_network import provision_inversion_network
-from privacy_attacks.attacks.reconstruction.metrics import image_similarity
-from privacy_attacks.data.mnist import load_mnist, split_training_indices
+from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity
+from privacy_attacks.data.mnist import load_mnist, recipe_members, split_training_indices
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
@@ -108,11 +108,8 @@ def build_module(cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tenso
 
 def class_mean_images(cfg: DictConfig, labels: Tensor) -> Tensor:
     """The mean training image of each label's class (the target's members), (N, 1, 28, 28)."""
-    images, targets = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
-    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.get("members"))["train"]
-    images, targets = images[members], targets[members]
-    means = torch.stack([images[targets == c].mean(dim=0) for c in range(int(targets.max()) + 1)])
-    return means[labels]
+    images, targets = recipe_members(cfg.data, cfg.target)
+    return class_means(images, targets, int(targets.max()) + 1)[labels]
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:

@@ -27,7 +27,7 @@ from privacy_attacks.attacks.reconstruction.engine import engine_from_config, Re
 from privacy_attacks.attacks.reconstruction.figures import reconstruction_figure
 from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity, nearest_ssim
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
-from privacy_attacks.data.mnist import load_mnist, split_training_indices
+from privacy_attacks.data.mnist import recipe_members
 from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
@@ -72,9 +72,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     fit_time = time.perf_counter() - start
     images = module.reconstructions()[0].cpu()
 
-    pool, pool_labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
-    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.get("members"))["train"]
-    pool, pool_labels = pool[members], pool_labels[members]
+    pool, pool_labels = recipe_members(cfg.data, cfg.target)
     means = class_means(pool, pool_labels, num_classes)
     metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
     metrics.update(judge_metrics(images, labels, judge.net.cpu()))
