@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from privacy_attacks.attacks.reconstruction.inversion_network import (
 )
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.attacks.reconstruction.priors import GuessDistance
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import CheckpointError, ConfigError
 from privacy_attacks.models import LeNet5
 from tests.conftest import SMALL_TARGET, run_script
 
@@ -120,15 +121,17 @@ def test_feature_inversion_engine_starts_at_the_guess_and_anchors_to_it(compose_
     assert module.priors["anchor"].penalty(module.images.detach()).max() < 0.01
 
 
-def test_an_unusable_cached_network_is_trained_again(tmp_path: Path):
+def test_an_unusable_cached_network_is_a_clear_error(tmp_path: Path):
     net = LeNet5().eval().requires_grad_(False)
     images = torch.rand(64, 1, 28, 28)
     settings = {**SETTINGS, "epochs": 1, "train_images": 64}
     path = inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings)
     path.write_bytes(b"not a checkpoint")
-    decoder = provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
-    assert decoder(net.features(images[:2])["fc1"]).shape == (2, 1, 28, 28)
-    torch.load(path, weights_only=True)  # replaced by a readable checkpoint
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} is corrupt or unreadable.*Delete"):
+        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
+    torch.save({"decode.0.weight": torch.zeros(1)}, path)  # readable, but another decoder's weights
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} does not fit the inversion network.*Delete"):
+        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
 
 
 def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_path: Path, caplog):

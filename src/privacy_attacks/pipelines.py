@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from filelock import FileLock
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from privacy_attacks import cache
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_path, checkpoint_spec, provision_target, save_checkpoint
@@ -46,8 +46,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     )
     write_json(out / "metrics.json", metrics)
     cached = checkpoint_path(cfg.model, cfg.data, cfg.paths.cache_dir, "target")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{cached}.lock"):
+    with cache.locked(cached):
         if not cached.exists():
             save_checkpoint(cached, system.net, checkpoint_spec(cfg.model, cfg.data), metrics)
     log.info("test/acc %.4f; metrics in %s; target cached at %s", metrics["test/acc"], out / "metrics.json", cached)
