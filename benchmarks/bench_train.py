@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from privacy_attacks.data import MNISTDataModule, TensorBatches
-from privacy_attacks.pipelines import CONF_DIR, _instantiate_all
+from privacy_attacks.harness import build_loggers, instantiate_named
+from privacy_attacks.pipelines import CONF_DIR
 from privacy_attacks.training import fit_classifier
 
 
@@ -69,7 +70,7 @@ def main() -> None:
         plain = plain_loop(cfg, torch.device(args.device))
         _, metrics = fit_classifier(
             cfg.model, cfg.data, cfg.trainer, cfg.model.seed,
-            logger=_instantiate_all(cfg.logger), callbacks=_instantiate_all(cfg.callbacks),
+            logger=build_loggers(cfg), callbacks=instantiate_named(cfg.callbacks),
         )
     lightning = metrics["fit_time_s"]
     print(f"train.py (Lightning): val/acc {metrics['val/acc']:.4f}")

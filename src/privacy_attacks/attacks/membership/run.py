@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
+from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
@@ -115,21 +116,14 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
              title=f"{cfg.method}, {cfg.target.members} members")
     torch.save({"scores": output.scores, "membership": split.eval_membership, "predictions": output.predictions,
                 "eval_indices": split.eval_indices}, out / "scores.pt")
-    _log_to_loggers(cfg, metrics)
+    finish_loggers(build_loggers(cfg), hparams(cfg), metrics, scalars=metrics, step=0)
     log.info("mia/auc %.4f, tpr@0.1%%fpr %.4f (%s)", metrics["mia/auc"], metrics["mia/tpr@0.1%fpr"], cfg.method)
     return metrics
 
 
-def _log_to_loggers(cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """TensorBoard (or any configured logger): the run's hparams with its final metrics."""
-    for node in (cfg.get("logger") or {}).values():
-        if node is None or "_target_" not in node:
-            continue
-        logger = instantiate(node)
-        params = {"method": cfg.method, "target.members": cfg.target.members, "eval_members": cfg.eval_members,
-                  "eval_set": cfg.eval_set, "seed": cfg.seed,
-                  "shadow_train_size": cfg.shadow_train_size, "api.output": cfg.api.output,
-                  "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method])}
-        logger.log_metrics(metrics, step=0)
-        logger.log_hyperparams(params, metrics)
-        logger.finalize("success")
+def hparams(cfg: DictConfig) -> dict[str, object]:
+    """The run's hparams as logged with its final metrics (TensorBoard's hparams table)."""
+    return {"method": cfg.method, "target.members": cfg.target.members, "eval_members": cfg.eval_members,
+            "eval_set": cfg.eval_set, "seed": cfg.seed,
+            "shadow_train_size": cfg.shadow_train_size, "api.output": cfg.api.output,
+            "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method])}

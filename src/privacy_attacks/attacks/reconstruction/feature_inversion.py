@@ -23,18 +23,19 @@ import logging
 import time
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
-from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import PRIVATE_SETS, private_pool
 from privacy_attacks.attacks.reconstruction.inversion_network import provision_inversion_network
 from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity
 from privacy_attacks.data.mnist import load_mnist, recipe_members, split_training_indices
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
@@ -121,7 +122,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         features = target.net.features(originals)[cfg.layer]  # what the attacker observes
     guess = inversion_network_guess(cfg, target, features) if uses_inversion_network(cfg) else None
     module = build_module(cfg, target.net, features, guess)
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    loggers = build_loggers(cfg)
     start = time.perf_counter()
     fit_reconstruction(module, cfg.trainer, logger=loggers)
     seconds = time.perf_counter() - start
@@ -144,8 +145,9 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles,
                      f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}")
-    for logger in loggers:
-        log_to_tensorboard(logger, {key: cfg[key] for key in HPARAMS}, originals[:shown], images[:shown], metrics, int(cfg.steps))
+    # The originals above their reconstructions, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
+    finish_loggers(loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info("feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s", cfg.layer,
              metrics["recon/psnr"], metrics["recon/psnr_class_mean"], metrics["recon/ssim"], out)
     return metrics

@@ -12,7 +12,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
@@ -87,17 +86,3 @@ def quality_figure(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def log_to_tensorboard(
-    logger: Any, hparams: dict[str, Any], originals: Tensor, images: Tensor, metrics: dict[str, float], step: int
-) -> None:
-    """The image grid (originals (N,1,28,28) above reconstructions) and ``hparams`` with the final metrics."""
-    from torchvision.utils import make_grid
-
-    experiment = getattr(logger, "experiment", None)
-    if hasattr(experiment, "add_image"):
-        grid = make_grid(torch.cat([originals, images]), nrow=len(images), padding=2, pad_value=1.0)
-        experiment.add_image("recon/reconstructions", grid, global_step=step)
-    logger.log_hyperparams(hparams, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    logger.finalize("success")

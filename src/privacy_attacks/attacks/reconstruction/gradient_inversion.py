@@ -35,12 +35,13 @@ from torch import Tensor, nn
 from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
 from privacy_attacks.attacks.reconstruction.gradient_assignment import best_assignment
 from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
-from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_labels import recover_labels
 from privacy_attacks.attacks.reconstruction.gradient_matching import GradientMatching
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, generator, seeded
 from privacy_attacks.targets import Target, provision_classifier
@@ -171,7 +172,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     out = output_dir(cfg)
     model = shared_model(cfg, target)
     pool, pool_labels = private_pool(cfg)
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    loggers = build_loggers(cfg)
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
@@ -201,8 +202,9 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     title = (f"{cfg.method}, batch {cfg.batch_size}, {cfg.shared_model} ({cfg.model_state}): PSNR {metrics['recon/psnr']:.1f} dB, "
              f"labels {metrics['recon/label_acc']:.0%}")
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
-    for logger in loggers:
-        log_to_tensorboard(logger, {key: cfg[key] for key in HPARAMS}, originals[:shown], images[:shown], metrics, int(cfg.steps))
+    # The originals above their reconstructions, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
+    finish_loggers(loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info("%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, label acc %.2f; %s", cfg.method, cfg.batch_size,
              metrics["recon/psnr"], metrics["recon/psnr_median"], metrics["recon/ssim"], metrics["recon/label_acc"], out)
     return metrics

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -29,6 +28,7 @@ from privacy_attacks.attacks.reconstruction.metrics import class_means, image_si
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
 from privacy_attacks.data.mnist import recipe_members
 from privacy_attacks.errors import require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
 
@@ -65,7 +65,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     num_classes = int(cfg.target.net.num_classes)
     labels = torch.arange(num_classes)
     module = build_module(cfg, target.net, labels)
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    loggers = build_loggers(cfg)
     start = time.perf_counter()
     # About 50 points per loss curve, whatever the number of steps.
     fit_reconstruction(module, cfg.trainer, logger=loggers, log_every_n_steps=max(1, cfg.steps // 50))
@@ -81,8 +81,9 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
     title = f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
-    for logger in loggers:
-        log_to_tensorboard(logger, cfg, images, means, metrics)
+    # The reconstructions above the class means, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
+    finish_loggers(loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info("inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
              metrics["inversion/target_acc"], metrics["inversion/evaluator_acc"], metrics["inversion/report_judge_acc"],
              metrics["inversion/ssim_class_mean"], out)
@@ -127,15 +128,3 @@ def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Mo
         "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),
         "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
     }
-
-
-def log_to_tensorboard(logger: Any, cfg: DictConfig, images: torch.Tensor, means: torch.Tensor, metrics: dict[str, float]) -> None:
-    """The image grid (reconstructions above class means) and hparams with the final metrics."""
-    from torchvision.utils import make_grid
-
-    experiment = getattr(logger, "experiment", None)
-    if hasattr(experiment, "add_image"):
-        grid = make_grid(torch.cat([images, means]), nrow=len(images), padding=2, pad_value=1.0)
-        experiment.add_image("inversion/reconstructions", grid, global_step=int(cfg.steps))
-    logger.log_hyperparams({key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    logger.finalize("success")

@@ -23,12 +23,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
 from privacy_attacks.data.mnist import TensorBatches
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ def provision_inversion_network(
             decoder = InversionNetwork(feature_size, settings["width"])
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
             system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
-            trainer: L.Trainer = instantiate(trainer_cfg, max_epochs=settings["epochs"], logger=False, callbacks=[],
-                                             enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
+            trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0)
             batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
                                     shuffle=True, seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31)
             with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.errors import require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
@@ -79,10 +79,6 @@ def student_shift(cfg: DictConfig) -> int:
     return int(cfg.student.shift) if limit is None or cfg.query_budget <= limit else 0
 
 
-def _loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None and "_target_" in node]
-
-
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
@@ -90,7 +86,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     api = BlackBoxAPI(target.net, instantiate(cfg.api.outputs[cfg.api.output]), cfg.query_budget, cfg.api.batch_size)
     steps = schedule_steps(cfg)
-    loggers = _loggers(cfg)
+    loggers = build_loggers(cfg)
     log.info("Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
              cfg.student.net._target_, cfg.loss, cfg.query_budget, cfg.queries, cfg.api.output, steps)
     start = time.perf_counter()
@@ -114,10 +110,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     params = {"loss": cfg.loss, "query_budget": cfg.query_budget, "temperature": cfg.temperature, "queries": cfg.queries,
               "api_output": cfg.api.output, "evaluation": cfg.evaluation, "steps": steps, "batch_size": cfg.student.batch_size, "shift": student_shift(cfg),
               "seed": cfg.seed}
-    for logger in loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=steps)
-        logger.log_hyperparams(params, {k: float(v) for k, v in metrics.items()})
-        logger.finalize("success")
+    finish_loggers(loggers, params, {k: float(v) for k, v in metrics.items()},
+                   scalars={f"final/{k}": v for k, v in metrics.items()}, step=steps)
     log.info("student/acc %.4f, student/agreement %.4f, queries/used %d",
              metrics["student/acc"], metrics["student/agreement"], metrics["queries/used"])
     return metrics

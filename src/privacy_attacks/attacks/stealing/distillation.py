@@ -24,12 +24,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
 from privacy_attacks.errors import ConfigError, require_positive
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import seeded
 
 from .losses import LOSSES, DistillationLoss
@@ -143,13 +143,6 @@ def steps_for_budget(budget: int, per_sqrt_query: float, min_steps: int, max_ste
     return int(min(max(round(per_sqrt_query * math.sqrt(budget)), min_steps), max_steps))
 
 
-def default_trainer(**overrides: Any) -> L.Trainer:
-    """A quiet CPU Trainer for :func:`fit_student` when no trainer config is given."""
-    settings = dict(accelerator="cpu", devices=1, deterministic=True, logger=False, enable_checkpointing=False,
-                    enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0)
-    return L.Trainer(**{**settings, **overrides})
-
-
 def fit_student(
     net: nn.Module,
     images: Tensor,
@@ -185,9 +178,9 @@ def fit_student(
     if scheduler is None:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR
     system = StudentDistillation(net, build_loss(loss, temperature), mode, optimizer, scheduler, shift)
-    settings = dict(max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], enable_checkpointing=False,
-                    limit_val_batches=0)
-    trainer = instantiate(trainer_cfg, **settings) if trainer_cfg is not None else default_trainer(**settings)
+    trainer = build_trainer(
+        trainer_cfg, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], limit_val_batches=0
+    )
     batches = ResampledBatches(images, answers, batch_size, steps, seed)
     with seeded(seed, "shifts"):
         trainer.fit(system, train_dataloaders=batches)
