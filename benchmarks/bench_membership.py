@@ -49,7 +49,8 @@ def main() -> None:
             shadows = metrics.get("lira/num_shadows") or metrics.get("shadow/num_models")
             rows.append((method, seconds, metrics["mia/auc"], seconds / shadows if shadows else None, int(shadows or 0)))
             print(f"{method}: {seconds:.1f} s (AUC {metrics['mia/auc']:.4f})", flush=True)
-    print(f"\nMembership attacks on the 1,000-member target (CPU threads: {os.environ.get('OMP_NUM_THREADS', 'default')})\n")
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    print(f"\nMembership attacks on the 1,000-member target (CPU threads: {threads})\n")
     print("| method | wall time (s) | shadow models | s per shadow model | mia/auc |")
     print("|---|---|---|---|---|")
     for method, seconds, auc, per_shadow, count in rows:

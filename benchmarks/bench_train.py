@@ -1,7 +1,7 @@
 """Benchmark: train.py's training (Lightning) against a minimal hand-written PyTorch loop of the same recipe.
 
-Both set up the data and network and train the default LeNet5 recipe (same batch size, optimiser, cosine schedule, epochs, validation
-each epoch) on the same on-device MNIST tensors, in one process, one after the other, and the script
+Both set up the data and network and train the default LeNet5 recipe (same batch size, optimiser, cosine schedule,
+epochs, validation each epoch) on the same on-device MNIST tensors, in one process, one after the other, and the script
 prints both wall times and their ratio (target: <= 1.15 on CPU).
 
     MNIST_ROOT=../shared/data python benchmarks/bench_train.py --epochs 2 [--device cpu|cuda]

@@ -1,4 +1,5 @@
-"""Gradient inversion (DLG, iDLG, IG): client gradient, label recovery, matching objectives, assignment, config, runs."""
+"""Gradient inversion (DLG, iDLG, IG): client gradient, label recovery, matching objectives, assignment, config,
+runs."""
 
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ Example:
 Output modes are small objects (``_target_`` nodes in the attack config) that turn the target's
 logits into the answer (:meth:`OutputMode.answer`) and give attackers two views of an answer:
 :meth:`OutputMode.student_view` (a student's logits mapped into the answer's space, for the
-lecture's MSE loss, compared with :meth:`OutputMode.target_view` of the answers) and :meth:`OutputMode.scores` (logit-form scores whose softmax is the
-answer's class distribution, for KL-type losses).
+lecture's MSE loss, compared with :meth:`OutputMode.target_view` of the answers) and :meth:`OutputMode.scores`
+(logit-form scores whose softmax is the answer's class distribution, for KL-type losses).
 """
 
 from __future__ import annotations
@@ -178,7 +178,8 @@ OUTPUT_MODES: dict[str, Callable[[], OutputMode]] = {
 
 
 def output_mode(name: str | OutputMode, modes: Mapping[str, Callable[[], OutputMode]] | None = None) -> OutputMode:
-    """The output mode called ``name`` (an :class:`OutputMode` passes through); :class:`ConfigError` listing the choices."""
+    """The output mode called ``name`` (an :class:`OutputMode` passes through); :class:`ConfigError` listing the
+    choices."""
     if isinstance(name, OutputMode):
         return name
     modes = OUTPUT_MODES if modes is None else modes

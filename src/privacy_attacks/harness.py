@@ -38,7 +38,7 @@ def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    """The run's loggers: one per ``_target_`` node of ``cfg.logger`` (``logger=tensorboard``), [] for ``logger=none``."""
+    """The run's loggers: one per ``_target_`` node of ``cfg.logger``; none for ``logger=none``."""
     return instantiate_named(cfg.get("logger"))
 
 

@@ -95,7 +95,8 @@ def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
 
 
 def private_pool(cfg: DictConfig) -> tuple[Tensor, Tensor]:
-    """The private images: ``private_pool`` images of the ``private_set`` drawn by ``private_seed``: (P, 1, 28, 28), (P,).
+    """The private images: ``private_pool`` images of the ``private_set`` drawn by ``private_seed``: (P, 1, 28, 28),
+    (P,).
 
     ``private_set=report``: MNIST test images (reported numbers); ``tune``: the validation split of the
     training images (``data.val_size`` drawn by ``data.split_seed``; settings are chosen there).
@@ -199,8 +200,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
                out / "reconstructions.pt")
     shown = min(count, 16)
     titles = [f"{int(y)}→{int(p)} {float(s):.0f}dB" for y, p, s in zip(original_labels[:shown], labels[:shown], scores["psnr"][:shown])]
-    title = (f"{cfg.method}, batch {cfg.batch_size}, {cfg.shared_model} ({cfg.model_state}): PSNR {metrics['recon/psnr']:.1f} dB, "
-             f"labels {metrics['recon/label_acc']:.0%}")
+    title = (f"{cfg.method}, batch {cfg.batch_size}, {cfg.shared_model} ({cfg.model_state}): "
+             f"PSNR {metrics['recon/psnr']:.1f} dB, labels {metrics['recon/label_acc']:.0%}")
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))

@@ -100,7 +100,8 @@ def score(
     pool: torch.Tensor,
     pool_labels: torch.Tensor,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's confidences (K,)."""
+    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's
+    confidences (K,)."""
     num_classes = len(means)
     target_probs = target.eval()(images).softmax(dim=-1)
     evaluator_probs = evaluator.eval()(images).softmax(dim=-1)
@@ -122,7 +123,8 @@ def score(
 @torch.no_grad()
 def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
     """The reporting judge's view of reconstructions (K, 1, 28, 28) for ``labels`` (K,): ``inversion/report_judge_acc``
-    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the class)."""
+    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the
+    class)."""
     probs = judge.eval()(images).softmax(dim=-1)
     return {
         "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),

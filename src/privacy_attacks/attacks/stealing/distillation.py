@@ -135,7 +135,8 @@ def build_loss(loss: str | DistillationLoss, temperature: float = 1.0) -> Distil
 
 
 def steps_for_budget(budget: int, per_sqrt_query: float, min_steps: int, max_steps: int) -> int:
-    """Optimisation steps for ``budget`` cached answers: ``per_sqrt_query * sqrt(budget)``, clamped to [min_steps, max_steps].
+    """Optimisation steps for ``budget`` cached answers: ``per_sqrt_query * sqrt(budget)``, clamped to
+    [min_steps, max_steps].
 
     Growing with the square root gives small budgets many passes over their few images (100 queries:
     hundreds of epochs) and large ones fewer (10,000 queries at batch 128: about 40 epochs).

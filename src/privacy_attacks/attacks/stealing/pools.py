@@ -81,7 +81,8 @@ class QueryPool:
         if not is_integer(n) or n > self.size:
             raise ConfigError(
                 f"query_budget={n!r} is not allowed: the {self.name} query pool holds {self.size} images "
-                f"and each is queried at most once (choose query_budget <= {self.size} or another pool with queries=...)."
+                f"and each is queried at most once "
+                f"(choose query_budget <= {self.size} or another pool with queries=...)."
             )
 
 
