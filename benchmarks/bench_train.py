@@ -63,14 +63,26 @@ def main() -> None:
     args = parser.parse_args()
     trainer = "gpu" if args.device == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", [f"model.max_epochs={args.epochs}", f"trainer={trainer}", f"paths.output_dir={out}",
-                                "paths.cache_dir=" + out, "+trainer.enable_progress_bar=false"])
+        cfg = compose(
+            "train",
+            [
+                f"model.max_epochs={args.epochs}",
+                f"trainer={trainer}",
+                f"paths.output_dir={out}",
+                "paths.cache_dir=" + out,
+                "+trainer.enable_progress_bar=false",
+            ],
+        )
         dm = MNISTDataModule(root=cfg.data.root, download=cfg.data.download)
         dm.prepare_data()  # decode the IDX files once, outside both timings
         plain = plain_loop(cfg, torch.device(args.device))
         _, metrics = fit_classifier(
-            cfg.model, cfg.data, cfg.trainer, cfg.model.seed,
-            logger=build_loggers(cfg), callbacks=instantiate_named(cfg.callbacks),
+            cfg.model,
+            cfg.data,
+            cfg.trainer,
+            cfg.model.seed,
+            logger=build_loggers(cfg),
+            callbacks=instantiate_named(cfg.callbacks),
         )
     lightning = metrics["fit_time_s"]
     print(f"train.py (Lightning): val/acc {metrics['val/acc']:.4f}")

@@ -16,11 +16,16 @@ from privacy_attacks.attacks.reconstruction.inversion_network import inversion_c
 from privacy_attacks.errors import CheckpointError
 from privacy_attacks.targets import checkpoint_path
 
-RECIPE = OmegaConf.create({
-    "net": {"_target_": "privacy_attacks.models.LeNet5", "num_classes": 10},
-    "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001},
-    "max_epochs": 2, "batch_size": 64, "members": 1000, "seed": 0,
-})
+RECIPE = OmegaConf.create(
+    {
+        "net": {"_target_": "privacy_attacks.models.LeNet5", "num_classes": 10},
+        "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.001},
+        "max_epochs": 2,
+        "batch_size": 64,
+        "members": 1000,
+        "seed": 0,
+    }
+)
 DATA = OmegaConf.create({"val_size": 5000, "split_seed": 0, "root": "not part of the key"})
 
 

@@ -34,10 +34,14 @@ class FakeLogger:
 
 
 def test_build_loggers_instantiates_every_target_node(tmp_path: Path):
-    cfg = OmegaConf.create({"logger": {
-        "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "save_dir": str(tmp_path)},
-        "off": None,
-    }})
+    cfg = OmegaConf.create(
+        {
+            "logger": {
+                "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "save_dir": str(tmp_path)},
+                "off": None,
+            }
+        }
+    )
     loggers = build_loggers(cfg)
     assert len(loggers) == 1 and isinstance(loggers[0], TensorBoardLogger)
     assert build_loggers(OmegaConf.create({"logger": None})) == []
@@ -49,7 +53,9 @@ def test_finish_loggers_logs_hparams_with_metrics_then_finalizes():
     finish_loggers([first, second], {"loss": "kl"}, {"acc": 0.5}, scalars={"final/acc": 0.5}, step=7)
     for logger in (first, second):
         assert logger.calls == [
-            ("metrics", {"final/acc": 0.5}, 7), ("hparams", {"loss": "kl"}, {"acc": 0.5}), ("finalize", "success"),
+            ("metrics", {"final/acc": 0.5}, 7),
+            ("hparams", {"loss": "kl"}, {"acc": 0.5}),
+            ("finalize", "success"),
         ]
     only = FakeLogger()
     finish_loggers([only], {"loss": "kl"}, {"acc": 0.5})
@@ -58,13 +64,22 @@ def test_finish_loggers_logs_hparams_with_metrics_then_finalizes():
 
 def test_log_image_grid_puts_each_row_on_its_own_row():
     logger = FakeLogger()
-    log_image_grid([logger, object()], "recon/reconstructions", (torch.zeros(3, 1, 28, 28), torch.ones(3, 1, 28, 28)), 5)
+    log_image_grid(
+        [logger, object()], "recon/reconstructions", (torch.zeros(3, 1, 28, 28), torch.ones(3, 1, 28, 28)), 5
+    )
     assert logger.experiment.images == [("recon/reconstructions", (3, 2 + 2 * 30, 2 + 3 * 30), 5)]
 
 
 def test_build_trainer_is_quiet_unless_the_config_or_the_caller_says_otherwise(tmp_path: Path):
-    config = OmegaConf.create({"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1,
-                               "default_root_dir": str(tmp_path), "enable_model_summary": True})
+    config = OmegaConf.create(
+        {
+            "_target_": "lightning.pytorch.Trainer",
+            "accelerator": "cpu",
+            "devices": 1,
+            "default_root_dir": str(tmp_path),
+            "enable_model_summary": True,
+        }
+    )
     trainer = build_trainer(config, max_epochs=3)
     assert trainer.max_epochs == 3 and trainer.loggers == [] and trainer.checkpoint_callback is None
     assert trainer.num_sanity_val_steps == 0

@@ -204,7 +204,9 @@ class BlackBoxAPI:
 
     __slots__ = ("_answer", "_output", "_budget", "_used", "_calls")
 
-    def __init__(self, net: nn.Module, output: str | OutputMode = "probs", budget: int | None = None, batch_size: int = 2000):
+    def __init__(
+        self, net: nn.Module, output: str | OutputMode = "probs", budget: int | None = None, batch_size: int = 2000
+    ):
         if budget is not None:
             require_int(budget, "query_budget")
         require_int(batch_size, "api.batch_size")
@@ -249,7 +251,9 @@ class BlackBoxAPI:
         when N is more than the budget has left. The answer carries no gradient.
         """
         if not isinstance(x, Tensor) or x.dim() != 4:
-            raise ValueError(f"query expects an image batch of shape (N, 1, 28, 28), got {getattr(x, 'shape', type(x))}.")
+            raise ValueError(
+                f"query expects an image batch of shape (N, 1, 28, 28), got {getattr(x, 'shape', type(x))}."
+            )
         n = len(x)
         if n > self.queries_left:
             raise QueryBudgetExceeded(

@@ -29,7 +29,12 @@ QUIET_TRAINER: dict[str, Any] = {
     "num_sanity_val_steps": 0,
 }
 # Without a trainer config: one CPU device, deterministic, no progress bar.
-DEFAULT_TRAINER: dict[str, Any] = {"accelerator": "cpu", "devices": 1, "deterministic": True, "enable_progress_bar": False}
+DEFAULT_TRAINER: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "deterministic": True,
+    "enable_progress_bar": False,
+}
 
 
 def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:
@@ -73,7 +78,9 @@ def log_image_grid(loggers: Sequence[Any], tag: str, rows: Sequence[Tensor], ste
             experiment.add_image(tag, grid, global_step=step)
 
 
-def build_trainer(config: DictConfig | Mapping[str, Any] | None = None, *, quiet: bool = True, **overrides: Any) -> L.Trainer:
+def build_trainer(
+    config: DictConfig | Mapping[str, Any] | None = None, *, quiet: bool = True, **overrides: Any
+) -> L.Trainer:
     """A Lightning Trainer from a trainer config (``cfg.trainer``, ``conf/trainer/*.yaml``; ``trainer=gpu`` works).
 
     Settings come from, in increasing priority: :data:`QUIET_TRAINER` (unless ``quiet=False``), ``config``,

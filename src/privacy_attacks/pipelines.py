@@ -36,8 +36,13 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     system, metrics = fit_classifier(
-        cfg.model, cfg.data, cfg.trainer, cfg.model.seed,
-        logger=loggers or False, callbacks=instantiate_named(cfg.get("callbacks")), ckpt_path=cfg.get("ckpt_path"),
+        cfg.model,
+        cfg.data,
+        cfg.trainer,
+        cfg.model.seed,
+        logger=loggers or False,
+        callbacks=instantiate_named(cfg.get("callbacks")),
+        ckpt_path=cfg.get("ckpt_path"),
     )
     write_json(out / "metrics.json", metrics)
     cached = checkpoint_path(cfg.model, cfg.data, cfg.paths.cache_dir, "target")

@@ -32,8 +32,9 @@ def validate_recipe(recipe: DictConfig, key: str = "model") -> None:
 
 def build_datamodule(data: DictConfig, recipe: DictConfig) -> MNISTDataModule:
     """The data module of ``data`` with the recipe's batch size and member subset."""
-    return instantiate(data, batch_size=recipe.batch_size, members=recipe.get("members"),
-                       member_offset=recipe.get("member_offset", 0))
+    return instantiate(
+        data, batch_size=recipe.batch_size, members=recipe.get("members"), member_offset=recipe.get("member_offset", 0)
+    )
 
 
 def build_classifier(recipe: DictConfig) -> ImageClassifier:
@@ -66,7 +67,12 @@ def fit_classifier(
     datamodule = build_datamodule(data, recipe)
     system = build_classifier(recipe)
     fitter = build_trainer(
-        trainer, quiet=False, max_epochs=recipe.max_epochs, logger=logger, callbacks=callbacks or [], **trainer_overrides
+        trainer,
+        quiet=False,
+        max_epochs=recipe.max_epochs,
+        logger=logger,
+        callbacks=callbacks or [],
+        **trainer_overrides,
     )
     start = time.perf_counter()
     fitter.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)

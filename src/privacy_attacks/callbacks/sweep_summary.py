@@ -41,7 +41,9 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[Row], list[str]]:
     """
     rows: list[Row] = []
     override_keys: list[str] = []
-    for metrics_file in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+    for metrics_file in sorted(
+        Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)
+    ):
         job_dir = metrics_file.parent
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
@@ -179,8 +181,11 @@ def seed_table(summaries: list[Row], override_keys: list[str], rows: list[Row], 
     settings = _setting_keys(override_keys)
     varying = [k for k in settings if len({str(s.get(k)) for s in summaries}) > 1] or settings
     table_rows = [
-        {**{k: s[k] for k in varying}, "n_seeds": s["n_seeds"],
-         **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown}}
+        {
+            **{k: s[k] for k in varying},
+            "n_seeds": s["n_seeds"],
+            **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown},
+        }
         for s in summaries
     ]
     return markdown_table(table_rows, [*varying, "n_seeds", *shown])
@@ -218,7 +223,9 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    shown = [c for c in columns if not c.endswith("_s")] if summary.get("columns") is None else ["job", *summary.columns]
+    shown = (
+        [c for c in columns if not c.endswith("_s")] if summary.get("columns") is None else ["job", *summary.columns]
+    )
     table = markdown_table(rows, shown)
     text = f"{table}\n"
     metric = summary.get("metric")

@@ -97,7 +97,11 @@ def split_training_indices(
     order = torch.randperm(total, generator=generator)
     pool = order[val_size:]
     end = pool_size if members is None else member_offset + members
-    return {"val": order[:val_size], "train": pool[member_offset:end], "nonmember": torch.cat([pool[:member_offset], pool[end:]])}
+    return {
+        "val": order[:val_size],
+        "train": pool[member_offset:end],
+        "nonmember": torch.cat([pool[:member_offset], pool[end:]]),
+    }
 
 
 def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
@@ -187,7 +191,9 @@ class MNISTDataModule(L.LightningDataModule):
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         images, labels = load_mnist(self.root, train=True, download=self.download)
-        self.indices = split_training_indices(self.val_size, self.split_seed, self.members, len(labels), self.member_offset)
+        self.indices = split_training_indices(
+            self.val_size, self.split_seed, self.members, len(labels), self.member_offset
+        )
         for split in ("train", "val"):
             index = self.indices[split]
             self.tensors[split] = (images[index].to(device), labels[index].to(device))

@@ -27,7 +27,9 @@ class AttackClassifier(L.LightningModule):
     Logs ``attack_train/loss`` and ``attack_train/auc`` (on the attacker's own data).
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, hidden: Sequence[int] = (64,), lr: float = 1e-3, weight_decay: float = 1e-4):
+    def __init__(
+        self, mean: Tensor, std: Tensor, hidden: Sequence[int] = (64,), lr: float = 1e-3, weight_decay: float = 1e-4
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["mean", "std"], logger=False)
         self.register_buffer("mean", mean.clone())
@@ -81,7 +83,12 @@ def fit_attack_classifier(
     with seeded(seed, "attack_classifier"):
         model = AttackClassifier(features.mean(dim=0), std, tuple(hidden), lr, weight_decay)
         trainer = build_trainer(trainer_cfg, max_epochs=epochs, enable_progress_bar=False, limit_val_batches=0)
-        batches = TensorBatches(features, membership, batch_size, shuffle=True,
-                                seed=derive_seed(seed, "attack_classifier", "batches") % 2**31)
+        batches = TensorBatches(
+            features,
+            membership,
+            batch_size,
+            shuffle=True,
+            seed=derive_seed(seed, "attack_classifier", "batches") % 2**31,
+        )
         trainer.fit(model, train_dataloaders=batches)
     return model.cpu()

@@ -98,7 +98,9 @@ def membership_split(
     shuffled_pool = pool[torch.randperm(len(pool), generator=generator)]
     shuffled_members = split["train"][torch.randperm(members, generator=generator)]
     first = 0 if eval_set == "report" else eval_members
-    eval_indices = torch.cat([shuffled_members[first : first + eval_members], shuffled_pool[first : first + eval_members]])
+    eval_indices = torch.cat(
+        [shuffled_members[first : first + eval_members], shuffled_pool[first : first + eval_members]]
+    )
     membership = torch.cat([torch.full((eval_members,), MEMBER), torch.full((eval_members,), NONMEMBER)]).long()
     order = torch.randperm(2 * eval_members, generator=generator)  # no order that tells members apart
     attacker = shuffled_pool[attacker_offset : attacker_offset + attacker_size]

@@ -37,8 +37,15 @@ def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
     if cfg.target.get("members") is None:
         raise ConfigError("attack=membership needs a target with known members: set target.members (e.g. 1000).")
     return membership_split(
-        cfg.data.val_size, cfg.data.split_seed, cfg.target.members, cfg.eval_members,
-        cfg.attacker_size, cfg.attacker_offset, cfg.eval_seed, total, cfg.eval_set,
+        cfg.data.val_size,
+        cfg.data.split_seed,
+        cfg.target.members,
+        cfg.eval_members,
+        cfg.attacker_size,
+        cfg.attacker_offset,
+        cfg.eval_seed,
+        total,
+        cfg.eval_set,
     )
 
 
@@ -88,13 +95,23 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     api = BlackBoxAPI(target.net, output=instantiate(cfg.api.outputs[cfg.api.output]), budget=cfg.query_budget)
     context = AttackContext(
         api=api,
-        eval_images=images[split.eval_indices], eval_labels=labels[split.eval_indices],
-        attacker_images=images[split.attacker], attacker_labels=labels[split.attacker],
-        recipe=cfg.shadow_recipe, train_size=cfg.shadow_train_size, trainer=cfg.trainer,
-        cache_dir=Path(cfg.paths.cache_dir), seed=cfg.seed,
+        eval_images=images[split.eval_indices],
+        eval_labels=labels[split.eval_indices],
+        attacker_images=images[split.attacker],
+        attacker_labels=labels[split.attacker],
+        recipe=cfg.shadow_recipe,
+        train_size=cfg.shadow_train_size,
+        trainer=cfg.trainer,
+        cache_dir=Path(cfg.paths.cache_dir),
+        seed=cfg.seed,
     )
-    log.info("membership: method=%s on %d members + %d non-members (%s set)", cfg.method, cfg.eval_members,
-             cfg.eval_members, cfg.eval_set)
+    log.info(
+        "membership: method=%s on %d members + %d non-members (%s set)",
+        cfg.method,
+        cfg.eval_members,
+        cfg.eval_members,
+        cfg.eval_set,
+    )
     start = time.perf_counter()
     output = attack(context)
     elapsed = time.perf_counter() - start
@@ -104,18 +121,34 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     heldout = split.eval_indices[split.eval_membership == 0]
     test_images, test_labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
     test_acc = _accuracy(target.net, test_images, test_labels)
-    metrics.update({
-        "target/train_acc": train_acc, "target/test_acc": test_acc, "target/gap": train_acc - test_acc,
-        "target/nonmember_acc": _accuracy(target.net, images[heldout], labels[heldout]),
-        "queries/used": float(api.queries_used), "time/attack_s": elapsed, **output.info,
-    })
+    metrics.update(
+        {
+            "target/train_acc": train_acc,
+            "target/test_acc": test_acc,
+            "target/gap": train_acc - test_acc,
+            "target/nonmember_acc": _accuracy(target.net, images[heldout], labels[heldout]),
+            "queries/used": float(api.queries_used),
+            "time/attack_s": elapsed,
+            **output.info,
+        }
+    )
     out = output_dir(cfg)
     fpr, tpr = roc_curve(output.scores, split.eval_membership)
     write_roc_csv(out / "roc.csv", fpr, tpr)
-    plot_roc([(f"{cfg.method} (AUC {metrics['mia/auc']:.3f})", fpr, tpr)], out / "roc.png",
-             title=f"{cfg.method}, {cfg.target.members} members")
-    torch.save({"scores": output.scores, "membership": split.eval_membership, "predictions": output.predictions,
-                "eval_indices": split.eval_indices}, out / "scores.pt")
+    plot_roc(
+        [(f"{cfg.method} (AUC {metrics['mia/auc']:.3f})", fpr, tpr)],
+        out / "roc.png",
+        title=f"{cfg.method}, {cfg.target.members} members",
+    )
+    torch.save(
+        {
+            "scores": output.scores,
+            "membership": split.eval_membership,
+            "predictions": output.predictions,
+            "eval_indices": split.eval_indices,
+        },
+        out / "scores.pt",
+    )
     finish_loggers(build_loggers(cfg), hparams(cfg), metrics, scalars=metrics, step=0)
     log.info("mia/auc %.4f, tpr@0.1%%fpr %.4f (%s)", metrics["mia/auc"], metrics["mia/tpr@0.1%fpr"], cfg.method)
     return metrics
@@ -123,7 +156,13 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
 
 def hparams(cfg: DictConfig) -> dict[str, object]:
     """The run's hparams as logged with its final metrics (TensorBoard's hparams table)."""
-    return {"method": cfg.method, "target.members": cfg.target.members, "eval_members": cfg.eval_members,
-            "eval_set": cfg.eval_set, "seed": cfg.seed,
-            "shadow_train_size": cfg.shadow_train_size, "api.output": cfg.api.output,
-            "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method])}
+    return {
+        "method": cfg.method,
+        "target.members": cfg.target.members,
+        "eval_members": cfg.eval_members,
+        "eval_set": cfg.eval_set,
+        "seed": cfg.seed,
+        "shadow_train_size": cfg.shadow_train_size,
+        "api.output": cfg.api.output,
+        "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method]),
+    }

@@ -60,10 +60,10 @@ class ShadowModels:
     @torch.no_grad()
     def logits(self, images: Tensor, batch_size: int = 2000) -> Tensor:
         """Logits (S, N, C) of every model for images (N, 1, 28, 28)."""
-        forward = torch.vmap(
-            lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None)
-        )
-        parts = [forward(self.params, self.buffers, images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        forward = torch.vmap(lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None))
+        parts = [
+            forward(self.params, self.buffers, images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+        ]
         return torch.cat(parts, dim=1)
 
     def model(self, s: int) -> nn.Module:
@@ -146,7 +146,12 @@ def _digest(tensor: Tensor) -> str:
 
 
 def shadow_cache_path(
-    cache_dir: str | Path, recipe: DictConfig, images: Tensor, labels: Tensor, train_indices: Tensor, seeds: Sequence[int]
+    cache_dir: str | Path,
+    recipe: DictConfig,
+    images: Tensor,
+    labels: Tensor,
+    train_indices: Tensor,
+    seeds: Sequence[int],
 ) -> Path:
     """``<cache_dir>/shadows-<hash>.pt``, keyed by the recipe, the population's content (images and labels),
     each model's training subset and the models' seeds."""
@@ -203,4 +208,3 @@ def subset_indices(in_mask: Tensor) -> Tensor:
     if not bool((counts == counts[0]).all()):
         raise ValueError("every shadow model must train on the same number of images")
     return in_mask.nonzero()[:, 1].view(len(in_mask), -1)
-

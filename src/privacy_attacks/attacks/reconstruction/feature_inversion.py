@@ -27,7 +27,12 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import (
+    ReconstructionModule,
+    engine_from_config,
+    fit_reconstruction,
+    validate_engine_settings,
+)
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
 from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import PRIVATE_SETS, private_pool
@@ -40,8 +45,23 @@ from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 log = logging.getLogger(__name__)
-HPARAMS = ("layer", "num_images", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "anchor_lambda",
-           "jitter", "blur_sigma", "init", "private_set", "private_seed", "seed")
+HPARAMS = (
+    "layer",
+    "num_images",
+    "optimizer",
+    "lr",
+    "steps",
+    "restarts",
+    "tv_lambda",
+    "l2_lambda",
+    "anchor_lambda",
+    "jitter",
+    "blur_sigma",
+    "init",
+    "private_set",
+    "private_seed",
+    "seed",
+)
 
 
 def model_layers(cfg: DictConfig) -> tuple[str, ...]:
@@ -61,7 +81,9 @@ def validate(cfg: DictConfig) -> None:
         require_int(cfg[key], key)
     require_int(cfg.private_seed, "private_seed", minimum=None)
     if cfg.num_images > cfg.private_pool:
-        raise ConfigError(f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool}).")
+        raise ConfigError(
+            f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool})."
+        )
     for key in ("tv_lambda", "l2_lambda", "anchor_lambda", "jitter", "blur_sigma"):
         require_positive(cfg[key], key, allow_zero=True)
     if uses_inversion_network(cfg):
@@ -88,19 +110,28 @@ def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -
     """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder loaded from the cache or
     trained on the first ``inversion_network.train_images`` MNIST training images outside the validation
     split (loaded only then; no private image of either set is among them)."""
+
     def training_images() -> Tensor:
         images = load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
         split = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(images))
         return images[torch.cat([split["train"], split["nonmember"]])]
 
     decoder = provision_inversion_network(
-        target.net, target.checkpoint, cfg.layer, training_images, cfg.inversion_network, cfg.trainer, cfg.paths.cache_dir,
+        target.net,
+        target.checkpoint,
+        cfg.layer,
+        training_images,
+        cfg.inversion_network,
+        cfg.trainer,
+        cfg.paths.cache_dir,
     )
     with torch.no_grad():
         return decoder(features.cpu())
 
 
-def build_module(cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None) -> ReconstructionModule:
+def build_module(
+    cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None
+) -> ReconstructionModule:
     """The engine inverting ``features`` (N, ...), the private images' activations of ``net`` at ``cfg.layer``;
     ``guess`` (N, 1, 28, 28) feeds ``init=network`` and the ``anchor`` prior."""
     node_kwargs = {"anchor": {"guess": guess}, "network": {"guess": guess}} if guess is not None else {}
@@ -143,11 +174,24 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     torch.save({"images": images, "labels": labels, "originals": originals}, out / "reconstructions.pt")
     shown = min(cfg.num_images, 16)
     titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]
-    originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles,
-                     f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}")
+    originals_figure(
+        out / "reconstructions.png",
+        originals[:shown],
+        images[:shown],
+        titles,
+        f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}",
+    )
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
-    finish_loggers(loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    log.info("feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s", cfg.layer,
-             metrics["recon/psnr"], metrics["recon/psnr_class_mean"], metrics["recon/ssim"], out)
+    finish_loggers(
+        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    )
+    log.info(
+        "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s",
+        cfg.layer,
+        metrics["recon/psnr"],
+        metrics["recon/psnr_class_mean"],
+        metrics["recon/ssim"],
+        out,
+    )
     return metrics

@@ -22,7 +22,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import (
+    ReconstructionModule,
+    engine_from_config,
+    fit_reconstruction,
+    validate_engine_settings,
+)
 from privacy_attacks.attacks.reconstruction.figures import reconstruction_figure
 from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity, nearest_ssim
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
@@ -34,7 +39,20 @@ from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 # The swept keys, logged as TensorBoard hparams.
-HPARAMS = ("loss", "init", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "jitter", "blur_sigma", "blur_every", "seed")
+HPARAMS = (
+    "loss",
+    "init",
+    "optimizer",
+    "lr",
+    "steps",
+    "restarts",
+    "tv_lambda",
+    "l2_lambda",
+    "jitter",
+    "blur_sigma",
+    "blur_every",
+    "seed",
+)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -52,7 +70,8 @@ def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) ->
     """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``."""
     objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]))
     return engine_from_config(
-        cfg, objective,
+        cfg,
+        objective,
         log_prefix="inversion",
     )
 
@@ -79,14 +98,23 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     metrics["inversion/fit_time_s"] = fit_time
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
-    title = f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
+    title = (
+        f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
+    )
     reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
     # The reconstructions above the class means, and the swept hparams with the final metrics.
     log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
-    finish_loggers(loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    log.info("inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
-             metrics["inversion/target_acc"], metrics["inversion/evaluator_acc"], metrics["inversion/report_judge_acc"],
-             metrics["inversion/ssim_class_mean"], out)
+    finish_loggers(
+        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    )
+    log.info(
+        "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
+        metrics["inversion/target_acc"],
+        metrics["inversion/evaluator_acc"],
+        metrics["inversion/report_judge_acc"],
+        metrics["inversion/ssim_class_mean"],
+        out,
+    )
     return metrics
 
 

@@ -46,11 +46,18 @@ class InversionNetwork(nn.Module):
         super().__init__()
         self.feature_size, self.width = int(feature_size), int(width)
         self.decode = nn.Sequential(
-            nn.Flatten(), nn.Linear(self.feature_size, width * 7 * 7), nn.ReLU(), nn.Unflatten(1, (width, 7, 7)),
-            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width // 2, 1, 3, padding=1), nn.Sigmoid(),
+            nn.Flatten(),
+            nn.Linear(self.feature_size, width * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (width, 7, 7)),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, 1, 3, padding=1),
+            nn.Sigmoid(),
         )
 
     def forward(self, features: Tensor) -> Tensor:
@@ -128,8 +135,13 @@ def provision_inversion_network(
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
             system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
             trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0)
-            batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
-                                    shuffle=True, seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31)
+            batches = TensorBatches(
+                images,
+                torch.zeros(len(images), dtype=torch.long),
+                settings["batch_size"],
+                shuffle=True,
+                seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31,
+            )
             with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
                 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
                 trainer.fit(system, train_dataloaders=batches)

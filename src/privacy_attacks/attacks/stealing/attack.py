@@ -87,15 +87,30 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     api = BlackBoxAPI(target.net, instantiate(cfg.api.outputs[cfg.api.output]), cfg.query_budget, cfg.api.batch_size)
     steps = schedule_steps(cfg)
     loggers = build_loggers(cfg)
-    log.info("Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
-             cfg.student.net._target_, cfg.loss, cfg.query_budget, cfg.queries, cfg.api.output, steps)
+    log.info(
+        "Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
+        cfg.student.net._target_,
+        cfg.loss,
+        cfg.query_budget,
+        cfg.queries,
+        cfg.api.output,
+        steps,
+    )
     start = time.perf_counter()
     with seeded(cfg.seed, "student"):
         net = instantiate(cfg.student.net)
     student = distil(
-        api, images, net, instantiate(cfg.losses[cfg.loss]), steps, cfg.trainer,
-        optimizer=instantiate(cfg.student.optimizer), scheduler=instantiate(cfg.student.scheduler),
-        batch_size=cfg.student.batch_size, shift=student_shift(cfg), seed=derive_seed(cfg.seed, "student", "fit"),
+        api,
+        images,
+        net,
+        instantiate(cfg.losses[cfg.loss]),
+        steps,
+        cfg.trainer,
+        optimizer=instantiate(cfg.student.optimizer),
+        scheduler=instantiate(cfg.student.scheduler),
+        batch_size=cfg.student.batch_size,
+        shift=student_shift(cfg),
+        seed=derive_seed(cfg.seed, "student", "fit"),
         logger=loggers or False,
     )
     fit_time = time.perf_counter() - start
@@ -103,15 +118,37 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         cfg.data.root, cfg.data.download, cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
     )
     metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
-    metrics.update({"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time})
+    metrics.update(
+        {"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time}
+    )
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
-    torch.save({"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
-               out / "student.pt")
-    params = {"loss": cfg.loss, "query_budget": cfg.query_budget, "temperature": cfg.temperature, "queries": cfg.queries,
-              "api_output": cfg.api.output, "evaluation": cfg.evaluation, "steps": steps, "batch_size": cfg.student.batch_size, "shift": student_shift(cfg),
-              "seed": cfg.seed}
-    finish_loggers(loggers, params, {k: float(v) for k, v in metrics.items()},
-                   scalars={f"final/{k}": v for k, v in metrics.items()}, step=steps)
-    log.info("student/acc %.4f, student/agreement %.4f, queries/used %d",
-             metrics["student/acc"], metrics["student/agreement"], metrics["queries/used"])
+    torch.save(
+        {"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
+        out / "student.pt",
+    )
+    params = {
+        "loss": cfg.loss,
+        "query_budget": cfg.query_budget,
+        "temperature": cfg.temperature,
+        "queries": cfg.queries,
+        "api_output": cfg.api.output,
+        "evaluation": cfg.evaluation,
+        "steps": steps,
+        "batch_size": cfg.student.batch_size,
+        "shift": student_shift(cfg),
+        "seed": cfg.seed,
+    }
+    finish_loggers(
+        loggers,
+        params,
+        {k: float(v) for k, v in metrics.items()},
+        scalars={f"final/{k}": v for k, v in metrics.items()},
+        step=steps,
+    )
+    log.info(
+        "student/acc %.4f, student/agreement %.4f, queries/used %d",
+        metrics["student/acc"],
+        metrics["student/agreement"],
+        metrics["queries/used"],
+    )
     return metrics

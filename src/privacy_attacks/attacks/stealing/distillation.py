@@ -209,7 +209,9 @@ def distil(
 
 
 @torch.no_grad()
-def fidelity_metrics(student: nn.Module, target: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2500) -> dict[str, float]:
+def fidelity_metrics(
+    student: nn.Module, target: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2500
+) -> dict[str, float]:
     """Score a student against the target on labelled evaluation images (not queries: the experimenter's view).
 
     Returns ``student/acc`` (student's accuracy), ``student/agreement`` (fraction where the student's
@@ -230,4 +232,9 @@ def fidelity_metrics(student: nn.Module, target: nn.Module, images: Tensor, labe
         agree += (s_pred == t_pred).sum().item()
         kl_sum += (t_log.exp() * (t_log - s_log)).sum().item()
     n = len(images)
-    return {"student/acc": correct / n, "student/agreement": agree / n, "student/kl": kl_sum / n, "target/acc": target_correct / n}
+    return {
+        "student/acc": correct / n,
+        "student/agreement": agree / n,
+        "student/kl": kl_sum / n,
+        "target/acc": target_correct / n,
+    }

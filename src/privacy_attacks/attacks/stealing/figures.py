@@ -16,7 +16,16 @@ from privacy_attacks.callbacks.sweep_summary import varying_overrides  # noqa: E
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 # Keys of a job's metrics (everything else in a summary row except `job` is an override).
-METRIC_KEYS = {"student/acc", "student/agreement", "student/kl", "target/acc", "queries/used", "queries/budget", "steps", "fit_time_s"}
+METRIC_KEYS = {
+    "student/acc",
+    "student/agreement",
+    "student/kl",
+    "target/acc",
+    "queries/used",
+    "queries/budget",
+    "steps",
+    "fit_time_s",
+}
 
 
 def _line_label(row: dict[str, Any], varying: list[str]) -> str:

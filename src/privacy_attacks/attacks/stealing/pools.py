@@ -110,8 +110,10 @@ class MNISTPool(QueryPool):
     def sources(self) -> dict[str, Tensor]:
         """Which indices of which MNIST file make up the pool, in the pool's order (for tests and docs)."""
         split = split_training_indices(self.val_size, self.split_seed)
-        return {"train": torch.cat([split["train"], split["nonmember"]]).sort().values,
-                "test": torch.arange(EVALUATION_SIZE, MNIST_TEST_SIZE)}
+        return {
+            "train": torch.cat([split["train"], split["nonmember"]]).sort().values,
+            "test": torch.arange(EVALUATION_SIZE, MNIST_TEST_SIZE),
+        }
 
 
 def read_idx_images(path: Path) -> Tensor:
@@ -214,5 +216,3 @@ class NoisePool(QueryPool):
     def take(self, n: int, seed: int = 0) -> Tensor:
         self.check_budget(n)
         return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-
-
