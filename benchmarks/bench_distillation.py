@@ -35,8 +35,8 @@ from hydra.utils import instantiate
 from privacy_attacks.attacks.stealing.attack import schedule_steps, student_shift
 from privacy_attacks.attacks.stealing.distillation import fidelity_metrics, random_shift
 from privacy_attacks.attacks.stealing.pools import evaluation_split
-from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.pipelines import run_attack
+from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import provision_target
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -45,8 +45,12 @@ BUDGETS = (100, 500, 1000, 5000, 10000)
 
 
 def compose_cfg(overrides: list[str], output_dir: str):
-    base = [f"data.root={os.environ.get('MNIST_ROOT', 'data')}", "data.download=false",
-            f"paths.output_dir={output_dir}", "+trainer.enable_progress_bar=false"]
+    base = [
+        f"data.root={os.environ.get('MNIST_ROOT', 'data')}",
+        "data.download=false",
+        f"paths.output_dir={output_dir}",
+        "+trainer.enable_progress_bar=false",
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="attack", overrides=[*base, "attack=distillation", *overrides])
 
@@ -88,15 +92,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated losses (default: mse,kl)")
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)), help="comma-separated query budgets")
-    parser.add_argument("overrides", nargs="*", help="extra config overrides for every job, e.g. schedule.max_steps=500")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra config overrides for every job, e.g. schedule.max_steps=500"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     work = Path(tempfile.mkdtemp(prefix="bench_distillation_"))
-    cfgs = [compose_cfg([f"loss={loss}", f"query_budget={budget}", *args.overrides], str(work / f"{loss}-{budget}"))
-            for loss in args.losses.split(",") for budget in args.budgets.split(",")]
+    cfgs = [
+        compose_cfg([f"loss={loss}", f"query_budget={budget}", *args.overrides], str(work / f"{loss}-{budget}"))
+        for loss in args.losses.split(",")
+        for budget in args.budgets.split(",")
+    ]
     target = provision_target(cfgs[0]).net
     evaluation_split(cfgs[0].data.root)  # load MNIST once, outside the timings (both share the cache)
     hand_written(compose_cfg(["query_budget=100", "schedule.steps=20"], str(work / "warmup")), target)
@@ -111,11 +120,16 @@ def main() -> None:
         reference = hand_written(cfg, target)
         hand = time.perf_counter() - start
         total_framework, total_hand = total_framework + framework, total_hand + hand
-        print(f"| {cfg.loss} | {cfg.query_budget} | {schedule_steps(cfg)} | {framework:.1f} | {hand:.1f} | "
-              f"{metrics['student/agreement']:.4f} | {reference['student/agreement']:.4f} |", flush=True)
+        print(
+            f"| {cfg.loss} | {cfg.query_budget} | {schedule_steps(cfg)} | {framework:.1f} | {hand:.1f} | "
+            f"{metrics['student/agreement']:.4f} | {reference['student/agreement']:.4f} |",
+            flush=True,
+        )
     ratio = total_framework / total_hand if total_hand else math.nan
-    print(f"\n{len(cfgs)} jobs, torch threads {torch.get_num_threads()}: framework {total_framework:.1f} s, "
-          f"hand-written {total_hand:.1f} s, ratio {ratio:.2f} (bar: <= 1.3)")
+    print(
+        f"\n{len(cfgs)} jobs, torch threads {torch.get_num_threads()}: framework {total_framework:.1f} s, "
+        f"hand-written {total_hand:.1f} s, ratio {ratio:.2f} (bar: <= 1.3)"
+    )
 
 
 if __name__ == "__main__":

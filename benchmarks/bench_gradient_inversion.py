@@ -46,12 +46,17 @@ def hand_written(model, gradient, labels, init, soft, distance, optimizer, signe
     weights = [p.detach() for p in model.parameters()]
     best, best_loss = images.detach().clone(), float("inf")
     for _ in range(steps):
+
         def closure():
             nonlocal best, best_loss
             opt.zero_grad()
             leaves = [w.requires_grad_(True) for w in (p.detach() for p in weights)]
             logits = torch.func.functional_call(model, dict(zip(names, leaves)), (images,))
-            loss = F.cross_entropy(logits, labels) if soft is None else -(F.softmax(soft, -1) * F.log_softmax(logits, -1)).sum(-1).mean()
+            loss = (
+                F.cross_entropy(logits, labels)
+                if soft is None
+                else -(F.softmax(soft, -1) * F.log_softmax(logits, -1)).sum(-1).mean()
+            )
             dummy = torch.autograd.grad(loss, leaves, create_graph=True)
             total = distance(list(dummy), gradient) + tv * total_variation(images).sum()
             if total.item() < best_loss:
@@ -88,17 +93,27 @@ def main() -> None:
             engine_times, hand_times = [], []
             for _ in range(args.repeats):
                 torch.manual_seed(1)
-                objective = GradientMatching(model, gradient, batch, distance_cls(), labels=None if optimise_labels else labels)
+                objective = GradientMatching(
+                    model, gradient, batch, distance_cls(), labels=None if optimise_labels else labels
+                )
                 soft = objective.soft_labels.detach()[0] if optimise_labels else None
-                module = ReconstructionModule(objective, priors={"tv": TotalVariation(tv)}, init=UniformInit(),
-                                              optimizer=optimizer, steps=args.steps, signed_gradients=signed,
-                                              clamp_each_step=clamp)
+                module = ReconstructionModule(
+                    objective,
+                    priors={"tv": TotalVariation(tv)},
+                    init=UniformInit(),
+                    optimizer=optimizer,
+                    steps=args.steps,
+                    signed_gradients=signed,
+                    clamp_each_step=clamp,
+                )
                 start = time.perf_counter()
                 fit_reconstruction(module, {"accelerator": "cpu", "devices": 1}, enable_progress_bar=False)
                 module.reconstructions()
                 engine_times.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                hand_written(model, gradient, labels, init, soft, distance_cls(), optimizer, signed, tv, args.steps, clamp)
+                hand_written(
+                    model, gradient, labels, init, soft, distance_cls(), optimizer, signed, tv, args.steps, clamp
+                )
                 hand_times.append(time.perf_counter() - start)
             engine, hand = min(engine_times), min(hand_times)
             print(f"| {method} | {batch} | {engine:.2f} | {hand:.2f} | {engine / hand:.2f} |", flush=True)

@@ -58,8 +58,10 @@ def hand_written(cfg, net: torch.nn.Module) -> torch.Tensor:
             x = jitter.transform(x)  # every image by its own offset
         losses = similarity(net(x), batch_labels)
         if cfg.tv_lambda > 0:
-            tv = ((images[..., :, 1:] - images[..., :, :-1]).pow(2).sum((1, 2, 3))
-                  + (images[..., 1:, :] - images[..., :-1, :]).pow(2).sum((1, 2, 3))) / 784
+            tv = (
+                (images[..., :, 1:] - images[..., :, :-1]).pow(2).sum((1, 2, 3))
+                + (images[..., 1:, :] - images[..., :-1, :]).pow(2).sum((1, 2, 3))
+            ) / 784
             losses = losses + cfg.tv_lambda * tv
         if cfg.l2_lambda > 0:
             losses = losses + cfg.l2_lambda * images.pow(2).flatten(1).mean(1)
@@ -103,8 +105,10 @@ def main() -> None:
         hand_times.append(time.perf_counter() - start)
     engine, hand = statistics.median(engine_times), statistics.median(hand_times)
     cfg = cfgs[0]
-    print(f"3 jobs (tv_lambda={','.join(TV_LAMBDAS)}), {cfg.steps} steps, batch {cfg.restarts * 10}, {cfg.optimizer}, "
-          f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
+    print(
+        f"3 jobs (tv_lambda={','.join(TV_LAMBDAS)}), {cfg.steps} steps, batch {cfg.restarts * 10}, {cfg.optimizer}, "
+        f"torch threads {torch.get_num_threads()}, median of {args.repeats}"
+    )
     print(f"engine (Lightning): {engine:.2f} s   hand-written loop: {hand:.2f} s   ratio {engine / hand:.2f}")
 
 

@@ -33,12 +33,23 @@ def main() -> None:
     parser.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
     args = parser.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as work, initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with (
+        tempfile.TemporaryDirectory() as work,
+        initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"),
+    ):
         for method in args.methods:
-            cfg = compose("attack", overrides=[
-                "attack=membership", f"method={method}", f"num_shadows={args.num_shadows}", "logger=none",
-                f"paths.output_dir={work}/{method}", "+trainer.enable_progress_bar=false", *args.overrides,
-            ])
+            cfg = compose(
+                "attack",
+                overrides=[
+                    "attack=membership",
+                    f"method={method}",
+                    f"num_shadows={args.num_shadows}",
+                    "logger=none",
+                    f"paths.output_dir={work}/{method}",
+                    "+trainer.enable_progress_bar=false",
+                    *args.overrides,
+                ],
+            )
             get_method(cfg.attack.validate)(cfg)
             target = provision_target(cfg)  # cached; not timed
             with open_dict(cfg):
@@ -47,9 +58,12 @@ def main() -> None:
             metrics = get_method(cfg.attack.entry)(cfg, target)
             seconds = time.perf_counter() - start
             shadows = metrics.get("lira/num_shadows") or metrics.get("shadow/num_models")
-            rows.append((method, seconds, metrics["mia/auc"], seconds / shadows if shadows else None, int(shadows or 0)))
+            rows.append(
+                (method, seconds, metrics["mia/auc"], seconds / shadows if shadows else None, int(shadows or 0))
+            )
             print(f"{method}: {seconds:.1f} s (AUC {metrics['mia/auc']:.4f})", flush=True)
-    print(f"\nMembership attacks on the 1,000-member target (CPU threads: {os.environ.get('OMP_NUM_THREADS', 'default')})\n")
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
+    print(f"\nMembership attacks on the 1,000-member target (CPU threads: {threads})\n")
     print("| method | wall time (s) | shadow models | s per shadow model | mia/auc |")
     print("|---|---|---|---|---|")
     for method, seconds, auc, per_shadow, count in rows:

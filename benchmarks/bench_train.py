@@ -1,7 +1,7 @@
 """Benchmark: train.py's training (Lightning) against a minimal hand-written PyTorch loop of the same recipe.
 
-Both set up the data and network and train the default LeNet5 recipe (same batch size, optimiser, cosine schedule, epochs, validation
-each epoch) on the same on-device MNIST tensors, in one process, one after the other, and the script
+Both set up the data and network and train the default LeNet5 recipe (same batch size, optimiser, cosine schedule,
+epochs, validation each epoch) on the same on-device MNIST tensors, in one process, one after the other, and the script
 prints both wall times and their ratio (target: <= 1.15 on CPU).
 
     MNIST_ROOT=../shared/data python benchmarks/bench_train.py --epochs 2 [--device cpu|cuda]
@@ -20,7 +20,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from privacy_attacks.data import MNISTDataModule, TensorBatches
-from privacy_attacks.pipelines import CONF_DIR, _instantiate_all
+from privacy_attacks.harness import build_loggers, instantiate_named
+from privacy_attacks.pipelines import CONF_DIR
 from privacy_attacks.training import fit_classifier
 
 
@@ -62,14 +63,26 @@ def main() -> None:
     args = parser.parse_args()
     trainer = "gpu" if args.device == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", [f"model.max_epochs={args.epochs}", f"trainer={trainer}", f"paths.output_dir={out}",
-                                "paths.cache_dir=" + out, "+trainer.enable_progress_bar=false"])
+        cfg = compose(
+            "train",
+            [
+                f"model.max_epochs={args.epochs}",
+                f"trainer={trainer}",
+                f"paths.output_dir={out}",
+                "paths.cache_dir=" + out,
+                "+trainer.enable_progress_bar=false",
+            ],
+        )
         dm = MNISTDataModule(root=cfg.data.root, download=cfg.data.download)
         dm.prepare_data()  # decode the IDX files once, outside both timings
         plain = plain_loop(cfg, torch.device(args.device))
         _, metrics = fit_classifier(
-            cfg.model, cfg.data, cfg.trainer, cfg.model.seed,
-            logger=_instantiate_all(cfg.logger), callbacks=_instantiate_all(cfg.callbacks),
+            cfg.model,
+            cfg.data,
+            cfg.trainer,
+            cfg.model.seed,
+            logger=build_loggers(cfg),
+            callbacks=instantiate_named(cfg.callbacks),
         )
     lightning = metrics["fit_time_s"]
     print(f"train.py (Lightning): val/acc {metrics['val/acc']:.4f}")

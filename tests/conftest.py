@@ -77,10 +77,14 @@ def compose_train(tmp_path: Path, cache_dir: Path):
 @pytest.fixture
 def compose_attack(tmp_path: Path, cache_dir: Path):
     """``compose_attack(overrides) -> cfg`` for ``conf/attack.yaml`` with a small target and evaluator."""
-    return lambda overrides=(): compose_config("attack", [*SMALL_TARGET, *SMALL_EVALUATOR, *overrides], tmp_path, cache_dir)
+    return lambda overrides=(): compose_config(
+        "attack", [*SMALL_TARGET, *SMALL_EVALUATOR, *overrides], tmp_path, cache_dir
+    )
 
 
-def run_script(script: str, args: list[str], cwd: Path, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, args: list[str], cwd: Path, cache: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``python <ROOT>/<script> <args>`` in ``cwd`` as a user would; returns the completed process."""
     env = {**os.environ, "PRIVACY_ATTACKS_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"}
     if mnist_root():

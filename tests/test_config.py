@@ -51,8 +51,11 @@ def test_an_unknown_group_option_lists_the_options():
 
 @pytest.mark.parametrize(
     "override, key",
-    [("model.max_epochs=0", "model.max_epochs"), ("model.optimizer.lr=-0.1", "model.optimizer.lr"),
-     ("model.batch_size=0", "model.batch_size")],
+    [
+        ("model.max_epochs=0", "model.max_epochs"),
+        ("model.optimizer.lr=-0.1", "model.optimizer.lr"),
+        ("model.batch_size=0", "model.batch_size"),
+    ],
 )
 def test_non_positive_values_stop_before_any_work(compose_train, override, key):
     with pytest.raises(ConfigError, match=key):

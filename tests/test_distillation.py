@@ -14,8 +14,8 @@ from privacy_attacks.attacks.stealing import LOSSES, MNISTPool, NoisePool, disti
 from privacy_attacks.attacks.stealing.distillation import ResampledBatches, random_shift
 from privacy_attacks.attacks.stealing.losses import HintonKL, LectureKL, SoftCrossEntropy, SquaredError
 from privacy_attacks.attacks.stealing.pools import EVALUATION_SIZE, FashionMNISTPool, evaluation_split
-from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.blackbox import BlackBoxAPI, Label, Logits, Probabilities, QueryBudgetExceeded
+from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.errors import ConfigError, DataUnavailableError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
@@ -39,7 +39,13 @@ def test_mse_matches_the_lecture_on_a_hand_computed_example():
     # Logits API: ||f - g||^2 = (2-0)^2 + (1-1)^2 + 0 = 4 and (0.5-1)^2 + (-1-1)^2 + (3-1)^2 = 8.25.
     assert SquaredError()(STUDENT, TEACHER, Logits()).item() == pytest.approx((4 + 8.25) / 2)
     # Probability API: the student's probabilities against the returned probabilities.
-    expected = sum(sum((p - q) ** 2 for p, q in zip(softmax(f), softmax(g))) for f, g in zip(TEACHER.tolist(), STUDENT.tolist())) / 2
+    expected = (
+        sum(
+            sum((p - q) ** 2 for p, q in zip(softmax(f), softmax(g)))
+            for f, g in zip(TEACHER.tolist(), STUDENT.tolist())
+        )
+        / 2
+    )
     assert SquaredError()(STUDENT, TEACHER.softmax(-1), Probabilities()).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -67,7 +73,13 @@ def test_kl_hinton_matches_its_formula():
 
 
 def test_soft_ce_and_hard_match_their_formulas():
-    expected = -sum(sum(p * math.log(q) for p, q in zip(softmax(f), softmax(g))) for f, g in zip(TEACHER.tolist(), STUDENT.tolist())) / 2
+    expected = (
+        -sum(
+            sum(p * math.log(q) for p, q in zip(softmax(f), softmax(g)))
+            for f, g in zip(TEACHER.tolist(), STUDENT.tolist())
+        )
+        / 2
+    )
     assert SoftCrossEntropy()(STUDENT, TEACHER, Logits()).item() == pytest.approx(expected, rel=1e-5)
     labels = TEACHER.argmax(-1)  # [0, 2]
     expected_hard = -(math.log(softmax(STUDENT[0].tolist())[0]) + math.log(softmax(STUDENT[1].tolist())[2])) / 2
@@ -151,11 +163,15 @@ def test_pool_take_is_seeded_prefix_and_budget_is_checked():
 
 def test_missing_fashion_mnist_says_what_to_set(tmp_path):
     pool = FashionMNISTPool(root=str(tmp_path))
-    with pytest.raises(DataUnavailableError, match="dataset-fashion-mnist.*pools.fashion_mnist.root=.*FASHION_MNIST_ROOT="):
+    with pytest.raises(
+        DataUnavailableError, match="dataset-fashion-mnist.*pools.fashion_mnist.root=.*FASHION_MNIST_ROOT="
+    ):
         pool.load()
 
 
-@pytest.mark.skipif(not FashionMNISTPool().available(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FashionMNISTPool().available(), reason="needs Fashion-MNIST (apt-get install dataset-fashion-mnist)"
+)
 def test_fashion_mnist_pool_reads_the_debian_package():
     images = FashionMNISTPool().take(20, seed=0)
     assert images.shape == (20, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
@@ -253,11 +269,16 @@ def test_local_shifts_only_below_the_shift_budget(compose_attack):
 
     assert student_shift(compose_attack(["attack=distillation", "query_budget=1000"])) == 1
     assert student_shift(compose_attack(["attack=distillation", "query_budget=10000"])) == 0
-    assert student_shift(compose_attack(["attack=distillation", "query_budget=10000", "student.shift_max_budget=null"])) == 1
+    assert (
+        student_shift(compose_attack(["attack=distillation", "query_budget=10000", "student.shift_max_budget=null"]))
+        == 1
+    )
 
 
 def test_headline_overrides_compose(compose_attack):
-    cfg = compose_attack(["attack=distillation", "loss=mse", "query_budget=10000", "api.output=rounded", "api.decimals=3"])
+    cfg = compose_attack(
+        ["attack=distillation", "loss=mse", "query_budget=10000", "api.output=rounded", "api.decimals=3"]
+    )
     assert cfg.loss == "mse" and cfg.query_budget == 10000 and cfg.queries == "mnist"
     assert cfg.losses.kl.temperature == cfg.temperature
     assert cfg.api.outputs.rounded.decimals == 3
@@ -319,9 +340,15 @@ def test_tune_evaluation_scores_on_the_validation_split(compose_attack):
 @pytest.mark.mnist
 def test_multirun_subprocess_writes_summary_and_figure(tmp_path, cache_dir):
     args = [
-        "-m", "attack=distillation", "loss=mse,kl", "query_budget=30,60", "schedule.steps=5",
-        *[f"target.{o}" for o in ("max_epochs=2", "members=5000")], "logger=none",
-        "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}/sweep",
+        "-m",
+        "attack=distillation",
+        "loss=mse,kl",
+        "query_budget=30,60",
+        "schedule.steps=5",
+        *[f"target.{o}" for o in ("max_epochs=2", "members=5000")],
+        "logger=none",
+        "+trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path}/sweep",
     ]
     result = run_script("attack.py", args, tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]

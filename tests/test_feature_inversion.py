@@ -65,11 +65,21 @@ def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message
 def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
     result = run_script(
         "attack.py",
-        ["-m", "attack=feature_inversion", "layer=conv1,fc1", "steps=5", "num_images=3", *SMALL_TARGET,
-         "inversion_network.train_images=512", "inversion_network.epochs=1",  # fc1's learned prior, trained small
-         "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"),
-         "+trainer.enable_progress_bar=false"],
-        tmp_path, cache_dir,
+        [
+            "-m",
+            "attack=feature_inversion",
+            "layer=conv1,fc1",
+            "steps=5",
+            "num_images=3",
+            *SMALL_TARGET,
+            "inversion_network.train_images=512",
+            "inversion_network.epochs=1",  # fc1's learned prior, trained small
+            "logger=none",
+            "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+            "+trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+        cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"

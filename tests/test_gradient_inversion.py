@@ -1,4 +1,5 @@
-"""Gradient inversion (DLG, iDLG, IG): client gradient, label recovery, matching objectives, assignment, config, runs."""
+"""Gradient inversion (DLG, iDLG, IG): client gradient, label recovery, matching objectives, assignment, config,
+runs."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from privacy_attacks.attacks.reconstruction import gradient_inversion
 from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.attacks.reconstruction.gradient_assignment import best_assignment
 from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
-from privacy_attacks.attacks.reconstruction import gradient_inversion
 from privacy_attacks.attacks.reconstruction.gradient_inversion import last_linear, validate
 from privacy_attacks.attacks.reconstruction.gradient_labels import recover_labels
 from privacy_attacks.attacks.reconstruction.gradient_matching import CosineDistance, GradientMatching, SquaredL2Distance
@@ -141,7 +142,9 @@ def test_a_client_keeps_the_restart_with_the_lowest_matching_loss(compose_attack
 
 @pytest.mark.mnist
 def test_tune_clients_come_from_the_validation_split_and_report_clients_from_the_test_set(compose_attack):
-    tune = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_set=tune", "private_pool=50"]))[0]
+    tune = gradient_inversion.private_pool(
+        compose_attack(["attack=gradient_inversion", "private_set=tune", "private_pool=50"])
+    )[0]
     report = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_pool=50"]))[0]
     cfg = compose_attack(["attack=gradient_inversion"])
     train_images, _ = load_mnist(cfg.data.root, train=True)
@@ -152,7 +155,9 @@ def test_tune_clients_come_from_the_validation_split_and_report_clients_from_the
         return {img.numpy().tobytes() for img in images}
 
     assert keys(tune) <= keys(validation) and keys(report) <= keys(test_images)
-    again = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_pool=50", "seed=3"]))[0]
+    again = gradient_inversion.private_pool(compose_attack(["attack=gradient_inversion", "private_pool=50", "seed=3"]))[
+        0
+    ]
     assert torch.equal(again, report)  # the attacker's seed does not choose the victims' images
 
 
@@ -185,9 +190,21 @@ def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message
 def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
     result = run_script(
         "attack.py",
-        ["-m", "attack=gradient_inversion", "method=dlg,idlg,ig,ig_lbfgs", "batch_size=1", "num_batches=1", "steps=6", "restarts=1",
-         *SMALL_TARGET, "logger=none", "hydra.sweep.dir=" + str(tmp_path / "sweep"), "+trainer.enable_progress_bar=false"],
-        tmp_path, cache_dir,
+        [
+            "-m",
+            "attack=gradient_inversion",
+            "method=dlg,idlg,ig,ig_lbfgs",
+            "batch_size=1",
+            "num_batches=1",
+            "steps=6",
+            "restarts=1",
+            *SMALL_TARGET,
+            "logger=none",
+            "hydra.sweep.dir=" + str(tmp_path / "sweep"),
+            "+trainer.enable_progress_bar=false",
+        ],
+        tmp_path,
+        cache_dir,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = tmp_path / "sweep"
@@ -205,8 +222,12 @@ def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
 
 
 def test_unknown_method_exits_with_one_clear_line(tmp_path: Path, cache_dir: Path):
-    result = run_script("attack.py", ["attack=gradient_inversion", "method=foo", "logger=none", *SMALL_TARGET,
-                                      f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, cache_dir)
+    result = run_script(
+        "attack.py",
+        ["attack=gradient_inversion", "method=foo", "logger=none", *SMALL_TARGET, f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        cache_dir,
+    )
     assert result.returncode == 2
     assert "method='foo' is not one of the choices: dlg, idlg, ig, ig_lbfgs" in result.stderr
     assert "Traceback" not in result.stderr

@@ -10,17 +10,17 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, run_script
 from privacy_attacks.attacks.reconstruction import ReconstructionModule, fit_reconstruction
 from privacy_attacks.attacks.reconstruction.inits import ConstantInit, NoiseInit
 from privacy_attacks.attacks.reconstruction.inversion import build_module
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion, CrossEntropySimilarity
 from privacy_attacks.attacks.reconstruction.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
+from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
-from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.targets import provision_classifier, provision_target
+from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, run_script
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 LOSSES = ["ce", "prob", "logit", "margin", "mse"]
@@ -35,8 +35,14 @@ def frozen_net() -> torch.nn.Module:
 
 def engine(net, steps=5, restarts=2, similarity=None, init=None, optimizer=None, priors=None):
     objective = ClassInversion(net, torch.arange(10), similarity or CrossEntropySimilarity())
-    priors = {"tv": TotalVariation(1e-2), "l2": PixelEnergy(0.1), "jitter": Jitter(1), "blur": GaussianBlur(0.5, 2)} if priors is None else priors
-    return ReconstructionModule(objective, priors, init or NoiseInit(), optimizer or partial(torch.optim.Adam, lr=0.05), steps, restarts)
+    priors = (
+        {"tv": TotalVariation(1e-2), "l2": PixelEnergy(0.1), "jitter": Jitter(1), "blur": GaussianBlur(0.5, 2)}
+        if priors is None
+        else priors
+    )
+    return ReconstructionModule(
+        objective, priors, init or NoiseInit(), optimizer or partial(torch.optim.Adam, lr=0.05), steps, restarts
+    )
 
 
 def mean_loss(module: ReconstructionModule) -> float:
@@ -82,7 +88,9 @@ def test_best_iterate_is_kept_per_image(frozen_net):
     fit_reconstruction(best_plain, TRAINER)
     images, losses = best_plain.reconstructions()
     with torch.no_grad():
-        recomputed = plain(images) + 1e-2 * TotalVariation(1e-2).penalty(images) + 0.1 * PixelEnergy(0.1).penalty(images)
+        recomputed = (
+            plain(images) + 1e-2 * TotalVariation(1e-2).penalty(images) + 0.1 * PixelEnergy(0.1).penalty(images)
+        )
     assert torch.allclose(losses, recomputed, atol=1e-5)
 
 
@@ -141,7 +149,9 @@ def test_objective_parameters_are_optimised_with_the_images(frozen_net):
 
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_decreases(compose_attack, frozen_net, loss):
-    cfg = compose_attack(["attack=inversion", f"loss={loss}", "init=noise", "steps=6", "restarts=1", "jitter=0", "blur_sigma=0"])
+    cfg = compose_attack(
+        ["attack=inversion", f"loss={loss}", "init=noise", "steps=6", "restarts=1", "jitter=0", "blur_sigma=0"]
+    )
     module = build_module(cfg, frozen_net, torch.arange(10))
     start = mean_loss(module)
     fit_reconstruction(module, TRAINER)
@@ -170,7 +180,11 @@ def test_the_two_judges_differ_in_architecture_seed_and_training_images(compose_
     cfg = compose_attack(["attack=inversion", "evaluator.members=27500", "judge.members=27500"])
     assert cfg.evaluator.net._target_ != cfg.judge.net._target_ and cfg.evaluator.seed != cfg.judge.seed
     images = [
-        set(split_training_indices(cfg.data.val_size, cfg.data.split_seed, r.members, member_offset=r.member_offset)["train"].tolist())
+        set(
+            split_training_indices(cfg.data.val_size, cfg.data.split_seed, r.members, member_offset=r.member_offset)[
+                "train"
+            ].tolist()
+        )
         for r in (cfg.evaluator, cfg.judge)
     ]
     assert len(images[0]) == len(images[1]) == 27_500 and not images[0] & images[1]
@@ -215,7 +229,15 @@ def test_inversion_run_writes_artefacts(compose_attack):
     before = {k: v.clone() for k, v in target.net.state_dict().items()}
     metrics = run_attack(cfg)
     out = Path(cfg.paths.output_dir)
-    for key in ("target_acc", "target_confidence", "evaluator_acc", "ssim_class_mean", "psnr_class_mean", "mse_class_mean", "ssim_nearest_train"):
+    for key in (
+        "target_acc",
+        "target_confidence",
+        "evaluator_acc",
+        "ssim_class_mean",
+        "psnr_class_mean",
+        "mse_class_mean",
+        "ssim_nearest_train",
+    ):
         assert f"inversion/{key}" in metrics
     saved = torch.load(out / "reconstructions.pt", weights_only=True)
     judge = provision_classifier(cfg.judge, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge").net
@@ -234,8 +256,18 @@ def test_inversion_run_writes_artefacts(compose_attack):
 @pytest.mark.slow
 def test_multirun_subprocess_writes_jobs_and_summary(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    args = ["-m", "attack=inversion", "tv_lambda=0,1e-2", "steps=3", "restarts=1", *SMALL_TARGET, *SMALL_EVALUATOR,
-            "data.download=false", "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "attack=inversion",
+        "tv_lambda=0,1e-2",
+        "steps=3",
+        "restarts=1",
+        *SMALL_TARGET,
+        *SMALL_EVALUATOR,
+        "data.download=false",
+        "+trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
     done = run_script("attack.py", args, tmp_path, cache_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     for job in ("0", "1"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,20 @@ from privacy_attacks.attacks.reconstruction.inversion_network import (
 )
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.attacks.reconstruction.priors import GuessDistance
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import CheckpointError, ConfigError
 from privacy_attacks.models import LeNet5
 from tests.conftest import SMALL_TARGET, run_script
 
 SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "width": 16, "seed": 0}
-TRAINER = OmegaConf.create({"_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1,
-                            "enable_progress_bar": False, "enable_model_summary": False})
+TRAINER = OmegaConf.create(
+    {
+        "_target_": "lightning.Trainer",
+        "accelerator": "cpu",
+        "devices": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+)
 
 
 @pytest.mark.parametrize("layer", LeNet5.LAYERS)
@@ -43,18 +51,22 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
     checkpoint = tmp_path / "target-abc.pt"
     features = net.features(images)["conv2"]
     untrained = InversionNetwork(features[0].numel(), SETTINGS["width"])
-    decoder = provision_inversion_network(net, checkpoint, "conv2", lambda: images, {**SETTINGS, "train_images": 256},
-                                          TRAINER, tmp_path)
+    decoder = provision_inversion_network(
+        net, checkpoint, "conv2", lambda: images, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path
+    )
     with torch.no_grad():
         before = (untrained(features) - images).pow(2).mean()
         after = (decoder(features) - images).pow(2).mean()
     assert after < 0.5 * before
     path = inversion_cache_path(tmp_path, checkpoint, "conv2", {**SETTINGS, "train_images": 256})
     assert path.exists()
+
     def no_data():
         raise AssertionError("a cached decoder must not load the training images")
 
-    cached = provision_inversion_network(net, checkpoint, "conv2", no_data, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path)
+    cached = provision_inversion_network(
+        net, checkpoint, "conv2", no_data, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path
+    )
     for a, b in zip(decoder.state_dict().values(), cached.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert inversion_cache_path(tmp_path, checkpoint, "fc1", {**SETTINGS, "train_images": 256}) != path
@@ -83,7 +95,10 @@ def test_guess_init_starts_every_restart_at_the_guess():
     [
         (["anchor_lambda=-1"], "anchor_lambda"),
         (["init=network", "inversion_network.epochs=0"], "inversion_network.epochs"),
-        (["anchor_lambda=1", "inversion_network.train_images=56000"], "55000 MNIST training images outside the validation split"),
+        (
+            ["anchor_lambda=1", "inversion_network.train_images=56000"],
+            "55000 MNIST training images outside the validation split",
+        ),
         (["init=network", "inversion_network.seed=abc"], "inversion_network.seed"),
     ],
 )
@@ -95,14 +110,27 @@ def test_bad_inversion_network_settings_are_refused_before_any_work(compose_atta
 @pytest.mark.slow
 @pytest.mark.mnist
 def test_real_small_run_with_the_learned_prior(tmp_path: Path, cache_dir: Path):
-    args = ["attack=feature_inversion", "layer=conv2", "init=network", "anchor_lambda=1", "steps=5", "num_images=3",
-            "inversion_network.train_images=512", "inversion_network.epochs=1", *SMALL_TARGET, "logger=none",
-            f"hydra.run.dir={tmp_path / 'run'}", "+trainer.enable_progress_bar=false"]
+    args = [
+        "attack=feature_inversion",
+        "layer=conv2",
+        "init=network",
+        "anchor_lambda=1",
+        "steps=5",
+        "num_images=3",
+        "inversion_network.train_images=512",
+        "inversion_network.epochs=1",
+        *SMALL_TARGET,
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "+trainer.enable_progress_bar=false",
+    ]
     result = run_script("attack.py", args, tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     saved = torch.load(tmp_path / "run" / "reconstructions.pt", weights_only=True)
-    assert metrics["recon/psnr"] == pytest.approx(image_similarity(saved["images"], saved["originals"])["psnr"].mean().item(), rel=1e-5)
+    assert metrics["recon/psnr"] == pytest.approx(
+        image_similarity(saved["images"], saved["originals"])["psnr"].mean().item(), rel=1e-5
+    )
     assert metrics["recon/psnr"] != metrics["recon/psnr_network"]  # the optimisation moved away from the guess
     assert list(cache_dir.glob("inversion-*.pt"))
 
@@ -120,15 +148,17 @@ def test_feature_inversion_engine_starts_at_the_guess_and_anchors_to_it(compose_
     assert module.priors["anchor"].penalty(module.images.detach()).max() < 0.01
 
 
-def test_an_unusable_cached_network_is_trained_again(tmp_path: Path):
+def test_an_unusable_cached_network_is_a_clear_error(tmp_path: Path):
     net = LeNet5().eval().requires_grad_(False)
     images = torch.rand(64, 1, 28, 28)
     settings = {**SETTINGS, "epochs": 1, "train_images": 64}
     path = inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings)
     path.write_bytes(b"not a checkpoint")
-    decoder = provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
-    assert decoder(net.features(images[:2])["fc1"]).shape == (2, 1, 28, 28)
-    torch.load(path, weights_only=True)  # replaced by a readable checkpoint
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} is corrupt or unreadable.*Delete"):
+        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
+    torch.save({"decode.0.weight": torch.zeros(1)}, path)  # readable, but another decoder's weights
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} does not fit the inversion network.*Delete"):
+        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
 
 
 def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_path: Path, caplog):

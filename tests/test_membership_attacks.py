@@ -13,10 +13,9 @@ from omegaconf import OmegaConf
 from privacy_attacks.attacks.membership import lira, proxy, shadow
 from privacy_attacks.attacks.membership.base import AttackContext
 from privacy_attacks.attacks.membership.lira import LiRA
-from privacy_attacks.attacks.membership.proxy import ProxyAttack
-from privacy_attacks.attacks.membership.shadow import ShadowAttack
 from privacy_attacks.attacks.membership.metrics import membership_metrics
-from privacy_attacks.attacks.membership.shadow import shadow_seeds
+from privacy_attacks.attacks.membership.proxy import ProxyAttack
+from privacy_attacks.attacks.membership.shadow import ShadowAttack, shadow_seeds
 from privacy_attacks.attacks.membership.shadows import (
     balanced_in_masks,
     provision_shadow_models,
@@ -29,19 +28,28 @@ from privacy_attacks.errors import CheckpointError, ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.seeding import seeded
 
-RECIPE = OmegaConf.create({
-    "net": {"_target_": "privacy_attacks.models.LeNet5"},
-    "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.002},
-    "scheduler": None,
-    "max_epochs": 2,
-    "batch_size": 8,
-    "members": 10,
-    "seed": 0,
-})
-TRAINER = OmegaConf.create({
-    "_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1, "logger": False,
-    "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False,
-})
+RECIPE = OmegaConf.create(
+    {
+        "net": {"_target_": "privacy_attacks.models.LeNet5"},
+        "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.002},
+        "scheduler": None,
+        "max_epochs": 2,
+        "batch_size": 8,
+        "members": 10,
+        "seed": 0,
+    }
+)
+TRAINER = OmegaConf.create(
+    {
+        "_target_": "lightning.pytorch.Trainer",
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+    }
+)
 N_EVAL, N_ATTACKER, TRAIN_SIZE = 20, 40, 10
 
 
@@ -59,9 +67,15 @@ def context(tmp_path) -> AttackContext:
     labels = torch.randint(0, 10, (N_EVAL + N_ATTACKER,), generator=generator)
     return AttackContext(
         api=BlackBoxAPI(_target(), output="probs"),
-        eval_images=images[:N_EVAL], eval_labels=labels[:N_EVAL],
-        attacker_images=images[N_EVAL:], attacker_labels=labels[N_EVAL:],
-        recipe=RECIPE, train_size=TRAIN_SIZE, trainer=TRAINER, cache_dir=tmp_path, seed=0,
+        eval_images=images[:N_EVAL],
+        eval_labels=labels[:N_EVAL],
+        attacker_images=images[N_EVAL:],
+        attacker_labels=labels[N_EVAL:],
+        recipe=RECIPE,
+        train_size=TRAIN_SIZE,
+        trainer=TRAINER,
+        cache_dir=tmp_path,
+        seed=0,
     )
 
 
@@ -140,8 +154,9 @@ def test_shadow_models_are_cached_by_config(context):
     assert all(torch.equal(first.params[k], second.params[k]) for k in first.params)
     _, other_seed_cached = provision_shadow_models(*args, [3, 5], context.cache_dir)
     assert not other_seed_cached
-    _, other_images_cached = provision_shadow_models(RECIPE, context.attacker_images[20:40], *args[2:], [3, 4],
-                                                     context.cache_dir)
+    _, other_images_cached = provision_shadow_models(
+        RECIPE, context.attacker_images[20:40], *args[2:], [3, 4], context.cache_dir
+    )
     assert not other_images_cached  # keyed by the images' content
 
 
@@ -185,8 +200,12 @@ def test_no_attacker_model_starts_from_the_targets_initial_weights(context, monk
 
 
 def _permuted(context, order):
-    return dataclasses.replace(context, eval_images=context.eval_images[order], eval_labels=context.eval_labels[order],
-                               api=BlackBoxAPI(_target(), output="probs"))
+    return dataclasses.replace(
+        context,
+        eval_images=context.eval_images[order],
+        eval_labels=context.eval_labels[order],
+        api=BlackBoxAPI(_target(), output="probs"),
+    )
 
 
 @pytest.mark.parametrize("method", ["loss", "modified_entropy", "shadow", "lira_offline"])
@@ -197,11 +216,17 @@ def test_permuting_the_evaluation_set_permutes_the_scores(method, context):
     torch.testing.assert_close(permuted, scores[order])
     membership = (torch.arange(N_EVAL) % 2).long()
     predictions = torch.zeros(N_EVAL, dtype=torch.long)
-    assert membership_metrics(permuted, membership[order], predictions) == membership_metrics(scores, membership, predictions)
+    assert membership_metrics(permuted, membership[order], predictions) == membership_metrics(
+        scores, membership, predictions
+    )
 
 
 def test_gaussian_log_pdf_matches_scipy():
-    x, mean, std = torch.tensor([0.3, -2.0, 5.0]).double(), torch.tensor([0.0, 1.0, 4.0]).double(), torch.tensor([1.0, 0.5, 3.0]).double()
+    x, mean, std = (
+        torch.tensor([0.3, -2.0, 5.0]).double(),
+        torch.tensor([0.0, 1.0, 4.0]).double(),
+        torch.tensor([1.0, 0.5, 3.0]).double(),
+    )
     expected = scipy.stats.norm.logpdf(x.numpy(), mean.numpy(), std.numpy())
     torch.testing.assert_close(lira.gaussian_log_pdf(x, mean, std), torch.from_numpy(expected))
 

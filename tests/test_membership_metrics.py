@@ -12,7 +12,6 @@ from torchmetrics.classification import BinaryROC
 from privacy_attacks.attacks.membership.data import membership_split
 from privacy_attacks.attacks.membership.metrics import (
     _resampled_aucs,
-    _split as _split_scores,
     allowed_false_positives,
     bootstrap_auc_ci,
     bootstrap_aucs,
@@ -22,6 +21,9 @@ from privacy_attacks.attacks.membership.metrics import (
     operating_points,
     roc_curve,
     tpr_at_fpr_exact,
+)
+from privacy_attacks.attacks.membership.metrics import (
+    _split as _split_scores,
 )
 from privacy_attacks.attacks.membership.scores import (
     SCORES,
@@ -103,8 +105,16 @@ def test_alpha_times_n_not_an_integer_rounds_down():
 
 @pytest.mark.parametrize(
     ("alpha", "n", "allowed"),
-    [(0.001, 1000, 1), (0.001, 999, 0), (0.01, 1000, 10), (0.29, 100, 29), (0.57, 100, 57), (0.001, 1999, 1),
-     (0.0, 1000, 0), (1.0, 7, 7)],
+    [
+        (0.001, 1000, 1),
+        (0.001, 999, 0),
+        (0.01, 1000, 10),
+        (0.29, 100, 29),
+        (0.57, 100, 57),
+        (0.001, 1999, 1),
+        (0.0, 1000, 0),
+        (1.0, 7, 7),
+    ],
 )
 def test_allowed_false_positives_is_an_exact_floor(alpha, n, allowed):
     assert allowed_false_positives(alpha, n) == allowed  # 0.29 * 100 is 28.999999999999996 in floats
@@ -235,8 +245,16 @@ def test_attack_features_shapes():
 
 
 def _split(**overrides):
-    args = dict(val_size=500, split_seed=0, members=1000, eval_members=300, attacker_size=2000,
-                attacker_offset=None, eval_seed=0, total=6000)
+    args = dict(
+        val_size=500,
+        split_seed=0,
+        members=1000,
+        eval_members=300,
+        attacker_size=2000,
+        attacker_offset=None,
+        eval_seed=0,
+        total=6000,
+    )
     return membership_split(**{**args, **overrides})
 
 

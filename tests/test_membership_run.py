@@ -10,15 +10,20 @@ import pytest
 from privacy_attacks.attacks.membership import validate
 from privacy_attacks.attacks.membership.run import build_attack, build_split
 from privacy_attacks.errors import ConfigError
-
 from tests.conftest import run_script
 
 METHODS = ["proxy", "shadow", "loss", "confidence", "entropy", "modified_entropy", "lira", "lira_offline"]
 # A deliberately leaky tiny target: 100 members fitted to 100% (60 epochs), 50 + 50 evaluation images,
 # 4 shadow models: seconds per method, and every method must beat chance on it.
 TINY = [
-    "target.members=100", "target.max_epochs=60", "eval_members=50", "attacker_size=600", "num_shadows=4",
-    "methods.shadow.num_shadows=4", "methods.shadow.epochs=20", "methods.proxy.epochs=20",
+    "target.members=100",
+    "target.max_epochs=60",
+    "eval_members=50",
+    "attacker_size=600",
+    "num_shadows=4",
+    "methods.shadow.num_shadows=4",
+    "methods.shadow.epochs=20",
+    "methods.proxy.epochs=20",
 ]
 
 
@@ -33,10 +38,19 @@ TINY = [
         (["method=lira", "num_shadows=5"], "even"),
         (["target.members=null"], "target.members"),
         (["query_budget=0"], "query_budget=0"),
-        (["target.members=1000", "query_budget=2999"], "at least 3000"),  # proxy: 1,000 + 1,000 (reference) + 1,000 evaluation images
-        (["target.members=1000", "method=loss", "query_budget=1999"], "at least 2000"),  # 1,000 evaluation + 1,000 calibration images
+        (
+            ["target.members=1000", "query_budget=2999"],
+            "at least 3000",
+        ),  # proxy: 1,000 + 1,000 (reference) + 1,000 evaluation images
+        (
+            ["target.members=1000", "method=loss", "query_budget=1999"],
+            "at least 2000",
+        ),  # 1,000 evaluation + 1,000 calibration images
         (["target.members=1000", "method=lira", "query_budget=999"], "at least 1000"),
-        (["target.members=1000", "eval_members=501"], "eval_members <= 500"),  # two disjoint evaluation sets of 1,000 members
+        (
+            ["target.members=1000", "eval_members=501"],
+            "eval_members <= 500",
+        ),  # two disjoint evaluation sets of 1,000 members
         (["eval_set=all"], "report, tune"),
     ],
 )
@@ -51,7 +65,9 @@ def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_atta
     assert cfg.method == "proxy" and cfg.attack.name == "membership"
     cfg = compose_attack(["attack=membership", "target.members=1000"])
     validate(cfg)
-    validate(compose_attack(["attack=membership", "target.members=1000", "query_budget=3000"]))  # exactly what the proxy attack asks
+    validate(
+        compose_attack(["attack=membership", "target.members=1000", "query_budget=3000"])
+    )  # exactly what the proxy attack asks
 
 
 @pytest.mark.parametrize("members", [1000, 10000])
@@ -72,8 +88,16 @@ def test_bad_input_exits_before_any_work(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_every_method_beats_chance_on_a_leaky_target_in_a_real_multirun(tmp_path, cache_dir, compose_attack):
     sweep = tmp_path / "sweep"
-    args = ["-m", "attack=membership", f"method={','.join(METHODS)}", *TINY, "logger=none",
-            "+trainer.enable_progress_bar=false", "data.download=false", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        "attack=membership",
+        f"method={','.join(METHODS)}",
+        *TINY,
+        "logger=none",
+        "+trainer.enable_progress_bar=false",
+        "data.download=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
     result = run_script("attack.py", args, tmp_path, cache_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(sweep / "summary.csv") as handle:

@@ -20,7 +20,9 @@ def test_derived_seeds_are_stable_distinct_per_role_and_never_the_seed_itself():
 def test_generators_follow_their_role():
     a, b = generator(0, "init"), generator(0, "init")
     assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
-    assert not torch.equal(torch.rand(5, generator=generator(0, "init")), torch.rand(5, generator=generator(0, "jitter")))
+    assert not torch.equal(
+        torch.rand(5, generator=generator(0, "init")), torch.rand(5, generator=generator(0, "jitter"))
+    )
 
 
 def test_seeded_blocks_ignore_and_restore_the_global_state():

@@ -17,6 +17,7 @@ from privacy_attacks.callbacks.sweep_summary import (
     format_mean_ci,
     seed_summary,
     summarise,
+    varying_overrides,
 )
 
 
@@ -58,8 +59,16 @@ def test_collect_sweep_records_override_keys(seed_sweep: Path):
     rows, override_keys = collect_sweep(seed_sweep)
     assert override_keys == ["loss", "num_queries", "seed"]
     assert rows == collect_rows(seed_sweep)
-    assert rows[0] == {"job": "0", "loss": "kl", "num_queries": 1000, "seed": 0, "test/acc": 0.90,
-                       "queries/used": 1000, "time/attack_s": 10.0, "note": "x"}
+    assert rows[0] == {
+        "job": "0",
+        "loss": "kl",
+        "num_queries": 1000,
+        "seed": 0,
+        "test/acc": 0.90,
+        "queries/used": 1000,
+        "time/attack_s": 10.0,
+        "note": "x",
+    }
 
 
 def test_seed_summary_means_and_ci(seed_sweep: Path):
@@ -67,9 +76,15 @@ def test_seed_summary_means_and_ci(seed_sweep: Path):
     summaries = seed_summary(rows, override_keys)
     assert [(s["loss"], s["num_queries"]) for s in summaries] == [("kl", 1000), ("ce", 1000)]
     assert list(summaries[0]) == [
-        "loss", "num_queries", "n_seeds",
-        "test/acc/mean", "test/acc/ci95", "queries/used/mean", "queries/used/ci95",
-        "time/attack_s/mean", "time/attack_s/ci95",
+        "loss",
+        "num_queries",
+        "n_seeds",
+        "test/acc/mean",
+        "test/acc/ci95",
+        "queries/used/mean",
+        "queries/used/ci95",
+        "time/attack_s/mean",
+        "time/attack_s/ci95",
     ]
     for summary in summaries:
         values = ACC[summary["loss"]]
@@ -89,9 +104,15 @@ def test_summarise_writes_seed_summary(seed_sweep: Path, capsys):
     assert len(read_csv(seed_sweep / "summary.csv")) == 6
     table = read_csv(seed_sweep / "summary_seeds.csv")
     assert list(table[0]) == [
-        "loss", "num_queries", "n_seeds",
-        "test/acc/mean", "test/acc/ci95", "queries/used/mean", "queries/used/ci95",
-        "time/attack_s/mean", "time/attack_s/ci95",
+        "loss",
+        "num_queries",
+        "n_seeds",
+        "test/acc/mean",
+        "test/acc/ci95",
+        "queries/used/mean",
+        "queries/used/ci95",
+        "time/attack_s/mean",
+        "time/attack_s/ci95",
     ]
     assert [r["loss"] for r in table] == ["kl", "ce"]
     assert [int(r["n_seeds"]) for r in table] == [3, 3]
@@ -116,7 +137,9 @@ def test_seed_table_defaults_to_metrics_not_ending_in_s(seed_sweep: Path, capsys
 
 
 def test_no_seed_override_writes_no_seed_summary(tmp_path: Path):
-    sweep = make_sweep(tmp_path / "sweep", [([f"loss={loss}"], {"test/acc": acc}) for loss, acc in [("kl", 0.9), ("ce", 0.8)]])
+    sweep = make_sweep(
+        tmp_path / "sweep", [([f"loss={loss}"], {"test/acc": acc}) for loss, acc in [("kl", 0.9), ("ce", 0.8)]]
+    )
     rows = summarise(sweep, {"metric": "test/acc"})
     assert [r["loss"] for r in rows] == ["kl", "ce"]
     assert (sweep / "summary.csv").exists()
@@ -148,3 +171,14 @@ def test_format_mean_ci():
     assert format_mean_ci(0.91142, 0.00311) == "0.9114 ± 0.0031"
     assert format_mean_ci(0.8, float("nan")) == "0.8000"
     assert format_mean_ci(float("nan"), float("nan")) == ""
+
+
+def test_varying_overrides_lists_differing_overrides_in_order():
+    rows = [
+        {"job": "0", "loss": "kl", "seed": 0, "logger": "none", "steps": 10, "student/acc": 0.9},
+        {"job": "1", "loss": "mse", "seed": 1, "logger": "none", "steps": 20, "student/acc": 0.8},
+        {"job": "2", "loss": "mse", "seed": 1, "logger": "none", "steps": 20, "student/acc": 0.7, "temperature": 2},
+    ]
+    assert varying_overrides(rows) == ["loss", "seed", "steps", "temperature"]
+    assert varying_overrides(rows, ignore={"seed", "steps"}) == ["loss", "temperature"]
+    assert varying_overrides(rows[:1]) == []

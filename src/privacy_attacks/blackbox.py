@@ -33,8 +33,8 @@ Example:
 Output modes are small objects (``_target_`` nodes in the attack config) that turn the target's
 logits into the answer (:meth:`OutputMode.answer`) and give attackers two views of an answer:
 :meth:`OutputMode.student_view` (a student's logits mapped into the answer's space, for the
-lecture's MSE loss, compared with :meth:`OutputMode.target_view` of the answers) and :meth:`OutputMode.scores` (logit-form scores whose softmax is the
-answer's class distribution, for KL-type losses).
+lecture's MSE loss, compared with :meth:`OutputMode.target_view` of the answers) and :meth:`OutputMode.scores`
+(logit-form scores whose softmax is the answer's class distribution, for KL-type losses).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from privacy_attacks.errors import ConfigError, UserError, require_choice
+from privacy_attacks.errors import UserError, require_choice, require_int
 
 # Floor under probabilities before taking logs (a float32 softmax can underflow to exactly 0).
 PROB_FLOOR = 1e-30
@@ -154,8 +154,7 @@ class RoundedProbabilities(OutputMode):
     name = "rounded"
 
     def __init__(self, decimals: int = 2):
-        if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
-            raise ConfigError(f"api.decimals={decimals!r} is not allowed: it must be an integer >= 0.")
+        require_int(decimals, "api.decimals", minimum=0)
         self.decimals = decimals
 
     def answer(self, logits: Tensor) -> Tensor:
@@ -179,7 +178,8 @@ OUTPUT_MODES: dict[str, Callable[[], OutputMode]] = {
 
 
 def output_mode(name: str | OutputMode, modes: Mapping[str, Callable[[], OutputMode]] | None = None) -> OutputMode:
-    """The output mode called ``name`` (an :class:`OutputMode` passes through); :class:`ConfigError` listing the choices."""
+    """The output mode called ``name`` (an :class:`OutputMode` passes through); :class:`ConfigError` listing the
+    choices."""
     if isinstance(name, OutputMode):
         return name
     modes = OUTPUT_MODES if modes is None else modes
@@ -204,11 +204,12 @@ class BlackBoxAPI:
 
     __slots__ = ("_answer", "_output", "_budget", "_used", "_calls")
 
-    def __init__(self, net: nn.Module, output: str | OutputMode = "probs", budget: int | None = None, batch_size: int = 2000):
-        if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
-            raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ConfigError(f"api.batch_size={batch_size!r} is not allowed: it must be an integer > 0.")
+    def __init__(
+        self, net: nn.Module, output: str | OutputMode = "probs", budget: int | None = None, batch_size: int = 2000
+    ):
+        if budget is not None:
+            require_int(budget, "query_budget")
+        require_int(batch_size, "api.batch_size")
         mode = output_mode(output)
         net.eval()
         device = next(iter(net.parameters()), torch.empty(0)).device
@@ -250,7 +251,9 @@ class BlackBoxAPI:
         when N is more than the budget has left. The answer carries no gradient.
         """
         if not isinstance(x, Tensor) or x.dim() != 4:
-            raise ValueError(f"query expects an image batch of shape (N, 1, 28, 28), got {getattr(x, 'shape', type(x))}.")
+            raise ValueError(
+                f"query expects an image batch of shape (N, 1, 28, 28), got {getattr(x, 'shape', type(x))}."
+            )
         n = len(x)
         if n > self.queries_left:
             raise QueryBudgetExceeded(

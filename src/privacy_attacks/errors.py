@@ -32,6 +32,31 @@ def require_positive(value: Any, key: str, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: it must be a number {bound}.")
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an ``int`` (``True``/``False`` are not integers here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_int(value: Any, key: str, *, minimum: int | None = 1, null_means: str | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer >= ``minimum`` (None: any integer).
+
+    The message reads ``it must be an integer > 0`` for ``minimum=1``, ``... >= m`` for another
+    ``minimum`` and ``... an integer`` without one. ``null_means`` allows ``None`` too, and says
+    what it means (``... or null (no limit)``).
+    """
+    if value is None and null_means is not None:
+        return
+    if is_integer(value) and (minimum is None or value >= minimum):
+        return
+    if minimum is None:
+        rule = "an integer"
+    else:
+        rule = "an integer > 0" if minimum == 1 else f"an integer >= {minimum}"
+    if null_means is not None:
+        rule += f" or null ({null_means})"
+    raise ConfigError(f"{key}={value!r} is not allowed: it must be {rule}.")
+
+
 def require_choice(value: Any, choices: Iterable[Any], key: str) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices`` (listed in the message)."""
     choices = list(choices)

@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import lightning as L
-from filelock import FileLock
-from hydra.utils import get_method, instantiate
+from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
+from privacy_attacks import cache
 from privacy_attacks.errors import ConfigError
+from privacy_attacks.harness import build_loggers, instantiate_named
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_path, checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a named mapping (callbacks, loggers); empty for None."""
-    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
 
 
 def run_train(cfg: DictConfig) -> dict[str, float]:
@@ -37,17 +32,21 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     """
     validate_recipe(cfg.model)
     out = output_dir(cfg)
-    loggers = _instantiate_all(cfg.get("logger"))
+    loggers = build_loggers(cfg)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     system, metrics = fit_classifier(
-        cfg.model, cfg.data, cfg.trainer, cfg.model.seed,
-        logger=loggers or False, callbacks=_instantiate_all(cfg.get("callbacks")), ckpt_path=cfg.get("ckpt_path"),
+        cfg.model,
+        cfg.data,
+        cfg.trainer,
+        cfg.model.seed,
+        logger=loggers or False,
+        callbacks=instantiate_named(cfg.get("callbacks")),
+        ckpt_path=cfg.get("ckpt_path"),
     )
     write_json(out / "metrics.json", metrics)
     cached = checkpoint_path(cfg.model, cfg.data, cfg.paths.cache_dir, "target")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{cached}.lock"):
+    with cache.locked(cached):
         if not cached.exists():
             save_checkpoint(cached, system.net, checkpoint_spec(cfg.model, cfg.data), metrics)
     log.info("test/acc %.4f; metrics in %s; target cached at %s", metrics["test/acc"], out / "metrics.json", cached)

@@ -3,26 +3,21 @@
 A checkpoint is keyed by the recipe (``conf/model/*.yaml``, resolved), the data split and the
 recipe's seed: a target trained on 1,000 members gets its own file beside the default one.
 A missing checkpoint is trained once, under a file lock, even when several multirun jobs
-ask for it at the same moment.
+ask for it at the same moment (:mod:`privacy_attacks.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from privacy_attacks.errors import CheckpointError
-from privacy_attacks.io import atomic_torch_save
+from privacy_attacks import cache
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
@@ -52,33 +47,28 @@ def checkpoint_spec(recipe: DictConfig, data: DictConfig) -> dict[str, Any]:
 
 
 def checkpoint_path(recipe: DictConfig, data: DictConfig, cache_dir: str | Path, name: str = "target") -> Path:
-    """``<cache_dir>/<name>-<12 hex digits of the spec's hash>.pt``."""
-    spec = json.dumps(checkpoint_spec(recipe, data), sort_keys=True)
-    return Path(cache_dir) / f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.pt"
+    """``<cache_dir>/<name>-<12 hex digits of the spec's hash>.pt`` (:func:`privacy_attacks.cache.cache_path`)."""
+    return cache.cache_path(cache_dir, name, checkpoint_spec(recipe, data))
 
 
 def save_checkpoint(path: Path, net: nn.Module, spec: dict[str, Any], metrics: dict[str, float]) -> None:
     """Write a target checkpoint atomically (a half-written file is never seen under ``path``)."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, "spec": spec, "state_dict": state, "metrics": metrics})
+    cache.save(path, {"format": CHECKPOINT_FORMAT, "spec": spec, "state_dict": state, "metrics": metrics})
 
 
 def load_checkpoint(path: Path, recipe: DictConfig, spec: dict[str, Any]) -> Target:
     """Load and freeze a cached classifier; :class:`CheckpointError` naming the file if it is unusable."""
-    advice = f"Delete {path} and it will be retrained."
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file means the same to the user
-        raise CheckpointError(f"Checkpoint {path} is corrupt or unreadable ({type(error).__name__}). {advice}") from error
+    saved = cache.read(path)
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT or "state_dict" not in saved:
-        raise CheckpointError(f"Checkpoint {path} is not a privacy_attacks target checkpoint. {advice}")
+        raise cache.unusable(path, "is not a privacy_attacks target checkpoint")
     if saved.get("spec") != spec:
-        raise CheckpointError(f"Checkpoint {path} was trained with a different config than the one asked for. {advice}")
+        raise cache.unusable(path, "was trained with a different config than the one asked for")
     net: nn.Module = instantiate(recipe.net)
     try:
         net.load_state_dict(saved["state_dict"])
     except RuntimeError as error:
-        raise CheckpointError(f"Checkpoint {path} does not fit the network {recipe.net._target_}. {advice}") from error
+        raise cache.unusable(path, f"does not fit the network {recipe.net._target_}") from error
     net.eval().requires_grad_(False)
     return Target(net=net, checkpoint=path, spec=spec, metrics=dict(saved.get("metrics", {})))
 
@@ -102,14 +92,15 @@ def provision_classifier(
     validate_recipe(recipe, name)
     spec = checkpoint_spec(recipe, data)
     path = checkpoint_path(recipe, data, cache_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
-        if not path.exists():
-            log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
-            system, metrics = fit_classifier(recipe, data, trainer, recipe.seed, enable_checkpointing=False)
-            save_checkpoint(path, system.net, spec, metrics)
-            log.info("Cached %s at %s (test/acc %.4f).", name, path, metrics["test/acc"])
-    return load_checkpoint(path, recipe, spec)
+
+    def train(path: Path) -> Target:
+        log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
+        system, metrics = fit_classifier(recipe, data, trainer, recipe.seed, enable_checkpointing=False)
+        save_checkpoint(path, system.net, spec, metrics)
+        log.info("Cached %s at %s (test/acc %.4f).", name, path, metrics["test/acc"])
+        return load_checkpoint(path, recipe, spec)
+
+    return cache.provision(path, create=train, load=lambda path: load_checkpoint(path, recipe, spec))[0]
 
 
 def provision_target(cfg: DictConfig) -> Target:

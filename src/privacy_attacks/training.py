@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from privacy_attacks.data import MNISTDataModule
 from privacy_attacks.errors import require_positive
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.systems import ImageClassifier
 
 
@@ -31,8 +32,9 @@ def validate_recipe(recipe: DictConfig, key: str = "model") -> None:
 
 def build_datamodule(data: DictConfig, recipe: DictConfig) -> MNISTDataModule:
     """The data module of ``data`` with the recipe's batch size and member subset."""
-    return instantiate(data, batch_size=recipe.batch_size, members=recipe.get("members"),
-                       member_offset=recipe.get("member_offset", 0))
+    return instantiate(
+        data, batch_size=recipe.batch_size, members=recipe.get("members"), member_offset=recipe.get("member_offset", 0)
+    )
 
 
 def build_classifier(recipe: DictConfig) -> ImageClassifier:
@@ -64,8 +66,13 @@ def fit_classifier(
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(data, recipe)
     system = build_classifier(recipe)
-    fitter: L.Trainer = instantiate(
-        trainer, max_epochs=recipe.max_epochs, logger=logger, callbacks=callbacks or [], **trainer_overrides
+    fitter = build_trainer(
+        trainer,
+        quiet=False,
+        max_epochs=recipe.max_epochs,
+        logger=logger,
+        callbacks=callbacks or [],
+        **trainer_overrides,
     )
     start = time.perf_counter()
     fitter.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)

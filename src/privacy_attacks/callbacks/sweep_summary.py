@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[Row], list[str]]:
     """
     rows: list[Row] = []
     override_keys: list[str] = []
-    for metrics_file in sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+    for metrics_file in sorted(
+        Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)
+    ):
         job_dir = metrics_file.parent
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
@@ -97,6 +100,16 @@ def _is_number(value: Any) -> bool:
 
 def _hashable(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def varying_overrides(rows: list[Row], ignore: Iterable[str] = ()) -> list[str]:
+    """Override columns of ``rows`` whose value differs between rows, in order of first appearance: what
+    tells a figure's lines apart. Left out: ``job``, metric names (they hold a ``/``) and ``ignore``."""
+    ignored = {"job", *ignore}
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k not in ignored and "/" not in k]
+    return [k for k in keys if len({_hashable(row.get(k)) for row in rows}) > 1]
 
 
 def _seed_groups(rows: list[Row], setting_keys: list[str]) -> list[list[Row]]:
@@ -168,8 +181,11 @@ def seed_table(summaries: list[Row], override_keys: list[str], rows: list[Row], 
     settings = _setting_keys(override_keys)
     varying = [k for k in settings if len({str(s.get(k)) for s in summaries}) > 1] or settings
     table_rows = [
-        {**{k: s[k] for k in varying}, "n_seeds": s["n_seeds"],
-         **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown}}
+        {
+            **{k: s[k] for k in varying},
+            "n_seeds": s["n_seeds"],
+            **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown},
+        }
         for s in summaries
     ]
     return markdown_table(table_rows, [*varying, "n_seeds", *shown])
@@ -207,7 +223,9 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    shown = [c for c in columns if not c.endswith("_s")] if summary.get("columns") is None else ["job", *summary.columns]
+    shown = (
+        [c for c in columns if not c.endswith("_s")] if summary.get("columns") is None else ["job", *summary.columns]
+    )
     table = markdown_table(rows, shown)
     text = f"{table}\n"
     metric = summary.get("metric")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import socket
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
+from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -85,7 +86,7 @@ def split_training_indices(
     pool_size = total - val_size
     if not 0 < val_size < total:
         raise ConfigError(f"data.val_size={val_size!r} is not allowed: it must be between 1 and {total - 1}.")
-    if not isinstance(member_offset, int) or isinstance(member_offset, bool) or not 0 <= member_offset < pool_size:
+    if not is_integer(member_offset) or not 0 <= member_offset < pool_size:
         raise ConfigError(f"member_offset={member_offset!r} is not allowed: it must be an integer in [0, {pool_size}).")
     if members is not None and not 0 < members <= pool_size - member_offset:
         raise ConfigError(
@@ -96,7 +97,21 @@ def split_training_indices(
     order = torch.randperm(total, generator=generator)
     pool = order[val_size:]
     end = pool_size if members is None else member_offset + members
-    return {"val": order[:val_size], "train": pool[member_offset:end], "nonmember": torch.cat([pool[:member_offset], pool[end:]])}
+    return {
+        "val": order[:val_size],
+        "train": pool[member_offset:end],
+        "nonmember": torch.cat([pool[:member_offset], pool[end:]]),
+    }
+
+
+def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
+    """The training images and labels a classifier recipe trains on: its ``members`` images of the training
+    pool from ``member_offset`` (all of the pool without ``members``), under the data config's split."""
+    images, labels = load_mnist(data.root, train=True, download=data.download)
+    index = split_training_indices(
+        data.val_size, data.split_seed, recipe.get("members"), len(labels), recipe.get("member_offset", 0)
+    )["train"]
+    return images[index], labels[index]
 
 
 class TensorBatches:
@@ -176,7 +191,9 @@ class MNISTDataModule(L.LightningDataModule):
             return
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         images, labels = load_mnist(self.root, train=True, download=self.download)
-        self.indices = split_training_indices(self.val_size, self.split_seed, self.members, len(labels), self.member_offset)
+        self.indices = split_training_indices(
+            self.val_size, self.split_seed, self.members, len(labels), self.member_offset
+        )
         for split in ("train", "val"):
             index = self.indices[split]
             self.tensors[split] = (images[index].to(device), labels[index].to(device))

@@ -25,9 +25,16 @@ class EvaluatorCNN(nn.Module):
 
         self.net = nn.Sequential(
             Normalize(),
-            *block(1, width), *block(width, width), nn.MaxPool2d(2),
-            *block(width, 2 * width), *block(2 * width, 2 * width), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 256), nn.ReLU(), nn.Dropout(dropout),
+            *block(1, width),
+            *block(width, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+            *block(2 * width, 2 * width),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 7 * 7, 256),
+            nn.ReLU(),
+            nn.Dropout(dropout),
             nn.Linear(256, num_classes),
         )
 
@@ -51,8 +58,14 @@ class AllConvNet(nn.Module):
 
         self.net = nn.Sequential(
             Normalize(),
-            *conv(1, width), *conv(width, width, 2), *conv(width, 2 * width), *conv(2 * width, 2 * width, 2),
-            *conv(2 * width, 4 * width), nn.Conv2d(4 * width, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            *conv(1, width),
+            *conv(width, width, 2),
+            *conv(width, 2 * width),
+            *conv(2 * width, 2 * width, 2),
+            *conv(2 * width, 4 * width),
+            nn.Conv2d(4 * width, num_classes, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
 
     def forward(self, x: Tensor) -> Tensor:

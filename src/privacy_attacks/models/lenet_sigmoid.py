@@ -1,4 +1,5 @@
-"""The sigmoid LeNet of Deep Leakage from Gradients (Zhu, Liu & Han, NeurIPS 2019) and iDLG (Zhao, Mopuri & Bilen, 2020).
+"""The sigmoid LeNet of Deep Leakage from Gradients (Zhu, Liu & Han, NeurIPS 2019) and iDLG (Zhao, Mopuri & Bilen,
+2020).
 
 Three 5x5 convolutions of 12 channels with sigmoid activations (strides 2, 2, 1) and one linear
 layer, weights and biases drawn uniformly from [-0.5, 0.5] as in the papers' code: a smooth,

@@ -65,5 +65,12 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         self.acc[f"{stage}_acc"](logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", on_step=False, on_epoch=True, batch_size=len(y))
-        self.log(f"{stage}/acc", self.acc[f"{stage}_acc"], prog_bar=stage != "test", on_step=False, on_epoch=True, batch_size=len(y))
+        self.log(
+            f"{stage}/acc",
+            self.acc[f"{stage}_acc"],
+            prog_bar=stage != "test",
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(y),
+        )
         return loss

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
 from privacy_attacks.data.mnist import TensorBatches
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import derive_seed, seeded
 
 
@@ -27,7 +27,9 @@ class AttackClassifier(L.LightningModule):
     Logs ``attack_train/loss`` and ``attack_train/auc`` (on the attacker's own data).
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, hidden: Sequence[int] = (64,), lr: float = 1e-3, weight_decay: float = 1e-4):
+    def __init__(
+        self, mean: Tensor, std: Tensor, hidden: Sequence[int] = (64,), lr: float = 1e-3, weight_decay: float = 1e-4
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["mean", "std"], logger=False)
         self.register_buffer("mean", mean.clone())
@@ -80,11 +82,13 @@ def fit_attack_classifier(
     std = features.std(dim=0).clamp_min(1e-6)
     with seeded(seed, "attack_classifier"):
         model = AttackClassifier(features.mean(dim=0), std, tuple(hidden), lr, weight_decay)
-        trainer: L.Trainer = instantiate(
-            trainer_cfg, max_epochs=epochs, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        trainer = build_trainer(trainer_cfg, max_epochs=epochs, enable_progress_bar=False, limit_val_batches=0)
+        batches = TensorBatches(
+            features,
+            membership,
+            batch_size,
+            shuffle=True,
+            seed=derive_seed(seed, "attack_classifier", "batches") % 2**31,
         )
-        batches = TensorBatches(features, membership, batch_size, shuffle=True,
-                                seed=derive_seed(seed, "attack_classifier", "batches") % 2**31)
         trainer.fit(model, train_dataloaders=batches)
     return model.cpu()

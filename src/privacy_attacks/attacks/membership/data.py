@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from privacy_attacks.data.mnist import split_training_indices
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import ConfigError, is_integer, require_int
 
 MEMBER, NONMEMBER = 1, 0
 EVAL_SETS = ("report", "tune")
@@ -46,11 +46,6 @@ class MembershipSplit:
     attacker: Tensor
 
 
-def _positive_int(value: object, key: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
-
-
 def membership_split(
     val_size: int,
     split_seed: int,
@@ -69,9 +64,9 @@ def membership_split(
     """
     if eval_set not in EVAL_SETS:
         raise ConfigError(f"eval_set={eval_set!r} is not one of the choices: {', '.join(EVAL_SETS)}.")
-    _positive_int(eval_members, "eval_members")
+    require_int(eval_members, "eval_members")
     if attacker_size is not None:
-        _positive_int(attacker_size, "attacker_size")
+        require_int(attacker_size, "attacker_size")
     split = split_training_indices(val_size, split_seed, members, total)
     pool = split["nonmember"]
     if 2 * eval_members > members:
@@ -81,7 +76,7 @@ def membership_split(
         )
     if attacker_offset is None:
         attacker_offset = 2 * eval_members
-    if not isinstance(attacker_offset, int) or isinstance(attacker_offset, bool) or attacker_offset < 2 * eval_members:
+    if not is_integer(attacker_offset) or attacker_offset < 2 * eval_members:
         raise ConfigError(
             f"attacker_offset={attacker_offset!r} would make the evaluation sets overlap the attacker's data: the "
             f"evaluation non-members are positions 0..{2 * eval_members - 1} of the non-member pool, so "
@@ -103,7 +98,9 @@ def membership_split(
     shuffled_pool = pool[torch.randperm(len(pool), generator=generator)]
     shuffled_members = split["train"][torch.randperm(members, generator=generator)]
     first = 0 if eval_set == "report" else eval_members
-    eval_indices = torch.cat([shuffled_members[first : first + eval_members], shuffled_pool[first : first + eval_members]])
+    eval_indices = torch.cat(
+        [shuffled_members[first : first + eval_members], shuffled_pool[first : first + eval_members]]
+    )
     membership = torch.cat([torch.full((eval_members,), MEMBER), torch.full((eval_members,), NONMEMBER)]).long()
     order = torch.randperm(2 * eval_members, generator=generator)  # no order that tells members apart
     attacker = shuffled_pool[attacker_offset : attacker_offset + attacker_size]

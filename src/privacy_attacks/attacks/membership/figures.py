@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from privacy_attacks.callbacks.sweep_summary import varying_overrides  # noqa: E402
+
 Curve = tuple[str, Tensor, Tensor]  # (label, fpr, tpr)
 
 
@@ -71,17 +73,9 @@ def _job_label(row: dict[str, Any], keys: list[str]) -> str:
     return f"{label} (AUC {auc:.3f})" if isinstance(auc, float) else label
 
 
-def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
-    """Override keys (not metrics) whose value differs between jobs: what tells the curves apart."""
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys and k != "job" and "/" not in k]
-    return [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
-
-
 def sweep_roc_figure(sweep_dir: Path, rows: list[dict[str, Any]], name: str = "roc_sweep.png") -> Path:
     """One ROC curve per finished job of a sweep (from each job's ``roc.csv``), saved as ``sweep_dir/name``."""
-    curves, keys = [], _varying_overrides(rows)
+    curves, keys = [], varying_overrides(rows)
     for row in rows:
         roc = Path(sweep_dir) / str(row["job"]) / "roc.csv"
         if roc.exists():

@@ -78,8 +78,9 @@ class LiRA:
         else:
             needed = 2 * train_size
         if attacker_size < needed:
-            raise ConfigError(f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed.")
-
+            raise ConfigError(
+                f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed."
+            )
 
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
         """Images asked of the target: the evaluation set only (shadow models answer the rest)."""
@@ -95,7 +96,11 @@ class LiRA:
         images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
         labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
         shadows, _ = provision_shadow_models(
-            context.recipe, images, labels, subset_indices(masks), shadow_seeds(context.seed, self.num_shadows),
+            context.recipe,
+            images,
+            labels,
+            subset_indices(masks),
+            shadow_seeds(context.seed, self.num_shadows),
             context.cache_dir,
         )
         return shadows, n_eval

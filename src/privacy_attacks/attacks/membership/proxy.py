@@ -85,7 +85,6 @@ class ProxyAttack:
                 f"shadow_train_size={train_size} images ({sets * train_size} images)."
             )
 
-
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
         """Images asked of the target: the proxy's (and the reference proxy's) training set, then the evaluation set."""
         return (2 if self.reference else 1) * train_size + eval_size
@@ -98,9 +97,17 @@ class ProxyAttack:
         with seeded(context.seed, role):
             net = instantiate(recipe.net)
         return distil(
-            context.api, images, net, self.loss, steps, context.trainer,
-            temperature=self.temperature, optimizer=instantiate(recipe.optimizer), batch_size=int(recipe.batch_size),
-            shift=self.shift, seed=derive_seed(context.seed, role, "fit"),
+            context.api,
+            images,
+            net,
+            self.loss,
+            steps,
+            context.trainer,
+            temperature=self.temperature,
+            optimizer=instantiate(recipe.optimizer),
+            batch_size=int(recipe.batch_size),
+            shift=self.shift,
+            seed=derive_seed(context.seed, role, "fit"),
         ).cpu()
 
     def _features(self, log_probs: Tensor, reference_log_probs: Tensor | None, labels: Tensor) -> Tensor:
@@ -118,14 +125,23 @@ class ProxyAttack:
         with torch.no_grad():
             proxy_log_probs = proxy(own).double().log_softmax(dim=-1)
             own_reference = reference(own).double().log_softmax(dim=-1) if reference is not None else None
-            eval_reference = reference(context.eval_images).double().log_softmax(dim=-1) if reference is not None else None
+            eval_reference = (
+                reference(context.eval_images).double().log_softmax(dim=-1) if reference is not None else None
+            )
         membership = torch.cat([torch.ones(n), torch.zeros(n)]).long()
         classifier = fit_attack_classifier(
-            self._features(proxy_log_probs, own_reference, own_labels), membership, context.trainer,
-            self.hidden, self.epochs, lr=self.lr, seed=context.seed,
+            self._features(proxy_log_probs, own_reference, own_labels),
+            membership,
+            context.trainer,
+            self.hidden,
+            self.epochs,
+            lr=self.lr,
+            seed=context.seed,
         )
         target_log_probs = context.query_log_probs(context.eval_images)
-        probability = classifier.member_probability(self._features(target_log_probs, eval_reference, context.eval_labels))
+        probability = classifier.member_probability(
+            self._features(target_log_probs, eval_reference, context.eval_labels)
+        )
         correct = (proxy_log_probs.argmax(dim=1) == own_labels).float()
         info = {"proxy/train_acc": float(correct[:n].mean()), "proxy/heldout_acc": float(correct[n:].mean())}
         return AttackOutput(probability.double(), (probability > 0.5).long(), info)

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
-from privacy_attacks.errors import ConfigError, UserError, require_choice
+from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
+from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
@@ -36,8 +37,15 @@ def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
     if cfg.target.get("members") is None:
         raise ConfigError("attack=membership needs a target with known members: set target.members (e.g. 1000).")
     return membership_split(
-        cfg.data.val_size, cfg.data.split_seed, cfg.target.members, cfg.eval_members,
-        cfg.attacker_size, cfg.attacker_offset, cfg.eval_seed, total, cfg.eval_set,
+        cfg.data.val_size,
+        cfg.data.split_seed,
+        cfg.target.members,
+        cfg.eval_members,
+        cfg.attacker_size,
+        cfg.attacker_offset,
+        cfg.eval_seed,
+        total,
+        cfg.eval_set,
     )
 
 
@@ -59,13 +67,11 @@ def validate(cfg: DictConfig, total: int = 60_000) -> None:
     attack = build_attack(cfg)
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
-    if not isinstance(cfg.shadow_train_size, int) or cfg.shadow_train_size <= 0:
-        raise ConfigError(f"shadow_train_size={cfg.shadow_train_size!r} is not allowed: it must be an integer > 0.")
+    require_int(cfg.shadow_train_size, "shadow_train_size")
     sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
     attack.check_sizes(*sizes)
     budget = cfg.query_budget
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0):
-        raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0 or null (no limit).")
+    require_int(budget, "query_budget", null_means="no limit")
     needed = attack.queries_needed(*sizes)
     if budget is not None and budget < needed:
         raise ConfigError(
@@ -89,13 +95,23 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     api = BlackBoxAPI(target.net, output=instantiate(cfg.api.outputs[cfg.api.output]), budget=cfg.query_budget)
     context = AttackContext(
         api=api,
-        eval_images=images[split.eval_indices], eval_labels=labels[split.eval_indices],
-        attacker_images=images[split.attacker], attacker_labels=labels[split.attacker],
-        recipe=cfg.shadow_recipe, train_size=cfg.shadow_train_size, trainer=cfg.trainer,
-        cache_dir=Path(cfg.paths.cache_dir), seed=cfg.seed,
+        eval_images=images[split.eval_indices],
+        eval_labels=labels[split.eval_indices],
+        attacker_images=images[split.attacker],
+        attacker_labels=labels[split.attacker],
+        recipe=cfg.shadow_recipe,
+        train_size=cfg.shadow_train_size,
+        trainer=cfg.trainer,
+        cache_dir=Path(cfg.paths.cache_dir),
+        seed=cfg.seed,
     )
-    log.info("membership: method=%s on %d members + %d non-members (%s set)", cfg.method, cfg.eval_members,
-             cfg.eval_members, cfg.eval_set)
+    log.info(
+        "membership: method=%s on %d members + %d non-members (%s set)",
+        cfg.method,
+        cfg.eval_members,
+        cfg.eval_members,
+        cfg.eval_set,
+    )
     start = time.perf_counter()
     output = attack(context)
     elapsed = time.perf_counter() - start
@@ -105,33 +121,48 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     heldout = split.eval_indices[split.eval_membership == 0]
     test_images, test_labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
     test_acc = _accuracy(target.net, test_images, test_labels)
-    metrics.update({
-        "target/train_acc": train_acc, "target/test_acc": test_acc, "target/gap": train_acc - test_acc,
-        "target/nonmember_acc": _accuracy(target.net, images[heldout], labels[heldout]),
-        "queries/used": float(api.queries_used), "time/attack_s": elapsed, **output.info,
-    })
+    metrics.update(
+        {
+            "target/train_acc": train_acc,
+            "target/test_acc": test_acc,
+            "target/gap": train_acc - test_acc,
+            "target/nonmember_acc": _accuracy(target.net, images[heldout], labels[heldout]),
+            "queries/used": float(api.queries_used),
+            "time/attack_s": elapsed,
+            **output.info,
+        }
+    )
     out = output_dir(cfg)
     fpr, tpr = roc_curve(output.scores, split.eval_membership)
     write_roc_csv(out / "roc.csv", fpr, tpr)
-    plot_roc([(f"{cfg.method} (AUC {metrics['mia/auc']:.3f})", fpr, tpr)], out / "roc.png",
-             title=f"{cfg.method}, {cfg.target.members} members")
-    torch.save({"scores": output.scores, "membership": split.eval_membership, "predictions": output.predictions,
-                "eval_indices": split.eval_indices}, out / "scores.pt")
-    _log_to_loggers(cfg, metrics)
+    plot_roc(
+        [(f"{cfg.method} (AUC {metrics['mia/auc']:.3f})", fpr, tpr)],
+        out / "roc.png",
+        title=f"{cfg.method}, {cfg.target.members} members",
+    )
+    torch.save(
+        {
+            "scores": output.scores,
+            "membership": split.eval_membership,
+            "predictions": output.predictions,
+            "eval_indices": split.eval_indices,
+        },
+        out / "scores.pt",
+    )
+    finish_loggers(build_loggers(cfg), hparams(cfg), metrics, scalars=metrics, step=0)
     log.info("mia/auc %.4f, tpr@0.1%%fpr %.4f (%s)", metrics["mia/auc"], metrics["mia/tpr@0.1%fpr"], cfg.method)
     return metrics
 
 
-def _log_to_loggers(cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """TensorBoard (or any configured logger): the run's hparams with its final metrics."""
-    for node in (cfg.get("logger") or {}).values():
-        if node is None or "_target_" not in node:
-            continue
-        logger = instantiate(node)
-        params = {"method": cfg.method, "target.members": cfg.target.members, "eval_members": cfg.eval_members,
-                  "eval_set": cfg.eval_set, "seed": cfg.seed,
-                  "shadow_train_size": cfg.shadow_train_size, "api.output": cfg.api.output,
-                  "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method])}
-        logger.log_metrics(metrics, step=0)
-        logger.log_hyperparams(params, metrics)
-        logger.finalize("success")
+def hparams(cfg: DictConfig) -> dict[str, object]:
+    """The run's hparams as logged with its final metrics (TensorBoard's hparams table)."""
+    return {
+        "method": cfg.method,
+        "target.members": cfg.target.members,
+        "eval_members": cfg.eval_members,
+        "eval_set": cfg.eval_set,
+        "seed": cfg.seed,
+        "shadow_train_size": cfg.shadow_train_size,
+        "api.output": cfg.api.output,
+        "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method]),
+    }

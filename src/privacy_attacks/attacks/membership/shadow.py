@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.errors import ConfigError, is_integer, require_choice
 from privacy_attacks.seeding import derive_seed, generator
 
 from .base import AttackContext, AttackOutput
@@ -26,8 +26,10 @@ from .shadows import ShadowModels, balanced_in_masks, provision_shadow_models, s
 
 def check_shadow_count(num_shadows: int) -> None:
     """:class:`ConfigError` unless ``num_shadows`` is an even integer >= 2 (IN/OUT pairs)."""
-    if not isinstance(num_shadows, int) or isinstance(num_shadows, bool) or num_shadows < 2 or num_shadows % 2:
-        raise ConfigError(f"num_shadows={num_shadows!r} is not allowed: it must be an even integer >= 2 (IN/OUT pairs).")
+    if not is_integer(num_shadows) or num_shadows < 2 or num_shadows % 2:
+        raise ConfigError(
+            f"num_shadows={num_shadows!r} is not allowed: it must be an even integer >= 2 (IN/OUT pairs)."
+        )
 
 
 def shadow_seeds(seed: int, num_shadows: int) -> list[int]:
@@ -42,8 +44,12 @@ def offline_shadow_models(context: AttackContext, num_shadows: int) -> ShadowMod
     population = 2 * context.train_size
     masks = balanced_in_masks(population, num_shadows, generator(context.seed, "shadow_masks", "offline"))
     return provision_shadow_models(
-        context.recipe, context.attacker_images[:population], context.attacker_labels[:population],
-        subset_indices(masks), shadow_seeds(context.seed, num_shadows), context.cache_dir,
+        context.recipe,
+        context.attacker_images[:population],
+        context.attacker_labels[:population],
+        subset_indices(masks),
+        shadow_seeds(context.seed, num_shadows),
+        context.cache_dir,
     )[0]
 
 
@@ -82,7 +88,6 @@ class ShadowAttack:
                 f"shadow_train_size={train_size} images out of a population of {2 * train_size}."
             )
 
-
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
         """Images asked of the target: the evaluation set only (shadow models answer the rest)."""
         return eval_size
@@ -91,14 +96,24 @@ class ShadowAttack:
         shadows = offline_shadow_models(context, self.num_shadows)
         population = 2 * context.train_size
         labels = context.attacker_labels[:population]
-        log_probs = context.api.output.scores(context.api.output.answer(shadows.logits(context.attacker_images[:population])))
+        log_probs = context.api.output.scores(
+            context.api.output.answer(shadows.logits(context.attacker_images[:population]))
+        )
         log_probs = log_probs.double().log_softmax(dim=-1)  # (S, P, C), read like the target's answers
         features = torch.cat([attack_features(lp, labels, self.features, self.top_k) for lp in log_probs])
         membership = shadows.in_mask.flatten().long()
         class_of = labels.repeat(len(shadows))
-        eval_features = attack_features(context.query_log_probs(context.eval_images), context.eval_labels, self.features, self.top_k)
-        fit = functools.partial(fit_attack_classifier, trainer_cfg=context.trainer, hidden=self.hidden,
-                                epochs=self.epochs, lr=self.lr, seed=context.seed)
+        eval_features = attack_features(
+            context.query_log_probs(context.eval_images), context.eval_labels, self.features, self.top_k
+        )
+        fit = functools.partial(
+            fit_attack_classifier,
+            trainer_cfg=context.trainer,
+            hidden=self.hidden,
+            epochs=self.epochs,
+            lr=self.lr,
+            seed=context.seed,
+        )
         probability = torch.zeros(len(eval_features), dtype=torch.float64)
         if not self.per_class:
             probability[:] = fit(features, membership).member_probability(eval_features).double()

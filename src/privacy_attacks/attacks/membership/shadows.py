@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,15 +23,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
-from privacy_attacks.errors import CheckpointError
-from privacy_attacks.io import atomic_torch_save
+from privacy_attacks import cache
 from privacy_attacks.seeding import generator, seeded
 
 log = logging.getLogger(__name__)
@@ -63,10 +60,10 @@ class ShadowModels:
     @torch.no_grad()
     def logits(self, images: Tensor, batch_size: int = 2000) -> Tensor:
         """Logits (S, N, C) of every model for images (N, 1, 28, 28)."""
-        forward = torch.vmap(
-            lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None)
-        )
-        parts = [forward(self.params, self.buffers, images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        forward = torch.vmap(lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None))
+        parts = [
+            forward(self.params, self.buffers, images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+        ]
         return torch.cat(parts, dim=1)
 
     def model(self, s: int) -> nn.Module:
@@ -149,7 +146,12 @@ def _digest(tensor: Tensor) -> str:
 
 
 def shadow_cache_path(
-    cache_dir: str | Path, recipe: DictConfig, images: Tensor, labels: Tensor, train_indices: Tensor, seeds: Sequence[int]
+    cache_dir: str | Path,
+    recipe: DictConfig,
+    images: Tensor,
+    labels: Tensor,
+    train_indices: Tensor,
+    seeds: Sequence[int],
 ) -> Path:
     """``<cache_dir>/shadows-<hash>.pt``, keyed by the recipe, the population's content (images and labels),
     each model's training subset and the models' seeds."""
@@ -162,8 +164,7 @@ def shadow_cache_path(
         "shape": list(train_indices.shape),
         "seeds": [int(seed) for seed in seeds],
     }
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"shadows-{key}.pt"
+    return cache.cache_path(cache_dir, "shadows", spec)
 
 
 def provision_shadow_models(
@@ -182,23 +183,23 @@ def provision_shadow_models(
     recipe = OmegaConf.create(OmegaConf.to_container(recipe, resolve=True))
     recipe.pop("members", None)  # the subset size is in train_indices
     path = shadow_cache_path(cache_dir, recipe, images, labels, train_indices, seeds)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
-        if path.exists():
-            try:
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-                template = instantiate(recipe.net).to("meta")
-                in_mask = torch.zeros(len(train_indices), len(labels), dtype=torch.bool).scatter_(1, train_indices, True)
-                return ShadowModels(template, saved["params"], saved["buffers"], train_indices, in_mask), True
-            except Exception as error:  # noqa: BLE001 - any unreadable file means the same to the user
-                raise CheckpointError(
-                    f"Cached shadow models {path} are corrupt or unreadable ({type(error).__name__}). "
-                    f"Delete {path} and they will be retrained."
-                ) from error
+
+    def load(path: Path) -> ShadowModels:
+        saved = cache.read(path)
+        try:
+            template = instantiate(recipe.net).to("meta")
+            in_mask = torch.zeros(len(train_indices), len(labels), dtype=torch.bool).scatter_(1, train_indices, True)
+            return ShadowModels(template, saved["params"], saved["buffers"], train_indices, in_mask)
+        except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
+            raise cache.unusable(path, f"is not a shadow-model checkpoint ({type(error).__name__})") from error
+
+    def train(path: Path) -> ShadowModels:
         log.info("Training %d shadow models on %d images each (cached at %s).", *train_indices.shape, path)
         shadows = train_shadow_models(recipe, images, labels, train_indices, seeds)
-        atomic_torch_save(path, {"format": SHADOW_FORMAT, "params": shadows.params, "buffers": shadows.buffers})
-    return shadows, False
+        cache.save(path, {"format": SHADOW_FORMAT, "params": shadows.params, "buffers": shadows.buffers})
+        return shadows
+
+    return cache.provision(path, create=train, load=load)
 
 
 def subset_indices(in_mask: Tensor) -> Tensor:
@@ -207,4 +208,3 @@ def subset_indices(in_mask: Tensor) -> Tensor:
     if not bool((counts == counts[0]).all()):
         raise ValueError("every shadow model must train on the same number of images")
     return in_mask.nonzero()[:, 1].view(len(in_mask), -1)
-

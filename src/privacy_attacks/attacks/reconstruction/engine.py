@@ -41,7 +41,8 @@ from torch import Tensor, nn
 
 from privacy_attacks.attacks.reconstruction.inits import NoiseInit
 from privacy_attacks.attacks.reconstruction.priors import Prior
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import require_int, require_positive
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -217,12 +218,7 @@ def fit_reconstruction(
     ``logger``: a Lightning logger, a list of them, or False. ``overrides`` go to the Trainer
     (e.g. ``enable_progress_bar=False``). Returns ``module`` (its :meth:`~ReconstructionModule.reconstructions`).
     """
-    settings: dict[str, Any] = dict(
-        max_epochs=1, logger=logger or False, enable_checkpointing=False, callbacks=[],
-        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
-    )
-    settings.update(overrides)
-    fitter: L.Trainer = instantiate(trainer, **settings) if isinstance(trainer, DictConfig) else L.Trainer(**{**trainer, **settings})
+    fitter = build_trainer(trainer, **{"max_epochs": 1, "logger": logger or False, "limit_val_batches": 0, **overrides})
     with warnings.catch_warnings():  # the frozen networks inside the objective are in eval mode on purpose
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
         fitter.fit(module, train_dataloaders=range(module.hparams.steps))
@@ -231,11 +227,10 @@ def fit_reconstruction(
 
 def validate_engine_settings(steps: Any, restarts: Any, lr: Any | None = None) -> None:
     """ConfigError unless ``steps`` and ``restarts`` are positive integers (and ``lr`` > 0)."""
-    for key, value in (("steps", steps), ("restarts", restarts)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
-    if lr is not None and not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0):
-        raise ConfigError(f"lr={lr!r} is not allowed: it must be a number > 0.")
+    require_int(steps, "steps")
+    require_int(restarts, "restarts")
+    if lr is not None:
+        require_positive(lr, "lr")
 
 
 def engine_from_config(
@@ -245,8 +240,6 @@ def engine_from_config(
     ``restarts`` and ``seed`` (``conf/attack/_reconstruction_base.yaml``). ``node_kwargs`` gives
     run-time arguments to the prior or init node of that name (e.g. ``{"anchor": {"guess": images}}``);
     ``options`` override or add keyword arguments of :class:`ReconstructionModule`."""
-    from hydra.utils import instantiate
-
     node_kwargs = node_kwargs or {}
     kwargs: dict[str, Any] = {
         "priors": {name: instantiate(node, **node_kwargs.get(name, {})) for name, node in cfg.priors.items()},

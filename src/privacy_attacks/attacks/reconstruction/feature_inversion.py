@@ -23,24 +23,45 @@ import logging
 import time
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import (
+    ReconstructionModule,
+    engine_from_config,
+    fit_reconstruction,
+    validate_engine_settings,
+)
 from privacy_attacks.attacks.reconstruction.feature_matching import FeatureMatching
-from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_inversion import PRIVATE_SETS, private_pool
 from privacy_attacks.attacks.reconstruction.inversion_network import provision_inversion_network
-from privacy_attacks.attacks.reconstruction.metrics import image_similarity
-from privacy_attacks.data.mnist import load_mnist, split_training_indices
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity
+from privacy_attacks.data.mnist import load_mnist, recipe_members, split_training_indices
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 log = logging.getLogger(__name__)
-HPARAMS = ("layer", "num_images", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "anchor_lambda",
-           "jitter", "blur_sigma", "init", "private_set", "private_seed", "seed")
+HPARAMS = (
+    "layer",
+    "num_images",
+    "optimizer",
+    "lr",
+    "steps",
+    "restarts",
+    "tv_lambda",
+    "l2_lambda",
+    "anchor_lambda",
+    "jitter",
+    "blur_sigma",
+    "init",
+    "private_set",
+    "private_seed",
+    "seed",
+)
 
 
 def model_layers(cfg: DictConfig) -> tuple[str, ...]:
@@ -57,19 +78,18 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.init, cfg.inits, "init")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
     for key in ("num_images", "private_pool"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
-            raise ConfigError(f"{key}={cfg[key]!r} is not allowed: it must be an integer > 0.")
-    if not isinstance(cfg.private_seed, int) or isinstance(cfg.private_seed, bool):
-        raise ConfigError(f"private_seed={cfg.private_seed!r} is not allowed: it must be an integer.")
+        require_int(cfg[key], key)
+    require_int(cfg.private_seed, "private_seed", minimum=None)
     if cfg.num_images > cfg.private_pool:
-        raise ConfigError(f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool}).")
+        raise ConfigError(
+            f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool})."
+        )
     for key in ("tv_lambda", "l2_lambda", "anchor_lambda", "jitter", "blur_sigma"):
         require_positive(cfg[key], key, allow_zero=True)
     if uses_inversion_network(cfg):
         settings = cfg.inversion_network
         for key in ("train_images", "epochs", "batch_size", "width"):
-            if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] <= 0:
-                raise ConfigError(f"inversion_network.{key}={settings[key]!r} is not allowed: it must be an integer > 0.")
+            require_int(settings[key], f"inversion_network.{key}")
         available = 60_000 - cfg.data.val_size
         if settings.train_images > available:
             raise ConfigError(
@@ -77,8 +97,7 @@ def validate(cfg: DictConfig) -> None:
                 f"images outside the validation split (data.val_size={cfg.data.val_size})."
             )
         require_positive(settings.lr, "inversion_network.lr")
-        if not isinstance(settings.seed, int) or isinstance(settings.seed, bool):
-            raise ConfigError(f"inversion_network.seed={settings.seed!r} is not allowed: it must be an integer.")
+        require_int(settings.seed, "inversion_network.seed", minimum=None)
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 
@@ -91,19 +110,28 @@ def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -
     """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder loaded from the cache or
     trained on the first ``inversion_network.train_images`` MNIST training images outside the validation
     split (loaded only then; no private image of either set is among them)."""
+
     def training_images() -> Tensor:
         images = load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
         split = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(images))
         return images[torch.cat([split["train"], split["nonmember"]])]
 
     decoder = provision_inversion_network(
-        target.net, target.checkpoint, cfg.layer, training_images, cfg.inversion_network, cfg.trainer, cfg.paths.cache_dir,
+        target.net,
+        target.checkpoint,
+        cfg.layer,
+        training_images,
+        cfg.inversion_network,
+        cfg.trainer,
+        cfg.paths.cache_dir,
     )
     with torch.no_grad():
         return decoder(features.cpu())
 
 
-def build_module(cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None) -> ReconstructionModule:
+def build_module(
+    cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None
+) -> ReconstructionModule:
     """The engine inverting ``features`` (N, ...), the private images' activations of ``net`` at ``cfg.layer``;
     ``guess`` (N, 1, 28, 28) feeds ``init=network`` and the ``anchor`` prior."""
     node_kwargs = {"anchor": {"guess": guess}, "network": {"guess": guess}} if guess is not None else {}
@@ -112,11 +140,8 @@ def build_module(cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tenso
 
 def class_mean_images(cfg: DictConfig, labels: Tensor) -> Tensor:
     """The mean training image of each label's class (the target's members), (N, 1, 28, 28)."""
-    images, targets = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
-    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.get("members"))["train"]
-    images, targets = images[members], targets[members]
-    means = torch.stack([images[targets == c].mean(dim=0) for c in range(int(targets.max()) + 1)])
-    return means[labels]
+    images, targets = recipe_members(cfg.data, cfg.target)
+    return class_means(images, targets, int(targets.max()) + 1)[labels]
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
@@ -128,7 +153,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         features = target.net.features(originals)[cfg.layer]  # what the attacker observes
     guess = inversion_network_guess(cfg, target, features) if uses_inversion_network(cfg) else None
     module = build_module(cfg, target.net, features, guess)
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    loggers = build_loggers(cfg)
     start = time.perf_counter()
     fit_reconstruction(module, cfg.trainer, logger=loggers)
     seconds = time.perf_counter() - start
@@ -149,10 +174,24 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     torch.save({"images": images, "labels": labels, "originals": originals}, out / "reconstructions.pt")
     shown = min(cfg.num_images, 16)
     titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]
-    originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles,
-                     f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}")
-    for logger in loggers:
-        log_to_tensorboard(logger, {key: cfg[key] for key in HPARAMS}, originals[:shown], images[:shown], metrics, int(cfg.steps))
-    log.info("feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s", cfg.layer,
-             metrics["recon/psnr"], metrics["recon/psnr_class_mean"], metrics["recon/ssim"], out)
+    originals_figure(
+        out / "reconstructions.png",
+        originals[:shown],
+        images[:shown],
+        titles,
+        f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}",
+    )
+    # The originals above their reconstructions, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
+    finish_loggers(
+        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    )
+    log.info(
+        "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s",
+        cfg.layer,
+        metrics["recon/psnr"],
+        metrics["recon/psnr_class_mean"],
+        metrics["recon/ssim"],
+        out,
+    )
     return metrics

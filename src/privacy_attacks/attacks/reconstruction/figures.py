@@ -14,7 +14,9 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def image_rows_figure(path: Path, rows: Sequence[tuple[str, Tensor]], column_titles: Sequence[str], title: str = "") -> Path:
+def image_rows_figure(
+    path: Path, rows: Sequence[tuple[str, Tensor]], column_titles: Sequence[str], title: str = ""
+) -> Path:
     """Save a grid: one row per (label, images (K, 1, H, W) in [0, 1]), one column per class; returns ``path``."""
     columns = len(column_titles)
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 1.2, 1.2 * len(rows) + 0.5), squeeze=False)
@@ -35,7 +37,9 @@ def image_rows_figure(path: Path, rows: Sequence[tuple[str, Tensor]], column_tit
     return path
 
 
-def reconstruction_figure(path: Path, images: Tensor, labels: Tensor, means: Tensor, confidence: Tensor, title: str = "") -> Path:
+def reconstruction_figure(
+    path: Path, images: Tensor, labels: Tensor, means: Tensor, confidence: Tensor, title: str = ""
+) -> Path:
     """``reconstructions.png``: a row of reconstructions (N, 1, H, W) above the real class means."""
     titles = [f"{int(y)} (p={float(p):.2f})" for y, p in zip(labels, confidence)]
     return image_rows_figure(path, [("inversion", images), ("class mean", means[labels])], titles, title)
@@ -51,9 +55,13 @@ def comparison_figure(sweep_dir: Path, rows: list[dict[str, Any]], metric: str =
     for row in rows:
         saved = torch.load(sweep_dir / str(row["job"]) / "reconstructions.pt", map_location="cpu", weights_only=True)
         labels = saved["labels"]
-        overrides = ", ".join(f"{k}={v}" for k, v in row.items() if k != "job" and "/" not in k and not k.endswith("_s"))
+        overrides = ", ".join(
+            f"{k}={v}" for k, v in row.items() if k != "job" and "/" not in k and not k.endswith("_s")
+        )
         score = row.get(metric)
-        label = f"job {row['job']}\n{overrides}" + (f"\n{metric.split('/')[-1]}={score:.2f}" if isinstance(score, float) else "")
+        label = f"job {row['job']}\n{overrides}" + (
+            f"\n{metric.split('/')[-1]}={score:.2f}" if isinstance(score, float) else ""
+        )
         shown.append((label, saved["images"]))
     titles = [str(int(y)) for y in labels] if labels is not None else []
     return image_rows_figure(sweep_dir / "comparison.png", shown, titles, f"Model inversion sweep: {sweep_dir.name}")

@@ -12,13 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 
-def originals_figure(path: Path, originals: Tensor, reconstructions: Tensor, titles: Sequence[str], title: str = "") -> Path:
+def originals_figure(
+    path: Path, originals: Tensor, reconstructions: Tensor, titles: Sequence[str], title: str = ""
+) -> Path:
     """Originals (K, 1, H, W) in the top row, their reconstructions (K, 1, H, W) below; returns ``path``."""
     columns = len(originals)
     fig, axes = plt.subplots(2, columns, figsize=(0.9 * columns + 1.2, 2.6), squeeze=False)
@@ -70,7 +71,14 @@ def quality_figure(
             xs = [v if numeric else categories.index(v) for v in keys]
             stats = [mean_ci95(values[v]) for v in keys]
             errors = [0.0 if math.isnan(c) else c for _, c in stats]
-            ax.errorbar(xs, [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=f"{group}={name}" if group else None)
+            ax.errorbar(
+                xs,
+                [m for m, _ in stats],
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                label=f"{group}={name}" if group else None,
+            )
         if numeric:
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted(categories), [str(v) for v in sorted(categories)])
@@ -87,17 +95,3 @@ def quality_figure(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def log_to_tensorboard(
-    logger: Any, hparams: dict[str, Any], originals: Tensor, images: Tensor, metrics: dict[str, float], step: int
-) -> None:
-    """The image grid (originals (N,1,28,28) above reconstructions) and ``hparams`` with the final metrics."""
-    from torchvision.utils import make_grid
-
-    experiment = getattr(logger, "experiment", None)
-    if hasattr(experiment, "add_image"):
-        grid = make_grid(torch.cat([originals, images]), nrow=len(images), padding=2, pad_value=1.0)
-        experiment.add_image("recon/reconstructions", grid, global_step=step)
-    logger.log_hyperparams(hparams, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    logger.finalize("success")

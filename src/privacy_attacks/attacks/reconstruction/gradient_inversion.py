@@ -32,29 +32,44 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import (
+    ReconstructionModule,
+    engine_from_config,
+    fit_reconstruction,
+    validate_engine_settings,
+)
 from privacy_attacks.attacks.reconstruction.gradient_assignment import best_assignment
 from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
-from privacy_attacks.attacks.reconstruction.gradient_figures import log_to_tensorboard, originals_figure
+from privacy_attacks.attacks.reconstruction.gradient_figures import originals_figure
 from privacy_attacks.attacks.reconstruction.gradient_labels import recover_labels
 from privacy_attacks.attacks.reconstruction.gradient_matching import GradientMatching
 from privacy_attacks.attacks.reconstruction.metrics import image_similarity
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, generator, seeded
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
-HPARAMS = ("method", "batch_size", "num_batches", "shared_model", "model_state", "optimizer", "lr", "steps", "restarts",
-           "tv_lambda", "init", "private_set", "private_seed", "seed")
+HPARAMS = (
+    "method",
+    "batch_size",
+    "num_batches",
+    "shared_model",
+    "model_state",
+    "optimizer",
+    "lr",
+    "steps",
+    "restarts",
+    "tv_lambda",
+    "init",
+    "private_set",
+    "private_seed",
+    "seed",
+)
 MODEL_STATES = ("init", "trained")
 PRIVATE_SETS = ("report", "tune")
-
-
-def _positive_int(value: Any, key: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{key}={value!r} is not allowed: it must be an integer > 0.")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -66,12 +81,13 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     require_choice(cfg.init, cfg.inits, "init")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
-    if not isinstance(cfg.private_seed, int) or isinstance(cfg.private_seed, bool):
-        raise ConfigError(f"private_seed={cfg.private_seed!r} is not allowed: it must be an integer.")
+    require_int(cfg.private_seed, "private_seed", minimum=None)
     for key in ("batch_size", "num_batches", "private_pool"):
-        _positive_int(cfg[key], key)
+        require_int(cfg[key], key)
     if cfg.batch_size > cfg.private_pool:
-        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool}).")
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
+        )
     if cfg.batch_size * cfg.num_batches > cfg.private_pool:
         raise ConfigError(
             f"num_batches={cfg.num_batches} batches of batch_size={cfg.batch_size} need "
@@ -100,7 +116,8 @@ def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
 
 
 def private_pool(cfg: DictConfig) -> tuple[Tensor, Tensor]:
-    """The private images: ``private_pool`` images of the ``private_set`` drawn by ``private_seed``: (P, 1, 28, 28), (P,).
+    """The private images: ``private_pool`` images of the ``private_set`` drawn by ``private_seed``: (P, 1, 28, 28),
+    (P,).
 
     ``private_set=report``: MNIST test images (reported numbers); ``tune``: the validation split of the
     training images (``data.val_size`` drawn by ``data.split_seed``; settings are chosen there).
@@ -113,7 +130,9 @@ def private_pool(cfg: DictConfig) -> tuple[Tensor, Tensor]:
     else:
         images, labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
     if cfg.private_pool > len(images):
-        raise ConfigError(f"private_pool={cfg.private_pool} is more than the {len(images)} images of private_set={cfg.private_set}.")
+        raise ConfigError(
+            f"private_pool={cfg.private_pool} is more than the {len(images)} images of private_set={cfg.private_set}."
+        )
     order = torch.randperm(len(images), generator=generator(cfg.private_seed, "private_pool"))[: cfg.private_pool]
     return images[order], labels[order]
 
@@ -135,16 +154,24 @@ class BatchResult:
     seconds: float
 
 
-def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int) -> ReconstructionModule:
+def build_module(
+    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int
+) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels."""
     method = cfg.methods[cfg.method]
     engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
     objective = GradientMatching(
-        model, gradient, cfg.batch_size, instantiate(method.distance), labels=labels,
-        restarts=cfg.restarts, num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
+        model,
+        gradient,
+        cfg.batch_size,
+        instantiate(method.distance),
+        labels=labels,
+        restarts=cfg.restarts,
+        num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
     )
     return engine_from_config(
-        cfg, objective,
+        cfg,
+        objective,
         seed=seed,
         signed_gradients=bool(method.signed_gradients),
         scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
@@ -153,7 +180,9 @@ def build_module(cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labe
     )
 
 
-def attack_batch(cfg: DictConfig, model: nn.Module, images: Tensor, labels: Tensor, seed: int, logger: Any = False) -> BatchResult:
+def attack_batch(
+    cfg: DictConfig, model: nn.Module, images: Tensor, labels: Tensor, seed: int, logger: Any = False
+) -> BatchResult:
     """Simulate one client holding ``images`` (B, 1, 28, 28) / ``labels`` (B,) and invert its shared gradient."""
     start = time.perf_counter()
     gradient = SimulatedClient(model, images, labels).shared_gradient()
@@ -177,7 +206,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     out = output_dir(cfg)
     model = shared_model(cfg, target)
     pool, pool_labels = private_pool(cfg)
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    loggers = build_loggers(cfg)
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
@@ -200,15 +229,33 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "recon/time_per_batch_s": seconds / cfg.num_batches,
         "recon/fit_time_s": seconds,
     }
-    torch.save({"images": images, "labels": labels, "originals": originals, "original_labels": original_labels},
-               out / "reconstructions.pt")
+    torch.save(
+        {"images": images, "labels": labels, "originals": originals, "original_labels": original_labels},
+        out / "reconstructions.pt",
+    )
     shown = min(count, 16)
-    titles = [f"{int(y)}→{int(p)} {float(s):.0f}dB" for y, p, s in zip(original_labels[:shown], labels[:shown], scores["psnr"][:shown])]
-    title = (f"{cfg.method}, batch {cfg.batch_size}, {cfg.shared_model} ({cfg.model_state}): PSNR {metrics['recon/psnr']:.1f} dB, "
-             f"labels {metrics['recon/label_acc']:.0%}")
+    titles = [
+        f"{int(y)}→{int(p)} {float(s):.0f}dB"
+        for y, p, s in zip(original_labels[:shown], labels[:shown], scores["psnr"][:shown])
+    ]
+    title = (
+        f"{cfg.method}, batch {cfg.batch_size}, {cfg.shared_model} ({cfg.model_state}): "
+        f"PSNR {metrics['recon/psnr']:.1f} dB, labels {metrics['recon/label_acc']:.0%}"
+    )
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
-    for logger in loggers:
-        log_to_tensorboard(logger, {key: cfg[key] for key in HPARAMS}, originals[:shown], images[:shown], metrics, int(cfg.steps))
-    log.info("%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, label acc %.2f; %s", cfg.method, cfg.batch_size,
-             metrics["recon/psnr"], metrics["recon/psnr_median"], metrics["recon/ssim"], metrics["recon/label_acc"], out)
+    # The originals above their reconstructions, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
+    finish_loggers(
+        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    )
+    log.info(
+        "%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, label acc %.2f; %s",
+        cfg.method,
+        cfg.batch_size,
+        metrics["recon/psnr"],
+        metrics["recon/psnr_median"],
+        metrics["recon/ssim"],
+        metrics["recon/label_acc"],
+        out,
+    )
     return metrics

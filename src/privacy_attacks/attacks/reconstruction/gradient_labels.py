@@ -39,7 +39,9 @@ def recover_labels(last_weight_grad: Tensor, batch_size: int, last_bias_grad: Te
     present = present[row_minima[present].argsort()][:batch_size]
     if len(present) == 0:
         present = row_sums.argmin().view(1)
-    signal = last_bias_grad if last_bias_grad is not None else row_sums / last_weight_grad.abs().sum(dim=1).clamp_min(1e-12)
+    signal = (
+        last_bias_grad if last_bias_grad is not None else row_sums / last_weight_grad.abs().sum(dim=1).clamp_min(1e-12)
+    )
     counts = torch.zeros(len(row_sums), dtype=torch.long, device=row_sums.device)
     counts[present] = 1
     for _ in range(batch_size - len(present)):

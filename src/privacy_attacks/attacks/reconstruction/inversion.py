@@ -16,25 +16,43 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_accuracy
 
-from privacy_attacks.attacks.reconstruction.engine import engine_from_config, ReconstructionModule, fit_reconstruction, validate_engine_settings
+from privacy_attacks.attacks.reconstruction.engine import (
+    ReconstructionModule,
+    engine_from_config,
+    fit_reconstruction,
+    validate_engine_settings,
+)
 from privacy_attacks.attacks.reconstruction.figures import reconstruction_figure
 from privacy_attacks.attacks.reconstruction.metrics import class_means, image_similarity, nearest_ssim
 from privacy_attacks.attacks.reconstruction.objectives import ClassInversion
-from privacy_attacks.data.mnist import load_mnist, split_training_indices
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.data.mnist import recipe_members
+from privacy_attacks.errors import require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 # The swept keys, logged as TensorBoard hparams.
-HPARAMS = ("loss", "init", "optimizer", "lr", "steps", "restarts", "tv_lambda", "l2_lambda", "jitter", "blur_sigma", "blur_every", "seed")
+HPARAMS = (
+    "loss",
+    "init",
+    "optimizer",
+    "lr",
+    "steps",
+    "restarts",
+    "tv_lambda",
+    "l2_lambda",
+    "jitter",
+    "blur_sigma",
+    "blur_every",
+    "seed",
+)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -44,8 +62,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
     for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
         require_positive(cfg[key], key, allow_zero=True)
-    if not isinstance(cfg.blur_every, int) or cfg.blur_every <= 0:
-        raise ConfigError(f"blur_every={cfg.blur_every!r} is not allowed: it must be an integer > 0.")
+    require_int(cfg.blur_every, "blur_every")
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 
@@ -53,7 +70,8 @@ def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) ->
     """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``."""
     objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]))
     return engine_from_config(
-        cfg, objective,
+        cfg,
+        objective,
         log_prefix="inversion",
     )
 
@@ -66,29 +84,37 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     num_classes = int(cfg.target.net.num_classes)
     labels = torch.arange(num_classes)
     module = build_module(cfg, target.net, labels)
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+    loggers = build_loggers(cfg)
     start = time.perf_counter()
     # About 50 points per loss curve, whatever the number of steps.
     fit_reconstruction(module, cfg.trainer, logger=loggers, log_every_n_steps=max(1, cfg.steps // 50))
     fit_time = time.perf_counter() - start
     images = module.reconstructions()[0].cpu()
 
-    pool, pool_labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
-    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.get("members"))["train"]
-    pool, pool_labels = pool[members], pool_labels[members]
+    pool, pool_labels = recipe_members(cfg.data, cfg.target)
     means = class_means(pool, pool_labels, num_classes)
     metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
     metrics.update(judge_metrics(images, labels, judge.net.cpu()))
     metrics["inversion/fit_time_s"] = fit_time
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
-    title = f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
+    title = (
+        f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
+    )
     reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
-    for logger in loggers:
-        log_to_tensorboard(logger, cfg, images, means, metrics)
-    log.info("inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
-             metrics["inversion/target_acc"], metrics["inversion/evaluator_acc"], metrics["inversion/report_judge_acc"],
-             metrics["inversion/ssim_class_mean"], out)
+    # The reconstructions above the class means, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
+    finish_loggers(
+        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    )
+    log.info(
+        "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
+        metrics["inversion/target_acc"],
+        metrics["inversion/evaluator_acc"],
+        metrics["inversion/report_judge_acc"],
+        metrics["inversion/ssim_class_mean"],
+        out,
+    )
     return metrics
 
 
@@ -102,7 +128,8 @@ def score(
     pool: torch.Tensor,
     pool_labels: torch.Tensor,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's confidences (K,)."""
+    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's
+    confidences (K,)."""
     num_classes = len(means)
     target_probs = target.eval()(images).softmax(dim=-1)
     evaluator_probs = evaluator.eval()(images).softmax(dim=-1)
@@ -124,21 +151,10 @@ def score(
 @torch.no_grad()
 def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
     """The reporting judge's view of reconstructions (K, 1, 28, 28) for ``labels`` (K,): ``inversion/report_judge_acc``
-    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the class)."""
+    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the
+    class)."""
     probs = judge.eval()(images).softmax(dim=-1)
     return {
         "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),
         "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
     }
-
-
-def log_to_tensorboard(logger: Any, cfg: DictConfig, images: torch.Tensor, means: torch.Tensor, metrics: dict[str, float]) -> None:
-    """The image grid (reconstructions above class means) and hparams with the final metrics."""
-    from torchvision.utils import make_grid
-
-    experiment = getattr(logger, "experiment", None)
-    if hasattr(experiment, "add_image"):
-        grid = make_grid(torch.cat([images, means]), nrow=len(images), padding=2, pad_value=1.0)
-        experiment.add_image("inversion/reconstructions", grid, global_step=int(cfg.steps))
-    logger.log_hyperparams({key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")})
-    logger.finalize("success")

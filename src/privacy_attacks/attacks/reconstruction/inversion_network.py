@@ -8,13 +8,11 @@ shared engine's optimisation (``init=network``, ``anchor_lambda``), so the featu
 without leaving the data manifold.
 
 The decoder is trained once per (target checkpoint, layer, settings) with a Lightning Trainer and
-cached under ``paths.cache_dir`` as ``inversion-<hash>.pt``.
+cached under ``paths.cache_dir`` as ``inversion-<hash>.pt`` (:mod:`privacy_attacks.cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import warnings
@@ -25,13 +23,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from privacy_attacks import cache
 from privacy_attacks.data.mnist import TensorBatches
-from privacy_attacks.io import atomic_torch_save
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
@@ -49,11 +46,18 @@ class InversionNetwork(nn.Module):
         super().__init__()
         self.feature_size, self.width = int(feature_size), int(width)
         self.decode = nn.Sequential(
-            nn.Flatten(), nn.Linear(self.feature_size, width * 7 * 7), nn.ReLU(), nn.Unflatten(1, (width, 7, 7)),
-            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width // 2, 1, 3, padding=1), nn.Sigmoid(),
+            nn.Flatten(),
+            nn.Linear(self.feature_size, width * 7 * 7),
+            nn.ReLU(),
+            nn.Unflatten(1, (width, 7, 7)),
+            nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, 1, 3, padding=1),
+            nn.Sigmoid(),
         )
 
     def forward(self, features: Tensor) -> Tensor:
@@ -87,8 +91,8 @@ class InversionNetworkSystem(L.LightningModule):
 
 def inversion_cache_path(cache_dir: str | Path, target_checkpoint: Path, layer: str, settings: dict[str, Any]) -> Path:
     """``<cache_dir>/inversion-<hash>.pt``, keyed by the target checkpoint's name, the layer and the settings."""
-    key = json.dumps({"format": 2, "target": Path(target_checkpoint).name, "layer": layer, **settings}, sort_keys=True)
-    return Path(cache_dir) / f"inversion-{hashlib.sha256(key.encode()).hexdigest()[:12]}.pt"
+    spec = {"format": 2, "target": Path(target_checkpoint).name, "layer": layer, **settings}
+    return cache.cache_path(cache_dir, "inversion", spec)
 
 
 def provision_inversion_network(
@@ -105,7 +109,8 @@ def provision_inversion_network(
     ``load_images() -> (A, 1, 28, 28)`` is called only when the decoder must be trained (a cache hit loads
     no data); its first ``settings["train_images"]`` images are used. ``settings``: ``train_images``,
     ``epochs``, ``batch_size``, ``lr``, ``width``, ``seed`` (``inversion_network`` in
-    ``conf/attack/feature_inversion.yaml``). Returns the decoder in eval mode, on the CPU.
+    ``conf/attack/feature_inversion.yaml``). Returns the decoder in eval mode, on the CPU. A cached file that
+    cannot be read or does not fit the decoder is a :class:`~privacy_attacks.errors.CheckpointError`.
     """
     settings = {key: settings[key] for key in ("train_images", "epochs", "batch_size", "lr", "width", "seed")}
     path = inversion_cache_path(cache_dir, target_checkpoint, layer, settings)
@@ -113,27 +118,36 @@ def provision_inversion_network(
     with torch.no_grad():
         feature_size = net.features(torch.zeros(1, *IMAGE_SHAPE, device=device))[layer][0].numel()
     decoder = InversionNetwork(feature_size, settings["width"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
-        if path.exists():
-            try:
-                decoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-                return decoder.eval().requires_grad_(False)
-            except Exception as error:  # unreadable, or written by another version of the decoder: train anew
-                log.warning("Cached inversion network %s is unusable (%s); training it again.", path, error)
+
+    def load(path: Path) -> InversionNetwork:
+        state = cache.read(path)
+        try:
+            decoder.load_state_dict(state)
+        except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
+            raise cache.unusable(path, f"does not fit the inversion network ({type(error).__name__})") from error
+        return decoder
+
+    def train(path: Path) -> InversionNetwork:
         images = load_images()[: settings["train_images"]]
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
         with seeded(settings["seed"], "inversion_network"):
             decoder = InversionNetwork(feature_size, settings["width"])
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
             system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
-            trainer: L.Trainer = instantiate(trainer_cfg, max_epochs=settings["epochs"], logger=False, callbacks=[],
-                                             enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0)
-            batches = TensorBatches(images, torch.zeros(len(images), dtype=torch.long), settings["batch_size"],
-                                    shuffle=True, seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31)
+            trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0)
+            batches = TensorBatches(
+                images,
+                torch.zeros(len(images), dtype=torch.long),
+                settings["batch_size"],
+                shuffle=True,
+                seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31,
+            )
             with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
                 warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
                 trainer.fit(system, train_dataloaders=batches)
         net.to(device)  # the Trainer moved the target with the system (e.g. to the GPU): give it back as it was
-        atomic_torch_save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
+        cache.save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
+        return decoder
+
+    decoder = cache.provision(path, create=train, load=load)[0]
     return decoder.cpu().eval().requires_grad_(False)

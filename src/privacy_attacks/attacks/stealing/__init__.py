@@ -10,7 +10,21 @@ from .losses import LOSSES, DistillationLoss, HardLabel, HintonKL, LectureKL, So
 from .pools import FashionMNISTPool, MNISTPool, NoisePool, QueryPool, evaluation_split
 
 __all__ = [
-    "LOSSES", "DistillationLoss", "FashionMNISTPool", "HardLabel", "HintonKL", "LectureKL", "MNISTPool",
-    "NoisePool", "QueryPool", "SoftCrossEntropy", "SquaredError", "StudentDistillation", "distil", "evaluation_split",
-    "fidelity_metrics", "fit_student", "steps_for_budget",
+    "LOSSES",
+    "DistillationLoss",
+    "FashionMNISTPool",
+    "HardLabel",
+    "HintonKL",
+    "LectureKL",
+    "MNISTPool",
+    "NoisePool",
+    "QueryPool",
+    "SoftCrossEntropy",
+    "SquaredError",
+    "StudentDistillation",
+    "distil",
+    "evaluation_split",
+    "fidelity_metrics",
+    "fit_student",
+    "steps_for_budget",
 ]

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
@@ -43,8 +43,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.evaluation, EVALUATION_SETS, "evaluation")
     require_positive(cfg.temperature, "temperature")
     budget = cfg.query_budget
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ConfigError(f"query_budget={budget!r} is not allowed: it must be an integer > 0.")
+    require_int(budget, "query_budget")
     require_positive(cfg.student.batch_size, "student.batch_size")
     require_positive(cfg.student.shift, "student.shift", allow_zero=True)
     if cfg.student.get("shift_max_budget") is not None:
@@ -80,10 +79,6 @@ def student_shift(cfg: DictConfig) -> int:
     return int(cfg.student.shift) if limit is None or cfg.query_budget <= limit else 0
 
 
-def _loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None and "_target_" in node]
-
-
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
@@ -91,16 +86,31 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     api = BlackBoxAPI(target.net, instantiate(cfg.api.outputs[cfg.api.output]), cfg.query_budget, cfg.api.batch_size)
     steps = schedule_steps(cfg)
-    loggers = _loggers(cfg)
-    log.info("Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
-             cfg.student.net._target_, cfg.loss, cfg.query_budget, cfg.queries, cfg.api.output, steps)
+    loggers = build_loggers(cfg)
+    log.info(
+        "Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
+        cfg.student.net._target_,
+        cfg.loss,
+        cfg.query_budget,
+        cfg.queries,
+        cfg.api.output,
+        steps,
+    )
     start = time.perf_counter()
     with seeded(cfg.seed, "student"):
         net = instantiate(cfg.student.net)
     student = distil(
-        api, images, net, instantiate(cfg.losses[cfg.loss]), steps, cfg.trainer,
-        optimizer=instantiate(cfg.student.optimizer), scheduler=instantiate(cfg.student.scheduler),
-        batch_size=cfg.student.batch_size, shift=student_shift(cfg), seed=derive_seed(cfg.seed, "student", "fit"),
+        api,
+        images,
+        net,
+        instantiate(cfg.losses[cfg.loss]),
+        steps,
+        cfg.trainer,
+        optimizer=instantiate(cfg.student.optimizer),
+        scheduler=instantiate(cfg.student.scheduler),
+        batch_size=cfg.student.batch_size,
+        shift=student_shift(cfg),
+        seed=derive_seed(cfg.seed, "student", "fit"),
         logger=loggers or False,
     )
     fit_time = time.perf_counter() - start
@@ -108,17 +118,37 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         cfg.data.root, cfg.data.download, cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
     )
     metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
-    metrics.update({"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time})
+    metrics.update(
+        {"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time}
+    )
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
-    torch.save({"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
-               out / "student.pt")
-    params = {"loss": cfg.loss, "query_budget": cfg.query_budget, "temperature": cfg.temperature, "queries": cfg.queries,
-              "api_output": cfg.api.output, "evaluation": cfg.evaluation, "steps": steps, "batch_size": cfg.student.batch_size, "shift": student_shift(cfg),
-              "seed": cfg.seed}
-    for logger in loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=steps)
-        logger.log_hyperparams(params, {k: float(v) for k, v in metrics.items()})
-        logger.finalize("success")
-    log.info("student/acc %.4f, student/agreement %.4f, queries/used %d",
-             metrics["student/acc"], metrics["student/agreement"], metrics["queries/used"])
+    torch.save(
+        {"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
+        out / "student.pt",
+    )
+    params = {
+        "loss": cfg.loss,
+        "query_budget": cfg.query_budget,
+        "temperature": cfg.temperature,
+        "queries": cfg.queries,
+        "api_output": cfg.api.output,
+        "evaluation": cfg.evaluation,
+        "steps": steps,
+        "batch_size": cfg.student.batch_size,
+        "shift": student_shift(cfg),
+        "seed": cfg.seed,
+    }
+    finish_loggers(
+        loggers,
+        params,
+        {k: float(v) for k, v in metrics.items()},
+        scalars={f"final/{k}": v for k, v in metrics.items()},
+        step=steps,
+    )
+    log.info(
+        "student/acc %.4f, student/agreement %.4f, queries/used %d",
+        metrics["student/acc"],
+        metrics["student/agreement"],
+        metrics["queries/used"],
+    )
     return metrics

@@ -24,12 +24,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
 from privacy_attacks.errors import ConfigError, require_positive
+from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import seeded
 
 from .losses import LOSSES, DistillationLoss
@@ -135,19 +135,13 @@ def build_loss(loss: str | DistillationLoss, temperature: float = 1.0) -> Distil
 
 
 def steps_for_budget(budget: int, per_sqrt_query: float, min_steps: int, max_steps: int) -> int:
-    """Optimisation steps for ``budget`` cached answers: ``per_sqrt_query * sqrt(budget)``, clamped to [min_steps, max_steps].
+    """Optimisation steps for ``budget`` cached answers: ``per_sqrt_query * sqrt(budget)``, clamped to
+    [min_steps, max_steps].
 
     Growing with the square root gives small budgets many passes over their few images (100 queries:
     hundreds of epochs) and large ones fewer (10,000 queries at batch 128: about 40 epochs).
     """
     return int(min(max(round(per_sqrt_query * math.sqrt(budget)), min_steps), max_steps))
-
-
-def default_trainer(**overrides: Any) -> L.Trainer:
-    """A quiet CPU Trainer for :func:`fit_student` when no trainer config is given."""
-    settings = dict(accelerator="cpu", devices=1, deterministic=True, logger=False, enable_checkpointing=False,
-                    enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0)
-    return L.Trainer(**{**settings, **overrides})
 
 
 def fit_student(
@@ -185,9 +179,9 @@ def fit_student(
     if scheduler is None:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR
     system = StudentDistillation(net, build_loss(loss, temperature), mode, optimizer, scheduler, shift)
-    settings = dict(max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], enable_checkpointing=False,
-                    limit_val_batches=0)
-    trainer = instantiate(trainer_cfg, **settings) if trainer_cfg is not None else default_trainer(**settings)
+    trainer = build_trainer(
+        trainer_cfg, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], limit_val_batches=0
+    )
     batches = ResampledBatches(images, answers, batch_size, steps, seed)
     with seeded(seed, "shifts"):
         trainer.fit(system, train_dataloaders=batches)
@@ -215,7 +209,9 @@ def distil(
 
 
 @torch.no_grad()
-def fidelity_metrics(student: nn.Module, target: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2500) -> dict[str, float]:
+def fidelity_metrics(
+    student: nn.Module, target: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 2500
+) -> dict[str, float]:
     """Score a student against the target on labelled evaluation images (not queries: the experimenter's view).
 
     Returns ``student/acc`` (student's accuracy), ``student/agreement`` (fraction where the student's
@@ -236,4 +232,9 @@ def fidelity_metrics(student: nn.Module, target: nn.Module, images: Tensor, labe
         agree += (s_pred == t_pred).sum().item()
         kl_sum += (t_log.exp() * (t_log - s_log)).sum().item()
     n = len(images)
-    return {"student/acc": correct / n, "student/agreement": agree / n, "student/kl": kl_sum / n, "target/acc": target_correct / n}
+    return {
+        "student/acc": correct / n,
+        "student/agreement": agree / n,
+        "student/kl": kl_sum / n,
+        "target/acc": target_correct / n,
+    }

@@ -12,21 +12,24 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from privacy_attacks.callbacks.sweep_summary import varying_overrides  # noqa: E402
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 # Keys of a job's metrics (everything else in a summary row except `job` is an override).
-METRIC_KEYS = {"student/acc", "student/agreement", "student/kl", "target/acc", "queries/used", "queries/budget", "steps", "fit_time_s"}
+METRIC_KEYS = {
+    "student/acc",
+    "student/agreement",
+    "student/kl",
+    "target/acc",
+    "queries/used",
+    "queries/budget",
+    "steps",
+    "fit_time_s",
+}
 
 
 def _line_label(row: dict[str, Any], varying: list[str]) -> str:
     return ", ".join(f"{k}={row.get(k)}" for k in varying) or "distillation"
-
-
-def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
-    """Override keys (not metrics, not ``job``/``query_budget``/``seed``) whose value differs between rows: one line each."""
-    keys = [k for row in rows for k in row if k not in METRIC_KEYS and k not in ("job", "query_budget", "seed")]
-    keys = list(dict.fromkeys(keys))
-    return [k for k in keys if len({repr(row.get(k)) for row in rows}) > 1]
 
 
 def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: str = "accuracy_vs_queries.png") -> Path:
@@ -38,7 +41,7 @@ def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: s
     dashed horizontal line. Written to ``sweep_dir/filename``; returns its path.
     """
     lines: dict[str, dict[float, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    varying = _varying_overrides(rows)
+    varying = varying_overrides(rows, ignore={*METRIC_KEYS, "query_budget", "seed"})
     for row in rows:
         if isinstance(row.get("student/acc"), (int, float)):
             lines[_line_label(row, varying)][row["queries/used"]].append((row["student/acc"], row["student/agreement"]))

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from privacy_attacks.data import load_mnist
 from privacy_attacks.data.mnist import TRAIN_SIZE, split_training_indices
-from privacy_attacks.errors import ConfigError, DataUnavailableError, require_positive
+from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
 
 EVALUATION_SIZE = 5000
 MNIST_TEST_SIZE = 10_000
@@ -78,10 +78,11 @@ class QueryPool:
     def check_budget(self, n: int) -> None:
         """:class:`ConfigError` unless 0 < ``n`` <= ``size``."""
         require_positive(n, "query_budget")
-        if not isinstance(n, int) or n > self.size:
+        if not is_integer(n) or n > self.size:
             raise ConfigError(
                 f"query_budget={n!r} is not allowed: the {self.name} query pool holds {self.size} images "
-                f"and each is queried at most once (choose query_budget <= {self.size} or another pool with queries=...)."
+                f"and each is queried at most once "
+                f"(choose query_budget <= {self.size} or another pool with queries=...)."
             )
 
 
@@ -109,8 +110,10 @@ class MNISTPool(QueryPool):
     def sources(self) -> dict[str, Tensor]:
         """Which indices of which MNIST file make up the pool, in the pool's order (for tests and docs)."""
         split = split_training_indices(self.val_size, self.split_seed)
-        return {"train": torch.cat([split["train"], split["nonmember"]]).sort().values,
-                "test": torch.arange(EVALUATION_SIZE, MNIST_TEST_SIZE)}
+        return {
+            "train": torch.cat([split["train"], split["nonmember"]]).sort().values,
+            "test": torch.arange(EVALUATION_SIZE, MNIST_TEST_SIZE),
+        }
 
 
 def read_idx_images(path: Path) -> Tensor:
@@ -213,5 +216,3 @@ class NoisePool(QueryPool):
     def take(self, n: int, seed: int = 0) -> Tensor:
         self.check_budget(n)
         return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
-
-

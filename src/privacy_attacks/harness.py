@@ -1,0 +1,96 @@
+"""The run harness: what every entry point and attack does the same way.
+
+- :func:`build_loggers`: the run's loggers, one per ``_target_`` node of ``cfg.logger`` (none for ``logger=none``);
+- :func:`finish_loggers`: log the run's hparams together with its final metrics, and finalize;
+- :func:`log_image_grid`: an image grid (e.g. originals above reconstructions) to the loggers that take images;
+- :func:`build_trainer`: a Lightning Trainer from ``cfg.trainer`` for a fit inside a run (a target, a student,
+  a reconstruction, an attack classifier, a decoder): no logger, no callbacks and no checkpoints unless asked.
+
+Attack modules keep only what is their own: which hparams and metrics they log, and their fits' settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor
+
+# What a Trainer inside a run does unless its config or the caller says otherwise: it writes nothing of
+# its own (the run's loggers are passed in where a fit's curves are wanted) and skips the sanity check.
+QUIET_TRAINER: dict[str, Any] = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+}
+# Without a trainer config: one CPU device, deterministic, no progress bar.
+DEFAULT_TRAINER: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "deterministic": True,
+    "enable_progress_bar": False,
+}
+
+
+def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a named mapping (``cfg.logger``, ``cfg.callbacks``); [] for None."""
+    return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """The run's loggers: one per ``_target_`` node of ``cfg.logger``; none for ``logger=none``."""
+    return instantiate_named(cfg.get("logger"))
+
+
+def finish_loggers(
+    loggers: Sequence[Any],
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    *,
+    scalars: Mapping[str, float] | None = None,
+    step: int = 0,
+) -> None:
+    """For each logger: write ``scalars`` (if given) at ``step``, then ``hparams`` with the final ``metrics``
+    (TensorBoard's hparams table), and finalize it."""
+    for logger in loggers:
+        if scalars is not None:
+            logger.log_metrics(dict(scalars), step=step)
+        logger.log_hyperparams(dict(hparams), dict(metrics))
+        logger.finalize("success")
+
+
+def log_image_grid(loggers: Sequence[Any], tag: str, rows: Sequence[Tensor], step: int) -> None:
+    """Images (K, C, H, W) of each of ``rows`` (same K) as one grid, one row each, to the loggers whose
+    experiment takes images (TensorBoard)."""
+    from torchvision.utils import make_grid
+
+    grid = None
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_image"):
+            if grid is None:
+                grid = make_grid(torch.cat(list(rows)), nrow=len(rows[0]), padding=2, pad_value=1.0)
+            experiment.add_image(tag, grid, global_step=step)
+
+
+def build_trainer(
+    config: DictConfig | Mapping[str, Any] | None = None, *, quiet: bool = True, **overrides: Any
+) -> L.Trainer:
+    """A Lightning Trainer from a trainer config (``cfg.trainer``, ``conf/trainer/*.yaml``; ``trainer=gpu`` works).
+
+    Settings come from, in increasing priority: :data:`QUIET_TRAINER` (unless ``quiet=False``), ``config``,
+    and ``overrides`` (``max_epochs``, ``logger``, ``callbacks``...). ``callbacks`` default to none.
+    ``config`` may be a ``_target_`` node, a plain mapping of Trainer arguments, or None (then
+    :data:`DEFAULT_TRAINER`: one deterministic CPU device).
+    """
+    config = DEFAULT_TRAINER if config is None else config
+    defaults = {"callbacks": [], **QUIET_TRAINER} if quiet else {}
+    settings = {**{key: value for key, value in defaults.items() if key not in config}, **overrides}
+    if "_target_" in config:
+        return instantiate(config, **settings)
+    return L.Trainer(**{**config, **settings})

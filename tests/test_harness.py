@@ -1,0 +1,100 @@
+"""The run harness: loggers from cfg.logger, final hparams with metrics, quiet Trainers from cfg.trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+
+from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid
+
+
+class FakeExperiment:
+    def __init__(self):
+        self.images = []
+
+    def add_image(self, tag, grid, global_step):
+        self.images.append((tag, tuple(grid.shape), global_step))
+
+
+class FakeLogger:
+    def __init__(self):
+        self.calls, self.experiment = [], FakeExperiment()
+
+    def log_metrics(self, metrics, step):
+        self.calls.append(("metrics", metrics, step))
+
+    def log_hyperparams(self, params, metrics):
+        self.calls.append(("hparams", params, metrics))
+
+    def finalize(self, status):
+        self.calls.append(("finalize", status))
+
+
+def test_build_loggers_instantiates_every_target_node(tmp_path: Path):
+    cfg = OmegaConf.create(
+        {
+            "logger": {
+                "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "save_dir": str(tmp_path)},
+                "off": None,
+            }
+        }
+    )
+    loggers = build_loggers(cfg)
+    assert len(loggers) == 1 and isinstance(loggers[0], TensorBoardLogger)
+    assert build_loggers(OmegaConf.create({"logger": None})) == []
+    assert build_loggers(OmegaConf.create({})) == []
+
+
+def test_finish_loggers_logs_hparams_with_metrics_then_finalizes():
+    first, second = FakeLogger(), FakeLogger()
+    finish_loggers([first, second], {"loss": "kl"}, {"acc": 0.5}, scalars={"final/acc": 0.5}, step=7)
+    for logger in (first, second):
+        assert logger.calls == [
+            ("metrics", {"final/acc": 0.5}, 7),
+            ("hparams", {"loss": "kl"}, {"acc": 0.5}),
+            ("finalize", "success"),
+        ]
+    only = FakeLogger()
+    finish_loggers([only], {"loss": "kl"}, {"acc": 0.5})
+    assert [call[0] for call in only.calls] == ["hparams", "finalize"]
+
+
+def test_log_image_grid_puts_each_row_on_its_own_row():
+    logger = FakeLogger()
+    log_image_grid(
+        [logger, object()], "recon/reconstructions", (torch.zeros(3, 1, 28, 28), torch.ones(3, 1, 28, 28)), 5
+    )
+    assert logger.experiment.images == [("recon/reconstructions", (3, 2 + 2 * 30, 2 + 3 * 30), 5)]
+
+
+def test_build_trainer_is_quiet_unless_the_config_or_the_caller_says_otherwise(tmp_path: Path):
+    config = OmegaConf.create(
+        {
+            "_target_": "lightning.pytorch.Trainer",
+            "accelerator": "cpu",
+            "devices": 1,
+            "default_root_dir": str(tmp_path),
+            "enable_model_summary": True,
+        }
+    )
+    trainer = build_trainer(config, max_epochs=3)
+    assert trainer.max_epochs == 3 and trainer.loggers == [] and trainer.checkpoint_callback is None
+    assert trainer.num_sanity_val_steps == 0
+    assert any("ModelSummary" in type(c).__name__ for c in trainer.callbacks)  # the config's choice
+    quiet = build_trainer(config, enable_model_summary=False)  # the caller's choice
+    assert not any("ModelSummary" in type(c).__name__ for c in quiet.callbacks)
+    loud = build_trainer(config, quiet=False)
+    assert loud.checkpoint_callback is not None and loud.loggers
+    assert build_trainer(config, enable_checkpointing=True).checkpoint_callback is not None
+
+
+def test_build_trainer_without_a_config_is_one_deterministic_cpu_device():
+    trainer = build_trainer(max_steps=2)
+    assert trainer.max_steps == 2 and trainer.loggers == [] and trainer.checkpoint_callback is None
+    assert type(trainer.accelerator).__name__ == "CPUAccelerator" and trainer.num_devices == 1
+    assert not trainer.progress_bar_callback
+    plain = build_trainer({"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}, max_epochs=1)
+    assert plain.max_epochs == 1 and plain.loggers == []
