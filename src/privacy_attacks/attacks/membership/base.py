@@ -3,9 +3,9 @@
 An attack is an object built from its ``_target_`` node (``methods.<name>`` in
 ``conf/attack/membership.yaml``) and called as ``attack(context) -> AttackOutput``. It sees the
 target only through the black-box API and the evaluation set only as images and labels: the
-membership labels stay with :func:`privacy_attacks.attacks.membership.run.run`.
+membership labels stay with :func:`privacy_attacks.attacks.membership.attack.run`.
 
-Before any work, :func:`~privacy_attacks.attacks.membership.run.validate` calls two more methods of
+Before any work, :func:`~privacy_attacks.attacks.membership.attack.validate` calls two more methods of
 every attack with ``(train_size, eval_size, attacker_size)``: ``check_sizes`` (raise
 :class:`~privacy_attacks.errors.ConfigError` for sizes it cannot use) and ``queries_needed`` (the
 number of images it will ask the target about, checked against ``query_budget``).

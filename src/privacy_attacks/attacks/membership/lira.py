@@ -29,8 +29,8 @@ from privacy_attacks.seeding import generator
 
 from .base import AttackContext, AttackOutput
 from .scores import logit_confidence
-from .shadow import check_shadow_count, offline_shadow_models, shadow_seeds
-from .shadows import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
+from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
+from .shokri import check_shadow_count, offline_shadow_models, shadow_seeds
 
 
 def gaussian_log_pdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
