@@ -7,8 +7,9 @@ import torch
 from hydra.utils import instantiate
 
 from privacy_attacks.engine.inits import GuessInit
+from tests.conftest import attack_config
 
-INITS = ["noise", "uniform", "zeros", "constant"]  # "mean" needs MNIST: tested below
+INITS = [name for name in attack_config("inversion").inits if name != "mean"]  # "mean" needs MNIST: tested below
 
 
 @pytest.mark.parametrize("init", INITS)

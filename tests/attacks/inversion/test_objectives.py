@@ -8,11 +8,12 @@ import torch
 from privacy_attacks.attacks.inversion.attack import build_module
 from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.models import LeNet5
+from tests.conftest import attack_config
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
-LOSSES = ["ce", "prob", "logit", "margin", "mse"]
+LOSSES = list(attack_config("inversion").losses)  # every similarity the config offers
 
 
 @pytest.fixture

@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from privacy_attacks.attacks.stealing import LOSSES, distil, fit_student, steps_for_budget
+from privacy_attacks.attacks.stealing import distil, fit_student, steps_for_budget
 from privacy_attacks.attacks.stealing.distillation import ResampledBatches, random_shift
+from privacy_attacks.attacks.stealing.losses import LectureKL
 from privacy_attacks.blackbox import BlackBoxAPI, Probabilities, QueryBudgetExceeded
 from privacy_attacks.models import LeNet5
 from privacy_attacks.seeding import seeded
+from tests.conftest import LOSS_NAMES, config_losses
 
 
 def test_schedule_gives_small_budgets_enough_steps_and_caps_large_ones():
@@ -44,21 +46,21 @@ def test_distil_costs_exactly_one_query_per_image_and_trains_the_student(teacher
     images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     student = LeNet5()
     before = [p.detach().clone() for p in student.parameters()]
-    out = distil(api, images, student, "kl", steps=3, temperature=2.0, batch_size=16)
+    out = distil(api, images, student, LectureKL(temperature=2.0), steps=3, batch_size=16)
     assert out is student and not out.training
     assert api.queries_used == 64 and api.num_calls == 1
     assert any(not torch.equal(b, p) for b, p in zip(before, student.parameters()))
     with pytest.raises(QueryBudgetExceeded):
-        distil(api, images[:1], LeNet5(), "kl", steps=1)
+        distil(api, images[:1], LeNet5(), LectureKL(), steps=1)
     assert api.queries_used == 64
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("name", LOSS_NAMES)
 def test_every_loss_lowers_itself_on_cached_answers(name):
     images = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     mode = Probabilities()
     answers = mode.answer(torch.randn(32, 10, generator=torch.Generator().manual_seed(2)) * 3)  # confident answers
-    loss = LOSSES[name](temperature=2.0) if name in ("kl", "kl_hinton") else LOSSES[name]()
+    loss = config_losses(temperature=2.0)[name]
     torch.manual_seed(0)
     student = LeNet5()
     with torch.no_grad():
@@ -77,7 +79,7 @@ def test_a_fit_neither_reads_nor_moves_the_global_rng(teacher):
         torch.manual_seed(global_seed)
         with seeded(5, "student"):
             student = LeNet5()
-        fit_student(student, images, answers, "probs", "kl", steps=4, batch_size=8, shift=2, seed=7)
+        fit_student(student, images, answers, "probs", LectureKL(), steps=4, batch_size=8, shift=2, seed=7)
         fitted.append(student.state_dict())
         state = torch.get_rng_state()
         torch.manual_seed(global_seed)

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from privacy_attacks.attacks.stealing import LOSSES
-from privacy_attacks.attacks.stealing.losses import HintonKL, LectureKL, SoftCrossEntropy, SquaredError
+from privacy_attacks.attacks.stealing.losses import HardLabel, HintonKL, LectureKL, SoftCrossEntropy, SquaredError
 from privacy_attacks.blackbox import Label, Logits, Probabilities
 from privacy_attacks.errors import ConfigError
+from tests.conftest import config_losses
 
 TEACHER = torch.tensor([[2.0, 1.0, 0.0], [0.5, -1.0, 3.0]])
 
@@ -69,14 +69,14 @@ def test_soft_ce_and_hard_match_their_formulas():
     assert SoftCrossEntropy()(STUDENT, TEACHER, Logits()).item() == pytest.approx(expected, rel=1e-5)
     labels = TEACHER.argmax(-1)  # [0, 2]
     expected_hard = -(math.log(softmax(STUDENT[0].tolist())[0]) + math.log(softmax(STUDENT[1].tolist())[2])) / 2
-    assert LOSSES["hard"]()(STUDENT, labels, Label(num_classes=3)).item() == pytest.approx(expected_hard, rel=1e-5)
+    assert HardLabel()(STUDENT, labels, Label(num_classes=3)).item() == pytest.approx(expected_hard, rel=1e-5)
 
 
 @pytest.mark.parametrize("mode", [Probabilities(), Logits()])
 @pytest.mark.parametrize("name", ["mse", "kl", "kl_hinton"])
 def test_loss_is_zero_when_student_outputs_equal_teacher_outputs(name, mode):
     logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(1)) * 3
-    loss = LOSSES[name](temperature=1.0) if name != "mse" else LOSSES[name]()
+    loss = config_losses(temperature=1.0)[name]
     assert loss(logits, mode.answer(logits), mode).item() == pytest.approx(0.0, abs=1e-5)
 
 
@@ -90,8 +90,9 @@ def test_lecture_kl_is_zero_when_the_student_equals_the_softened_teacher():
 def test_label_losses_vanish_when_the_student_is_certain_of_the_answered_label():
     labels = torch.tensor([3, 7])
     certain = torch.nn.functional.one_hot(labels, 10).float() * 100.0
+    losses = config_losses(temperature=1.0)
     for name in ("mse", "soft_ce", "hard", "kl"):
-        loss = LOSSES[name]() if name != "kl" else LOSSES[name](temperature=1.0)
+        loss = losses[name]
         assert loss(certain, labels, Label()).item() == pytest.approx(0.0, abs=1e-5), name
 
 

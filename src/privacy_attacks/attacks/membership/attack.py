@@ -92,7 +92,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     validate(cfg, total=len(labels))
     split = build_split(cfg, total=len(labels))
     attack = build_attack(cfg)
-    api = BlackBoxAPI(target.net, output=instantiate(cfg.api.outputs[cfg.api.output]), budget=cfg.query_budget)
+    output = instantiate(cfg.api.outputs[cfg.api.output])
+    api = BlackBoxAPI(target.net, output=output, budget=cfg.query_budget, batch_size=cfg.api.batch_size)
     context = AttackContext(
         api=api,
         eval_images=images[split.eval_indices],
@@ -164,5 +165,5 @@ def hparams(cfg: DictConfig) -> dict[str, object]:
         "seed": cfg.seed,
         "shadow_train_size": cfg.shadow_train_size,
         "api.output": cfg.api.output,
-        "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method]),
+        "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method], resolve=True),
     }
