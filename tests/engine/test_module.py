@@ -7,12 +7,16 @@ from functools import partial
 
 import pytest
 import torch
+from hydra.utils import get_method
 
 from privacy_attacks.attacks.inversion.objectives import ClassInversion, CrossEntropySimilarity
 from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.engine.inits import ConstantInit, NoiseInit
+from privacy_attacks.engine.module import ENGINE_KEYS, engine_hparams, prior_settings
 from privacy_attacks.engine.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
+from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
+from tests.conftest import attack_config
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
@@ -124,3 +128,36 @@ def test_objective_parameters_are_optimised_with_the_images(frozen_net):
     fit_reconstruction(module, TRAINER)
     assert objective.scale.item() != 1.0
     assert all(p.grad is None for p in frozen_net.parameters())
+
+
+RECONSTRUCTION_ATTACKS = ("inversion", "feature_inversion", "gradient_inversion")
+PRIOR_CASES = [
+    (attack, name) for attack in RECONSTRUCTION_ATTACKS for name in attack_config(attack).priors
+]  # every prior node of every reconstruction attack's config
+
+
+@pytest.mark.parametrize(("attack", "prior"), PRIOR_CASES)
+def test_every_prior_weight_is_checked_by_the_key_it_reads(compose_attack, attack, prior):
+    key = prior_settings(attack_config(attack))[f"priors.{prior}.weight"]
+    cfg = compose_attack([f"attack={attack}", f"{key}=-1"])
+    with pytest.raises(ConfigError, match=f"{key}=-1 is not allowed"):
+        get_method(cfg.attack.validate)(cfg)
+
+
+@pytest.mark.parametrize("attack", RECONSTRUCTION_ATTACKS)
+def test_a_new_prior_node_is_validated_and_logged_without_touching_the_attack(compose_attack, attack):
+    node = ["+priors.extra._target_=privacy_attacks.engine.priors.PixelEnergy", "+extra_lambda=0.5"]
+    cfg = compose_attack([f"attack={attack}", *node, "+priors.extra.weight=${extra_lambda}"])
+    get_method(cfg.attack.validate)(cfg)
+    hparams = engine_hparams(cfg, ["seed"])
+    assert hparams["extra_lambda"] == 0.5
+    assert set(ENGINE_KEYS) <= set(hparams) and {"tv_lambda", "l2_lambda"} <= set(hparams)
+    bad = compose_attack([f"attack={attack}", *node, "+priors.extra.weight=-2"])
+    with pytest.raises(ConfigError, match=r"priors\.extra\.weight=-2"):
+        get_method(bad.attack.validate)(bad)
+
+
+def test_a_priors_own_bad_argument_is_a_config_error(compose_attack):
+    cfg = compose_attack(["attack=inversion", "blur_every=0"])
+    with pytest.raises(ConfigError, match="priors.blur: every=0"):
+        get_method(cfg.attack.validate)(cfg)

@@ -7,7 +7,10 @@ names, :mod:`.metrics` the image scores and :mod:`.figures` the figures every re
 
 from privacy_attacks.engine.module import (
     ReconstructionModule,
+    engine_from_config,
+    engine_hparams,
     fit_reconstruction,
+    validate_engine_config,
     validate_engine_settings,
 )
 from privacy_attacks.engine.priors import (
@@ -26,7 +29,10 @@ __all__ = [
     "Prior",
     "ReconstructionModule",
     "TotalVariation",
+    "engine_from_config",
+    "engine_hparams",
     "fit_reconstruction",
     "total_variation",
+    "validate_engine_config",
     "validate_engine_settings",
 ]

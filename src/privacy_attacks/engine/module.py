@@ -28,24 +28,29 @@ Contract of an objective (see :class:`ReconstructionModule`):
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks.engine.inits import NoiseInit
 from privacy_attacks.engine.priors import Prior
-from privacy_attacks.errors import require_int, require_positive
+from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
+# The config keys every reconstruction attack has (``conf/attack/_reconstruction_base.yaml``), logged as hparams.
+ENGINE_KEYS = ("init", "optimizer", "lr", "steps", "restarts", "seed")
+_INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 
 
 class ReconstructionModule(L.LightningModule):
@@ -231,6 +236,47 @@ def validate_engine_settings(steps: Any, restarts: Any, lr: Any | None = None) -
     require_int(restarts, "restarts")
     if lr is not None:
         require_positive(lr, "lr")
+
+
+def prior_settings(cfg: Any) -> dict[str, str]:
+    """Each setting of each prior node of ``cfg.priors``: ``{"priors.<name>.<field>": key}``, where ``key`` is the
+    config key it reads (``tv_lambda`` for ``weight: ${tv_lambda}``) or, for a literal, its own path."""
+    settings = {}
+    for name, node in cfg.priors.items():
+        for field in node:
+            if field.startswith("_"):
+                continue
+            path = f"priors.{name}.{field}"
+            match = _INTERPOLATION.match(str(node._get_node(field)._value()))
+            settings[path] = match.group(1) if match else path
+    return settings
+
+
+def validate_engine_config(cfg: Any) -> None:
+    """ConfigError, before any work, for what every reconstruction attack shares: an unknown ``optimizer`` or
+    ``init``, a negative prior weight (named by the key it reads, e.g. ``tv_lambda``), a prior's own bad
+    argument (each prior node is built once to check it), or steps/restarts/lr that are not positive.
+
+    Every node of ``cfg.priors`` is checked the same way, so a new prior needs only its class and its node."""
+    require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
+    require_choice(cfg.init, cfg.inits, "init")
+    settings = prior_settings(cfg)
+    for name, node in cfg.priors.items():
+        require_positive(node.weight, settings[f"priors.{name}.weight"], allow_zero=True)
+        try:
+            instantiate(node)
+        except InstantiationException as error:  # a bad argument: show the prior's own message
+            if isinstance(error.__cause__, UserError):
+                raise ConfigError(f"priors.{name}: {error.__cause__}") from None
+            raise
+    validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
+
+
+def engine_hparams(cfg: Any, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The hparams a reconstruction run logs: the attack's own ``keys``, then :data:`ENGINE_KEYS`, then the
+    config keys the priors read (``tv_lambda``, ``blur_every``, ...), each once, with their values."""
+    names = dict.fromkeys([*keys, *ENGINE_KEYS, *prior_settings(cfg).values()])
+    return {name: OmegaConf.select(cfg, name) for name in names}
 
 
 def engine_from_config(

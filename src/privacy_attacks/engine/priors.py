@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from privacy_attacks.errors import require_int
+
 
 def total_variation(images: Tensor) -> Tensor:
     """The lecture's ℓ_TV per image: 1/M Σ_ij (x_{i,j+1} − x_{i,j})² + (x_{i+1,j} − x_{i,j})².
@@ -108,6 +110,7 @@ class GaussianBlur(Prior):
 
     def __init__(self, weight: float = 0.0, every: int = 4):
         super().__init__(weight)
+        require_int(every, "every")
         self.every = int(every)
         if self.active:
             radius = max(1, math.ceil(3 * self.weight))

@@ -10,9 +10,9 @@ import pytest
 from privacy_attacks.attacks.membership import validate
 from privacy_attacks.attacks.membership.attack import build_attack, build_split
 from privacy_attacks.errors import ConfigError
-from tests.conftest import run_script
+from tests.conftest import attack_config, run_script
 
-METHODS = ["proxy", "shadow", "loss", "confidence", "entropy", "modified_entropy", "lira", "lira_offline"]
+METHODS = list(attack_config("membership").methods)  # every method the config offers
 # A deliberately leaky tiny target: 100 members fitted to 100% (60 epochs), 50 + 50 evaluation images,
 # 4 shadow models: seconds per method, and every method must beat chance on it.
 TINY = [

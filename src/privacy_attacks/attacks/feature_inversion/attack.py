@@ -36,8 +36,9 @@ from privacy_attacks.engine.metrics import class_means, image_similarity
 from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
+    engine_hparams,
     fit_reconstruction,
-    validate_engine_settings,
+    validate_engine_config,
 )
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
@@ -45,23 +46,8 @@ from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 log = logging.getLogger(__name__)
-HPARAMS = (
-    "layer",
-    "num_images",
-    "optimizer",
-    "lr",
-    "steps",
-    "restarts",
-    "tv_lambda",
-    "l2_lambda",
-    "anchor_lambda",
-    "jitter",
-    "blur_sigma",
-    "init",
-    "private_set",
-    "private_seed",
-    "seed",
-)
+# The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
+HPARAMS = ("layer", "num_images", "private_set", "private_seed")
 
 
 def model_layers(cfg: DictConfig) -> tuple[str, ...]:
@@ -70,12 +56,10 @@ def model_layers(cfg: DictConfig) -> tuple[str, ...]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """ConfigError for a layer the target does not have (the message lists its layers), an unknown
-    optimizer/init, a negative prior weight, more images than the private pool, or bad steps."""
+    """ConfigError for a layer the target does not have (the message lists its layers), more images than the
+    private pool, bad inversion-network settings, or a bad engine setting (:func:`validate_engine_config`)."""
     require_choice(cfg.layer, model_layers(cfg), "layer")
     require_choice(cfg.layer, cfg.layers, "layer (with priors in `layers`)")
-    require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
-    require_choice(cfg.init, cfg.inits, "init")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
     for key in ("num_images", "private_pool"):
         require_int(cfg[key], key)
@@ -84,8 +68,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool})."
         )
-    for key in ("tv_lambda", "l2_lambda", "anchor_lambda", "jitter", "blur_sigma"):
-        require_positive(cfg[key], key, allow_zero=True)
     if uses_inversion_network(cfg):
         settings = cfg.inversion_network
         for key in ("train_images", "epochs", "batch_size", "width"):
@@ -98,7 +80,7 @@ def validate(cfg: DictConfig) -> None:
             )
         require_positive(settings.lr, "inversion_network.lr")
         require_int(settings.seed, "inversion_network.seed", minimum=None)
-    validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
+    validate_engine_config(cfg)
 
 
 def uses_inversion_network(cfg: DictConfig) -> bool:
@@ -183,9 +165,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     )
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
-    finish_loggers(
-        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
-    )
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info(
         "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s",
         cfg.layer,

@@ -42,43 +42,28 @@ from privacy_attacks.engine.metrics import image_similarity
 from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
+    engine_hparams,
     fit_reconstruction,
-    validate_engine_settings,
+    validate_engine_config,
 )
-from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
-HPARAMS = (
-    "method",
-    "batch_size",
-    "num_batches",
-    "shared_model",
-    "model_state",
-    "optimizer",
-    "lr",
-    "steps",
-    "restarts",
-    "tv_lambda",
-    "init",
-    "private_set",
-    "private_seed",
-    "seed",
-)
+# The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
+HPARAMS = ("method", "batch_size", "num_batches", "shared_model", "model_state", "private_set", "private_seed")
 MODEL_STATES = ("init", "trained")
 
 
 def validate(cfg: DictConfig) -> None:
-    """ConfigError for an unknown method / shared model / state / optimizer / init, a batch larger than
-    the private pool, or bad steps, before any work."""
+    """ConfigError for an unknown method / shared model / state, a batch larger than the private pool, or a bad
+    engine setting (:func:`validate_engine_config`), before any work."""
     require_choice(cfg.method, cfg.methods, "method")
     require_choice(cfg.shared_model, cfg.shared_models, "shared_model")
     require_choice(cfg.model_state, MODEL_STATES, "model_state")
-    require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
-    require_choice(cfg.init, cfg.inits, "init")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
     require_int(cfg.private_seed, "private_seed", minimum=None)
     for key in ("batch_size", "num_batches", "private_pool"):
@@ -92,9 +77,7 @@ def validate(cfg: DictConfig) -> None:
             f"num_batches={cfg.num_batches} batches of batch_size={cfg.batch_size} need "
             f"{cfg.num_batches * cfg.batch_size} private images, more than private_pool={cfg.private_pool}."
         )
-    for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
-        require_positive(cfg[key], key, allow_zero=True)
-    validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
+    validate_engine_config(cfg)
 
 
 def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
@@ -222,9 +205,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
-    finish_loggers(
-        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
-    )
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info(
         "%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, label acc %.2f; %s",
         cfg.method,

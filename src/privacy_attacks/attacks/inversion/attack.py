@@ -29,41 +29,25 @@ from privacy_attacks.engine.metrics import class_means, image_similarity, neares
 from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
+    engine_hparams,
     fit_reconstruction,
-    validate_engine_settings,
+    validate_engine_config,
 )
-from privacy_attacks.errors import require_choice, require_int, require_positive
+from privacy_attacks.errors import require_choice
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
-# The swept keys, logged as TensorBoard hparams.
-HPARAMS = (
-    "loss",
-    "init",
-    "optimizer",
-    "lr",
-    "steps",
-    "restarts",
-    "tv_lambda",
-    "l2_lambda",
-    "jitter",
-    "blur_sigma",
-    "blur_every",
-    "seed",
-)
+# The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
+HPARAMS = ("loss",)
 
 
 def validate(cfg: DictConfig) -> None:
-    """ConfigError for a negative prior weight, an unknown loss/init/optimizer, or zero steps, before any work."""
+    """ConfigError for an unknown loss, or a bad engine setting (:func:`validate_engine_config`: init,
+    optimizer, prior weights, steps), before any work."""
     require_choice(cfg.loss, cfg.losses, "loss")
-    require_choice(cfg.init, cfg.inits, "init")
-    require_choice(cfg.optimizer, cfg.optimizers, "optimizer")
-    for key in ("tv_lambda", "l2_lambda", "jitter", "blur_sigma"):
-        require_positive(cfg[key], key, allow_zero=True)
-    require_int(cfg.blur_every, "blur_every")
-    validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
+    validate_engine_config(cfg)
 
 
 def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) -> ReconstructionModule:
@@ -104,9 +88,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
     # The reconstructions above the class means, and the swept hparams with the final metrics.
     log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
-    finish_loggers(
-        loggers, {key: cfg[key] for key in HPARAMS}, {k: v for k, v in metrics.items() if not k.endswith("_s")}
-    )
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info(
         "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
         metrics["inversion/target_acc"],
