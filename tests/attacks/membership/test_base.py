@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from privacy_attacks.attacks.membership import proxy, shokri
-from privacy_attacks.attacks.membership.base import AttackContext
+from privacy_attacks.attacks.membership.attack import build_attack
+from privacy_attacks.attacks.membership.base import AttackContext, MembershipAttack
 from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.metrics import membership_metrics
 from privacy_attacks.attacks.membership.proxy import ProxyAttack
@@ -23,6 +24,7 @@ from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.seeding import seeded
 from tests.attacks.membership.conftest import N_EVAL, untrained_target
+from tests.conftest import attack_config
 
 
 def _contains_any(images, candidates) -> bool:
@@ -124,3 +126,14 @@ def test_attackers_data_too_small_is_a_config_error():
         ProxyAttack().check_sizes(1000, 2000, 2500)
     with pytest.raises(ConfigError, match="attacker_size"):
         LiRA(online=False).check_sizes(1000, 2000, 1000)
+
+
+@pytest.mark.parametrize("method", list(attack_config("membership").methods))
+def test_every_configured_method_is_a_membership_attack(compose_attack, method):
+    assert isinstance(build_attack(compose_attack(["attack=membership", f"method={method}"])), MembershipAttack)
+
+
+def test_a_method_node_that_builds_something_else_is_a_config_error(compose_attack):
+    cfg = compose_attack(["attack=membership", "+methods.other._target_=builtins.dict", "method=other"])
+    with pytest.raises(ConfigError, match="not a membership attack"):
+        build_attack(cfg)

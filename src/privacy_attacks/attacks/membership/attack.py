@@ -24,7 +24,7 @@ from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
-from .base import AttackContext
+from .base import AttackContext, MembershipAttack
 from .data import MembershipSplit, membership_split
 from .figures import plot_roc, write_roc_csv
 from .metrics import membership_metrics, roc_curve
@@ -49,15 +49,21 @@ def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
     )
 
 
-def build_attack(cfg: DictConfig):
-    """The attack object of ``method`` (validated against the ``methods`` mapping)."""
+def build_attack(cfg: DictConfig) -> MembershipAttack:
+    """The attack object of ``method`` (validated against the ``methods`` mapping): a :class:`MembershipAttack`."""
     require_choice(cfg.method, list(cfg.methods), "method")
     try:
-        return instantiate(cfg.methods[cfg.method], _convert_="all")
+        attack = instantiate(cfg.methods[cfg.method], _convert_="all")
     except InstantiationException as error:  # a bad hyperparameter: show the attack's own message
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         raise
+    if not isinstance(attack, MembershipAttack):
+        raise ConfigError(
+            f"methods.{cfg.method} builds a {type(attack).__name__}, not a membership attack: its _target_ must be "
+            "a subclass of privacy_attacks.attacks.membership.base.MembershipAttack."
+        )
+    return attack
 
 
 def validate(cfg: DictConfig, total: int = 60_000) -> None:

@@ -38,12 +38,12 @@ from privacy_attacks.attacks.stealing.losses import DistillationLoss, HardLabel
 from privacy_attacks.errors import ConfigError, require_choice
 from privacy_attacks.seeding import derive_seed, seeded
 
-from .base import AttackContext, AttackOutput
+from .base import AttackContext, AttackOutput, MembershipAttack
 from .classifier import fit_attack_classifier
 from .scores import FEATURES, attack_features
 
 
-class ProxyAttack:
+class ProxyAttack(MembershipAttack):
     """Proxy-by-distillation membership attack (the lecture's).
 
     Args:

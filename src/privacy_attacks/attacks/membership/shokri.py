@@ -18,7 +18,7 @@ import torch
 from privacy_attacks.errors import ConfigError, is_integer, require_choice
 from privacy_attacks.seeding import derive_seed, generator
 
-from .base import AttackContext, AttackOutput
+from .base import AttackContext, AttackOutput, MembershipAttack
 from .classifier import fit_attack_classifier
 from .scores import FEATURES, attack_features
 from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
@@ -53,7 +53,7 @@ def offline_shadow_models(context: AttackContext, num_shadows: int) -> ShadowMod
     )[0]
 
 
-class ShadowAttack:
+class ShadowAttack(MembershipAttack):
     """Shokri et al. 2017 shadow-model attack.
 
     Args:
