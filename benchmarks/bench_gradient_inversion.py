@@ -17,11 +17,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from privacy_attacks.attacks.reconstruction.engine import ReconstructionModule, fit_reconstruction
-from privacy_attacks.attacks.reconstruction.gradient_client import SimulatedClient
-from privacy_attacks.attacks.reconstruction.gradient_matching import CosineDistance, GradientMatching, SquaredL2Distance
-from privacy_attacks.attacks.reconstruction.inits import UniformInit
-from privacy_attacks.attacks.reconstruction.priors import TotalVariation, total_variation
+from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
+from privacy_attacks.attacks.gradient_inversion.matching import CosineDistance, GradientMatching, SquaredL2Distance
+from privacy_attacks.engine.inits import UniformInit
+from privacy_attacks.engine.module import ReconstructionModule, fit_reconstruction
+from privacy_attacks.engine.priors import TotalVariation, total_variation
 from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
 
 # method -> (distance, optimiser, signed gradients, TV weight, soft labels optimised, clamp each step),

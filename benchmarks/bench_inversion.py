@@ -24,8 +24,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from privacy_attacks.attacks.reconstruction.engine import fit_reconstruction
-from privacy_attacks.attacks.reconstruction.inversion import build_module
+from privacy_attacks.attacks.inversion.attack import build_module
+from privacy_attacks.engine.module import fit_reconstruction
 from privacy_attacks.seeding import generator
 from privacy_attacks.targets import provision_target
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -23,6 +24,23 @@ CONF_DIR = ROOT / "conf"
 SMALL_TARGET = ["target.max_epochs=2", "target.members=5000"]
 # An evaluator that trains in seconds on CPU.
 SMALL_EVALUATOR = ["evaluator.max_epochs=1", "evaluator.members=5000", "judge.max_epochs=1", "judge.members=5000"]
+
+
+def config_losses(temperature: float = 1.0) -> dict:
+    """Every distillation loss of ``conf/attack/_losses.yaml`` (the one registry of losses), instantiated at
+    ``temperature``: ``{name: loss}``."""
+    node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "attack" / "_losses.yaml"), {"temperature": temperature})
+    return {name: instantiate(loss) for name, loss in node.losses.items()}
+
+
+LOSS_NAMES = sorted(OmegaConf.load(CONF_DIR / "attack" / "_losses.yaml").losses)
+
+
+def attack_config(attack: str, overrides: list[str] = ()) -> DictConfig:
+    """``conf/attack.yaml`` with ``attack=<attack>``, unresolved: for reading what a config lists
+    (its priors, inits, losses or methods) when tests are collected."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="attack", overrides=[f"attack={attack}", *overrides])
 
 
 def mnist_root() -> str | None:

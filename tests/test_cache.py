@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from privacy_attacks import cache
-from privacy_attacks.attacks.membership.shadows import shadow_cache_path
-from privacy_attacks.attacks.reconstruction.inversion_network import inversion_cache_path
+from privacy_attacks.attacks.feature_inversion.inversion_network import inversion_cache_path
+from privacy_attacks.attacks.membership.shadow_models import shadow_cache_path
 from privacy_attacks.errors import CheckpointError
 from privacy_attacks.targets import checkpoint_path
 

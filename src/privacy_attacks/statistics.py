@@ -1,9 +1,12 @@
-"""Statistics of repeated runs: the mean over seeds with its 95% Student-t interval."""
+"""Statistics of repeated runs: the mean over seeds with its 95% Student-t interval, and which settings a
+sweep's rows vary (what tells a figure's lines apart)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -20,3 +23,18 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     if n == 1:
         return mean, math.nan
     return mean, float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
+
+
+def hashable(value: Any) -> str:
+    """A row value as a string that compares equal for equal values (lists and dicts included)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def varying_overrides(rows: list[dict[str, Any]], ignore: Iterable[str] = ()) -> list[str]:
+    """Override columns of ``rows`` whose value differs between rows, in order of first appearance: what
+    tells a figure's lines apart. Left out: ``job``, metric names (they hold a ``/``) and ``ignore``."""
+    ignored = {"job", *ignore}
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys and k not in ignored and "/" not in k]
+    return [k for k in keys if len({hashable(row.get(k)) for row in rows}) > 1]

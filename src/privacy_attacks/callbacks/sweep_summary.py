@@ -11,7 +11,6 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from privacy_attacks.statistics import mean_ci95
+from privacy_attacks.statistics import hashable, mean_ci95
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -98,25 +97,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _hashable(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def varying_overrides(rows: list[Row], ignore: Iterable[str] = ()) -> list[str]:
-    """Override columns of ``rows`` whose value differs between rows, in order of first appearance: what
-    tells a figure's lines apart. Left out: ``job``, metric names (they hold a ``/``) and ``ignore``."""
-    ignored = {"job", *ignore}
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys and k not in ignored and "/" not in k]
-    return [k for k in keys if len({_hashable(row.get(k)) for row in rows}) > 1]
-
-
 def _seed_groups(rows: list[Row], setting_keys: list[str]) -> list[list[Row]]:
     """``rows`` grouped by their values of ``setting_keys``, groups in order of first appearance."""
     groups: dict[tuple[str, ...], list[Row]] = {}
     for row in rows:
-        groups.setdefault(tuple(_hashable(row.get(k)) for k in setting_keys), []).append(row)
+        groups.setdefault(tuple(hashable(row.get(k)) for k in setting_keys), []).append(row)
     return list(groups.values())
 
 
@@ -137,7 +122,7 @@ def has_seed_repeats(rows: list[Row], override_keys: list[str]) -> bool:
     if "seed" not in override_keys:
         return False
     groups = _seed_groups(rows, _setting_keys(override_keys))
-    return any(len({_hashable(r.get("seed")) for r in group}) > 1 for group in groups)
+    return any(len({hashable(r.get("seed")) for r in group}) > 1 for group in groups)
 
 
 def seed_summary(rows: list[Row], override_keys: list[str]) -> list[Row]:

@@ -4,6 +4,6 @@
 Label convention everywhere: member = 1, non-member = 0; higher scores mean "member".
 """
 
-from .run import run, validate
+from .attack import run, validate
 
 __all__ = ["run", "validate"]

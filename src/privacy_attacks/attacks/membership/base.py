@@ -1,18 +1,15 @@
-"""What every membership attack gets and returns.
+"""What every membership attack is, gets and returns: :class:`MembershipAttack`, :class:`AttackContext`,
+:class:`AttackOutput`.
 
-An attack is an object built from its ``_target_`` node (``methods.<name>`` in
+An attack is a :class:`MembershipAttack` built from its ``_target_`` node (``methods.<name>`` in
 ``conf/attack/membership.yaml``) and called as ``attack(context) -> AttackOutput``. It sees the
 target only through the black-box API and the evaluation set only as images and labels: the
-membership labels stay with :func:`privacy_attacks.attacks.membership.run.run`.
-
-Before any work, :func:`~privacy_attacks.attacks.membership.run.validate` calls two more methods of
-every attack with ``(train_size, eval_size, attacker_size)``: ``check_sizes`` (raise
-:class:`~privacy_attacks.errors.ConfigError` for sizes it cannot use) and ``queries_needed`` (the
-number of images it will ask the target about, checked against ``query_budget``).
+membership labels stay with :func:`privacy_attacks.attacks.membership.attack.run`.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,3 +69,30 @@ class AttackOutput:
     scores: Tensor
     predictions: Tensor
     info: dict[str, float] = field(default_factory=dict)
+
+
+class MembershipAttack(ABC):
+    """The contract of a membership method: subclass it, and add a ``_target_`` node under ``methods``.
+
+    Its constructor takes the node's hyperparameters (and raises
+    :class:`~privacy_attacks.errors.ConfigError` for bad ones). Before any work,
+    :func:`~privacy_attacks.attacks.membership.attack.validate` calls :meth:`check_sizes` and
+    :meth:`queries_needed` with ``(train_size, eval_size, attacker_size)``: the images the attacker assumes
+    the target trained on (``shadow_train_size``), the evaluation images (members and non-members) and the
+    attacker's own labelled images. :func:`~privacy_attacks.attacks.membership.attack.run` then calls the
+    attack once on the :class:`AttackContext`.
+    """
+
+    @abstractmethod
+    def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
+        """Raise :class:`~privacy_attacks.errors.ConfigError` for sizes this attack cannot use (e.g. too few
+        of the attacker's own images for its shadow or proxy training sets)."""
+
+    @abstractmethod
+    def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
+        """The number of images this attack will ask the target about, checked against ``query_budget``."""
+
+    @abstractmethod
+    def __call__(self, context: AttackContext) -> AttackOutput:
+        """Score every evaluation image of ``context`` (higher = member), querying the target only through
+        ``context.api``."""

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from privacy_attacks.callbacks.sweep_summary import varying_overrides  # noqa: E402
+from privacy_attacks.statistics import varying_overrides  # noqa: E402
 
 Curve = tuple[str, Tensor, Tensor]  # (label, fpr, tpr)
 

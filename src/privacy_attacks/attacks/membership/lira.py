@@ -27,10 +27,10 @@ from torch import Tensor
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.seeding import generator
 
-from .base import AttackContext, AttackOutput
+from .base import AttackContext, AttackOutput, MembershipAttack
 from .scores import logit_confidence
-from .shadow import check_shadow_count, offline_shadow_models, shadow_seeds
-from .shadows import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
+from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
+from .shokri import check_shadow_count, offline_shadow_models, shadow_seeds
 
 
 def gaussian_log_pdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ def masked_mean_std(values: Tensor, mask: Tensor, fixed_variance: bool) -> tuple
     return mean, std.clamp_min(1e-6)
 
 
-class LiRA:
+class LiRA(MembershipAttack):
     """Carlini et al. 2022 likelihood-ratio attack.
 
     Args:

@@ -34,15 +34,16 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.stealing.distillation import distil
+from privacy_attacks.attacks.stealing.losses import DistillationLoss, HardLabel
 from privacy_attacks.errors import ConfigError, require_choice
 from privacy_attacks.seeding import derive_seed, seeded
 
-from .base import AttackContext, AttackOutput
+from .base import AttackContext, AttackOutput, MembershipAttack
 from .classifier import fit_attack_classifier
 from .scores import FEATURES, attack_features
 
 
-class ProxyAttack:
+class ProxyAttack(MembershipAttack):
     """Proxy-by-distillation membership attack (the lecture's).
 
     Args:
@@ -50,8 +51,8 @@ class ProxyAttack:
             :data:`~privacy_attacks.attacks.membership.scores.FEATURES` (``sorted``, ``top_k``,
             ``label``, ``loss``, ``logit``).
         top_k: k of the ``top_k`` feature.
-        loss: distillation loss (the stealing module's ``mse``, ``kl``, ``kl_hinton``, ``soft_ce``, ``hard``).
-        temperature: distillation temperature (``kl``, ``kl_hinton``).
+        loss: the distillation loss, a node of ``losses`` (``conf/attack/_losses.yaml``) instantiated by the
+            config (``methods.proxy.loss: ${losses.hard}``); default :class:`HardLabel`, the label loss.
         shift: random-shift augmentation while distilling, in pixels (0 lets the proxy memorise).
         reference: distil a second, reference proxy for difficulty calibration (3 x ``train_size`` images).
         hidden, epochs, lr: the attack classifier's MLP widths, epochs and learning rate.
@@ -61,8 +62,7 @@ class ProxyAttack:
         self,
         features: Sequence[str] = ("sorted", "loss"),
         top_k: int = 3,
-        loss: str = "hard",
-        temperature: float = 1.0,
+        loss: DistillationLoss | None = None,
         shift: int = 0,
         reference: bool = True,
         hidden: Sequence[int] = (64,),
@@ -72,7 +72,8 @@ class ProxyAttack:
         for name in features:
             require_choice(name, FEATURES, "proxy features")
         self.features, self.top_k = list(features), top_k
-        self.loss, self.temperature, self.shift, self.reference = loss, temperature, shift, bool(reference)
+        self.loss = HardLabel() if loss is None else loss
+        self.shift, self.reference = shift, bool(reference)
         self.hidden, self.epochs, self.lr = list(hidden), epochs, lr
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
@@ -103,7 +104,6 @@ class ProxyAttack:
             self.loss,
             steps,
             context.trainer,
-            temperature=self.temperature,
             optimizer=instantiate(recipe.optimizer),
             batch_size=int(recipe.batch_size),
             shift=self.shift,

@@ -16,11 +16,6 @@ from torch import Tensor
 from privacy_attacks.errors import require_choice
 
 
-def log_probabilities(scores: Tensor) -> Tensor:
-    """Log-probabilities (N, C) from logit-form scores (N, C) (logits, or log-probabilities)."""
-    return scores.double().log_softmax(dim=-1)
-
-
 def _others(log_probs: Tensor, labels: Tensor) -> Tensor:
     """log-probabilities (N, C) with the true class set to -inf."""
     return log_probs.scatter(1, labels[:, None], float("-inf"))

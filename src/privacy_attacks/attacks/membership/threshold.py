@@ -19,11 +19,11 @@ import torch
 
 from privacy_attacks.errors import ConfigError, require_choice
 
-from .base import AttackContext, AttackOutput
+from .base import AttackContext, AttackOutput, MembershipAttack
 from .scores import SCORES
 
 
-class ThresholdAttack:
+class ThresholdAttack(MembershipAttack):
     """Score each evaluation image by ``score`` of the target's answer; member if above the threshold.
 
     Args:

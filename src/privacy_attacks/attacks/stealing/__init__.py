@@ -1,16 +1,16 @@
 """Model stealing: distil a local student from a black-box query API (lecture, "模型窃取" / "模型蒸馏").
 
 Reusable pieces: :func:`distil` / :func:`fit_student` (train a student from API answers),
-the losses of :mod:`.losses`, the query pools of :mod:`.pools` and :func:`fidelity_metrics`.
+the losses of :mod:`.losses` (named in ``conf/attack/_losses.yaml``), the query pools of :mod:`.pools`
+and :func:`fidelity_metrics`.
 The ``attack=distillation`` entry is :func:`privacy_attacks.attacks.stealing.attack.run`.
 """
 
 from .distillation import StudentDistillation, distil, fidelity_metrics, fit_student, steps_for_budget
-from .losses import LOSSES, DistillationLoss, HardLabel, HintonKL, LectureKL, SoftCrossEntropy, SquaredError
+from .losses import DistillationLoss, HardLabel, HintonKL, LectureKL, SoftCrossEntropy, SquaredError
 from .pools import FashionMNISTPool, MNISTPool, NoisePool, QueryPool, evaluation_split
 
 __all__ = [
-    "LOSSES",
     "DistillationLoss",
     "FashionMNISTPool",
     "HardLabel",

@@ -5,7 +5,7 @@ and trains a local student g so that g(x) imitates f(x) (Hinton et al. 2015; as 
 Tramèr et al. 2016 and Orekondy et al. 2019, "Knockoff Nets"). Reusable from code:
 
     >>> api = BlackBoxAPI(target.net, output="probs", budget=1000)
-    >>> student = distil(api, pool.take(1000), LeNet5(), loss="kl", steps=1500, temperature=4.0)
+    >>> student = distil(api, pool.take(1000), LeNet5(), loss=LectureKL(temperature=4.0), steps=1500)
 
 :func:`distil` queries each image once (``api.queries_used`` grows by ``len(images)``) and trains
 with :class:`StudentDistillation`; :func:`fit_student` does the training from answers already
@@ -16,7 +16,6 @@ cached answer of the unshifted image: nothing augmented is sent to the target, s
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,11 +27,11 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
-from privacy_attacks.errors import ConfigError, require_positive
+from privacy_attacks.errors import require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import seeded
 
-from .losses import LOSSES, DistillationLoss
+from .losses import DistillationLoss
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
@@ -123,17 +122,6 @@ class StudentDistillation(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def build_loss(loss: str | DistillationLoss, temperature: float = 1.0) -> DistillationLoss:
-    """A loss object from a name in :data:`LOSSES` (``kl``/``kl_hinton`` take ``temperature``) or as is."""
-    if isinstance(loss, DistillationLoss):
-        return loss
-    if loss not in LOSSES:
-        raise ConfigError(f"loss={loss!r} is not one of the choices: {', '.join(LOSSES)}.")
-    cls = LOSSES[loss]
-    takes_temperature = "temperature" in inspect.signature(cls).parameters
-    return cls(temperature=temperature) if takes_temperature else cls()
-
-
 def steps_for_budget(budget: int, per_sqrt_query: float, min_steps: int, max_steps: int) -> int:
     """Optimisation steps for ``budget`` cached answers: ``per_sqrt_query * sqrt(budget)``, clamped to
     [min_steps, max_steps].
@@ -149,11 +137,10 @@ def fit_student(
     images: Tensor,
     answers: Tensor,
     mode: OutputMode | str,
-    loss: str | DistillationLoss = "kl",
+    loss: DistillationLoss,
     steps: int = 1000,
     trainer_cfg: DictConfig | None = None,
     *,
-    temperature: float = 1.0,
     optimizer: Callable[..., torch.optim.Optimizer] | None = None,
     scheduler: Callable[..., Any] | None = None,
     batch_size: int = 128,
@@ -178,7 +165,7 @@ def fit_student(
     optimizer = optimizer or functools.partial(torch.optim.Adam, lr=5e-3)
     if scheduler is None:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR
-    system = StudentDistillation(net, build_loss(loss, temperature), mode, optimizer, scheduler, shift)
+    system = StudentDistillation(net, loss, mode, optimizer, scheduler, shift)
     trainer = build_trainer(
         trainer_cfg, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], limit_val_batches=0
     )
@@ -192,7 +179,7 @@ def distil(
     api: BlackBoxAPI,
     images: Tensor,
     net: nn.Module,
-    loss: str | DistillationLoss = "kl",
+    loss: DistillationLoss,
     steps: int = 1000,
     trainer_cfg: DictConfig | None = None,
     **fit_options: Any,
@@ -200,7 +187,7 @@ def distil(
     """Steal a model: query ``api`` once on each of ``images`` (N, 1, 28, 28), train ``net`` on the answers.
 
     Costs exactly N queries (:class:`~privacy_attacks.blackbox.QueryBudgetExceeded` if the budget
-    has fewer left). ``fit_options`` go to :func:`fit_student` (``temperature``, ``optimizer``,
+    has fewer left). ``fit_options`` go to :func:`fit_student` (``optimizer``,
     ``scheduler``, ``batch_size``, ``shift``, ``seed``, ``logger``, ``callbacks``). Returns the
     trained student in eval mode.
     """

@@ -12,8 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from privacy_attacks.callbacks.sweep_summary import varying_overrides  # noqa: E402
-from privacy_attacks.statistics import mean_ci95  # noqa: E402
+from privacy_attacks.statistics import mean_ci95, varying_overrides  # noqa: E402
 
 # Keys of a job's metrics (everything else in a summary row except `job` is an override).
 METRIC_KEYS = {

@@ -3,6 +3,8 @@
 Every loss is called as ``loss(student_logits, answers, mode) -> scalar`` with the student's
 logits (N, C), the API's answers for the same images (see :mod:`privacy_attacks.blackbox`) and
 the API's :class:`~privacy_attacks.blackbox.OutputMode`, and averages over the batch.
+The losses by name are ``_target_`` nodes of ``conf/attack/_losses.yaml`` (``losses.<name>``), the
+one registry that model stealing (``loss=<name>``) and the membership proxy (``methods.proxy.loss``) read.
 ``f`` below is the target (teacher), ``g`` the student; ``scores(f)`` are the answers in logit
 form (``log p`` for probabilities: softmax is shift-invariant, so ``Softmax(scores / tau)`` is the
 lecture's ``Softmax(f / tau)``).
@@ -94,13 +96,3 @@ class HardLabel(DistillationLoss):
 
     def forward(self, student_logits: Tensor, answers: Tensor, mode: OutputMode) -> Tensor:
         return F.cross_entropy(student_logits, mode.labels(answers))
-
-
-# The losses by name (the attack config declares the same mapping as `_target_` nodes).
-LOSSES: dict[str, type[DistillationLoss]] = {
-    "mse": SquaredError,
-    "kl": LectureKL,
-    "kl_hinton": HintonKL,
-    "soft_ce": SoftCrossEntropy,
-    "hard": HardLabel,
-}

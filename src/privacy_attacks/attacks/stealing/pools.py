@@ -18,21 +18,23 @@ Splits of MNIST (documented in docs and README.md, "Model stealing"):
 
 from __future__ import annotations
 
-import gzip
-import socket
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from privacy_attacks.data import load_mnist
+from privacy_attacks.data.fashion_mnist import (
+    FASHION_SIZE,
+    download_fashion_mnist,
+    fashion_mnist_available,
+    load_fashion_mnist,
+)
 from privacy_attacks.data.mnist import TRAIN_SIZE, split_training_indices
 from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
 
 EVALUATION_SIZE = 5000
 MNIST_TEST_SIZE = 10_000
-FASHION_FILES = ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
 
 
 EVALUATION_SETS = ("report", "tune")
@@ -116,26 +118,6 @@ class MNISTPool(QueryPool):
         }
 
 
-def read_idx_images(path: Path) -> Tensor:
-    """An IDX image file (optionally ``.gz``) as uint8 (N, 1, rows, cols)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    magic, count, rows, cols = np.frombuffer(data[:16], dtype=">i4")
-    if magic != 2051:
-        raise DataUnavailableError(f"{path} is not an IDX image file (magic number {magic}, expected 2051).")
-    pixels = np.frombuffer(data, dtype=np.uint8, offset=16, count=count * rows * cols)
-    return torch.from_numpy(pixels.copy()).view(int(count), 1, int(rows), int(cols))
-
-
-def _find_idx(root: Path, name: str) -> Path | None:
-    for folder in (root, root / "FashionMNIST" / "raw"):
-        for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
 class FashionMNISTPool(QueryPool):
     """Fashion-MNIST's 70,000 images (train then test), out-of-distribution queries for an MNIST target.
 
@@ -154,10 +136,10 @@ class FashionMNISTPool(QueryPool):
 
     @property
     def size(self) -> int:
-        return 70_000
+        return FASHION_SIZE
 
     def available(self) -> bool:
-        return all(_find_idx(self.root, name) for name in FASHION_FILES)
+        return fashion_mnist_available(self.root)
 
     def _missing(self, reason: str) -> DataUnavailableError:
         return DataUnavailableError(
@@ -174,23 +156,15 @@ class FashionMNISTPool(QueryPool):
             return
         if not self.download:
             raise self._missing("pools.fashion_mnist.download is false")
-        from torchvision.datasets import FashionMNIST
-
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(15)
         try:
-            FashionMNIST(str(self.root), train=True, download=True)
-            FashionMNIST(str(self.root), train=False, download=True)
+            download_fashion_mnist(self.root)
         except Exception as error:  # noqa: BLE001 - any network or disk failure means the same to the user
             raise self._missing(f"downloading it failed ({error})") from error
-        finally:
-            socket.setdefaulttimeout(previous)
 
     def load(self) -> Tensor:
         if self._images is None:
             self.ensure_available()
-            parts = [read_idx_images(_find_idx(self.root, name)) for name in FASHION_FILES]
-            self._images = torch.cat(parts).float().div_(255.0)
+            self._images = load_fashion_mnist(self.root)
         return self._images
 
 

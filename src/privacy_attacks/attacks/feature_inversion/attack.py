@@ -1,0 +1,177 @@
+"""Feature inversion: recover private query images from the target's intermediate features.
+
+An attacker who sees Φ_l(x₀), the target's activations at layer l for a private query x₀, minimises
+‖Φ_l(x) − Φ_l(x₀)‖² / ‖Φ_l(x₀)‖² + ``tv_lambda`` · ℓ_TV(x) (+ the engine's other priors) over
+images x in [0, 1] (Mahendran & Vedaldi, CVPR 2015, "Understanding Deep Image Representations by
+Inverting Them"), on the shared reconstruction engine (:mod:`privacy_attacks.engine.module`) with the objective
+:class:`.matching.FeatureMatching`. ``python attack.py attack=feature_inversion layer=conv2``.
+
+``init=network`` and ``anchor_lambda`` > 0 add a learned prior: a decoder from the layer's features to
+images trained on the attacker's own images (:mod:`.inversion_network`, Dosovitskiy & Brox 2016)
+gives a guess x̂ of each private image, used as the start and in the penalty ``anchor_lambda`` · mean (x − x̂)².
+
+Writes ``reconstructions.pt`` ({"images": (N, 1, 28, 28) in [0, 1], "labels": (N,), "originals":
+(N, 1, 28, 28)}), ``reconstructions.png`` and TensorBoard events; returns ``recon/psnr``,
+``recon/ssim``, ``recon/mse`` (means over the N private images) and the same against the class-mean
+image (``recon/psnr_class_mean``: what an attacker who only guessed the class would reach); with the
+inversion network, ``recon/psnr_network`` (its guess alone, before the optimisation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from privacy_attacks.attacks.feature_inversion.inversion_network import provision_inversion_network
+from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
+from privacy_attacks.data.mnist import load_mnist, recipe_members, split_training_indices
+from privacy_attacks.data.private import PRIVATE_SETS, private_pool
+from privacy_attacks.engine.figures import originals_figure
+from privacy_attacks.engine.metrics import class_means, image_similarity
+from privacy_attacks.engine.module import (
+    ReconstructionModule,
+    engine_from_config,
+    engine_hparams,
+    fit_reconstruction,
+    validate_engine_config,
+)
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target
+
+log = logging.getLogger(__name__)
+# The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
+HPARAMS = ("layer", "num_images", "private_set", "private_seed")
+
+
+def model_layers(cfg: DictConfig) -> tuple[str, ...]:
+    """The observable layers of the target's network class (its ``LAYERS``), read without building it."""
+    return tuple(getattr(get_class(cfg.target.net._target_), "LAYERS", ()))
+
+
+def validate(cfg: DictConfig) -> None:
+    """ConfigError for a layer the target does not have (the message lists its layers), more images than the
+    private pool, bad inversion-network settings, or a bad engine setting (:func:`validate_engine_config`)."""
+    require_choice(cfg.layer, model_layers(cfg), "layer")
+    require_choice(cfg.layer, cfg.layers, "layer (with priors in `layers`)")
+    require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
+    for key in ("num_images", "private_pool"):
+        require_int(cfg[key], key)
+    require_int(cfg.private_seed, "private_seed", minimum=None)
+    if cfg.num_images > cfg.private_pool:
+        raise ConfigError(
+            f"num_images={cfg.num_images} is larger than the private pool (private_pool={cfg.private_pool})."
+        )
+    if uses_inversion_network(cfg):
+        settings = cfg.inversion_network
+        for key in ("train_images", "epochs", "batch_size", "width"):
+            require_int(settings[key], f"inversion_network.{key}")
+        available = 60_000 - cfg.data.val_size
+        if settings.train_images > available:
+            raise ConfigError(
+                f"inversion_network.train_images={settings.train_images} is more than the {available} MNIST training "
+                f"images outside the validation split (data.val_size={cfg.data.val_size})."
+            )
+        require_positive(settings.lr, "inversion_network.lr")
+        require_int(settings.seed, "inversion_network.seed", minimum=None)
+    validate_engine_config(cfg)
+
+
+def uses_inversion_network(cfg: DictConfig) -> bool:
+    """Whether the run needs the learned inversion network (``init=network`` or ``anchor_lambda`` > 0)."""
+    return cfg.init == "network" or cfg.anchor_lambda > 0
+
+
+def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -> Tensor:
+    """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder loaded from the cache or
+    trained on the first ``inversion_network.train_images`` MNIST training images outside the validation
+    split (loaded only then; no private image of either set is among them)."""
+
+    def training_images() -> Tensor:
+        images = load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
+        split = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(images))
+        return images[torch.cat([split["train"], split["nonmember"]])]
+
+    decoder = provision_inversion_network(
+        target.net,
+        target.checkpoint,
+        cfg.layer,
+        training_images,
+        cfg.inversion_network,
+        cfg.trainer,
+        cfg.paths.cache_dir,
+    )
+    with torch.no_grad():
+        return decoder(features.cpu())
+
+
+def build_module(
+    cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None
+) -> ReconstructionModule:
+    """The engine inverting ``features`` (N, ...), the private images' activations of ``net`` at ``cfg.layer``;
+    ``guess`` (N, 1, 28, 28) feeds ``init=network`` and the ``anchor`` prior."""
+    node_kwargs = {"anchor": {"guess": guess}, "network": {"guess": guess}} if guess is not None else {}
+    return engine_from_config(cfg, FeatureMatching(net, cfg.layer, features), node_kwargs, log_prefix="recon")
+
+
+def class_mean_images(cfg: DictConfig, labels: Tensor) -> Tensor:
+    """The mean training image of each label's class (the target's members), (N, 1, 28, 28)."""
+    images, targets = recipe_members(cfg.data, cfg.target)
+    return class_means(images, targets, int(targets.max()) + 1)[labels]
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Invert the target's ``layer`` features of ``num_images`` private test images; score against the originals."""
+    out = output_dir(cfg)
+    pool, pool_labels = private_pool(cfg)
+    originals, labels = pool[: cfg.num_images], pool_labels[: cfg.num_images]
+    with torch.no_grad():
+        features = target.net.features(originals)[cfg.layer]  # what the attacker observes
+    guess = inversion_network_guess(cfg, target, features) if uses_inversion_network(cfg) else None
+    module = build_module(cfg, target.net, features, guess)
+    loggers = build_loggers(cfg)
+    start = time.perf_counter()
+    fit_reconstruction(module, cfg.trainer, logger=loggers)
+    seconds = time.perf_counter() - start
+    images = module.reconstructions()[0].cpu()
+    scores = image_similarity(images, originals)
+    baseline = image_similarity(class_mean_images(cfg, labels), originals)
+    metrics = {
+        "recon/psnr": scores["psnr"].mean().item(),
+        "recon/psnr_median": scores["psnr"].median().item(),
+        "recon/ssim": scores["ssim"].mean().item(),
+        "recon/mse": scores["mse"].mean().item(),
+        "recon/psnr_class_mean": baseline["psnr"].mean().item(),
+        "recon/ssim_class_mean": baseline["ssim"].mean().item(),
+        "recon/fit_time_s": seconds,
+    }
+    if guess is not None:  # the inversion network's guess alone, before the feature-matching optimisation
+        metrics["recon/psnr_network"] = image_similarity(guess, originals)["psnr"].mean().item()
+    torch.save({"images": images, "labels": labels, "originals": originals}, out / "reconstructions.pt")
+    shown = min(cfg.num_images, 16)
+    titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]
+    originals_figure(
+        out / "reconstructions.png",
+        originals[:shown],
+        images[:shown],
+        titles,
+        f"feature inversion from {cfg.layer}: PSNR {metrics['recon/psnr']:.1f} dB, SSIM {metrics['recon/ssim']:.2f}",
+    )
+    # The originals above their reconstructions, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    log.info(
+        "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s",
+        cfg.layer,
+        metrics["recon/psnr"],
+        metrics["recon/psnr_class_mean"],
+        metrics["recon/ssim"],
+        out,
+    )
+    return metrics

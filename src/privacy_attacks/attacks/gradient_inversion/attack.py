@@ -1,0 +1,219 @@
+"""Gradient inversion: recover a federated client's private batch from the gradient it shares.
+
+A simulated client (:class:`.client.SimulatedClient`) computes ∇_θ L(f_θ(x*), y*) of the
+shared model on a private batch of test images; the attacker, who knows θ, runs the reconstruction
+engine (:mod:`privacy_attacks.engine.module`) with a gradient-matching objective (:mod:`.matching`):
+
+- ``dlg``: Zhu, Liu & Han, NeurIPS 2019, "Deep Leakage from Gradients": squared L2 distance,
+  dummy soft labels optimised jointly, L-BFGS;
+- ``idlg``: Zhao, Mopuri & Bilen 2020, "iDLG: Improved Deep Leakage from Gradients": the labels are
+  recovered analytically from the last layer's gradient (:mod:`.labels`), then L2 matching;
+- ``ig``: Geiping, Bauermeister, Dröge & Moeller, NeurIPS 2020, "Inverting Gradients": cosine
+  distance, TV prior, Adam on signed gradients, restarts (labels recovered analytically).
+
+Reconstructions are paired with the originals by the best assignment (:mod:`.assignment`)
+before scoring. ``python attack.py attack=gradient_inversion method=idlg batch_size=1``.
+
+Writes ``reconstructions.pt`` ({"images": (N, 1, 28, 28) in [0, 1] paired with "originals",
+"labels": recovered (N,), "original_labels": (N,)}), ``reconstructions.png`` and TensorBoard events;
+returns ``recon/psnr``, ``recon/ssim``, ``recon/mse`` (means over the N = num_batches · batch_size
+images), ``recon/psnr_median``, ``recon/label_acc`` and timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from privacy_attacks.attacks.gradient_inversion.assignment import best_assignment
+from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
+from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
+from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
+from privacy_attacks.data.private import PRIVATE_SETS, private_pool
+from privacy_attacks.engine.figures import originals_figure
+from privacy_attacks.engine.metrics import image_similarity
+from privacy_attacks.engine.module import (
+    ReconstructionModule,
+    engine_from_config,
+    engine_hparams,
+    fit_reconstruction,
+    validate_engine_config,
+)
+from privacy_attacks.errors import ConfigError, require_choice, require_int
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
+from privacy_attacks.io import output_dir
+from privacy_attacks.seeding import derive_seed, seeded
+from privacy_attacks.targets import Target, provision_classifier
+
+log = logging.getLogger(__name__)
+# The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
+HPARAMS = ("method", "batch_size", "num_batches", "shared_model", "model_state", "private_set", "private_seed")
+MODEL_STATES = ("init", "trained")
+
+
+def validate(cfg: DictConfig) -> None:
+    """ConfigError for an unknown method / shared model / state, a batch larger than the private pool, or a bad
+    engine setting (:func:`validate_engine_config`), before any work."""
+    require_choice(cfg.method, cfg.methods, "method")
+    require_choice(cfg.shared_model, cfg.shared_models, "shared_model")
+    require_choice(cfg.model_state, MODEL_STATES, "model_state")
+    require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
+    require_int(cfg.private_seed, "private_seed", minimum=None)
+    for key in ("batch_size", "num_batches", "private_pool"):
+        require_int(cfg[key], key)
+    if cfg.batch_size > cfg.private_pool:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
+        )
+    if cfg.batch_size * cfg.num_batches > cfg.private_pool:
+        raise ConfigError(
+            f"num_batches={cfg.num_batches} batches of batch_size={cfg.batch_size} need "
+            f"{cfg.num_batches * cfg.batch_size} private images, more than private_pool={cfg.private_pool}."
+        )
+    validate_engine_config(cfg)
+
+
+def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
+    """The FedSGD model the client differentiates: ``cfg.shared_models[shared_model]`` at ``model_state``.
+
+    ``init``: freshly initialised from a seed derived from ``private_seed`` (part of the scenario, like the
+    clients' images, not of the attacker's randomness); ``trained``: trained once and cached like a target
+    (for ``shared_model=target`` that is the attack's target itself). Frozen, in eval mode.
+    """
+    recipe = cfg.shared_models[cfg.shared_model]
+    if cfg.model_state == "trained":
+        if cfg.shared_model == "target":
+            return target.net
+        return provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, cfg.shared_model).net
+    with seeded(cfg.private_seed, "shared_model"):
+        net: nn.Module = instantiate(recipe.net)
+    return net.eval().requires_grad_(False)
+
+
+def last_linear(model: nn.Module, gradient: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """The gradient of the model's last ``nn.Linear`` (weight (C, D), bias (C,) or None) within ``gradient``."""
+    named = dict(zip((name for name, _ in model.named_parameters()), gradient, strict=True))
+    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    prefix = f"{name}." if name else ""
+    return named[f"{prefix}weight"], named.get(f"{prefix}bias")
+
+
+@dataclass
+class BatchResult:
+    """One client's attack: reconstructions and recovered labels paired with the originals, and its time."""
+
+    images: Tensor
+    labels: Tensor
+    seconds: float
+
+
+def build_module(
+    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int
+) -> ReconstructionModule:
+    """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels."""
+    method = cfg.methods[cfg.method]
+    engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
+    objective = GradientMatching(
+        model,
+        gradient,
+        cfg.batch_size,
+        instantiate(method.distance),
+        labels=labels,
+        restarts=cfg.restarts,
+        num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
+    )
+    return engine_from_config(
+        cfg,
+        objective,
+        seed=seed,
+        signed_gradients=bool(method.signed_gradients),
+        scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
+        log_prefix="recon",
+        **engine_options,
+    )
+
+
+def attack_batch(
+    cfg: DictConfig, model: nn.Module, images: Tensor, labels: Tensor, seed: int, logger: Any = False
+) -> BatchResult:
+    """Simulate one client holding ``images`` (B, 1, 28, 28) / ``labels`` (B,) and invert its shared gradient."""
+    start = time.perf_counter()
+    gradient = SimulatedClient(model, images, labels).shared_gradient()
+    recovered = None
+    if cfg.methods[cfg.method].recover_labels:
+        weight, bias = last_linear(model, gradient)
+        recovered = recover_labels(weight, cfg.batch_size, bias)
+    module = build_module(cfg, model, gradient, recovered, seed)
+    fit_reconstruction(module, cfg.trainer, logger=logger)
+    seconds = time.perf_counter() - start
+    candidates, losses = module.all_reconstructions()  # (R, B, ...), (R, B)
+    best = int(losses.sum(dim=1).argmin())  # a restart is one batch: keep the best batch as a whole
+    reconstructions = candidates[best].cpu()
+    predicted = module.objective.predicted_labels().view(cfg.restarts, cfg.batch_size)[best].cpu()
+    order = best_assignment(reconstructions, images)
+    return BatchResult(reconstructions[order], predicted[order], seconds)
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Attack ``num_batches`` simulated clients of ``batch_size`` private test images each; score all images."""
+    out = output_dir(cfg)
+    model = shared_model(cfg, target)
+    pool, pool_labels = private_pool(cfg)
+    loggers = build_loggers(cfg)
+    results = []
+    for k in range(cfg.num_batches):
+        batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
+        # The first client's optimisation curves go to TensorBoard (one curve per job).
+        seed = derive_seed(cfg.seed, "client", k)  # the attacker's randomness for this client
+        results.append(attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, loggers if k == 0 else False))
+        log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)
+    count = cfg.num_batches * cfg.batch_size
+    originals, original_labels = pool[:count], pool_labels[:count]
+    images = torch.cat([r.images for r in results])
+    labels = torch.cat([r.labels for r in results])
+    scores = image_similarity(images, originals)
+    seconds = sum(r.seconds for r in results)
+    metrics = {
+        "recon/psnr": scores["psnr"].mean().item(),
+        "recon/psnr_median": scores["psnr"].median().item(),
+        "recon/ssim": scores["ssim"].mean().item(),
+        "recon/mse": scores["mse"].mean().item(),
+        "recon/label_acc": (labels == original_labels).float().mean().item(),
+        "recon/time_per_batch_s": seconds / cfg.num_batches,
+        "recon/fit_time_s": seconds,
+    }
+    torch.save(
+        {"images": images, "labels": labels, "originals": originals, "original_labels": original_labels},
+        out / "reconstructions.pt",
+    )
+    shown = min(count, 16)
+    titles = [
+        f"{int(y)}→{int(p)} {float(s):.0f}dB"
+        for y, p, s in zip(original_labels[:shown], labels[:shown], scores["psnr"][:shown])
+    ]
+    title = (
+        f"{cfg.method}, batch {cfg.batch_size}, {cfg.shared_model} ({cfg.model_state}): "
+        f"PSNR {metrics['recon/psnr']:.1f} dB, labels {metrics['recon/label_acc']:.0%}"
+    )
+    originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
+    # The originals above their reconstructions, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    log.info(
+        "%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, label acc %.2f; %s",
+        cfg.method,
+        cfg.batch_size,
+        metrics["recon/psnr"],
+        metrics["recon/psnr_median"],
+        metrics["recon/ssim"],
+        metrics["recon/label_acc"],
+        out,
+    )
+    return metrics

@@ -1,0 +1,142 @@
+"""Output-based model inversion of every class (the lecture's first lab; Fredrikson et al., CCS 2015).
+
+For each class ỹ an image x in [0, 1]^{1×28×28} is optimised to minimise
+ℓ(f(x), ỹ) + λ · ℓ_TV(x) + the other priors, with the target f frozen. All classes (× restarts) are
+one batch of the reconstruction engine (:mod:`privacy_attacks.engine.module`). ``python attack.py attack=inversion``.
+
+Two independent judges score the reconstructions: the tuning judge (``evaluator``, whose accuracy the
+defaults were chosen by) and the reporting judge (``judge``: another architecture, trained on the half
+of the training pool the tuning judge never saw, from another seed), whose accuracy is the reported number.
+
+Writes ``reconstructions.pt`` ({"images": (K, 1, 28, 28) in [0, 1], "labels": (K,)}),
+``reconstructions.png`` and TensorBoard events; returns the ``inversion/*`` metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from privacy_attacks.attacks.inversion.figures import reconstruction_figure
+from privacy_attacks.attacks.inversion.objectives import ClassInversion
+from privacy_attacks.data.mnist import recipe_members
+from privacy_attacks.engine.metrics import class_means, image_similarity, nearest_ssim
+from privacy_attacks.engine.module import (
+    ReconstructionModule,
+    engine_from_config,
+    engine_hparams,
+    fit_reconstruction,
+    validate_engine_config,
+)
+from privacy_attacks.errors import require_choice
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target, provision_classifier
+
+log = logging.getLogger(__name__)
+# The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
+HPARAMS = ("loss",)
+
+
+def validate(cfg: DictConfig) -> None:
+    """ConfigError for an unknown loss, or a bad engine setting (:func:`validate_engine_config`: init,
+    optimizer, prior weights, steps), before any work."""
+    require_choice(cfg.loss, cfg.losses, "loss")
+    validate_engine_config(cfg)
+
+
+def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) -> ReconstructionModule:
+    """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``."""
+    objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]))
+    return engine_from_config(
+        cfg,
+        objective,
+        log_prefix="inversion",
+    )
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Invert every class of ``target``; score with the target, the two judges and the training data."""
+    out = output_dir(cfg)
+    evaluator = provision_classifier(cfg.evaluator, cfg.data, cfg.trainer, cfg.paths.cache_dir, "evaluator")
+    judge = provision_classifier(cfg.judge, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge")
+    num_classes = int(cfg.target.net.num_classes)
+    labels = torch.arange(num_classes)
+    module = build_module(cfg, target.net, labels)
+    loggers = build_loggers(cfg)
+    start = time.perf_counter()
+    # About 50 points per loss curve, whatever the number of steps.
+    fit_reconstruction(module, cfg.trainer, logger=loggers, log_every_n_steps=max(1, cfg.steps // 50))
+    fit_time = time.perf_counter() - start
+    images = module.reconstructions()[0].cpu()
+
+    pool, pool_labels = recipe_members(cfg.data, cfg.target)
+    means = class_means(pool, pool_labels, num_classes)
+    metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
+    metrics.update(judge_metrics(images, labels, judge.net.cpu()))
+    metrics["inversion/fit_time_s"] = fit_time
+
+    torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
+    title = (
+        f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
+    )
+    reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
+    # The reconstructions above the class means, and the swept hparams with the final metrics.
+    log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    log.info(
+        "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
+        metrics["inversion/target_acc"],
+        metrics["inversion/evaluator_acc"],
+        metrics["inversion/report_judge_acc"],
+        metrics["inversion/ssim_class_mean"],
+        out,
+    )
+    return metrics
+
+
+@torch.no_grad()
+def score(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    target: torch.nn.Module,
+    evaluator: torch.nn.Module,
+    means: torch.Tensor,
+    pool: torch.Tensor,
+    pool_labels: torch.Tensor,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's
+    confidences (K,)."""
+    num_classes = len(means)
+    target_probs = target.eval()(images).softmax(dim=-1)
+    evaluator_probs = evaluator.eval()(images).softmax(dim=-1)
+    confidence = target_probs.gather(1, labels[:, None]).squeeze(1)
+    to_mean = image_similarity(images, means[labels])
+    metrics = {
+        "inversion/target_acc": multiclass_accuracy(target_probs, labels, num_classes, average="micro").item(),
+        "inversion/target_confidence": confidence.mean().item(),
+        "inversion/evaluator_acc": multiclass_accuracy(evaluator_probs, labels, num_classes, average="micro").item(),
+        "inversion/evaluator_confidence": evaluator_probs.gather(1, labels[:, None]).mean().item(),
+        "inversion/ssim_class_mean": to_mean["ssim"].mean().item(),
+        "inversion/psnr_class_mean": to_mean["psnr"].mean().item(),
+        "inversion/mse_class_mean": to_mean["mse"].mean().item(),
+        "inversion/ssim_nearest_train": nearest_ssim(images, labels, pool, pool_labels).mean().item(),
+    }
+    return metrics, confidence
+
+
+@torch.no_grad()
+def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
+    """The reporting judge's view of reconstructions (K, 1, 28, 28) for ``labels`` (K,): ``inversion/report_judge_acc``
+    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the
+    class)."""
+    probs = judge.eval()(images).softmax(dim=-1)
+    return {
+        "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),
+        "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
+    }

@@ -1,0 +1,41 @@
+"""Figures of output inversion: a job's grid (``reconstructions.png``) and a sweep's ``comparison.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from privacy_attacks.engine.figures import image_rows_figure
+
+
+def reconstruction_figure(
+    path: Path, images: Tensor, labels: Tensor, means: Tensor, confidence: Tensor, title: str = ""
+) -> Path:
+    """``reconstructions.png``: a row of reconstructions (N, 1, H, W) above the real class means."""
+    titles = [f"{int(y)} (p={float(p):.2f})" for y, p in zip(labels, confidence)]
+    return image_rows_figure(path, [("inversion", images), ("class mean", means[labels])], titles, title)
+
+
+def comparison_figure(sweep_dir: Path, rows: list[dict[str, Any]], metric: str = "inversion/evaluator_acc") -> Path:
+    """``comparison.png`` of a sweep: one row per job (its overrides and ``metric``), one column per class.
+
+    The ``summary.figure`` hook of the sweep-summary callback (``f(sweep_dir, rows) -> path``).
+    """
+    sweep_dir = Path(sweep_dir)
+    shown, labels = [], None
+    for row in rows:
+        saved = torch.load(sweep_dir / str(row["job"]) / "reconstructions.pt", map_location="cpu", weights_only=True)
+        labels = saved["labels"]
+        overrides = ", ".join(
+            f"{k}={v}" for k, v in row.items() if k != "job" and "/" not in k and not k.endswith("_s")
+        )
+        score = row.get(metric)
+        label = f"job {row['job']}\n{overrides}" + (
+            f"\n{metric.split('/')[-1]}={score:.2f}" if isinstance(score, float) else ""
+        )
+        shown.append((label, saved["images"]))
+    titles = [str(int(y)) for y in labels] if labels is not None else []
+    return image_rows_figure(sweep_dir / "comparison.png", shown, titles, f"Model inversion sweep: {sweep_dir.name}")

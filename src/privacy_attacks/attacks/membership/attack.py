@@ -1,0 +1,175 @@
+"""``python attack.py attack=membership``: membership inference against a target with known members.
+
+:func:`validate` stops bad input before any work; :func:`run` builds the split, the black-box
+API and the attack chosen by ``method=`` (a ``_target_`` node of ``methods``), scores the
+evaluation set, and writes ``metrics.json`` (through the pipeline), ``roc.png``, ``roc.csv`` and
+``scores.pt`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.data.mnist import load_mnist
+from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
+from privacy_attacks.harness import build_loggers, finish_loggers
+from privacy_attacks.io import output_dir
+from privacy_attacks.targets import Target
+
+from .base import AttackContext, MembershipAttack
+from .data import MembershipSplit, membership_split
+from .figures import plot_roc, write_roc_csv
+from .metrics import membership_metrics, roc_curve
+
+log = logging.getLogger(__name__)
+
+
+def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
+    """The split of ``cfg`` (see :mod:`privacy_attacks.attacks.membership.data`)."""
+    if cfg.target.get("members") is None:
+        raise ConfigError("attack=membership needs a target with known members: set target.members (e.g. 1000).")
+    return membership_split(
+        cfg.data.val_size,
+        cfg.data.split_seed,
+        cfg.target.members,
+        cfg.eval_members,
+        cfg.attacker_size,
+        cfg.attacker_offset,
+        cfg.eval_seed,
+        total,
+        cfg.eval_set,
+    )
+
+
+def build_attack(cfg: DictConfig) -> MembershipAttack:
+    """The attack object of ``method`` (validated against the ``methods`` mapping): a :class:`MembershipAttack`."""
+    require_choice(cfg.method, list(cfg.methods), "method")
+    try:
+        attack = instantiate(cfg.methods[cfg.method], _convert_="all")
+    except InstantiationException as error:  # a bad hyperparameter: show the attack's own message
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+    if not isinstance(attack, MembershipAttack):
+        raise ConfigError(
+            f"methods.{cfg.method} builds a {type(attack).__name__}, not a membership attack: its _target_ must be "
+            "a subclass of privacy_attacks.attacks.membership.base.MembershipAttack."
+        )
+    return attack
+
+
+def validate(cfg: DictConfig, total: int = 60_000) -> None:
+    """Raise :class:`ConfigError` for an unknown method or output mode, a member count larger than
+    the data, an evaluation set overlapping the attacker's data, sizes a method cannot use, or a
+    ``query_budget`` smaller than the queries the method makes (each attack's ``queries_needed``)."""
+    attack = build_attack(cfg)
+    require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
+    split = build_split(cfg, total)
+    require_int(cfg.shadow_train_size, "shadow_train_size")
+    sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
+    attack.check_sizes(*sizes)
+    budget = cfg.query_budget
+    require_int(budget, "query_budget", null_means="no limit")
+    needed = attack.queries_needed(*sizes)
+    if budget is not None and budget < needed:
+        raise ConfigError(
+            f"query_budget={budget} is too small for method={cfg.method}: it asks the target about {needed} images "
+            f"here (eval_members={cfg.eval_members}, shadow_train_size={cfg.shadow_train_size}). "
+            f"Raise query_budget to at least {needed} or set it to null."
+        )
+
+
+def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net(images).argmax(dim=1) == labels).float().mean())
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Run ``cfg.method`` against ``target`` and return the metrics (``mia/*``, ``target/*``, ``queries/used``)."""
+    images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    validate(cfg, total=len(labels))
+    split = build_split(cfg, total=len(labels))
+    attack = build_attack(cfg)
+    output = instantiate(cfg.api.outputs[cfg.api.output])
+    api = BlackBoxAPI(target.net, output=output, budget=cfg.query_budget, batch_size=cfg.api.batch_size)
+    context = AttackContext(
+        api=api,
+        eval_images=images[split.eval_indices],
+        eval_labels=labels[split.eval_indices],
+        attacker_images=images[split.attacker],
+        attacker_labels=labels[split.attacker],
+        recipe=cfg.shadow_recipe,
+        train_size=cfg.shadow_train_size,
+        trainer=cfg.trainer,
+        cache_dir=Path(cfg.paths.cache_dir),
+        seed=cfg.seed,
+    )
+    log.info(
+        "membership: method=%s on %d members + %d non-members (%s set)",
+        cfg.method,
+        cfg.eval_members,
+        cfg.eval_members,
+        cfg.eval_set,
+    )
+    start = time.perf_counter()
+    output = attack(context)
+    elapsed = time.perf_counter() - start
+    metrics = membership_metrics(output.scores, split.eval_membership, output.predictions)
+    # The experimenter's view of the target (not the attacker's): leakage tracks the generalisation gap.
+    train_acc = _accuracy(target.net, images[split.members], labels[split.members])
+    heldout = split.eval_indices[split.eval_membership == 0]
+    test_images, test_labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
+    test_acc = _accuracy(target.net, test_images, test_labels)
+    metrics.update(
+        {
+            "target/train_acc": train_acc,
+            "target/test_acc": test_acc,
+            "target/gap": train_acc - test_acc,
+            "target/nonmember_acc": _accuracy(target.net, images[heldout], labels[heldout]),
+            "queries/used": float(api.queries_used),
+            "time/attack_s": elapsed,
+            **output.info,
+        }
+    )
+    out = output_dir(cfg)
+    fpr, tpr = roc_curve(output.scores, split.eval_membership)
+    write_roc_csv(out / "roc.csv", fpr, tpr)
+    plot_roc(
+        [(f"{cfg.method} (AUC {metrics['mia/auc']:.3f})", fpr, tpr)],
+        out / "roc.png",
+        title=f"{cfg.method}, {cfg.target.members} members",
+    )
+    torch.save(
+        {
+            "scores": output.scores,
+            "membership": split.eval_membership,
+            "predictions": output.predictions,
+            "eval_indices": split.eval_indices,
+        },
+        out / "scores.pt",
+    )
+    finish_loggers(build_loggers(cfg), hparams(cfg), metrics, scalars=metrics, step=0)
+    log.info("mia/auc %.4f, tpr@0.1%%fpr %.4f (%s)", metrics["mia/auc"], metrics["mia/tpr@0.1%fpr"], cfg.method)
+    return metrics
+
+
+def hparams(cfg: DictConfig) -> dict[str, object]:
+    """The run's hparams as logged with its final metrics (TensorBoard's hparams table)."""
+    return {
+        "method": cfg.method,
+        "target.members": cfg.target.members,
+        "eval_members": cfg.eval_members,
+        "eval_set": cfg.eval_set,
+        "seed": cfg.seed,
+        "shadow_train_size": cfg.shadow_train_size,
+        "api.output": cfg.api.output,
+        "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method], resolve=True),
+    }

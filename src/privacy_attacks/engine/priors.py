@@ -1,0 +1,148 @@
+"""Image priors of the reconstruction engine: penalties, input transforms and periodic projections.
+
+Every prior has a ``weight`` and is off at weight 0 (the engine skips it). Three kinds:
+
+- a *penalty* adds ``weight * penalty(x)`` (per image, shape (N,)) to the loss:
+  :class:`TotalVariation` (the lecture's ℓ_TV), :class:`PixelEnergy` (L2);
+- a *transform* changes the images before each forward pass of the objective (not the
+  images themselves): :class:`Jitter` (random translation, Mordvintsev et al. 2015;
+  Olah et al. 2017, "Feature Visualization");
+- a *projection* edits the images in place every ``every`` steps: :class:`GaussianBlur`
+  (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from privacy_attacks.errors import require_int
+
+
+def total_variation(images: Tensor) -> Tensor:
+    """The lecture's ℓ_TV per image: 1/M Σ_ij (x_{i,j+1} − x_{i,j})² + (x_{i+1,j} − x_{i,j})².
+
+    ``images`` (N, C, H, W) -> (N,); M = C·H·W (784 for MNIST); differences that would leave
+    the image are left out. A constant image has ℓ_TV = 0.
+    """
+    horizontal = (images[..., :, 1:] - images[..., :, :-1]).pow(2).sum(dim=(1, 2, 3))
+    vertical = (images[..., 1:, :] - images[..., :-1, :]).pow(2).sum(dim=(1, 2, 3))
+    return (horizontal + vertical) / images[0].numel()
+
+
+class Prior(nn.Module):
+    """Base of all priors: ``weight`` (off at 0) and three no-op hooks the subclasses fill in."""
+
+    def __init__(self, weight: float = 0.0):
+        super().__init__()
+        self.weight = float(weight)
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def penalty(self, images: Tensor) -> Tensor | None:
+        """Per-image penalty (N,) added as ``weight * penalty``; None if this prior has none."""
+        return None
+
+    def transform(self, images: Tensor) -> Tensor:
+        """Applied to the images before each forward pass of the objective (differentiable)."""
+        return images
+
+    def project(self, images: Tensor, step: int) -> Tensor:
+        """Applied to the images (no grad) after the optimiser step ``step`` (0-based)."""
+        return images
+
+    def use_generator(self, generator: torch.Generator) -> None:
+        """Draw this prior's random numbers from ``generator`` (the engine's, derived from the attack seed)."""
+
+
+class TotalVariation(Prior):
+    """``weight`` · ℓ_TV(x) (see :func:`total_variation`); ``weight`` is the lecture's λ."""
+
+    def penalty(self, images: Tensor) -> Tensor:
+        return total_variation(images)
+
+
+class PixelEnergy(Prior):
+    """``weight`` · mean x² per image: pulls pixels towards black, MNIST's background."""
+
+    def penalty(self, images: Tensor) -> Tensor:
+        return images.pow(2).flatten(1).mean(dim=1)
+
+
+class Jitter(Prior):
+    """Random translation before each forward pass by up to ``weight`` pixels in each direction.
+
+    Every image moves by its own random (dy, dx) drawn from [-weight, weight] (wrapping at the border,
+    like ``torch.roll``), so a reconstruction must keep working under small shifts and restarts that
+    start alike (``init=zeros``) still part ways. The offsets come from the generator the engine gives
+    (:meth:`use_generator`), never from the global RNG.
+    """
+
+    def __init__(self, weight: float = 0.0):
+        super().__init__(weight)
+        self.generator: torch.Generator | None = None
+
+    def use_generator(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def transform(self, images: Tensor) -> Tensor:
+        shift = int(round(self.weight))
+        if shift == 0:
+            return images
+        if self.generator is None:
+            raise RuntimeError("Jitter draws its shifts from its own generator: call use_generator() first.")
+        n, c, h, w = images.shape
+        dy, dx = torch.randint(-shift, shift + 1, (2, n), generator=self.generator)
+        rows = ((torch.arange(h) - dy[:, None]) % h).to(images.device)  # (N, H): output row r reads row r - dy
+        cols = ((torch.arange(w) - dx[:, None]) % w).to(images.device)  # (N, W)
+        batch = torch.arange(n, device=images.device)[:, None, None, None]
+        channel = torch.arange(c, device=images.device)[None, :, None, None]
+        return images[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class GaussianBlur(Prior):
+    """Blur the images with a Gaussian of standard deviation ``weight`` pixels every ``every`` steps."""
+
+    def __init__(self, weight: float = 0.0, every: int = 4):
+        super().__init__(weight)
+        require_int(every, "every")
+        self.every = int(every)
+        if self.active:
+            radius = max(1, math.ceil(3 * self.weight))
+            offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+            kernel = torch.exp(-0.5 * (offsets / self.weight) ** 2)
+            self.register_buffer("kernel", kernel / kernel.sum(), persistent=False)
+
+    def project(self, images: Tensor, step: int) -> Tensor:
+        if (step + 1) % self.every:
+            return images
+        channels, radius = images.shape[1], (len(self.kernel) - 1) // 2
+        row = self.kernel.to(images).view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+        padded = F.pad(images, (radius, radius, 0, 0), mode="replicate")
+        blurred = F.conv2d(padded, row, groups=channels)
+        padded = F.pad(blurred, (0, 0, radius, radius), mode="replicate")
+        return F.conv2d(padded, row.transpose(-1, -2), groups=channels)
+
+
+class GuessDistance(Prior):
+    """``weight`` · mean (x − x̂)² per image: stay near a guess x̂ of each image (e.g. a learned
+    inversion network's output, :mod:`privacy_attacks.attacks.feature_inversion.inversion_network`).
+
+    ``guess`` (B, C, H, W) holds one guess per target image; the engine's R·B images are
+    restart-major, so image r·B + i is compared with guess i.
+    """
+
+    def __init__(self, weight: float = 0.0, guess: Tensor | None = None):
+        super().__init__(weight)
+        self.register_buffer("guess", None if guess is None else guess.detach().clone())
+
+    def penalty(self, images: Tensor) -> Tensor:
+        if self.guess is None:
+            raise ValueError("GuessDistance needs a guess: build it with guess=(B, C, H, W) images.")
+        guess = self.guess.repeat(len(images) // len(self.guess), 1, 1, 1)
+        return (images - guess).pow(2).flatten(1).mean(dim=1)

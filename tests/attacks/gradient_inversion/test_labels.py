@@ -1,0 +1,59 @@
+"""Analytic label recovery from the last layer's gradient (iDLG and its batch extension)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from privacy_attacks.attacks.gradient_inversion.attack import last_linear
+from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
+from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
+from privacy_attacks.models import LeNet5
+from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
+
+
+def _model(seed: int = 0) -> LeNetSigmoid:
+    torch.manual_seed(seed)
+    return LeNetSigmoid().eval().requires_grad_(False)
+
+
+@pytest.mark.parametrize("net", [LeNetSigmoid, LeNet5])
+def test_idlg_label_recovery_is_exact_for_every_class_on_a_batch_of_one(net):
+    torch.manual_seed(0)
+    model = net().eval().requires_grad_(False)
+    for label in range(10):
+        image = torch.rand(1, 1, 28, 28)
+        gradient = SimulatedClient(model, image, torch.tensor([label])).shared_gradient()
+        weight, bias = last_linear(model, gradient)
+        assert recover_labels(weight, 1, bias).tolist() == [label]
+        assert recover_labels(weight, 1).tolist() == [label]  # iDLG's rule uses the weights alone
+
+
+def test_batch_label_recovery_finds_distinct_labels_and_counts():
+    model = _model()
+    labels = torch.tensor([2, 5, 9, 0])
+    gradient = SimulatedClient(model, torch.rand(4, 1, 28, 28), labels).shared_gradient()
+    weight, bias = last_linear(model, gradient)
+    assert recover_labels(weight, 4, bias).tolist() == sorted(labels.tolist())
+    assert len(recover_labels(weight, 7, bias)) == 7  # always B labels
+
+
+@pytest.mark.parametrize("labels", [[3, 3, 7, 1], [2, 2, 2, 5], [0, 0, 9, 9], [6, 6, 6, 6], [1, 4, 4, 8]])
+def test_batch_label_recovery_counts_repeated_labels_when_mean_predictions_are_alike(labels):
+    # The last layer's gradient of a batch whose softmax outputs are all uniform (p = 1/C), features h_i >= 0:
+    # dL/dW = 1/B sum_i (p - y_i) h_i^T, dL/db = p - counts / B: the rule's assumption holds exactly.
+    generator = torch.Generator().manual_seed(sum(labels))
+    batch, classes = len(labels), 10
+    features = torch.rand(batch, 16, generator=generator) + 0.1
+    error = torch.full((batch, classes), 1 / classes) - F.one_hot(torch.tensor(labels), classes).float()
+    weight, bias = error.T @ features / batch, error.mean(dim=0)
+    assert recover_labels(weight, batch, bias).tolist() == sorted(labels)
+
+
+@pytest.mark.parametrize("labels", [[3, 3, 7, 1], [2, 2, 2, 5], [1, 4, 4, 8], [5, 5, 5, 5, 0, 0, 2, 9]])
+def test_batch_label_recovery_finds_every_present_class_of_a_real_gradient(labels):
+    model = _model()
+    gradient = SimulatedClient(model, torch.rand(len(labels), 1, 28, 28), torch.tensor(labels)).shared_gradient()
+    recovered = recover_labels(*last_linear(model, gradient)[:1], len(labels), last_linear(model, gradient)[1])
+    assert set(recovered.tolist()) == set(labels) and len(recovered) == len(labels)

@@ -1,0 +1,128 @@
+"""Output-based model inversion end to end: the judges, the headline command, bad input, runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from privacy_attacks.attacks.inversion.attack import build_module
+from privacy_attacks.data.mnist import split_training_indices
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from privacy_attacks.pipelines import run_attack
+from privacy_attacks.targets import provision_classifier, provision_target
+from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, run_script
+
+
+@pytest.fixture
+def frozen_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return LeNet5().eval().requires_grad_(False)
+
+
+def test_the_two_judges_differ_in_architecture_seed_and_training_images(compose_attack):
+    cfg = compose_attack(["attack=inversion", "evaluator.members=27500", "judge.members=27500"])
+    assert cfg.evaluator.net._target_ != cfg.judge.net._target_ and cfg.evaluator.seed != cfg.judge.seed
+    images = [
+        set(
+            split_training_indices(cfg.data.val_size, cfg.data.split_seed, r.members, member_offset=r.member_offset)[
+                "train"
+            ].tolist()
+        )
+        for r in (cfg.evaluator, cfg.judge)
+    ]
+    assert len(images[0]) == len(images[1]) == 27_500 and not images[0] & images[1]
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-3, 1e-2])
+def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
+    cfg = compose_attack(["attack=inversion", f"tv_lambda={value}", "init=zeros", "loss=prob"])
+    module = build_module(cfg, frozen_net, torch.arange(10))
+    assert ("tv" in module.priors) == (value > 0)
+    if value > 0:
+        assert module.priors["tv"].weight == value
+    assert isinstance(module.objective.similarity, instantiate(cfg.losses.prob).__class__)
+    assert torch.equal(module.images.detach(), torch.zeros_like(module.images))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tv_lambda=-1", "tv_lambda=-1"),
+        ("l2_lambda=-0.5", "l2_lambda"),
+        ("init=gaussian", "noise, uniform, zeros, constant, mean"),
+        ("loss=hinge", "ce, prob, logit, margin, mse"),
+        ("optimizer=rmsprop", "adam, sgd, lbfgs"),
+        ("steps=0", "steps=0"),
+        ("restarts=0", "restarts=0"),
+    ],
+)
+def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):
+    cfg = compose_attack(["attack=inversion", override])
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "empty_cache")
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        run_attack(cfg)
+    assert not (tmp_path / "empty_cache").exists()  # nothing trained or provisioned
+
+
+@pytest.mark.mnist
+def test_inversion_run_writes_artefacts(compose_attack):
+    cfg = compose_attack(["attack=inversion", "steps=4", "restarts=1"])
+    target = provision_target(cfg)
+    before = {k: v.clone() for k, v in target.net.state_dict().items()}
+    metrics = run_attack(cfg)
+    out = Path(cfg.paths.output_dir)
+    for key in (
+        "target_acc",
+        "target_confidence",
+        "evaluator_acc",
+        "ssim_class_mean",
+        "psnr_class_mean",
+        "mse_class_mean",
+        "ssim_nearest_train",
+    ):
+        assert f"inversion/{key}" in metrics
+    saved = torch.load(out / "reconstructions.pt", weights_only=True)
+    judge = provision_classifier(cfg.judge, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge").net
+    with torch.no_grad():
+        recognised = (judge(saved["images"]).argmax(dim=1) == saved["labels"]).float().mean().item()
+    assert metrics["inversion/report_judge_acc"] == pytest.approx(recognised)
+    assert saved["images"].shape == (10, 1, 28, 28) and saved["images"].dtype == torch.float32
+    assert 0.0 <= saved["images"].min() and saved["images"].max() <= 1.0
+    assert torch.equal(saved["labels"], torch.arange(10))
+    assert (out / "reconstructions.png").stat().st_size > 0 and (out / "metrics.json").exists()
+    after = provision_target(cfg).net.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in after.items())
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_multirun_subprocess_writes_jobs_and_summary(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "attack=inversion",
+        "tv_lambda=0,1e-2",
+        "steps=3",
+        "restarts=1",
+        *SMALL_TARGET,
+        *SMALL_EVALUATOR,
+        "data.download=false",
+        "+trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    done = run_script("attack.py", args, tmp_path, cache_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for job in ("0", "1"):
+        for name in ("metrics.json", "reconstructions.pt", "reconstructions.png"):
+            assert (sweep / job / name).exists(), f"{job}/{name}"
+        assert list((sweep / job / "tensorboard").glob("events.out.tfevents.*"))
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and "tv_lambda" in summary[0] and "inversion/evaluator_acc" in summary[0]
+    assert (sweep / "comparison.png").stat().st_size > 0
+    assert "Best job by inversion/evaluator_acc" in done.stdout

@@ -1,0 +1,118 @@
+"""Membership inference end to end: config errors before any work, and a real small run of each method."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from privacy_attacks.attacks.membership import validate
+from privacy_attacks.attacks.membership.attack import build_attack, build_split
+from privacy_attacks.errors import ConfigError
+from tests.conftest import attack_config, run_script
+
+METHODS = list(attack_config("membership").methods)  # every method the config offers
+# A deliberately leaky tiny target: 100 members fitted to 100% (60 epochs), 50 + 50 evaluation images,
+# 4 shadow models: seconds per method, and every method must beat chance on it.
+TINY = [
+    "target.members=100",
+    "target.max_epochs=60",
+    "eval_members=50",
+    "attacker_size=600",
+    "num_shadows=4",
+    "methods.shadow.num_shadows=4",
+    "methods.shadow.epochs=20",
+    "methods.proxy.epochs=20",
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=nope"], "proxy, shadow, loss"),
+        (["target.members=100000"], "members=100000"),
+        (["attacker_offset=0"], "overlap"),
+        (["eval_members=6000"], "eval_members"),
+        (["api.output=nope"], "probs, logits"),
+        (["method=lira", "num_shadows=5"], "even"),
+        (["target.members=null"], "target.members"),
+        (["query_budget=0"], "query_budget=0"),
+        (
+            ["target.members=1000", "query_budget=2999"],
+            "at least 3000",
+        ),  # proxy: 1,000 + 1,000 (reference) + 1,000 evaluation images
+        (
+            ["target.members=1000", "method=loss", "query_budget=1999"],
+            "at least 2000",
+        ),  # 1,000 evaluation + 1,000 calibration images
+        (["target.members=1000", "method=lira", "query_budget=999"], "at least 1000"),
+        (
+            ["target.members=1000", "eval_members=501"],
+            "eval_members <= 500",
+        ),  # two disjoint evaluation sets of 1,000 members
+        (["eval_set=all"], "report, tune"),
+    ],
+)
+def test_bad_input_is_a_config_error(compose_attack, overrides, message):
+    cfg = compose_attack(["attack=membership", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_attack):
+    cfg = compose_attack(["attack=membership"])
+    assert cfg.method == "proxy" and cfg.attack.name == "membership"
+    cfg = compose_attack(["attack=membership", "target.members=1000"])
+    validate(cfg)
+    validate(
+        compose_attack(["attack=membership", "target.members=1000", "query_budget=3000"])
+    )  # exactly what the proxy attack asks
+
+
+@pytest.mark.parametrize("members", [1000, 10000])
+@pytest.mark.parametrize("method", ["proxy", "shadow", "loss", "lira"])
+def test_the_sweep_over_target_sizes_is_valid(compose_attack, method, members):
+    validate(compose_attack(["attack=membership", f"method={method}", f"target.members={members}"]))
+
+
+@pytest.mark.slow
+def test_bad_input_exits_before_any_work(tmp_path, cache_dir):
+    result = run_script("attack.py", ["attack=membership", "attacker_offset=0", "logger=none"], tmp_path, cache_dir)
+    assert result.returncode == 2
+    assert "overlap" in result.stderr and "Traceback" not in result.stderr
+    assert not list(cache_dir.glob("shadows-*.pt"))
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_every_method_beats_chance_on_a_leaky_target_in_a_real_multirun(tmp_path, cache_dir, compose_attack):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "attack=membership",
+        f"method={','.join(METHODS)}",
+        *TINY,
+        "logger=none",
+        "+trainer.enable_progress_bar=false",
+        "data.download=false",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_script("attack.py", args, tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(sweep / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(row["method"] for row in rows) == sorted(METHODS)
+    for job in range(len(METHODS)):
+        metrics = json.loads((sweep / str(job) / "metrics.json").read_text())
+        assert metrics["target/train_acc"] == 1.0 and metrics["target/gap"] > 0.05  # the leaky target
+        assert metrics["mia/members"] == metrics["mia/nonmembers"] == 50
+        assert metrics["mia/auc_ci_low"] > 0.5, (METHODS[job], metrics["mia/auc"])  # beats chance, the whole interval
+        assert (sweep / str(job) / "roc.png").stat().st_size > 0
+        # The budget check before the run counts exactly the queries the run makes.
+        cfg = compose_attack(["attack=membership", f"method={METHODS[job]}", *TINY])
+        split = build_split(cfg)
+        sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
+        assert metrics["queries/used"] == build_attack(cfg).queries_needed(*sizes) >= 100
+    assert (sweep / "roc_sweep.png").stat().st_size > 0
+    assert "Best job by mia/auc" in result.stdout

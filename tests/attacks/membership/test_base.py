@@ -1,0 +1,139 @@
+"""The membership-attack contract on tiny synthetic data: every method scores every image, none is fitted on
+evaluation images, sizes are checked."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from privacy_attacks.attacks.membership import proxy, shokri
+from privacy_attacks.attacks.membership.attack import build_attack
+from privacy_attacks.attacks.membership.base import AttackContext, MembershipAttack
+from privacy_attacks.attacks.membership.lira import LiRA
+from privacy_attacks.attacks.membership.metrics import membership_metrics
+from privacy_attacks.attacks.membership.proxy import ProxyAttack
+from privacy_attacks.attacks.membership.shadow_models import (
+    provision_shadow_models,
+)
+from privacy_attacks.attacks.membership.shokri import ShadowAttack, shadow_seeds
+from privacy_attacks.attacks.membership.threshold import ThresholdAttack
+from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from privacy_attacks.seeding import seeded
+from tests.attacks.membership.conftest import N_EVAL, untrained_target
+from tests.conftest import attack_config
+
+
+def _contains_any(images, candidates) -> bool:
+    return bool((images[:, None] == candidates[None]).flatten(2).all(dim=2).any())
+
+
+def test_context_holds_no_membership_labels_and_no_dataset_indices():
+    names = {f.name for f in dataclasses.fields(AttackContext)}
+    assert not any("member" in name or "indices" in name for name in names)
+
+
+METHODS = {
+    "loss": lambda: ThresholdAttack("loss", reference_size=20),
+    "confidence": lambda: ThresholdAttack("confidence", reference_size=20),
+    "entropy": lambda: ThresholdAttack("entropy", reference_size=20),
+    "modified_entropy": lambda: ThresholdAttack("modified_entropy", reference_size=20),
+    "proxy": lambda: ProxyAttack(features=["sorted", "label", "loss"], epochs=2, reference=True),
+    "shadow": lambda: ShadowAttack(num_shadows=2, epochs=2, per_class=True),
+    "lira": lambda: LiRA(num_shadows=4, online=True),
+    "lira_fixed": lambda: LiRA(num_shadows=2, online=True, fixed_variance=True),
+    "lira_offline": lambda: LiRA(num_shadows=2, online=False),
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_scores_every_evaluation_image(method, context):
+    output = METHODS[method]()(context)
+    assert output.scores.shape == (N_EVAL,) and torch.isfinite(output.scores).all()
+    assert set(output.predictions.tolist()) <= {0, 1}
+    assert context.api.queries_used >= N_EVAL
+
+
+def test_trained_attacks_are_never_fitted_on_evaluation_images(context, monkeypatch):
+    fitted_images = []
+    real_distil, real_provision = proxy.distil, provision_shadow_models
+
+    def spy_distil(api, images, *args, **kwargs):
+        fitted_images.append(images)
+        return real_distil(api, images, *args, **kwargs)
+
+    def spy_provision(recipe, images, labels, train_indices, *args):
+        fitted_images.append(images[train_indices.unique()])
+        return real_provision(recipe, images, labels, train_indices, *args)
+
+    monkeypatch.setattr(proxy, "distil", spy_distil)
+    monkeypatch.setattr(shokri, "provision_shadow_models", spy_provision)
+    ProxyAttack(epochs=1)(context)
+    ShadowAttack(num_shadows=2, epochs=1)(context)
+    LiRA(num_shadows=2, online=False)(context)
+    assert len(fitted_images) == 2 + 1 + 1  # proxy + reference, Shokri's shadows, offline LiRA's shadows
+    for images in fitted_images:
+        assert not _contains_any(images, context.eval_images)
+
+
+def test_no_attacker_model_starts_from_the_targets_initial_weights(context, monkeypatch):
+    target_init = (
+        untrained_target().state_dict()
+    )  # fit_classifier seeds with the recipe's seed (0), then builds the net
+    started = []
+    real_distil = proxy.distil
+
+    def spy_distil(api, images, net, *args, **kwargs):
+        started.append({k: v.clone() for k, v in net.state_dict().items()})
+        return real_distil(api, images, net, *args, **kwargs)
+
+    monkeypatch.setattr(proxy, "distil", spy_distil)
+    ProxyAttack(epochs=1, reference=True)(context)  # context.seed == RECIPE.seed == 0
+    with seeded(shadow_seeds(0, 1)[0], "init"):
+        started.append(LeNet5().state_dict())  # shadow model 0, as train_shadow_models builds it
+    assert len(started) == 3
+    for state in started:
+        assert not any(torch.equal(state[name], target_init[name]) for name in target_init if name.endswith("weight"))
+
+
+def _permuted(context, order):
+    return dataclasses.replace(
+        context,
+        eval_images=context.eval_images[order],
+        eval_labels=context.eval_labels[order],
+        api=BlackBoxAPI(untrained_target(), output="probs"),
+    )
+
+
+@pytest.mark.parametrize("method", ["loss", "modified_entropy", "shadow", "lira_offline"])
+def test_permuting_the_evaluation_set_permutes_the_scores(method, context):
+    order = torch.randperm(N_EVAL, generator=torch.Generator().manual_seed(1))
+    scores = METHODS[method]()(context).scores
+    permuted = METHODS[method]()(_permuted(context, order)).scores
+    torch.testing.assert_close(permuted, scores[order])
+    membership = (torch.arange(N_EVAL) % 2).long()
+    predictions = torch.zeros(N_EVAL, dtype=torch.long)
+    assert membership_metrics(permuted, membership[order], predictions) == membership_metrics(
+        scores, membership, predictions
+    )
+
+
+def test_attackers_data_too_small_is_a_config_error():
+    with pytest.raises(ConfigError, match="attacker_size"):
+        ProxyAttack().check_sizes(1000, 2000, 2500)
+    with pytest.raises(ConfigError, match="attacker_size"):
+        LiRA(online=False).check_sizes(1000, 2000, 1000)
+
+
+@pytest.mark.parametrize("method", list(attack_config("membership").methods))
+def test_every_configured_method_is_a_membership_attack(compose_attack, method):
+    assert isinstance(build_attack(compose_attack(["attack=membership", f"method={method}"])), MembershipAttack)
+
+
+def test_a_method_node_that_builds_something_else_is_a_config_error(compose_attack):
+    cfg = compose_attack(["attack=membership", "+methods.other._target_=builtins.dict", "method=other"])
+    with pytest.raises(ConfigError, match="not a membership attack"):
+        build_attack(cfg)

@@ -1,0 +1,86 @@
+"""The member / non-member / attacker split of membership inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privacy_attacks.attacks.membership.data import membership_split
+from privacy_attacks.errors import ConfigError
+
+
+def _split(**overrides):
+    args = dict(
+        val_size=500,
+        split_seed=0,
+        members=1000,
+        eval_members=300,
+        attacker_size=2000,
+        attacker_offset=None,
+        eval_seed=0,
+        total=6000,
+    )
+    return membership_split(**{**args, **overrides})
+
+
+def _roles(split):
+    members = set(split.eval_indices[split.eval_membership == 1].tolist())
+    return members, set(split.eval_indices[split.eval_membership == 0].tolist())
+
+
+def test_member_nonmember_attacker_sets_are_disjoint():
+    split = _split()
+    members = set(split.members.tolist())
+    eval_members, eval_nonmembers = _roles(split)
+    attacker = set(split.attacker.tolist())
+    assert len(members) == 1000 and len(eval_members) == len(eval_nonmembers) == 300 and len(attacker) == 2000
+    assert eval_members <= members
+    assert not eval_nonmembers & members and not attacker & members
+    assert not attacker & eval_nonmembers and not attacker & eval_members
+    assert sorted(split.eval_membership.tolist()) == [0] * 300 + [1] * 300  # member = 1, non-member = 0
+
+
+def test_report_and_tune_sets_are_disjoint_and_both_apart_from_the_attacker():
+    report, tune = _split(eval_set="report"), _split(eval_set="tune")
+    report_members, report_nonmembers = _roles(report)
+    tune_members, tune_nonmembers = _roles(tune)
+    assert len(tune_members) == len(tune_nonmembers) == 300
+    assert not (report_members | report_nonmembers) & (tune_members | tune_nonmembers)
+    assert torch.equal(report.attacker, tune.attacker)  # the attacker's data does not depend on the set scored
+    assert not set(tune.attacker.tolist()) & (tune_members | tune_nonmembers)
+
+
+def test_evaluation_order_does_not_reveal_membership():
+    membership = _split().eval_membership
+    assert membership[:300].sum() not in (0, 300)  # not members first (a shuffled order)
+    changes = int((membership[1:] != membership[:-1]).sum())
+    assert changes > 200  # about 300 changes of label in a random order, 1 when sorted
+
+
+def test_split_is_drawn_by_seed():
+    assert torch.equal(_split().eval_indices, _split().eval_indices)
+    assert not torch.equal(_split().eval_indices, _split(eval_seed=1).eval_indices)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"members": 6000}, "members=6000"),
+        ({"attacker_offset": 300}, "overlap"),
+        ({"eval_members": 501}, "eval_members"),
+        ({"attacker_size": 10_000}, "attacker_size"),
+        ({"attacker_size": None, "attacker_offset": 4500}, "leaves the attacker no images"),
+        ({"eval_set": "test"}, "eval_set"),
+    ],
+)
+def test_bad_sizes_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _split(**overrides)
+
+
+def test_attacker_size_none_takes_every_remaining_nonmember_and_extends_the_sized_split():
+    everything = _split(attacker_size=None)
+    assert len(everything.attacker) == 6000 - 500 - 1000 - 2 * 300  # the pool after both sets' non-members
+    assert torch.equal(everything.attacker[:2000], _split().attacker)  # a prefix: sized runs see the same images
+    assert not set(everything.attacker.tolist()) & set(everything.eval_indices.tolist())
+    assert not set(everything.attacker.tolist()) & set(everything.members.tolist())

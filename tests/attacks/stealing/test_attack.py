@@ -1,0 +1,119 @@
+"""Model stealing end to end: bad input, shifts, headline overrides, real runs (in-process and a multirun)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from privacy_attacks.pipelines import run_attack
+from privacy_attacks.targets import provision_target
+from tests.conftest import run_script
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("query_budget=0", "query_budget=0 is not allowed"),
+        ("query_budget=-5", "query_budget=-5 is not allowed"),
+        ("query_budget=70000", "mnist query pool holds 60000 images"),
+        ("evaluation=test", "evaluation='test' is not one of the choices: report, tune"),
+        ("queries=noise query_budget=100001", "noise query pool holds 100000"),
+        ("loss=l1", "loss='l1' is not one of the choices: mse, kl, kl_hinton, soft_ce, hard"),
+        ("api.output=top5", "api.output='top5' is not one of the choices: probs, logits, label, rounded"),
+        ("queries=cifar", "queries='cifar' is not one of the choices: mnist, fashion_mnist, noise"),
+        ("temperature=0", "temperature=0"),
+        ("temperature=-2", "temperature=-2"),
+    ],
+)
+def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):
+    cfg = compose_attack(["attack=distillation", *override.split(), f"paths.cache_dir={tmp_path}/empty_cache"])
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_attack(cfg)
+    assert not (tmp_path / "empty_cache").exists() or not any((tmp_path / "empty_cache").iterdir())
+
+
+def test_local_shifts_only_below_the_shift_budget(compose_attack):
+    from privacy_attacks.attacks.stealing.attack import student_shift
+
+    assert student_shift(compose_attack(["attack=distillation", "query_budget=1000"])) == 1
+    assert student_shift(compose_attack(["attack=distillation", "query_budget=10000"])) == 0
+    assert (
+        student_shift(compose_attack(["attack=distillation", "query_budget=10000", "student.shift_max_budget=null"]))
+        == 1
+    )
+
+
+def test_headline_overrides_compose(compose_attack):
+    cfg = compose_attack(
+        ["attack=distillation", "loss=mse", "query_budget=10000", "api.output=rounded", "api.decimals=3"]
+    )
+    assert cfg.loss == "mse" and cfg.query_budget == 10000 and cfg.queries == "mnist"
+    assert cfg.losses.kl.temperature == cfg.temperature
+    assert cfg.api.outputs.rounded.decimals == 3
+    assert OmegaConf.select(cfg, "summary.figure._target_").endswith("accuracy_vs_queries")
+
+
+@pytest.mark.mnist
+def test_distillation_run_writes_metrics_and_student(compose_attack, monkeypatch):
+    from privacy_attacks.attacks.stealing import attack
+
+    started, real_distil = [], attack.distil
+
+    def spy_distil(api, images, net, *args, **kwargs):
+        started.append({k: v.clone() for k, v in net.state_dict().items()})
+        return real_distil(api, images, net, *args, **kwargs)
+
+    monkeypatch.setattr(attack, "distil", spy_distil)
+    cfg = compose_attack(["attack=distillation", "query_budget=200", "schedule.steps=20", "api.output=rounded"])
+    assert cfg.seed == cfg.target.seed == 0  # the defaults that once gave the student the target's initial weights
+    metrics = run_attack(cfg)
+    out = cfg.paths.output_dir
+    assert metrics["queries/used"] == 200 and metrics["steps"] == 20
+    torch.manual_seed(cfg.target.seed)  # the target's training seeds the global RNG, then builds its network
+    target_init = instantiate(cfg.target.net).state_dict()
+    assert not any(torch.equal(started[0][k], target_init[k]) for k in target_init if k.endswith("weight"))
+    assert metrics == run_attack(cfg) | {"fit_time_s": metrics["fit_time_s"]}  # same seed, same numbers
+    saved = torch.load(Path(out) / "student.pt", weights_only=True)
+    LeNet5().load_state_dict(saved["state_dict"])
+    assert json.loads((Path(out) / "metrics.json").read_text())["queries/used"] == 200
+
+
+@pytest.mark.mnist
+def test_tune_evaluation_scores_on_the_validation_split(compose_attack):
+    cfg = compose_attack(["attack=distillation", "query_budget=100", "schedule.steps=5", "evaluation=tune"])
+    report = compose_attack(["attack=distillation", "query_budget=100", "schedule.steps=5"])
+    tuned, reported = run_attack(cfg), run_attack(report)
+    target = provision_target(cfg)
+    assert tuned["target/acc"] == pytest.approx(target.metrics["val/acc"], abs=1e-6)  # the validation split itself
+    assert reported["target/acc"] != tuned["target/acc"]
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_multirun_subprocess_writes_summary_and_figure(tmp_path, cache_dir):
+    args = [
+        "-m",
+        "attack=distillation",
+        "loss=mse,kl",
+        "query_budget=30,60",
+        "schedule.steps=5",
+        *[f"target.{o}" for o in ("max_epochs=2", "members=5000")],
+        "logger=none",
+        "+trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    result = run_script("attack.py", args, tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    lines = (sweep / "summary.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + 4
+    assert "student/agreement" in lines[0] and "loss" in lines[0]
+    assert (sweep / "accuracy_vs_queries.png").stat().st_size > 0
+    assert "Sweep summary" in result.stdout
+    for job in range(4):
+        assert (sweep / str(job) / "student.pt").exists()

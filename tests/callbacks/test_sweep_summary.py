@@ -1,0 +1,172 @@
+"""The sweep summary callback: ``summary.csv`` and, for sweeps over ``seed``, ``summary_seeds.csv``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from privacy_attacks.callbacks.sweep_summary import (
+    collect_rows,
+    collect_sweep,
+    format_mean_ci,
+    seed_summary,
+    summarise,
+)
+
+
+def make_sweep(root: Path, jobs: list[tuple[list[str], dict]]) -> Path:
+    """A fake Hydra sweep folder: job ``i`` holds ``metrics.json`` and ``.hydra/overrides.yaml``."""
+    for i, (overrides, metrics) in enumerate(jobs):
+        job = root / str(i)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def ci95(values: list[float]) -> float:
+    x = np.asarray(values)
+    return float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+
+
+ACC = {"kl": [0.90, 0.92, 0.94], "ce": [0.80, 0.85, 0.87]}
+
+
+@pytest.fixture
+def seed_sweep(tmp_path: Path) -> Path:
+    """2 settings (loss=kl, loss=ce) x 3 seeds, jobs interleaved in Hydra's order (seed varies fastest)."""
+    jobs = []
+    for loss in ("kl", "ce"):
+        for seed, acc in enumerate(ACC[loss]):
+            metrics = {"test/acc": acc, "queries/used": 1000, "time/attack_s": 10.0 + seed, "note": "x"}
+            jobs.append(([f"loss={loss}", "num_queries=1000", f"seed={seed}"], metrics))
+    return make_sweep(tmp_path / "sweep", jobs)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_collect_sweep_records_override_keys(seed_sweep: Path):
+    rows, override_keys = collect_sweep(seed_sweep)
+    assert override_keys == ["loss", "num_queries", "seed"]
+    assert rows == collect_rows(seed_sweep)
+    assert rows[0] == {
+        "job": "0",
+        "loss": "kl",
+        "num_queries": 1000,
+        "seed": 0,
+        "test/acc": 0.90,
+        "queries/used": 1000,
+        "time/attack_s": 10.0,
+        "note": "x",
+    }
+
+
+def test_seed_summary_means_and_ci(seed_sweep: Path):
+    rows, override_keys = collect_sweep(seed_sweep)
+    summaries = seed_summary(rows, override_keys)
+    assert [(s["loss"], s["num_queries"]) for s in summaries] == [("kl", 1000), ("ce", 1000)]
+    assert list(summaries[0]) == [
+        "loss",
+        "num_queries",
+        "n_seeds",
+        "test/acc/mean",
+        "test/acc/ci95",
+        "queries/used/mean",
+        "queries/used/ci95",
+        "time/attack_s/mean",
+        "time/attack_s/ci95",
+    ]
+    for summary in summaries:
+        values = ACC[summary["loss"]]
+        assert summary["n_seeds"] == 3
+        assert summary["test/acc/mean"] == pytest.approx(np.mean(values))
+        assert summary["test/acc/ci95"] == pytest.approx(ci95(values))
+        assert summary["queries/used/mean"] == 1000
+        assert summary["queries/used/ci95"] == 0
+    # The hand computation of the brief: 0.90, 0.92, 0.94 -> 0.92 ± t(0.975, 2) * 0.02 / sqrt(3).
+    assert summaries[0]["test/acc/mean"] == pytest.approx(0.92)
+    assert summaries[0]["test/acc/ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3))
+
+
+def test_summarise_writes_seed_summary(seed_sweep: Path, capsys):
+    rows = summarise(seed_sweep, {"metric": "test/acc", "columns": ["loss", "test/acc"]})
+    assert len(rows) == 6
+    assert len(read_csv(seed_sweep / "summary.csv")) == 6
+    table = read_csv(seed_sweep / "summary_seeds.csv")
+    assert list(table[0]) == [
+        "loss",
+        "num_queries",
+        "n_seeds",
+        "test/acc/mean",
+        "test/acc/ci95",
+        "queries/used/mean",
+        "queries/used/ci95",
+        "time/attack_s/mean",
+        "time/attack_s/ci95",
+    ]
+    assert [r["loss"] for r in table] == ["kl", "ce"]
+    assert [int(r["n_seeds"]) for r in table] == [3, 3]
+    assert float(table[0]["test/acc/mean"]) == pytest.approx(0.92)
+    assert float(table[1]["test/acc/ci95"]) == pytest.approx(ci95(ACC["ce"]))
+    # The printed seed table: the settings' overrides, n_seeds and mean ± ci95 of the chosen metrics only.
+    expected = format_mean_ci(0.92, ci95(ACC["kl"]))
+    assert expected == f"0.9200 ± {ci95(ACC['kl']):.4f}"
+    out = capsys.readouterr().out
+    assert "| loss | n_seeds | test/acc |" in out  # num_queries, the same in every setting, stays in the CSV
+    assert f"| kl | 3 | {expected} |" in out
+    md = (seed_sweep / "summary.md").read_text()
+    assert "Best job by test/acc: 2" in md
+    assert f"| kl | 3 | {expected} |" in md
+
+
+def test_seed_table_defaults_to_metrics_not_ending_in_s(seed_sweep: Path, capsys):
+    summarise(seed_sweep, None)
+    out = capsys.readouterr().out
+    assert "| loss | n_seeds | test/acc | queries/used |" in out
+    assert "| kl | 3 | " in out
+
+
+def test_no_seed_override_writes_no_seed_summary(tmp_path: Path):
+    sweep = make_sweep(
+        tmp_path / "sweep", [([f"loss={loss}"], {"test/acc": acc}) for loss, acc in [("kl", 0.9), ("ce", 0.8)]]
+    )
+    rows = summarise(sweep, {"metric": "test/acc"})
+    assert [r["loss"] for r in rows] == ["kl", "ce"]
+    assert (sweep / "summary.csv").exists()
+    assert not (sweep / "summary_seeds.csv").exists()
+    assert "Across seeds" not in (sweep / "summary.md").read_text()
+
+
+def test_one_seed_per_setting_writes_no_seed_summary(tmp_path: Path):
+    sweep = make_sweep(tmp_path / "sweep", [([f"loss={loss}", "seed=0"], {"test/acc": 0.9}) for loss in ("kl", "ce")])
+    summarise(sweep, None)
+    assert not (sweep / "summary_seeds.csv").exists()
+
+
+def test_single_seed_setting_gets_n_seeds_1(tmp_path: Path):
+    jobs = [(["loss=kl", f"seed={s}"], {"test/acc": a}) for s, a in enumerate([0.90, 0.92, 0.94])]
+    jobs.append((["loss=ce", "seed=0"], {"test/acc": 0.8}))
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    summarise(sweep, None)
+    table = read_csv(sweep / "summary_seeds.csv")
+    assert [(r["loss"], int(r["n_seeds"])) for r in table] == [("kl", 3), ("ce", 1)]
+    assert float(table[1]["test/acc/mean"]) == pytest.approx(0.8)
+    assert math.isnan(float(table[1]["test/acc/ci95"]))  # written as "nan"
+    rows, override_keys = collect_sweep(sweep)
+    single = seed_summary(rows, override_keys)[1]
+    assert single["n_seeds"] == 1 and math.isnan(single["test/acc/ci95"])
+
+
+def test_format_mean_ci():
+    assert format_mean_ci(0.91142, 0.00311) == "0.9114 ± 0.0031"
+    assert format_mean_ci(0.8, float("nan")) == "0.8000"
+    assert format_mean_ci(float("nan"), float("nan")) == ""

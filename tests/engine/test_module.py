@@ -1,0 +1,163 @@
+"""The reconstruction engine: frozen target, unit range, best iterate and restart, seeding, trainable objective
+parameters."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from hydra.utils import get_method
+
+from privacy_attacks.attacks.inversion.objectives import ClassInversion, CrossEntropySimilarity
+from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
+from privacy_attacks.engine.inits import ConstantInit, NoiseInit
+from privacy_attacks.engine.module import ENGINE_KEYS, engine_hparams, prior_settings
+from privacy_attacks.engine.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from tests.conftest import attack_config
+
+TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+
+@pytest.fixture
+def frozen_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return LeNet5().eval().requires_grad_(False)
+
+
+def engine(net, steps=5, restarts=2, similarity=None, init=None, optimizer=None, priors=None):
+    objective = ClassInversion(net, torch.arange(10), similarity or CrossEntropySimilarity())
+    priors = (
+        {"tv": TotalVariation(1e-2), "l2": PixelEnergy(0.1), "jitter": Jitter(1), "blur": GaussianBlur(0.5, 2)}
+        if priors is None
+        else priors
+    )
+    return ReconstructionModule(
+        objective, priors, init or NoiseInit(), optimizer or partial(torch.optim.Adam, lr=0.05), steps, restarts
+    )
+
+
+def mean_loss(module: ReconstructionModule) -> float:
+    with torch.no_grad():
+        return module()[0].mean().item()
+
+
+def test_target_weights_bit_identical_and_no_gradients(frozen_net):
+    before = {k: v.clone() for k, v in frozen_net.state_dict().items()}
+    fit_reconstruction(engine(frozen_net), TRAINER)
+    assert all(torch.equal(before[k], v) for k, v in frozen_net.state_dict().items())
+    assert all(p.grad is None and not p.requires_grad for p in frozen_net.parameters())
+    assert not frozen_net.training
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "lbfgs"])
+def test_images_stay_in_unit_range_and_loss_decreases(frozen_net, optimizer):
+    factories = {
+        "adam": partial(torch.optim.Adam, lr=0.1),
+        "sgd": partial(torch.optim.SGD, lr=1.0, momentum=0.9),
+        "lbfgs": partial(torch.optim.LBFGS, lr=1.0, max_iter=1, line_search_fn="strong_wolfe"),
+    }
+    module = engine(frozen_net, steps=8, optimizer=factories[optimizer], priors={"tv": TotalVariation(1e-2)})
+    start = mean_loss(module)
+    fit_reconstruction(module, TRAINER)
+    assert 0.0 <= module.images.min() and module.images.max() <= 1.0
+    images, losses = module.reconstructions()
+    assert images.shape == (10, 1, 28, 28) and 0.0 <= images.min() and images.max() <= 1.0
+    assert losses.mean().item() < start
+    assert mean_loss(module) < start
+
+
+def test_best_iterate_is_kept_per_image(frozen_net):
+    module = engine(frozen_net, steps=6, restarts=3)
+    fit_reconstruction(module, TRAINER)
+    images, losses = module.reconstructions()
+    all_images, all_losses = module.all_reconstructions()
+    assert all_images.shape == (3, 10, 1, 28, 28)
+    assert torch.equal(losses, all_losses.min(dim=0).values)
+    # Without random priors, the kept loss is the loss of the kept image.
+    plain = ClassInversion(frozen_net, torch.arange(10), CrossEntropySimilarity())
+    best_plain = engine(frozen_net, steps=6, restarts=3, priors={"tv": TotalVariation(1e-2), "l2": PixelEnergy(0.1)})
+    fit_reconstruction(best_plain, TRAINER)
+    images, losses = best_plain.reconstructions()
+    with torch.no_grad():
+        recomputed = (
+            plain(images) + 1e-2 * TotalVariation(1e-2).penalty(images) + 0.1 * PixelEnergy(0.1).penalty(images)
+        )
+    assert torch.allclose(losses, recomputed, atol=1e-5)
+
+
+def test_restarts_from_one_black_image_still_differ_through_per_image_jitter(frozen_net):
+    module = engine(frozen_net, steps=5, restarts=3, init=ConstantInit(0.0), priors={"jitter": Jitter(2)})
+    fit_reconstruction(module, TRAINER)
+    images, _ = module.all_reconstructions()  # (3, 10, 1, 28, 28)
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+
+
+def test_the_best_restart_is_chosen_by_the_attacks_own_loss(frozen_net):
+    module = engine(frozen_net, steps=4, restarts=3, priors={"tv": TotalVariation(1e-2)})
+    fit_reconstruction(module, TRAINER)
+    all_images, all_losses = module.all_reconstructions()
+    module.best_loss = torch.tensor([[5.0] * 10, [1.0] * 10, [3.0] * 10]).flatten()  # restart 1 is best everywhere
+    images, losses = module.reconstructions()
+    assert torch.equal(images, all_images[1]) and torch.equal(losses, torch.ones(10))
+
+
+def test_same_seed_same_reconstruction_whatever_the_global_rng(frozen_net):
+    results = []
+    for global_seed in (0, 1234):
+        torch.manual_seed(global_seed)
+        module = engine(frozen_net, steps=4, restarts=2)
+        fit_reconstruction(module, TRAINER)
+        results.append(module.reconstructions()[0])
+    assert torch.equal(results[0], results[1])
+
+
+def test_objective_parameters_are_optimised_with_the_images(frozen_net):
+    class WithTemperature(ClassInversion):
+        def __init__(self, net):
+            super().__init__(net, torch.arange(10), CrossEntropySimilarity())
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, images):
+            return super().forward(images) * self.scale
+
+    objective = WithTemperature(frozen_net)
+    module = ReconstructionModule(objective, {}, NoiseInit(), partial(torch.optim.Adam, lr=0.05), steps=3)
+    fit_reconstruction(module, TRAINER)
+    assert objective.scale.item() != 1.0
+    assert all(p.grad is None for p in frozen_net.parameters())
+
+
+RECONSTRUCTION_ATTACKS = ("inversion", "feature_inversion", "gradient_inversion")
+PRIOR_CASES = [
+    (attack, name) for attack in RECONSTRUCTION_ATTACKS for name in attack_config(attack).priors
+]  # every prior node of every reconstruction attack's config
+
+
+@pytest.mark.parametrize(("attack", "prior"), PRIOR_CASES)
+def test_every_prior_weight_is_checked_by_the_key_it_reads(compose_attack, attack, prior):
+    key = prior_settings(attack_config(attack))[f"priors.{prior}.weight"]
+    cfg = compose_attack([f"attack={attack}", f"{key}=-1"])
+    with pytest.raises(ConfigError, match=f"{key}=-1 is not allowed"):
+        get_method(cfg.attack.validate)(cfg)
+
+
+@pytest.mark.parametrize("attack", RECONSTRUCTION_ATTACKS)
+def test_a_new_prior_node_is_validated_and_logged_without_touching_the_attack(compose_attack, attack):
+    node = ["+priors.extra._target_=privacy_attacks.engine.priors.PixelEnergy", "+extra_lambda=0.5"]
+    cfg = compose_attack([f"attack={attack}", *node, "+priors.extra.weight=${extra_lambda}"])
+    get_method(cfg.attack.validate)(cfg)
+    hparams = engine_hparams(cfg, ["seed"])
+    assert hparams["extra_lambda"] == 0.5
+    assert set(ENGINE_KEYS) <= set(hparams) and {"tv_lambda", "l2_lambda"} <= set(hparams)
+    bad = compose_attack([f"attack={attack}", *node, "+priors.extra.weight=-2"])
+    with pytest.raises(ConfigError, match=r"priors\.extra\.weight=-2"):
+        get_method(bad.attack.validate)(bad)
+
+
+def test_a_priors_own_bad_argument_is_a_config_error(compose_attack):
+    cfg = compose_attack(["attack=inversion", "blur_every=0"])
+    with pytest.raises(ConfigError, match="priors.blur: every=0"):
+        get_method(cfg.attack.validate)(cfg)

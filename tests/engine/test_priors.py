@@ -1,0 +1,53 @@
+"""The engine's priors: the lecture's total-variation prior ℓ_TV against a hand computation, jitter and the
+guess prior."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privacy_attacks.engine import TotalVariation, total_variation
+from privacy_attacks.engine.priors import GuessDistance, Jitter
+
+
+def test_tv_matches_hand_computation():
+    x = torch.tensor([[0.0, 1.0, 3.0], [2.0, 4.0, 4.0]]).view(1, 1, 2, 3)
+    # horizontal: (1-0)² + (3-1)² + (4-2)² + (4-4)² = 1 + 4 + 4 + 0 = 9
+    # vertical:   (2-0)² + (4-1)² + (4-3)² = 4 + 9 + 1 = 14;  M = 6 pixels
+    assert total_variation(x).item() == pytest.approx((9 + 14) / 6)
+
+
+def test_tv_is_per_image_and_normalised_by_784_on_mnist():
+    x = torch.zeros(2, 1, 28, 28)
+    x[1, 0, 10, 10] = 1.0  # one bright pixel: 4 neighbouring differences of 1
+    assert torch.allclose(total_variation(x), torch.tensor([0.0, 4 / 784]))
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_tv_is_zero_on_a_constant_image(value):
+    assert torch.equal(total_variation(torch.full((3, 1, 28, 28), value)), torch.zeros(3))
+
+
+def test_tv_prior_is_off_at_weight_zero():
+    assert not TotalVariation(0.0).active and TotalVariation(1e-3).active
+
+
+def test_jitter_moves_each_image_by_its_own_offset():
+    jitter = Jitter(2)
+    jitter.use_generator(torch.Generator().manual_seed(0))
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, :, 14, 14] = 1.0
+    moved = jitter.transform(images)
+    positions = {tuple(torch.nonzero(m[0]).flatten().tolist()) for m in moved}
+    assert len(positions) > 5 and all(12 <= r <= 16 and 12 <= c <= 16 for r, c in positions)
+    assert torch.equal(moved.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))  # a translation: nothing lost
+
+
+def test_guess_prior_is_zero_at_the_guess_and_follows_the_restart_major_order():
+    guess = torch.rand(3, 1, 28, 28)
+    prior = GuessDistance(weight=1.0, guess=guess)
+    images = torch.cat([guess, torch.zeros(3, 1, 28, 28)])  # restart 0 at the guess, restart 1 black
+    penalty = prior.penalty(images)
+    assert penalty.shape == (6,) and penalty[:3].abs().max() == 0
+    torch.testing.assert_close(penalty[3:], guess.pow(2).flatten(1).mean(1))
+    assert not GuessDistance(weight=0.0).active
