@@ -88,6 +88,24 @@ def test_best_iterate_is_kept_per_image(frozen_net):
     assert torch.allclose(losses, recomputed, atol=1e-5)
 
 
+def test_identical_restarts_are_reported(frozen_net, caplog):
+    with caplog.at_level("WARNING"):
+        engine(frozen_net, steps=1, restarts=2, init=ConstantInit(0.0), priors={"tv": TotalVariation(1e-2)})
+    assert "will end identical" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        engine(frozen_net, steps=1, restarts=2, init=ConstantInit(0.0), priors={"jitter": Jitter(2)})
+        engine(frozen_net, steps=1, restarts=2, priors={"tv": TotalVariation(1e-2)})  # random starts
+    assert "will end identical" not in caplog.text
+
+
+def test_every_default_layer_of_feature_inversion_has_restarts_that_can_differ(compose_attack):
+    for layer in compose_attack(["attack=feature_inversion"]).layers:
+        cfg = compose_attack(["attack=feature_inversion", f"layer={layer}"])
+        random_start = cfg.init in ("noise", "uniform", "network")
+        assert cfg.restarts == 1 or random_start or cfg.jitter > 0, layer
+
+
 def test_restarts_from_one_black_image_still_differ_through_per_image_jitter(frozen_net):
     module = engine(frozen_net, steps=5, restarts=3, init=ConstantInit(0.0), priors={"jitter": Jitter(2)})
     fit_reconstruction(module, TRAINER)

@@ -28,6 +28,7 @@ Contract of an objective (see :class:`ReconstructionModule`):
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +47,8 @@ from privacy_attacks.engine.priors import Prior
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import generator
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 # The config keys every reconstruction attack has (``conf/attack/_reconstruction_base.yaml``), logged as hparams.
@@ -111,6 +114,14 @@ class ReconstructionModule(L.LightningModule):
         self._penalties = [(n, p) for n, p in self.priors.items() if type(p).penalty is not Prior.penalty]
         self._transforms = [p for p in self.priors.values() if type(p).transform is not Prior.transform]
         self._projections = [p for p in self.priors.values() if type(p).project is not Prior.project]
+        if restarts > 1 and not self._transforms:
+            starts = self.images.detach().view(restarts, self.num_images, -1)
+            if bool((starts == starts[:1]).all()):
+                log.warning(
+                    "The %d restarts start from the same images and no prior draws at random, so they will end "
+                    "identical: use a random init, jitter, or restarts=1.",
+                    restarts,
+                )
         self._trainable_cache: list[nn.Parameter] | None = None
 
     def forward(self, images: Tensor | None = None, with_parts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
