@@ -197,6 +197,8 @@ class BlackBoxAPI:
             :class:`OutputMode` object (e.g. ``RoundedProbabilities(decimals=3)``).
         budget: the most images the API answers in total (None: unlimited).
         batch_size: images sent through the network at a time (memory only; counting is per image).
+        defense: an output defence (:mod:`privacy_attacks.defenses.api`) that post-processes the target's class
+            probabilities before the output mode reads them (``logits`` then answers their logarithm); None: none.
 
     Attributes (read-only): ``output`` (the :class:`OutputMode`), ``budget``, ``queries_used``,
     ``queries_left``, ``num_calls``.
@@ -205,7 +207,12 @@ class BlackBoxAPI:
     __slots__ = ("_answer", "_output", "_budget", "_used", "_calls")
 
     def __init__(
-        self, net: nn.Module, output: str | OutputMode = "probs", budget: int | None = None, batch_size: int = 2000
+        self,
+        net: nn.Module,
+        output: str | OutputMode = "probs",
+        budget: int | None = None,
+        batch_size: int = 2000,
+        defense: Callable[[Tensor], Tensor] | None = None,
     ):
         if budget is not None:
             require_int(budget, "query_budget")
@@ -214,9 +221,16 @@ class BlackBoxAPI:
         net.eval()
         device = next(iter(net.parameters()), torch.empty(0)).device
 
+        def served(logits: Tensor) -> Tensor:
+            if defense is None:
+                return logits
+            return defense(logits.softmax(dim=-1)).clamp_min(PROB_FLOOR).log()  # the defended distribution
+
         @torch.no_grad()
         def answer(x: Tensor) -> Tensor:
-            parts = [mode.answer(net(x[i : i + batch_size].to(device)).float()) for i in range(0, len(x), batch_size)]
+            parts = [
+                mode.answer(served(net(x[i : i + batch_size].to(device)).float())) for i in range(0, len(x), batch_size)
+            ]
             return torch.cat(parts).detach()
 
         self._answer, self._output, self._budget, self._used, self._calls = answer, mode, budget, 0, 0

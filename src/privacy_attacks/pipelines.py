@@ -14,6 +14,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks import cache
+from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import build_loggers, instantiate_named
 from privacy_attacks.io import output_dir, write_json
@@ -70,6 +71,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     entry = get_method(cfg.attack.entry)
+    defense_from_config(cfg)  # a defence the attack never meets stops here
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
     out = output_dir(cfg)

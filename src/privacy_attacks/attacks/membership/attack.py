@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
+from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -99,7 +100,13 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     split = build_split(cfg, total=len(labels))
     attack = build_attack(cfg)
     output = instantiate(cfg.api.outputs[cfg.api.output])
-    api = BlackBoxAPI(target.net, output=output, budget=cfg.query_budget, batch_size=cfg.api.batch_size)
+    api = BlackBoxAPI(
+        target.net,
+        output=output,
+        budget=cfg.query_budget,
+        batch_size=cfg.api.batch_size,
+        defense=defense_from_config(cfg),
+    )
     context = AttackContext(
         api=api,
         eval_images=images[split.eval_indices],

@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -84,7 +85,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     out = output_dir(cfg)
     pool: QueryPool = instantiate(cfg.pools[cfg.queries])
     images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
-    api = BlackBoxAPI(target.net, instantiate(cfg.api.outputs[cfg.api.output]), cfg.query_budget, cfg.api.batch_size)
+    output = instantiate(cfg.api.outputs[cfg.api.output])
+    api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg))
     steps = schedule_steps(cfg)
     loggers = build_loggers(cfg)
     log.info(

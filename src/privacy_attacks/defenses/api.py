@@ -1,0 +1,119 @@
+"""Defences of the black-box API: the service post-processes the target's class probabilities before it answers.
+
+Each takes the probabilities (N, C) of a batch and returns the defended distribution (N, C), which the API's
+output mode then reads (``probs`` returns it, ``label`` its top-1, ``rounded`` it rounded, ``logits`` its
+logarithm). As in IBM ART's post-processors:
+
+- :class:`TopK`: only the ``k`` largest probabilities (renormalised), the rest zero;
+- :class:`Rounding`: probabilities rounded to ``decimals`` decimals;
+- :class:`GaussianNoise`: Gaussian noise of standard deviation ``std`` on the probabilities, clipped at 0 and
+  renormalised, drawn from the defender's own generator;
+- :class:`ReverseSigmoid`: Lee, Edwards, Molloy & Srivastava 2019, "Defending against NN model stealing
+  attacks using deceptive perturbations": y' ∝ y − β (σ(γ σ⁻¹(y)) − ½), clipped at 0 and renormalised;
+- :class:`LabelOnly`: the one-hot vector of the top-1 class.
+
+Every defence but the noise keeps each answer's top-1 class (tested); the API counts queries as before.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from privacy_attacks.errors import require_int, require_positive
+
+
+class OutputDefense:
+    """Base class: ``defense(probs (N, C)) -> defended probabilities (N, C)``; ``surface`` names where it acts."""
+
+    surface: str | None = "api"
+    keeps_top1 = True
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({settings})"
+
+
+class NoDefense(OutputDefense):
+    """``defense=none``: the target as deployed, no post-processing."""
+
+    surface = None
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        return probs
+
+
+class TopK(OutputDefense):
+    """Only the ``k`` largest probabilities of each answer, renormalised to sum to 1; the others are zero."""
+
+    def __init__(self, k: int = 1):
+        require_int(k, "defense.k")
+        self.k = int(k)
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        top = probs.topk(min(self.k, probs.shape[-1]), dim=-1)
+        kept = torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+        return kept / kept.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+class Rounding(OutputDefense):
+    """Probabilities rounded to ``decimals`` decimals (composes with any output mode)."""
+
+    def __init__(self, decimals: int = 2):
+        require_int(decimals, "defense.decimals", minimum=0)
+        self.decimals = int(decimals)
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        return probs.round(decimals=self.decimals)  # the top-1 stays a maximum (ties after rounding are the answer's)
+
+
+class GaussianNoise(OutputDefense):
+    """Gaussian noise N(0, ``std``²) added to each probability, clipped at 0 and renormalised; ``seed`` seeds the
+    defender's generator (the attacker's seed never reaches it). The only defence here that can flip a top-1."""
+
+    keeps_top1 = False
+
+    def __init__(self, std: float = 0.1, seed: int = 0):
+        require_positive(std, "defense.std")
+        self.std, self.seed = float(std), int(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        noise = torch.randn(probs.shape, generator=self._generator).to(probs.device, probs.dtype) * self.std
+        noisy = (probs + noise).clamp_min(0)
+        total = noisy.sum(dim=-1, keepdim=True)
+        uniform = torch.full_like(probs, 1.0 / probs.shape[-1])
+        return torch.where(total > 0, noisy / total.clamp_min(1e-12), uniform)
+
+
+class ReverseSigmoid(OutputDefense):
+    """Lee et al. 2019's reverse sigmoid: y' = normalise(clip(y − β (σ(γ logit(y)) − ½), 0)), with ``beta`` β > 0
+    and ``gamma`` γ > 0. The perturbation flattens confident answers, which misleads a student trained on them.
+    It can also lift a tiny probability above a low top-1 (the map is not monotone near 0); as a deployed
+    service would, the answer keeps its top-1: where the perturbation would change it, the original top-1 class
+    takes the largest defended value and the class that had it takes the top-1's."""
+
+    def __init__(self, beta: float = 1.0, gamma: float = 0.1):
+        require_positive(beta, "defense.beta")
+        require_positive(gamma, "defense.gamma")
+        self.beta, self.gamma = float(beta), float(gamma)
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        clipped = probs.clamp(1e-6, 1 - 1e-6)
+        perturbation = self.beta * (torch.sigmoid(self.gamma * torch.logit(clipped)) - 0.5)
+        defended = (probs - perturbation).clamp_min(0)
+        defended = defended / defended.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        top1 = probs.argmax(dim=-1, keepdim=True)
+        new_top = defended.argmax(dim=-1, keepdim=True)
+        top1_value, new_value = defended.gather(-1, top1), defended.gather(-1, new_top)
+        return defended.scatter(-1, new_top, top1_value).scatter(-1, top1, new_value)  # a no-op where they agree
+
+
+class LabelOnly(OutputDefense):
+    """The one-hot vector of the top-1 class: a probability API that reveals only the label."""
+
+    def __call__(self, probs: Tensor) -> Tensor:
+        return torch.zeros_like(probs).scatter(-1, probs.argmax(dim=-1, keepdim=True), 1.0)
