@@ -1,6 +1,7 @@
 """Defences, grouped by the threat surface they act on (``defense=<name>``, ``conf/defense/``).
 
-- ``api``: post-processing of the black-box API's answers (:mod:`.api`), against every attack that queries it.
+- ``api``: post-processing of the black-box API's answers (:mod:`.api`), against every attack that queries it;
+- ``client``: post-processing of a federated client's shared gradient (:mod:`.client`), against gradient inversion.
 """
 
 from hydra.errors import InstantiationException
@@ -10,9 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks.errors import ConfigError, UserError
 
 from .api import GaussianNoise, LabelOnly, NoDefense, OutputDefense, ReverseSigmoid, Rounding, TopK
+from .client import GradientClipNoise, GradientDefense, GradientPrune, GradientQuantize
 
 
-def defense_from_config(cfg: DictConfig) -> OutputDefense | None:
+def defense_from_config(cfg: DictConfig) -> OutputDefense | GradientDefense | None:
     """The defence of ``cfg.defense`` (``conf/defense/``), or None for ``defense=none``; :class:`ConfigError` when it
     acts on a surface the attack does not meet (the attack config's ``attack.surfaces``)."""
     node = cfg.get("defense")
@@ -38,6 +40,10 @@ def defense_from_config(cfg: DictConfig) -> OutputDefense | None:
 __all__ = [
     "defense_from_config",
     "GaussianNoise",
+    "GradientClipNoise",
+    "GradientDefense",
+    "GradientPrune",
+    "GradientQuantize",
     "LabelOnly",
     "NoDefense",
     "OutputDefense",

@@ -37,6 +37,7 @@ from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
 from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
+from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.engine.figures import originals_figure
 from privacy_attacks.engine.metrics import image_similarity
 from privacy_attacks.engine.module import (
@@ -141,11 +142,18 @@ def build_module(
 
 
 def attack_batch(
-    cfg: DictConfig, model: nn.Module, images: Tensor, labels: Tensor, seed: int, logger: Any = False
+    cfg: DictConfig,
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    seed: int,
+    logger: Any = False,
+    defense: Any = None,
 ) -> BatchResult:
-    """Simulate one client holding ``images`` (B, 1, 28, 28) / ``labels`` (B,) and invert its shared gradient."""
+    """Simulate one client holding ``images`` (B, 1, 28, 28) / ``labels`` (B,) and invert its shared gradient
+    (passed through the client's ``defense``, if any)."""
     start = time.perf_counter()
-    gradient = SimulatedClient(model, images, labels).shared_gradient()
+    gradient = SimulatedClient(model, images, labels, defense=defense).shared_gradient()
     recovered = None
     if cfg.methods[cfg.method].recover_labels:
         weight, bias = last_linear(model, gradient)
@@ -167,12 +175,14 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     model = shared_model(cfg, target)
     pool, pool_labels = private_pool(cfg)
     loggers = build_loggers(cfg)
+    defense = defense_from_config(cfg)  # one client defence for every client: its noise draws continue
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
         # The first client's optimisation curves go to TensorBoard (one curve per job).
         seed = derive_seed(cfg.seed, "client", k)  # the attacker's randomness for this client
-        results.append(attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, loggers if k == 0 else False))
+        logger = loggers if k == 0 else False
+        results.append(attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, logger, defense))
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)
     count = cfg.num_batches * cfg.batch_size
     originals, original_labels = pool[:count], pool_labels[:count]

@@ -51,20 +51,30 @@ class SimulatedClient:
         images: the private batch, (B, 1, 28, 28) in [0, 1].
         labels: its labels, (B,) long.
         loss: the training loss, mean over the batch (cross-entropy, as in DLG/iDLG/IG).
+        defense: a client defence (:mod:`privacy_attacks.defenses.client`) applied to the gradient before it is
+            shared; None: the raw gradient.
 
     Example:
         >>> client = SimulatedClient(LeNetSigmoid(), images, labels)
         >>> gradient = client.shared_gradient()  # list of tensors shaped like model.parameters()
     """
 
-    def __init__(self, model: nn.Module, images: Tensor, labels: Tensor, loss: Loss = F.cross_entropy):
-        self.model, self.images, self.labels, self.loss = model, images, labels, loss
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        loss: Loss = F.cross_entropy,
+        defense: Callable[[list[Tensor]], list[Tensor]] | None = None,
+    ):
+        self.model, self.images, self.labels, self.loss, self.defense = model, images, labels, loss, defense
 
     def shared_gradient(self) -> list[Tensor]:
-        """The gradient of the client's loss on its private batch, detached: what leaves the client."""
+        """The gradient of the client's loss on its private batch, detached and defended: what leaves the client."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return [g.detach() for g in parameter_gradient(self.model, self.images, self.labels, self.loss)]
+            gradient = [g.detach() for g in parameter_gradient(self.model, self.images, self.labels, self.loss)]
         finally:
             self.model.train(was_training)
+        return gradient if self.defense is None else [g.detach() for g in self.defense(gradient)]
