@@ -14,7 +14,7 @@ times, job by job and interleaved (so load from other processes hits both alike)
     then the same evaluation.
 
 Prints a per-job table (steps, times, agreement of both) and the total ratio framework / hand-written
-(the issue's bar: <= 1.3 on CPU). Target provisioning happens once before timing.
+(the project's bar: <= 1.3 on CPU). Target provisioning happens once before timing.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ tv_lambda=0,1e-3,1e-2``) with the default config otherwise, times (a) the engine
 (no logger, no progress bar) and (b) the same optimisation as a plain loop: same init, batch
 (classes × restarts), priors (TV, L2, jitter, blur), Adam, clamping and best-iterate tracking.
 Both use the frozen default target. Prints per-variant times and the ratio engine / hand-written
-(the issue's bar: ≤ 1.3 on CPU). Target and evaluator provisioning, scoring and figures are
+(the project's bar: ≤ 1.3 on CPU). Target and evaluator provisioning, scoring and figures are
 outside both timings (they are the same for any optimisation loop).
 """
 
