@@ -73,11 +73,14 @@ def quality_figure(
 ) -> Path:
     """``quality.png`` of a sweep: each metric against the swept key ``x``, one line per value of ``group``.
 
-    ``x`` may be numeric (batch size, log scale) or categorical (layer, in the order first seen). Jobs with the
+    ``x`` may be numeric (batch size, log scale) or categorical (layer, in the order first seen); when no job
+    sets ``x`` (it is fixed, not swept), the jobs are plotted against ``group`` instead. Jobs with the
     same ``group`` and ``x`` (other seeds) are one point, their mean, with the 95% t-interval as an error bar.
     Called by the sweep-summary callback as ``f(sweep_dir=..., rows=...)``; returns the figure's path.
     """
     sweep_dir = Path(sweep_dir)
+    if group and all(row.get(x) is None for row in rows):  # x is not swept (fixed by an experiment): plot against group
+        x, group = group, None
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row.get(group) if group else None, []).append(row)
