@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from privacy_attacks.statistics import varying_overrides  # noqa: E402
+from privacy_attacks.statistics import mean_ci95, varying_overrides  # noqa: E402
 
 Curve = tuple[str, Tensor, Tensor]  # (label, fpr, tpr)
 
@@ -74,11 +74,23 @@ def _job_label(row: dict[str, Any], keys: list[str]) -> str:
 
 
 def sweep_roc_figure(sweep_dir: Path, rows: list[dict[str, Any]], name: str = "roc_sweep.png") -> Path:
-    """One ROC curve per finished job of a sweep (from each job's ``roc.csv``), saved as ``sweep_dir/name``."""
-    curves, keys = [], varying_overrides(rows)
+    """One ROC curve per setting of a sweep (from the jobs' ``roc.csv``), saved as ``sweep_dir/name``.
+
+    Jobs that differ only in ``seed`` are one setting: its curve is its first seed's, and its label gives the
+    mean AUC over the seeds with the 95% t-interval."""
+    keys = [k for k in varying_overrides(rows) if k != "seed"]
+    settings: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        roc = Path(sweep_dir) / str(row["job"]) / "roc.csv"
-        if roc.exists():
-            fpr, tpr = read_roc_csv(roc)
-            curves.append((_job_label(row, keys), fpr, tpr))
+        if (Path(sweep_dir) / str(row["job"]) / "roc.csv").exists():
+            settings.setdefault(", ".join(f"{k}={row[k]}" for k in keys if k in row) or "job", []).append(row)
+    curves = []
+    for setting, members in settings.items():
+        first = members[0]
+        fpr, tpr = read_roc_csv(Path(sweep_dir) / str(first["job"]) / "roc.csv")
+        if len(members) == 1:
+            label = _job_label(first, keys)
+        else:
+            mean, ci = mean_ci95([m["mia/auc"] for m in members if isinstance(m.get("mia/auc"), float)])
+            label = f"{setting} (AUC {mean:.3f} ± {ci:.3f}, {len(members)} seeds; curve: seed {first.get('seed')})"
+        curves.append((label, fpr, tpr))
     return plot_roc(curves, Path(sweep_dir) / name, title="Membership inference")
