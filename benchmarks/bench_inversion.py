@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +35,8 @@ TV_LAMBDAS = ("0", "1e-3", "1e-2")
 
 
 def compose_cfg(overrides: list[str]):
-    base = [f"data.root={os.environ.get('MNIST_ROOT', 'data')}", "logger=none", "paths.output_dir=/tmp/bench_inversion"]
+    work = tempfile.mkdtemp(prefix="bench_inversion_")
+    base = [f"data.root={os.environ.get('MNIST_ROOT', 'data')}", "logger=none", f"paths.output_dir={work}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="attack", overrides=[*base, "attack=inversion", *overrides])
 

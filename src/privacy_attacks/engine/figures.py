@@ -17,50 +17,56 @@ from torch import Tensor  # noqa: E402
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 
-def image_rows_figure(
-    path: Path, rows: Sequence[tuple[str, Tensor]], column_titles: Sequence[str], title: str = ""
+def _image_grid(
+    path: Path,
+    rows: Sequence[tuple[str, Tensor]],
+    figsize: tuple[float, float],
+    top_titles: Sequence[str] | None = None,
+    bottom_titles: Sequence[str] | None = None,
+    title: str = "",
+    title_size: int = 9,
+    label_style: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a grid: one row per (label, images (K, 1, H, W) in [0, 1]), one column per class; returns ``path``."""
-    columns = len(column_titles)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 1.2, 1.2 * len(rows) + 0.5), squeeze=False)
+    """Save one row of images per (label, images (K, 1, H, W) in [0, 1]), titles above the first row and/or
+    below the last; returns ``path``."""
+    columns = len(rows[0][1])
+    fig, axes = plt.subplots(len(rows), columns, figsize=figsize, squeeze=False)
     for r, (label, images) in enumerate(rows):
         for c in range(columns):
             ax = axes[r][c]
             ax.imshow(images[c, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(column_titles[c], fontsize=8)
-        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            if r == 0 and top_titles is not None:
+                ax.set_title(top_titles[c], fontsize=8)
+            if r == len(rows) - 1 and bottom_titles is not None:
+                ax.set_xlabel(bottom_titles[c], fontsize=6)
+        axes[r][0].set_ylabel(label, fontsize=7, **(label_style or {}))
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def image_rows_figure(
+    path: Path, rows: Sequence[tuple[str, Tensor]], column_titles: Sequence[str], title: str = ""
+) -> Path:
+    """Save a grid: one row per (label, images (K, 1, H, W) in [0, 1]), one column per class; returns ``path``."""
+    columns = len(column_titles)
+    figsize = (1.1 * columns + 1.2, 1.2 * len(rows) + 0.5)
+    label_style = {"rotation": 0, "ha": "right", "va": "center"}
+    return _image_grid(path, rows, figsize, top_titles=column_titles, title=title, label_style=label_style)
 
 
 def originals_figure(
     path: Path, originals: Tensor, reconstructions: Tensor, titles: Sequence[str], title: str = ""
 ) -> Path:
     """Originals (K, 1, H, W) in the top row, their reconstructions (K, 1, H, W) below; returns ``path``."""
-    columns = len(originals)
-    fig, axes = plt.subplots(2, columns, figsize=(0.9 * columns + 1.2, 2.6), squeeze=False)
-    for row, (name, images) in enumerate((("original", originals), ("reconstruction", reconstructions))):
-        for c in range(columns):
-            ax = axes[row][c]
-            ax.imshow(images[c, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 1:
-                ax.set_xlabel(titles[c], fontsize=6)
-        axes[row][0].set_ylabel(name, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    rows = [("original", originals), ("reconstruction", reconstructions)]
+    figsize = (0.9 * len(originals) + 1.2, 2.6)
+    return _image_grid(path, rows, figsize, bottom_titles=titles, title=title, title_size=8)
 
 
 def quality_figure(

@@ -71,6 +71,11 @@ def validate(cfg: DictConfig, total: int = 60_000) -> None:
     """Raise :class:`ConfigError` for an unknown method or output mode, a member count larger than
     the data, an evaluation set overlapping the attacker's data, sizes a method cannot use, or a
     ``query_budget`` smaller than the queries the method makes (each attack's ``queries_needed``)."""
+    prepare(cfg, total)
+
+
+def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, MembershipSplit]:
+    """The checks of :func:`validate`, returning the attack and the split they built."""
     attack = build_attack(cfg)
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
@@ -86,6 +91,7 @@ def validate(cfg: DictConfig, total: int = 60_000) -> None:
             f"here (eval_members={cfg.eval_members}, shadow_train_size={cfg.shadow_train_size}). "
             f"Raise query_budget to at least {needed} or set it to null."
         )
+    return attack, split
 
 
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -96,9 +102,7 @@ def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run ``cfg.method`` against ``target`` and return the metrics (``mia/*``, ``target/*``, ``queries/used``)."""
     images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
-    validate(cfg, total=len(labels))
-    split = build_split(cfg, total=len(labels))
-    attack = build_attack(cfg)
+    attack, split = prepare(cfg, total=len(labels))  # the actual data's size, checked again
     output = instantiate(cfg.api.outputs[cfg.api.output])
     api = BlackBoxAPI(
         target.net,
