@@ -8,7 +8,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
-from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid
+import pytest
+
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid, run_device
 
 
 class FakeExperiment:
@@ -98,3 +101,15 @@ def test_build_trainer_without_a_config_is_one_deterministic_cpu_device():
     assert not trainer.progress_bar_callback
     plain = build_trainer({"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}, max_epochs=1)
     assert plain.max_epochs == 1 and plain.loggers == []
+
+
+def test_run_device_follows_the_trainer_config(monkeypatch):
+    assert run_device(None) == torch.device("cpu")
+    assert run_device({"accelerator": "cpu"}) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_device({"accelerator": "auto"}) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="trainer=gpu"):
+        run_device(OmegaConf.create({"accelerator": "gpu"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert run_device({"accelerator": "gpu"}) == torch.device("cuda")
+    assert run_device({"accelerator": "auto"}) == torch.device("cuda")

@@ -91,3 +91,10 @@ def test_concurrent_requests_train_once(recipe, data_cfg, tmp_path, monkeypatch)
     assert len(calls) == 1 and len(results) == 4
     assert len({r.checkpoint for r in results}) == 1
     assert all(r.metrics == {"test/acc": 0.9} for r in results)
+
+
+def test_a_gpu_trained_classifier_is_cached_apart_from_the_cpu_one(recipe, data_cfg, tmp_path):
+    cpu = targets.checkpoint_path(recipe, data_cfg, tmp_path)
+    assert targets.checkpoint_path(recipe, data_cfg, tmp_path, device="cpu") == cpu
+    assert targets.checkpoint_path(recipe, data_cfg, tmp_path, device="cuda") != cpu
+    assert "device" not in targets.checkpoint_spec(recipe, data_cfg)  # CPU checkpoints keep their keys

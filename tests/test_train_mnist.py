@@ -48,6 +48,24 @@ def test_train_script_writes_a_run_folder(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
+def test_train_script_without_a_logger_leaves_out_the_learning_rate_monitor(tmp_path, cache_dir):
+    overrides = [*SHORT, "logger=none", "+trainer.enable_progress_bar=false"]
+    result = run_script("train.py", overrides, tmp_path, cache_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LearningRateMonitor left out" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_gpu_trainer_without_a_gpu_is_a_clear_error(tmp_path, cache_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for script, overrides in (("train.py", []), ("attack.py", ["attack=inversion"])):
+        result = run_script(script, [*overrides, "trainer=gpu"], tmp_path, cache_dir)
+        assert result.returncode == 2
+        assert "sees no CUDA GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
 def test_attack_script_without_an_attack_exits_cleanly(tmp_path, cache_dir):
     result = run_script("attack.py", [], tmp_path, cache_dir)
     assert result.returncode == 2

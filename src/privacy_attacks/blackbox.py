@@ -19,6 +19,7 @@ back what the service returns, nothing else. :class:`BlackBoxAPI` wraps a frozen
 - every image answered is counted (``api.queries_used``, exact, per image not per call), and a
   query that would go past ``budget`` is refused whole with :class:`QueryBudgetExceeded`
   before the network runs (nothing of it is answered or counted);
+- answers come back on the device of the queries, wherever the network runs;
 - answers are computed under ``torch.no_grad()`` and are plain tensors detached from any graph:
   no gradient reaches the caller and ``x.grad`` is never filled;
 - the wrapped network is not reachable through the public interface: the API is not an
@@ -219,7 +220,6 @@ class BlackBoxAPI:
         require_int(batch_size, "api.batch_size")
         mode = output_mode(output)
         net.eval()
-        device = next(iter(net.parameters()), torch.empty(0)).device
 
         def served(logits: Tensor) -> Tensor:
             if defense is None:
@@ -228,10 +228,12 @@ class BlackBoxAPI:
 
         @torch.no_grad()
         def answer(x: Tensor) -> Tensor:
+            # Asked each time: a Lightning fit in between may have moved the network (its teardown moves to the CPU).
+            device = next(iter(net.parameters()), torch.empty(0)).device
             parts = [
                 mode.answer(served(net(x[i : i + batch_size].to(device)).float())) for i in range(0, len(x), batch_size)
             ]
-            return torch.cat(parts).detach()
+            return torch.cat(parts).detach().to(x.device)
 
         self._answer, self._output, self._budget, self._used, self._calls = answer, mode, budget, 0, 0
 

@@ -4,7 +4,9 @@
 - :func:`finish_loggers`: log the run's hparams together with its final metrics, and finalize;
 - :func:`log_image_grid`: an image grid (e.g. originals above reconstructions) to the loggers that take images;
 - :func:`build_trainer`: a Lightning Trainer from ``cfg.trainer`` for a fit inside a run (a target, a student,
-  a reconstruction, an attack classifier, a decoder): no logger, no callbacks and no checkpoints unless asked.
+  a reconstruction, an attack classifier, a decoder): no logger, no callbacks and no checkpoints unless asked;
+- :func:`run_device`: the device of ``cfg.trainer`` for the work outside Lightning fits (queries, shadow models,
+  scoring), with a clear error when ``trainer=gpu`` is asked for on a machine without one.
 
 Attack modules keep only what is their own: which hparams and metrics they log, and their fits' settings.
 """
@@ -19,6 +21,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
+
+from privacy_attacks.errors import ConfigError
 
 # What a Trainer inside a run does unless its config or the caller says otherwise: it writes nothing of
 # its own (the run's loggers are passed in where a fit's curves are wanted) and skips the sanity check.
@@ -94,3 +98,23 @@ def build_trainer(
     if "_target_" in config:
         return instantiate(config, **settings)
     return L.Trainer(**{**config, **settings})
+
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def run_device(config: DictConfig | Mapping[str, Any] | None = None) -> torch.device:
+    """The device a run's trainer config asks for: ``cuda`` for ``accelerator: gpu``/``cuda`` (and ``auto`` when a
+    GPU is there), else the CPU. Raises :class:`ConfigError` when a GPU is asked for and none is available."""
+    accelerator = str((config or {}).get("accelerator", "cpu")).lower()
+    if accelerator in GPU_ACCELERATORS:
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer=gpu (accelerator={accelerator}) was asked for, but torch sees no CUDA GPU on this machine "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). Use trainer=cpu, or install a CUDA "
+                "build of torch where a GPU is present."
+            )
+        return torch.device("cuda")
+    if accelerator == "auto" and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")

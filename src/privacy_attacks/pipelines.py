@@ -11,12 +11,13 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import get_method
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks import cache
 from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.harness import build_loggers, instantiate_named
+from privacy_attacks.harness import build_loggers, instantiate_named, run_device
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_path, checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -32,6 +33,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     its recipe's key, so ``attack.py`` with the same recipe uses it without retraining.
     """
     validate_recipe(cfg.model)
+    device = run_device(cfg.trainer).type  # no GPU where trainer=gpu asks for one: stop here
     out = output_dir(cfg)
     loggers = build_loggers(cfg)
     for logger in loggers:
@@ -42,16 +44,28 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer,
         cfg.model.seed,
         logger=loggers or False,
-        callbacks=instantiate_named(cfg.get("callbacks")),
+        callbacks=run_callbacks(cfg, has_logger=bool(loggers)),
         ckpt_path=cfg.get("ckpt_path"),
     )
     write_json(out / "metrics.json", metrics)
-    cached = checkpoint_path(cfg.model, cfg.data, cfg.paths.cache_dir, "target")
+    cached = checkpoint_path(cfg.model, cfg.data, cfg.paths.cache_dir, "target", device)
     with cache.locked(cached):
         if not cached.exists():
-            save_checkpoint(cached, system.net, checkpoint_spec(cfg.model, cfg.data), metrics)
+            save_checkpoint(cached, system.net, checkpoint_spec(cfg.model, cfg.data, device), metrics)
     log.info("test/acc %.4f; metrics in %s; target cached at %s", metrics["test/acc"], out / "metrics.json", cached)
     return metrics
+
+
+def run_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
+    """``cfg.callbacks`` instantiated; without a logger (``logger=none``) the ones that only write to a logger
+    (``LearningRateMonitor``) are left out, with a line saying so."""
+    callbacks = instantiate_named(cfg.get("callbacks"))
+    if has_logger:
+        return callbacks
+    dropped = [type(c).__name__ for c in callbacks if isinstance(c, LearningRateMonitor)]
+    if dropped:
+        log.info("logger=none: %s left out (it writes only to a logger).", ", ".join(dropped))
+    return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
 
 def available_attacks() -> list[str]:
@@ -72,6 +86,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     entry = get_method(cfg.attack.entry)
     defense_from_config(cfg)  # a defence the attack never meets stops here
+    run_device(cfg.trainer)  # so does trainer=gpu on a machine without one
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
     out = output_dir(cfg)

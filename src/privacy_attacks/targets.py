@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from privacy_attacks import cache
+from privacy_attacks.harness import run_device
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
@@ -38,17 +39,27 @@ class Target:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def checkpoint_spec(recipe: DictConfig, data: DictConfig) -> dict[str, Any]:
-    """Everything that determines a trained classifier's weights, as plain data."""
-    return {
+def checkpoint_spec(recipe: DictConfig, data: DictConfig, device: str = "cpu") -> dict[str, Any]:
+    """Everything that determines a trained classifier's weights, as plain data.
+
+    ``device`` is the type of the device it trains on (``cpu``, ``cuda``): the same recipe and seed give other
+    weights on a GPU (other kernels, other rounding), so a GPU-trained classifier is cached apart from the CPU one.
+    The CPU adds nothing to the spec, so CPU checkpoints keep their keys.
+    """
+    spec = {
         "recipe": OmegaConf.to_container(recipe, resolve=True),
         "split": {"val_size": int(data.val_size), "split_seed": int(data.split_seed)},
     }
+    if device != "cpu":
+        spec["device"] = device
+    return spec
 
 
-def checkpoint_path(recipe: DictConfig, data: DictConfig, cache_dir: str | Path, name: str = "target") -> Path:
+def checkpoint_path(
+    recipe: DictConfig, data: DictConfig, cache_dir: str | Path, name: str = "target", device: str = "cpu"
+) -> Path:
     """``<cache_dir>/<name>-<12 hex digits of the spec's hash>.pt`` (:func:`privacy_attacks.cache.cache_path`)."""
-    return cache.cache_path(cache_dir, name, checkpoint_spec(recipe, data))
+    return cache.cache_path(cache_dir, name, checkpoint_spec(recipe, data, device))
 
 
 def save_checkpoint(path: Path, net: nn.Module, spec: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -90,8 +101,9 @@ def provision_classifier(
         name: file-name prefix (``target``, ``evaluator``, ``shadow``...).
     """
     validate_recipe(recipe, name)
-    spec = checkpoint_spec(recipe, data)
-    path = checkpoint_path(recipe, data, cache_dir, name)
+    device = run_device(trainer).type
+    spec = checkpoint_spec(recipe, data, device)
+    path = checkpoint_path(recipe, data, cache_dir, name, device)
 
     def train(path: Path) -> Target:
         log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
@@ -104,5 +116,8 @@ def provision_classifier(
 
 
 def provision_target(cfg: DictConfig) -> Target:
-    """The attack config's target (``cfg.target``), trained and cached under ``cfg.paths.cache_dir``."""
-    return provision_classifier(cfg.target, cfg.data, cfg.trainer, cfg.paths.cache_dir, "target")
+    """The attack config's target (``cfg.target``), trained and cached under ``cfg.paths.cache_dir``, on the run's
+    device (:func:`privacy_attacks.harness.run_device`)."""
+    target = provision_classifier(cfg.target, cfg.data, cfg.trainer, cfg.paths.cache_dir, "target")
+    target.net.to(run_device(cfg.trainer))
+    return target

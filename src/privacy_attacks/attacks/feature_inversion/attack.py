@@ -132,7 +132,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     pool, pool_labels = private_pool(cfg)
     originals, labels = pool[: cfg.num_images], pool_labels[: cfg.num_images]
     with torch.no_grad():
-        features = target.net.features(originals)[cfg.layer]  # what the attacker observes
+        # What the attacker observes, computed where the target runs.
+        features = target.net.features(originals.to(next(target.net.parameters()).device))[cfg.layer]
     guess = inversion_network_guess(cfg, target, features) if uses_inversion_network(cfg) else None
     module = build_module(cfg, target.net, features, guess)
     loggers = build_loggers(cfg)

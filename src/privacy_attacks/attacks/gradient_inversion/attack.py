@@ -48,7 +48,7 @@ from privacy_attacks.engine.module import (
     validate_engine_config,
 )
 from privacy_attacks.errors import ConfigError, require_choice, require_int
-from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target, provision_classifier
@@ -128,7 +128,7 @@ def build_module(
         instantiate(method.distance),
         labels=labels,
         restarts=cfg.restarts,
-        num_classes=int(model(torch.zeros(1, 1, 28, 28)).shape[-1]),
+        num_classes=int(model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)).shape[-1]),
     )
     return engine_from_config(
         cfg,
@@ -153,7 +153,8 @@ def attack_batch(
     """Simulate one client holding ``images`` (B, 1, 28, 28) / ``labels`` (B,) and invert its shared gradient
     (passed through the client's ``defense``, if any)."""
     start = time.perf_counter()
-    gradient = SimulatedClient(model, images, labels, defense=defense).shared_gradient()
+    device = next(model.parameters()).device  # the client computes where the shared model is
+    gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).shared_gradient()
     recovered = None
     if cfg.methods[cfg.method].recover_labels:
         weight, bias = last_linear(model, gradient)
@@ -172,7 +173,7 @@ def attack_batch(
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Attack ``num_batches`` simulated clients of ``batch_size`` private test images each; score all images."""
     out = output_dir(cfg)
-    model = shared_model(cfg, target)
+    model = shared_model(cfg, target).to(run_device(cfg.trainer))
     pool, pool_labels = private_pool(cfg)
     loggers = build_loggers(cfg)
     defense = defense_from_config(cfg)  # one client defence for every client: its noise draws continue

@@ -95,8 +95,9 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
 
 
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    device = next(net.parameters()).device
     with torch.no_grad():
-        return float((net(images).argmax(dim=1) == labels).float().mean())
+        return float((net(images.to(device)).argmax(dim=1) == labels.to(device)).float().mean())
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:

@@ -13,10 +13,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
 from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.harness import run_device
 
 
 @dataclass
@@ -49,6 +51,11 @@ class AttackContext:
     trainer: DictConfig
     cache_dir: Path
     seed: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where the attack's own models (shadow models) run: the device of ``trainer`` (``trainer=gpu``: the GPU)."""
+        return run_device(self.trainer)
 
     def query_log_probs(self, images: Tensor) -> Tensor:
         """Query the target on ``images`` and return its answers as log-probabilities (N, C), float64."""

@@ -102,6 +102,7 @@ class LiRA(MembershipAttack):
             subset_indices(masks),
             shadow_seeds(context.seed, self.num_shadows),
             context.cache_dir,
+            context.device,
         )
         return shadows, n_eval
 

@@ -57,12 +57,18 @@ class ShadowModels:
     def __len__(self) -> int:
         return len(self.train_indices)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the stacked weights are (the models run there)."""
+        return next(iter(self.params.values())).device
+
     @torch.no_grad()
     def logits(self, images: Tensor, batch_size: int = 2000) -> Tensor:
-        """Logits (S, N, C) of every model for images (N, 1, 28, 28)."""
+        """Logits (S, N, C), on the CPU, of every model for images (N, 1, 28, 28) (computed on :attr:`device`)."""
         forward = torch.vmap(lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None))
         parts = [
-            forward(self.params, self.buffers, images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+            forward(self.params, self.buffers, images[i : i + batch_size].to(self.device)).cpu()
+            for i in range(0, len(images), batch_size)
         ]
         return torch.cat(parts, dim=1)
 
@@ -95,6 +101,7 @@ def train_shadow_models(
     train_indices: Tensor,
     seeds: Sequence[int],
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> ShadowModels:
     """Train ``S = len(train_indices)`` models of ``recipe`` at once, model ``s`` on ``images[train_indices[s]]``.
 
@@ -106,14 +113,20 @@ def train_shadow_models(
         train_indices: long (S, n), every model trains on n population images.
         seeds: (S,) model ``s``'s initial weights and batch order come from ``seeds[s]`` alone, so the
             stacked fit equals ``S`` independent fits (each a call with one row and one seed).
+        device: where the models train (initial weights and batch orders are drawn on the CPU, so they do not
+            depend on it); the returned weights stay there.
     """
     num_models, n = train_indices.shape
     if len(seeds) != num_models:
         raise ValueError(f"{num_models} shadow models but {len(seeds)} seeds.")
+    device = torch.device(device)
     models = []
     for seed in seeds:
         with seeded(seed, "init"):
-            models.append(instantiate(recipe.net))
+            models.append(instantiate(recipe.net).to(device))
+    in_mask = torch.zeros(num_models, len(labels), dtype=torch.bool)
+    in_mask.scatter_(1, train_indices, True)
+    images, labels, train_indices = images.to(device), labels.to(device), train_indices.to(device)
     params, buffers = stack_module_state(models)
     template = copy.deepcopy(models[0]).to("meta")
     optimizer = instantiate(recipe.optimizer)(params=list(params.values()))
@@ -122,7 +135,7 @@ def train_shadow_models(
     orders = [generator(seed, "batches") for seed in seeds]
     batch_size = int(recipe.batch_size)
     for _ in tqdm(range(int(recipe.max_epochs)), desc=f"{num_models} shadow models", disable=not progress, leave=False):
-        order = torch.stack([torch.randperm(n, generator=g) for g in orders])
+        order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         epoch_indices = train_indices.gather(1, order)
         for start in range(0, n, batch_size):
             batch = epoch_indices[:, start : start + batch_size]  # (S, B)
@@ -136,9 +149,7 @@ def train_shadow_models(
         if scheduler is not None:
             scheduler.step()
     params = {k: v.detach() for k, v in params.items()}
-    in_mask = torch.zeros(num_models, len(labels), dtype=torch.bool)
-    in_mask.scatter_(1, train_indices, True)
-    return ShadowModels(template, params, buffers, train_indices, in_mask)
+    return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
 
 
 def _digest(tensor: Tensor) -> str:
@@ -152,9 +163,10 @@ def shadow_cache_path(
     labels: Tensor,
     train_indices: Tensor,
     seeds: Sequence[int],
+    device: str = "cpu",
 ) -> Path:
     """``<cache_dir>/shadows-<hash>.pt``, keyed by the recipe, the population's content (images and labels),
-    each model's training subset and the models' seeds."""
+    each model's training subset, the models' seeds and, when not the CPU, the device type they train on."""
     spec = {
         "format": SHADOW_FORMAT,
         "recipe": OmegaConf.to_container(recipe, resolve=True),
@@ -164,6 +176,8 @@ def shadow_cache_path(
         "shape": list(train_indices.shape),
         "seeds": [int(seed) for seed in seeds],
     }
+    if device != "cpu":
+        spec["device"] = device
     return cache.cache_path(cache_dir, "shadows", spec)
 
 
@@ -174,29 +188,34 @@ def provision_shadow_models(
     train_indices: Tensor,
     seeds: Sequence[int],
     cache_dir: str | Path,
+    device: str | torch.device = "cpu",
 ) -> tuple[ShadowModels, bool]:
-    """Shadow models of ``recipe`` for these training subsets, trained once and cached on disk.
+    """Shadow models of ``recipe`` for these training subsets, trained once on ``device`` and cached on disk.
 
     The cache key is the population's content, not its dataset indices (the attacker holds images, not
-    indices). Returns the models and whether they came from the cache.
+    indices). Returns the models, on ``device``, and whether they came from the cache.
     """
+    device = torch.device(device)
     recipe = OmegaConf.create(OmegaConf.to_container(recipe, resolve=True))
     recipe.pop("members", None)  # the subset size is in train_indices
-    path = shadow_cache_path(cache_dir, recipe, images, labels, train_indices, seeds)
+    path = shadow_cache_path(cache_dir, recipe, images, labels, train_indices, seeds, device.type)
 
     def load(path: Path) -> ShadowModels:
         saved = cache.read(path)
         try:
             template = instantiate(recipe.net).to("meta")
             in_mask = torch.zeros(len(train_indices), len(labels), dtype=torch.bool).scatter_(1, train_indices, True)
-            return ShadowModels(template, saved["params"], saved["buffers"], train_indices, in_mask)
+            params = {k: v.to(device) for k, v in saved["params"].items()}
+            buffers = {k: v.to(device) for k, v in saved["buffers"].items()}
+            return ShadowModels(template, params, buffers, train_indices, in_mask)
         except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
             raise cache.unusable(path, f"is not a shadow-model checkpoint ({type(error).__name__})") from error
 
     def train(path: Path) -> ShadowModels:
         log.info("Training %d shadow models on %d images each (cached at %s).", *train_indices.shape, path)
-        shadows = train_shadow_models(recipe, images, labels, train_indices, seeds)
-        cache.save(path, {"format": SHADOW_FORMAT, "params": shadows.params, "buffers": shadows.buffers})
+        shadows = train_shadow_models(recipe, images, labels, train_indices, seeds, device=device)
+        on_cpu = {part: {k: v.cpu() for k, v in getattr(shadows, part).items()} for part in ("params", "buffers")}
+        cache.save(path, {"format": SHADOW_FORMAT, **on_cpu})
         return shadows
 
     return cache.provision(path, create=train, load=load)

@@ -50,6 +50,7 @@ def offline_shadow_models(context: AttackContext, num_shadows: int) -> ShadowMod
         subset_indices(masks),
         shadow_seeds(context.seed, num_shadows),
         context.cache_dir,
+        context.device,
     )[0]
 
 

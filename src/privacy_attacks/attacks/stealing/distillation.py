@@ -206,13 +206,14 @@ def fidelity_metrics(
     and ``target/acc`` (the target's own accuracy on the same images).
     """
     student.eval(), target.eval()
-    device = next(student.parameters()).device
+    device = next(target.parameters()).device  # the run's device (a Lightning fit leaves the student on the CPU)
+    student.to(device)
     correct = agree = target_correct = 0
     kl_sum = 0.0
     for start in range(0, len(images), batch_size):
         x, y = images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
         s_log = student(x).log_softmax(dim=-1)
-        t_log = target.to(device)(x).log_softmax(dim=-1)
+        t_log = target(x).log_softmax(dim=-1)
         s_pred, t_pred = s_log.argmax(-1), t_log.argmax(-1)
         correct += (s_pred == y).sum().item()
         target_correct += (t_pred == y).sum().item()

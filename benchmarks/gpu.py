@@ -1,0 +1,117 @@
+"""Every entry point on the GPU, timed, from a cold cache: ``python benchmarks/gpu.py --out gpu_results``.
+
+Each check is one ``train.py`` / ``attack.py`` / lab command with ``trainer=gpu``, run in order in a fresh target
+cache (so the first one trains the target on the GPU and the rest reuse it). For each it records the exit
+status, the wall time of the whole command (start-up and provisioning included) and the metrics that answer
+the check, and writes ``gpu.md`` (a Markdown table headed by the GPU's name and the versions) and
+``gpu.json`` into ``--out``. ``--only name ...`` runs a subset; ``--limit`` caps each command's seconds.
+``benchmarks/gpu.sh`` is the one-line way to run it on a fresh GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["trainer=gpu", "logger=none", "+trainer.enable_progress_bar=false"]
+
+# name, entry point and overrides, the metrics that answer the check.
+CHECKS: list[tuple[str, list[str], list[str]]] = [
+    ("train", ["train.py"], ["test/acc", "fit_time_s"]),
+    (
+        "lira_64_shadows",
+        ["attack.py", "attack=membership", "method=lira", "num_shadows=64"],
+        ["mia/auc", "mia/tpr@0.1%fpr", "time/attack_s"],
+    ),
+    ("membership_proxy", ["attack.py", "attack=membership"], ["mia/auc", "mia/tpr@0.1%fpr", "time/attack_s"]),
+    (
+        "inversion",
+        ["attack.py", "attack=inversion"],
+        ["inversion/evaluator_acc", "inversion/report_judge_acc", "inversion/fit_time_s"],
+    ),
+    ("distillation", ["attack.py", "attack=distillation"], ["student/agreement", "fit_time_s"]),
+    ("gradient_idlg", ["attack.py", "attack=gradient_inversion"], ["recon/psnr", "recon/fit_time_s"]),
+    (
+        "gradient_ig_batch4",
+        ["attack.py", "attack=gradient_inversion", "method=ig", "batch_size=4", "private_set=report"],
+        ["recon/psnr", "recon/fit_time_s"],
+    ),
+    ("feature_conv1", ["attack.py", "attack=feature_inversion", "layer=conv1"], ["recon/psnr", "recon/fit_time_s"]),
+    ("feature_conv2", ["attack.py", "attack=feature_inversion", "layer=conv2"], ["recon/psnr", "recon/fit_time_s"]),
+    ("feature_fc1", ["attack.py", "attack=feature_inversion", "layer=fc1"], ["recon/psnr", "recon/fit_time_s"]),
+]
+
+
+def device_name() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+
+
+def run_check(name: str, command: list[str], keys: list[str], out: Path, limit: float, env: dict) -> dict:
+    run_dir = out / "runs" / name
+    args = [sys.executable, str(ROOT / command[0]), *command[1:], *COMMON, f"hydra.run.dir={run_dir}"]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit)
+        status, log = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as expired:
+        status, log = "timeout", f"{expired.stdout or ''}{expired.stderr or ''}"
+    seconds = time.perf_counter() - start
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    with open(out / "gpu.log", "a") as handle:
+        handle.write(f"\n===== {name}: {' '.join(args[1:])}\n{log if status != 0 else log[-3000:]}\n")
+    return {
+        "name": name,
+        "command": "python " + " ".join([*command, "trainer=gpu"]),
+        "status": status,
+        "wall_s": round(seconds, 1),
+        "metrics": {key: metrics[key] for key in keys if key in metrics},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("gpu_results"))
+    parser.add_argument("--only", nargs="*", help="names of the checks to run (default: all)")
+    parser.add_argument("--limit", type=float, default=600, help="seconds per command before it is stopped")
+    parser.add_argument("--budget", type=float, default=None, help="seconds for all checks: later ones are skipped")
+    parser.add_argument("--cache", type=Path, default=None, help="target cache (default: a fresh, empty one)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PRIVACY_ATTACKS_CACHE"] = str(args.cache or tempfile.mkdtemp(prefix="gpu-cache-"))
+    results, start = [], time.perf_counter()
+    for name, command, keys in CHECKS:
+        if args.only and name not in args.only:
+            continue
+        left = args.limit if args.budget is None else min(args.limit, args.budget - (time.perf_counter() - start))
+        if left < 10:
+            results.append({"name": name, "command": "", "status": "skipped (budget)", "wall_s": 0, "metrics": {}})
+            continue
+        result = run_check(name, command, keys, args.out, left, env)
+        results.append(result)
+        print(f"{name}: status {result['status']}, {result['wall_s']} s, {result['metrics']}", flush=True)
+    header = f"GPU: {device_name()}; Python {platform.python_version()}"
+    lines = [header, "", "| check | command | status | wall s | metrics |", "|---|---|---|---|---|"]
+    for r in results:
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["metrics"].items())
+        lines.append(f"| {r['name']} | `{r['command']}` | {r['status']} | {r['wall_s']} | {shown} |")
+    (args.out / "gpu.md").write_text("\n".join(lines) + "\n")
+    (args.out / "gpu.json").write_text(json.dumps({"device": header, "results": results}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
