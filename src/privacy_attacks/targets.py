@@ -18,10 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from privacy_attacks import cache
+from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
+# Recipe keys added after targets were first cached. At these values a recipe trains the same weights as without
+# them, so they stay out of the key and a cached target keeps its file.
+NEUTRAL_RECIPE_KEYS: dict[str, Any] = {"label_smoothing": 0.0, "early_stopping_patience": None, "privacy": None}
 
 
 @dataclass
@@ -39,9 +43,12 @@ class Target:
 
 
 def checkpoint_spec(recipe: DictConfig, data: DictConfig) -> dict[str, Any]:
-    """Everything that determines a trained classifier's weights, as plain data."""
+    """Everything that determines a trained classifier's weights, as plain data (without the recipe keys of
+    :data:`NEUTRAL_RECIPE_KEYS` at their neutral values)."""
+    resolved = OmegaConf.to_container(recipe, resolve=True)
+    neutral = {k for k, v in NEUTRAL_RECIPE_KEYS.items() if k in resolved and resolved[k] == v}
     return {
-        "recipe": OmegaConf.to_container(recipe, resolve=True),
+        "recipe": {k: v for k, v in resolved.items() if k not in neutral},
         "split": {"val_size": int(data.val_size), "split_seed": int(data.split_seed)},
     }
 
@@ -104,5 +111,7 @@ def provision_classifier(
 
 
 def provision_target(cfg: DictConfig) -> Target:
-    """The attack config's target (``cfg.target``), trained and cached under ``cfg.paths.cache_dir``."""
-    return provision_classifier(cfg.target, cfg.data, cfg.trainer, cfg.paths.cache_dir, "target")
+    """The attack config's target (``cfg.target``, with a training defence of ``cfg.defense`` in its recipe:
+    :func:`privacy_attacks.defenses.recipe_with_defense`), trained and cached under ``cfg.paths.cache_dir``."""
+    recipe = recipe_with_defense(cfg, "target")
+    return provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "target")
