@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks import cache
-from privacy_attacks.defenses import defense_from_config
+from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import build_loggers, instantiate_named, run_device
 from privacy_attacks.io import output_dir, write_json
@@ -30,28 +30,30 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.data``; write checkpoints, TensorBoard logs and ``metrics.json``.
 
     The trained network is also registered in the target cache (``cfg.paths.cache_dir``) under
-    its recipe's key, so ``attack.py`` with the same recipe uses it without retraining.
+    its recipe's key, so ``attack.py`` with the same recipe uses it without retraining. A training defence
+    (``defense=dpsgd``) enters the recipe (:func:`recipe_with_defense`); any other defence stops here.
     """
-    validate_recipe(cfg.model)
+    recipe = recipe_with_defense(cfg, "model")
+    validate_recipe(recipe)
     device = run_device(cfg.trainer).type  # no GPU where trainer=gpu asks for one: stop here
     out = output_dir(cfg)
     loggers = build_loggers(cfg)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     system, metrics = fit_classifier(
-        cfg.model,
+        recipe,
         cfg.data,
         cfg.trainer,
-        cfg.model.seed,
+        recipe.seed,
         logger=loggers or False,
         callbacks=run_callbacks(cfg, has_logger=bool(loggers)),
         ckpt_path=cfg.get("ckpt_path"),
     )
     write_json(out / "metrics.json", metrics)
-    cached = checkpoint_path(cfg.model, cfg.data, cfg.paths.cache_dir, "target", device)
+    cached = checkpoint_path(recipe, cfg.data, cfg.paths.cache_dir, "target", device)
     with cache.locked(cached):
         if not cached.exists():
-            save_checkpoint(cached, system.net, checkpoint_spec(cfg.model, cfg.data, device), metrics)
+            save_checkpoint(cached, system.net, checkpoint_spec(recipe, cfg.data, device), metrics)
     log.info("test/acc %.4f; metrics in %s; target cached at %s", metrics["test/acc"], out / "metrics.json", cached)
     return metrics
 
@@ -79,13 +81,14 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     Each attack config (``conf/attack/<name>.yaml``) sets ``attack.entry``, the dotted path of a
     function ``run(cfg, target) -> dict``, and optionally ``attack.validate``, a function
     ``validate(cfg)`` that raises :class:`ConfigError` before any work; the returned metrics are
-    written to ``metrics.json``.
+    written to ``metrics.json``, with the target's ``privacy/*`` metrics (its spent ε) as ``target/privacy/*``
+    when it was trained with DP-SGD.
     """
     if cfg.get("attack") is None:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     entry = get_method(cfg.attack.entry)
-    defense_from_config(cfg)  # a defence the attack never meets stops here
+    validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
     run_device(cfg.trainer)  # so does trainer=gpu on a machine without one
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
@@ -93,6 +96,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     target = provision_target(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     metrics = entry(cfg, target)
+    metrics.update({f"target/{k}": v for k, v in target.metrics.items() if k.startswith("privacy/")})
     write_json(out / "metrics.json", metrics)
     log.info("%s: metrics in %s", cfg.attack.name, out / "metrics.json")
     return metrics

@@ -18,11 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from privacy_attacks import cache
+from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.harness import run_device
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
+# Recipe keys added after targets were first cached. At these values a recipe trains the same weights as without
+# them, so they stay out of the key and a cached target keeps its file.
+NEUTRAL_RECIPE_KEYS: dict[str, Any] = {"label_smoothing": 0.0, "early_stopping_patience": None, "privacy": None}
 
 
 @dataclass
@@ -40,14 +44,17 @@ class Target:
 
 
 def checkpoint_spec(recipe: DictConfig, data: DictConfig, device: str = "cpu") -> dict[str, Any]:
-    """Everything that determines a trained classifier's weights, as plain data.
+    """Everything that determines a trained classifier's weights, as plain data (without the recipe keys of
+    :data:`NEUTRAL_RECIPE_KEYS` at their neutral values).
 
     ``device`` is the type of the device it trains on (``cpu``, ``cuda``): the same recipe and seed give other
     weights on a GPU (other kernels, other rounding), so a GPU-trained classifier is cached apart from the CPU one.
     The CPU adds nothing to the spec, so CPU checkpoints keep their keys.
     """
+    resolved = OmegaConf.to_container(recipe, resolve=True)
+    neutral = {k for k, v in NEUTRAL_RECIPE_KEYS.items() if k in resolved and resolved[k] == v}
     spec = {
-        "recipe": OmegaConf.to_container(recipe, resolve=True),
+        "recipe": {k: v for k, v in resolved.items() if k not in neutral},
         "split": {"val_size": int(data.val_size), "split_seed": int(data.split_seed)},
     }
     if device != "cpu":
@@ -116,8 +123,10 @@ def provision_classifier(
 
 
 def provision_target(cfg: DictConfig) -> Target:
-    """The attack config's target (``cfg.target``), trained and cached under ``cfg.paths.cache_dir``, on the run's
-    device (:func:`privacy_attacks.harness.run_device`)."""
-    target = provision_classifier(cfg.target, cfg.data, cfg.trainer, cfg.paths.cache_dir, "target")
+    """The attack config's target (``cfg.target``, with a training defence of ``cfg.defense`` in its recipe:
+    :func:`privacy_attacks.defenses.recipe_with_defense`), trained and cached under ``cfg.paths.cache_dir``, on the
+    run's device (:func:`privacy_attacks.harness.run_device`)."""
+    recipe = recipe_with_defense(cfg, "target")
+    target = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "target")
     target.net.to(run_device(cfg.trainer))
     return target

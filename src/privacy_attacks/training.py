@@ -1,7 +1,9 @@
 """Fit a classifier recipe on MNIST: the one training path shared by ``train.py`` and target provisioning.
 
 A *recipe* is the config of a classifier (``conf/model/*.yaml``): the network, the optimiser,
-the scheduler, ``max_epochs``, ``batch_size`` and ``members`` (train on a subset).
+the scheduler, ``max_epochs``, ``batch_size`` and ``members`` (train on a subset); optionally the
+regularisers ``label_smoothing`` and ``early_stopping_patience``, and ``privacy``, a training defence's node
+(DP-SGD, set from ``defense=dpsgd`` by :func:`privacy_attacks.defenses.recipe_with_defense`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import time
 from typing import Any
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
 from privacy_attacks.data import MNISTDataModule
-from privacy_attacks.errors import require_positive
+from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.systems import ImageClassifier
 
@@ -28,22 +32,56 @@ def validate_recipe(recipe: DictConfig, key: str = "model") -> None:
         require_positive(recipe.members, f"{key}.members")
     if recipe.get("member_offset") is not None:
         require_positive(recipe.member_offset, f"{key}.member_offset", allow_zero=True)
+    smoothing = recipe.get("label_smoothing", 0.0)
+    require_positive(smoothing, f"{key}.label_smoothing", allow_zero=True)
+    if smoothing >= 1:
+        raise ConfigError(f"{key}.label_smoothing={smoothing!r} is not allowed: it must be a number in [0, 1).")
+    require_int(recipe.get("early_stopping_patience"), f"{key}.early_stopping_patience", null_means="no early stopping")
+    build_privacy(recipe)  # a bad DP setting stops here
+
+
+def build_privacy(recipe: DictConfig) -> Any:
+    """The recipe's training defence (``recipe.privacy``, e.g. :class:`privacy_attacks.defenses.DPSGD`), or None."""
+    if recipe.get("privacy") is None:
+        return None
+    try:
+        return instantiate(recipe.privacy)
+    except InstantiationException as error:  # a bad setting: show the defence's own message
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def build_datamodule(data: DictConfig, recipe: DictConfig) -> MNISTDataModule:
-    """The data module of ``data`` with the recipe's batch size and member subset."""
+    """The data module of ``data`` with the recipe's batch size and member subset (Poisson batches under DP-SGD)."""
+    privacy = build_privacy(recipe)
     return instantiate(
-        data, batch_size=recipe.batch_size, members=recipe.get("members"), member_offset=recipe.get("member_offset", 0)
+        data,
+        batch_size=recipe.batch_size,
+        members=recipe.get("members"),
+        member_offset=recipe.get("member_offset", 0),
+        poisson_sampling=bool(getattr(privacy, "poisson_sampling", False)),
     )
 
 
 def build_classifier(recipe: DictConfig) -> ImageClassifier:
-    """The LightningModule of a recipe: ``ImageClassifier(net, optimizer, scheduler)``."""
+    """The LightningModule of a recipe: ``ImageClassifier(net, optimizer, scheduler, label_smoothing, privacy)``."""
     return ImageClassifier(
         net=instantiate(recipe.net),
         optimizer=instantiate(recipe.optimizer),
         scheduler=instantiate(recipe.scheduler) if recipe.get("scheduler") else None,
+        label_smoothing=float(recipe.get("label_smoothing", 0.0)),
+        privacy=build_privacy(recipe),
     )
+
+
+def recipe_callbacks(recipe: DictConfig) -> list[L.Callback]:
+    """The callbacks a recipe asks for: early stopping on ``val/acc`` after ``early_stopping_patience`` epochs
+    without a new best."""
+    patience = recipe.get("early_stopping_patience")
+    if patience is None:
+        return []
+    return [EarlyStopping(monitor="val/acc", mode="max", patience=int(patience))]
 
 
 def fit_classifier(
@@ -60,7 +98,9 @@ def fit_classifier(
     """Train ``recipe`` from ``seed``, test it on the official test set, return (system, metrics).
 
     ``metrics`` holds ``train/acc``, ``val/acc``, ``val/loss``, ``test/acc``, ``test/loss``
-    and ``fit_time_s``. ``ckpt_path`` resumes an interrupted fit from a Lightning checkpoint.
+    and ``fit_time_s``; with ``recipe.privacy`` (DP-SGD) also ``privacy/epsilon`` (spent, by the accountant),
+    ``privacy/delta``, ``privacy/noise_multiplier`` and ``privacy/sample_rate``. ``ckpt_path`` resumes an
+    interrupted fit from a Lightning checkpoint.
     """
     validate_recipe(recipe)
     L.seed_everything(seed, workers=True, verbose=False)
@@ -71,7 +111,7 @@ def fit_classifier(
         quiet=False,
         max_epochs=recipe.max_epochs,
         logger=logger,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), *recipe_callbacks(recipe)],
         **trainer_overrides,
     )
     start = time.perf_counter()
@@ -80,5 +120,7 @@ def fit_classifier(
     metrics = {k: float(v) for k, v in fitter.callback_metrics.items() if k.startswith(("train/", "val/"))}
     tested = fitter.test(system, datamodule=datamodule, verbose=False)[0]
     metrics.update({k: float(v) for k, v in tested.items()})
+    if system.private is not None:
+        metrics.update(system.private.metrics())
     metrics["fit_time_s"] = fit_time
     return system, metrics

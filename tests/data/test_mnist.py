@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 
-from privacy_attacks.data import MNISTDataModule, TensorBatches, load_mnist
+from privacy_attacks.data import MNISTDataModule, PoissonBatches, TensorBatches, load_mnist
 from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.errors import ConfigError, DataUnavailableError
 from tests.idx import write_fake_mnist
@@ -80,3 +80,20 @@ def test_a_run_seed_sets_the_batch_order(fake_root):
     a = next(iter(dm.train_dataloader()))[1]
     L.seed_everything(1, verbose=False)
     assert torch.equal(a, next(iter(dm.train_dataloader()))[1])
+
+
+def test_poisson_batches_take_each_image_with_the_sample_rate(fake_root):
+    dm = MNISTDataModule(root=str(fake_root), download=False, val_size=100, batch_size=50, poisson_sampling=True)
+    dm.setup("fit")
+    assert (dm.train_size, dm.steps_per_epoch, dm.sample_rate) == (500, 10, 0.1)
+    loader = dm.train_dataloader()
+    assert isinstance(loader, PoissonBatches) and len(loader) == 10
+    first, second = [y.tolist() for _, y in loader], [y.tolist() for _, y in loader]
+    assert len(first) == 10 and first != second  # a fresh draw each epoch
+    assert all(len(set(y)) <= len(y) for y in first)  # an image at most once per batch
+
+    images, labels = torch.arange(20_000.0).view(-1, 1, 1, 1), torch.arange(20_000)
+    sizes = [len(y) for _, y in PoissonBatches(images, labels, sample_rate=0.01, steps=50, seed=3)]
+    assert 180 < sum(sizes) / len(sizes) < 220 and len(set(sizes)) > 1  # 200 expected; sizes vary
+    again = [len(y) for _, y in PoissonBatches(images, labels, sample_rate=0.01, steps=50, seed=3)]
+    assert sizes == again

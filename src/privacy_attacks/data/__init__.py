@@ -1,3 +1,3 @@
-from privacy_attacks.data.mnist import MNISTDataModule, TensorBatches, load_mnist
+from privacy_attacks.data.mnist import MNISTDataModule, PoissonBatches, TensorBatches, load_mnist
 
-__all__ = ["MNISTDataModule", "TensorBatches", "load_mnist"]
+__all__ = ["MNISTDataModule", "PoissonBatches", "TensorBatches", "load_mnist"]

@@ -145,6 +145,31 @@ class TensorBatches:
                 yield self.images[index], self.labels[index]
 
 
+class PoissonBatches:
+    """``steps`` batches of ``(images, labels)`` by Poisson sampling, as DP-SGD's accountant assumes: each image joins
+    each batch independently with probability ``sample_rate``, so batch sizes vary (and may be zero).
+
+    As Opacus's ``DPDataLoader``. Each pass over the ``steps`` batches draws from a generator seeded by
+    ``seed + epoch``, so runs are reproducible.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, sample_rate: float, steps: int, seed: int = 0):
+        self.images, self.labels = images, labels
+        self.sample_rate, self.steps, self.seed = sample_rate, steps, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        for _ in range(self.steps):
+            index = (torch.rand(len(self.labels), generator=generator) < self.sample_rate).nonzero().squeeze(1)
+            index = index.to(self.images.device)
+            yield self.images[index], self.labels[index]
+
+
 class MNISTDataModule(L.LightningDataModule):
     """MNIST with a seeded train/validation split of the 60k training images and the official test set.
 
@@ -159,6 +184,10 @@ class MNISTDataModule(L.LightningDataModule):
             the rest of the pool are non-members the model never saw.
         member_offset: the members start at this position of the (seeded) training pool, so two
             recipes can train on disjoint halves (the two judges of output inversion).
+        poisson_sampling: training batches by Poisson sampling (:class:`PoissonBatches`, for DP-SGD): as many
+            per epoch as the fixed-size batches would be, each image in each with probability ``sample_rate``.
+
+    After ``setup``: ``train_size``, ``steps_per_epoch`` and ``sample_rate`` (1 / steps per epoch, as Opacus's).
     """
 
     def __init__(
@@ -171,11 +200,13 @@ class MNISTDataModule(L.LightningDataModule):
         eval_batch_size: int = 2000,
         members: int | None = None,
         member_offset: int = 0,
+        poisson_sampling: bool = False,
     ):
         super().__init__()
         require_positive(batch_size, "batch_size")
         require_positive(eval_batch_size, "data.eval_batch_size")
         split_training_indices(val_size, split_seed, members, member_offset=member_offset)  # bad sizes stop here
+        self.poisson_sampling = poisson_sampling
         self.root, self.download = root, download
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.eval_batch_size, self.members = batch_size, eval_batch_size, members
@@ -200,9 +231,27 @@ class MNISTDataModule(L.LightningDataModule):
         test_images, test_labels = load_mnist(self.root, train=False, download=self.download)
         self.tensors["test"] = (test_images.to(device), test_labels.to(device))
 
-    def train_dataloader(self) -> TensorBatches:
+    @property
+    def train_size(self) -> int:
+        """Training images (after ``setup``)."""
+        return len(self.tensors["train"][1])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Training batches per epoch: ceil(train_size / batch_size), with either sampling."""
+        return -(-self.train_size // self.batch_size)
+
+    @property
+    def sample_rate(self) -> float:
+        """The probability that an image joins a Poisson batch: 1 / steps per epoch (Opacus's definition)."""
+        return 1 / self.steps_per_epoch
+
+    def train_dataloader(self) -> TensorBatches | PoissonBatches:
         # torch.initial_seed() is what seed_everything(seed) set: the batch order follows the run's seed.
-        return TensorBatches(*self.tensors["train"], self.batch_size, shuffle=True, seed=torch.initial_seed() % 2**31)
+        seed = torch.initial_seed() % 2**31
+        if self.poisson_sampling:
+            return PoissonBatches(*self.tensors["train"], self.sample_rate, self.steps_per_epoch, seed=seed)
+        return TensorBatches(*self.tensors["train"], self.batch_size, shuffle=True, seed=seed)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.tensors["val"], self.eval_batch_size)

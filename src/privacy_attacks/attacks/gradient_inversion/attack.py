@@ -176,7 +176,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     model = shared_model(cfg, target).to(run_device(cfg.trainer))
     pool, pool_labels = private_pool(cfg)
     loggers = build_loggers(cfg)
-    defense = defense_from_config(cfg)  # one client defence for every client: its noise draws continue
+    defense = defense_from_config(cfg, "client")  # one client defence for every client: its noise draws continue
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)

@@ -110,7 +110,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         output=output,
         budget=cfg.query_budget,
         batch_size=cfg.api.batch_size,
-        defense=defense_from_config(cfg),
+        defense=defense_from_config(cfg, "api"),
     )
     context = AttackContext(
         api=api,

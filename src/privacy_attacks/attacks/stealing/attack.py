@@ -86,7 +86,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     pool: QueryPool = instantiate(cfg.pools[cfg.queries])
     images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     output = instantiate(cfg.api.outputs[cfg.api.output])
-    api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg))
+    api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg, "api"))
     steps = schedule_steps(cfg)
     loggers = build_loggers(cfg)
     log.info(
