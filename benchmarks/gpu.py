@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,9 @@ COMMON = ["trainer=gpu", "logger=none", "+trainer.enable_progress_bar=false"]
 # name, entry point and overrides, the metrics that answer the check.
 CHECKS: list[tuple[str, list[str], list[str]]] = [
     ("train", ["train.py"], ["test/acc", "fit_time_s"]),
+    ("lab", ["-m", "privacy_attacks.lab"], ["stages_s"]),
+    ("dpsgd_eps1", ["train.py", "defense=dpsgd", "defense.epsilon=1"], ["test/acc", "privacy/epsilon", "fit_time_s"]),
+    ("dpsgd_eps8", ["train.py", "defense=dpsgd", "defense.epsilon=8"], ["test/acc", "privacy/epsilon", "fit_time_s"]),
     (
         "lira_64_shadows",
         ["attack.py", "attack=membership", "method=lira", "num_shadows=64"],
@@ -60,7 +64,10 @@ def device_name() -> str:
 
 def run_check(name: str, command: list[str], keys: list[str], out: Path, limit: float, env: dict) -> dict:
     run_dir = out / "runs" / name
-    args = [sys.executable, str(ROOT / command[0]), *command[1:], *COMMON, f"hydra.run.dir={run_dir}"]
+    if command[0] == "-m":  # the lab: its own folder, its stages' settings
+        args = [sys.executable, *command, "trainer=gpu", f"lab_dir={run_dir}"]
+    else:
+        args = [sys.executable, str(ROOT / command[0]), *command[1:], *COMMON, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     try:
         done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit)
@@ -70,11 +77,20 @@ def run_check(name: str, command: list[str], keys: list[str], out: Path, limit: 
     seconds = time.perf_counter() - start
     metrics_file = run_dir / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    state_file = run_dir / "state.json"
+    if state_file.exists():  # the lab: its stages' time, and its report beside the table
+        stages = json.loads(state_file.read_text())
+        metrics["stages_s"] = sum(stage["seconds"] for stage in stages.values())
+        metrics.update({f"{stage}_s": entry["seconds"] for stage, entry in stages.items()})
+        keys = [*keys, *(f"{stage}_s" for stage in stages)]
+        for report in ("report.md", "report.html"):
+            if (run_dir / report).exists():
+                shutil.copy(run_dir / report, out / f"lab_{report}")
     with open(out / "gpu.log", "a") as handle:
         handle.write(f"\n===== {name}: {' '.join(args[1:])}\n{log if status != 0 else log[-3000:]}\n")
     return {
         "name": name,
-        "command": "python " + " ".join([*command, "trainer=gpu"]),
+        "command": "python " + " ".join([*command, "trainer=gpu"]),  # as a user types it
         "status": status,
         "wall_s": round(seconds, 1),
         "metrics": {key: metrics[key] for key in keys if key in metrics},

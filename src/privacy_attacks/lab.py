@@ -1,0 +1,138 @@
+"""``python -m privacy_attacks.lab``: the lecture's labs in one command, written up as one report.
+
+Each stage of ``conf/lab.yaml`` is a ``train.py`` run or an ``attack.py`` multirun of an experiment config,
+run as its own process into ``<lab_dir>/<stage>/``. ``state.json`` records each finished stage, so a lab
+that was interrupted picks up at the first unfinished stage when it is started again with the same
+``lab_dir``. At the end (and after every stage) ``report.md`` and a self-contained ``report.html`` gather the
+tables (mean ± 95% interval when ``seeds`` > 1), every sweep figure, the command behind each stage, the
+versions and the device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from privacy_attacks.errors import ConfigError, require_int
+from privacy_attacks.harness import run_device
+from privacy_attacks.report import Stage, write_report
+
+log = logging.getLogger("privacy_attacks.lab")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stage_command(name: str, stage: DictConfig, seeds: int, trainer: str, stage_dir: Path) -> list[str]:
+    """The command line of one stage (the script, its overrides, the seeds, the trainer, its folder)."""
+    args = [str(stage.script), *[str(o) for o in stage.overrides], f"trainer={trainer}", "logger=none"]
+    if stage.script == "train.py":
+        return [*args, f"hydra.run.dir={stage_dir}"]
+    seed_values = ",".join(str(s) for s in range(seeds))
+    return [args[0], "-m", *args[1:], f"seed={seed_values}", f"hydra.sweep.dir={stage_dir}"]
+
+
+def selected_stages(cfg: DictConfig) -> list[str]:
+    """The stage names to run, in the config's order; :class:`ConfigError` for an unknown one in ``only``."""
+    names = list(cfg.stages)
+    if cfg.only is None:
+        return names
+    unknown = [name for name in cfg.only if name not in names]
+    if unknown:
+        raise ConfigError(f"only={list(cfg.only)}: no stage {unknown} (stages: {', '.join(names)}).")
+    return [name for name in names if name in cfg.only]
+
+
+def load_state(lab_dir: Path) -> dict[str, Any]:
+    path = lab_dir / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_state(lab_dir: Path, state: dict[str, Any]) -> None:
+    path = lab_dir / "state.json"
+    path.with_suffix(".tmp").write_text(json.dumps(state, indent=1))
+    path.with_suffix(".tmp").replace(path)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def trainer_choice(cfg: DictConfig) -> str:
+    """The ``trainer=`` option the lab was started with (``cpu``, ``gpu``), passed on to every stage."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("trainer", "cpu")
+    return "gpu" if run_device(cfg.trainer).type == "cuda" else "cpu"
+
+
+def run_stage(command: list[str], log_file: Path) -> int:
+    """Run one stage's process, its output into ``log_file``; print Hydra's job lines as they come (progress)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with (
+        open(log_file, "a") as handle,
+        subprocess.Popen(
+            [sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process,
+    ):
+        for line in process.stdout:
+            handle.write(line)
+            if "[HYDRA] \t#" in line or line.startswith("error:"):
+                print("    " + line.split("\t", 1)[-1].strip(), flush=True)
+    return process.returncode
+
+
+def run_lab(cfg: DictConfig) -> dict[str, Any]:
+    """Run the stages not yet finished in ``cfg.lab_dir``; write the report; return the state."""
+    require_int(cfg.seeds, "seeds")
+    run_device(cfg.trainer)  # trainer=gpu without a GPU: stop before any stage
+    names = selected_stages(cfg)
+    lab_dir = Path(cfg.lab_dir)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    trainer = trainer_choice(cfg)
+    state = load_state(lab_dir)
+    stages = []
+    for index, name in enumerate(names, 1):
+        stage_dir = lab_dir / name
+        command = stage_command(name, cfg.stages[name], cfg.seeds, trainer, stage_dir)
+        shown = "python " + " ".join(command)
+        stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir))
+        done = state.get(name, {})
+        if done.get("status") == "done" and done.get("command") == shown:
+            print(f"[{index}/{len(names)}] {name}: finished before ({_duration(done['seconds'])}), not run again")
+            continue
+        print(f"[{index}/{len(names)}] {name}: {shown}", flush=True)
+        start = time.perf_counter()
+        status = run_stage(command, lab_dir / f"{name}.log")
+        seconds = time.perf_counter() - start
+        state[name] = {"status": "done" if status == 0 else f"failed ({status})", "seconds": seconds, "command": shown}
+        save_state(lab_dir, state)
+        outcome = "done" if status == 0 else f"FAILED (exit {status}; see {lab_dir / f'{name}.log'})"
+        print(f"[{index}/{len(names)}] {name}: {outcome} in {_duration(seconds)}", flush=True)
+        write_report(lab_dir, stages, state, OmegaConf.to_container(cfg.trainer, resolve=True))
+    report = write_report(lab_dir, stages, state, OmegaConf.to_container(cfg.trainer, resolve=True))
+    total = sum(state[s.name]["seconds"] for s in stages if s.name in state)
+    print(f"Lab report: {report} and {report.with_suffix('.html')} (stages took {_duration(total)} in all)")
+    failed = [s.name for s in stages if state.get(s.name, {}).get("status") != "done"]
+    if failed:
+        raise SystemExit(f"error: stage(s) {', '.join(failed)} failed; rerun with lab_dir={lab_dir} to retry them.")
+    return state
+
+
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="lab")
+def main(cfg: DictConfig) -> None:
+    from privacy_attacks.cli import run_reporting_errors
+
+    run_reporting_errors(run_lab, cfg)
+
+
+if __name__ == "__main__":
+    main()
