@@ -119,14 +119,20 @@ def main() -> None:
         result = run_check(name, command, keys, args.out, left, env)
         results.append(result)
         print(f"{name}: status {result['status']}, {result['wall_s']} s, {result['metrics']}", flush=True)
+        write_table(args.out, results)  # after every check: a run stopped from outside keeps what it measured
+    print(write_table(args.out, results))
+
+
+def write_table(out: Path, results: list[dict]) -> str:
+    """Write ``gpu.md`` and ``gpu.json`` for the checks so far; return the Markdown."""
     header = f"GPU: {device_name()}; Python {platform.python_version()}"
     lines = [header, "", "| check | command | status | wall s | metrics |", "|---|---|---|---|---|"]
     for r in results:
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["metrics"].items())
         lines.append(f"| {r['name']} | `{r['command']}` | {r['status']} | {r['wall_s']} | {shown} |")
-    (args.out / "gpu.md").write_text("\n".join(lines) + "\n")
-    (args.out / "gpu.json").write_text(json.dumps({"device": header, "results": results}, indent=1))
-    print("\n".join(lines))
+    (out / "gpu.md").write_text("\n".join(lines) + "\n")
+    (out / "gpu.json").write_text(json.dumps({"device": header, "results": results}, indent=1))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
