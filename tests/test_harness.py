@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
-
-import pytest
 
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid, run_device

@@ -43,6 +43,14 @@ def _number(value: str) -> str:
     return f"{number:.4g}" if number != int(number) or abs(number) >= 1e5 else str(int(number))
 
 
+def _numeric(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -52,7 +60,7 @@ def stage_table(folder: Path) -> tuple[list[str], list[list[str]], str]:
     """(header, rows, source file name) of a stage's results; ([], [], "") when it has none yet.
 
     A sweep with several seeds per setting shows ``summary_seeds.csv`` as ``mean ± ci95``; otherwise
-    ``summary.csv``, without its ``job`` column and override columns that never vary.
+    ``summary.csv``, without its ``job`` column and the text columns that never vary (a fixed override).
     """
     seeds_file, summary_file, metrics_file = (folder / n for n in ("summary_seeds.csv", "summary.csv", "metrics.json"))
     if seeds_file.exists():
@@ -66,7 +74,7 @@ def stage_table(folder: Path) -> tuple[list[str], list[list[str]], str]:
         return keys + metrics, body, seeds_file.name
     if summary_file.exists():
         rows = _read_csv(summary_file)
-        columns = [k for k in rows[0] if k != "job" and (len({r[k] for r in rows}) > 1 or "/" in k or k == "seed")]
+        columns = [k for k in rows[0] if k != "job" and (len({r[k] for r in rows}) > 1 or _numeric(rows[0][k]))]
         return columns, [[_number(r[k]) for k in columns] for r in rows], summary_file.name
     if metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
