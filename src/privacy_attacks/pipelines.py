@@ -96,6 +96,10 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     target = provision_target(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     metrics = entry(cfg, target)
+    # The attacked model's utility beside the attack's success (privacy–utility plots read it), for the attacks
+    # on the trained target (those whose surfaces include its training).
+    if "training" in (cfg.attack.get("surfaces") or []) and "test/acc" in target.metrics:
+        metrics.setdefault("target/test_acc", float(target.metrics["test/acc"]))
     metrics.update({f"target/{k}": v for k, v in target.metrics.items() if k.startswith("privacy/")})
     write_json(out / "metrics.json", metrics)
     log.info("%s: metrics in %s", cfg.attack.name, out / "metrics.json")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.defenses import GaussianNoise, LabelOnly, NoDefense, ReverseSigmoid, Rounding, TopK
+from privacy_attacks.defenses import GaussianNoise, LabelOnly, NoDefense, ReverseSigmoid, Rounding, TopK, api_utility
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
@@ -118,3 +118,23 @@ def test_stealing_through_a_label_only_api(compose_attack):
     cfg = compose_attack(["attack=distillation", "defense=label_only", "query_budget=100", "schedule.steps=5"])
     metrics = run_attack(cfg)
     assert metrics["queries/used"] == 100
+    # The honest user's view beside the attack's: the top-1 is kept, the distribution is not.
+    assert metrics["api/top1_acc"] == pytest.approx(metrics["target/acc"])
+    assert metrics["api/kl_from_undefended"] > 0.0
+    assert "target/test_acc" in metrics
+
+
+def test_api_utility_is_the_defended_answers_accuracy_and_kl_from_the_undefended():
+    torch.manual_seed(0)
+    net = LeNet5().eval()
+    images, labels = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    probs = net(images).softmax(dim=-1)
+    accuracy = (probs.argmax(-1) == labels).float().mean().item()
+    undefended = api_utility(net, None, images, labels, batch_size=10)
+    assert undefended == pytest.approx({"api/top1_acc": accuracy, "api/kl_from_undefended": 0.0}, abs=1e-6)
+    assert api_utility(net, NoDefense(), images, labels) == pytest.approx(undefended, abs=1e-6)
+    label_only = api_utility(net, LabelOnly(), images, labels)
+    assert label_only["api/top1_acc"] == pytest.approx(accuracy)
+    one_hot = torch.nn.functional.one_hot(probs.argmax(-1), 10).float().clamp_min(1e-12)
+    expected_kl = (probs * (probs.log() - one_hot.log())).sum(-1)
+    assert label_only["api/kl_from_undefended"] == pytest.approx(expected_kl.mean().item(), rel=1e-4)

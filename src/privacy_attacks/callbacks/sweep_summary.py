@@ -192,7 +192,9 @@ def _summarise_seeds(sweep_dir: Path, rows: list[Row], override_keys: list[str],
 
 def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``, print the table, name the best job,
-    and call ``summary.figure`` (a partial ``f(sweep_dir, rows)``) if configured. Returns the rows.
+    and call ``summary.figure`` (a partial ``f(sweep_dir, rows)``) if configured, and each figure of the mapping
+    ``summary.figures`` (an experiment adds one beside the attack's own, e.g. a privacy–utility figure). Returns
+    the rows.
 
     When some setting was run with several seeds, also write ``summary_seeds.csv`` (see
     :func:`seed_summary`) and print its table, which is appended to ``summary.md``."""
@@ -222,9 +224,11 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     print(f"\nSweep summary ({sweep_dir}/summary.csv):\n\n{text}", flush=True)
     if seed_text:
         print(seed_text, flush=True)
-    if summary.get("figure"):
-        path = instantiate(summary.figure)(sweep_dir=sweep_dir, rows=rows)
-        print(f"Figure: {path}", flush=True)
+    figures = [summary.get("figure"), *(summary.get("figures") or {}).values()]
+    for figure in figures:
+        if figure:
+            path = instantiate(figure)(sweep_dir=sweep_dir, rows=rows)
+            print(f"Figure: {path}", flush=True)
     return rows
 
 

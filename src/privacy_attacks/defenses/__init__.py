@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.errors import ConfigError, UserError
 
-from .api import GaussianNoise, LabelOnly, NoDefense, OutputDefense, ReverseSigmoid, Rounding, TopK
+from .api import GaussianNoise, LabelOnly, NoDefense, OutputDefense, ReverseSigmoid, Rounding, TopK, api_utility
 from .client import GradientClipNoise, GradientDefense, GradientPrune, GradientQuantize
 from .training import DPSGD, PrivateTraining, TrainingDefense
 
@@ -63,6 +63,7 @@ def recipe_with_defense(cfg: DictConfig, key: str) -> DictConfig:
 
 
 __all__ = [
+    "api_utility",
     "defense_from_config",
     "recipe_with_defense",
     "DPSGD",

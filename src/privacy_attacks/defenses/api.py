@@ -117,3 +117,29 @@ class LabelOnly(OutputDefense):
 
     def __call__(self, probs: Tensor) -> Tensor:
         return torch.zeros_like(probs).scatter(-1, probs.argmax(dim=-1, keepdim=True), 1.0)
+
+
+# Probabilities below this are read as this when a defended answer's logarithm is taken (as the API does).
+UTILITY_PROB_FLOOR = 1e-12
+
+
+@torch.no_grad()
+def api_utility(
+    net: torch.nn.Module, defense: OutputDefense | None, images: Tensor, labels: Tensor, batch_size: int = 2500
+) -> dict[str, float]:
+    """What a defence costs an honest user of the API, measured by the experimenter (not queries, not counted).
+
+    Returns ``api/top1_acc``, the accuracy of the defended answers' top-1 class on ``images`` (N, 1, 28, 28) /
+    ``labels`` (N,), and ``api/kl_from_undefended``, the mean KL(undefended ‖ defended) of the answers'
+    distributions in nats (defended probabilities floored at 1e-12). ``defense`` None: the undefended API.
+    """
+    device = next(net.parameters()).device
+    correct, kl_sum = 0, 0.0
+    for start in range(0, len(images), batch_size):
+        x, y = images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
+        probs = net(x).float().softmax(dim=-1)
+        defended = probs if defense is None else defense(probs)
+        correct += int((defended.argmax(dim=-1) == y).sum())
+        log_defended = defended.clamp_min(UTILITY_PROB_FLOOR).log()
+        kl_sum += float((probs * (probs.clamp_min(UTILITY_PROB_FLOOR).log() - log_defended)).sum())
+    return {"api/top1_acc": correct / len(images), "api/kl_from_undefended": kl_sum / len(images)}

@@ -108,3 +108,18 @@ def test_unknown_method_exits_with_one_clear_line(tmp_path: Path, cache_dir: Pat
     assert result.returncode == 2
     assert "method='foo' is not one of the choices: dlg, idlg, ig, ig_lbfgs" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_gradient_cosine_is_one_undefended_and_drops_with_pruning():
+    from privacy_attacks.defenses import GradientPrune
+
+    torch.manual_seed(0)
+    raw = [torch.randn(5, 3), torch.randn(7)]
+    assert gradient_inversion.gradient_cosine(raw, raw) == pytest.approx(1.0)
+    pruned = GradientPrune(0.9)(raw)
+    assert 0.0 < gradient_inversion.gradient_cosine(raw, pruned) < 1.0
+    flat = torch.cat([g.flatten() for g in raw])
+    kept = torch.cat([g.flatten() for g in pruned])
+    assert gradient_inversion.gradient_cosine(raw, pruned) == pytest.approx(
+        float(flat @ kept / (flat.norm() * kept.norm())), rel=1e-5
+    )

@@ -113,6 +113,7 @@ class BatchResult:
     images: Tensor
     labels: Tensor
     seconds: float
+    grad_cosine: float = 1.0
 
 
 def build_module(
@@ -154,7 +155,8 @@ def attack_batch(
     (passed through the client's ``defense``, if any)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
-    gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).shared_gradient()
+    raw = SimulatedClient(model, images.to(device), labels.to(device)).shared_gradient()
+    gradient = raw if defense is None else [g.detach() for g in defense(raw)]  # what the client shares
     recovered = None
     if cfg.methods[cfg.method].recover_labels:
         weight, bias = last_linear(model, gradient)
@@ -167,7 +169,14 @@ def attack_batch(
     reconstructions = candidates[best].cpu()
     predicted = module.objective.predicted_labels().view(cfg.restarts, cfg.batch_size)[best].cpu()
     order = best_assignment(reconstructions, images)
-    return BatchResult(reconstructions[order], predicted[order], seconds)
+    return BatchResult(reconstructions[order], predicted[order], seconds, gradient_cosine(raw, gradient))
+
+
+def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
+    """Cosine similarity of the shared gradient with the client's raw one, all tensors flattened into one vector:
+    how much of the update a defended client still gives the federation (1: all of it)."""
+    a, b = torch.cat([g.flatten() for g in raw]), torch.cat([g.flatten() for g in shared])
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
@@ -197,6 +206,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "recon/ssim": scores["ssim"].mean().item(),
         "recon/mse": scores["mse"].mean().item(),
         "recon/label_acc": (labels == original_labels).float().mean().item(),
+        "client/grad_cosine": sum(r.grad_cosine for r in results) / len(results),
         "recon/time_per_batch_s": seconds / cfg.num_batches,
         "recon/fit_time_s": seconds,
     }

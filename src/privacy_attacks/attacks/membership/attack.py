@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
-from privacy_attacks.defenses import defense_from_config
+from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -140,6 +140,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     heldout = split.eval_indices[split.eval_membership == 0]
     test_images, test_labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
     test_acc = _accuracy(target.net, test_images, test_labels)
+    # The API defence's cost to an honest user, on the test images (a fresh instance: the attack's draws are untouched).
+    metrics.update(api_utility(target.net, defense_from_config(cfg, "api"), test_images, test_labels))
     metrics.update(
         {
             "target/train_acc": train_acc,

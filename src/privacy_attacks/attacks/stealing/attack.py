@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.defenses import defense_from_config
+from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -120,6 +120,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         cfg.data.root, cfg.data.download, cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
     )
     metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
+    # The defence's cost to an honest user, on the same images (a fresh instance: the attack's draws are untouched).
+    metrics.update(api_utility(target.net, defense_from_config(cfg, "api"), eval_images, eval_labels))
     metrics.update(
         {"queries/used": api.queries_used, "queries/budget": cfg.query_budget, "steps": steps, "fit_time_s": fit_time}
     )
