@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
-from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid, set_threads
 
 
 class FakeExperiment:
@@ -98,3 +100,14 @@ def test_build_trainer_without_a_config_is_one_deterministic_cpu_device():
     assert not trainer.progress_bar_callback
     plain = build_trainer({"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}, max_epochs=1)
     assert plain.max_epochs == 1 and plain.loggers == []
+
+
+def test_set_threads_sets_torch_threads_and_none_keeps_them():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        assert set_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads=0 is not allowed"):
+        set_threads(0)

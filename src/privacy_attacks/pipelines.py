@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks import cache
 from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.harness import build_loggers, instantiate_named
+from privacy_attacks.harness import build_loggers, instantiate_named, set_threads
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_path, checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -32,6 +32,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     its recipe's key, so ``attack.py`` with the same recipe uses it without retraining.
     """
     validate_recipe(cfg.model)
+    log.info("torch threads: %d", set_threads(cfg.get("threads")))
     out = output_dir(cfg)
     loggers = build_loggers(cfg)
     for logger in loggers:
@@ -71,6 +72,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     entry = get_method(cfg.attack.entry)
+    log.info("torch threads: %d", set_threads(cfg.get("threads")))
     defense_from_config(cfg)  # a defence the attack never meets stops here
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
