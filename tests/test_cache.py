@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock, SoftFileLock
 from omegaconf import OmegaConf
 
 from privacy_attacks import cache
 from privacy_attacks.attacks.feature_inversion.inversion_network import inversion_cache_path
 from privacy_attacks.attacks.membership.shadow_models import shadow_cache_path
-from privacy_attacks.errors import CheckpointError
+from privacy_attacks.errors import CheckpointError, ConfigError
 from privacy_attacks.targets import checkpoint_path
 
 RECIPE = OmegaConf.create(
@@ -64,7 +65,9 @@ def test_provision_creates_once_then_loads(tmp_path: Path):
     torch.testing.assert_close(second["x"], first["x"])
 
 
-def test_concurrent_provision_creates_once(tmp_path: Path):
+@pytest.mark.parametrize("lock", ["file", "soft"])
+def test_concurrent_provision_creates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock: str):
+    monkeypatch.setenv(cache.LOCK_ENV, lock)
     path = tmp_path / "thing-abc.pt"
     calls, results = [], []
 
@@ -82,6 +85,24 @@ def test_concurrent_provision_creates_once(tmp_path: Path):
     for thread in threads:
         thread.join()
     assert calls == [1] and results == [1, 1, 1, 1]
+
+
+def test_the_lock_type_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv(cache.LOCK_ENV, raising=False)
+    assert cache.lock_type() is FileLock
+    monkeypatch.setenv(cache.LOCK_ENV, "soft")
+    assert cache.lock_type() is SoftFileLock
+    monkeypatch.setenv(cache.LOCK_ENV, "nfs")
+    with pytest.raises(ConfigError, match="PRIVACY_ATTACKS_LOCK='nfs' is not one of the choices: file, soft"):
+        cache.lock_type()
+
+
+def test_a_soft_lock_is_a_marker_file_while_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(cache.LOCK_ENV, "soft")
+    path = tmp_path / "thing-abc.pt"
+    with cache.locked(path):
+        assert (tmp_path / "thing-abc.pt.lock").exists()
+    assert not (tmp_path / "thing-abc.pt.lock").exists()
 
 
 def test_an_unreadable_file_names_itself_and_says_to_delete_it(tmp_path: Path):

@@ -10,7 +10,14 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.harness import build_loggers, build_trainer, finish_loggers, log_image_grid, run_device
+from privacy_attacks.harness import (
+    build_loggers,
+    build_trainer,
+    finish_loggers,
+    log_image_grid,
+    run_device,
+    set_threads,
+)
 
 
 class FakeExperiment:
@@ -112,3 +119,14 @@ def test_run_device_follows_the_trainer_config(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert run_device({"accelerator": "gpu"}) == torch.device("cuda")
     assert run_device({"accelerator": "auto"}) == torch.device("cuda")
+
+
+def test_set_threads_sets_torch_threads_and_none_keeps_them():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        assert set_threads(None) == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads=0 is not allowed"):
+        set_threads(0)

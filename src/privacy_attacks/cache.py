@@ -4,7 +4,9 @@
   digits of the SHA-256 of a JSON *spec* (everything that determines the file's content, as plain data,
   serialised with sorted keys). The same spec always names the same file.
 - **Lock**: a missing file is built once, under a file lock (``<file>.lock``), even when several jobs of
-  a multirun ask for it at the same moment; the others wait and then load it.
+  a multirun ask for it at the same moment; the others wait and then load it. The lock is filelock's
+  ``FileLock`` (``flock``), or with ``PRIVACY_ATTACKS_LOCK=soft`` its ``SoftFileLock`` (a marker file
+  created exclusively), for shared filesystems whose ``flock`` does not reach across nodes (docs/sweeps.md).
 - **Atomic save**: a file is written to a temporary name and renamed, so no reader sees half of it.
 - **Unusable file**: a cached file that cannot be read or does not fit what is asked of it is a
   :class:`~privacy_attacks.errors.CheckpointError` that names the file and says to delete it (it is
@@ -20,19 +22,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from filelock import FileLock
+from filelock import BaseFileLock, FileLock, SoftFileLock
 
-from privacy_attacks.errors import CheckpointError
+from privacy_attacks.errors import CheckpointError, require_choice
 from privacy_attacks.io import atomic_torch_save
 
 T = TypeVar("T")
 KEY_LENGTH = 12  # hex digits of the spec's SHA-256 in a file name
+LOCK_ENV = "PRIVACY_ATTACKS_LOCK"
+LOCKS: dict[str, type[BaseFileLock]] = {"file": FileLock, "soft": SoftFileLock}
 
 
 def cache_key(spec: Mapping[str, Any]) -> str:
@@ -45,12 +50,20 @@ def cache_path(cache_dir: str | Path, prefix: str, spec: Mapping[str, Any]) -> P
     return Path(cache_dir) / f"{prefix}-{cache_key(spec)}.pt"
 
 
+def lock_type() -> type[BaseFileLock]:
+    """The lock named by ``$PRIVACY_ATTACKS_LOCK``: ``file`` (the default: ``FileLock``, ``flock`` on POSIX)
+    or ``soft`` (``SoftFileLock``: needs only an atomic exclusive create)."""
+    kind = os.environ.get(LOCK_ENV) or "file"
+    require_choice(kind, LOCKS, LOCK_ENV)
+    return LOCKS[kind]
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[Path]:
-    """Hold the file lock of the cached file ``path`` (its folder is created if missing); yields ``path``."""
+    """Hold the lock of the cached file ``path`` (its folder is created if missing); yields ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
+    with lock_type()(f"{path}.lock"):
         yield path
 
 

@@ -3,6 +3,7 @@
 - :func:`build_loggers`: the run's loggers, one per ``_target_`` node of ``cfg.logger`` (none for ``logger=none``);
 - :func:`finish_loggers`: log the run's hparams together with its final metrics, and finalize;
 - :func:`log_image_grid`: an image grid (e.g. originals above reconstructions) to the loggers that take images;
+- :func:`set_threads`: the run's torch thread count (``threads``), set before any work;
 - :func:`build_trainer`: a Lightning Trainer from ``cfg.trainer`` for a fit inside a run (a target, a student,
   a reconstruction, an attack classifier, a decoder): no logger, no callbacks and no checkpoints unless asked;
 - :func:`run_device`: the device of ``cfg.trainer`` for the work outside Lightning fits (queries, shadow models,
@@ -22,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import ConfigError, require_int
 
 # What a Trainer inside a run does unless its config or the caller says otherwise: it writes nothing of
 # its own (the run's loggers are passed in where a fit's curves are wanted) and skips the sanity check.
@@ -39,6 +40,17 @@ DEFAULT_TRAINER: dict[str, Any] = {
     "deterministic": True,
     "enable_progress_bar": False,
 }
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count to ``threads`` (the config's top-level ``threads``) and return the count
+    in effect. ``None`` keeps the process's count: torch's default (one per core), or under
+    ``hydra/launcher=joblib`` the cores shared among the parallel jobs (joblib sets ``OMP_NUM_THREADS`` of its
+    workers to cores // n_jobs unless the environment already sets it)."""
+    require_int(threads, "threads", null_means="torch's default")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:

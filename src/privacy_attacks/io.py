@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,12 @@ def atomic_torch_save(path: Path, obj: Any) -> Path:
 
 
 def write_atomically(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path`` (unique to this process), then rename it to
-    ``path``; the parent folder is created if missing. An interrupted write leaves ``path`` as it was."""
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (unique to this process and host, for shared
+    storage), then rename it to ``path``; the parent folder is created if missing. An interrupted write leaves
+    ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     try:
         write(tmp)
         tmp.replace(path)

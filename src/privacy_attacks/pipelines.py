@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks import cache
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.harness import build_loggers, instantiate_named, run_device
+from privacy_attacks.harness import build_loggers, instantiate_named, run_device, set_threads
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_path, checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -36,6 +36,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     recipe = recipe_with_defense(cfg, "model")
     validate_recipe(recipe)
     device = run_device(cfg.trainer).type  # no GPU where trainer=gpu asks for one: stop here
+    log.info("torch threads: %d", set_threads(cfg.get("threads")))
     out = output_dir(cfg)
     loggers = build_loggers(cfg)
     for logger in loggers:
@@ -88,6 +89,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     entry = get_method(cfg.attack.entry)
+    log.info("torch threads: %d", set_threads(cfg.get("threads")))
     validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
     run_device(cfg.trainer)  # so does trainer=gpu on a machine without one
     if cfg.attack.get("validate"):

@@ -1,3 +1,4 @@
+from privacy_attacks.callbacks.progress import SweepProgress
 from privacy_attacks.callbacks.sweep_summary import SweepSummary, best_row, collect_rows
 
-__all__ = ["SweepSummary", "best_row", "collect_rows"]
+__all__ = ["SweepProgress", "SweepSummary", "best_row", "collect_rows"]
