@@ -52,12 +52,26 @@ TINY = [
             "eval_members <= 500",
         ),  # two disjoint evaluation sets of 1,000 members
         (["eval_set=all"], "report, tune"),
+        (["method=lira", "shadow_privacy=true"], "add defense=dpsgd"),
     ],
 )
 def test_bad_input_is_a_config_error(compose_attack, overrides, message):
     cfg = compose_attack(["attack=membership", *overrides])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+
+
+def test_shadow_privacy_gives_the_shadow_models_the_targets_dp_sgd(compose_attack):
+    from privacy_attacks.attacks.membership.attack import shadow_recipe
+
+    cfg = compose_attack(["attack=membership", "method=lira", "defense=dpsgd", "defense.epsilon=3"])
+    assert shadow_recipe(cfg).get("privacy") is None  # by default the attacker trains shadows without DP
+    cfg = compose_attack(
+        ["attack=membership", "method=lira", "defense=dpsgd", "defense.epsilon=3", "shadow_privacy=true"]
+    )
+    validate(cfg)
+    assert shadow_recipe(cfg).privacy.epsilon == 3.0
+    assert shadow_recipe(cfg).privacy._target_ == "privacy_attacks.defenses.DPSGD"
 
 
 def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_attack):

@@ -54,3 +54,65 @@ def test_stacked_shadow_training_equals_independent_fits(context):
 def test_balanced_masks_have_each_image_in_half_the_models():
     masks = balanced_in_masks(30, 8, torch.Generator().manual_seed(0))
     assert (masks.sum(dim=0) == 4).all() and (masks.sum(dim=1) == 15).all()
+
+
+def private_recipe(**settings):
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.create(OmegaConf.to_container(RECIPE))
+    recipe.privacy = {"_target_": "privacy_attacks.defenses.DPSGD", "epsilon": 8.0, **settings}
+    return recipe
+
+
+def test_a_private_step_is_the_clipped_sum_of_the_sampled_examples_gradients_plus_noise_over_the_expected_batch():
+    import torch.nn.functional as F
+    from torch.func import stack_module_state
+
+    from privacy_attacks.attacks.membership.shadow_models import PrivateShadowTraining
+    from privacy_attacks.defenses import DPSGD
+    from privacy_attacks.models import LeNet5
+
+    torch.manual_seed(0)
+    nets = [LeNet5(), LeNet5()]
+    params, buffers = stack_module_state(nets)
+    params = {k: v.detach() for k, v in params.items()}
+    images, labels = torch.rand(2, 3, 1, 28, 28), torch.randint(0, 10, (2, 3))
+    weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # model 0 sampled 2 examples, model 1 one
+    noise = {k: torch.randn(v.shape) for k, v in params.items()}
+    for clip in (1e6, 0.05):
+        private = PrivateShadowTraining(
+            DPSGD(noise_multiplier=0.5, max_grad_norm=clip), nets[0].to("meta"), n=10, batch_size=5, epochs=1
+        )
+        assert private.sample_rate == 0.5
+        got = private.clipped_noisy_gradient(params, buffers, images, labels, weights, noise)
+        for s, net in enumerate([LeNet5(), LeNet5()]):
+            net.load_state_dict({k: v[s] for k, v in params.items()})
+            expected = {k: 0.5 * clip * noise[k][s] for k in params}
+            for m in range(3):
+                if weights[s, m] == 0:
+                    continue
+                net.zero_grad()
+                F.cross_entropy(net(images[s, m : m + 1]), labels[s, m : m + 1]).backward()
+                norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in net.parameters()))
+                factor = min(1.0, clip / (float(norm) + 1e-6))
+                for k, p in net.named_parameters():
+                    expected[k] = expected[k] + factor * p.grad
+            for k in params:
+                torch.testing.assert_close(got[k][s], expected[k] / 5.0, rtol=1e-4, atol=1e-6)
+
+
+def test_private_stacked_shadow_training_equals_independent_private_fits_and_is_cached_apart(context):
+    images, labels = context.attacker_images[:20], context.attacker_labels[:20]
+    indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
+    recipe = private_recipe()
+    together = train_shadow_models(recipe, images, labels, indices, seeds=[11, 12], progress=False)
+    plain = train_shadow_models(RECIPE, images, labels, indices, seeds=[11, 12], progress=False)
+    assert not torch.allclose(together.params["logits.weight"], plain.params["logits.weight"])
+    for s, seed in enumerate([11, 12]):
+        alone = train_shadow_models(recipe, images, labels, indices[s : s + 1], seeds=[seed], progress=False)
+        for name, value in alone.params.items():
+            torch.testing.assert_close(together.params[name][s], value[0], rtol=1e-4, atol=1e-5)
+    args = (images, labels, indices, [11, 12], context.cache_dir)
+    _, _ = provision_shadow_models(RECIPE, *args)
+    _, private_was_cached = provision_shadow_models(recipe, *args)
+    assert not private_was_cached

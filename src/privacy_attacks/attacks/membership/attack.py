@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
 from privacy_attacks.defenses import api_utility, defense_from_config
+from privacy_attacks.defenses.training import TrainingDefense
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -77,6 +78,7 @@ def validate(cfg: DictConfig, total: int = 60_000) -> None:
 def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, MembershipSplit]:
     """The checks of :func:`validate`, returning the attack and the split they built."""
     attack = build_attack(cfg)
+    shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
     require_int(cfg.shadow_train_size, "shadow_train_size")
@@ -92,6 +94,21 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
             f"Raise query_budget to at least {needed} or set it to null."
         )
     return attack, split
+
+
+def shadow_recipe(cfg: DictConfig) -> DictConfig:
+    """The attacker's recipe (``shadow_recipe``), with the target's training defence in it when ``shadow_privacy``
+    is true (shadow models then train with the target's DP-SGD; proxies and attack classifiers do not)."""
+    if not cfg.get("shadow_privacy"):
+        return cfg.shadow_recipe
+    defense = defense_from_config(cfg)
+    if not isinstance(defense, TrainingDefense):
+        raise ConfigError(
+            "shadow_privacy=true follows the target's training defence, but there is none: add defense=dpsgd."
+        )
+    recipe = OmegaConf.create(OmegaConf.to_container(cfg.shadow_recipe, resolve=True))
+    recipe.privacy = OmegaConf.to_container(cfg.defense, resolve=True)
+    return recipe
 
 
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -118,7 +135,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         eval_labels=labels[split.eval_indices],
         attacker_images=images[split.attacker],
         attacker_labels=labels[split.attacker],
-        recipe=cfg.shadow_recipe,
+        recipe=shadow_recipe(cfg),
         train_size=cfg.shadow_train_size,
         trainer=cfg.trainer,
         cache_dir=Path(cfg.paths.cache_dir),

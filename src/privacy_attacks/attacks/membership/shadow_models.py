@@ -134,6 +134,11 @@ def train_shadow_models(
     forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)))
     orders = [generator(seed, "batches") for seed in seeds]
     batch_size = int(recipe.batch_size)
+    if recipe.get("privacy") is not None:  # the target's DP-SGD, followed by the attacker (shadow_privacy=true)
+        private = PrivateShadowTraining(instantiate(recipe.privacy), template, n, batch_size, int(recipe.max_epochs))
+        private.fit(params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress)
+        params = {k: v.detach() for k, v in params.items()}
+        return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
     for _ in tqdm(range(int(recipe.max_epochs)), desc=f"{num_models} shadow models", disable=not progress, leave=False):
         order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
         epoch_indices = train_indices.gather(1, order)
@@ -150,6 +155,75 @@ def train_shadow_models(
             scheduler.step()
     params = {k: v.detach() for k, v in params.items()}
     return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
+
+
+class PrivateShadowTraining:
+    """DP-SGD for stacked shadow models (Abadi et al. 2016), as :class:`privacy_attacks.defenses.DPSGD` trains the
+    target: Poisson-sampled batches (each of a model's n images joins a step with probability q = 1 / steps per
+    epoch, from the model's own generator), each example's gradient (``torch.func``, vmapped over examples and
+    models) clipped to ``max_grad_norm``, the clipped sum plus Gaussian noise of std ``noise_multiplier ·
+    max_grad_norm`` (the model's own generator), divided by the expected batch size q·n, then the recipe's optimiser.
+
+    Args:
+        dpsgd: the target's training defence (its noise follows from ε, δ, q and the epochs, as for the target).
+        template: the architecture (on the meta device).
+        n: images per model; batch_size: the recipe's batch size (q = 1 / ceil(n / batch_size)); epochs: the recipe's.
+    """
+
+    def __init__(self, dpsgd, template: nn.Module, n: int, batch_size: int, epochs: int):
+        self.steps_per_epoch = max(1, -(-n // batch_size))
+        self.sample_rate = 1.0 / self.steps_per_epoch
+        self.epochs, self.n, self.template = epochs, n, template
+        self.max_grad_norm = float(dpsgd.max_grad_norm)
+        self.noise_multiplier = dpsgd.noise_multiplier_for(self.sample_rate, epochs)
+
+    def clipped_noisy_gradient(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], images: Tensor, labels: Tensor, weights: Tensor,
+        noise: dict[str, Tensor],
+    ) -> dict[str, Tensor]:  # fmt: skip
+        """The private gradient of each model: images (S, M, 1, 28, 28), labels (S, M), weights (S, M) (1 for a
+        sampled example, 0 for padding), noise: name -> standard normal (S, ...) draws. Returns name -> (S, ...)."""
+
+        def example_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return F.cross_entropy(functional_call(self.template, (p, b), (x[None],)), y[None])
+
+        per_example = torch.vmap(
+            torch.vmap(torch.func.grad(example_loss), in_dims=(None, None, 0, 0)), in_dims=(0, 0, 0, 0)
+        )(params, buffers, images, labels)  # name -> (S, M, ...)
+        norms = torch.sqrt(sum(g.flatten(2).pow(2).sum(-1) for g in per_example.values()))  # (S, M)
+        scale = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0) * weights
+        expected = self.sample_rate * self.n
+        return {
+            name: (torch.einsum("sm,sm...->s...", scale, g) + self.noise_multiplier * self.max_grad_norm * noise[name])
+            / expected
+            for name, g in per_example.items()
+        }
+
+    def fit(self, params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress) -> None:
+        """Train the stacked ``params`` in place for the recipe's epochs."""
+        num_models, device = len(seeds), train_indices.device
+        draws = [generator(seed, "dp_batches") for seed in seeds]
+        noises = [generator(seed, "dp_noise") for seed in seeds]
+        for _ in tqdm(
+            range(self.epochs), desc=f"{num_models} private shadow models", disable=not progress, leave=False
+        ):
+            for _ in range(self.steps_per_epoch):
+                masks = torch.stack([torch.rand(self.n, generator=g) < self.sample_rate for g in draws])  # (S, n)
+                width = max(1, int(masks.sum(dim=1).max()))
+                order = masks.float().argsort(dim=1, descending=True, stable=True)[:, :width]  # sampled ones first
+                weights = masks.gather(1, order).float().to(device)
+                batch = train_indices.gather(1, order.to(device))  # (S, M)
+                detached = {k: v.detach() for k, v in params.items()}
+                noise = {
+                    k: torch.stack([torch.randn(v.shape[1:], generator=g) for g in noises]).to(device)
+                    for k, v in params.items()
+                }
+                gradient = self.clipped_noisy_gradient(detached, buffers, images[batch], labels[batch], weights, noise)
+                for name, value in params.items():
+                    value.grad = gradient[name]
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
 
 
 def _digest(tensor: Tensor) -> str:
