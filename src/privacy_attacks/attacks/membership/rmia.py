@@ -1,0 +1,170 @@
+"""The relative membership inference attack (RMIA): Zarifzadeh, Liu, Wang & Shokri 2024, "Low-Cost High-Power
+Membership Inference Attacks" (ICML).
+
+RMIA compares the target's likelihood ratio on x with its ratio on population points z the attacker holds:
+
+    LR(x, z) = (Pr(x | θ) / Pr(x)) / (Pr(z | θ) / Pr(z)),     score(x) = Pr_z[ LR(x, z) ≥ γ ],
+
+where Pr(x | θ) is the probability the target gives x's true label and Pr(x) its average over reference models
+(the shadow models of :mod:`.shadow_models`, shared with LiRA through the same cache):
+
+- ``online``: reference models train on random halves of the evaluation images and of the population (each
+  image IN for half of them, as for online LiRA), and Pr(x), Pr(z) average all of them;
+- offline: reference models train on the attacker's own images only (every evaluation image and every z is OUT),
+  and the missing IN side is approximated linearly: Pr(x) = ½((1 + a) Pr_OUT(x) + (1 − a)). ``a`` is set, unless
+  given, on one reference model used as a temporary target, over the reference models' own training population
+  (never on evaluation images): the ``a`` of the grid whose scores separate that model's members best (AUC).
+
+The target is queried on the evaluation images and on the population points (``num_population``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from privacy_attacks.errors import ConfigError, require_int, require_positive
+
+from .base import AttackContext, AttackOutput, MembershipAttack
+from .lira import LiRA
+from .metrics import mann_whitney_auc
+from .shadow_models import ShadowModels
+from .shokri import check_shadow_count, offline_shadow_models
+
+A_GRID = tuple(i / 10 for i in range(11))
+
+
+def true_label_probs(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """Pr(x | model): the probability of each image's true label, from log-probabilities (..., N, C) and labels (N,)."""
+    index = labels.expand(*log_probs.shape[:-2], -1).unsqueeze(-1)
+    return log_probs.gather(-1, index).squeeze(-1).exp()
+
+
+def offline_prior(prob_out: Tensor, a: float) -> Tensor:
+    """The offline Pr(x) from the mean probability of OUT reference models: ½((1 + a) Pr_OUT + (1 − a))."""
+    return 0.5 * ((1 + a) * prob_out + (1 - a))
+
+
+def rmia_scores(target_x: Tensor, prior_x: Tensor, target_z: Tensor, prior_z: Tensor, gamma: float) -> Tensor:
+    """score(x) = the fraction of population points z with LR(x, z) = (p_x / P_x) / (p_z / P_z) ≥ γ, (N,).
+
+    target_x, prior_x: (N,) the target's probability of each x's label and its reference average; same for z (P,).
+    """
+    ratio_x = target_x / prior_x.clamp_min(1e-30)
+    ratio_z = target_z / prior_z.clamp_min(1e-30)
+    return (ratio_x[:, None] / ratio_z[None, :] >= gamma).double().mean(dim=1)
+
+
+def fit_offline_a(
+    probs: Tensor, in_mask: Tensor, population_probs: Tensor, gamma: float, grid: Sequence[float] = A_GRID
+) -> float:
+    """The ``a`` of ``grid`` with the best AUC when reference model 0 plays the target.
+
+    probs: (S, M) the reference models' probabilities of the true labels of their own training population;
+    in_mask: (S, M) which images each trained on; population_probs: (S, P) on population points none trained on.
+    Model 0's members and non-members among the M images are scored with the OUT signals of models 1..S-1.
+    """
+    others, others_out = probs[1:], ~in_mask[1:]
+    count = others_out.sum(dim=0)
+    usable = count > 0
+    prob_out = (others * others_out).sum(dim=0)[usable] / count[usable]
+    members = in_mask[0][usable]
+    if members.all() or not members.any():
+        raise ConfigError("RMIA cannot set `a` with these reference models: give methods.<name>.a a value in [0, 1].")
+    z_out = population_probs[1:].mean(dim=0)
+    best, best_auc = grid[0], -1.0
+    for a in grid:
+        prior_x, prior_z = offline_prior(prob_out, a), offline_prior(z_out, a)
+        scores = rmia_scores(probs[0][usable], prior_x, population_probs[0], prior_z, gamma)
+        auc = mann_whitney_auc(scores, members.long())
+        if auc > best_auc:
+            best, best_auc = a, auc
+    return float(best)
+
+
+class RMIA(MembershipAttack):
+    """Zarifzadeh et al. 2024 relative membership inference.
+
+    Args:
+        num_ref_models: reference models (even; IN/OUT pairs). The paper: strong with 1-4.
+        online: IN and OUT reference models (trained on halves of the evaluation images) or OUT only.
+        num_population: population points z (the attacker's images no reference model trained on, offline; the
+            population the reference models share with the evaluation images, online).
+        gamma: the likelihood-ratio threshold γ (> 0).
+        a: offline only: the IN-side factor in [0, 1]; None: set on a reference model (needs 4 or more).
+    """
+
+    def __init__(
+        self,
+        num_ref_models: int = 4,
+        online: bool = False,
+        num_population: int = 1000,
+        gamma: float = 1.0,
+        a: float | None = None,
+    ):
+        check_shadow_count(num_ref_models)
+        require_int(num_population, "num_population")
+        require_positive(gamma, "gamma")
+        if a is not None and not (isinstance(a, (int, float)) and 0 <= a <= 1):
+            raise ConfigError(
+                f"a={a!r} is not allowed: it must be a number in [0, 1] or null (set on a reference model)."
+            )
+        if a is None and not online and num_ref_models < 4:
+            raise ConfigError(
+                f"offline RMIA with num_ref_models={num_ref_models} cannot set `a` on a reference model (it needs 4 or "
+                "more): give a a value in [0, 1]."
+            )
+        self.num_ref_models, self.online, self.num_population = int(num_ref_models), bool(online), int(num_population)
+        self.gamma, self.a = float(gamma), a
+        self._lira = LiRA(num_shadows=self.num_ref_models, online=True)  # online reference models: LiRA's, shared
+
+    def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
+        """:class:`ConfigError` when the reference models or the population cannot be drawn from the attacker's data."""
+        if self.online:
+            self._lira.check_sizes(train_size, eval_size, attacker_size)
+            available = 2 * (train_size - eval_size // 2)
+            where = "the images the online reference models add to the evaluation images"
+        else:
+            available = attacker_size - 2 * train_size
+            where = f"the attacker's images beyond the reference models' 2 x {train_size}"
+        if available < self.num_population:
+            raise ConfigError(
+                f"num_population={self.num_population} is more than the {max(available, 0)} population images "
+                f"available ({where}): lower num_population or raise attacker_size."
+            )
+
+    def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
+        """The evaluation images and the population points."""
+        return eval_size + self.num_population
+
+    def _probs(self, context: AttackContext, shadows: ShadowModels, images: Tensor, labels: Tensor) -> Tensor:
+        mode = context.api.output
+        return true_label_probs(mode.scores(mode.answer(shadows.logits(images))).double().log_softmax(dim=-1), labels)
+
+    def __call__(self, context: AttackContext) -> AttackOutput:
+        if self.online:
+            shadows, _ = self._lira._online_shadow_models(context)
+            start = 0  # the population the models add to the evaluation images: IN for half of them, like x
+        else:
+            shadows = offline_shadow_models(context, self.num_ref_models)
+            start = 2 * context.train_size  # beyond the models' training population: OUT for every model
+        z = slice(start, start + self.num_population)
+        z_images, z_labels = context.attacker_images[z], context.attacker_labels[z]
+        ref_x = self._probs(context, shadows, context.eval_images, context.eval_labels)  # (S, N)
+        ref_z = self._probs(context, shadows, z_images, z_labels)  # (S, P)
+        target_x = true_label_probs(context.query_log_probs(context.eval_images), context.eval_labels)
+        target_z = true_label_probs(context.query_log_probs(z_images), z_labels)
+        info = {"rmia/num_ref_models": float(len(shadows)), "rmia/num_population": float(len(z_images))}
+        if self.online:
+            prior_x, prior_z = ref_x.mean(dim=0), ref_z.mean(dim=0)
+        else:
+            a = self.a
+            if a is None:
+                population = context.attacker_images[: 2 * context.train_size]
+                own = self._probs(context, shadows, population, context.attacker_labels[: len(population)])
+                a = fit_offline_a(own, shadows.in_mask, ref_z, self.gamma)
+            prior_x, prior_z = offline_prior(ref_x.mean(dim=0), a), offline_prior(ref_z.mean(dim=0), a)
+            info["rmia/a"] = float(a)
+        scores = rmia_scores(target_x, prior_x, target_z, prior_z, self.gamma)
+        return AttackOutput(scores, (scores >= 0.5).long(), info)
