@@ -1,0 +1,55 @@
+"""The empirical ε lower bound: Clopper–Pearson bounds by hand, the split between choosing and measuring."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import beta
+
+from privacy_attacks.attacks.membership.audit import epsilon_bounds, epsilon_from_rates, epsilon_lower_bound
+
+
+def test_the_bound_of_an_operating_point_by_hand():
+    # 90 of 100 members and 5 of 100 non-members called members, one-sided 97.5% bounds, delta 0.
+    positive, negative = epsilon_bounds(np.array([90]), np.array([5]), 100, 100, 0.0, 0.025)
+    tpr_low = beta.ppf(0.025, 90, 11)
+    fpr_high = beta.ppf(0.975, 6, 95)
+    assert positive[0] == pytest.approx(math.log(tpr_low / fpr_high))
+    assert negative[0] == pytest.approx(math.log((1 - fpr_high) / (1 - tpr_low)))
+    assert positive[0] < epsilon_from_rates(0.9, 0.05)  # the bound is below the point estimate
+    assert epsilon_from_rates(0.9, 0.05) == pytest.approx(max(math.log(18), math.log(0.95 / 0.1)))
+
+
+def test_no_false_positive_and_chance_give_what_they_should():
+    positive, _ = epsilon_bounds(np.array([0, 50]), np.array([0, 50]), 100, 100, 0.0, 0.025)
+    assert positive[0] == 0.0  # no true positive: no bound
+    assert positive[1] == 0.0  # chance: no bound
+    positive, _ = epsilon_bounds(np.array([100]), np.array([0]), 100, 100, 0.0, 0.025)
+    assert positive[0] == pytest.approx(math.log(beta.ppf(0.025, 100, 1) / beta.ppf(0.975, 1, 100)))
+
+
+def test_a_perfect_attack_gives_a_large_bound_and_a_random_one_none():
+    membership = torch.tensor([1] * 500 + [0] * 500)
+    perfect = epsilon_lower_bound(membership.double(), membership)
+    assert perfect["audit/epsilon_lb"] > 4.0 and perfect["audit/delta"] == 1e-5
+    noise = torch.rand(1000, generator=torch.Generator().manual_seed(0))
+    assert epsilon_lower_bound(noise, membership)["audit/epsilon_lb"] < 0.3
+
+
+def test_the_bound_is_computed_on_the_half_the_threshold_was_not_chosen_on():
+    # Random scores: the best threshold of one half over-fits it; measured on the other half it bounds nothing,
+    # while the same search scored on the half it chose on would claim more.
+    generator = torch.Generator().manual_seed(1)
+    scores, membership = torch.rand(400, generator=generator), torch.randint(0, 2, (400,), generator=generator)
+    honest = epsilon_lower_bound(scores, membership, delta=0.0)["audit/epsilon_lb"]
+    order = torch.randperm(400, generator=torch.Generator().manual_seed(0))
+    chosen = order[:200]
+    s, m = scores[chosen].numpy(), membership[chosen].numpy()
+    thresholds = np.unique(s)
+    tp = np.array([((s >= t) & (m == 1)).sum() for t in thresholds])
+    fp = np.array([((s >= t) & (m == 0)).sum() for t in thresholds])
+    in_sample = max(b.max() for b in epsilon_bounds(tp, fp, int(m.sum()), int((m == 0).sum()), 0.0, 0.025))
+    assert honest <= in_sample and honest < 0.2
