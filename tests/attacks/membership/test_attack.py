@@ -14,13 +14,15 @@ from tests.conftest import attack_config, run_script
 
 METHODS = list(attack_config("membership").methods)  # every method the config offers
 # A deliberately leaky tiny target: 100 members fitted to 100% (60 epochs), 50 + 50 evaluation images,
-# 4 shadow models: seconds per method, and every method must beat chance on it.
+# 4 shadow (and RMIA reference) models, 100 RMIA population points: seconds per method, and every method must
+# beat chance on it.
 TINY = [
     "target.members=100",
     "target.max_epochs=60",
     "eval_members=50",
     "attacker_size=600",
     "num_shadows=4",
+    "num_population=100",
     "methods.shadow.num_shadows=4",
     "methods.shadow.epochs=20",
     "methods.proxy.epochs=20",
