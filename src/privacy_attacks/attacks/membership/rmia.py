@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError, require_int, require_positive
@@ -59,25 +60,28 @@ def rmia_scores(target_x: Tensor, prior_x: Tensor, target_z: Tensor, prior_z: Te
 def fit_offline_a(
     probs: Tensor, in_mask: Tensor, population_probs: Tensor, gamma: float, grid: Sequence[float] = A_GRID
 ) -> float:
-    """The ``a`` of ``grid`` with the best AUC when reference model 0 plays the target.
+    """The ``a`` of ``grid`` with the best AUC when reference model 0 plays the target (needs 2 or more models).
 
-    probs: (S, M) the reference models' probabilities of the true labels of their own training population;
-    in_mask: (S, M) which images each trained on; population_probs: (S, P) on population points none trained on.
-    Model 0's members and non-members among the M images are scored with the OUT signals of models 1..S-1.
+    probs: (S, M) the reference models' probabilities of the true labels of their own training population, in_mask
+    (S, M) which images each trained on; population_probs: (S, P) on population points none of them trained on.
+    Model 0's members (its training images, with the OUT signal of the other models that did not train on them)
+    are told from non-members (the first half of the population points) with the second half as the comparison
+    population z. No evaluation image is used.
     """
-    others, others_out = probs[1:], ~in_mask[1:]
-    count = others_out.sum(dim=0)
-    usable = count > 0
-    prob_out = (others * others_out).sum(dim=0)[usable] / count[usable]
-    members = in_mask[0][usable]
-    if members.all() or not members.any():
+    others_out = ~in_mask[1:]
+    members = in_mask[0] & others_out.any(dim=0)
+    if len(probs) < 2 or not members.any() or population_probs.shape[1] < 2:
         raise ConfigError("RMIA cannot set `a` with these reference models: give methods.<name>.a a value in [0, 1].")
-    z_out = population_probs[1:].mean(dim=0)
+    out_mean = (probs[1:] * others_out).sum(dim=0)[members] / others_out.sum(dim=0)[members]
+    half = population_probs.shape[1] // 2
+    nonmember_out, z_out = population_probs[1:, :half].mean(dim=0), population_probs[1:, half:].mean(dim=0)
+    target = torch.cat([probs[0][members], population_probs[0, :half]])
+    labels = torch.cat([torch.ones(int(members.sum()), dtype=torch.long), torch.zeros(half, dtype=torch.long)])
     best, best_auc = grid[0], -1.0
     for a in grid:
-        prior_x, prior_z = offline_prior(prob_out, a), offline_prior(z_out, a)
-        scores = rmia_scores(probs[0][usable], prior_x, population_probs[0], prior_z, gamma)
-        auc = mann_whitney_auc(scores, members.long())
+        prior = offline_prior(torch.cat([out_mean, nonmember_out]), a)
+        scores = rmia_scores(target, prior, population_probs[0, half:], offline_prior(z_out, a), gamma)
+        auc = mann_whitney_auc(scores, labels)
         if auc > best_auc:
             best, best_auc = a, auc
     return float(best)
@@ -92,7 +96,7 @@ class RMIA(MembershipAttack):
         num_population: population points z (the attacker's images no reference model trained on, offline; the
             population the reference models share with the evaluation images, online).
         gamma: the likelihood-ratio threshold γ (> 0).
-        a: offline only: the IN-side factor in [0, 1]; None: set on a reference model (needs 4 or more).
+        a: offline only: the IN-side factor in [0, 1]; None: set on reference model 0 as a temporary target.
     """
 
     def __init__(
@@ -109,11 +113,6 @@ class RMIA(MembershipAttack):
         if a is not None and not (isinstance(a, (int, float)) and 0 <= a <= 1):
             raise ConfigError(
                 f"a={a!r} is not allowed: it must be a number in [0, 1] or null (set on a reference model)."
-            )
-        if a is None and not online and num_ref_models < 4:
-            raise ConfigError(
-                f"offline RMIA with num_ref_models={num_ref_models} cannot set `a` on a reference model (it needs 4 or "
-                "more): give a a value in [0, 1]."
             )
         self.num_ref_models, self.online, self.num_population = int(num_ref_models), bool(online), int(num_population)
         self.gamma, self.a = float(gamma), a
