@@ -70,3 +70,20 @@ def test_attack_script_without_an_attack_exits_cleanly(tmp_path, cache_dir):
     result = run_script("attack.py", [], tmp_path, cache_dir)
     assert result.returncode == 2
     assert "attack=<name>" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
+    first = run_script("train.py", [*SHORT, "+trainer.enable_progress_bar=false"], tmp_path, cache_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = (tmp_path / "outputs" / "train").iterdir()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    (tmp_path / "resumed").mkdir()
+    resumed = run_script(
+        "train.py",
+        ["model.max_epochs=2", "model.members=2000", "+trainer.enable_progress_bar=false", f"ckpt_path={last}"],
+        tmp_path / "resumed",
+        cache_dir,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr

@@ -115,7 +115,9 @@ def fit_classifier(
         **trainer_overrides,
     )
     start = time.perf_counter()
-    fitter.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
+    # A run's own checkpoint holds the recipe's optimiser as a pickled partial, which torch's weights-only loading
+    # refuses; the user resumes their own run's file, so it is loaded in full.
+    fitter.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
     fit_time = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fitter.callback_metrics.items() if k.startswith(("train/", "val/"))}
     tested = fitter.test(system, datamodule=datamodule, verbose=False)[0]
