@@ -23,7 +23,7 @@ def lab_config(overrides: list[str] = ()) -> DictConfig:
 def test_every_stage_is_a_train_run_or_an_experiment_multirun_with_the_seeds_and_trainer(tmp_path: Path):
     cfg = lab_config(["seeds=3"])
     for name, stage in cfg.stages.items():
-        command = lab.stage_command(name, stage, cfg.seeds, "gpu", tmp_path / name)
+        command = lab.stage_command(stage, cfg.seeds, "gpu", tmp_path / name)
         assert "trainer=gpu" in command
         if stage.script == "train.py":
             assert command[0] == "train.py" and f"hydra.run.dir={tmp_path / name}" in command

@@ -23,6 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from privacy_attacks.callbacks.progress import format_duration
 from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.harness import run_device
 from privacy_attacks.report import Stage, write_report
@@ -31,7 +32,7 @@ log = logging.getLogger("privacy_attacks.lab")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def stage_command(name: str, stage: DictConfig, seeds: int, trainer: str, stage_dir: Path) -> list[str]:
+def stage_command(stage: DictConfig, seeds: int, trainer: str, stage_dir: Path) -> list[str]:
     """The command line of one stage (the script, its overrides, the seeds, the trainer, its folder)."""
     args = [str(stage.script), *[str(o) for o in stage.overrides], f"trainer={trainer}", "logger=none"]
     if stage.script == "train.py":
@@ -60,11 +61,6 @@ def save_state(lab_dir: Path, state: dict[str, Any]) -> None:
     path = lab_dir / "state.json"
     path.with_suffix(".tmp").write_text(json.dumps(state, indent=1))
     path.with_suffix(".tmp").replace(path)
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def trainer_choice(cfg: DictConfig) -> str:
@@ -102,12 +98,12 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
     stages = []
     for index, name in enumerate(names, 1):
         stage_dir = lab_dir / name
-        command = stage_command(name, cfg.stages[name], cfg.seeds, trainer, stage_dir)
+        command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir)
         shown = "python " + " ".join(command)
         stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir))
         done = state.get(name, {})
         if done.get("status") == "done" and done.get("command") == shown:
-            print(f"[{index}/{len(names)}] {name}: finished before ({_duration(done['seconds'])}), not run again")
+            print(f"[{index}/{len(names)}] {name}: finished before ({format_duration(done['seconds'])}), not run again")
             continue
         print(f"[{index}/{len(names)}] {name}: {shown}", flush=True)
         start = time.perf_counter()
@@ -116,11 +112,11 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
         state[name] = {"status": "done" if status == 0 else f"failed ({status})", "seconds": seconds, "command": shown}
         save_state(lab_dir, state)
         outcome = "done" if status == 0 else f"FAILED (exit {status}; see {lab_dir / f'{name}.log'})"
-        print(f"[{index}/{len(names)}] {name}: {outcome} in {_duration(seconds)}", flush=True)
+        print(f"[{index}/{len(names)}] {name}: {outcome} in {format_duration(seconds)}", flush=True)
         write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator})
     report = write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator})
     total = sum(state[s.name]["seconds"] for s in stages if s.name in state)
-    print(f"Lab report: {report} and {report.with_suffix('.html')} (stages took {_duration(total)} in all)")
+    print(f"Lab report: {report} and {report.with_suffix('.html')} (stages took {format_duration(total)} in all)")
     failed = [s.name for s in stages if state.get(s.name, {}).get("status") != "done"]
     if failed:
         raise SystemExit(f"error: stage(s) {', '.join(failed)} failed; rerun with lab_dir={lab_dir} to retry them.")

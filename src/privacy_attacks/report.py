@@ -20,6 +20,9 @@ from typing import Any
 
 import torch
 
+from privacy_attacks.callbacks.progress import format_duration
+from privacy_attacks.callbacks.sweep_summary import markdown_table
+
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "opacus")
 # A training run's metrics shown in its table (the rest stay in its metrics.json).
 TRAIN_METRICS = ("train/acc", "val/acc", "test/acc", "test/loss", "fit_time_s")
@@ -101,12 +104,6 @@ def environment(trainer: dict[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -117,8 +114,7 @@ def _status(state: dict[str, Any], name: str) -> str:
     entry = state.get(name)
     if entry is None:
         return "not run yet"
-    minutes, seconds = divmod(int(round(entry["seconds"])), 60)
-    return f"{entry['status']} in {minutes}m{seconds:02d}s"
+    return f"{entry['status']} in {format_duration(entry['seconds'])}"
 
 
 def write_report(lab_dir: Path, stages: list[Stage], state: dict[str, Any], trainer: dict[str, Any]) -> Path:
@@ -139,7 +135,12 @@ def write_report(lab_dir: Path, stages: list[Stage], state: dict[str, Any], trai
         md += [f"## {stage.title}", "", f"`{stage.command}` ({status})", ""]
         page += [f"<h2>{html.escape(stage.title)}</h2><p><code>{html.escape(stage.command)}</code> ({status})</p>"]
         if rows:
-            md += [f"From `{stage.name}/{source}`:", "", _markdown_table(header, rows), ""]
+            md += [
+                f"From `{stage.name}/{source}`:",
+                "",
+                markdown_table([dict(zip(header, row)) for row in rows], header),
+                "",
+            ]
             page += [f"<p>From <code>{stage.name}/{source}</code>:</p>", _html_table(header, rows)]
         for figure in sorted(stage.folder.glob("*.png")):
             md += [f"![{stage.name}: {figure.stem}]({stage.name}/{figure.name})", ""]

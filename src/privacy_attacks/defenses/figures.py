@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from privacy_attacks.callbacks.sweep_summary import format_mean_ci, markdown_table  # noqa: E402
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 NO_DEFENSE = "none"
@@ -124,10 +125,13 @@ def write_points_table(
 ) -> None:
     """The points of :func:`privacy_utility_points` as a Markdown table (mean ± 95% interval over the seeds)."""
     metrics = [utility, *success]
-    header = ([panel] if panel else []) + ["defense", "n_seeds", *metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for p in points:
-        cells = ([str(p["panel"])] if panel else []) + [str(p["defense"]), str(p["n_seeds"])]
-        cells += [f"{p[m]:.4f} ± {p[f'{m}/ci95']:.4f}" if not math.isnan(p[m]) else "" for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
+    rows = [
+        {
+            **({panel: p["panel"]} if panel else {}),
+            "defense": p["defense"],
+            "n_seeds": p["n_seeds"],
+            **{m: format_mean_ci(p[m], p[f"{m}/ci95"]) for m in metrics},
+        }
+        for p in points
+    ]
+    path.write_text(markdown_table(rows, [*([panel] if panel else []), "defense", "n_seeds", *metrics]) + "\n")

@@ -155,8 +155,7 @@ def attack_batch(
     (passed through the client's ``defense``, if any)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
-    raw = SimulatedClient(model, images.to(device), labels.to(device)).shared_gradient()
-    gradient = raw if defense is None else [g.detach() for g in defense(raw)]  # what the client shares
+    raw, gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).gradients()
     recovered = None
     if cfg.methods[cfg.method].recover_labels:
         weight, bias = last_linear(model, gradient)

@@ -69,12 +69,17 @@ class SimulatedClient:
     ):
         self.model, self.images, self.labels, self.loss, self.defense = model, images, labels, loss, defense
 
-    def shared_gradient(self) -> list[Tensor]:
-        """The gradient of the client's loss on its private batch, detached and defended: what leaves the client."""
+    def gradients(self) -> tuple[list[Tensor], list[Tensor]]:
+        """``(raw, shared)``: the gradient of the client's loss on its private batch, detached, and what leaves the
+        client after its defence (the raw gradient itself without one)."""
         was_training = self.model.training
         self.model.eval()
         try:
-            gradient = [g.detach() for g in parameter_gradient(self.model, self.images, self.labels, self.loss)]
+            raw = [g.detach() for g in parameter_gradient(self.model, self.images, self.labels, self.loss)]
         finally:
             self.model.train(was_training)
-        return gradient if self.defense is None else [g.detach() for g in self.defense(gradient)]
+        return raw, raw if self.defense is None else [g.detach() for g in self.defense(raw)]
+
+    def shared_gradient(self) -> list[Tensor]:
+        """The gradient of the client's loss on its private batch, detached and defended: what leaves the client."""
+        return self.gradients()[1]

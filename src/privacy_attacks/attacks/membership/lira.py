@@ -52,6 +52,45 @@ def masked_mean_std(values: Tensor, mask: Tensor, fixed_variance: bool) -> tuple
     return mean, std.clamp_min(1e-6)
 
 
+def check_online_sizes(train_size: int, eval_size: int, attacker_size: int) -> None:
+    """:class:`ConfigError` when online shadow models (half of the evaluation images each, topped up with the
+    attacker's own images to ``train_size``) cannot be drawn."""
+    if train_size < eval_size // 2:
+        raise ConfigError(
+            f"online LiRA trains each shadow model on half of the {eval_size} evaluation images, more than "
+            f"shadow_train_size={train_size}: lower eval_members or raise shadow_train_size."
+        )
+    needed = 2 * (train_size - eval_size // 2)
+    if attacker_size < needed:
+        raise ConfigError(
+            f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed."
+        )
+
+
+def online_shadow_models(context: AttackContext, num_shadows: int) -> tuple[ShadowModels, int]:
+    """Online shadow models: each trains on a random half of the evaluation images and of the attacker's first
+    2 x (train_size - N/2) images (balanced: every image IN for half the models). Returns them and N, the number of
+    evaluation images (the first N columns of their ``in_mask``). Cached on disk; online RMIA shares them."""
+    masks_generator = generator(context.seed, "shadow_masks", "online")
+    n_eval = len(context.eval_images)
+    extra = context.train_size - n_eval // 2
+    eval_masks = balanced_in_masks(n_eval, num_shadows, masks_generator)
+    extra_masks = balanced_in_masks(2 * extra, num_shadows, masks_generator)
+    masks = torch.cat([eval_masks, extra_masks], dim=1)
+    images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
+    labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
+    shadows, _ = provision_shadow_models(
+        context.recipe,
+        images,
+        labels,
+        subset_indices(masks),
+        shadow_seeds(context.seed, num_shadows),
+        context.cache_dir,
+        context.device,
+    )
+    return shadows, n_eval
+
+
 class LiRA(MembershipAttack):
     """Carlini et al. 2022 likelihood-ratio attack.
 
@@ -69,46 +108,19 @@ class LiRA(MembershipAttack):
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
         """:class:`ConfigError` when shadow models cannot reach ``train_size`` images each."""
         if self.online:
-            if train_size < eval_size // 2:
-                raise ConfigError(
-                    f"online LiRA trains each shadow model on half of the {eval_size} evaluation images, more than "
-                    f"shadow_train_size={train_size}: lower eval_members or raise shadow_train_size."
-                )
-            needed = 2 * (train_size - eval_size // 2)
-        else:
-            needed = 2 * train_size
-        if attacker_size < needed:
+            check_online_sizes(train_size, eval_size, attacker_size)
+        elif attacker_size < 2 * train_size:
             raise ConfigError(
-                f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed."
+                f"attacker_size={attacker_size} is too small for LiRA's shadow models: {2 * train_size} images needed."
             )
 
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
         """Images asked of the target: the evaluation set only (shadow models answer the rest)."""
         return eval_size
 
-    def _online_shadow_models(self, context: AttackContext) -> tuple[ShadowModels, int]:
-        masks_generator = generator(context.seed, "shadow_masks", "online")
-        n_eval = len(context.eval_images)
-        extra = context.train_size - n_eval // 2
-        eval_masks = balanced_in_masks(n_eval, self.num_shadows, masks_generator)
-        extra_masks = balanced_in_masks(2 * extra, self.num_shadows, masks_generator)
-        masks = torch.cat([eval_masks, extra_masks], dim=1)
-        images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
-        labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
-        shadows, _ = provision_shadow_models(
-            context.recipe,
-            images,
-            labels,
-            subset_indices(masks),
-            shadow_seeds(context.seed, self.num_shadows),
-            context.cache_dir,
-            context.device,
-        )
-        return shadows, n_eval
-
     def __call__(self, context: AttackContext) -> AttackOutput:
         if self.online:
-            shadows, n_eval = self._online_shadow_models(context)
+            shadows, n_eval = online_shadow_models(context, self.num_shadows)
             in_mask = shadows.in_mask[:, :n_eval]
         else:
             shadows = offline_shadow_models(context, self.num_shadows)

@@ -28,7 +28,7 @@ from torch import Tensor
 from privacy_attacks.errors import ConfigError, require_int, require_positive
 
 from .base import AttackContext, AttackOutput, MembershipAttack
-from .lira import LiRA
+from .lira import check_online_sizes, online_shadow_models
 from .metrics import mann_whitney_auc
 from .shadow_models import ShadowModels
 from .shokri import check_shadow_count, offline_shadow_models
@@ -116,12 +116,11 @@ class RMIA(MembershipAttack):
             )
         self.num_ref_models, self.online, self.num_population = int(num_ref_models), bool(online), int(num_population)
         self.gamma, self.a = float(gamma), a
-        self._lira = LiRA(num_shadows=self.num_ref_models, online=True)  # online reference models: LiRA's, shared
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
         """:class:`ConfigError` when the reference models or the population cannot be drawn from the attacker's data."""
         if self.online:
-            self._lira.check_sizes(train_size, eval_size, attacker_size)
+            check_online_sizes(train_size, eval_size, attacker_size)
             available = 2 * (train_size - eval_size // 2)
             where = "the images the online reference models add to the evaluation images"
         else:
@@ -143,7 +142,7 @@ class RMIA(MembershipAttack):
 
     def __call__(self, context: AttackContext) -> AttackOutput:
         if self.online:
-            shadows, _ = self._lira._online_shadow_models(context)
+            shadows, _ = online_shadow_models(context, self.num_ref_models)  # online LiRA's models, shared
             start = 0  # the population the models add to the evaluation images: IN for half of them, like x
         else:
             shadows = offline_shadow_models(context, self.num_ref_models)
