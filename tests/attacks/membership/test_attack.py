@@ -55,6 +55,11 @@ TINY = [
         ),  # two disjoint evaluation sets of 1,000 members
         (["eval_set=all"], "report, tune"),
         (["method=lira", "shadow_privacy=true"], "add defense=dpsgd"),
+        # Online shadow models hold half of the evaluation set: 500 + 5,000 images do not fit 1,000-image models.
+        (["target.members=1000", "method=lira", "eval_nonmembers=5000"], "use an offline method"),
+        (["target.members=1000", "method=rmia", "eval_nonmembers=5000"], "use an offline method"),
+        (["target.members=1000", "method=lira", "eval_nonmembers=501"], "make eval_members \\+ eval_nonmembers even"),
+        (["eval_nonmembers=-1"], "eval_nonmembers=-1"),
     ],
 )
 def test_bad_input_is_a_config_error(compose_attack, overrides, message):
@@ -84,6 +89,21 @@ def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_atta
     validate(
         compose_attack(["attack=membership", "target.members=1000", "query_budget=3000"])
     )  # exactly what the proxy attack asks
+
+
+@pytest.mark.parametrize(
+    ("method", "nonmembers"),
+    [("loss", 20000), ("lira_offline", 20000), ("rmia_offline", 20000), ("proxy", 5000), ("shadow", 5000),
+     ("lira", 1500), ("rmia", 1300)],
+)  # fmt: skip
+def test_every_method_takes_more_nonmembers_than_members_where_they_fit(compose_attack, method, nonmembers):
+    # Online LiRA: 500 + 1,500 evaluation images, what online shadow models of 1,000 images hold; online RMIA
+    # keeps 200 of them for its population.
+    overrides = [f"method={method}", "target.members=1000", f"eval_nonmembers={nonmembers}", "num_population=200"]
+    cfg = compose_attack(["attack=membership", *overrides])
+    validate(cfg)
+    split = build_split(cfg)
+    assert int(split.eval_membership.sum()) == 500 and int((split.eval_membership == 0).sum()) == nonmembers
 
 
 @pytest.mark.parametrize("members", [1000, 10000])

@@ -53,3 +53,12 @@ def test_the_bound_is_computed_on_the_half_the_threshold_was_not_chosen_on():
     fp = np.array([((s >= t) & (m == 0)).sum() for t in thresholds])
     in_sample = max(b.max() for b in epsilon_bounds(tp, fp, int(m.sum()), int((m == 0).sum()), 0.0, 0.025))
     assert honest <= in_sample and honest < 0.2
+
+
+def test_the_bound_holds_with_more_nonmembers_than_members():
+    # 100 members, 2,000 non-members: each half is counted in its own members and non-members.
+    membership = torch.tensor([1] * 100 + [0] * 2000)
+    perfect = epsilon_lower_bound(membership.double(), membership, delta=0.0)["audit/epsilon_lb"]
+    assert perfect > 3.0
+    noise = torch.rand(2100, generator=torch.Generator().manual_seed(0))
+    assert epsilon_lower_bound(noise, membership)["audit/epsilon_lb"] < 0.3

@@ -84,3 +84,39 @@ def test_attacker_size_none_takes_every_remaining_nonmember_and_extends_the_size
     assert torch.equal(everything.attacker[:2000], _split().attacker)  # a prefix: sized runs see the same images
     assert not set(everything.attacker.tolist()) & set(everything.eval_indices.tolist())
     assert not set(everything.attacker.tolist()) & set(everything.members.tolist())
+
+
+def test_more_nonmembers_than_members_keep_both_sets_and_the_attacker_apart():
+    report, tune = _split(eval_nonmembers=900, eval_set="report"), _split(eval_nonmembers=900, eval_set="tune")
+    report_members, report_nonmembers = _roles(report)
+    tune_members, tune_nonmembers = _roles(tune)
+    assert len(report_members) == len(tune_members) == 300
+    assert len(report_nonmembers) == len(tune_nonmembers) == 900
+    assert len(report.eval_indices) == len(report.eval_membership) == 1200
+    members = set(report.members.tolist())
+    assert report_members <= members and tune_members <= members
+    assert not (report_nonmembers | tune_nonmembers) & members
+    assert not (report_members | report_nonmembers) & (tune_members | tune_nonmembers)
+    attacker = set(report.attacker.tolist())
+    assert torch.equal(report.attacker, tune.attacker) and len(attacker) == 2000
+    assert not attacker & (report_members | report_nonmembers | tune_members | tune_nonmembers)
+
+
+def test_eval_nonmembers_null_is_the_balanced_split_of_before():
+    balanced, explicit = _split(), _split(eval_nonmembers=300)
+    assert torch.equal(balanced.eval_indices, explicit.eval_indices)
+    assert torch.equal(balanced.eval_membership, explicit.eval_membership)
+    assert torch.equal(balanced.attacker, explicit.attacker)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"eval_nonmembers": 0}, "eval_nonmembers=0"),
+        ({"eval_nonmembers": 2500}, "eval_nonmembers <= 2250"),  # two sets of 2,500 from a pool of 4,500
+        ({"eval_nonmembers": 900, "attacker_offset": 1000}, "attacker_offset must be >= 2 \\* eval_nonmembers"),
+    ],
+)
+def test_bad_nonmember_counts_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _split(**overrides)

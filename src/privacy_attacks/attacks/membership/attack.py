@@ -49,6 +49,7 @@ def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
         cfg.eval_seed,
         total,
         cfg.eval_set,
+        cfg.eval_nonmembers,
     )
 
 
@@ -71,7 +72,8 @@ def build_attack(cfg: DictConfig) -> MembershipAttack:
 
 def validate(cfg: DictConfig, total: int = 60_000) -> None:
     """Raise :class:`ConfigError` for an unknown method or output mode, a member count larger than
-    the data, an evaluation set overlapping the attacker's data, sizes a method cannot use, or a
+    the data, an evaluation set overlapping the attacker's data, sizes a method cannot use (an online method's
+    shadow models hold half of the evaluation set: more non-members than they fit stop here), or a
     ``query_budget`` smaller than the queries the method makes (each attack's ``queries_needed``)."""
     prepare(cfg, total)
 
@@ -91,7 +93,8 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
     if budget is not None and budget < needed:
         raise ConfigError(
             f"query_budget={budget} is too small for method={cfg.method}: it asks the target about {needed} images "
-            f"here (eval_members={cfg.eval_members}, shadow_train_size={cfg.shadow_train_size}). "
+            f"here (eval_members={cfg.eval_members}, eval_nonmembers={cfg.eval_nonmembers}, "
+            f"shadow_train_size={cfg.shadow_train_size}). "
             f"Raise query_budget to at least {needed} or set it to null."
         )
     return attack, split
@@ -145,8 +148,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     log.info(
         "membership: method=%s on %d members + %d non-members (%s set)",
         cfg.method,
-        cfg.eval_members,
-        cfg.eval_members,
+        int(split.eval_membership.sum()),
+        int((split.eval_membership == 0).sum()),
         cfg.eval_set,
     )
     start = time.perf_counter()
@@ -201,6 +204,7 @@ def hparams(cfg: DictConfig) -> dict[str, object]:
         "method": cfg.method,
         "target.members": cfg.target.members,
         "eval_members": cfg.eval_members,
+        "eval_nonmembers": cfg.eval_nonmembers if cfg.eval_nonmembers is not None else cfg.eval_members,
         "eval_set": cfg.eval_set,
         "seed": cfg.seed,
         "shadow_train_size": cfg.shadow_train_size,

@@ -54,11 +54,19 @@ def masked_mean_std(values: Tensor, mask: Tensor, fixed_variance: bool) -> tuple
 
 def check_online_sizes(train_size: int, eval_size: int, attacker_size: int) -> None:
     """:class:`ConfigError` when online shadow models (half of the evaluation images each, topped up with the
-    attacker's own images to ``train_size``) cannot be drawn."""
+    attacker's own images to ``train_size``) cannot be drawn: an odd evaluation set has no halves, and one of more
+    than 2 x train_size images (many ``eval_nonmembers``) does not fit a shadow model's training set."""
+    if eval_size % 2:
+        raise ConfigError(
+            f"online LiRA and RMIA train each shadow model on exactly half of the evaluation images, and "
+            f"{eval_size} (eval_members + eval_nonmembers) has no halves: make eval_members + eval_nonmembers even."
+        )
     if train_size < eval_size // 2:
         raise ConfigError(
-            f"online LiRA trains each shadow model on half of the {eval_size} evaluation images, more than "
-            f"shadow_train_size={train_size}: lower eval_members or raise shadow_train_size."
+            f"online LiRA and RMIA train each shadow model on half of the {eval_size} evaluation images, more than "
+            f"shadow_train_size={train_size}: lower eval_members or eval_nonmembers (to at most "
+            f"{2 * train_size} evaluation images), or use an offline method (lira_offline, rmia_offline, loss), "
+            "whose models never train on evaluation images."
         )
     needed = 2 * (train_size - eval_size // 2)
     if attacker_size < needed:

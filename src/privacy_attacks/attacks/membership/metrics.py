@@ -202,6 +202,9 @@ def membership_metrics(
             ``balanced_acc`` is their mean per-class accuracy. ``advantage`` is max_t TPR - FPR
             over all thresholds (Yeom et al. 2018).
 
+    Every metric is a rate within one class or a ranking between classes, so it means the same when the set
+    holds more non-members than members (``eval_nonmembers``): no plain accuracy, which the larger class would sway.
+
     The TPR intervals hold the operating point fixed: they do not include the uncertainty in which
     threshold gives at most ⌊α · N_nonmembers⌋ false positives on fresh data.
     """
