@@ -81,7 +81,9 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
 
     Each attack config (``conf/attack/<name>.yaml``) sets ``attack.entry``, the dotted path of a
     function ``run(cfg, target) -> dict``, and optionally ``attack.validate``, a function
-    ``validate(cfg)`` that raises :class:`ConfigError` before any work; the returned metrics are
+    ``validate(cfg)`` that raises :class:`ConfigError` before any work, and ``attack.provision``, a function
+    ``provision(cfg) -> Target`` for an attack that trains a target of its own (the canary audit; default:
+    :func:`provision_target`, the cached target of ``cfg.target``); the returned metrics are
     written to ``metrics.json``, with the target's ``privacy/*`` metrics (its spent ε) as ``target/privacy/*``
     when it was trained with DP-SGD.
     """
@@ -95,7 +97,8 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
     out = output_dir(cfg)
-    target = provision_target(cfg)
+    provision = get_method(cfg.attack.provision) if cfg.attack.get("provision") else provision_target
+    target = provision(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     metrics = entry(cfg, target)
     # The attacked model's utility beside the attack's success (privacy–utility plots read it), for the attacks

@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
+from torch import Tensor
 
 from privacy_attacks.data import MNISTDataModule
 from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
@@ -52,15 +53,21 @@ def build_privacy(recipe: DictConfig) -> Any:
         raise
 
 
-def build_datamodule(data: DictConfig, recipe: DictConfig) -> MNISTDataModule:
-    """The data module of ``data`` with the recipe's batch size and member subset (Poisson batches under DP-SGD)."""
+def build_datamodule(
+    data: DictConfig, recipe: DictConfig, extra_train: tuple[Tensor, Tensor] | None = None
+) -> MNISTDataModule:
+    """The data module of ``data`` with the recipe's batch size and member subset (Poisson batches under DP-SGD),
+    and ``extra_train`` (images (K, 1, 28, 28), labels (K,)) added to the members."""
     privacy = build_privacy(recipe)
+    extra_images, extra_labels = extra_train if extra_train is not None else (None, None)
     return instantiate(
         data,
         batch_size=recipe.batch_size,
         members=recipe.get("members"),
         member_offset=recipe.get("member_offset", 0),
         poisson_sampling=bool(getattr(privacy, "poisson_sampling", False)),
+        extra_images=extra_images,
+        extra_labels=extra_labels,
     )
 
 
@@ -93,6 +100,7 @@ def fit_classifier(
     logger: Any = False,
     callbacks: list[L.Callback] | None = None,
     ckpt_path: str | None = None,
+    extra_train: tuple[Tensor, Tensor] | None = None,
     **trainer_overrides: Any,
 ) -> tuple[ImageClassifier, dict[str, float]]:
     """Train ``recipe`` from ``seed``, test it on the official test set, return (system, metrics).
@@ -100,11 +108,12 @@ def fit_classifier(
     ``metrics`` holds ``train/acc``, ``val/acc``, ``val/loss``, ``test/acc``, ``test/loss``
     and ``fit_time_s``; with ``recipe.privacy`` (DP-SGD) also ``privacy/epsilon`` (spent, by the accountant),
     ``privacy/delta``, ``privacy/noise_multiplier`` and ``privacy/sample_rate``. ``ckpt_path`` resumes an
-    interrupted fit from a Lightning checkpoint.
+    interrupted fit from a Lightning checkpoint. ``extra_train`` (images, labels) trains on more examples than the
+    recipe's members (the one-run audit's canaries).
     """
     validate_recipe(recipe)
     L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = build_datamodule(data, recipe)
+    datamodule = build_datamodule(data, recipe, extra_train)
     system = build_classifier(recipe)
     fitter = build_trainer(
         trainer,

@@ -97,3 +97,17 @@ def test_poisson_batches_take_each_image_with_the_sample_rate(fake_root):
     assert 180 < sum(sizes) / len(sizes) < 220 and len(set(sizes)) > 1  # 200 expected; sizes vary
     again = [len(y) for _, y in PoissonBatches(images, labels, sample_rate=0.01, steps=50, seed=3)]
     assert sizes == again
+
+
+def test_extra_training_examples_join_the_members_and_the_sample_rate(fake_root):
+    extra = torch.ones(20, 1, 28, 28), torch.full((20,), 7)
+    dm = MNISTDataModule(
+        root=str(fake_root), download=False, val_size=100, members=200, batch_size=50, poisson_sampling=True,
+        extra_images=extra[0], extra_labels=extra[1],
+    )  # fmt: skip
+    dm.setup("fit")
+    images, labels = dm.tensors["train"]
+    assert dm.train_size == 220 and torch.equal(images[200:], extra[0]) and torch.equal(labels[200:], extra[1])
+    assert dm.steps_per_epoch == 5 and dm.sample_rate == 1 / 5  # DP-SGD's accountant sees the canaries too
+    with pytest.raises(ValueError, match="together"):
+        MNISTDataModule(root=str(fake_root), extra_images=extra[0])

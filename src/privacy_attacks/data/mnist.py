@@ -186,6 +186,8 @@ class MNISTDataModule(L.LightningDataModule):
             recipes can train on disjoint halves (the two judges of output inversion).
         poisson_sampling: training batches by Poisson sampling (:class:`PoissonBatches`, for DP-SGD): as many
             per epoch as the fixed-size batches would be, each image in each with probability ``sample_rate``.
+        extra_images, extra_labels: (K, 1, 28, 28) float and (K,) long training examples added to the members
+            (the canaries of the one-run audit, :mod:`privacy_attacks.attacks.audit`); None: none.
 
     After ``setup``: ``train_size``, ``steps_per_epoch`` and ``sample_rate`` (1 / steps per epoch, as Opacus's).
     """
@@ -201,9 +203,15 @@ class MNISTDataModule(L.LightningDataModule):
         members: int | None = None,
         member_offset: int = 0,
         poisson_sampling: bool = False,
+        extra_images: Tensor | None = None,
+        extra_labels: Tensor | None = None,
     ):
         super().__init__()
         require_positive(batch_size, "batch_size")
+        if (extra_images is None) != (extra_labels is None) or (
+            extra_images is not None and len(extra_images) != len(extra_labels)
+        ):
+            raise ValueError("extra_images and extra_labels come together, one label per image.")
         require_positive(eval_batch_size, "data.eval_batch_size")
         split_training_indices(val_size, split_seed, members, member_offset=member_offset)  # bad sizes stop here
         self.poisson_sampling = poisson_sampling
@@ -211,6 +219,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.eval_batch_size, self.members = batch_size, eval_batch_size, members
         self.member_offset = member_offset
+        self.extra = None if extra_images is None else (extra_images, extra_labels.long())
         self.indices: dict[str, Tensor] = {}
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -228,6 +237,12 @@ class MNISTDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             index = self.indices[split]
             self.tensors[split] = (images[index].to(device), labels[index].to(device))
+        if self.extra is not None:
+            train_images, train_labels = self.tensors["train"]
+            self.tensors["train"] = (
+                torch.cat([train_images, self.extra[0].to(device)]),
+                torch.cat([train_labels, self.extra[1].to(device)]),
+            )
         test_images, test_labels = load_mnist(self.root, train=False, download=self.download)
         self.tensors["test"] = (test_images.to(device), test_labels.to(device))
 
