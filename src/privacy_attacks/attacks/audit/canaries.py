@@ -1,0 +1,105 @@
+"""The canaries of the one-run audit and the one target that trains on them.
+
+``canaries`` images are drawn from the non-member pool of the target's split (images its recipe never trains on),
+relabelled at random with a wrong class for ``canary_kind=mislabelled`` (``clean``: their own label), and each
+joins the target's training set by its own fair coin. Every draw comes from the audit's ``seed``
+(:func:`privacy_attacks.seeding.derive_seed`): the canaries (``"canaries"``), their labels (``"canary_labels"``)
+and the coins (``"canary_inclusion"``). The target recipe (with ``defense=dpsgd``: its DP-SGD) then trains once on
+its members plus the canaries that came up IN, and is cached like any target, keyed by its recipe and the content of
+those canaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from privacy_attacks import cache
+from privacy_attacks.data.mnist import load_mnist, split_training_indices
+from privacy_attacks.defenses import recipe_with_defense
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.harness import run_device
+from privacy_attacks.seeding import generator
+from privacy_attacks.targets import Target, checkpoint_spec, load_checkpoint, save_checkpoint
+from privacy_attacks.training import fit_classifier, validate_recipe
+
+log = logging.getLogger(__name__)
+CANARY_KINDS = ("mislabelled", "clean")
+
+
+@dataclass(frozen=True)
+class CanarySet:
+    """The audit's canaries.
+
+    Attributes:
+        indices: (m,) long, their positions in the MNIST training set (non-members of the target's recipe).
+        labels: (m,) long, the labels they are trained and scored with (wrong ones for mislabelled canaries).
+        included: (m,) bool, the coins: True for the canaries the target trains on.
+    """
+
+    indices: Tensor
+    labels: Tensor
+    included: Tensor
+
+
+def nonmember_pool(cfg: DictConfig, total: int = 60_000) -> Tensor:
+    """Positions of the training images the target's recipe never trains on (its split's non-members)."""
+    if cfg.target.get("members") is None:
+        raise ConfigError(
+            "attack=audit draws its canaries from the images the target never trains on: set target.members "
+            "(e.g. 1000)."
+        )
+    return split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total)["nonmember"]
+
+
+def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
+    """The canaries of ``cfg`` (``canaries``, ``canary_kind``, ``seed``), given the training set's labels (60k,)."""
+    pool = nonmember_pool(cfg, len(labels))
+    m, classes = int(cfg.canaries), int(labels.max()) + 1
+    indices = pool[torch.randperm(len(pool), generator=generator(cfg.seed, "canaries"))[:m]]
+    canary_labels = labels[indices].clone()
+    if cfg.canary_kind == "mislabelled":  # a uniformly drawn wrong class
+        shift = torch.randint(1, classes, (m,), generator=generator(cfg.seed, "canary_labels"))
+        canary_labels = (canary_labels + shift) % classes
+    included = torch.rand(m, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
+    return CanarySet(indices, canary_labels, included)
+
+
+def _digest(tensor: Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def provision_canary_target(cfg: DictConfig) -> Target:
+    """The target recipe (``cfg.target`` with ``cfg.defense``'s training defence) trained on its members and the
+    canaries of ``cfg`` that came up IN; trained once and cached as ``canary-target-<hash>.pt`` under
+    ``cfg.paths.cache_dir``, on the run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with
+    DP-SGD the accountant's ``privacy/epsilon`` for this training set)."""
+    recipe = recipe_with_defense(cfg, "target")
+    validate_recipe(recipe, "target")
+    device = run_device(cfg.trainer)
+    images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    canaries = draw_canaries(cfg, labels)
+    extra = images[canaries.indices[canaries.included]], canaries.labels[canaries.included]
+    spec = {
+        **checkpoint_spec(recipe, cfg.data, device.type),
+        "canaries": {"images": _digest(extra[0]), "labels": _digest(extra[1]), "count": len(extra[1])},
+    }
+    path = cache.cache_path(cfg.paths.cache_dir, "canary-target", spec)
+
+    def train(path):
+        members, added = recipe.members, len(extra[1])
+        log.info("Training the canary target on %d members + %d canaries (cached at %s).", members, added, path)
+        system, metrics = fit_classifier(
+            recipe, cfg.data, cfg.trainer, recipe.seed, extra_train=extra, enable_checkpointing=False
+        )
+        save_checkpoint(path, system.net, spec, metrics)
+        return load_checkpoint(path, recipe, spec)
+
+    target = cache.provision(path, create=train, load=lambda path: load_checkpoint(path, recipe, spec))[0]
+    target.net.to(device)
+    return target

@@ -1,0 +1,128 @@
+"""The one-run canary audit: config errors before any work, the canaries and their coins, and small real runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privacy_attacks.attacks.audit import canaries as canary_module
+from privacy_attacks.attacks.audit import validate
+from privacy_attacks.attacks.audit.attack import guess
+from privacy_attacks.attacks.audit.canaries import draw_canaries, nonmember_pool
+from privacy_attacks.data.mnist import split_training_indices
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.pipelines import run_attack
+from privacy_attacks.seeding import generator
+
+# A target that trains in seconds: 100 members + about 20 of 40 canaries, 10 epochs.
+TINY = [
+    "attack=audit",
+    "target.members=100",
+    "target.max_epochs=10",
+    "canaries=40",
+    "guesses_in=5",
+    "guesses_out=5",
+]
+LABELS = torch.arange(60_000) % 10  # the training set's labels, for draws that need no image
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["canaries=0"], "canaries=0"),
+        (["canaries=-5"], "canaries=-5"),
+        (["guesses_in=600", "guesses_out=600"], "guesses_in \\+ guesses_out = 1200"),
+        (["guesses_in=0", "guesses_out=0"], "guesses_in \\+ guesses_out = 0"),
+        (["guesses_in=-1"], "guesses_in=-1"),
+        (["canary_kind=poisoned"], "mislabelled, clean"),
+        (["score=nope"], "loss"),
+        (["confidence=1.5"], "confidence=1.5"),
+        (["audit_delta=1.0"], "audit_delta=1.0"),
+        (["canaries=60000", "guesses_in=10"], "more than the 50000 images"),
+        (["target.members=null"], "set target.members"),
+        (["defense=noise"], "does not meet"),  # an API defence: the audit meets the target's training only
+    ],
+)
+def test_bad_input_stops_before_any_work(compose_attack, cache_dir, overrides, message):
+    cfg = compose_attack(["attack=audit", *overrides])
+    before = set(cache_dir.iterdir())
+    with pytest.raises(ConfigError, match=message):
+        run_attack(cfg)
+    assert set(cache_dir.iterdir()) == before  # nothing trained, nothing cached
+
+
+def test_the_default_config_is_valid_and_composes_with_dp_sgd(compose_attack):
+    validate(compose_attack(["attack=audit"]))
+    cfg = compose_attack(["attack=audit", "defense=grid/dpsgd_eps1"])
+    validate(cfg)
+    from privacy_attacks.defenses import recipe_with_defense
+
+    assert recipe_with_defense(cfg, "target").privacy.epsilon == 1.0
+
+
+def test_canaries_are_non_members_and_each_is_in_by_its_own_coin(compose_attack):
+    cfg = compose_attack(["attack=audit", "canaries=500"])
+    canaries = draw_canaries(cfg, LABELS)
+    coins = torch.rand(500, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
+    assert torch.equal(canaries.included, coins)  # the audit's coins, drawn from its seed
+    assert 200 < int(canaries.included.sum()) < 300
+    assert len(canaries.indices.unique()) == 500
+    assert set(canaries.indices.tolist()) <= set(nonmember_pool(cfg).tolist())
+    members = split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members)["train"]
+    assert not set(canaries.indices.tolist()) & set(members.tolist())
+    assert bool((canaries.labels != LABELS[canaries.indices]).all())  # mislabelled: every label wrong
+    clean = draw_canaries(compose_attack(["attack=audit", "canaries=500", "canary_kind=clean"]), LABELS)
+    assert torch.equal(clean.labels, LABELS[clean.indices]) and torch.equal(clean.included, coins)
+    other = draw_canaries(compose_attack(["attack=audit", "canaries=500", "seed=1"]), LABELS)
+    assert not torch.equal(other.included, coins) and not torch.equal(other.indices, canaries.indices)
+
+
+def test_guesses_take_the_highest_in_and_the_lowest_out():
+    scores = torch.tensor([0.5, 3.0, -1.0, 2.0, 0.0, -2.0])
+    assert guess(scores, 2, 1).tolist() == [0, 1, 0, 1, 0, -1]
+    assert guess(scores, 0, 3).tolist() == [0, 0, -1, 0, -1, -1]
+
+
+@pytest.mark.mnist
+def test_the_target_trains_on_its_members_and_exactly_the_canaries_in(compose_attack, monkeypatch):
+    from privacy_attacks.data.mnist import load_mnist
+    from privacy_attacks.training import build_datamodule
+
+    cfg = compose_attack(TINY)
+    seen = {}
+
+    def fit(recipe, data, trainer, seed, *, extra_train=None, **kwargs):
+        module = build_datamodule(data, recipe, extra_train)
+        module.setup("fit")
+        seen["train"] = module.tensors["train"]
+        raise RuntimeError("stop: the training set is all this test needs")
+
+    monkeypatch.setattr(canary_module, "fit_classifier", fit)
+    with pytest.raises(RuntimeError, match="stop"):
+        canary_module.provision_canary_target(cfg)
+    images, labels = load_mnist(cfg.data.root, train=True)
+    canaries = draw_canaries(cfg, labels)
+    index = split_training_indices(cfg.data.val_size, cfg.data.split_seed, 100)["train"]
+    inside = canaries.indices[canaries.included]
+    train_images, train_labels = seen["train"]
+    assert len(train_labels) == 100 + len(inside)
+    assert torch.equal(train_images, torch.cat([images[index], images[inside]]))
+    assert torch.equal(train_labels, torch.cat([labels[index], canaries.labels[canaries.included]]))
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("defense", ["none", "dpsgd"])
+def test_a_small_audit_runs_and_reports_beside_the_accountant(compose_attack, cache_dir, defense):
+    overrides = ["defense.epsilon=1", "target.max_epochs=2"] if defense == "dpsgd" else []
+    cfg = compose_attack([*TINY, f"defense={defense}", *overrides])
+    metrics = run_attack(cfg)
+    assert metrics["audit/canaries"] == 40 and metrics["audit/canary_guesses"] == 10
+    assert 0 <= metrics["audit/canary_correct"] <= 10 and 0.0 <= metrics["target/test_acc"] <= 1.0
+    assert len(list(cache_dir.glob("canary-target-*.pt"))) >= 1
+    if defense == "dpsgd":
+        assert 0.9 <= metrics["target/privacy/epsilon"] <= 1.0  # the canary target's own accountant
+        assert metrics["audit/canary_epsilon_lb"] <= metrics["target/privacy/epsilon"]
+    else:
+        assert "target/privacy/epsilon" not in metrics
+        assert metrics["audit/canary_epsilon_lb"] >= 0.0
+    assert run_attack(cfg)["audit/canary_epsilon_lb"] == metrics["audit/canary_epsilon_lb"]  # from the cache
