@@ -46,7 +46,8 @@ def test_cache_file_names_are_pinned(tmp_path: Path):
     assert shadow_cache_path(tmp_path, RECIPE, images, labels, subsets, [3, 4]).name == "shadows-2b7775713ca9.pt"
     settings = {"train_images": 512, "epochs": 1, "batch_size": 64, "lr": 0.001, "width": 64, "seed": 0}
     path = inversion_cache_path(tmp_path, Path("elsewhere/target-0123456789ab.pt"), "conv2", settings)
-    assert path.name == "inversion-ef1e60afe94e.pt"
+    # format 3: the batch-normalised decoder; a cached decoder of the earlier layout (format 2) is not reused
+    assert path.name == "inversion-3af1772babb4.pt"
 
 
 def test_provision_creates_once_then_loads(tmp_path: Path):

@@ -7,7 +7,8 @@ behind the observed features. Feature inversion uses it as the start and as an a
 shared engine's optimisation (``init=network``, ``anchor_lambda``), so the features are matched
 without leaving the data manifold.
 
-The decoder is trained once per (target checkpoint, layer, settings) with a Lightning Trainer and
+The decoder is trained once per (target checkpoint, layer, settings) with a Lightning Trainer, on the
+target's features of the attacker's images computed once, and
 cached under ``paths.cache_dir`` as ``inversion-<hash>.pt`` (:mod:`privacy_attacks.cache`).
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,23 +38,25 @@ IMAGE_SHAPE = (1, 28, 28)  # the decoder's output: one MNIST image
 class InversionNetwork(nn.Module):
     """Decoder ``features (N, *feature_shape) -> images (N, 1, 28, 28)`` (``IMAGE_SHAPE``) in [0, 1].
 
-    A linear map to ``width`` channels of 7x7, then two ×2 transposed-convolution stages (28x28) and a
-    sigmoid, as in Dosovitskiy & Brox's decoders (scaled down to MNIST).
+    A linear map to ``width`` channels of 7x7, then two ×2 transposed-convolution stages (28x28), a 3x3
+    convolution and a sigmoid, batch-normalised after each hidden layer: Dosovitskiy & Brox's decoders
+    sized for 28x28 digits, so that a few epochs over the attacker's images suffice.
     """
 
-    def __init__(self, feature_size: int, width: int = 64):
+    def __init__(self, feature_size: int, width: int = 32):
         super().__init__()
         self.feature_size, self.width = int(feature_size), int(width)
         self.decode = nn.Sequential(
             nn.Flatten(),
             nn.Linear(self.feature_size, width * 7 * 7),
+            nn.BatchNorm1d(width * 7 * 7),
             nn.ReLU(),
             nn.Unflatten(1, (width, 7, 7)),
             nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
             nn.ReLU(),
             nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
+            nn.BatchNorm2d(width // 2),
             nn.ReLU(),
             nn.Conv2d(width // 2, 1, 3, padding=1),
             nn.Sigmoid(),
@@ -65,20 +67,19 @@ class InversionNetwork(nn.Module):
 
 
 class InversionNetworkSystem(L.LightningModule):
-    """Trains :class:`InversionNetwork` to map ``net.features(x)[layer]`` to ``x`` (MSE), ``net`` frozen.
+    """Trains :class:`InversionNetwork` on ``(features, images)`` batches (MSE from features to images).
 
+    The target's features are computed once before training (:func:`layer_features`), not per step.
     Adam with a one-cycle learning rate over ``total_steps``; logs ``inversion/train_mse``.
     """
 
-    def __init__(self, net: nn.Module, layer: str, decoder: InversionNetwork, lr: float, total_steps: int):
+    def __init__(self, decoder: InversionNetwork, lr: float, total_steps: int):
         super().__init__()
-        self.net, self.layer, self.decoder = net.eval().requires_grad_(False), layer, decoder
+        self.decoder = decoder
         self.lr, self.total_steps = float(lr), int(total_steps)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, _ = batch
-        with torch.no_grad():
-            features = self.net.features(images)[self.layer]
+        features, images = batch
         loss = F.mse_loss(self.decoder(features), images)
         self.log("inversion/train_mse", loss, prog_bar=True)
         return loss
@@ -89,9 +90,18 @@ class InversionNetworkSystem(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
+@torch.no_grad()
+def layer_features(net: nn.Module, layer: str, images: Tensor, chunk: int = 4096) -> Tensor:
+    """``net``'s ``layer`` activations of ``images`` (A, 1, 28, 28), computed where ``net`` is, in chunks:
+    (A, *feature_shape) on the CPU."""
+    device = next(net.parameters()).device
+    parts = [net.features(images[i : i + chunk].to(device))[layer].cpu() for i in range(0, len(images), chunk)]
+    return torch.cat(parts)
+
+
 def inversion_cache_path(cache_dir: str | Path, target_checkpoint: Path, layer: str, settings: dict[str, Any]) -> Path:
     """``<cache_dir>/inversion-<hash>.pt``, keyed by the target checkpoint's name, the layer and the settings."""
-    spec = {"format": 2, "target": Path(target_checkpoint).name, "layer": layer, **settings}
+    spec = {"format": 3, "target": Path(target_checkpoint).name, "layer": layer, **settings}
     return cache.cache_path(cache_dir, "inversion", spec)
 
 
@@ -130,22 +140,20 @@ def provision_inversion_network(
     def train(path: Path) -> InversionNetwork:
         images = load_images()[: settings["train_images"]]
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
+        features = layer_features(net, layer, images)
         with seeded(settings["seed"], "inversion_network"):
             decoder = InversionNetwork(feature_size, settings["width"])
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
-            system = InversionNetworkSystem(net, layer, decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
+            system = InversionNetworkSystem(decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
             trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0)
             batches = TensorBatches(
+                features,
                 images,
-                torch.zeros(len(images), dtype=torch.long),
                 settings["batch_size"],
                 shuffle=True,
                 seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31,
             )
-            with warnings.catch_warnings():  # the frozen target stays in eval mode on purpose
-                warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-                trainer.fit(system, train_dataloaders=batches)
-        net.to(device)  # the Trainer moved the target with the system (e.g. to the GPU): give it back as it was
+            trainer.fit(system, train_dataloaders=batches)
         cache.save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
         return decoder
 
