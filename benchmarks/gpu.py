@@ -27,6 +27,7 @@ COMMON = ["trainer=gpu", "logger=none", "+trainer.enable_progress_bar=false"]
 # name, entry point and overrides, the metrics that answer the check.
 CHECKS: list[tuple[str, list[str], list[str]]] = [
     ("train", ["train.py"], ["test/acc", "fit_time_s"]),
+    ("train_fast", ["train.py", "model=lenet5_fast"], ["test/acc", "fit_time_s"]),
     ("lab", ["-m", "privacy_attacks.lab"], ["stages_s"]),
     ("dpsgd_eps1", ["train.py", "defense=dpsgd", "defense.epsilon=1"], ["test/acc", "privacy/epsilon", "fit_time_s"]),
     ("dpsgd_eps8", ["train.py", "defense=dpsgd", "defense.epsilon=8"], ["test/acc", "privacy/epsilon", "fit_time_s"]),

@@ -20,6 +20,16 @@ def test_train_config_composes_the_target_recipe(compose_train):
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.deterministic
 
 
+@pytest.mark.parametrize("model", sorted(path.stem for path in (CONF_DIR / "model").glob("lenet5*.yaml")))
+def test_every_target_recipe_composes_into_train_and_builds_its_net(compose_train, model):
+    from hydra.utils import instantiate
+
+    cfg = compose_train([f"model={model}"])
+    assert cfg.model.scheduler.T_max == cfg.model.max_epochs
+    net = instantiate(cfg.model.net)
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
 def test_gpu_trainer_composes():
     cfg = _compose("train", ["trainer=gpu"])
     assert cfg.trainer.accelerator == "gpu"
