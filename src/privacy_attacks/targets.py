@@ -8,6 +8,7 @@ ask for it at the same moment (:mod:`privacy_attacks.cache`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 
 from privacy_attacks import cache
 from privacy_attacks.defenses import recipe_with_defense
@@ -91,12 +92,17 @@ def load_checkpoint(path: Path, recipe: DictConfig, spec: dict[str, Any]) -> Tar
     return Target(net=net, checkpoint=path, spec=spec, metrics=dict(saved.get("metrics", {})))
 
 
+def _digest(tensor: Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
 def provision_classifier(
     recipe: DictConfig,
     data: DictConfig,
     trainer: DictConfig,
     cache_dir: str | Path,
     name: str = "target",
+    extra_train: tuple[Tensor, Tensor] | None = None,
 ) -> Target:
     """Return the trained, frozen classifier of ``recipe``, training and caching it on first use.
 
@@ -106,15 +112,22 @@ def provision_classifier(
         trainer: the trainer config used if it has to be trained.
         cache_dir: folder of cached checkpoints.
         name: file-name prefix (``target``, ``evaluator``, ``shadow``...).
+        extra_train: (K, 1, 28, 28) images and (K,) labels trained on beside the recipe's members (the canaries
+            of the one-run audit); their content is part of the key.
     """
     validate_recipe(recipe, name)
     device = run_device(trainer).type
     spec = checkpoint_spec(recipe, data, device)
-    path = checkpoint_path(recipe, data, cache_dir, name, device)
+    if extra_train is not None:
+        images, labels = extra_train
+        spec["extra_train"] = {"images": _digest(images), "labels": _digest(labels), "count": len(labels)}
+    path = cache.cache_path(cache_dir, name, spec)
 
     def train(path: Path) -> Target:
         log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
-        system, metrics = fit_classifier(recipe, data, trainer, recipe.seed, enable_checkpointing=False)
+        system, metrics = fit_classifier(
+            recipe, data, trainer, recipe.seed, extra_train=extra_train, enable_checkpointing=False
+        )
         save_checkpoint(path, system.net, spec, metrics)
         log.info("Cached %s at %s (test/acc %.4f).", name, path, metrics["test/acc"])
         return load_checkpoint(path, recipe, spec)

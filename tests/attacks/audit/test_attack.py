@@ -85,6 +85,7 @@ def test_guesses_take_the_highest_in_and_the_lowest_out():
 
 @pytest.mark.mnist
 def test_the_target_trains_on_its_members_and_exactly_the_canaries_in(compose_attack, monkeypatch):
+    from privacy_attacks import targets
     from privacy_attacks.data.mnist import load_mnist
     from privacy_attacks.training import build_datamodule
 
@@ -97,7 +98,7 @@ def test_the_target_trains_on_its_members_and_exactly_the_canaries_in(compose_at
         seen["train"] = module.tensors["train"]
         raise RuntimeError("stop: the training set is all this test needs")
 
-    monkeypatch.setattr(canary_module, "fit_classifier", fit)
+    monkeypatch.setattr(targets, "fit_classifier", fit)  # the canary target trains through provision_classifier
     with pytest.raises(RuntimeError, match="stop"):
         canary_module.provision_canary_target(cfg)
     images, labels = load_mnist(cfg.data.root, train=True)

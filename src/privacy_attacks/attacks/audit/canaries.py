@@ -11,7 +11,6 @@ those canaries.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -19,14 +18,12 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks import cache
 from privacy_attacks.data.mnist import load_mnist, split_training_indices
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import run_device
 from privacy_attacks.seeding import generator
-from privacy_attacks.targets import Target, checkpoint_spec, load_checkpoint, save_checkpoint
-from privacy_attacks.training import fit_classifier, validate_recipe
+from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 CANARY_KINDS = ("mislabelled", "clean")
@@ -70,36 +67,17 @@ def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
     return CanarySet(indices, canary_labels, included)
 
 
-def _digest(tensor: Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
 def provision_canary_target(cfg: DictConfig) -> Target:
     """The target recipe (``cfg.target`` with ``cfg.defense``'s training defence) trained on its members and the
-    canaries of ``cfg`` that came up IN; trained once and cached as ``canary-target-<hash>.pt`` under
-    ``cfg.paths.cache_dir``, on the run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with
-    DP-SGD the accountant's ``privacy/epsilon`` for this training set)."""
+    canaries of ``cfg`` that came up IN (:func:`~privacy_attacks.targets.provision_classifier` with them as
+    ``extra_train``); trained once and cached as ``canary-target-<hash>.pt`` under ``cfg.paths.cache_dir``, on the
+    run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with DP-SGD the accountant's
+    ``privacy/epsilon`` for this training set)."""
     recipe = recipe_with_defense(cfg, "target")
-    validate_recipe(recipe, "target")
-    device = run_device(cfg.trainer)
     images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
     canaries = draw_canaries(cfg, labels)
     extra = images[canaries.indices[canaries.included]], canaries.labels[canaries.included]
-    spec = {
-        **checkpoint_spec(recipe, cfg.data, device.type),
-        "canaries": {"images": _digest(extra[0]), "labels": _digest(extra[1]), "count": len(extra[1])},
-    }
-    path = cache.cache_path(cfg.paths.cache_dir, "canary-target", spec)
-
-    def train(path):
-        members, added = recipe.members, len(extra[1])
-        log.info("Training the canary target on %d members + %d canaries (cached at %s).", members, added, path)
-        system, metrics = fit_classifier(
-            recipe, cfg.data, cfg.trainer, recipe.seed, extra_train=extra, enable_checkpointing=False
-        )
-        save_checkpoint(path, system.net, spec, metrics)
-        return load_checkpoint(path, recipe, spec)
-
-    target = cache.provision(path, create=train, load=lambda path: load_checkpoint(path, recipe, spec))[0]
-    target.net.to(device)
+    log.info("The canary target trains on its members + %d canaries.", len(extra[1]))
+    target = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "canary-target", extra)
+    target.net.to(run_device(cfg.trainer))
     return target
