@@ -44,3 +44,26 @@ def test_dlg_soft_labels_are_trained_with_the_images_and_the_model_is_untouched(
     images, _ = module.reconstructions()
     assert images.min() >= 0 and images.max() <= 1
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("recovered", [True, False])
+def test_restarts_optimised_together_equal_each_restart_alone(recovered):
+    """The vectorised restarts give each dummy batch the distance, and the pixel (and soft-label) gradients, it gets
+    as a single restart."""
+    model = _model()
+    images, labels = torch.rand(2, 1, 28, 28), torch.tensor([1, 7])
+    gradient = SimulatedClient(model, images, labels).shared_gradient()
+    together = GradientMatching(model, gradient, 2, CosineDistance(), labels=labels if recovered else None, restarts=3)
+    dummies = torch.rand(6, 1, 28, 28, requires_grad=True)
+    together(dummies).sum().backward()
+    for restart in range(3):
+        alone = GradientMatching(model, gradient, 2, CosineDistance(), labels=labels if recovered else None)
+        if not recovered:
+            alone.soft_labels.data.copy_(together.soft_labels.data[restart : restart + 1])
+        batch = dummies.detach()[2 * restart : 2 * restart + 2].requires_grad_(True)
+        losses = alone(batch)
+        losses.sum().backward()
+        torch.testing.assert_close(losses, together(dummies)[2 * restart : 2 * restart + 2])
+        torch.testing.assert_close(batch.grad, dummies.grad[2 * restart : 2 * restart + 2])
+        if not recovered:
+            torch.testing.assert_close(alone.soft_labels.grad[0], together.soft_labels.grad[restart])
