@@ -1,4 +1,5 @@
-"""The regularisation keys of a classifier recipe: label smoothing and early stopping, and their cache key."""
+"""The regularisation keys of a classifier recipe: label smoothing, early stopping and the weights' moving average,
+and their cache key."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from omegaconf import OmegaConf
 
 from privacy_attacks.errors import ConfigError
@@ -18,14 +20,15 @@ from privacy_attacks.training import build_classifier, fit_classifier, recipe_ca
 def test_the_neutral_defaults_leave_the_checkpoint_key_unchanged(compose_train, tmp_path):
     cfg = compose_train([])
     assert cfg.model.label_smoothing == 0.0 and cfg.model.early_stopping_patience is None
+    assert cfg.model.ema_decay is None
     spec = checkpoint_spec(cfg.model, cfg.data)["recipe"]
-    assert not {"label_smoothing", "early_stopping_patience", "privacy"} & set(spec)
+    assert not {"label_smoothing", "early_stopping_patience", "ema_decay", "privacy"} & set(spec)
     resolved = OmegaConf.to_container(cfg.model, resolve=True)
     without = OmegaConf.create(
-        {k: v for k, v in resolved.items() if k not in ("label_smoothing", "early_stopping_patience")}
+        {k: v for k, v in resolved.items() if k not in ("label_smoothing", "early_stopping_patience", "ema_decay")}
     )
     assert checkpoint_path(without, cfg.data, tmp_path) == checkpoint_path(cfg.model, cfg.data, tmp_path)
-    for override in ("model.label_smoothing=0.1", "model.early_stopping_patience=2"):
+    for override in ("model.label_smoothing=0.1", "model.early_stopping_patience=2", "model.ema_decay=0.99"):
         changed = compose_train([override])
         assert checkpoint_path(changed.model, cfg.data, tmp_path) != checkpoint_path(cfg.model, cfg.data, tmp_path)
 
@@ -47,6 +50,43 @@ def test_a_recipe_builds_its_regularisers(compose_train):
     (stopper,) = recipe_callbacks(recipe)
     assert (stopper.monitor, stopper.mode, stopper.patience) == ("val/acc", "max", 3)
     assert recipe_callbacks(compose_train([]).model) == []
+    (average,) = recipe_callbacks(compose_train(["model.ema_decay=0.9"]).model)
+    assert isinstance(average, EMAWeightAveraging)
+
+
+def test_the_moving_average_of_the_weights_is_what_the_fit_keeps(compose_train):
+    """With ``ema_decay`` d the fitted network holds a_T, where a_1 = w_1 and a_t = d a_(t-1) + (1 - d) w_t over the
+    iterates w_t after each optimiser step, not the last iterate."""
+    recipe = compose_train(["model.ema_decay=0.5"]).model
+
+    class Iterates(L.Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.weights.append({k: v.detach().clone() for k, v in module.net.state_dict().items()})
+
+    torch.manual_seed(0)
+    system = build_classifier(recipe)
+    data = torch.utils.data.TensorDataset(torch.rand(48, 1, 28, 28), torch.randint(0, 10, (48,)))
+    iterates = Iterates()
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[iterates, *recipe_callbacks(recipe)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(system, torch.utils.data.DataLoader(data, batch_size=16))
+    average = iterates.weights[0]
+    for weights in iterates.weights[1:]:
+        average = {k: 0.5 * average[k] + 0.5 * weights[k] for k in average}
+    assert len(iterates.weights) == 3
+    kept = system.net.state_dict()
+    assert any(not torch.equal(kept[name], last) for name, last in iterates.weights[-1].items())
+    for name, value in kept.items():
+        torch.testing.assert_close(value, average[name])
 
 
 @pytest.mark.parametrize(
@@ -55,6 +95,9 @@ def test_a_recipe_builds_its_regularisers(compose_train):
         ("model.label_smoothing=1.0", "model.label_smoothing"),
         ("model.label_smoothing=-0.1", "model.label_smoothing"),
         ("model.early_stopping_patience=0", "model.early_stopping_patience"),
+        ("model.ema_decay=1", "model.ema_decay"),
+        ("model.ema_decay=0", "model.ema_decay"),
+        ("model.ema_decay=-0.5", "model.ema_decay"),
     ],
 )
 def test_a_bad_regulariser_stops_before_any_work(compose_train, override, key):

@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 # Recipe keys added after targets were first cached. At these values a recipe trains the same weights as without
 # them, so they stay out of the key and a cached target keeps its file.
-NEUTRAL_RECIPE_KEYS: dict[str, Any] = {"label_smoothing": 0.0, "early_stopping_patience": None, "privacy": None}
+NEUTRAL_RECIPE_KEYS: dict[str, Any] = {
+    "label_smoothing": 0.0,
+    "early_stopping_patience": None,
+    "ema_decay": None,
+    "privacy": None,
+}
 
 
 @dataclass
