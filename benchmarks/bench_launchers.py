@@ -6,9 +6,9 @@ The sweep (default: ``attack=inversion tv_lambda=0,1e-3,1e-2 seed=0,1``, 6 jobs)
 ``attack.py -m`` as a user runs it, each into its own temporary sweep folder: with the basic launcher (one job
 at a time) with ``threads`` = the cores, then with the basic launcher with the threads each joblib job gets,
 then with joblib (``--jobs`` at a time, default the cores, ``threads`` = cores // jobs each). The second run
-separates what parallel jobs gain from what fewer threads per job gain. One job first provisions the cached
-target and judges, so no timing trains them. The cache is ``$PRIVACY_ATTACKS_CACHE`` (or ``checkpoints/``) and
-the data ``$MNIST_ROOT``.
+separates what parallel jobs gain from what fewer threads per job gain. The sweep's first job runs once before
+the timings, so the cached target (and judges, shadow models...) it needs are not trained inside them. The cache
+is ``$PRIVACY_ATTACKS_CACHE`` (or ``checkpoints/``) and the data ``$MNIST_ROOT``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     n = cores()
     with tempfile.TemporaryDirectory(prefix="bench_launchers_") as work:
         work = Path(work)
-        attack([*first_values(args.sweep), *QUIET, "steps=1", "restarts=1", f"hydra.run.dir={work / 'warmup'}"], work)
+        attack([*first_values(args.sweep), *QUIET, f"hydra.run.dir={work / 'warmup'}"], work)
         threads = max(n // args.jobs, 1)
         runs = {
             f"basic launcher, 1 job at a time, torch threads {n}": ["-m", *args.sweep, f"threads={n}"],
