@@ -88,29 +88,25 @@ class GradientMatching(nn.Module):
         return [getattr(self, name) for name in self.target_names]
 
     def forward(self, images: Tensor) -> Tensor:
-        track = torch.is_grad_enabled()
-        with torch.enable_grad():  # the dummy gradient needs autograd even when the engine only scores
-            distances = self._distances(images, create_graph=track)
-        distances = distances if track else distances.detach()
+        distances = self._distances(images)
         return (distances / self.batch_size).repeat_interleave(self.batch_size)
 
-    def _distances(self, images: Tensor, create_graph: bool) -> Tensor:
+    def _distances(self, images: Tensor) -> Tensor:
         """Gradient distance of each restart's dummy batch: (restarts,). Several restarts are one vectorised call
         (:func:`torch.func.vmap`), not a loop: on a small model a step of four costs about twice one's."""
         batches = images.view(self.restarts, self.batch_size, *images.shape[1:])
         if self.restarts == 1:
             soft_labels = None if self.soft_labels is None else self.soft_labels[0]
-            distance = self._distance(batches[0], soft_labels).unsqueeze(0)
-        elif self.soft_labels is None:
-            distance = torch.func.vmap(lambda batch: self._distance(batch, None))(batches)
-        else:
-            distance = torch.func.vmap(self._distance)(batches, self.soft_labels)
-        return distance if create_graph else distance.detach()
+            return self._distance(batches[0], soft_labels).unsqueeze(0)
+        if self.soft_labels is None:
+            return torch.func.vmap(lambda batch: self._distance(batch, None))(batches)
+        return torch.func.vmap(self._distance)(batches, self.soft_labels)
 
     def _distance(self, batch: Tensor, soft_labels: Tensor | None) -> Tensor:
         """Distance of one dummy batch's gradient to the target (scalar): ``batch`` (B, 1, 28, 28), ``soft_labels``
         (B, C) logits for DLG or None for the recovered labels. :func:`torch.func.grad` keeps the gradient
-        differentiable with respect to ``batch`` (and the soft labels) for the outer optimisation."""
+        differentiable with respect to ``batch`` (and the soft labels) for the outer optimisation, and computes it
+        under an outer ``torch.no_grad()`` too (where the engine only scores, and no outer graph is built)."""
         labels, loss = (self.labels, F.cross_entropy) if soft_labels is None else (soft_labels, soft_cross_entropy)
         params = {name: p.detach() for name, p in self.model.named_parameters()}
         gradient = torch.func.grad(lambda p: model_loss(self.model, p, batch, labels, loss))(params)
