@@ -125,7 +125,16 @@ def main() -> None:
     parser.add_argument("--recipes", default="lenet5_dp,lenet5_dp_cosine")
     parser.add_argument("--pairs", default="1024:15,2048:30,4096:60,8192:120", help="batch:epochs pairs")
     parser.add_argument("--lrs", default="2,4,8")
+    parser.add_argument(
+        "--sweeps",
+        default=None,
+        help="instead of the grid: sweeps as eps:recipe:batch:epochs:lrs separated by spaces (lrs split by commas)",
+    )
+    parser.add_argument(
+        "--previous", type=Path, nargs="*", default=[], help="tuning.json of earlier runs: chosen from too"
+    )
     parser.add_argument("--report-seeds", default="0,1,2")
+    parser.add_argument("--report-parallel", type=int, default=None, help="report jobs at once (default: all)")
     parser.add_argument("--budget", type=float, default=1e9, help="seconds after which no tuning sweep starts")
     parser.add_argument("--grace", type=float, default=120, help="seconds after the budget before sweeps are stopped")
     args = parser.parse_args()
@@ -136,20 +145,24 @@ def main() -> None:
     epsilons = [float(e) for e in args.epsilons.split(",")]
     pairs = [tuple(int(v) for v in pair.split(":")) for pair in args.pairs.split(",")]
     sweeps = [
-        (eps, recipe, batch, epochs)
+        (eps, recipe, batch, epochs, args.lrs)
         for batch, epochs in reversed(pairs)  # the largest batches first: the longest sweeps start first
         for eps in epsilons
         for recipe in args.recipes.split(",")
     ]
+    if args.sweeps:
+        sweeps = [(float(e), r, int(b), int(n), lrs) for e, r, b, n, lrs in (s.split(":") for s in args.sweeps.split())]
+        epsilons = sorted({sweep[0] for sweep in sweeps})
+    previous = [row for path in args.previous for row in json.loads(path.read_text())]
     rows: list[dict] = []
 
     def tune(sweep: tuple) -> None:
-        eps, recipe, batch, epochs = sweep
+        eps, recipe, batch, epochs, lrs = sweep
         if time.time() - start > args.budget:
             print(f"skipped (budget): ε {eps:g} {recipe} batch {batch} epochs {epochs}", flush=True)
             return
         folder = args.out / "runs" / f"tune_eps{eps:g}_{recipe}_b{batch}_e{epochs}"
-        command = sweep_command(recipe, batch, epochs, args.lrs, eps, "0", args.trainer)
+        command = sweep_command(recipe, batch, epochs, lrs, eps, "0", args.trainer)
         found = run_sweep(command, folder, start + args.budget + args.grace, env)
         rows.extend(found)
         write_tuning(args.out, rows)
@@ -162,9 +175,12 @@ def main() -> None:
 
     chosen = {}
     for eps in epsilons:
-        candidates = [r for r in rows if float(r["settings"]["defense.epsilon"]) == eps]
-        if candidates:
-            chosen[eps] = max(candidates, key=lambda r: r["val/acc"])["settings"]
+        candidates = [r for r in previous + rows if float(r["settings"]["defense.epsilon"]) == eps]
+        best = max(candidates, key=lambda r: r["val/acc"], default=None)
+        if best is not None and any(best is r for r in previous):
+            print(f"ε {eps:g}: the best on val/acc is still an earlier run's ({best['settings']}): reported there")
+        elif best is not None:
+            chosen[eps] = best["settings"]
     reports: dict[float, list[dict]] = {}
 
     def report(job: tuple[float, str]) -> None:
@@ -174,7 +190,7 @@ def main() -> None:
         reports.setdefault(eps, []).extend(run_sweep(command, folder, time.time() + 1e6, env))
 
     jobs = [(eps, seed) for eps in chosen for seed in args.report_seeds.split(",")]
-    with ThreadPoolExecutor(max(len(jobs), 1)) as pool:
+    with ThreadPoolExecutor(args.report_parallel or max(len(jobs), 1)) as pool:
         list(pool.map(report, jobs))
     lines = [
         "| ε | chosen on val/acc | test/acc (mean ± 95% CI) | seeds | ε spent | command |",
