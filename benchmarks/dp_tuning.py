@@ -193,10 +193,11 @@ def main() -> None:
     with ThreadPoolExecutor(args.report_parallel or max(len(jobs), 1)) as pool:
         list(pool.map(report, jobs))
     lines = [
-        "| ε | chosen on val/acc | test/acc (mean ± 95% CI) | seeds | ε spent | command |",
+        "| ε | chosen on val/acc | test/acc (mean ± 95% CI) | by seed | ε spent | command |",
         "|---|---|---|---|---|---|",
     ]
     for eps, found in sorted(reports.items()):
+        found = sorted(found, key=lambda r: int(r["settings"]["seed"]))  # the jobs end in any order
         s = chosen[eps]
         mean, ci = mean_ci95(r["test/acc"] for r in found)
         spent = max(r["privacy/epsilon"] for r in found)
