@@ -53,6 +53,15 @@ from privacy_attacks.errors import UserError, require_choice, require_int
 PROB_FLOOR = 1e-30
 
 
+def defended_logits(logits: Tensor, defense: Callable[[Tensor], Tensor] | None) -> Tensor:
+    """Logits (..., C) whose softmax is ``defense``'s post-processing of ``softmax(logits)`` (floored at
+    :data:`PROB_FLOOR` before the log): what an output mode reads behind a defended API; ``logits`` itself for no
+    ``defense``."""
+    if defense is None:
+        return logits
+    return defense(logits.softmax(dim=-1)).clamp_min(PROB_FLOOR).log()
+
+
 class QueryBudgetExceeded(UserError):
     """A query would take the number of images answered past the API's budget."""
 
@@ -221,17 +230,13 @@ class BlackBoxAPI:
         mode = output_mode(output)
         net.eval()
 
-        def served(logits: Tensor) -> Tensor:
-            if defense is None:
-                return logits
-            return defense(logits.softmax(dim=-1)).clamp_min(PROB_FLOOR).log()  # the defended distribution
-
         @torch.no_grad()
         def answer(x: Tensor) -> Tensor:
             # Asked each time: a Lightning fit in between may have moved the network (its teardown moves to the CPU).
             device = next(iter(net.parameters()), torch.empty(0)).device
             parts = [
-                mode.answer(served(net(x[i : i + batch_size].to(device)).float())) for i in range(0, len(x), batch_size)
+                mode.answer(defended_logits(net(x[i : i + batch_size].to(device)).float(), defense))
+                for i in range(0, len(x), batch_size)
             ]
             return torch.cat(parts).detach().to(x.device)
 

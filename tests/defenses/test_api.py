@@ -10,6 +10,7 @@ from privacy_attacks.defenses import GaussianNoise, LabelOnly, NoDefense, Revers
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
+from privacy_attacks.seeding import derive_seed
 
 PROBS = torch.tensor([[0.70, 0.20, 0.06, 0.04], [0.004, 0.006, 0.49, 0.50]])
 DEFENSES = {
@@ -58,6 +59,19 @@ def test_noise_is_the_defenders_own_draw_and_stays_a_distribution():
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, GaussianNoise(0.2, seed=4)(PROBS))
     assert (a >= 0).all() and torch.allclose(a.sum(dim=1), torch.ones(2))
+
+
+@pytest.mark.parametrize("name", sorted(DEFENSES))
+def test_the_attackers_copy_is_the_same_mechanism_with_the_attackers_own_randomness(name):
+    defense = DEFENSES[name]()
+    copy = defense.for_attacker(seed=5)
+    if name != "noise":
+        assert copy is defense  # deterministic: nothing of its own to draw
+        return
+    assert copy.std == defense.std and copy.seed == derive_seed(5, "shadow_defense") != defense.seed
+    expected = GaussianNoise(0.3, seed=0)(PROBS)  # the defender's first draw
+    copy(PROBS), copy(PROBS)  # the attacker's draws do not advance the defender's generator
+    torch.testing.assert_close(defense(PROBS), expected)
 
 
 @pytest.mark.parametrize("name", sorted(DEFENSES))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from privacy_attacks.errors import require_int, require_positive
+from privacy_attacks.seeding import derive_seed
 
 
 class OutputDefense:
@@ -31,6 +32,11 @@ class OutputDefense:
 
     def __call__(self, probs: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def for_attacker(self, seed: int) -> OutputDefense:
+        """The same mechanism as the attacker runs it on its own models' answers (``shadow_defense=true``): a
+        deterministic defence is itself; a randomised one draws from a generator of the attacker's ``seed``."""
+        return self
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -80,6 +86,9 @@ class GaussianNoise(OutputDefense):
         require_positive(std, "defense.std")
         self.std, self.seed = float(std), int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
+
+    def for_attacker(self, seed: int) -> GaussianNoise:
+        return GaussianNoise(self.std, derive_seed(seed, "shadow_defense"))
 
     def __call__(self, probs: Tensor) -> Tensor:
         noise = torch.randn(probs.shape, generator=self._generator).to(probs.device, probs.dtype) * self.std

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from privacy_attacks.attacks.membership import validate
-from privacy_attacks.attacks.membership.attack import build_attack, build_split
+from privacy_attacks.attacks.membership.attack import build_attack, build_split, shadow_defense
+from privacy_attacks.defenses import GaussianNoise, Rounding
 from privacy_attacks.errors import ConfigError
 from tests.conftest import attack_config, run_script
 
@@ -55,6 +56,11 @@ TINY = [
         ),  # two disjoint evaluation sets of 1,000 members
         (["eval_set=all"], "report, tune"),
         (["method=lira", "shadow_privacy=true"], "add defense=dpsgd"),
+        (["method=lira", "shadow_defense=true"], "add an output defence"),
+        (["method=lira", "defense=dpsgd", "shadow_defense=true"], "add an output defence"),
+        (["method=proxy", "defense=rounding", "shadow_defense=true"], "method=proxy has none"),
+        (["method=loss", "defense=topk", "shadow_defense=true"], "method=loss has none"),
+        (["method=lira", "defense=rounding", "shadow_defense=maybe"], "true or false"),
         # Online shadow models hold half of the evaluation set: 500 + 5,000 images do not fit 1,000-image models.
         (["target.members=1000", "method=lira", "eval_nonmembers=5000"], "use an offline method"),
         (["target.members=1000", "method=rmia", "eval_nonmembers=5000"], "use an offline method"),
@@ -79,6 +85,18 @@ def test_shadow_privacy_gives_the_shadow_models_the_targets_dp_sgd(compose_attac
     validate(cfg)
     assert shadow_recipe(cfg).privacy.epsilon == 3.0
     assert shadow_recipe(cfg).privacy._target_ == "privacy_attacks.defenses.DPSGD"
+
+
+def test_shadow_defense_gives_the_attacker_the_apis_defense_with_its_own_randomness(compose_attack):
+    cfg = compose_attack(["attack=membership", "method=lira", "defense=rounding"])
+    assert shadow_defense(cfg, build_attack(cfg)) is None  # by default the shadow models answer undefended
+    cfg = compose_attack(["attack=membership", "method=rmia", "defense=rounding", "shadow_defense=true"])
+    validate(cfg)
+    assert isinstance(shadow_defense(cfg, build_attack(cfg)), Rounding)
+    overrides = ["attack=membership", "method=shadow", "defense=noise", "shadow_defense=true", "seed=2"]
+    cfg = compose_attack(overrides)
+    noise = shadow_defense(cfg, build_attack(cfg))
+    assert isinstance(noise, GaussianNoise) and noise.std == cfg.defense.std and noise.seed != cfg.defense.seed
 
 
 def test_default_config_is_the_proxy_attack_on_a_1000_member_target(compose_attack):

@@ -20,6 +20,7 @@ from privacy_attacks.attacks.membership.shadow_models import (
 from privacy_attacks.attacks.membership.shokri import ShadowAttack, shadow_seeds
 from privacy_attacks.attacks.membership.threshold import ThresholdAttack
 from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.defenses import Rounding, TopK
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.seeding import seeded
@@ -55,6 +56,25 @@ def test_each_method_scores_every_evaluation_image(method, context):
     assert output.scores.shape == (N_EVAL,) and torch.isfinite(output.scores).all()
     assert set(output.predictions.tolist()) <= {0, 1}
     assert context.api.queries_used >= N_EVAL
+
+
+@pytest.mark.parametrize("defense", [None, Rounding(2), TopK(1)])
+@pytest.mark.parametrize("output", ["probs", "rounded", "label"])
+def test_shadow_log_probs_read_the_attackers_models_as_the_api_would_answer_them(context, defense, output):
+    net = untrained_target()
+    images = context.eval_images
+    api = BlackBoxAPI(net, output=output, defense=defense)
+    served = api.output.scores(api.query(images)).double().log_softmax(dim=-1)
+    own = dataclasses.replace(context, api=BlackBoxAPI(net, output=output), shadow_defense=defense)
+    torch.testing.assert_close(own.shadow_log_probs(net(images)), served)
+
+
+def test_lira_with_the_apis_defense_on_its_shadow_models_scores_every_image(context):
+    defended = dataclasses.replace(
+        context, api=BlackBoxAPI(untrained_target(), output="probs", defense=Rounding(2)), shadow_defense=Rounding(2)
+    )
+    output = LiRA(num_shadows=4, online=True)(defended)
+    assert output.scores.shape == (N_EVAL,) and torch.isfinite(output.scores).all()
 
 
 def test_trained_attacks_are_never_fitted_on_evaluation_images(context, monkeypatch):

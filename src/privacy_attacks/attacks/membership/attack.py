@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.mnist import load_mnist
 from privacy_attacks.defenses import api_utility, defense_from_config
+from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.defenses.training import TrainingDefense
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
@@ -82,6 +83,7 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
     """The checks of :func:`validate`, returning the attack and the split they built."""
     attack = build_attack(cfg)
     shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
+    shadow_defense(cfg, attack)  # shadow_defense=true without an output defence, or for a method with no shadows
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
     require_int(cfg.shadow_train_size, "shadow_train_size")
@@ -115,6 +117,28 @@ def shadow_recipe(cfg: DictConfig) -> DictConfig:
     return recipe
 
 
+def shadow_defense(cfg: DictConfig, attack: MembershipAttack) -> OutputDefense | None:
+    """The API's output defence as the attacker applies it to its shadow and reference models' answers
+    (``shadow_defense=true``; with its own randomness, from the attack's seed), or None (``false``)."""
+    wanted = cfg.get("shadow_defense", False)
+    if not isinstance(wanted, bool):
+        raise ConfigError(f"shadow_defense={wanted!r} is not allowed: it must be true or false.")
+    if not wanted:
+        return None
+    defense = defense_from_config(cfg, "api")
+    if defense is None:
+        raise ConfigError(
+            "shadow_defense=true follows the API's output defence, but there is none: add an output defence "
+            "(e.g. defense=rounding)."
+        )
+    if not attack.shadow_answers:
+        raise ConfigError(
+            f"shadow_defense=true acts on shadow and reference models' answers, and method={cfg.method} has none: "
+            "use it with a method that trains them (e.g. method=lira, rmia or shadow)."
+        )
+    return defense.for_attacker(cfg.seed)
+
+
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     device = next(net.parameters()).device
     with torch.no_grad():
@@ -144,6 +168,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         trainer=cfg.trainer,
         cache_dir=Path(cfg.paths.cache_dir),
         seed=cfg.seed,
+        shadow_defense=shadow_defense(cfg, attack),
     )
     log.info(
         "membership: method=%s on %d members + %d non-members (%s set)",

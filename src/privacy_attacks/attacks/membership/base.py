@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.blackbox import BlackBoxAPI, defended_logits
+from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.harness import run_device
 
 
@@ -39,6 +40,9 @@ class AttackContext:
         cache_dir: where shadow models are cached.
         seed: the attack's seed; every random draw of the attack derives its own seed from it
             (:func:`privacy_attacks.seeding.derive_seed`).
+        shadow_defense: the API's output defence as the attacker runs it on its shadow and reference models'
+            answers (``shadow_defense=true``: an attacker who knows how the API post-processes its answers);
+            None: the attacker's models answer undefended.
     """
 
     api: BlackBoxAPI
@@ -51,6 +55,7 @@ class AttackContext:
     trainer: DictConfig
     cache_dir: Path
     seed: int = 0
+    shadow_defense: OutputDefense | None = None
 
     @property
     def device(self) -> torch.device:
@@ -61,6 +66,12 @@ class AttackContext:
         """Query the target on ``images`` and return its answers as log-probabilities (N, C), float64."""
         answers = self.api.query(images)
         return self.api.output.scores(answers).double().log_softmax(dim=-1)
+
+    def shadow_log_probs(self, logits: Tensor) -> Tensor:
+        """The attacker's own models' logits (..., C) read as the API would answer them (its output mode, behind
+        ``shadow_defense`` when set), as log-probabilities (..., C), float64: comparable with ``query_log_probs``."""
+        mode = self.api.output
+        return mode.scores(mode.answer(defended_logits(logits, self.shadow_defense))).double().log_softmax(dim=-1)
 
 
 @dataclass
@@ -88,7 +99,12 @@ class MembershipAttack(ABC):
     the target trained on (``shadow_train_size``), the evaluation images (members and non-members) and the
     attacker's own labelled images. :func:`~privacy_attacks.attacks.membership.attack.run` then calls the
     attack once on the :class:`AttackContext`.
+
+    ``shadow_answers``: True for an attack that reads its shadow or reference models' answers through
+    :meth:`AttackContext.shadow_log_probs` (``shadow_defense=true`` acts on those alone).
     """
+
+    shadow_answers: bool = False
 
     @abstractmethod
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:

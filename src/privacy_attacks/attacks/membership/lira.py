@@ -109,6 +109,8 @@ class LiRA(MembershipAttack):
         fixed_variance: one variance for all images instead of one per image.
     """
 
+    shadow_answers = True
+
     def __init__(self, num_shadows: int = 16, online: bool = True, fixed_variance: bool = True):
         check_shadow_count(num_shadows)
         self.num_shadows, self.online, self.fixed_variance = num_shadows, bool(online), bool(fixed_variance)
@@ -133,8 +135,7 @@ class LiRA(MembershipAttack):
         else:
             shadows = offline_shadow_models(context, self.num_shadows)
             in_mask = torch.zeros(len(shadows), len(context.eval_images), dtype=torch.bool)
-        mode = context.api.output
-        shadow_log_probs = mode.scores(mode.answer(shadows.logits(context.eval_images))).double().log_softmax(dim=-1)
+        shadow_log_probs = context.shadow_log_probs(shadows.logits(context.eval_images))
         shadow_phi = torch.stack([logit_confidence(lp, context.eval_labels) for lp in shadow_log_probs])  # (S, N)
         target_phi = logit_confidence(context.query_log_probs(context.eval_images), context.eval_labels)  # (N,)
         mean_out, std_out = masked_mean_std(shadow_phi, ~in_mask, self.fixed_variance)

@@ -99,6 +99,8 @@ class RMIA(MembershipAttack):
         a: offline only: the IN-side factor in [0, 1]; None: set on reference model 0 as a temporary target.
     """
 
+    shadow_answers = True
+
     def __init__(
         self,
         num_ref_models: int = 4,
@@ -137,8 +139,7 @@ class RMIA(MembershipAttack):
         return eval_size + self.num_population
 
     def _probs(self, context: AttackContext, shadows: ShadowModels, images: Tensor, labels: Tensor) -> Tensor:
-        mode = context.api.output
-        return true_label_probs(mode.scores(mode.answer(shadows.logits(images))).double().log_softmax(dim=-1), labels)
+        return true_label_probs(context.shadow_log_probs(shadows.logits(images)), labels)
 
     def __call__(self, context: AttackContext) -> AttackOutput:
         if self.online:

@@ -65,6 +65,8 @@ class ShadowAttack(MembershipAttack):
         hidden, epochs, lr: the attack classifiers' MLP widths, epochs and learning rate.
     """
 
+    shadow_answers = True
+
     def __init__(
         self,
         num_shadows: int = 8,
@@ -97,10 +99,7 @@ class ShadowAttack(MembershipAttack):
         shadows = offline_shadow_models(context, self.num_shadows)
         population = 2 * context.train_size
         labels = context.attacker_labels[:population]
-        log_probs = context.api.output.scores(
-            context.api.output.answer(shadows.logits(context.attacker_images[:population]))
-        )
-        log_probs = log_probs.double().log_softmax(dim=-1)  # (S, P, C), read like the target's answers
+        log_probs = context.shadow_log_probs(shadows.logits(context.attacker_images[:population]))  # (S, P, C)
         features = torch.cat([attack_features(lp, labels, self.features, self.top_k) for lp in log_probs])
         membership = shadows.in_mask.flatten().long()
         class_of = labels.repeat(len(shadows))
