@@ -56,8 +56,7 @@ TINY = [
         ),  # two disjoint evaluation sets of 1,000 members
         (["eval_set=all"], "report, tune"),
         (["method=lira", "shadow_privacy=true"], "add defense=dpsgd"),
-        (["method=lira", "shadow_defense=true"], "add an output defence"),
-        (["method=lira", "defense=dpsgd", "shadow_defense=true"], "add an output defence"),
+        (["method=lira", "defense=dpsgd", "shadow_defense=true"], "use shadow_privacy=true"),
         (["method=proxy", "defense=rounding", "shadow_defense=true"], "method=proxy has none"),
         (["method=loss", "defense=topk", "shadow_defense=true"], "method=loss has none"),
         (["method=lira", "defense=rounding", "shadow_defense=maybe"], "true or false"),
@@ -90,6 +89,9 @@ def test_shadow_privacy_gives_the_shadow_models_the_targets_dp_sgd(compose_attac
 def test_shadow_defense_gives_the_attacker_the_apis_defense_with_its_own_randomness(compose_attack):
     cfg = compose_attack(["attack=membership", "method=lira", "defense=rounding"])
     assert shadow_defense(cfg, build_attack(cfg)) is None  # by default the shadow models answer undefended
+    cfg = compose_attack(["attack=membership", "method=lira", "shadow_defense=true"])
+    validate(cfg)
+    assert shadow_defense(cfg, build_attack(cfg)) is None  # defense=none: nothing to apply
     cfg = compose_attack(["attack=membership", "method=rmia", "defense=rounding", "shadow_defense=true"])
     validate(cfg)
     assert isinstance(shadow_defense(cfg, build_attack(cfg)), Rounding)

@@ -119,24 +119,25 @@ def shadow_recipe(cfg: DictConfig) -> DictConfig:
 
 def shadow_defense(cfg: DictConfig, attack: MembershipAttack) -> OutputDefense | None:
     """The API's output defence as the attacker applies it to its shadow and reference models' answers
-    (``shadow_defense=true``; with its own randomness, from the attack's seed), or None (``false``)."""
+    (``shadow_defense=true``; with its own randomness, from the attack's seed), or None (``false``, or
+    ``defense=none``: the shadow models answer as the undefended API does)."""
     wanted = cfg.get("shadow_defense", False)
     if not isinstance(wanted, bool):
         raise ConfigError(f"shadow_defense={wanted!r} is not allowed: it must be true or false.")
     if not wanted:
         return None
-    defense = defense_from_config(cfg, "api")
-    if defense is None:
-        raise ConfigError(
-            "shadow_defense=true follows the API's output defence, but there is none: add an output defence "
-            "(e.g. defense=rounding)."
-        )
     if not attack.shadow_answers:
         raise ConfigError(
             f"shadow_defense=true acts on shadow and reference models' answers, and method={cfg.method} has none: "
             "use it with a method that trains them (e.g. method=lira, rmia or shadow)."
         )
-    return defense.for_attacker(cfg.seed)
+    defense = defense_from_config(cfg, "api")
+    if defense is None and isinstance(defense_from_config(cfg), TrainingDefense):
+        raise ConfigError(
+            "shadow_defense=true follows the API's output defence, and defense=dpsgd is a training defence: for "
+            "shadow models trained with it, use shadow_privacy=true."
+        )
+    return None if defense is None else defense.for_attacker(cfg.seed)
 
 
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
