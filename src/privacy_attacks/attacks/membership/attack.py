@@ -83,7 +83,7 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
     """The checks of :func:`validate`, returning the attack and the split they built."""
     attack = build_attack(cfg)
     shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
-    shadow_defense(cfg, attack)  # shadow_defense=true without an output defence, or for a method with no shadows
+    shadow_defense(cfg, attack)  # shadow_defense=true with a training defence, or for a method with no shadows
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     split = build_split(cfg, total)
     require_int(cfg.shadow_train_size, "shadow_train_size")
