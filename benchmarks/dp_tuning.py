@@ -29,9 +29,9 @@ from pathlib import Path
 
 import yaml
 
+from privacy_attacks.statistics import mean_ci95
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 DEFENSE = ["defense=dpsgd", "defense.max_grad_norm=0.1", "defense.accountant=prv"]
 QUIET = ["logger=none", "callbacks=none", "threads=1", "+trainer.enable_progress_bar=false"]

@@ -131,8 +131,8 @@ def shadow_defense(cfg: DictConfig, attack: MembershipAttack) -> OutputDefense |
             f"shadow_defense=true acts on shadow and reference models' answers, and method={cfg.method} has none: "
             "use it with a method that trains them (e.g. method=lira, rmia or shadow)."
         )
-    defense = defense_from_config(cfg, "api")
-    if defense is None and isinstance(defense_from_config(cfg), TrainingDefense):
+    defense = defense_from_config(cfg)
+    if isinstance(defense, TrainingDefense):
         raise ConfigError(
             "shadow_defense=true follows the API's output defence, and defense=dpsgd is a training defence: for "
             "shadow models trained with it, use shadow_privacy=true."
