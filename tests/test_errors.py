@@ -1,6 +1,6 @@
 import pytest
 
-from privacy_attacks.errors import ConfigError, is_integer, require_int, require_positive
+from privacy_attacks.errors import ConfigError, is_integer, require_bool, require_int, require_positive
 
 
 def test_is_integer_excludes_booleans_and_floats():
@@ -40,3 +40,11 @@ def test_require_positive_messages():
         require_positive(0, "lr")
     with pytest.raises(ConfigError, match=r"tv_lambda=-1 is not allowed: it must be a number >= 0\.$"):
         require_positive(-1, "tv_lambda", allow_zero=True)
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None])
+def test_require_bool_names_the_key(value):
+    require_bool(True, "flag")
+    require_bool(False, "flag")
+    with pytest.raises(ConfigError, match=f"flag={value!r} is not allowed: it must be true or false"):
+        require_bool(value, "flag")

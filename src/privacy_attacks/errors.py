@@ -57,6 +57,12 @@ def require_int(value: Any, key: str, *, minimum: int | None = 1, null_means: st
     raise ConfigError(f"{key}={value!r} is not allowed: it must be {rule}.")
 
 
+def require_bool(value: Any, key: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not allowed: it must be true or false.")
+
+
 def require_choice(value: Any, choices: Iterable[Any], key: str) -> None:
     """Raise :class:`ConfigError` unless ``value`` is one of ``choices`` (listed in the message)."""
     choices = list(choices)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from privacy_attacks.errors import ConfigError, require_choice, require_positive
+from privacy_attacks.errors import ConfigError, require_bool, require_choice, require_positive
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -111,10 +111,7 @@ class DPSGD(TrainingDefense):
             require_positive(noise_multiplier, "defense.noise_multiplier", allow_zero=True)
         require_positive(max_grad_norm, "defense.max_grad_norm")
         require_choice(accountant, ACCOUNTANTS, "defense.accountant")
-        if not isinstance(poisson_sampling, bool):
-            raise ConfigError(
-                f"defense.poisson_sampling={poisson_sampling!r} is not allowed: it must be true or false."
-            )
+        require_bool(poisson_sampling, "defense.poisson_sampling")
         self.epsilon, self.delta = float(epsilon), float(delta)
         self.noise_multiplier = None if noise_multiplier is None else float(noise_multiplier)
         self.max_grad_norm, self.accountant = float(max_grad_norm), accountant

@@ -22,7 +22,7 @@ from privacy_attacks.data.mnist import load_mnist
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.defenses.training import TrainingDefense
-from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int
+from privacy_attacks.errors import ConfigError, UserError, require_bool, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
@@ -122,8 +122,7 @@ def shadow_defense(cfg: DictConfig, attack: MembershipAttack) -> OutputDefense |
     (``shadow_defense=true``; with its own randomness, from the attack's seed), or None (``false``, or
     ``defense=none``: the shadow models answer as the undefended API does)."""
     wanted = cfg.get("shadow_defense", False)
-    if not isinstance(wanted, bool):
-        raise ConfigError(f"shadow_defense={wanted!r} is not allowed: it must be true or false.")
+    require_bool(wanted, "shadow_defense")
     if not wanted:
         return None
     if not attack.shadow_answers:
