@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.models import ACTIVATIONS, EvaluatorCNN, LeNet5, Normalize
+from privacy_attacks.models import ACTIVATIONS, Deskew, DeskewedLeNet5, EvaluatorCNN, LeNet5, Normalize
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -44,3 +44,48 @@ def test_evaluator_is_a_different_architecture_with_the_same_interface():
     net = EvaluatorCNN()
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert not isinstance(net, LeNet5)
+
+
+def _moments(x):
+    """Centre of mass (row, col) and row shear (cov_rc / var_r) of each image of (N, 1, H, W)."""
+    image = x[:, 0]
+    rows = torch.arange(image.shape[1], dtype=x.dtype).view(1, -1, 1)
+    cols = torch.arange(image.shape[2], dtype=x.dtype).view(1, 1, -1)
+    mass = image.sum((1, 2))
+    mean_r = (image * rows).sum((1, 2)) / mass
+    mean_c = (image * cols).sum((1, 2)) / mass
+    d_r, d_c = rows - mean_r.view(-1, 1, 1), cols - mean_c.view(-1, 1, 1)
+    shear = (image * d_r * d_c).sum((1, 2)) / (image * d_r**2).sum((1, 2))
+    return mean_r, mean_c, shear
+
+
+def test_deskew_stands_a_slanted_stroke_upright_and_centres_it():
+    slanted = torch.zeros(1, 1, 28, 28)
+    for row in range(6, 22):
+        slanted[0, 0, row, 4 + (21 - row) // 2] = 1.0  # a "/" leaning right, left of centre
+    mean_r, mean_c, shear = _moments(slanted)
+    assert shear.abs() > 0.4 and mean_c < 10
+    upright = Deskew()(slanted)
+    assert upright.shape == slanted.shape
+    mean_r, mean_c, shear = _moments(upright)
+    assert shear.abs() < 0.05
+    torch.testing.assert_close(torch.cat([mean_r, mean_c]), torch.tensor([13.5, 13.5]), atol=0.05, rtol=0)
+
+
+def test_deskew_leaves_an_upright_centred_image_alone_and_a_blank_one_blank():
+    upright = torch.zeros(1, 1, 28, 28)
+    upright[0, 0, 10:18, 12:16] = 1.0  # symmetric about the centre (13.5, 13.5): no shear, no shift
+    torch.testing.assert_close(Deskew()(upright), upright)
+    blank = torch.zeros(2, 1, 28, 28)
+    assert torch.equal(Deskew()(blank), blank)
+
+
+def test_deskewed_lenet5_is_lenet5_behind_the_layer():
+    torch.manual_seed(0)
+    plain = LeNet5(activation="tanh", pooling="avg")
+    torch.manual_seed(0)
+    deskewed = DeskewedLeNet5(activation="tanh", pooling="avg").eval()
+    assert deskewed.state_dict().keys() == plain.state_dict().keys()  # no weights of its own
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(deskewed(x), plain.eval()(Deskew()(x)))
+    assert list(deskewed.features(x)) == list(LeNet5.LAYERS)

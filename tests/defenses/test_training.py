@@ -12,7 +12,7 @@ from opacus.accountants import RDPAccountant
 
 from privacy_attacks.defenses import DPSGD, defense_from_config, recipe_with_defense
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.models import LeNet5
+from privacy_attacks.models import DeskewedLeNet5, LeNet5
 from privacy_attacks.pipelines import run_attack, run_train
 from privacy_attacks.targets import checkpoint_path, provision_target
 
@@ -32,9 +32,10 @@ def _private_step(net: torch.nn.Module, images, labels, defense: DPSGD) -> list[
     return [b - p.detach() for b, p in zip(before, net.parameters())]
 
 
-def test_without_noise_or_clipping_a_private_step_is_the_plain_step():
+@pytest.mark.parametrize("network", [LeNet5, DeskewedLeNet5])
+def test_without_noise_or_clipping_a_private_step_is_the_plain_step(network):
     torch.manual_seed(0)
-    net, images, labels = LeNet5(), *_batch()
+    net, images, labels = network(), *_batch()
     plain = copy.deepcopy(net)
     F.cross_entropy(plain(images), labels).backward()
     unclipped = DPSGD(noise_multiplier=0.0, max_grad_norm=1e9)
@@ -42,9 +43,10 @@ def test_without_noise_or_clipping_a_private_step_is_the_plain_step():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_each_examples_gradient_is_clipped_before_the_mean():
+@pytest.mark.parametrize("network", [LeNet5, DeskewedLeNet5])  # the deskew layer: part of each example's function
+def test_each_examples_gradient_is_clipped_before_the_mean(network):
     torch.manual_seed(0)
-    net, images, labels = LeNet5(), *_batch()
+    net, images, labels = network(), *_batch()
     bound = 0.05
     clipped_sum = [torch.zeros_like(p) for p in net.parameters()]
     for x, y in zip(images, labels):  # one example at a time, clipped by hand
