@@ -80,12 +80,13 @@ class Deskew(nn.Module):
         mass = image.sum((1, 2)).clamp_min(1e-6)
         mean_r = ((image * rows).sum((1, 2)) / mass).view(n, 1, 1)
         mean_c = ((image * cols).sum((1, 2)) / mass).view(n, 1, 1)
-        var_r = (image * (rows - mean_r) ** 2).sum((1, 2)) / mass
-        cov_rc = (image * (rows - mean_r) * (cols - mean_c)).sum((1, 2)) / mass
+        from_mean_r = rows - mean_r
+        var_r = (image * from_mean_r**2).sum((1, 2)) / mass
+        cov_rc = (image * from_mean_r * (cols - mean_c)).sum((1, 2)) / mass
         alpha = (cov_rc / var_r.clamp_min(1e-6)).view(n, 1, 1)
-        centred_r = rows.expand(n, h, w) - (h - 1) / 2
-        source_r = centred_r + mean_r
-        source_c = alpha * centred_r + (cols.expand(n, h, w) - (w - 1) / 2) + mean_c
+        centred_r = rows - (h - 1) / 2  # output pixel (r, c) reads the input at these source coordinates
+        source_r = (centred_r + mean_r).expand(n, h, w)
+        source_c = alpha * centred_r + (cols - (w - 1) / 2) + mean_c
         grid = torch.stack(((2 * source_c + 1) / w - 1, (2 * source_r + 1) / h - 1), dim=-1)  # (N, H, W, 2): x, y
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
