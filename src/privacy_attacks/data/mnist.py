@@ -9,7 +9,9 @@ the device and sliced into batches there (:class:`TensorBatches`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
+from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_choice, require_positive
+from privacy_attacks.seeding import derive_seed
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -26,6 +29,8 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 TRAIN_SIZE = 60_000
+# data_digest of MNIST's own files (the md5-verified originals): the content every cached target was trained on.
+MNIST_DIGEST = "55c41ac0f5a8c456"
 
 
 def _has_local_copy(root: Path) -> bool:
@@ -74,6 +79,24 @@ def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> 
     return images.clone(), labels.clone()
 
 
+@functools.lru_cache(maxsize=4)
+def _digest_cached(root: str, download: bool) -> str:
+    digest = hashlib.sha256()
+    for train in (True, False):
+        images, labels = _load_cached(root, train, download)
+        digest.update(images.numpy().tobytes())
+        digest.update(labels.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_digest(root: str | Path, download: bool = False) -> str:
+    """16 hex digits of the SHA-256 of the training and test images and labels under ``root`` (as
+    :func:`load_mnist` gives them): what a cache key names so that other files under the same path (another dataset
+    in MNIST's layout, a changed copy) never reuse a model trained on these. MNIST's own files give
+    :data:`MNIST_DIGEST`."""
+    return _digest_cached(str(Path(root).expanduser().resolve()), bool(download))
+
+
 def split_training_indices(
     val_size: int, split_seed: int, members: int | None = None, total: int = TRAIN_SIZE, member_offset: int = 0
 ) -> dict[str, Tensor]:
@@ -114,17 +137,60 @@ def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
     return images[index], labels[index]
 
 
-class TensorBatches:
+BATCH_ORDERS = ("hashed", "consecutive")
+
+
+def epoch_seed(seed: int, epoch: int, batch_order: str = "hashed") -> int:
+    """The seed of epoch ``epoch``'s batch order (or Poisson masks) in a run seeded by ``seed``.
+
+    ``hashed``: :func:`~privacy_attacks.seeding.derive_seed` ``(seed, "batch_order", epoch)`` (63 bits), so no two
+    (seed, epoch) pairs share an order. ``consecutive``: ``seed + epoch``, the order of every model this project
+    measured before: seed s at epoch e + 1 then replays seed s + 1 at epoch e, so neighbouring seeds are not
+    independent replicates; kept to reproduce those numbers (``data.batch_order=consecutive``).
+    """
+    if batch_order == "consecutive":
+        return int(seed) + int(epoch)
+    return derive_seed(seed, "batch_order", epoch)
+
+
+class _EpochBatches:
+    """Base of the batch iterables: each pass draws from a generator seeded by :func:`epoch_seed` of the pass's
+    epoch. The epoch is ``epoch_of()`` when given (the trainer's ``current_epoch``, so a fit resumed from a
+    checkpoint continues the sequence of the uninterrupted one), else the count of passes so far."""
+
+    def __init__(self, seed: int, batch_order: str, epoch_of: Callable[[], int] | None):
+        require_choice(batch_order, BATCH_ORDERS, "data.batch_order")
+        self.seed, self.batch_order, self.epoch_of = seed, batch_order, epoch_of
+        self.epoch = 0
+
+    def _next_generator(self) -> torch.Generator:
+        epoch = self.epoch_of() if self.epoch_of is not None else self.epoch
+        self.epoch = epoch + 1
+        return torch.Generator().manual_seed(epoch_seed(self.seed, epoch, self.batch_order))
+
+
+class TensorBatches(_EpochBatches):
     """An iterable of ``(images, labels)`` batches sliced from tensors already on the device.
 
-    Shuffling draws a fresh permutation each epoch from a generator seeded by
-    ``seed + epoch``, so runs are reproducible without worker processes.
+    Shuffling draws a fresh permutation each epoch from a generator seeded by :func:`epoch_seed` ``(seed, epoch)``,
+    so runs are reproducible without worker processes. ``batch_order`` defaults to ``consecutive`` here: the
+    attacker's own fits (decoders, attack classifiers) pass seeds already derived per role by a hash, so their
+    ``seed + epoch`` never meets another fit's; the data module passes its ``data.batch_order``.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        batch_order: str = "consecutive",
+        epoch_of: Callable[[], int] | None = None,
+    ):
+        super().__init__(seed, batch_order, epoch_of)
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.epoch = 0
+        self.batch_size, self.shuffle = batch_size, shuffle
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -132,9 +198,7 @@ class TensorBatches:
     def __iter__(self):
         n = len(self.labels)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=generator).to(self.images.device)
-            self.epoch += 1
+            order = torch.randperm(n, generator=self._next_generator()).to(self.images.device)
         else:
             order = None
         for start in range(0, n, self.batch_size):
@@ -145,25 +209,34 @@ class TensorBatches:
                 yield self.images[index], self.labels[index]
 
 
-class PoissonBatches:
+class PoissonBatches(_EpochBatches):
     """``steps`` batches of ``(images, labels)`` by Poisson sampling, as DP-SGD's accountant assumes: each image joins
     each batch independently with probability ``sample_rate``, so batch sizes vary (and may be zero).
 
     As Opacus's ``DPDataLoader``. Each pass over the ``steps`` batches draws from a generator seeded by
-    ``seed + epoch``, so runs are reproducible.
+    :func:`epoch_seed` ``(seed, epoch)``: a resumed fit (``epoch_of``) draws the masks the uninterrupted one draws,
+    which is what the restored accountant counts on.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, sample_rate: float, steps: int, seed: int = 0):
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        sample_rate: float,
+        steps: int,
+        seed: int = 0,
+        batch_order: str = "hashed",
+        epoch_of: Callable[[], int] | None = None,
+    ):
+        super().__init__(seed, batch_order, epoch_of)
         self.images, self.labels = images, labels
-        self.sample_rate, self.steps, self.seed = sample_rate, steps, seed
-        self.epoch = 0
+        self.sample_rate, self.steps = sample_rate, steps
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+        generator = self._next_generator()
         for _ in range(self.steps):
             index = (torch.rand(len(self.labels), generator=generator) < self.sample_rate).nonzero().squeeze(1)
             index = index.to(self.images.device)
@@ -188,6 +261,12 @@ class MNISTDataModule(L.LightningDataModule):
             per epoch as the fixed-size batches would be, each image in each with probability ``sample_rate``.
         extra_images, extra_labels: (K, 1, 28, 28) float and (K,) long training examples added to the members
             (the canaries of the one-run audit, :mod:`privacy_attacks.attacks.audit`); None: none.
+        batch_order: how each epoch's batch order (or Poisson masks) is seeded from the run's seed and the epoch
+            (:func:`epoch_seed`): ``hashed`` (independent across seeds and epochs) or ``consecutive`` (``seed +
+            epoch``, the order of the numbers measured before it existed). The epoch is the trainer's, so a resumed
+            fit continues the uninterrupted sequence.
+        seed: the run's seed, which the batch order follows (None: ``torch.initial_seed()``, what
+            ``seed_everything`` set).
 
     After ``setup``: ``train_size``, ``steps_per_epoch`` and ``sample_rate`` (1 / steps per epoch, as Opacus's).
     """
@@ -205,8 +284,11 @@ class MNISTDataModule(L.LightningDataModule):
         poisson_sampling: bool = False,
         extra_images: Tensor | None = None,
         extra_labels: Tensor | None = None,
+        batch_order: str = "hashed",
+        seed: int | None = None,
     ):
         super().__init__()
+        require_choice(batch_order, BATCH_ORDERS, "data.batch_order")
         require_positive(batch_size, "batch_size")
         if (extra_images is None) != (extra_labels is None) or (
             extra_images is not None and len(extra_images) != len(extra_labels)
@@ -219,6 +301,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.batch_size, self.eval_batch_size, self.members = batch_size, eval_batch_size, members
         self.member_offset = member_offset
+        self.batch_order, self.seed = batch_order, seed
         self.extra = None if extra_images is None else (extra_images, extra_labels.long())
         self.indices: dict[str, Tensor] = {}
         self.tensors: dict[str, tuple[Tensor, Tensor]] = {}
@@ -263,10 +346,15 @@ class MNISTDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches | PoissonBatches:
         # torch.initial_seed() is what seed_everything(seed) set: the batch order follows the run's seed.
-        seed = torch.initial_seed() % 2**31
+        seed = (torch.initial_seed() if self.seed is None else int(self.seed)) % 2**31
+        epoch_of = self._current_epoch if self.trainer is not None else None
+        order = {"seed": seed, "batch_order": self.batch_order, "epoch_of": epoch_of}
         if self.poisson_sampling:
-            return PoissonBatches(*self.tensors["train"], self.sample_rate, self.steps_per_epoch, seed=seed)
-        return TensorBatches(*self.tensors["train"], self.batch_size, shuffle=True, seed=seed)
+            return PoissonBatches(*self.tensors["train"], self.sample_rate, self.steps_per_epoch, **order)
+        return TensorBatches(*self.tensors["train"], self.batch_size, shuffle=True, **order)
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.tensors["val"], self.eval_batch_size)

@@ -84,10 +84,20 @@ class ImageClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.hparams.scheduler(optimizer=optimizer)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The global RNG state too: DP-SGD's noise (Opacus draws it from the global generator) and any other draw of
+        # the next epoch continue from it, so a resumed fit equals the uninterrupted one.
+        checkpoint["rng_state"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.private is not None:
             checkpoint["privacy_accountant"] = self.private.accountant.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng_state")
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         # A resumed private fit keeps counting from the steps it had taken.
         self._accountant_state = checkpoint.get("privacy_accountant")
         if self.private is not None and self._accountant_state is not None:
