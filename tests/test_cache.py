@@ -14,8 +14,12 @@ from omegaconf import OmegaConf
 from privacy_attacks import cache
 from privacy_attacks.attacks.feature_inversion.inversion_network import inversion_cache_path
 from privacy_attacks.attacks.membership.shadow_models import shadow_cache_path
+from privacy_attacks.data.mnist import MNIST_DIGEST, data_digest
 from privacy_attacks.errors import CheckpointError, ConfigError
-from privacy_attacks.targets import checkpoint_path
+from privacy_attacks.models import LeNet5
+from privacy_attacks.targets import checkpoint_path, checkpoint_spec
+from tests.conftest import ROOT, mnist_root
+from tests.idx import write_fake_mnist
 
 RECIPE = OmegaConf.create(
     {
@@ -37,17 +41,79 @@ def test_key_is_a_hash_of_the_spec_with_sorted_keys():
     assert cache.cache_path("dir", "target", {"a": 1}) == Path("dir") / f"target-{cache.cache_key({'a': 1})}.pt"
 
 
+@pytest.mark.mnist
 def test_cache_file_names_are_pinned(tmp_path: Path):
-    """The names of existing cache files: a change here would orphan every cached target, shadow set and decoder."""
-    assert checkpoint_path(RECIPE, DATA, tmp_path, "target").name == "target-bcd14cca1cfd.pt"
+    """The names of existing cache files: a change here would orphan every cached target, shadow set and decoder.
+    MNIST's own files, the consecutive batch order and the project's trainer settings add nothing to a target's key;
+    the hashed batch order (the default now), other data and other trainer settings each name another file."""
+    data = OmegaConf.merge(DATA, {"root": mnist_root(), "download": False})
+    assert data_digest(data.root) == MNIST_DIGEST
+    assert checkpoint_path(RECIPE, data, tmp_path, "target").name == "target-bcd14cca1cfd.pt"
+    trainer = OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml")
+    assert checkpoint_path(RECIPE, data, tmp_path, "target", trainer=trainer).name == "target-bcd14cca1cfd.pt"
+    others = [
+        checkpoint_path(RECIPE, OmegaConf.merge(data, {"batch_order": "hashed"}), tmp_path, "target"),
+        checkpoint_path(
+            RECIPE, data, tmp_path, "target", trainer=OmegaConf.merge(trainer, {"precision": "bf16-mixed"})
+        ),
+        checkpoint_path(RECIPE, data, tmp_path, "target", trainer=OmegaConf.merge(trainer, {"deterministic": False})),
+        checkpoint_path(RECIPE, data, tmp_path, "target", device="cuda"),
+    ]
+    assert len({path.name for path in others} | {"target-bcd14cca1cfd.pt"}) == 5
     images = torch.arange(4 * 28 * 28, dtype=torch.float32).view(4, 1, 28, 28) / 3136
     labels = torch.tensor([0, 1, 2, 3])
     subsets = torch.tensor([[0, 1], [2, 3]])
     assert shadow_cache_path(tmp_path, RECIPE, images, labels, subsets, [3, 4]).name == "shadows-2b7775713ca9.pt"
     settings = {"train_images": 512, "epochs": 1, "batch_size": 64, "lr": 0.001, "width": 64, "seed": 0}
-    path = inversion_cache_path(tmp_path, Path("elsewhere/target-0123456789ab.pt"), "conv2", settings)
-    # format 3: the batch-normalised decoder; a cached decoder of the earlier layout (format 2) is not reused
-    assert path.name == "inversion-3af1772babb4.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = LeNet5()
+    images_key = {"data": MNIST_DIGEST, "val_size": 5000, "split_seed": 0}
+    path = inversion_cache_path(tmp_path, net, "conv2", settings, images_key)
+    # format 4: keyed by the target's weights and the attacker's images (format 3 named the target's file)
+    assert path.name == "inversion-dbe60420cf8d.pt"
+
+
+def test_other_data_in_the_same_folder_is_another_key(tmp_path: Path):
+    """Another dataset in MNIST's layout under the same root: its digest, hence the target's key, differs."""
+    write_fake_mnist(tmp_path, n_train=20, n_test=10)
+    data = OmegaConf.merge(DATA, {"root": str(tmp_path), "download": False})
+    assert data_digest(tmp_path) != MNIST_DIGEST
+    spec = checkpoint_spec(RECIPE, data)
+    assert spec["data"] == {"digest": data_digest(tmp_path)}
+    assert checkpoint_path(RECIPE, data, tmp_path, "target").name != "target-bcd14cca1cfd.pt"
+
+
+def test_a_file_made_under_other_library_versions_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "thing-abc.pt"
+    cache.save(path, {"x": torch.ones(2)})
+    torch.testing.assert_close(cache.read(path)["x"], torch.ones(2))
+    here = cache.library_versions()
+    monkeypatch.setattr(cache, "library_versions", lambda: {**here, "torch": "0.0.1"})
+    with pytest.raises(CheckpointError, match=r"other library versions \(torch .* there, 0.0.1 here\).*Delete"):
+        cache.read(path)
+    torch.save({"x": torch.ones(2)}, path)  # a file of an earlier release: no versions recorded
+    with pytest.raises(CheckpointError, match="without the library versions.*Delete"):
+        cache.read(path)
+
+
+@pytest.mark.parametrize("lock", ["file", "soft"])
+def test_a_lock_held_too_long_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock: str):
+    """A soft lock left behind by a killed job would otherwise be waited on for ever."""
+    monkeypatch.setenv(cache.LOCK_ENV, lock)
+    monkeypatch.setenv(cache.LOCK_TIMEOUT_ENV, "0.2")
+    path = tmp_path / "thing-abc.pt"
+    held = cache.lock_type()(f"{path}.lock")
+    held.acquire()
+    try:
+        with pytest.raises(CheckpointError, match=rf"Waited 0 s for the lock {re.escape(str(path))}.lock.*delete"):
+            with cache.locked(path):
+                pass
+    finally:
+        held.release()
+    monkeypatch.setenv(cache.LOCK_TIMEOUT_ENV, "soon")
+    with pytest.raises(ConfigError, match="PRIVACY_ATTACKS_LOCK_TIMEOUT='soon' is not allowed"):
+        cache.lock_timeout()
 
 
 def test_provision_creates_once_then_loads(tmp_path: Path):

@@ -8,7 +8,6 @@ ask for it at the same moment (:mod:`privacy_attacks.cache`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks import cache
+from privacy_attacks.data.mnist import MNIST_DIGEST, data_digest
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.harness import run_device
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -49,13 +49,45 @@ class Target:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def checkpoint_spec(recipe: DictConfig, data: DictConfig, device: str = "cpu") -> dict[str, Any]:
+# Trainer settings that change trained weights, at the values every cached classifier was trained with (deterministic
+# per device type: trainer=cpu sets true, trainer=gpu false). Other values enter the key.
+NEUTRAL_TRAINER_KEYS: dict[str, Any] = {
+    "precision": ("32-true", "32", 32),
+    "accumulate_grad_batches": (1,),
+    "gradient_clip_val": (None, 0, 0.0),
+    "gradient_clip_algorithm": (None, "norm"),
+}
+NEUTRAL_DETERMINISTIC = {"cpu": True, "cuda": False}
+
+
+def trainer_spec(trainer: DictConfig | dict[str, Any] | None, device: str = "cpu") -> dict[str, Any]:
+    """The trainer settings of ``trainer`` that change trained weights and differ from :data:`NEUTRAL_TRAINER_KEYS`
+    (precision, determinism, gradient accumulation and clipping); {} for the settings of ``conf/trainer``."""
+    if trainer is None:
+        return {}
+    spec = {
+        key: trainer[key]
+        for key, neutral in NEUTRAL_TRAINER_KEYS.items()
+        if trainer.get(key, neutral[0]) not in neutral
+    }
+    deterministic = trainer.get("deterministic", NEUTRAL_DETERMINISTIC.get(device))
+    if deterministic != NEUTRAL_DETERMINISTIC.get(device):
+        spec["deterministic"] = deterministic
+    return spec
+
+
+def checkpoint_spec(
+    recipe: DictConfig, data: DictConfig, device: str = "cpu", trainer: DictConfig | None = None
+) -> dict[str, Any]:
     """Everything that determines a trained classifier's weights, as plain data (without the recipe keys of
     :data:`NEUTRAL_RECIPE_KEYS` at their neutral values).
 
     ``device`` is the type of the device it trains on (``cpu``, ``cuda``): the same recipe and seed give other
     weights on a GPU (other kernels, other rounding), so a GPU-trained classifier is cached apart from the CPU one.
-    The CPU adds nothing to the spec, so CPU checkpoints keep their keys.
+    The data's content enters as its :func:`~privacy_attacks.data.mnist.data_digest` unless it is MNIST's own files,
+    the batch order unless it is ``consecutive``, and the ``trainer`` settings that change weights
+    (:func:`trainer_spec`) unless they are the project's: so the CPU, MNIST, consecutive-order checkpoints made
+    before these entries existed keep their keys, and anything else is cached apart.
     """
     resolved = OmegaConf.to_container(recipe, resolve=True)
     neutral = {k for k, v in NEUTRAL_RECIPE_KEYS.items() if k in resolved and resolved[k] == v}
@@ -63,16 +95,30 @@ def checkpoint_spec(recipe: DictConfig, data: DictConfig, device: str = "cpu") -
         "recipe": {k: v for k, v in resolved.items() if k not in neutral},
         "split": {"val_size": int(data.val_size), "split_seed": int(data.split_seed)},
     }
+    batch_order = data.get("batch_order", "consecutive")
+    if batch_order != "consecutive":
+        spec["split"]["batch_order"] = batch_order
+    digest = data_digest(data.root, data.get("download", False))
+    if digest != MNIST_DIGEST:
+        spec["data"] = {"digest": digest}
     if device != "cpu":
         spec["device"] = device
+    trained_with = trainer_spec(trainer, device)
+    if trained_with:
+        spec["trainer"] = trained_with
     return spec
 
 
 def checkpoint_path(
-    recipe: DictConfig, data: DictConfig, cache_dir: str | Path, name: str = "target", device: str = "cpu"
+    recipe: DictConfig,
+    data: DictConfig,
+    cache_dir: str | Path,
+    name: str = "target",
+    device: str = "cpu",
+    trainer: DictConfig | None = None,
 ) -> Path:
     """``<cache_dir>/<name>-<12 hex digits of the spec's hash>.pt`` (:func:`privacy_attacks.cache.cache_path`)."""
-    return cache.cache_path(cache_dir, name, checkpoint_spec(recipe, data, device))
+    return cache.cache_path(cache_dir, name, checkpoint_spec(recipe, data, device, trainer))
 
 
 def save_checkpoint(path: Path, net: nn.Module, spec: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -97,10 +143,6 @@ def load_checkpoint(path: Path, recipe: DictConfig, spec: dict[str, Any]) -> Tar
     return Target(net=net, checkpoint=path, spec=spec, metrics=dict(saved.get("metrics", {})))
 
 
-def _digest(tensor: Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
 def provision_classifier(
     recipe: DictConfig,
     data: DictConfig,
@@ -122,10 +164,14 @@ def provision_classifier(
     """
     validate_recipe(recipe, name)
     device = run_device(trainer).type
-    spec = checkpoint_spec(recipe, data, device)
+    spec = checkpoint_spec(recipe, data, device, trainer)
     if extra_train is not None:
         images, labels = extra_train
-        spec["extra_train"] = {"images": _digest(images), "labels": _digest(labels), "count": len(labels)}
+        spec["extra_train"] = {
+            "images": cache.tensor_digest(images),
+            "labels": cache.tensor_digest(labels),
+            "count": len(labels),
+        }
     path = cache.cache_path(cache_dir, name, spec)
 
     def train(path: Path) -> Target:

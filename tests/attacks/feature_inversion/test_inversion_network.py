@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from privacy_attacks import cache
 from privacy_attacks.attacks.feature_inversion.attack import build_module, validate
 from privacy_attacks.attacks.feature_inversion.inversion_network import (
     InversionNetwork,
@@ -23,6 +25,7 @@ from privacy_attacks.models import LeNet5
 from tests.conftest import SMALL_TARGET, run_script
 
 SETTINGS = {"epochs": 3, "batch_size": 32, "lr": 1e-2, "width": 16, "seed": 0}  # 24 steps: a high rate
+IMAGES = {"data": "0123456789abcdef", "val_size": 5000, "split_seed": 0}  # names the attacker's training images
 
 
 TRAINER = OmegaConf.create(
@@ -57,28 +60,27 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
     net = LeNet5().eval().requires_grad_(False)
     images = torch.zeros(256, 1, 28, 28)
     images[:, :, 8:20, 10:18] = torch.rand(256, 1, 1, 1)  # a block of one random brightness per image
-    checkpoint = tmp_path / "target-abc.pt"
     features = net.features(images)["conv2"]
     untrained = InversionNetwork(features[0].numel(), SETTINGS["width"])
     decoder = provision_inversion_network(
-        net, checkpoint, "conv2", lambda: images, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path
+        net, "conv2", lambda: images, IMAGES, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path
     )
     with torch.no_grad():
         before = (untrained(features) - images).pow(2).mean()
         after = (decoder(features) - images).pow(2).mean()
     assert after < 0.5 * before
-    path = inversion_cache_path(tmp_path, checkpoint, "conv2", {**SETTINGS, "train_images": 256})
+    path = inversion_cache_path(tmp_path, net, "conv2", {**SETTINGS, "train_images": 256}, IMAGES)
     assert path.exists()
 
     def no_data():
         raise AssertionError("a cached decoder must not load the training images")
 
     cached = provision_inversion_network(
-        net, checkpoint, "conv2", no_data, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path
+        net, "conv2", no_data, IMAGES, {**SETTINGS, "train_images": 256}, TRAINER, tmp_path
     )
     for a, b in zip(decoder.state_dict().values(), cached.state_dict().values()):
         torch.testing.assert_close(a, b)
-    assert inversion_cache_path(tmp_path, checkpoint, "fc1", {**SETTINGS, "train_images": 256}) != path
+    assert inversion_cache_path(tmp_path, net, "fc1", {**SETTINGS, "train_images": 256}, IMAGES) != path
 
 
 @pytest.mark.parametrize(
@@ -143,13 +145,13 @@ def test_an_unusable_cached_network_is_a_clear_error(tmp_path: Path):
     net = LeNet5().eval().requires_grad_(False)
     images = torch.rand(64, 1, 28, 28)
     settings = {**SETTINGS, "epochs": 1, "train_images": 64}
-    path = inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings)
+    path = inversion_cache_path(tmp_path, net, "fc1", settings, IMAGES)
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} is corrupt or unreadable.*Delete"):
-        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
-    torch.save({"decode.0.weight": torch.zeros(1)}, path)  # readable, but another decoder's weights
+        provision_inversion_network(net, "fc1", lambda: images, IMAGES, settings, TRAINER, tmp_path)
+    cache.save(path, {"decode.0.weight": torch.zeros(1)})  # readable, but another decoder's weights
     with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} does not fit the inversion network.*Delete"):
-        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", lambda: images, settings, TRAINER, tmp_path)
+        provision_inversion_network(net, "fc1", lambda: images, IMAGES, settings, TRAINER, tmp_path)
 
 
 def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_path: Path, caplog):
@@ -162,7 +164,18 @@ def test_a_loader_is_called_to_train_and_its_first_train_images_are_used(tmp_pat
 
     settings = {**SETTINGS, "epochs": 1, "train_images": 40}
     with caplog.at_level("INFO", logger="privacy_attacks.attacks.feature_inversion.inversion_network"):
-        provision_inversion_network(net, tmp_path / "target-abc.pt", "fc1", load, settings, TRAINER, tmp_path)
+        provision_inversion_network(net, "fc1", load, IMAGES, settings, TRAINER, tmp_path)
     assert calls == [1]
     assert "on 40 images" in caplog.text
-    assert inversion_cache_path(tmp_path, tmp_path / "target-abc.pt", "fc1", settings).exists()
+    assert inversion_cache_path(tmp_path, net, "fc1", settings, IMAGES).exists()
+
+
+def test_the_decoder_key_names_the_targets_weights_not_its_file(tmp_path: Path):
+    """A target retrained to other weights gets its own decoder; the same weights share one, whatever their file."""
+    torch.manual_seed(0)
+    net, retrained = LeNet5(), LeNet5()
+    key = inversion_cache_path(tmp_path, net, "fc1", SETTINGS, IMAGES)
+    assert inversion_cache_path(tmp_path, retrained, "fc1", SETTINGS, IMAGES) != key
+    assert inversion_cache_path(tmp_path, copy.deepcopy(net), "fc1", SETTINGS, IMAGES) == key
+    assert inversion_cache_path(tmp_path, net, "fc1", SETTINGS, {**IMAGES, "data": "other"}) != key
+    assert inversion_cache_path(tmp_path, net, "fc1", SETTINGS, IMAGES, device="cuda") != key

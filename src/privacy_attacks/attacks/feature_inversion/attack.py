@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.attacks.feature_inversion.inversion_network import provision_inversion_network
 from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
-from privacy_attacks.data.mnist import load_mnist, recipe_members, split_training_indices
+from privacy_attacks.data.mnist import data_digest, load_mnist, recipe_members, split_training_indices
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
 from privacy_attacks.engine.figures import originals_figure
 from privacy_attacks.engine.metrics import class_means, image_similarity
@@ -98,11 +98,16 @@ def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -
         split = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(images))
         return images[torch.cat([split["train"], split["nonmember"]])]
 
+    images_key = {
+        "data": data_digest(cfg.data.root, cfg.data.download),
+        "val_size": int(cfg.data.val_size),
+        "split_seed": int(cfg.data.split_seed),
+    }
     decoder = provision_inversion_network(
         target.net,
-        target.checkpoint,
         cfg.layer,
         training_images,
+        images_key,
         cfg.inversion_network,
         cfg.trainer,
         cfg.paths.cache_dir,

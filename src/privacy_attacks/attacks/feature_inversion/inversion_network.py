@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from privacy_attacks import cache
 from privacy_attacks.data.mnist import TensorBatches
-from privacy_attacks.harness import build_trainer
+from privacy_attacks.harness import build_trainer, run_device
 from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
@@ -99,17 +99,35 @@ def layer_features(net: nn.Module, layer: str, images: Tensor, chunk: int = 4096
     return torch.cat(parts)
 
 
-def inversion_cache_path(cache_dir: str | Path, target_checkpoint: Path, layer: str, settings: dict[str, Any]) -> Path:
-    """``<cache_dir>/inversion-<hash>.pt``, keyed by the target checkpoint's name, the layer and the settings."""
-    spec = {"format": 3, "target": Path(target_checkpoint).name, "layer": layer, **settings}
+def inversion_cache_path(
+    cache_dir: str | Path,
+    net: nn.Module,
+    layer: str,
+    settings: dict[str, Any],
+    images_key: dict[str, Any],
+    device: str = "cpu",
+) -> Path:
+    """``<cache_dir>/inversion-<hash>.pt``, keyed by what the decoder is fitted to: the content of the target's
+    weights (:func:`privacy_attacks.cache.weights_digest`, not a file name: a target retrained under the same name
+    gets its own decoder), the layer, the settings, ``images_key`` (what names the attacker's training images: the
+    data's digest and split) and, when not the CPU, the device type it trains on."""
+    spec = {
+        "format": 4,
+        "target_weights": cache.weights_digest(net),
+        "layer": layer,
+        "images": images_key,
+        **settings,
+    }
+    if device != "cpu":
+        spec["device"] = device
     return cache.cache_path(cache_dir, "inversion", spec)
 
 
 def provision_inversion_network(
     net: nn.Module,
-    target_checkpoint: Path,
     layer: str,
     load_images: Callable[[], Tensor],
+    images_key: dict[str, Any],
     settings: DictConfig | dict[str, Any],
     trainer_cfg: DictConfig,
     cache_dir: str | Path,
@@ -119,11 +137,12 @@ def provision_inversion_network(
     ``load_images() -> (A, 1, 28, 28)`` is called only when the decoder must be trained (a cache hit loads
     no data); its first ``settings["train_images"]`` images are used. ``settings``: ``train_images``,
     ``epochs``, ``batch_size``, ``lr``, ``width``, ``seed`` (``inversion_network`` in
-    ``conf/attack/feature_inversion.yaml``). Returns the decoder in eval mode, on the CPU. A cached file that
+    ``conf/attack/feature_inversion.yaml``); ``images_key`` names those images in the cache key
+    (:func:`inversion_cache_path`). Returns the decoder in eval mode, on the CPU. A cached file that
     cannot be read or does not fit the decoder is a :class:`~privacy_attacks.errors.CheckpointError`.
     """
     settings = {key: settings[key] for key in ("train_images", "epochs", "batch_size", "lr", "width", "seed")}
-    path = inversion_cache_path(cache_dir, target_checkpoint, layer, settings)
+    path = inversion_cache_path(cache_dir, net, layer, settings, images_key, run_device(trainer_cfg).type)
     device = next(net.parameters()).device
     with torch.no_grad():
         feature_size = net.features(torch.zeros(1, *IMAGE_SHAPE, device=device))[layer][0].numel()

@@ -15,7 +15,6 @@ is exactly ``S`` independent ones.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,10 +225,6 @@ class PrivateShadowTraining:
                 scheduler.step()
 
 
-def _digest(tensor: Tensor) -> str:
-    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
 def shadow_cache_path(
     cache_dir: str | Path,
     recipe: DictConfig,
@@ -244,9 +239,9 @@ def shadow_cache_path(
     spec = {
         "format": SHADOW_FORMAT,
         "recipe": OmegaConf.to_container(recipe, resolve=True),
-        "images": _digest(images),
-        "labels": _digest(labels),
-        "train_indices": _digest(train_indices),
+        "images": cache.tensor_digest(images),
+        "labels": cache.tensor_digest(labels),
+        "train_indices": cache.tensor_digest(train_indices),
         "shape": list(train_indices.shape),
         "seeds": [int(seed) for seed in seeds],
     }
