@@ -2,8 +2,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.pipelines import available_attacks, run_attack, run_train
+from privacy_attacks.training import validate_recipe
 from tests.conftest import CONF_DIR, run_script
 
 
@@ -90,10 +92,31 @@ def test_bad_input_exits_with_a_message_not_a_traceback(tmp_path, cache_dir):
     assert "Traceback" not in result.stderr
 
 
+def experiment_entry(name: str) -> str:
+    """``train`` or ``attack``: the entry config an experiment is for, as the command in its header says."""
+    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
+    return "train" if "python train.py" in text else "attack"
+
+
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+ATTACK_EXPERIMENTS = [name for name in EXPERIMENTS if experiment_entry(name) == "attack"]
+TRAIN_EXPERIMENTS = [name for name in EXPERIMENTS if experiment_entry(name) == "train"]
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", TRAIN_EXPERIMENTS)
+def test_every_training_experiment_composes_reports_on_fresh_seeds_and_validates(compose_train, name):
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose(config_name="train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    seeds = str(OmegaConf.to_container(hydra_cfg.hydra.sweeper.params)["seed"]).split(",")
+    assert len(seeds) >= 3 and not {"0", "1", "2"} & set(seeds)  # the tuning runs' seeds never report
+    cfg = compose_train([f"experiment={name}", f"seed={seeds[0]}"])
+    assert cfg.summary.metric == "val/acc"  # a sweep ranks its jobs on the validation split
+    validate_recipe(recipe_with_defense(cfg, "model"))
+
+
+@pytest.mark.parametrize("name", ATTACK_EXPERIMENTS)
 def test_every_experiment_composes_and_every_swept_job_validates(compose_attack, name):
     from hydra.utils import get_method
     from omegaconf import OmegaConf

@@ -19,7 +19,7 @@ from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import build_loggers, instantiate_named, run_device, set_threads
 from privacy_attacks.io import output_dir, write_json
-from privacy_attacks.targets import checkpoint_path, checkpoint_spec, provision_target, save_checkpoint
+from privacy_attacks.targets import checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,10 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 def run_train(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.data``; write checkpoints, TensorBoard logs and ``metrics.json``.
 
-    The trained network is also registered in the target cache (``cfg.paths.cache_dir``) under
-    its recipe's key, so ``attack.py`` with the same recipe uses it without retraining. A training defence
-    (``defense=dpsgd``) enters the recipe (:func:`recipe_with_defense`); any other defence stops here.
+    The trained network is also registered in the target cache (``cfg.paths.cache_dir``) under its recipe's key
+    (unless ``test=false``, a tuning run that never reads the test set), so ``attack.py`` with the same recipe uses it
+    without retraining. A training defence (``defense=dpsgd``) enters the recipe (:func:`recipe_with_defense`); any
+    other defence stops here.
     """
     recipe = recipe_with_defense(cfg, "model")
     validate_recipe(recipe)
@@ -49,12 +50,17 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         logger=loggers or False,
         callbacks=run_callbacks(cfg, has_logger=bool(loggers)),
         ckpt_path=cfg.get("ckpt_path"),
+        test=bool(cfg.get("test", True)),
     )
     write_json(out / "metrics.json", metrics)
-    cached = checkpoint_path(recipe, cfg.data, cfg.paths.cache_dir, "target", device)
+    if "test/acc" not in metrics:
+        log.info("test=false: the test set was not read; val/acc %.4f; metrics in %s", metrics["val/acc"], out)
+        return metrics  # not cached: an attack's target carries its test metrics
+    spec = checkpoint_spec(recipe, cfg.data, device, cfg.trainer)
+    cached = cache.cache_path(cfg.paths.cache_dir, "target", spec)
     with cache.locked(cached):
         if not cached.exists():
-            save_checkpoint(cached, system.net, checkpoint_spec(recipe, cfg.data, device), metrics)
+            save_checkpoint(cached, system.net, spec, metrics)
     log.info("test/acc %.4f; metrics in %s; target cached at %s", metrics["test/acc"], out / "metrics.json", cached)
     return metrics
 

@@ -60,10 +60,11 @@ def build_privacy(recipe: DictConfig) -> Any:
 
 
 def build_datamodule(
-    data: DictConfig, recipe: DictConfig, extra_train: tuple[Tensor, Tensor] | None = None
+    data: DictConfig, recipe: DictConfig, extra_train: tuple[Tensor, Tensor] | None = None, seed: int | None = None
 ) -> MNISTDataModule:
     """The data module of ``data`` with the recipe's batch size and member subset (Poisson batches under DP-SGD),
-    and ``extra_train`` (images (K, 1, 28, 28), labels (K,)) added to the members."""
+    ``extra_train`` (images (K, 1, 28, 28), labels (K,)) added to the members, and batch orders that follow
+    ``seed``."""
     privacy = build_privacy(recipe)
     extra_images, extra_labels = extra_train if extra_train is not None else (None, None)
     return instantiate(
@@ -74,6 +75,7 @@ def build_datamodule(
         poisson_sampling=bool(getattr(privacy, "poisson_sampling", False)),
         extra_images=extra_images,
         extra_labels=extra_labels,
+        seed=seed,
     )
 
 
@@ -112,6 +114,7 @@ def fit_classifier(
     callbacks: list[L.Callback] | None = None,
     ckpt_path: str | None = None,
     extra_train: tuple[Tensor, Tensor] | None = None,
+    test: bool = True,
     **trainer_overrides: Any,
 ) -> tuple[ImageClassifier, dict[str, float]]:
     """Train ``recipe`` from ``seed``, test it on the official test set, return (system, metrics).
@@ -120,11 +123,12 @@ def fit_classifier(
     and ``fit_time_s``; with ``recipe.privacy`` (DP-SGD) also ``privacy/epsilon`` (spent, by the accountant),
     ``privacy/delta``, ``privacy/noise_multiplier`` and ``privacy/sample_rate``. ``ckpt_path`` resumes an
     interrupted fit from a Lightning checkpoint. ``extra_train`` (images, labels) trains on more examples than the
-    recipe's members (the one-run audit's canaries).
+    recipe's members (the one-run audit's canaries). ``test=False`` leaves the test set unread (tuning runs): no
+    ``test/*`` metrics.
     """
     validate_recipe(recipe)
     L.seed_everything(seed, workers=True, verbose=False)
-    datamodule = build_datamodule(data, recipe, extra_train)
+    datamodule = build_datamodule(data, recipe, extra_train, seed)
     system = build_classifier(recipe)
     fitter = build_trainer(
         trainer,
@@ -140,8 +144,9 @@ def fit_classifier(
     fitter.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
     fit_time = time.perf_counter() - start
     metrics = {k: float(v) for k, v in fitter.callback_metrics.items() if k.startswith(("train/", "val/"))}
-    tested = fitter.test(system, datamodule=datamodule, verbose=False)[0]
-    metrics.update({k: float(v) for k, v in tested.items()})
+    if test:
+        tested = fitter.test(system, datamodule=datamodule, verbose=False)[0]
+        metrics.update({k: float(v) for k, v in tested.items()})
     if system.private is not None:
         metrics.update(system.private.metrics())
     metrics["fit_time_s"] = fit_time
