@@ -1,4 +1,4 @@
-"""Analytic label recovery from the last layer's gradient (iDLG and its batch extension)."""
+"""Analytic label recovery from the last layer's gradient (iDLG and its batch extension), and DLG's dummy labels."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from privacy_attacks.attacks.gradient_inversion.attack import last_linear
+from privacy_attacks.attacks.gradient_inversion.attack import build_module, last_linear
 from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
 from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
+from privacy_attacks.seeding import derive_seed
 
 
 def _model(seed: int = 0) -> LeNetSigmoid:
@@ -57,3 +58,20 @@ def test_batch_label_recovery_finds_every_present_class_of_a_real_gradient(label
     gradient = SimulatedClient(model, torch.rand(len(labels), 1, 28, 28), torch.tensor(labels)).shared_gradient()
     recovered = recover_labels(*last_linear(model, gradient)[:1], len(labels), last_linear(model, gradient)[1])
     assert set(recovered.tolist()) == set(labels) and len(recovered) == len(labels)
+
+
+def test_dlg_dummy_labels_come_from_the_attackers_seed_not_the_global_rng(compose_attack):
+    cfg = compose_attack(["attack=gradient_inversion", "method=dlg", "batch_size=2", "restarts=2"])
+    model = _model()
+    gradient = SimulatedClient(model, torch.rand(2, 1, 28, 28), torch.tensor([3, 4])).shared_gradient()
+
+    def dummy_labels(attack_seed: int, client: int, global_seed: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)  # whatever the global RNG holds (the target's training left it anywhere)
+        seed = derive_seed(attack_seed, "client", client)  # as the attack seeds each client
+        return build_module(cfg, model, gradient, None, seed).objective.soft_labels.detach().clone()
+
+    labels = dummy_labels(0, 0, global_seed=0)
+    assert labels.shape == (2, 2, 10)
+    assert torch.equal(labels, dummy_labels(0, 0, global_seed=1234))
+    assert not torch.equal(labels, dummy_labels(1, 0, global_seed=0))  # another attacker seed
+    assert not torch.equal(labels, dummy_labels(0, 1, global_seed=0))  # another client

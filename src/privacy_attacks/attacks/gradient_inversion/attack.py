@@ -119,7 +119,9 @@ class BatchResult:
 def build_module(
     cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int
 ) -> ReconstructionModule:
-    """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels."""
+    """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels.
+    ``seed`` (the attacker's, for this client) draws the dummy images (role ``init``) and DLG's soft labels
+    (role ``labels``)."""
     method = cfg.methods[cfg.method]
     engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
     objective = GradientMatching(
@@ -130,6 +132,7 @@ def build_module(
         labels=labels,
         restarts=cfg.restarts,
         num_classes=int(model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)).shape[-1]),
+        seed=seed,
     )
     return engine_from_config(
         cfg,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.gradient_inversion.client import model_loss
+from privacy_attacks.seeding import generator
 
 
 class SquaredL2Distance(nn.Module):
@@ -55,6 +56,8 @@ class GradientMatching(nn.Module):
         labels: (B,) long labels (recovered analytically), or None for DLG's trainable soft labels.
         restarts: number of independent dummy batches optimised together.
         num_classes: C, the size of the soft labels when ``labels`` is None.
+        seed: the attacker's seed for this client; DLG's initial soft labels are drawn from
+            :func:`~privacy_attacks.seeding.generator` ``(seed, "labels")``, never from the global RNG.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class GradientMatching(nn.Module):
         labels: Tensor | None = None,
         restarts: int = 1,
         num_classes: int = 10,
+        seed: int = 0,
     ):
         super().__init__()
         self.model, self.distance = model, distance
@@ -77,7 +81,8 @@ class GradientMatching(nn.Module):
             self.target_names.append(f"target_{index}")
         if labels is None:
             # DLG: dummy labels ŷ ~ N(0, 1), optimised with the images.
-            self.soft_labels = nn.Parameter(torch.randn(self.restarts, self.batch_size, num_classes))
+            shape = (self.restarts, self.batch_size, num_classes)
+            self.soft_labels = nn.Parameter(torch.randn(shape, generator=generator(seed, "labels")))
             self.register_buffer("labels", None)
         else:
             self.soft_labels = None
