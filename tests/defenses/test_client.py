@@ -41,6 +41,28 @@ def test_pruning_zeroes_the_smallest_magnitudes():
     torch.testing.assert_close(pruned[1], torch.tensor([12.0, 0.0]))
 
 
+def test_pruning_zeroes_exactly_its_fraction_when_magnitudes_tie():
+    # 12 entries, 4 of them 0 and 5 of magnitude 1 (a quantised gradient): half of them is 6 entries.
+    gradient = [torch.tensor([0.0, 0.0, 0.0, 1.0, -1.0, 1.0, 2.0, -2.0]), torch.tensor([[1.0, -1.0], [0.0, 2.0]])]
+    pruned = GradientPrune(fraction=0.5)(gradient)
+    assert sum(int((p == 0).sum()) for p in pruned) == 6  # the 4 zeros and 2 of the 5 tied ones, no more
+    torch.testing.assert_close(pruned[0], torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, -2.0]))  # first ones
+    torch.testing.assert_close(pruned[1], gradient[1])
+    zeros = [torch.zeros(3, 4), torch.zeros(5)]
+    assert all(p.shape == z.shape for p, z in zip(GradientPrune(0.9)(zeros), zeros, strict=True))
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.99])
+def test_pruning_without_ties_zeroes_what_a_magnitude_threshold_zeroes(fraction):
+    generator = torch.Generator().manual_seed(0)
+    gradient = [torch.randn(6, 1, 5, 5, generator=generator), torch.randn(6, generator=generator)]
+    flat = torch.cat([g.flatten() for g in gradient])
+    threshold = flat.abs().kthvalue(int(fraction * flat.numel())).values  # the threshold rule, exact without ties
+    expected = [torch.where(g.abs() <= threshold, torch.zeros_like(g), g) for g in gradient]
+    for got, want in zip(GradientPrune(fraction)(gradient), expected, strict=True):
+        assert torch.equal(got, want)
+
+
 def test_quantising_puts_every_entry_on_its_tensors_grid():
     quantised = GradientQuantize(bits=2)(GRADIENT)  # levels -max, 0, +max
     torch.testing.assert_close(quantised[0], torch.tensor([[4.0, -4.0], [0.0, 0.0]]))

@@ -56,7 +56,8 @@ class GradientClipNoise(GradientDefense):
 
 
 class GradientPrune(GradientDefense):
-    """Zero the ``fraction`` (in [0, 1)) of all gradient entries with the smallest magnitudes."""
+    """Zero the ``fraction`` (in [0, 1)) of all gradient entries with the smallest magnitudes: exactly
+    ``floor(fraction · n)`` of the ``n`` entries, tied magnitudes taken in order of position."""
 
     def __init__(self, fraction: float = 0.5):
         if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
@@ -70,8 +71,10 @@ class GradientPrune(GradientDefense):
         count = math.floor(self.fraction * flat.numel())
         if count == 0:
             return [g.clone() for g in gradient]
-        threshold = flat.abs().kthvalue(count).values
-        return [torch.where(g.abs() <= threshold, torch.zeros_like(g), g) for g in gradient]
+        smallest = torch.argsort(flat.abs(), stable=True)[:count]
+        pruned = flat.clone()
+        pruned[smallest] = 0
+        return [part.view_as(g) for part, g in zip(pruned.split([g.numel() for g in gradient]), gradient, strict=True)]
 
 
 class GradientQuantize(GradientDefense):
