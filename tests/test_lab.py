@@ -101,6 +101,16 @@ def test_the_lab_writes_one_report_and_resumes_without_rerunning(tmp_path, cache
     assert capsys.readouterr().out.count("not run again") == 2
 
 
+def test_saving_the_state_leaves_another_writers_temporary_file_alone(tmp_path: Path):
+    squatter = tmp_path / "state.tmp"  # another lab process's write in progress, at what was a fixed name
+    squatter.write_text("another writer's half-written state")
+    state = {"target": {"status": "done", "seconds": 1.5, "command": "python train.py"}}
+    lab.save_state(tmp_path, state)
+    assert lab.load_state(tmp_path) == state
+    assert squatter.read_text() == "another writer's half-written state"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.tmp"]  # no temporary file left
+
+
 def test_a_failed_stage_is_reported_and_retried(tmp_path, monkeypatch):
     cfg = lab_config([f"lab_dir={tmp_path}", "only=[target]"])
     monkeypatch.setattr(lab, "run_stage", lambda command, log_file: 1)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from privacy_attacks.callbacks.progress import format_duration
 from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.harness import run_device
+from privacy_attacks.io import write_atomically
 from privacy_attacks.report import Stage, write_report
 
 log = logging.getLogger("privacy_attacks.lab")
@@ -58,9 +59,8 @@ def load_state(lab_dir: Path) -> dict[str, Any]:
 
 
 def save_state(lab_dir: Path, state: dict[str, Any]) -> None:
-    path = lab_dir / "state.json"
-    path.with_suffix(".tmp").write_text(json.dumps(state, indent=1))
-    path.with_suffix(".tmp").replace(path)
+    """Write ``state.json`` atomically, through a temporary file unique to this process (two labs never collide)."""
+    write_atomically(lab_dir / "state.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
 
 
 def trainer_choice(cfg: DictConfig) -> str:
