@@ -25,6 +25,20 @@ def mean_ci95(values: Iterable[float]) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
 
 
+def pooled_ci95(groups: Iterable[Iterable[float]]) -> float:
+    """Half-width of the 95% interval of the mean of all values when only the variation *within* each group counts
+    (the attacker's seeds within each scenario): ``t(0.975, df) * s_w / sqrt(N)``, ``s_w^2`` the pooled within-group
+    variance with ``df = N - groups``. One group gives :func:`mean_ci95`'s interval; NaN when ``df`` is 0."""
+    arrays = [np.asarray(list(group), dtype=float) for group in groups]
+    arrays = [a for a in arrays if a.size]
+    total = sum(a.size for a in arrays)
+    df = total - len(arrays)
+    if df <= 0:
+        return math.nan
+    within = sum(float(((a - a.mean()) ** 2).sum()) for a in arrays) / df
+    return float(stats.t.ppf(0.975, df) * math.sqrt(within) / math.sqrt(total))
+
+
 def hashable(value: Any) -> str:
     """A row value as a string that compares equal for equal values (lists and dicts included)."""
     return json.dumps(value, sort_keys=True, default=str)

@@ -166,7 +166,46 @@ def test_single_seed_setting_gets_n_seeds_1(tmp_path: Path):
     assert single["n_seeds"] == 1 and math.isnan(single["test/acc/ci95"])
 
 
+def test_n_seeds_counts_distinct_seeds_and_n_jobs_appears_when_a_setting_has_more_jobs(tmp_path: Path, capsys):
+    jobs = [(["loss=kl", f"seed={s}"], {"test/acc": a}) for s, a in [(0, 0.90), (1, 0.92), (1, 0.94)]]  # a rerun
+    jobs += [(["loss=ce", f"seed={s}"], {"test/acc": a}) for s, a in [(0, 0.80), (1, 0.84)]]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    summarise(sweep, None)
+    table = read_csv(sweep / "summary_seeds.csv")
+    assert list(table[0])[:4] == ["loss", "n_seeds", "n_jobs", "test/acc/mean"]
+    assert [(r["loss"], int(r["n_seeds"]), int(r["n_jobs"])) for r in table] == [("kl", 2, 3), ("ce", 2, 2)]
+    assert float(table[0]["test/acc/mean"]) == pytest.approx(0.92)  # the mean is still over the jobs
+    assert "| loss | n_seeds | n_jobs | test/acc |" in capsys.readouterr().out
+    rows, override_keys = collect_sweep(sweep)
+    assert [(s["n_seeds"], s["n_jobs"]) for s in seed_summary(rows, override_keys)] == [(2, 3), (2, 2)]
+
+
 def test_format_mean_ci():
     assert format_mean_ci(0.91142, 0.00311) == "0.9114 ± 0.0031"
     assert format_mean_ci(0.8, float("nan")) == "0.8000"
     assert format_mean_ci(float("nan"), float("nan")) == ""
+
+
+def test_scenario_keys_give_the_attacker_and_the_attacker_by_scenario_intervals(tmp_path: Path, capsys):
+    """2 scenarios (private_seed) x 3 attacker seeds: one setting; ci95 pools the spread within each scenario, and
+    ci95_scenario is the interval over the two scenarios' means, which is wider when scenarios differ most."""
+    psnr = {0: [30.0, 30.2, 29.8], 1: [20.0, 20.3, 19.7]}
+    jobs = [
+        ([f"private_seed={s}", f"seed={a}"], {"recon/psnr": value})
+        for s, values in psnr.items()
+        for a, value in enumerate(values)
+    ]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    (summary,) = seed_summary(*collect_sweep(sweep), scenario=["private_seed"])
+    assert (summary["n_seeds"], summary["n_jobs"], summary["n_scenarios"]) == (3, 6, 2)
+    assert summary["recon/psnr/mean"] == pytest.approx(25.0)
+    within = sum((v - np.mean(vs)) ** 2 for vs in psnr.values() for v in vs) / 4  # df = 6 jobs - 2 scenarios
+    assert summary["recon/psnr/ci95"] == pytest.approx(stats.t.ppf(0.975, 4) * math.sqrt(within / 6))
+    assert summary["recon/psnr/ci95_scenario"] == pytest.approx(ci95([30.0, 20.0]))
+    assert summary["recon/psnr/ci95_scenario"] > 10 * summary["recon/psnr/ci95"]
+    # Without naming the scenario the two draws are two settings, each with its attacker interval only.
+    assert [s["private_seed"] for s in seed_summary(*collect_sweep(sweep))] == [0, 1]
+    summarise(sweep, {"metric": "recon/psnr", "scenario": ["private_seed"]})
+    out = capsys.readouterr().out
+    assert "± over the scenarios' means, private_seed" in out and "| n_seeds | n_jobs | n_scenarios |" in out
+    assert f"25.0000 ± {summary['recon/psnr/ci95']:.4f} (± {summary['recon/psnr/ci95_scenario']:.4f})" in out

@@ -43,6 +43,18 @@ def test_points_are_seed_means_with_intervals_per_panel_and_defence():
     assert none_loss["mia/auc/ci95"] == pytest.approx(4.303 * 0.01 / 3**0.5, rel=1e-3)
 
 
+def test_n_seeds_counts_distinct_seeds_and_n_jobs_counts_the_jobs_of_a_point(tmp_path):
+    # The sweep also varies the evaluation set: two jobs per seed, method merged into one panel-less point.
+    rows = [{**row, "eval_seed": e} for row in ROWS for e in (0, 1)]
+    points = privacy_utility_points(rows, "target/test_acc", ["mia/auc"])
+    assert len(points) == 3 and {(p["n_seeds"], p["n_jobs"]) for p in points} == {(3, 12)}
+    assert all("n_jobs" not in p for p in privacy_utility_points(ROWS, "target/test_acc", ["mia/auc"], "method"))
+    privacy_utility_figure(tmp_path, rows, success=["mia/auc"])
+    table = (tmp_path / "privacy_utility.md").read_text()
+    assert "| defense | n_seeds | n_jobs | target/test_acc | mia/auc |" in table
+    assert "| none | 3 | 12 | " in table
+
+
 def test_the_figure_and_its_table_are_written(tmp_path):
     path = privacy_utility_figure(tmp_path, ROWS, success=["mia/auc"], panel="method", title="DP")
     assert path == tmp_path / "privacy_utility.png" and path.stat().st_size > 0

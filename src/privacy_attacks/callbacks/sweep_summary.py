@@ -1,8 +1,16 @@
 """A Hydra callback that summarises a multirun: ``summary.csv``, a printed table, the best job and a figure.
 
 When the sweep varies ``seed`` (the attacker's seed), it also writes ``summary_seeds.csv``: one row
-per setting (the override values other than ``seed``) with ``n_seeds`` and, for each numeric
-metric, ``<metric>/mean`` and ``<metric>/ci95`` (half-width of the 95% Student-t interval).
+per setting (the override values other than ``seed`` and the scenario keys) with ``n_seeds`` (its distinct seeds),
+``n_jobs`` when some setting has more jobs than distinct seeds, and, for each numeric metric, ``<metric>/mean`` and
+``<metric>/ci95`` (half-width of the 95% Student-t interval over the attacker's seeds).
+
+*Scenario keys* (``summary.scenario``, e.g. ``[private_seed]`` or ``[eval_seed]``) name the draws of the victim's side
+that an experiment sweeps beside the attacker's seed (which clients, which private images, which evaluation set).
+Jobs that differ only in them belong to one setting, which then also gets ``n_scenarios`` and
+``<metric>/ci95_scenario``: the interval over the scenarios' means (attacker × scenario: the scenario is the unit),
+while ``<metric>/ci95`` pools the attacker's variation within each scenario (:func:`~privacy_attacks.statistics.
+pooled_ci95`).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from privacy_attacks.statistics import hashable, mean_ci95
+from privacy_attacks.statistics import hashable, mean_ci95, pooled_ci95
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
@@ -105,8 +113,18 @@ def _seed_groups(rows: list[Row], setting_keys: list[str]) -> list[list[Row]]:
     return list(groups.values())
 
 
-def _setting_keys(override_keys: list[str]) -> list[str]:
-    return [k for k in override_keys if k not in ("seed", "job")]
+def seed_and_job_counts(groups: list[list[Row]]) -> list[Row]:
+    """``{"n_seeds": distinct seed values}`` of each group of rows; with ``"n_jobs": rows`` for every group when
+    some group has more jobs than distinct seeds (a duplicated job, or a key varied outside the grouping)."""
+    seeds = [len({hashable(row.get("seed")) for row in group}) for group in groups]
+    jobs = [len(group) for group in groups]
+    if seeds == jobs:
+        return [{"n_seeds": n} for n in seeds]
+    return [{"n_seeds": n, "n_jobs": j} for n, j in zip(seeds, jobs, strict=True)]
+
+
+def _setting_keys(override_keys: list[str], scenario: list[str] = ()) -> list[str]:
+    return [k for k in override_keys if k not in ("seed", "job", *scenario)]
 
 
 def metric_keys(rows: list[Row], override_keys: list[str]) -> list[str]:
@@ -117,33 +135,45 @@ def metric_keys(rows: list[Row], override_keys: list[str]) -> list[str]:
     return [k for k in keys if any(_is_number(row.get(k)) for row in rows)]
 
 
-def has_seed_repeats(rows: list[Row], override_keys: list[str]) -> bool:
-    """Whether some setting (the overrides other than ``seed``) was run with more than one distinct seed."""
+def has_seed_repeats(rows: list[Row], override_keys: list[str], scenario: list[str] = ()) -> bool:
+    """Whether some setting (the overrides other than ``seed`` and ``scenario``) was run with more than one distinct
+    seed."""
     if "seed" not in override_keys:
         return False
-    groups = _seed_groups(rows, _setting_keys(override_keys))
+    groups = _seed_groups(rows, _setting_keys(override_keys, scenario))
     return any(len({hashable(r.get("seed")) for r in group}) > 1 for group in groups)
 
 
-def seed_summary(rows: list[Row], override_keys: list[str]) -> list[Row]:
-    """Aggregate ``rows`` over seeds: one row per setting, in order of first appearance.
+def seed_summary(rows: list[Row], override_keys: list[str], scenario: list[str] = ()) -> list[Row]:
+    """Aggregate ``rows`` over seeds (and scenarios): one row per setting, in order of first appearance.
 
-    A setting is a combination of the values of ``override_keys`` other than ``seed`` and ``job``
-    (a job without one of them counts as ``None`` for it). Each output row holds those values,
-    ``n_seeds`` (the number of jobs of the setting) and, for each numeric metric (a column that is
-    not an override and holds a number), ``<metric>/mean`` and ``<metric>/ci95`` over the jobs where
-    the metric is a number; ``ci95`` is NaN when only one job has it, both are NaN when none has.
+    A setting is a combination of the values of ``override_keys`` other than ``seed``, ``job`` and the ``scenario``
+    keys (a job without one of them counts as ``None`` for it). Each output row holds those values,
+    ``n_seeds`` (the number of distinct ``seed`` values of the setting), ``n_jobs`` (its number of jobs; in
+    every row, only when some setting has more jobs than distinct seeds) and, for each numeric metric (a
+    column that is not an override and holds a number), ``<metric>/mean`` over the jobs where the metric is a
+    number and ``<metric>/ci95``, the attacker's interval (pooled within scenarios); ``ci95`` is NaN when only one
+    job has it, both are NaN when none has. When the sweep varies a ``scenario`` key, also ``n_scenarios`` and
+    ``<metric>/ci95_scenario``, the interval over the scenarios' means (NaN for one scenario).
     """
-    setting_keys = _setting_keys(override_keys)
+    scenario = [k for k in scenario if k in override_keys]
+    setting_keys = _setting_keys(override_keys, scenario)
     metrics = metric_keys(rows, override_keys)
+    groups = _seed_groups(rows, setting_keys)
     out: list[Row] = []
-    for group in _seed_groups(rows, setting_keys):
+    for group, counts in zip(groups, seed_and_job_counts(groups), strict=True):
         summary: Row = {k: group[0].get(k) for k in setting_keys}
-        summary["n_seeds"] = len(group)
+        summary.update(counts)
+        by_scenario = _seed_groups(group, scenario) if scenario else [group]
+        if scenario:
+            summary["n_scenarios"] = len(by_scenario)
         for metric in metrics:
-            mean, ci = mean_ci95([r[metric] for r in group if _is_number(r.get(metric))])
+            values = [[r[metric] for r in part if _is_number(r.get(metric))] for part in by_scenario]
+            mean, ci = mean_ci95(v for part in values for v in part)
             summary[f"{metric}/mean"] = mean
-            summary[f"{metric}/ci95"] = ci
+            summary[f"{metric}/ci95"] = pooled_ci95(values) if scenario else ci
+            if scenario:
+                summary[f"{metric}/ci95_scenario"] = mean_ci95(mean_ci95(part)[0] for part in values if part)[1]
         out.append(summary)
     return out
 
@@ -157,37 +187,50 @@ def format_mean_ci(mean: float | None, ci: float | None, digits: int = 4) -> str
     return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def seed_table(summaries: list[Row], override_keys: list[str], rows: list[Row], columns: list[str] | None) -> str:
+def _mean_cis(summary: Row, metric: str) -> str:
+    """``mean ± ci95``, and `` (± ci95_scenario)`` when the summary has a scenario interval."""
+    text = format_mean_ci(summary[f"{metric}/mean"], summary[f"{metric}/ci95"])
+    scenario = summary.get(f"{metric}/ci95_scenario")
+    if scenario is None or (isinstance(scenario, float) and math.isnan(scenario)) or not text:
+        return text
+    return f"{text} (± {scenario:.4f})"
+
+
+def seed_table(
+    summaries: list[Row], override_keys: list[str], rows: list[Row], columns: list[str] | None, scenario: list[str] = ()
+) -> str:
     """The markdown table of :func:`seed_summary`'s output: the overrides that differ between settings,
-    ``n_seeds`` and ``mean ± ci95`` for the metrics among ``columns`` (``None``: every metric not ending in
-    ``_s``). Overrides shared by every setting (``experiment=``, ``logger=``...) stay in the CSV only."""
+    ``n_seeds`` (and ``n_jobs``, ``n_scenarios`` when the summaries have them) and ``mean ± ci95`` for the metrics
+    among ``columns`` (``None``: every metric not ending in ``_s``), followed by ``(± ci95_scenario)`` when the sweep
+    varies its scenario. Overrides shared by every setting (``experiment=``, ``logger=``...) stay in the CSV only."""
     metrics = metric_keys(rows, override_keys)
     shown = [m for m in metrics if not m.endswith("_s")] if columns is None else [c for c in columns if c in metrics]
-    settings = _setting_keys(override_keys)
+    settings = _setting_keys(override_keys, [k for k in scenario if k in override_keys])
     varying = [k for k in settings if len({str(s.get(k)) for s in summaries}) > 1] or settings
+    counts = [c for c in ("n_seeds", "n_jobs", "n_scenarios") if any(c in s for s in summaries)]
     table_rows = [
-        {
-            **{k: s[k] for k in varying},
-            "n_seeds": s["n_seeds"],
-            **{m: format_mean_ci(s[f"{m}/mean"], s[f"{m}/ci95"]) for m in shown},
-        }
+        {**{k: s[k] for k in varying}, **{c: s.get(c) for c in counts}, **{m: _mean_cis(s, m) for m in shown}}
         for s in summaries
     ]
-    return markdown_table(table_rows, [*varying, "n_seeds", *shown])
+    return markdown_table(table_rows, [*varying, *counts, *shown])
 
 
-def _summarise_seeds(sweep_dir: Path, rows: list[Row], override_keys: list[str], columns: Any) -> str:
+def _summarise_seeds(
+    sweep_dir: Path, rows: list[Row], override_keys: list[str], columns: Any, scenario: list[str] = ()
+) -> str:
     """Write ``summary_seeds.csv`` when the sweep repeats a setting over seeds; its markdown section or ``""``."""
-    if not has_seed_repeats(rows, override_keys):
+    if not has_seed_repeats(rows, override_keys, scenario):
         return ""
-    summaries = seed_summary(rows, override_keys)
+    summaries = seed_summary(rows, override_keys, scenario)
     with open(sweep_dir / "summary_seeds.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
         writer.writeheader()
         writer.writerows(summaries)
     columns = None if columns is None else list(columns)
-    table = seed_table(summaries, override_keys, rows, columns)
-    return f"\nAcross seeds, mean ± 95% CI ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
+    table = seed_table(summaries, override_keys, rows, columns, scenario)
+    varied = [k for k in scenario if k in override_keys]
+    how = f"over attacker seeds (± over the scenarios' means, {', '.join(varied)})" if varied else "over seeds"
+    return f"\nAcross seeds, mean ± 95% CI {how} ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
 
 
 def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
@@ -219,7 +262,8 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     best = best_row(rows, metric, summary.get("mode", "max"), summary.get("tiebreak")) if metric else None
     if best is not None:
         text += f"\nBest job by {metric}: {best['job']} ({_format(best[metric])})\n"
-    seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"))
+    scenario = list(summary.get("scenario") or [])
+    seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"), scenario)
     (sweep_dir / "summary.md").write_text(text + seed_text)
     print(f"\nSweep summary ({sweep_dir}/summary.csv):\n\n{text}", flush=True)
     if seed_text:

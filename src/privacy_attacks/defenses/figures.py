@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from privacy_attacks.callbacks.sweep_summary import format_mean_ci, markdown_table  # noqa: E402
+from privacy_attacks.callbacks.sweep_summary import format_mean_ci, markdown_table, seed_and_job_counts  # noqa: E402
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
 
 NO_DEFENSE = "none"
@@ -46,15 +46,18 @@ def _stats(rows: list[dict[str, Any]], metric: str) -> tuple[float, float]:
 def privacy_utility_points(
     rows: list[dict[str, Any]], utility: str, success: Sequence[str], panel: str | None = None
 ) -> list[dict[str, Any]]:
-    """One point per (panel value, defence): ``panel``, ``defense``, ``family``, ``n_seeds`` and ``<metric>`` /
-    ``<metric>/ci95`` (mean and 95% t-interval half-width over the seeds) for ``utility`` and each ``success``."""
+    """One point per (panel value, defence): ``panel``, ``defense``, ``family``, ``n_seeds`` (distinct ``seed``
+    values), ``n_jobs`` (on every point, only when some point has more jobs than distinct seeds: the sweep also
+    varies a key other than ``panel`` and ``defense``, or repeats a job) and ``<metric>`` / ``<metric>/ci95`` (mean
+    and 95% t-interval half-width over the jobs) for ``utility`` and each ``success``."""
     groups: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row.get(panel) if panel else None, row.get("defense", NO_DEFENSE)), []).append(row)
+    counts = seed_and_job_counts(list(groups.values()))
     points = []
-    for (panel_value, defense), members in groups.items():
+    for ((panel_value, defense), members), count in zip(groups.items(), counts, strict=True):
         point: dict[str, Any] = {"panel": panel_value, "defense": defense, "family": defense_family(defense)}
-        point["n_seeds"] = len(members)
+        point.update(count)
         for metric in (utility, *success):
             point[metric], point[f"{metric}/ci95"] = _stats(members, metric)
         points.append(point)
@@ -123,15 +126,17 @@ def privacy_utility_figure(
 def write_points_table(
     path: Path, points: list[dict[str, Any]], utility: str, success: Sequence[str], panel: str | None
 ) -> None:
-    """The points of :func:`privacy_utility_points` as a Markdown table (mean ± 95% interval over the seeds)."""
+    """The points of :func:`privacy_utility_points` as a Markdown table (mean ± 95% interval over the jobs; an
+    ``n_jobs`` column beside ``n_seeds`` when the points have it)."""
     metrics = [utility, *success]
+    counts = ["n_seeds", *(["n_jobs"] if any("n_jobs" in p for p in points) else [])]
     rows = [
         {
             **({panel: p["panel"]} if panel else {}),
             "defense": p["defense"],
-            "n_seeds": p["n_seeds"],
+            **{c: p[c] for c in counts},
             **{m: format_mean_ci(p[m], p[f"{m}/ci95"]) for m in metrics},
         }
         for p in points
     ]
-    path.write_text(markdown_table(rows, [*([panel] if panel else []), "defense", "n_seeds", *metrics]) + "\n")
+    path.write_text(markdown_table(rows, [*([panel] if panel else []), "defense", *counts, *metrics]) + "\n")
