@@ -129,3 +129,38 @@ def test_every_experiment_composes_and_every_swept_job_validates(compose_attack,
     cfg = compose_attack([f"experiment={name}", *first])
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)
+
+
+@pytest.mark.parametrize("attack", ["membership", "audit"])
+def test_the_audit_delta_follows_the_defences_delta_unless_set(compose_attack, attack):
+    from hydra.utils import get_method
+
+    def composed(overrides):
+        cfg = compose_attack([f"attack={attack}", *overrides])
+        get_method(cfg.attack.validate)(cfg)
+        return cfg.audit_delta
+
+    assert composed(["defense=none"]) == 1e-5  # no δ to follow
+    assert composed(["defense=dpsgd", "defense.delta=1e-6"]) == 1e-6
+    assert composed(["defense=grid/dpsgd_eps3"]) == 1e-5
+    assert composed(["defense=dpsgd", "defense.delta=1e-6", "audit_delta=1e-3"]) == 1e-3  # an explicit value wins
+    assert composed(["defense=none", "audit_delta=0.0"]) == 0.0
+
+
+HEADLINE_SCENARIOS = {
+    "gradient_idlg": "private_seed",
+    "gradient_batch4": "private_seed",
+    "feature_layers": "private_seed",
+    "membership_methods": "eval_seed",
+}
+
+
+@pytest.mark.parametrize(("name", "key"), sorted(HEADLINE_SCENARIOS.items()))
+def test_headline_experiments_sweep_the_victims_draw_beside_the_attackers_seed(name, key):
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="attack", overrides=[f"experiment={name}"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert list(cfg.summary.scenario) == [key]
+    assert len(str(params[key]).split(",")) >= 3 and len(str(params["seed"]).split(",")) >= 3
