@@ -12,6 +12,7 @@ recipe_with_defense`), hence of the checkpoint key: a private target is cached a
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from torch import nn
 
 from privacy_attacks.errors import ConfigError, require_bool, require_choice, require_positive
 
+log = logging.getLogger(__name__)
 ACCOUNTANTS = ("rdp", "prv")
 
 
@@ -44,6 +46,8 @@ class PrivateTraining:
         optimizer: Opacus's ``DPOptimizer`` around the recipe's optimiser: clips, sums, adds noise, averages.
         accountant: counts every step taken (its history is ``(noise_multiplier, sample_rate, steps)``).
         noise_multiplier, sample_rate, delta: the settings the accountant sees.
+        poisson_sampling: whether the batches were Poisson-sampled, as the accountant assumes (False: the reported
+            ε counts a sampling that did not happen).
     """
 
     module: nn.Module
@@ -52,6 +56,7 @@ class PrivateTraining:
     noise_multiplier: float
     sample_rate: float
     delta: float
+    poisson_sampling: bool = True
 
     def epsilon(self) -> float:
         """ε spent so far at ``delta`` (0 before any step; infinite without noise)."""
@@ -62,12 +67,14 @@ class PrivateTraining:
         return float(self.accountant.get_epsilon(delta=self.delta))
 
     def metrics(self) -> dict[str, float]:
-        """``privacy/epsilon``, ``privacy/delta``, ``privacy/noise_multiplier`` and ``privacy/sample_rate``."""
+        """``privacy/epsilon``, ``privacy/delta``, ``privacy/noise_multiplier``, ``privacy/sample_rate`` and
+        ``privacy/poisson_sampling`` (1.0, or 0.0 when ε assumes a Poisson sampling that did not happen)."""
         return {
             "privacy/epsilon": self.epsilon(),
             "privacy/delta": float(self.delta),
             "privacy/noise_multiplier": float(self.noise_multiplier),
             "privacy/sample_rate": float(self.sample_rate),
+            "privacy/poisson_sampling": 1.0 if self.poisson_sampling else 0.0,
         }
 
     def close(self) -> None:
@@ -177,4 +184,9 @@ class DPSGD(TrainingDefense):
         )
         accountant = create_accountant(self.accountant)
         private.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
-        return PrivateTraining(module, private, accountant, noise, sample_rate, self.delta)
+        if not self.poisson_sampling:
+            log.warning(
+                "defense.poisson_sampling=false: the reported privacy/epsilon assumes Poisson sampling that did not "
+                "happen (batches are shuffled, of fixed size); it is not a guarantee of this training."
+            )
+        return PrivateTraining(module, private, accountant, noise, sample_rate, self.delta, self.poisson_sampling)
