@@ -120,6 +120,11 @@ def test_the_best_restart_is_chosen_by_the_attacks_own_loss(frozen_net):
     module.best_loss = torch.tensor([[5.0] * 10, [1.0] * 10, [3.0] * 10]).flatten()  # restart 1 is best everywhere
     images, losses = module.reconstructions()
     assert torch.equal(images, all_images[1]) and torch.equal(losses, torch.ones(10))
+    # Each image keeps its own best restart: image i's is restart i % 3 (loss 0.5), the others' loss 2.
+    best = torch.arange(10) % 3
+    module.best_loss = torch.where(torch.arange(3)[:, None] == best, 0.5, 2.0).flatten()
+    images, losses = module.reconstructions()
+    assert torch.equal(images, all_images[best, torch.arange(10)]) and torch.equal(losses, torch.full((10,), 0.5))
 
 
 def test_same_seed_same_reconstruction_whatever_the_global_rng(frozen_net):

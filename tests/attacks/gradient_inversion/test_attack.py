@@ -21,7 +21,37 @@ def _model(seed: int = 0) -> LeNetSigmoid:
     return LeNetSigmoid().eval().requires_grad_(False)
 
 
-def test_a_client_keeps_the_restart_with_the_lowest_matching_loss(compose_attack, monkeypatch):
+def _pairs(images, labels) -> set[tuple[bytes, int]]:
+    return {(image.numpy().tobytes(), int(label)) for image, label in zip(images, labels)}
+
+
+def test_a_client_keeps_the_restart_with_the_lowest_matching_loss_not_the_one_nearest_the_truth(
+    compose_attack, monkeypatch
+):
+    # Three planted restarts of DLG (each with its own soft labels) in place of the fit: restart 0 is the client's
+    # batch itself but has the highest loss; restart 2 holds the lowest loss of any single image; restart 1 has the
+    # lowest loss as a batch. The client must return restart 1's images and labels, whole: not the truth (a choice
+    # by distance to it), not restart 2 (by one image's loss), not a mix of restarts (per image), not restart 0
+    # (the first) or 2 (the last).
+    cfg = compose_attack(["attack=gradient_inversion", "method=dlg", "batch_size=2", "steps=1", "restarts=3"])
+    images, labels = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([4, 1])
+    noise = torch.rand(2, 2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    planted = torch.stack([images, noise[0], noise[1]])  # (R, B, 1, 28, 28)
+    losses = torch.tensor([[3.0, 3.0], [1.0, 1.0], [0.2, 4.0]])  # (R, B)
+    planted_labels = torch.tensor([[4, 1], [7, 3], [9, 8]])  # argmax of each restart's soft labels
+
+    def planted_fit(module, trainer, logger=False):
+        module.best_images.copy_(planted.flatten(0, 1))
+        module.best_loss.copy_(losses.flatten())
+        module.objective.soft_labels.data.copy_(torch.nn.functional.one_hot(planted_labels, 10).float() * 5)
+        return module
+
+    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", planted_fit)
+    result = gradient_inversion.attack_batch(cfg, _model(), images, labels, seed=0)
+    assert _pairs(result.images, result.labels) == _pairs(noise[0], planted_labels[1])
+
+
+def test_a_clients_restarts_differ_and_it_returns_one_of_them_whole(compose_attack, monkeypatch):
     cfg = compose_attack(["attack=gradient_inversion", "method=ig", "batch_size=2", "steps=5", "restarts=3"])
     modules, real_fit = [], gradient_inversion.fit_reconstruction
 
@@ -32,10 +62,10 @@ def test_a_client_keeps_the_restart_with_the_lowest_matching_loss(compose_attack
     monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
     model, images, labels = _model(), torch.rand(2, 1, 28, 28), torch.tensor([4, 1])
     result = gradient_inversion.attack_batch(cfg, model, images, labels, seed=0)
-    candidates, losses = modules[0].all_reconstructions()  # (R, B, ...), (R, B): the attack's own losses
-    assert not torch.equal(candidates[0], candidates[1])  # restarts differ
-    kept = candidates[int(losses.sum(dim=1).argmin())]
-    assert {img.numpy().tobytes() for img in result.images} == {img.numpy().tobytes() for img in kept}
+    candidates, _ = modules[0].all_reconstructions()  # (R, B, ...)
+    assert not torch.equal(candidates[0], candidates[1]) and not torch.equal(candidates[1], candidates[2])
+    returned = {image.numpy().tobytes() for image in result.images}
+    assert sum(returned == {image.numpy().tobytes() for image in restart} for restart in candidates) == 1
 
 
 def test_headline_sweep_composes(compose_attack):

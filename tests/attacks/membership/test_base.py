@@ -17,13 +17,11 @@ from privacy_attacks.attacks.membership.proxy import ProxyAttack
 from privacy_attacks.attacks.membership.shadow_models import (
     provision_shadow_models,
 )
-from privacy_attacks.attacks.membership.shokri import ShadowAttack, shadow_seeds
+from privacy_attacks.attacks.membership.shokri import ShadowAttack
 from privacy_attacks.attacks.membership.threshold import ThresholdAttack
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.defenses import Rounding, TopK
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.models import LeNet5
-from privacy_attacks.seeding import seeded
 from tests.attacks.membership.conftest import N_EVAL, untrained_target
 from tests.conftest import attack_config
 
@@ -97,26 +95,6 @@ def test_trained_attacks_are_never_fitted_on_evaluation_images(context, monkeypa
     assert len(fitted_images) == 2 + 1 + 1  # proxy + reference, Shokri's shadows, offline LiRA's shadows
     for images in fitted_images:
         assert not _contains_any(images, context.eval_images)
-
-
-def test_no_attacker_model_starts_from_the_targets_initial_weights(context, monkeypatch):
-    target_init = (
-        untrained_target().state_dict()
-    )  # fit_classifier seeds with the recipe's seed (0), then builds the net
-    started = []
-    real_distil = proxy.distil
-
-    def spy_distil(api, images, net, *args, **kwargs):
-        started.append({k: v.clone() for k, v in net.state_dict().items()})
-        return real_distil(api, images, net, *args, **kwargs)
-
-    monkeypatch.setattr(proxy, "distil", spy_distil)
-    ProxyAttack(epochs=1, reference=True)(context)  # context.seed == RECIPE.seed == 0
-    with seeded(shadow_seeds(0, 1)[0], "init"):
-        started.append(LeNet5().state_dict())  # shadow model 0, as train_shadow_models builds it
-    assert len(started) == 3
-    for state in started:
-        assert not any(torch.equal(state[name], target_init[name]) for name in target_init if name.endswith("weight"))
 
 
 def _permuted(context, order):

@@ -116,3 +116,59 @@ def test_private_stacked_shadow_training_equals_independent_private_fits_and_is_
     _, _ = provision_shadow_models(RECIPE, *args)
     _, private_was_cached = provision_shadow_models(recipe, *args)
     assert not private_was_cached
+
+
+class _StopFit(Exception):
+    """Raised by a spy once it has what it observes."""
+
+
+def _weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items() if k.endswith("weight")}
+
+
+@pytest.mark.mnist
+def test_no_attacker_model_starts_from_the_weights_the_targets_fit_started_from(context, compose_attack, monkeypatch):
+    """The target's recipe seed (0) and the attack's seed (0) are the same number here: the case where an attacker
+    model seeded like the target would start from the target's exact weights. Both sides are observed: the target's
+    weights at the start of its fit (a callback of ``fit_classifier``), every shadow model's as the stacked fit takes
+    them (``stack_module_state``) and each proxy's as distillation receives it."""
+    import lightning as L
+
+    from privacy_attacks.attacks.membership import proxy, shadow_models
+    from privacy_attacks.attacks.membership.lira import LiRA
+    from privacy_attacks.attacks.membership.proxy import ProxyAttack
+    from privacy_attacks.attacks.membership.shokri import ShadowAttack
+    from privacy_attacks.training import fit_classifier
+    from tests.attacks.membership.conftest import TRAINER
+
+    class AtTrainStart(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            target.update(_weights(pl_module.net))
+            raise _StopFit
+
+    target = {}
+    with pytest.raises(_StopFit):
+        fit_classifier(
+            RECIPE, compose_attack(["attack=membership"]).data, TRAINER, RECIPE.seed, callbacks=[AtTrainStart()]
+        )
+    assert context.seed == RECIPE.seed == 0 and len(target) == 5  # LeNet5: 3 convolutions + 2 linear layers
+
+    started, real_stack, real_distil = [], shadow_models.stack_module_state, proxy.distil
+
+    def spy_stack(models):
+        started.extend(("shadow", _weights(net)) for net in models)
+        return real_stack(models)
+
+    def spy_distil(api, images, net, *args, **kwargs):
+        started.append(("proxy", _weights(net)))
+        return real_distil(api, images, net, *args, **kwargs)
+
+    monkeypatch.setattr(shadow_models, "stack_module_state", spy_stack)
+    monkeypatch.setattr(proxy, "distil", spy_distil)
+    ProxyAttack(epochs=1, reference=True)(context)  # the proxy and the reference proxy
+    ShadowAttack(num_shadows=2, epochs=1)(context)  # Shokri's shadow models (offline LiRA's too)
+    LiRA(num_shadows=2, online=True)(context)  # online LiRA's (RMIA's reference models)
+    assert [kind for kind, _ in started] == ["proxy", "proxy"] + ["shadow"] * 4
+    for _, weights in started:
+        assert weights.keys() == target.keys()
+        assert not any(torch.equal(weights[name], target[name]) for name in target)

@@ -1,6 +1,7 @@
 """Empirical privacy audits of a training recipe: ``python attack.py attack=audit`` (the one-run canary audit of
-Steinke, Nasr & Jagielski 2023). The membership attacks' own audit bound is ``audit/epsilon_lb`` of
-``attack=membership`` (:mod:`privacy_attacks.attacks.membership.audit`).
+Steinke, Nasr & Jagielski 2023): a lower bound that holds from one run, because each canary joins by an independent
+coin. ``attack=membership`` reports only a heuristic estimate, ``mia/epsilon_heuristic``
+(:mod:`privacy_attacks.attacks.membership.audit`).
 """
 
 from .attack import run, validate

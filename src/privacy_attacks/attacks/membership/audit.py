@@ -1,14 +1,18 @@
-"""An empirical privacy audit from a membership attack's scores: a statistical lower bound on ε.
+"""A heuristic ε estimate from a membership attack's scores: ``mia/epsilon_heuristic``. Not a certified bound.
 
-An (ε, δ)-DP training run limits every membership test: TPR ≤ e^ε · FPR + δ and TNR ≤ e^ε · FNR + δ
-(Kairouz et al. 2015). A measured operating point therefore gives ε ≥ log((TPR − δ) / FPR) and
-ε ≥ log((1 − FPR − δ) / (1 − TPR)); with Clopper–Pearson bounds in place of the point estimates it is a lower
-bound that holds with the stated confidence (Jagielski, Ullman & Oprea 2020; Nasr et al. 2021).
+An (ε, δ)-DP mechanism limits every test of one example's membership: TPR ≤ e^ε · FPR + δ and TNR ≤ e^ε · FNR + δ
+(Kairouz et al. 2015). Read across the evaluation images, a measured operating point gives ε ≥ log((TPR − δ) / FPR)
+and ε ≥ log((1 − FPR − δ) / (1 − TPR)); here with Clopper–Pearson bounds in place of the point estimates
+(Jagielski, Ullman & Oprea 2020; Nasr et al. 2021). The threshold and the direction are chosen on one half of the
+evaluation set and the value is computed on the other half, so choosing the best of many thresholds does not
+inflate it; each Clopper–Pearson bound is one-sided at 1 − (1 − confidence)/2.
 
-The threshold and the direction are chosen on one half of the evaluation set and the bound is computed on the
-other half, so choosing the best of many thresholds does not inflate it. Each of the two Clopper–Pearson bounds
-(TPR from below, FPR from above) is one-sided at 1 − (1 − confidence)/2, so both hold together with probability
-at least ``confidence``.
+What it is not: a lower bound that holds with the stated confidence for the target. The evaluation images of one
+trained model are not independent trials (none joined the training set by its own coin: the members are a fixed
+set, and all share one run), and the per-example δ does not compose into a guarantee on the whole training set, so
+neither Kairouz et al. 2015 nor Steinke, Nasr & Jagielski 2023 licenses it. It is a per-example estimate under the
+assumption of independent trials, for comparing attacks and targets. For a bound that holds from one training run
+use ``attack=audit`` (Steinke et al. 2023: each canary joins by an independent coin), ``audit/canary_epsilon_lb``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def _upper(k: np.ndarray, n: int, tail: float) -> np.ndarray:
 def epsilon_bounds(
     true_positives: np.ndarray, false_positives: np.ndarray, members: int, nonmembers: int, delta: float, tail: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ε lower bounds (≥ 0) of each operating point, in both directions: (log((TPR_lo − δ)/FPR_hi),
+    """Clopper–Pearson ε values (≥ 0) of each operating point, in both directions: (log((TPR_lo − δ)/FPR_hi),
     log((1 − FPR_hi − δ)/(1 − TPR_lo))), each Clopper–Pearson bound one-sided with ``tail`` probability."""
     tpr_low = _lower(true_positives, members, tail)
     fpr_high = _upper(false_positives, nonmembers, tail)
@@ -52,12 +56,13 @@ def _counts(scores: np.ndarray, membership: np.ndarray, thresholds: np.ndarray) 
     return tp, fp
 
 
-def epsilon_lower_bound(
+def epsilon_heuristic(
     scores: Tensor, membership: Tensor, delta: float = 1e-5, confidence: float = 0.95, seed: int = 0
 ) -> dict[str, float]:
-    """``audit/epsilon_lb``: the ε lower bound of the threshold and direction chosen on one half of the evaluation
-    set (a random half, drawn by ``seed``), computed on the other half; with ``audit/delta`` and
-    ``audit/confidence``. Scores (N,), higher = member; membership (N,) 1/0."""
+    """``mia/epsilon_heuristic``: the Clopper–Pearson ε estimate of the threshold and direction chosen on one half of
+    the evaluation set (a random half, drawn by ``seed``), computed on the other half, as if every image were an
+    independent trial (see the module docstring); with ``mia/epsilon_heuristic_delta`` and
+    ``mia/epsilon_heuristic_confidence``. Scores (N,), higher = member; membership (N,) 1/0."""
     scores_np = scores.detach().double().cpu().numpy()
     membership_np = membership.detach().long().cpu().numpy()
     order = torch.randperm(len(scores_np), generator=torch.Generator().manual_seed(seed)).numpy()
@@ -77,7 +82,11 @@ def epsilon_lower_bound(
     if best is not None and members and nonmembers:
         tp, fp = _counts(*measured, np.array([best]))
         epsilon = float(epsilon_bounds(tp, fp, members, nonmembers, delta, tail)[best_direction][0])
-    return {"audit/epsilon_lb": epsilon, "audit/delta": float(delta), "audit/confidence": float(confidence)}
+    return {
+        "mia/epsilon_heuristic": epsilon,
+        "mia/epsilon_heuristic_delta": float(delta),
+        "mia/epsilon_heuristic_confidence": float(confidence),
+    }
 
 
 def epsilon_from_rates(tpr: float, fpr: float, delta: float = 0.0) -> float:
