@@ -65,6 +65,7 @@ TINY = [
         (["target.members=1000", "method=rmia", "eval_nonmembers=5000"], "use an offline method"),
         (["target.members=1000", "method=lira", "eval_nonmembers=501"], "make eval_members \\+ eval_nonmembers even"),
         (["eval_nonmembers=-1"], "eval_nonmembers=-1"),
+        (["audit_delta=1"], "audit_delta=1 is not allowed"),
     ],
 )
 def test_bad_input_is_a_config_error(compose_attack, overrides, message):

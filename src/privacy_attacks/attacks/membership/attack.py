@@ -85,6 +85,9 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
     shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
     shadow_defense(cfg, attack)  # shadow_defense=true with a training defence, or for a method with no shadows
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
+    delta = cfg.audit_delta
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 <= delta < 1:
+        raise ConfigError(f"audit_delta={delta!r} is not allowed: it must be a number in [0, 1).")
     split = build_split(cfg, total)
     require_int(cfg.shadow_train_size, "shadow_train_size")
     sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
