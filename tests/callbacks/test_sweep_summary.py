@@ -205,7 +205,8 @@ def test_scenario_keys_give_the_attacker_and_the_attacker_by_scenario_intervals(
     assert summary["recon/psnr/ci95_scenario"] > 10 * summary["recon/psnr/ci95"]
     # Without naming the scenario the two draws are two settings, each with its attacker interval only.
     assert [s["private_seed"] for s in seed_summary(*collect_sweep(sweep))] == [0, 1]
-    summarise(sweep, {"metric": "recon/psnr", "scenario": ["private_seed"]})
+    summarise(sweep, {"metric": "recon/psnr", "scenario": ["private_seed"], "columns": ["seed", "recon/psnr"]})
     out = capsys.readouterr().out
+    assert "| job | private_seed | seed | recon/psnr |" in out  # each job's draw in the per-job table
     assert "± over the scenarios' means, private_seed" in out and "| n_seeds | n_jobs | n_scenarios |" in out
     assert f"25.0000 ± {summary['recon/psnr/ci95']:.4f} (± {summary['recon/psnr/ci95_scenario']:.4f})" in out

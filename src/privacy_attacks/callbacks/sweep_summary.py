@@ -253,16 +253,17 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    shown = (
-        [c for c in columns if not c.endswith("_s")] if summary.get("columns") is None else ["job", *summary.columns]
-    )
+    scenario = list(summary.get("scenario") or [])
+    if summary.get("columns") is None:
+        shown = [c for c in columns if not c.endswith("_s")]
+    else:  # the job, the scenario's draw, then the configured columns
+        shown = ["job", *[k for k in scenario if k in columns and k not in summary.columns], *summary.columns]
     table = markdown_table(rows, shown)
     text = f"{table}\n"
     metric = summary.get("metric")
     best = best_row(rows, metric, summary.get("mode", "max"), summary.get("tiebreak")) if metric else None
     if best is not None:
         text += f"\nBest job by {metric}: {best['job']} ({_format(best[metric])})\n"
-    scenario = list(summary.get("scenario") or [])
     seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"), scenario)
     (sweep_dir / "summary.md").write_text(text + seed_text)
     print(f"\nSweep summary ({sweep_dir}/summary.csv):\n\n{text}", flush=True)
