@@ -2,7 +2,8 @@
 
 Tests never download: tests marked ``mnist`` need ``MNIST_ROOT`` to point at a local copy
 (CI sets it to ``../shared/data``) and are skipped otherwise, unless ``PRIVACY_ATTACKS_REQUIRE_MNIST=1``
-(CI sets it), which makes a missing copy stop the whole run with an error.
+(CI sets it), which makes a missing copy stop the whole run with an error. Tests marked ``fashion_mnist`` need the
+Debian package ``dataset-fashion-mnist`` (or ``FASHION_MNIST_ROOT``), which CI installs.
 """
 
 from __future__ import annotations
@@ -48,18 +49,39 @@ def mnist_root() -> str | None:
     return root if root and (Path(root) / "MNIST" / "raw").is_dir() else None
 
 
+def fashion_mnist_root() -> str | None:
+    """Where ``conf/data/fashion_mnist.yaml`` finds Fashion-MNIST (``FASHION_MNIST_ROOT`` or the Debian package's
+    folder), if its four files are there."""
+    from privacy_attacks.data import FashionMNISTSource
+
+    root = os.environ.get("FASHION_MNIST_ROOT", "/usr/share/datasets/fashion-mnist")
+    return root if FashionMNISTSource(root).available() else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if mnist_root():
-        return
-    if os.environ.get("PRIVACY_ATTACKS_REQUIRE_MNIST") == "1":
-        raise pytest.UsageError(
-            f"PRIVACY_ATTACKS_REQUIRE_MNIST=1 but MNIST_ROOT={os.environ.get('MNIST_ROOT')!r} holds no MNIST/raw/: "
-            "the mnist tests would be skipped."
-        )
-    skip = pytest.mark.skip(reason="needs MNIST: set MNIST_ROOT to a folder holding MNIST/raw/")
-    for item in items:
-        if "mnist" in item.keywords:
-            item.add_marker(skip)
+    """Tests marked ``mnist`` skip without MNIST (an error with PRIVACY_ATTACKS_REQUIRE_MNIST=1), tests marked
+    ``fashion_mnist`` without Fashion-MNIST (CI installs the package ``dataset-fashion-mnist``, so they run there; an
+    error with PRIVACY_ATTACKS_REQUIRE_FASHION_MNIST=1)."""
+    if not mnist_root():
+        if os.environ.get("PRIVACY_ATTACKS_REQUIRE_MNIST") == "1":
+            raise pytest.UsageError(
+                f"PRIVACY_ATTACKS_REQUIRE_MNIST=1 but MNIST_ROOT={os.environ.get('MNIST_ROOT')!r} holds no MNIST/raw/: "
+                "the mnist tests would be skipped."
+            )
+        skip = pytest.mark.skip(reason="needs MNIST: set MNIST_ROOT to a folder holding MNIST/raw/")
+        for item in items:
+            if "mnist" in item.keywords:
+                item.add_marker(skip)
+    if not fashion_mnist_root() and any("fashion_mnist" in item.keywords for item in items):
+        if os.environ.get("PRIVACY_ATTACKS_REQUIRE_FASHION_MNIST") == "1":
+            raise pytest.UsageError(
+                "PRIVACY_ATTACKS_REQUIRE_FASHION_MNIST=1 but Fashion-MNIST is not installed: the fashion_mnist "
+                "tests would be skipped (apt-get install dataset-fashion-mnist, or set FASHION_MNIST_ROOT)."
+            )
+        skip = pytest.mark.skip(reason="needs Fashion-MNIST: apt-get install dataset-fashion-mnist")
+        for item in items:
+            if "fashion_mnist" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +98,10 @@ def compose_config(name: str, overrides: list[str], output_dir: Path, cache: Pat
         f"paths.cache_dir={cache}",
         "+trainer.enable_progress_bar=false",
     ]
-    if mnist_root():
-        base.append(f"data.root={mnist_root()}")
-    base.append("data.download=false")
+    if next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "mnist") == "mnist":
+        if mnist_root():
+            base.append(f"data.root={mnist_root()}")
+        base.append("data.download=false")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=base + overrides)
     with open_dict(cfg):

@@ -1,7 +1,8 @@
-"""Write small MNIST-format (IDX) files, so the data path is tested without the real data."""
+"""Write small MNIST-format (IDX) files (MNIST, Fashion-MNIST), so the data path is tested without the real data."""
 
 from __future__ import annotations
 
+import gzip
 import struct
 from pathlib import Path
 
@@ -23,3 +24,20 @@ def write_fake_mnist(root: Path, n_train: int = 600, n_test: int = 100, seed: in
         write_idx(raw / f"{prefix}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), generator=generator))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", torch.arange(n) % 10)
     return root
+
+
+def write_fake_fashion(folder: Path, n_train: int = 30, n_test: int = 10, gz: bool = True) -> Path:
+    """Fashion-MNIST's four IDX files (``.gz`` as the Debian package has them) under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(1)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        for kind, data in (
+            ("images-idx3", torch.randint(0, 256, (n, 28, 28), generator=generator)),
+            ("labels-idx1", torch.arange(n) % 10),
+        ):
+            path = folder / f"{prefix}-{kind}-ubyte"
+            write_idx(path, data)
+            if gz:
+                Path(f"{path}.gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
+    return folder

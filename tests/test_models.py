@@ -1,8 +1,19 @@
 import pytest
 import torch
 
+from privacy_attacks.defenses import DPSGD
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.models import ACTIVATIONS, Deskew, DeskewedLeNet5, EvaluatorCNN, LeNet5, Normalize
+from privacy_attacks.models import (
+    ACTIVATIONS,
+    MLP,
+    Deskew,
+    DeskewedLeNet5,
+    EvaluatorCNN,
+    LeNet5,
+    Normalize,
+    ResNet,
+    SmallVGG,
+)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -89,3 +100,59 @@ def test_deskewed_lenet5_is_lenet5_behind_the_layer():
     x = torch.rand(3, 1, 28, 28)
     torch.testing.assert_close(deskewed(x), plain.eval()(Deskew()(x)))
     assert list(deskewed.features(x)) == list(LeNet5.LAYERS)
+
+
+# The shape-aware models, small: each is built from the data's (C, H, W) and classes, nothing of MNIST's written in.
+SHAPE_AWARE = {
+    "mlp": (MLP, {"width": 32}),
+    "cnn": (SmallVGG, {"width": 8}),
+    "resnet": (ResNet, {"depth": 8, "width": 8}),
+    "resnet_group": (ResNet, {"depth": 8, "width": 8, "norm": "group"}),
+}
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 17, 23)])
+@pytest.mark.parametrize("name", sorted(SHAPE_AWARE))
+def test_shape_aware_models_take_any_shape_and_class_count(name, shape):
+    cls, kwargs = SHAPE_AWARE[name]
+    torch.manual_seed(0)
+    net = cls(shape, 7, mean=[0.5] * shape[0], std=[0.25] * shape[0], **kwargs)
+    x = torch.rand(4, *shape)
+    logits = net(x)
+    assert logits.shape == (4, 7)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    features = net.eval().features(x)
+    assert list(features)[-1] == "logits" and list(features) == list(cls.LAYERS)  # the attacks read the class's
+    torch.testing.assert_close(features["logits"], net(x))
+
+
+def test_per_channel_normalisation_is_not_a_weight():
+    normalize = Normalize([0.5, 0.25, 0.0], [0.5, 0.25, 1.0])
+    x = torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    torch.testing.assert_close(normalize(x), torch.zeros(2, 3, 4, 4))
+    assert dict(normalize.state_dict()) == {}
+    assert not any("normalize" in key for key in ResNet((3, 8, 8), 2, [0.5] * 3, [0.2] * 3, depth=8).state_dict())
+
+
+def test_group_norm_variants_are_what_dpsgd_trains():
+    dpsgd = DPSGD()
+    dpsgd.check_network(ResNet((3, 16, 16), 10, depth=8, width=8, norm="group"))
+    dpsgd.check_network(SmallVGG((3, 16, 16), 10, width=8, norm="group"))
+    for net in (ResNet((3, 16, 16), 10, depth=8, width=8), SmallVGG((3, 16, 16), 10, width=8)):
+        with pytest.raises(ConfigError, match=r"cannot train .* privately .*BatchNorm.*model.net.norm=group"):
+            dpsgd.check_network(net)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: ResNet((3, 32, 32), 10, depth=21), "depth=21 .*6n \\+ 2"),
+        (lambda: SmallVGG((3, 4, 4), 10, stages=3), "stages=3 .*4x4.*at most 2"),
+        (lambda: MLP((3, 32), 10), "image_shape"),
+        (lambda: ResNet((3, 32, 32), 10, norm="layer"), "norm='layer' is not one of the choices"),
+    ],
+)
+def test_bad_architecture_settings_stop_in_one_line(build, match):
+    with pytest.raises(ConfigError, match=match):
+        build()

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks import cache
+from privacy_attacks.data.identity import data_name, is_mnist
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import build_loggers, instantiate_named, run_device, set_threads
@@ -96,6 +97,12 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("attack") is None:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
+    if not is_mnist(cfg.data):  # the attacks read MNIST's files and shapes themselves: stop before a wrong result
+        name = data_name(cfg.data)
+        raise ConfigError(
+            f"attack={cfg.attack.name} reads MNIST only so far; data={name} is supported by train.py "
+            f"(python train.py data={name}), not yet by the attacks: use data=mnist."
+        )
     entry = get_method(cfg.attack.entry)
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks import cache
-from privacy_attacks.data.mnist import MNIST_DIGEST, data_digest
+from privacy_attacks.data.identity import data_identity
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.harness import run_device
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -84,10 +84,11 @@ def checkpoint_spec(
 
     ``device`` is the type of the device it trains on (``cpu``, ``cuda``): the same recipe and seed give other
     weights on a GPU (other kernels, other rounding), so a GPU-trained classifier is cached apart from the CPU one.
-    The data's content enters as its :func:`~privacy_attacks.data.mnist.data_digest` unless it is MNIST's own files,
-    the batch order unless it is ``consecutive``, and the ``trainer`` settings that change weights
-    (:func:`trainer_spec`) unless they are the project's: so the CPU, MNIST, consecutive-order checkpoints made
-    before these entries existed keep their keys, and anything else is cached apart.
+    The data enters as :func:`~privacy_attacks.data.identity.data_identity` (nothing for MNIST's own files, the digest
+    of other files in MNIST's place, the name and digest of any other dataset), the batch order unless it is
+    ``consecutive``, and the ``trainer`` settings that change weights (:func:`trainer_spec`) unless they are the
+    project's: so the CPU, MNIST, consecutive-order checkpoints made before these entries existed keep their keys,
+    and anything else is cached apart.
     """
     resolved = OmegaConf.to_container(recipe, resolve=True)
     neutral = {k for k, v in NEUTRAL_RECIPE_KEYS.items() if k in resolved and resolved[k] == v}
@@ -98,9 +99,9 @@ def checkpoint_spec(
     batch_order = data.get("batch_order", "consecutive")
     if batch_order != "consecutive":
         spec["split"]["batch_order"] = batch_order
-    digest = data_digest(data.root, data.get("download", False))
-    if digest != MNIST_DIGEST:
-        spec["data"] = {"digest": digest}
+    identity = data_identity(data)
+    if identity is not None:
+        spec["data"] = identity
     if device != "cpu":
         spec["device"] = device
     trained_with = trainer_spec(trainer, device)
@@ -159,10 +160,10 @@ def provision_classifier(
         trainer: the trainer config used if it has to be trained.
         cache_dir: folder of cached checkpoints.
         name: file-name prefix (``target``, ``evaluator``, ``shadow``...).
-        extra_train: (K, 1, 28, 28) images and (K,) labels trained on beside the recipe's members (the canaries
+        extra_train: (K, C, H, W) images and (K,) labels trained on beside the recipe's members (the canaries
             of the one-run audit); their content is part of the key.
     """
-    validate_recipe(recipe, name)
+    validate_recipe(recipe, name, data)
     device = run_device(trainer).type
     spec = checkpoint_spec(recipe, data, device, trainer)
     if extra_train is not None:

@@ -1,6 +1,7 @@
-"""Fit a classifier recipe on MNIST: the one training path shared by ``train.py`` and target provisioning.
+"""Fit a classifier recipe on a dataset: the one training path shared by ``train.py`` and target provisioning.
 
-A *recipe* is the config of a classifier (``conf/model/*.yaml``): the network, the optimiser,
+A *recipe* is the config of a classifier (``conf/model/*.yaml``): the network (built for the data's image shape and
+classes, which the recipe reads from the data config: ``${data.image_shape}``, ``${data.num_classes}``), the optimiser,
 the scheduler, ``max_epochs``, ``batch_size`` and ``members`` (train on a subset); optionally the
 regularisers ``label_smoothing`` and ``early_stopping_patience``, ``ema_decay`` (evaluate an exponential moving
 average of the weights), and ``privacy``, a training defence's node
@@ -13,20 +14,24 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 from omegaconf import DictConfig
-from torch import Tensor
+from torch import Tensor, nn
 
-from privacy_attacks.data import MNISTDataModule
+from privacy_attacks.data import ImageDataModule
+from privacy_attacks.data.identity import data_name, data_shape
 from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.systems import ImageClassifier
 
 
-def validate_recipe(recipe: DictConfig, key: str = "model") -> None:
-    """Stop before any work when a recipe's epochs, batch size, learning rate or member count is off."""
+def validate_recipe(recipe: DictConfig, key: str = "model", data: DictConfig | None = None) -> None:
+    """Stop before any work when a recipe's epochs, batch size, learning rate or member count is off; with ``data``
+    (the data config) also when its network cannot take the data's images, gives another number of outputs than the
+    data has classes, or cannot be trained under its training defence (DP-SGD and batch norm)."""
     require_positive(recipe.max_epochs, f"{key}.max_epochs")
     require_positive(recipe.batch_size, f"{key}.batch_size")
     require_positive(recipe.optimizer.lr, f"{key}.optimizer.lr")
@@ -44,7 +49,54 @@ def validate_recipe(recipe: DictConfig, key: str = "model") -> None:
         raise ConfigError(
             f"{key}.ema_decay={decay!r} is not allowed: it must be a number in (0, 1), or null (no moving average)."
         )
-    build_privacy(recipe)  # a bad DP setting stops here
+    privacy = build_privacy(recipe)  # a bad DP setting stops here
+    if data is not None:
+        check_network(recipe, key, data, privacy)
+
+
+def build_net(recipe: DictConfig, key: str = "model") -> nn.Module:
+    """``recipe.net`` instantiated; a bad setting (the network's own check, an unknown argument) as one line."""
+    try:
+        return instantiate(recipe.net)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        cause = error.__cause__ if error.__cause__ is not None else error
+        reason = (str(cause).splitlines() or [""])[0]
+        raise ConfigError(f"{key}.net ({recipe.net.get('_target_')}) cannot be built: {reason}") from None
+
+
+def check_network(recipe: DictConfig, key: str, data: DictConfig, privacy: Any = None) -> None:
+    """Build ``recipe.net`` (the global RNG left as it was) and pass a zero batch of the data's shape through it:
+    :class:`ConfigError` in one line when it cannot take the images, when its outputs are not the data's classes, or
+    when ``privacy`` (DP-SGD) cannot train it (its ``check_network``)."""
+    image_shape, num_classes = data_shape(data)
+    name = data_name(data)
+    if num_classes is None:
+        raise ConfigError(f"data={name} declares no num_classes: add num_classes: <count> to its config.")
+    with torch.random.fork_rng(devices=[]):
+        net = build_net(recipe, key)
+    label = f"{key}.net ({type(net).__name__})"
+    if image_shape is not None:
+        was_training = net.training
+        try:
+            with torch.no_grad():
+                outputs = net.eval()(torch.zeros(2, *image_shape))
+        except Exception as error:  # noqa: BLE001 - whatever the layers say, the cause is the shape
+            reason = (str(error).splitlines() or [""])[0]
+            raise ConfigError(
+                f"{label} cannot take data={name}'s images of shape {list(image_shape)} ({reason}): choose a model "
+                "built for the data's shape (model=cnn, model=resnet, model=mlp)."
+            ) from None
+        net.train(was_training)
+        if not isinstance(outputs, Tensor) or tuple(outputs.shape) != (2, num_classes):
+            got = tuple(outputs.shape[1:]) if isinstance(outputs, Tensor) else type(outputs).__name__
+            raise ConfigError(
+                f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: set "
+                f"{key}.net.num_classes={num_classes} (or '${{data.num_classes}}')."
+            )
+    if privacy is not None and hasattr(privacy, "check_network"):
+        privacy.check_network(net)
 
 
 def build_privacy(recipe: DictConfig) -> Any:
@@ -61,30 +113,37 @@ def build_privacy(recipe: DictConfig) -> Any:
 
 def build_datamodule(
     data: DictConfig, recipe: DictConfig, extra_train: tuple[Tensor, Tensor] | None = None, seed: int | None = None
-) -> MNISTDataModule:
+) -> ImageDataModule:
     """The data module of ``data`` with the recipe's batch size and member subset (Poisson batches under DP-SGD),
-    ``extra_train`` (images (K, 1, 28, 28), labels (K,)) added to the members, and batch orders that follow
+    ``extra_train`` (images (K, C, H, W), labels (K,)) added to the members, and batch orders that follow
     ``seed``."""
     privacy = build_privacy(recipe)
     extra_images, extra_labels = extra_train if extra_train is not None else (None, None)
-    return instantiate(
-        data,
-        batch_size=recipe.batch_size,
-        members=recipe.get("members"),
-        member_offset=recipe.get("member_offset", 0),
-        poisson_sampling=bool(getattr(privacy, "poisson_sampling", False)),
-        extra_images=extra_images,
-        extra_labels=extra_labels,
-        seed=seed,
-    )
+    try:
+        return instantiate(
+            data,
+            batch_size=recipe.batch_size,
+            members=recipe.get("members"),
+            member_offset=recipe.get("member_offset", 0),
+            poisson_sampling=bool(getattr(privacy, "poisson_sampling", False)),
+            extra_images=extra_images,
+            extra_labels=extra_labels,
+            seed=seed,
+        )
+    except InstantiationException as error:  # a bad split size or source setting: show its own message
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
-def build_classifier(recipe: DictConfig) -> ImageClassifier:
-    """The LightningModule of a recipe: ``ImageClassifier(net, optimizer, scheduler, label_smoothing, privacy)``."""
+def build_classifier(recipe: DictConfig, num_classes: int = 10) -> ImageClassifier:
+    """The LightningModule of a recipe for data of ``num_classes`` classes: ``ImageClassifier(net, optimizer,
+    scheduler, num_classes, label_smoothing, privacy)``."""
     return ImageClassifier(
         net=instantiate(recipe.net),
         optimizer=instantiate(recipe.optimizer),
         scheduler=instantiate(recipe.scheduler) if recipe.get("scheduler") else None,
+        num_classes=num_classes,
         label_smoothing=float(recipe.get("label_smoothing", 0.0)),
         privacy=build_privacy(recipe),
     )
@@ -126,10 +185,10 @@ def fit_classifier(
     recipe's members (the one-run audit's canaries). ``test=False`` leaves the test set unread (tuning runs): no
     ``test/*`` metrics.
     """
-    validate_recipe(recipe)
+    validate_recipe(recipe, data=data)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(data, recipe, extra_train, seed)
-    system = build_classifier(recipe)
+    system = build_classifier(recipe, data_shape(data)[1])
     fitter = build_trainer(
         trainer,
         quiet=False,

@@ -147,6 +147,18 @@ class DPSGD(TrainingDefense):
                 f"rate {sample_rate:.4g} ({error})."
             ) from None
 
+    def check_network(self, net: nn.Module) -> None:
+        """:class:`ConfigError` in one line when Opacus cannot take per-example gradients of ``net`` (batch norm mixes
+        the examples of a batch: use a model's group-norm variant, e.g. ``model.net.norm=group``)."""
+        from opacus.validators import ModuleValidator
+
+        errors = ModuleValidator.validate(net, strict=False)
+        if errors:
+            # Opacus explains each refused layer at length, once per layer: its first sentence, once per kind.
+            listed = "; ".join(dict.fromkeys(str(error).replace("\n", " ").split(". ")[0] for error in errors))
+            hint = " Use a model's group-norm variant (model.net.norm=group)." if "BatchNorm" in listed else ""
+            raise ConfigError(f"defense=dpsgd cannot train {type(net).__name__} privately (Opacus: {listed}).{hint}")
+
     def make_private(
         self,
         net: nn.Module,
@@ -167,12 +179,8 @@ class DPSGD(TrainingDefense):
         from opacus import GradSampleModule
         from opacus.accountants import create_accountant
         from opacus.optimizers import DPOptimizer
-        from opacus.validators import ModuleValidator
 
-        errors = ModuleValidator.validate(net, strict=False)
-        if errors:
-            listed = "; ".join(str(error) for error in errors)
-            raise ConfigError(f"defense=dpsgd cannot train {type(net).__name__} privately (Opacus: {listed}).")
+        self.check_network(net)
         noise = self.noise_multiplier_for(sample_rate, epochs)
         module = GradSampleModule(net, loss_reduction="mean")
         private = DPOptimizer(

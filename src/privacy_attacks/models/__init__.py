@@ -1,4 +1,18 @@
+from privacy_attacks.models.cnn import SmallVGG
 from privacy_attacks.models.evaluator import AllConvNet, EvaluatorCNN
 from privacy_attacks.models.lenet5 import ACTIVATIONS, Deskew, DeskewedLeNet5, LeNet5, Normalize
+from privacy_attacks.models.mlp import MLP
+from privacy_attacks.models.resnet import ResNet
 
-__all__ = ["ACTIVATIONS", "AllConvNet", "Deskew", "DeskewedLeNet5", "EvaluatorCNN", "LeNet5", "Normalize"]
+__all__ = [
+    "ACTIVATIONS",
+    "AllConvNet",
+    "Deskew",
+    "DeskewedLeNet5",
+    "EvaluatorCNN",
+    "LeNet5",
+    "MLP",
+    "Normalize",
+    "ResNet",
+    "SmallVGG",
+]

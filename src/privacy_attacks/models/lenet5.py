@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,14 +16,26 @@ POOLINGS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d
 
 
 class Normalize(nn.Module):
-    """Maps [0, 1] pixels to zero-mean unit-variance inputs: (x - mean) / std, shapes unchanged."""
+    """Maps [0, 1] pixels to zero-mean unit-variance inputs: (x - mean) / std, shapes unchanged.
 
-    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD):
+    ``mean`` and ``std`` are numbers (every channel alike: MNIST's by default) or sequences of one number per channel
+    (kept as buffers outside the state dict, so they move with the module and cost no weights).
+    """
+
+    def __init__(self, mean: float | Sequence[float] = MNIST_MEAN, std: float | Sequence[float] = MNIST_STD):
         super().__init__()
-        self.mean, self.std = mean, std
+        if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
+            self.mean, self.std = mean, std
+        else:
+            self.register_buffer("mean", torch.tensor(_floats(mean)).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(_floats(std)).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
+
+
+def _floats(value: float | Sequence[float]) -> list[float]:
+    return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
 class LeNet5(nn.Module):

@@ -19,7 +19,7 @@ class ImageClassifier(L.LightningModule):
     """Cross-entropy training of a plain ``nn.Module`` (Lightning's system/model split).
 
     Args:
-        net: maps (N, 1, 28, 28) pixels in [0, 1] to logits (N, num_classes).
+        net: maps (N, C, H, W) pixels in [0, 1] to logits (N, num_classes).
         optimizer: partial optimiser, called with the parameters in ``configure_optimizers``.
         scheduler: optional partial LR scheduler, called with the optimiser; stepped per epoch.
         num_classes: number of classes.
@@ -27,7 +27,7 @@ class ImageClassifier(L.LightningModule):
             plain cross-entropy.
         privacy: train with DP-SGD (:class:`privacy_attacks.defenses.DPSGD`): the optimiser becomes Opacus's
             ``DPOptimizer`` over per-example gradients; the data module must sample by Poisson
-            (``MNISTDataModule(poisson_sampling=True)``) and tell ``train_size`` and ``sample_rate``.
+            (``ImageDataModule(poisson_sampling=True)``) and tell ``train_size`` and ``sample_rate``.
 
     Logs ``<stage>/loss`` and ``<stage>/acc`` for train, val and test; with ``privacy``, also ``privacy/epsilon``
     (spent so far) after each training epoch.

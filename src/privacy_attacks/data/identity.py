@@ -1,0 +1,59 @@
+"""What a data config (``conf/data/<name>.yaml``) says about its dataset without building the data module: its
+source, its name, its shape and classes, and the entry that names it in a cached model's key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from privacy_attacks.data.mnist import IMAGE_SHAPE, MNIST_DIGEST, NUM_CLASSES, MNISTSource
+from privacy_attacks.data.source import ImageSource
+from privacy_attacks.errors import UserError
+
+
+def is_mnist(data: Any) -> bool:
+    """Whether ``data`` is MNIST's config (``data=mnist``: MNIST's files under ``data.root``): the only data the
+    attacks read so far. A config without ``source`` and ``name`` is MNIST's, as every data config once was."""
+    return data.get("source") is None and data.get("name", "mnist") == "mnist"
+
+
+def data_source(data: Any) -> ImageSource:
+    """The :class:`~privacy_attacks.data.source.ImageSource` of ``data``: its ``source`` node, or MNIST's files under
+    ``data.root`` for MNIST's config."""
+    if data.get("source") is None:
+        return MNISTSource(data.root, data.get("download", False))
+    try:
+        return instantiate(data.source)
+    except InstantiationException as error:  # a bad setting: show the source's own message
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
+def data_name(data: Any) -> str:
+    """The dataset's name: ``data.name`` (``mnist`` for MNIST's config)."""
+    if data.get("name") is not None:
+        return str(data.name)
+    return "mnist" if data.get("source") is None else data_source(data).name
+
+
+def data_shape(data: Any) -> tuple[tuple[int, ...] | None, int | None]:
+    """``(image_shape, num_classes)`` the config declares (MNIST's for a config without them and without a source;
+    None where a config leaves them to the data)."""
+    mnist = data.get("source") is None
+    shape = data.get("image_shape", IMAGE_SHAPE if mnist else None)
+    classes = data.get("num_classes", NUM_CLASSES if mnist else None)
+    return (None if shape is None else tuple(int(s) for s in shape)), (None if classes is None else int(classes))
+
+
+def data_identity(data: Any) -> dict[str, str] | None:
+    """The entry that names the data in a cached model's key: None for MNIST's own files (the keys of every model
+    cached before other data existed), ``{"digest": ...}`` for other files in MNIST's place, ``{"name": ...,
+    "digest": ...}`` for any other dataset. The digest is of the tensors the source returns
+    (:meth:`~privacy_attacks.data.source.ImageSource.digest`), so other content never reuses a model."""
+    digest = data_source(data).digest()
+    if is_mnist(data):
+        return None if digest == MNIST_DIGEST else {"digest": digest}
+    return {"name": data_name(data), "digest": digest}

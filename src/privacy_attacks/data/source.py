@@ -1,0 +1,113 @@
+"""Where a dataset's images come from: an :class:`ImageSource` returns the training and test sets as tensors.
+
+A source is the one dataset-specific piece of the data layer (``data.source`` in a ``conf/data/*.yaml``): it reads
+(or downloads, or generates) the images once and returns them as float (N, C, H, W) pixels in [0, 1] with long
+labels; :class:`~privacy_attacks.data.module.ImageDataModule` splits, batches and moves them, the same way for every
+dataset. Loaded tensors are kept per process (a few datasets at a time), keyed by the source's settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from privacy_attacks.errors import DataUnavailableError
+
+KEPT_DATASETS = 2  # loaded datasets kept per process (each as float tensors: CIFAR-10 is 0.7 GB)
+
+
+@dataclass
+class SourceData:
+    """A dataset as tensors: float (N, C, H, W) pixels in [0, 1], long (N,) labels; ``class_names`` in label order
+    (None: the labels' numbers)."""
+
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    class_names: tuple[str, ...] | None = None
+
+    def clone(self) -> SourceData:
+        return SourceData(
+            self.train_images.clone(),
+            self.train_labels.clone(),
+            self.test_images.clone(),
+            self.test_labels.clone(),
+            self.class_names,
+        )
+
+
+_loaded: OrderedDict[tuple, SourceData] = OrderedDict()
+_digests: dict[tuple, str] = {}
+
+
+class ImageSource:
+    """Base of the dataset sources: subclasses implement :meth:`read` and :meth:`identity`.
+
+    ``train_size`` is the size of the training set when known without reading it (for the split's checks at
+    construction; None: checked after loading).
+    """
+
+    name = "images"
+    train_size: int | None = None
+
+    def identity(self) -> tuple:
+        """The settings that determine the tensors :meth:`read` returns (hashable): the key of the process's cache."""
+        raise NotImplementedError
+
+    def read(self) -> SourceData:
+        """Read, download or generate the dataset; :class:`DataUnavailableError` saying what to set when it cannot."""
+        raise NotImplementedError
+
+    def load(self) -> SourceData:
+        """The dataset (a copy of the process's cached tensors: a caller may change them in place)."""
+        key = (type(self).__qualname__, *self.identity())
+        if key not in _loaded:
+            _loaded[key] = self.read()
+            while len(_loaded) > KEPT_DATASETS:
+                _loaded.popitem(last=False)
+        _loaded.move_to_end(key)
+        return _loaded[key].clone()
+
+    def digest(self) -> str:
+        """16 hex digits of the SHA-256 of the training and test images and labels as :meth:`load` returns them:
+        what names the data in a cached model's key, so other content never reuses a model trained on these."""
+        key = (type(self).__qualname__, *self.identity())
+        if key not in _digests:
+            data = self.load()
+            hashed = hashlib.sha256()
+            for tensor in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+                hashed.update(tensor.contiguous().numpy().tobytes())
+            _digests[key] = hashed.hexdigest()[:16]
+        return _digests[key]
+
+
+def uint8_to_pixels(images: Tensor) -> Tensor:
+    """uint8 (N, C, H, W) -> float pixels in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def fetch(download: Callable[[], Any], missing: Callable[[str], str], timeout: float = 15) -> None:
+    """Run ``download()`` with a socket timeout; any failure becomes :class:`DataUnavailableError` with the message
+    ``missing(reason)``."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        download()
+    except Exception as error:  # noqa: BLE001 - any network or file failure means the same to the user
+        reason = (str(error).splitlines() or [""])[0]
+        raise DataUnavailableError(missing(f"downloading it failed ({type(error).__name__}: {reason})")) from error
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def balanced_labels(count: int, num_classes: int, generator: torch.Generator) -> Tensor:
+    """``count`` labels, as evenly spread over ``num_classes`` as possible, in a seeded order."""
+    return (torch.arange(count) % num_classes)[torch.randperm(count, generator=generator)]
