@@ -1,6 +1,6 @@
 from privacy_attacks.models.cnn import SmallVGG
 from privacy_attacks.models.evaluator import AllConvNet, EvaluatorCNN
-from privacy_attacks.models.lenet5 import ACTIVATIONS, Deskew, DeskewedLeNet5, LeNet5, Normalize
+from privacy_attacks.models.lenet5 import ACTIVATIONS, Deskew, DeskewedLeNet5, LeNet5, NamedBlocks, Normalize
 from privacy_attacks.models.mlp import MLP
 from privacy_attacks.models.resnet import ResNet
 
@@ -12,6 +12,7 @@ __all__ = [
     "EvaluatorCNN",
     "LeNet5",
     "MLP",
+    "NamedBlocks",
     "Normalize",
     "ResNet",
     "SmallVGG",

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from privacy_attacks.errors import ConfigError, require_int, require_positive
 from privacy_attacks.models.layers import image_shape_of, input_normalize, norm2d
+from privacy_attacks.models.lenet5 import NamedBlocks
 
 
-class SmallVGG(nn.Module):
+class SmallVGG(NamedBlocks):
     """``stages`` stages of ``convs`` 3x3 convolutions (norm, ReLU) and a 2x2 max pooling, channels ``width``,
     2 ``width``, 4 ``width`` ...; global average pooling, dropout and a linear layer to the logits.
     (N, C, H, W) in [0, 1] -> (N, classes); H and W at least 2^stages.
@@ -75,14 +76,3 @@ class SmallVGG(nn.Module):
         self.logits = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes)
         )
-
-    def features(self, x: Tensor) -> dict[str, Tensor]:
-        """Every named block's output for ``x``: {layer name: activation}, in forward order."""
-        out, h = {}, self.normalize(x)
-        for name in self.LAYERS:
-            h = getattr(self, name)(h)
-            out[name] = h
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(self.body(self.normalize(x)))

@@ -38,7 +38,28 @@ def _floats(value: float | Sequence[float]) -> list[float]:
     return [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
-class LeNet5(nn.Module):
+class NamedBlocks(nn.Module):
+    """Base of the classifiers whose intermediate features attacks read: ``normalize`` (a module), then the blocks
+    named in ``LAYERS``, in order, the last giving the logits. :meth:`features` returns every block's output."""
+
+    LAYERS: tuple[str, ...] = ()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.normalize(x)
+        for name in self.LAYERS:
+            h = getattr(self, name)(h)
+        return h
+
+    def features(self, x: Tensor) -> dict[str, Tensor]:
+        """Every named block's output for ``x``: {layer name: activation}, in forward order."""
+        out, h = {}, self.normalize(x)
+        for name in self.LAYERS:
+            h = getattr(self, name)(h)
+            out[name] = h
+        return out
+
+
+class LeNet5(NamedBlocks):
     """Classic LeNet5: conv 6@5x5 pad 2 -> pool -> conv 16@5x5 -> pool -> 120 -> 84 -> classes.
 
     Input (N, 1, 28, 28) in [0, 1] pixel space (normalised inside); output logits (N, classes).
@@ -63,17 +84,6 @@ class LeNet5(nn.Module):
         self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(16 * 5 * 5, 120), act())
         self.fc2 = nn.Sequential(nn.Linear(120, 84), act())
         self.logits = nn.Linear(84, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(self.fc2(self.fc1(self.conv2(self.conv1(self.normalize(x))))))
-
-    def features(self, x: Tensor) -> dict[str, Tensor]:
-        """Every named block's output for ``x``: {layer name: activation}, in forward order."""
-        out, h = {}, self.normalize(x)
-        for name in self.LAYERS:
-            h = getattr(self, name)(h)
-            out[name] = h
-        return out
 
 
 class Deskew(nn.Module):

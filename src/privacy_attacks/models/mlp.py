@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.models.layers import image_shape_of, input_normalize
-from privacy_attacks.models.lenet5 import ACTIVATIONS
+from privacy_attacks.models.lenet5 import ACTIVATIONS, NamedBlocks
 
 
-class MLP(nn.Module):
+class MLP(NamedBlocks):
     """Flattened pixels -> ``depth`` hidden layers of ``width`` units -> logits: (N, C, H, W) in [0, 1] -> (N, classes).
 
     Args:
@@ -60,14 +60,3 @@ class MLP(nn.Module):
             inputs = width
         self.hidden = nn.Sequential(*layers)
         self.logits = nn.Linear(inputs, num_classes)
-
-    def features(self, x: Tensor) -> dict[str, Tensor]:
-        """Every named block's output for ``x``: {layer name: activation}, in forward order."""
-        out, h = {}, self.normalize(x)
-        for name in self.LAYERS:
-            h = getattr(self, name)(h)
-            out[name] = h
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(self.hidden(self.normalize(x)))

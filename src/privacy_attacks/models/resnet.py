@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.errors import ConfigError, is_integer, require_int
 from privacy_attacks.models.layers import image_shape_of, input_normalize, norm2d
+from privacy_attacks.models.lenet5 import NamedBlocks
 
 
 class BasicBlock(nn.Module):
@@ -32,7 +33,7 @@ class BasicBlock(nn.Module):
         return self.relu(self.norm2(self.conv2(h)) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(NamedBlocks):
     """CIFAR-style ResNet: 3x3 stem, three stages of (depth - 2) / 6 basic blocks (the second and third halve the
     resolution), global average pooling, a linear layer: (N, C, H, W) in [0, 1] -> (N, classes).
 
@@ -86,17 +87,3 @@ class ResNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def features(self, x: Tensor) -> dict[str, Tensor]:
-        """Every named block's output for ``x``: {layer name: activation}, in forward order."""
-        out, h = {}, self.normalize(x)
-        for name in self.LAYERS:
-            h = getattr(self, name)(h)
-            out[name] = h
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.normalize(x)
-        for name in self.LAYERS:
-            h = getattr(self, name)(h)
-        return h
