@@ -1,6 +1,6 @@
 """train.py beyond MNIST and LeNet5: every data config and model recipe composed from the real configs, tiny fits on
 synthetic images and Fashion-MNIST, cache keys that name the dataset (MNIST's unchanged), one-line refusals before
-training, and the attacks held to MNIST."""
+training, and the attacks that still read MNIST themselves held to it."""
 
 from __future__ import annotations
 
@@ -196,6 +196,19 @@ def test_the_attacks_stop_before_any_work_on_other_data(compose_attack, monkeypa
     monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
     with pytest.raises(ConfigError, match=f"attack=inversion reads MNIST only so far; data={data} is supported by"):
         run_attack(compose_attack(["attack=inversion", f"data={data}"]))
+
+
+@pytest.mark.parametrize("attack", [a for a in pipelines.available_attacks() if a not in pipelines.ATTACKS_ON_ANY_DATA])
+def test_every_attack_that_reads_mnist_itself_stops_on_other_data(compose_attack, monkeypatch, attack):
+    monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
+    with pytest.raises(ConfigError, match=f"attack={attack} reads MNIST only so far; data=synthetic") as error:
+        run_attack(compose_attack([f"attack={attack}", "data=synthetic"]))
+    assert "\n" not in str(error.value) and "attack=distillation" in str(error.value)
+
+
+def test_the_attacks_that_read_the_data_are_stealing_and_membership():
+    assert set(pipelines.ATTACKS_ON_ANY_DATA) == {"distillation", "membership"}
+    assert set(pipelines.ATTACKS_ON_ANY_DATA) <= set(pipelines.available_attacks())
 
 
 @pytest.mark.slow

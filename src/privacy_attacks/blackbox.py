@@ -4,8 +4,9 @@ The lecture's black-box setting ("黑盒攻击：攻击者只能查询模型API"
 "Stealing machine learning models via prediction APIs"): the attacker sends images and gets
 back what the service returns, nothing else. :class:`BlackBoxAPI` wraps a frozen network so that
 
-- ``query(x)`` answers a batch ``x`` of shape (N, 1, 28, 28), pixels in [0, 1], in the service's
-  output mode (:data:`OUTPUT_MODES`, chosen by the config key ``api.output``):
+- ``query(x)`` answers a batch ``x`` of images (N, C, H, W) of the shape the network takes (MNIST's
+  (N, 1, 28, 28)), pixels in [0, 1], in the service's output mode (:data:`OUTPUT_MODES`, chosen by the
+  config key ``api.output``):
 
   ========== ============================ =================================================
   mode       answer                       note
@@ -201,7 +202,7 @@ class BlackBoxAPI:
     """A deployed classifier behind a query API with a budget.
 
     Args:
-        net: the frozen target, (N, 1, 28, 28) pixels in [0, 1] -> logits (N, C). It is kept in a
+        net: the frozen target, (N, C, H, W) pixels in [0, 1] -> logits (N, classes). It is kept in a
             closure, never as an attribute.
         output: an output mode name (``probs``, ``logits``, ``label``, ``rounded``) or an
             :class:`OutputMode` object (e.g. ``RoundedProbabilities(decimals=3)``).
@@ -266,14 +267,15 @@ class BlackBoxAPI:
         return self._calls
 
     def query(self, x: Tensor) -> Tensor:
-        """Answer a batch of images ``x`` (N, 1, 28, 28) in [0, 1] in the API's output mode.
+        """Answer a batch of images ``x`` (N, C, H, W) in [0, 1] in the API's output mode.
 
         Counts N images; raises :class:`QueryBudgetExceeded` (nothing answered, nothing counted)
         when N is more than the budget has left. The answer carries no gradient.
         """
         if not isinstance(x, Tensor) or x.dim() != 4:
             raise ValueError(
-                f"query expects an image batch of shape (N, 1, 28, 28), got {getattr(x, 'shape', type(x))}."
+                "query expects an image batch of shape (N, C, H, W) (MNIST's: (N, 1, 28, 28)), got "
+                f"{getattr(x, 'shape', type(x))}."
             )
         n = len(x)
         if n > self.queries_left:

@@ -1,4 +1,5 @@
-"""Membership inference end to end: config errors before any work, and a real small run of each method."""
+"""Membership inference end to end: config errors before any work, and a real small run of each method, on MNIST,
+synthetic colour images and Fashion-MNIST."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import json
 
 import pytest
 
+import privacy_attacks.pipelines as pipelines
 from privacy_attacks.attacks.membership import validate
 from privacy_attacks.attacks.membership.attack import build_attack, build_split, shadow_defense
 from privacy_attacks.defenses import GaussianNoise, Rounding
 from privacy_attacks.errors import ConfigError
+from privacy_attacks.pipelines import run_attack
+from privacy_attacks.targets import provision_target
 from tests.conftest import attack_config, run_script
 
 METHODS = list(attack_config("membership").methods)  # every method the config offers
@@ -173,3 +177,103 @@ def test_every_method_beats_chance_on_a_leaky_target_in_a_real_multirun(tmp_path
         assert metrics["queries/used"] == build_attack(cfg).queries_needed(*sizes) >= 100
     assert (sweep / "roc_sweep.png").stat().st_size > 0
     assert "Best job by mia/auc" in result.stdout
+
+
+# Synthetic colour images, small enough for seconds per method: 800 training images (60 for validation), a
+# 200-member target, 50 + 50 evaluation images, 2 shadow (and reference) models of 100 images.
+TINY_COLOUR = [
+    "data=synthetic",
+    "data.image_shape=[3,32,32]",
+    "data.num_classes=5",
+    "data.source.train_size=800",
+    "data.source.test_size=60",
+    "data.val_size=60",
+    "target.members=200",
+    "target.max_epochs=2",
+    "eval_members=50",
+    "shadow_train_size=100",
+    "num_shadows=2",
+    "num_ref_models=2",
+    "num_population=40",
+    "methods.shadow.num_shadows=2",
+    "methods.shadow.epochs=3",
+    "methods.proxy.epochs=3",
+]
+
+
+def spy_shadow_models(monkeypatch) -> list[dict]:
+    """Record the recipe and the images every shadow (or reference) model trains on."""
+    from privacy_attacks.attacks.membership import lira, shokri
+
+    calls, real = [], shokri.provision_shadow_models
+
+    def spy(recipe, images, labels, *args, **kwargs):
+        calls.append({"recipe": recipe, "images": images, "labels": labels})
+        return real(recipe, images, labels, *args, **kwargs)
+
+    monkeypatch.setattr(shokri, "provision_shadow_models", spy)
+    monkeypatch.setattr(lira, "provision_shadow_models", spy)
+    return calls
+
+
+CNN = ["model@target=cnn", "target.net.width=8"]
+RESNET = ["model@target=resnet", "target.net.depth=8", "target.net.width=8"]
+
+
+@pytest.mark.parametrize(
+    ("method", "model"),
+    [*((method, CNN) for method in METHODS), ("lira", RESNET), ("proxy", RESNET)],
+    ids=[*(f"{method}-cnn" for method in METHODS), "lira-resnet", "proxy-resnet"],
+)
+def test_every_method_runs_on_colour_images_with_shadows_of_the_targets_recipe(
+    compose_attack, monkeypatch, method, model
+):
+    """3x32x32 images of 5 classes: the split, the evaluation and attacker images come from the configured data;
+    shadow and reference models are the target's network, trained on the data's images."""
+    from privacy_attacks.data.identity import data_source
+
+    calls = spy_shadow_models(monkeypatch)
+    cfg = compose_attack(["attack=membership", f"method={method}", *TINY_COLOUR, *model])
+    metrics = run_attack(cfg)
+    assert metrics["mia/members"] == metrics["mia/nonmembers"] == 50
+    assert 0 <= metrics["mia/auc"] <= 1 and 0 <= metrics["target/train_acc"] <= 1
+    data = data_source(cfg.data).load()
+    assert metrics["target/test_acc"] == pytest.approx(
+        (provision_target(cfg).net(data.test_images).argmax(1) == data.test_labels).float().mean().item()
+    )
+    split = build_split(cfg)
+    assert len(split.members) == 200 and max(split.members.max(), split.attacker.max()) < 800
+    for call in calls:
+        assert call["recipe"].net == cfg.target.net and call["images"].shape[1:] == (3, 32, 32)
+        assert int(call["labels"].max()) < 5
+    assert bool(calls) == build_attack(cfg).shadow_answers
+
+
+@pytest.mark.fashion_mnist
+def test_membership_on_fashion_mnist_with_lenet5(compose_attack, monkeypatch):
+    calls = spy_shadow_models(monkeypatch)
+    overrides = ["data=fashion_mnist", "method=lira", "target.members=500", "target.max_epochs=2", "eval_members=100"]
+    cfg = compose_attack(["attack=membership", *overrides, "num_shadows=2", "shadow_train_size=300"])
+    assert cfg.target.net._target_.endswith("LeNet5")
+    metrics = run_attack(cfg)
+    assert metrics["mia/members"] == 100 and 0 <= metrics["mia/auc"] <= 1
+    assert provision_target(cfg).spec["data"]["name"] == "fashion_mnist"
+    assert len(calls) == 1 and calls[0]["recipe"].net == cfg.target.net
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=proxy", "features=[top_k]", "top_k=6"], r"top_k=6 is not allowed: .*data=synthetic has 5 classes"),
+        (["method=loss", "target.members=1000"], r"members=1000 is not allowed: it must be between 1 and 740 \(800"),
+        (["method=loss", "eval_members=150"], r"eval_members=150 is not allowed"),
+    ],
+)
+def test_sizes_and_class_counts_are_checked_against_the_data_before_any_work(
+    compose_attack, monkeypatch, overrides, message
+):
+    monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
+    cfg = compose_attack(["attack=membership", *TINY_COLOUR, "model@target=cnn", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        run_attack(cfg)
+    validate(compose_attack(["attack=membership", *TINY_COLOUR, "model@target=cnn", "features=[top_k]", "top_k=5"]))

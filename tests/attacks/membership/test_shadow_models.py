@@ -1,4 +1,5 @@
-"""Shadow models: vmapped training equal to independent fits, balanced masks, the cache."""
+"""Shadow models: vmapped training equal to independent fits, any network in eval mode when answering, balanced
+masks, the cache."""
 
 from __future__ import annotations
 
@@ -49,6 +50,36 @@ def test_stacked_shadow_training_equals_independent_fits(context):
         alone = train_shadow_models(RECIPE, images, labels, indices[s : s + 1], seeds=[seed], progress=False)
         for name, value in alone.params.items():
             torch.testing.assert_close(together.params[name][s], value[0], rtol=1e-4, atol=1e-5)
+
+
+def test_shadow_models_of_a_batch_norm_network_on_colour_images_answer_in_eval_mode():
+    """Stacked fits of a network with batch norm and dropout keep each model's running statistics and are
+    reproducible, and the stacked logits are each model's own eval-mode answers (not batch statistics of the
+    queried images, no dropout)."""
+    recipe = RECIPE.copy()
+    recipe.net = {
+        "_target_": "privacy_attacks.models.SmallVGG",
+        "image_shape": [3, 16, 16],
+        "num_classes": 4,
+        "width": 4,
+        "stages": 2,
+        "convs": 1,
+        "norm": "batch",
+        "dropout": 0.5,
+    }
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(20, 3, 16, 16, generator=generator), torch.arange(20) % 4
+    indices = subset_indices(balanced_in_masks(20, 2, generator))
+    shadows = train_shadow_models(recipe, images, labels, indices, seeds=[1, 2], progress=False)
+    again = train_shadow_models(recipe, images, labels, indices, seeds=[1, 2], progress=False)
+    assert all(torch.equal(v, again.params[k]) for k, v in shadows.params.items())
+    buffers = {k: v.clone() for k, v in shadows.buffers.items()}
+    assert any(k.endswith("running_mean") and not torch.equal(v[0], v[1]) for k, v in buffers.items())
+    logits = shadows.logits(images[:5])
+    assert logits.shape == (2, 5, 4)
+    for s in range(2):
+        torch.testing.assert_close(logits[s], shadows.model(s)(images[:5]), rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(buffers[k], v) for k, v in shadows.buffers.items())  # answering changed no statistic
 
 
 def test_balanced_masks_have_each_image_in_half_the_models():

@@ -1,4 +1,5 @@
-"""Model stealing end to end: bad input, shifts, headline overrides, real runs (in-process and a multirun)."""
+"""Model stealing end to end: bad input, shifts, headline overrides, real runs (in-process and a multirun), on MNIST,
+synthetic colour images and Fashion-MNIST, and pools or students that do not fit the data."""
 
 import json
 from pathlib import Path
@@ -8,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import privacy_attacks.pipelines as pipelines
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
@@ -117,3 +119,71 @@ def test_multirun_subprocess_writes_summary_and_figure(tmp_path, cache_dir):
     assert "Sweep summary" in result.stdout
     for job in range(4):
         assert (sweep / str(job) / "student.pt").exists()
+
+
+TINY_SYNTHETIC = ["data=synthetic", "data.source.train_size=300", "data.source.test_size=60", "data.val_size=60"]
+TINY_STEALING = ["attack=distillation", "target.members=200", "target.max_epochs=1", "query_budget=100"]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [["model@target=cnn", "target.net.width=8"], ["model@target=resnet", "target.net.depth=8", "target.net.width=8"]],
+)
+def test_stealing_runs_on_colour_images_of_any_shape(compose_attack, model):
+    """3x32x32 synthetic images: the dataset's own pool, a student of the target's architecture built for the data,
+    scored on the dataset's test images (report) and validation split (tune)."""
+    overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", "data.num_classes=5", *TINY_STEALING, *model]
+    cfg = compose_attack([*overrides, "schedule.steps=10"])
+    assert cfg.queries == "synthetic" and cfg.student.net._target_ == cfg.target.net._target_
+    metrics = run_attack(cfg)
+    assert metrics["queries/used"] == 100 and metrics["steps"] == 10
+    assert all(0 <= metrics[k] <= 1 for k in ("student/acc", "student/agreement", "target/acc"))
+    saved = torch.load(Path(cfg.paths.output_dir) / "student.pt", weights_only=True)
+    student = instantiate(OmegaConf.create(saved["net"]))
+    student.load_state_dict(saved["state_dict"])
+    assert student.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    tuned = run_attack(compose_attack([*overrides, "schedule.steps=5", "evaluation=tune", "queries=noise"]))
+    assert tuned["target/acc"] == pytest.approx(provision_target(cfg).metrics["val/acc"], abs=1e-6)
+
+
+def test_a_pool_of_another_shape_stops_before_any_work(compose_attack, monkeypatch):
+    monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
+    overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", *TINY_STEALING, "model@target=cnn", "queries=mnist"]
+    with pytest.raises(
+        ConfigError, match=r"queries=mnist gives 1x28x28 images, but .*data=synthetic's 3x32x32"
+    ) as error:
+        run_attack(compose_attack(overrides))
+    assert "\n" not in str(error.value)
+    with pytest.raises(
+        ConfigError, match=r"queries='cifar' is not one of the choices: mnist, fashion_mnist, noise, synth"
+    ):
+        run_attack(compose_attack([*overrides[:-1], "queries=cifar"]))
+
+
+def test_a_student_that_does_not_take_the_data_stops_before_any_work(compose_attack, monkeypatch):
+    monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
+    overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", *TINY_STEALING, "model@target=cnn"]
+    student = ["student.net={_target_: privacy_attacks.models.LeNet5, num_classes: 10}"]
+    with pytest.raises(ConfigError, match=r"student.net \(LeNet5\) cannot take data=synthetic's images"):
+        run_attack(compose_attack([*overrides, *student]))
+
+
+@pytest.mark.fashion_mnist
+def test_stealing_a_fashion_mnist_lenet5(compose_attack):
+    """Fashion-MNIST's LeNet5, stolen with its own pool and scored on its test images."""
+    overrides = ["data=fashion_mnist", *TINY_STEALING, "target.members=500", "schedule.steps=10"]
+    cfg = compose_attack(overrides)
+    assert cfg.queries == "fashion_mnist" and cfg.student.net._target_.endswith("LeNet5")
+    metrics = run_attack(cfg)
+    assert metrics["queries/used"] == 100 and 0 <= metrics["student/agreement"] <= 1
+    target = provision_target(cfg)
+    assert target.spec["data"]["name"] == "fashion_mnist"
+    assert metrics["target/test_acc"] == pytest.approx(target.metrics["test/acc"])
+
+
+@pytest.mark.mnist
+@pytest.mark.fashion_mnist
+def test_mnist_digits_as_out_of_distribution_queries_for_fashion_mnist(compose_attack):
+    overrides = ["data=fashion_mnist", *TINY_STEALING, "target.members=500", "schedule.steps=5", "queries=mnist"]
+    metrics = run_attack(compose_attack(overrides))
+    assert metrics["queries/used"] == 100 and 0 <= metrics["student/acc"] <= 1

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.data.mnist import load_mnist
+from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.defenses.training import TrainingDefense
@@ -36,10 +36,20 @@ from .metrics import membership_metrics, roc_curve
 log = logging.getLogger(__name__)
 
 
-def build_split(cfg: DictConfig, total: int = 60_000) -> MembershipSplit:
-    """The split of ``cfg`` (see :mod:`privacy_attacks.attacks.membership.data`)."""
+def training_set_size(data: DictConfig) -> int:
+    """The size of the configured dataset's training set (``data=``): known without reading it for most sources,
+    else read."""
+    source = data_source(data)
+    return source.train_size if source.train_size is not None else len(source.load().train_labels)
+
+
+def build_split(cfg: DictConfig, total: int | None = None) -> MembershipSplit:
+    """The split of ``cfg`` (see :mod:`privacy_attacks.attacks.membership.data`) of the ``total`` training images
+    of the configured dataset (None: :func:`training_set_size`)."""
     if cfg.target.get("members") is None:
         raise ConfigError("attack=membership needs a target with known members: set target.members (e.g. 1000).")
+    if total is None:
+        total = training_set_size(cfg.data)
     return membership_split(
         cfg.data.val_size,
         cfg.data.split_seed,
@@ -71,17 +81,20 @@ def build_attack(cfg: DictConfig) -> MembershipAttack:
     return attack
 
 
-def validate(cfg: DictConfig, total: int = 60_000) -> None:
+def validate(cfg: DictConfig, total: int | None = None) -> None:
     """Raise :class:`ConfigError` for an unknown method or output mode, a member count larger than
     the data, an evaluation set overlapping the attacker's data, sizes a method cannot use (an online method's
     shadow models hold half of the evaluation set: more non-members than they fit stop here), or a
-    ``query_budget`` smaller than the queries the method makes (each attack's ``queries_needed``)."""
+    ``query_budget`` smaller than the queries the method makes (each attack's ``queries_needed``), or features
+    sized by the class count that the data's classes cannot give (``top_k`` above ``data.num_classes``)."""
     prepare(cfg, total)
 
 
-def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, MembershipSplit]:
-    """The checks of :func:`validate`, returning the attack and the split they built."""
+def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack, MembershipSplit]:
+    """The checks of :func:`validate` (``total``: the training set's size, None: the configured dataset's),
+    returning the attack and the split they built."""
     attack = build_attack(cfg)
+    check_classes(cfg, attack)
     shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
     shadow_defense(cfg, attack)  # shadow_defense=true with a training defence, or for a method with no shadows
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
@@ -103,6 +116,18 @@ def prepare(cfg: DictConfig, total: int = 60_000) -> tuple[MembershipAttack, Mem
             f"Raise query_budget to at least {needed} or set it to null."
         )
     return attack, split
+
+
+def check_classes(cfg: DictConfig, attack: MembershipAttack) -> None:
+    """:class:`ConfigError` when the method's ``top_k`` feature asks for more classes than the data has."""
+    _, num_classes = data_shape(cfg.data)
+    top_k = getattr(attack, "top_k", None)
+    uses_top_k = "top_k" in getattr(attack, "features", ()) and isinstance(top_k, int)
+    if num_classes is not None and uses_top_k and top_k > num_classes:
+        raise ConfigError(
+            f"top_k={top_k} is not allowed: the top_k feature takes the k largest of the target's probabilities, and "
+            f"data={data_name(cfg.data)} has {num_classes} classes (use top_k <= {num_classes})."
+        )
 
 
 def shadow_recipe(cfg: DictConfig) -> DictConfig:
@@ -150,7 +175,8 @@ def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run ``cfg.method`` against ``target`` and return the metrics (``mia/*``, ``target/*``, ``queries/used``)."""
-    images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    data = data_source(cfg.data).load()  # the configured dataset's training and test images
+    images, labels = data.train_images, data.train_labels
     attack, split = prepare(cfg, total=len(labels))  # the actual data's size, checked again
     output = instantiate(cfg.api.outputs[cfg.api.output])
     api = BlackBoxAPI(
@@ -189,7 +215,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     # The experimenter's view of the target (not the attacker's): leakage tracks the generalisation gap.
     train_acc = _accuracy(target.net, images[split.members], labels[split.members])
     heldout = split.eval_indices[split.eval_membership == 0]
-    test_images, test_labels = load_mnist(cfg.data.root, train=False, download=cfg.data.download)
+    test_images, test_labels = data.test_images, data.test_labels
     test_acc = _accuracy(target.net, test_images, test_labels)
     # The API defence's cost to an honest user, on the test images (a fresh instance: the attack's draws are untouched).
     metrics.update(api_utility(target.net, defense_from_config(cfg, "api"), test_images, test_labels))

@@ -28,10 +28,10 @@ class AttackContext:
 
     Attributes:
         api: the target behind its query API.
-        eval_images: (N, 1, 28, 28) images whose membership is to be inferred, in a random order;
+        eval_images: (N, C, H, W) images whose membership is to be inferred, in a random order;
             ``eval_labels`` (N,). No dataset index comes with them: from it and the public split seed
             membership could be rebuilt.
-        attacker_images: (A, 1, 28, 28) the attacker's own labelled images (non-members of the
+        attacker_images: (A, C, H, W) the attacker's own labelled images (non-members of the
             target, disjoint from the evaluation set); ``attacker_labels`` (A,).
         recipe: the attacker's guess of the target's training recipe (``conf/model/*.yaml``): shadow
             models and the proxy follow it.

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
-from privacy_attacks.data.mnist import TensorBatches
+from privacy_attacks.data.tensors import TensorBatches
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import derive_seed, seeded
 

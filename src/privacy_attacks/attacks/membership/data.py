@@ -1,8 +1,9 @@
 """Who is a member: the target's training subset, the two evaluation sets and the attacker's own data.
 
-All of them come from the 60k MNIST training images (``split_training_indices``): the target
-trains on ``members`` images; the rest of the pool (minus the validation split) are images it
-never saw. From them, drawn by ``eval_seed``:
+All of them come from the training images of the configured dataset (``data=``; MNIST's 60,000 by default), split
+as the data module splits them (:func:`~privacy_attacks.data.tensors.split_indices`, ``data.val_size`` and
+``data.split_seed``): the target trains on ``members`` images; the rest of the pool (minus the validation split)
+are images it never saw. From them, drawn by ``eval_seed``:
 
 - two disjoint **evaluation sets** of ``eval_members`` members and ``eval_nonmembers`` non-members each
   (``None``: as many as members; more non-members put more false positives under a low FPR; label
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from privacy_attacks.data.mnist import split_training_indices
+from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.errors import ConfigError, is_integer, require_int
 
 MEMBER, NONMEMBER = 1, 0
@@ -33,7 +34,7 @@ EVAL_SETS = ("report", "tune")
 
 @dataclass(frozen=True)
 class MembershipSplit:
-    """Dataset indices (into the MNIST training set) of each role, all long tensors.
+    """Dataset indices (into the dataset's training set) of each role, all long tensors.
 
     Attributes:
         members: (M,) the target's training images.
@@ -56,12 +57,13 @@ def membership_split(
     attacker_size: int | None,
     attacker_offset: int | None,
     eval_seed: int,
-    total: int = 60_000,
+    total: int,
     eval_set: str = "report",
     eval_nonmembers: int | None = None,
 ) -> MembershipSplit:
-    """The seeded split described in the module docstring, with the evaluation set ``eval_set`` (report or tune)
-    of ``eval_members`` members and ``eval_nonmembers`` non-members (None: ``eval_members``).
+    """The seeded split described in the module docstring, of a dataset of ``total`` training images, with the
+    evaluation set ``eval_set`` (report or tune) of ``eval_members`` members and ``eval_nonmembers`` non-members
+    (None: ``eval_members``).
 
     Raises :class:`ConfigError` before any work when the sizes do not fit the data or an evaluation
     set would overlap the other or the attacker's data.
@@ -73,7 +75,7 @@ def membership_split(
     nonmembers = eval_members if eval_nonmembers is None else eval_nonmembers
     if attacker_size is not None:
         require_int(attacker_size, "attacker_size")
-    split = split_training_indices(val_size, split_seed, members, total)
+    split = split_indices(val_size, split_seed, members, total)
     pool = split["nonmember"]
     if 2 * eval_members > members:
         raise ConfigError(

@@ -6,7 +6,7 @@ the target's training on data whose membership the attacker knows. Here they fol
 target's recipe (network, optimiser, scheduler, epochs, batch size: the attacker is assumed
 to know how the target was trained), each on its own subset of the same size.
 
-``S`` small LeNet5s train as one vectorised model (``torch.func.vmap`` over stacked weights,
+``S`` small networks (LeNet5s on MNIST) train as one vectorised model (``torch.func.vmap`` over stacked weights,
 Carlini et al.'s JAX code does the same), which on a CPU is several times faster than ``S``
 sequential fits. Adam and the cosine schedule act element-wise, so the stacked optimisation
 is exactly ``S`` independent ones.
@@ -63,19 +63,25 @@ class ShadowModels:
 
     @torch.no_grad()
     def logits(self, images: Tensor, batch_size: int = 2000) -> Tensor:
-        """Logits (S, N, C), on the CPU, of every model for images (N, 1, 28, 28) (computed on :attr:`device`)."""
+        """Logits (S, N, C), on the CPU, of every model for images (N, C, H, W) (computed on :attr:`device`), in eval
+        mode, as the target answers (batch norm reads each model's running statistics and leaves them unchanged)."""
         forward = torch.vmap(lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None))
-        parts = [
-            forward(self.params, self.buffers, images[i : i + batch_size].to(self.device)).cpu()
-            for i in range(0, len(images), batch_size)
-        ]
+        was_training = self.template.training
+        self.template.eval()
+        try:
+            parts = [
+                forward(self.params, self.buffers, images[i : i + batch_size].to(self.device)).cpu()
+                for i in range(0, len(images), batch_size)
+            ]
+        finally:
+            self.template.train(was_training)
         return torch.cat(parts, dim=1)
 
     def model(self, s: int) -> nn.Module:
         """Model ``s`` as a plain frozen ``nn.Module``."""
-        net = copy.deepcopy(self.template)
-        state = {k: v[s] for k, v in {**self.params, **self.buffers}.items()}
-        net.load_state_dict(state)
+        net = copy.deepcopy(self.template)  # on the meta device: ``assign`` puts model s's tensors in its place
+        state = {k: v[s].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
+        net.load_state_dict(state, assign=True)
         return net.eval().requires_grad_(False)
 
 
@@ -107,7 +113,7 @@ def train_shadow_models(
     Args:
         recipe: a classifier recipe (``conf/model/*.yaml``): ``net``, partial ``optimizer`` and
             ``scheduler`` (stepped per epoch, like Lightning), ``max_epochs``, ``batch_size``.
-        images: float (P, 1, 28, 28) in [0, 1], the population.
+        images: float (P, C, H, W) in [0, 1], the population.
         labels: long (P,).
         train_indices: long (S, n), every model trains on n population images.
         seeds: (S,) model ``s``'s initial weights and batch order come from ``seeds[s]`` alone, so the
@@ -130,7 +136,9 @@ def train_shadow_models(
     template = copy.deepcopy(models[0]).to("meta")
     optimizer = instantiate(recipe.optimizer)(params=list(params.values()))
     scheduler = instantiate(recipe.scheduler)(optimizer=optimizer) if recipe.get("scheduler") else None
-    forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)))
+    # Random layers (dropout) draw a mask per model from the global RNG, seeded below from all the models' seeds:
+    # reproducible, though not the masks of independent fits (networks without them are unaffected).
+    forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)), randomness="different")
     orders = [generator(seed, "batches") for seed in seeds]
     batch_size = int(recipe.batch_size)
     if recipe.get("privacy") is not None:  # the target's DP-SGD, followed by the attacker (shadow_privacy=true)
@@ -138,20 +146,22 @@ def train_shadow_models(
         private.fit(params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress)
         params = {k: v.detach() for k, v in params.items()}
         return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
-    for _ in tqdm(range(int(recipe.max_epochs)), desc=f"{num_models} shadow models", disable=not progress, leave=False):
-        order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
-        epoch_indices = train_indices.gather(1, order)
-        for start in range(0, n, batch_size):
-            batch = epoch_indices[:, start : start + batch_size]  # (S, B)
-            logits = forward(params, buffers, images[batch])  # (S, B, C)
-            # Sum over models of each model's mean loss: every model gets its own gradient.
-            loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="none")
-            loss = loss.view(num_models, -1).mean(dim=1).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+    epochs = tqdm(range(int(recipe.max_epochs)), desc=f"{num_models} shadow models", disable=not progress, leave=False)
+    with seeded(seeds[0], "random_layers", *seeds):
+        for _ in epochs:
+            order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+            epoch_indices = train_indices.gather(1, order)
+            for start in range(0, n, batch_size):
+                batch = epoch_indices[:, start : start + batch_size]  # (S, B)
+                logits = forward(params, buffers, images[batch])  # (S, B, C)
+                # Sum over models of each model's mean loss: every model gets its own gradient.
+                loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="none")
+                loss = loss.view(num_models, -1).mean(dim=1).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
     params = {k: v.detach() for k, v in params.items()}
     return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
 
@@ -180,7 +190,7 @@ class PrivateShadowTraining:
         self, params: dict[str, Tensor], buffers: dict[str, Tensor], images: Tensor, labels: Tensor, weights: Tensor,
         noise: dict[str, Tensor],
     ) -> dict[str, Tensor]:  # fmt: skip
-        """The private gradient of each model: images (S, M, 1, 28, 28), labels (S, M), weights (S, M) (1 for a
+        """The private gradient of each model: images (S, M, C, H, W), labels (S, M), weights (S, M) (1 for a
         sampled example, 0 for padding), noise: name -> standard normal (S, ...) draws. Returns name -> (S, ...)."""
 
         def example_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:

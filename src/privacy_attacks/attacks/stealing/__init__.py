@@ -8,9 +8,19 @@ The ``attack=distillation`` entry is :func:`privacy_attacks.attacks.stealing.att
 
 from .distillation import StudentDistillation, distil, fidelity_metrics, fit_student, steps_for_budget
 from .losses import DistillationLoss, HardLabel, HintonKL, LectureKL, SoftCrossEntropy, SquaredError
-from .pools import FashionMNISTPool, MNISTPool, NoisePool, QueryPool, evaluation_split
+from .pools import (
+    DatasetPool,
+    FashionMNISTPool,
+    MNISTPool,
+    NoisePool,
+    QueryPool,
+    data_pool,
+    dataset_evaluation_split,
+    evaluation_split,
+)
 
 __all__ = [
+    "DatasetPool",
     "DistillationLoss",
     "FashionMNISTPool",
     "HardLabel",
@@ -22,6 +32,8 @@ __all__ = [
     "SoftCrossEntropy",
     "SquaredError",
     "StudentDistillation",
+    "data_pool",
+    "dataset_evaluation_split",
     "distil",
     "evaluation_split",
     "fidelity_metrics",

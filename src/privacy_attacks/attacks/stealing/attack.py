@@ -2,12 +2,14 @@
 
 ``python attack.py -m attack=distillation loss=mse,kl query_budget=100,500,1000,5000,10000``
 
-One job: take the first ``query_budget`` images of the seeded, shuffled query pool (``queries=``),
-query the API (``api.output=``) once on each, train a fresh student (``student.net``) on the cached
-answers with ``loss=`` for a budget-dependent number of steps (``schedule``), and score it on an
-evaluation set no pool holds (``evaluation=report``: MNIST test images 0-4,999, where numbers are
-reported; ``evaluation=tune``: the validation split, where settings are chosen): accuracy, agreement
-with the target, KL(target || student). The query draw, the student's initial weights and its batch
+One job: take the first ``query_budget`` images of the seeded, shuffled query pool (``queries=``: the
+configured dataset's own pool by default, or a pool of other images of the data's shape), query the API
+(``api.output=``) once on each, train a fresh student (``student.net``, by default the target's network, built
+for the data's shape and classes) on the cached answers with ``loss=`` for a budget-dependent number of steps
+(``schedule``), and score it on an evaluation set of the configured dataset that no pool holds
+(``evaluation=report``: the first half of its test images, MNIST's 0-4,999, where numbers are reported;
+``evaluation=tune``: its validation split, where settings are chosen): accuracy, agreement with the target,
+KL(target || student). The query draw, the student's initial weights and its batch
 order and shifts come from seeds derived from ``seed`` (:mod:`privacy_attacks.seeding`). Writes
 ``student.pt``, TensorBoard scalars and hparams; returns the metrics that ``run_attack`` writes to
 ``metrics.json``.
@@ -23,15 +25,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.errors import require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
+from privacy_attacks.training import check_network
 
 from .distillation import distil, fidelity_metrics, steps_for_budget
-from .pools import EVALUATION_SETS, QueryPool, evaluation_split
+from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +44,7 @@ def validate(cfg: DictConfig) -> None:
     """Stop before any work on a bad loss, output mode, pool, budget, temperature or schedule."""
     require_choice(cfg.loss, cfg.losses, "loss")
     require_choice(cfg.api.output, cfg.api.outputs, "api.output")
-    require_choice(cfg.queries, cfg.pools, "queries")
+    require_choice(cfg.queries, pool_names(cfg), "queries")
     require_choice(cfg.evaluation, EVALUATION_SETS, "evaluation")
     require_positive(cfg.temperature, "temperature")
     budget = cfg.query_budget
@@ -55,10 +59,28 @@ def validate(cfg: DictConfig) -> None:
         require_positive(cfg.schedule.steps, "schedule.steps")
     instantiate(cfg.losses[cfg.loss])  # the loss checks its own arguments
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
-    pool: QueryPool = instantiate(cfg.pools[cfg.queries])
+    pool = query_pool(cfg)
     pool.check_budget(budget)
     if hasattr(pool, "ensure_available"):
         pool.ensure_available()
+    image_shape, _ = data_shape(cfg.data)
+    pool.check_shape(image_shape or data_pool(cfg.data).image_shape, data_name(cfg.data))
+    check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes
+
+
+def pool_names(cfg: DictConfig) -> list[str]:
+    """The choices of ``queries``: the pools under ``pools`` and the configured dataset's name (its own pool)."""
+    name = data_name(cfg.data)
+    return [*cfg.pools, *([] if name in cfg.pools else [name])]
+
+
+def query_pool(cfg: DictConfig) -> QueryPool:
+    """The pool of ``queries``: the configured dataset's own (:func:`~.pools.data_pool`) when it names the dataset
+    (``queries=mnist`` with ``data=mnist``, the default), else the node of that name under ``pools`` (images of
+    other data: out of distribution for the target)."""
+    if cfg.queries == data_name(cfg.data):
+        return data_pool(cfg.data)
+    return instantiate(cfg.pools[cfg.queries])
 
 
 def schedule_steps(cfg: DictConfig) -> int:
@@ -84,7 +106,7 @@ def student_shift(cfg: DictConfig) -> int:
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
-    pool: QueryPool = instantiate(cfg.pools[cfg.queries])
+    pool = query_pool(cfg)
     images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     output = instantiate(cfg.api.outputs[cfg.api.output])
     api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg, "api"))
@@ -117,8 +139,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         logger=loggers or False,
     )
     fit_time = time.perf_counter() - start
-    eval_images, eval_labels = evaluation_split(
-        cfg.data.root, cfg.data.download, cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
+    eval_images, eval_labels = dataset_evaluation_split(
+        data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
     )
     metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
     # The defence's cost to an honest user, on the same images (a fresh instance: the attack's draws are untouched).

@@ -35,15 +35,18 @@ from .losses import DistillationLoss
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
-    """Shift each image of ``x`` (N, 1, H, W) by its own integer offset in [-max_shift, max_shift]², zero fill."""
+    """Shift each image of ``x`` (N, C, H, W) by its own integer offset in [-max_shift, max_shift]² (all its channels
+    alike), zero fill."""
     if max_shift <= 0:
         return x
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     padded = F.pad(x, (max_shift,) * 4)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).to(x.device)
-    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
-    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
-    return padded[torch.arange(n, device=x.device)[:, None, None], 0, rows, cols].unsqueeze(1)
+    rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    images = torch.arange(n, device=x.device)[:, None, None, None]  # (N, 1, 1, 1)
+    channels = torch.arange(c, device=x.device)[None, :, None, None]  # (1, C, 1, 1)
+    return padded[images, channels, rows, cols]
 
 
 class ResampledBatches:
@@ -77,7 +80,7 @@ class StudentDistillation(L.LightningModule):
     """Train a student ``net`` to imitate cached black-box answers under a distillation ``loss``.
 
     Args:
-        net: the student, (N, 1, 28, 28) pixels in [0, 1] -> logits (N, C).
+        net: the student, (N, C, H, W) pixels in [0, 1] -> logits (N, classes).
         loss: a :class:`~privacy_attacks.attacks.stealing.losses.DistillationLoss`,
             called as ``loss(student_logits, answers, mode)``.
         mode: the API's output mode (how to read the answers).
@@ -149,7 +152,7 @@ def fit_student(
     logger: Any = False,
     callbacks: list[L.Callback] | None = None,
 ) -> nn.Module:
-    """Train ``net`` on answers already bought: ``images`` (N, 1, 28, 28) and their ``answers``.
+    """Train ``net`` on answers already bought: ``images`` (N, C, H, W) and their ``answers``.
 
     Returns ``net`` trained, in eval mode. ``trainer_cfg`` is a Lightning Trainer config
     (``conf/trainer/*.yaml``; ``trainer=gpu`` works); without it a quiet CPU Trainer is used.
@@ -184,7 +187,7 @@ def distil(
     trainer_cfg: DictConfig | None = None,
     **fit_options: Any,
 ) -> nn.Module:
-    """Steal a model: query ``api`` once on each of ``images`` (N, 1, 28, 28), train ``net`` on the answers.
+    """Steal a model: query ``api`` once on each of ``images`` (N, C, H, W), train ``net`` on the answers.
 
     Costs exactly N queries (:class:`~privacy_attacks.blackbox.QueryBudgetExceeded` if the budget
     has fewer left). ``fit_options`` go to :func:`fit_student` (``optimizer``,

@@ -1,65 +1,92 @@
 """Query data: the unlabeled images a model-stealing attacker holds and sends to the API.
 
-A pool knows its ``size`` without loading anything (so a budget can be checked before any work)
-and hands out the first ``n`` images of a seeded shuffle (:meth:`QueryPool.take`), each once.
+A pool hands out the first ``n`` images of a seeded shuffle (:meth:`QueryPool.take`), each once, and knows its
+``size`` and ``image_shape`` before any training (so a budget and a shape are checked before any work).
 
-Splits of MNIST (documented in docs and README.md, "Model stealing"):
+The configured dataset (``data=``) gives the evaluation sets and the in-distribution pool, the same way for every
+dataset (for MNIST they are the sets documented in docs/stealing.md):
 
-- evaluation sets (:func:`evaluation_split`), never in any pool: ``report`` is the official MNIST
-  test images 0-4,999, where reported numbers are measured; ``tune`` is the validation split of the
-  training images (``data.val_size`` images drawn by ``data.split_seed``), where settings are chosen;
-- ``mnist`` pool (:class:`MNISTPool`): the training images outside the validation split plus the
-  test images 5,000-9,999 (60,000 digits with the default split): the attacker's own unlabeled
-  digits, part of which the target was trained on, as for any public-data stealing attack;
-- ``fashion_mnist`` pool (:class:`FashionMNISTPool`): the 70,000 Fashion-MNIST images
-  (Xiao et al. 2017), natural out-of-distribution images;
-- ``noise`` pool (:class:`NoisePool`): uniform noise in [0, 1], ``size`` images, drawn by seed.
+- evaluation sets (:func:`dataset_evaluation_split`), never in any pool: ``report`` is the first half of the
+  dataset's test images (MNIST's 0-4,999), where reported numbers are measured; ``tune`` is the validation split of
+  the training images (``data.val_size`` images drawn by ``data.split_seed``), where settings are chosen;
+- the dataset's own pool (:class:`DatasetPool`, ``queries=<the dataset's name>``, the default): the training images
+  outside the validation split plus the second half of the test images (60,000 for MNIST with the default split):
+  the attacker's own unlabeled in-distribution images, part of which the target was trained on, as for any
+  public-data stealing attack.
+
+Pools of other data (``pools:`` in ``conf/attack/distillation.yaml``), out of distribution for the target; their
+images must have the data's shape:
+
+- ``mnist`` (:class:`MNISTPool`): MNIST's pool as above (against a Fashion-MNIST target, say);
+- ``fashion_mnist`` (:class:`FashionMNISTPool`): the 70,000 Fashion-MNIST images (Xiao et al. 2017), natural
+  out-of-distribution images for an MNIST target;
+- ``noise`` (:class:`NoisePool`): uniform noise in [0, 1] of the data's shape, ``size`` images, drawn by seed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from privacy_attacks.data import load_mnist
 from privacy_attacks.data.fashion_mnist import (
     FASHION_SIZE,
     download_fashion_mnist,
     fashion_mnist_available,
     load_fashion_mnist,
 )
-from privacy_attacks.data.mnist import TRAIN_SIZE, split_training_indices
+from privacy_attacks.data.identity import data_name, data_source, is_mnist
+from privacy_attacks.data.mnist import IMAGE_SHAPE, TRAIN_SIZE, MNISTSource
+from privacy_attacks.data.source import ImageSource, SourceData
+from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer, require_positive
 
-EVALUATION_SIZE = 5000
+EVALUATION_SIZE = 5000  # MNIST's report set: the first half of its 10,000 test images
 MNIST_TEST_SIZE = 10_000
 
 
 EVALUATION_SETS = ("report", "tune")
 
 
-def evaluation_split(
-    root: str | Path, download: bool = False, which: str = "report", val_size: int = 5000, split_seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    """The student's evaluation images ``(images (N, 1, 28, 28), labels (N,))``.
+def report_size(test_size: int) -> int:
+    """Test images in the ``report`` evaluation set: the first half (the second half is in the dataset's pool)."""
+    return test_size // 2
 
-    ``which="report"``: MNIST test images 0-4,999 (reported numbers); ``"tune"``: the validation split
-    of the training images (``val_size`` drawn by ``split_seed``; settings are chosen there).
+
+def dataset_evaluation_split(
+    data: SourceData, which: str = "report", val_size: int = 5000, split_seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """The student's evaluation images ``(images (N, C, H, W), labels (N,))`` of a dataset.
+
+    ``which="report"``: the first half of the test images (reported numbers); ``"tune"``: the validation split of
+    the training images (``val_size`` drawn by ``split_seed``; settings are chosen there).
     """
     if which not in EVALUATION_SETS:
         raise ConfigError(f"evaluation={which!r} is not one of the choices: {', '.join(EVALUATION_SETS)}.")
     if which == "tune":
-        images, labels = load_mnist(root, train=True, download=download)
-        index = split_training_indices(val_size, split_seed, total=len(labels))["val"]
-        return images[index], labels[index]
-    images, labels = load_mnist(root, train=False, download=download)
-    return images[:EVALUATION_SIZE], labels[:EVALUATION_SIZE]
+        index = split_indices(val_size, split_seed, None, len(data.train_labels))["val"]
+        return data.train_images[index], data.train_labels[index]
+    size = report_size(len(data.test_labels))
+    return data.test_images[:size], data.test_labels[:size]
+
+
+def evaluation_split(
+    root: str | Path, download: bool = False, which: str = "report", val_size: int = 5000, split_seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """MNIST's evaluation images (:func:`dataset_evaluation_split` of MNIST's files under ``root``): test images
+    0-4,999 for ``report``, the validation split for ``tune``."""
+    return dataset_evaluation_split(MNISTSource(str(root), download).load(), which, val_size, split_seed)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """(1, 28, 28) -> ``1x28x28``."""
+    return "x".join(str(int(s)) for s in shape)
 
 
 class QueryPool:
-    """Base class: ``size`` images; :meth:`take` gives the first ``n`` of a seeded shuffle."""
+    """Base class: ``size`` images of ``image_shape``; :meth:`take` gives the first ``n`` of a seeded shuffle."""
 
     name = "base"
 
@@ -67,12 +94,17 @@ class QueryPool:
     def size(self) -> int:
         raise NotImplementedError
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of the pool's images."""
+        return tuple(self.take(1).shape[1:])
+
     def load(self) -> Tensor:
-        """All ``size`` images, (size, 1, 28, 28) in [0, 1], in a fixed order."""
+        """All ``size`` images, (size, C, H, W) in [0, 1], in a fixed order."""
         raise NotImplementedError
 
     def take(self, n: int, seed: int = 0) -> Tensor:
-        """The first ``n`` images of the pool shuffled by ``seed``: (n, 1, 28, 28) in [0, 1]."""
+        """The first ``n`` images of the pool shuffled by ``seed``: (n, C, H, W) in [0, 1]."""
         self.check_budget(n)
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))[:n]
         return self.load()[order]
@@ -87,35 +119,97 @@ class QueryPool:
                 f"(choose query_budget <= {self.size} or another pool with queries=...)."
             )
 
+    def check_shape(self, image_shape: Sequence[int], data_name: str) -> None:
+        """One line naming both shapes when the pool's images are not ``image_shape`` (the data's, which the target
+        takes)."""
+        shape = self.image_shape
+        if tuple(shape) != tuple(image_shape):
+            raise ConfigError(
+                f"queries={self.name} gives {shape_text(shape)} images, but the target takes data={data_name}'s "
+                f"{shape_text(image_shape)} images: choose a pool of that shape (queries={data_name}, its own "
+                "images, or queries=noise)."
+            )
 
-class MNISTPool(QueryPool):
-    """The attacker's MNIST digits: the training images outside the validation split (``val_size``, drawn
-    by ``split_seed``), then test images 5,000-9,999 (60,000 with the default split).
 
-    Disjoint from both evaluation sets of :func:`evaluation_split`.
+class DatasetPool(QueryPool):
+    """A dataset's own images as queries: its training images outside the validation split (``val_size``, drawn by
+    ``split_seed``), in index order, then the second half of its test images.
+
+    Disjoint from both evaluation sets of :func:`dataset_evaluation_split`. The sizes are read from the source
+    (loading it) unless given as ``train_size`` and ``test_size``.
     """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        name: str | None = None,
+        train_size: int | None = None,
+        test_size: int | None = None,
+    ):
+        self.source, self.val_size, self.split_seed = source, int(val_size), int(split_seed)
+        self.name = name if name is not None else source.name
+        self._sizes = None if train_size is None or test_size is None else (int(train_size), int(test_size))
+        self._shape: tuple[int, ...] | None = None
+
+    def _data(self) -> SourceData:
+        data = self.source.load()
+        self._sizes = (len(data.train_labels), len(data.test_labels))
+        self._shape = tuple(data.train_images.shape[1:])
+        return data
+
+    def sizes(self) -> tuple[int, int]:
+        """(training images, test images) of the dataset."""
+        if self._sizes is None:
+            self._data()
+        return self._sizes
+
+    @property
+    def size(self) -> int:
+        train, test = self.sizes()
+        return train - self.val_size + test - report_size(test)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        if self._shape is None:
+            self._data()
+        return self._shape
+
+    def load(self) -> Tensor:
+        data = self._data()
+        sources = self.sources()
+        return torch.cat([data.train_images[sources["train"]], data.test_images[sources["test"]]])
+
+    def sources(self) -> dict[str, Tensor]:
+        """Which indices of the training and test sets make up the pool, in the pool's order (for tests and docs)."""
+        train, test = self.sizes()
+        split = split_indices(self.val_size, self.split_seed, None, train)
+        return {
+            "train": torch.cat([split["train"], split["nonmember"]]).sort().values,
+            "test": torch.arange(report_size(test), test),
+        }
+
+
+class MNISTPool(DatasetPool):
+    """MNIST's digits (:class:`DatasetPool` of MNIST's files under ``root``): the training images outside the
+    validation split (``val_size``, drawn by ``split_seed``), then test images 5,000-9,999 (60,000 with the default
+    split); the sizes and shape are known without reading the files."""
 
     name = "mnist"
 
     def __init__(self, root: str = "data", download: bool = False, val_size: int = 5000, split_seed: int = 0):
-        self.root, self.download, self.val_size, self.split_seed = root, download, int(val_size), int(split_seed)
+        super().__init__(MNISTSource(root, download), val_size, split_seed, "mnist", TRAIN_SIZE, MNIST_TEST_SIZE)
+        self.root, self.download = root, download
+        self._shape = IMAGE_SHAPE
 
-    @property
-    def size(self) -> int:
-        return TRAIN_SIZE - self.val_size + MNIST_TEST_SIZE - EVALUATION_SIZE
 
-    def load(self) -> Tensor:
-        train, _ = load_mnist(self.root, train=True, download=self.download)
-        test, _ = load_mnist(self.root, train=False, download=self.download)
-        return torch.cat([train[self.sources()["train"]], test[EVALUATION_SIZE:]])
-
-    def sources(self) -> dict[str, Tensor]:
-        """Which indices of which MNIST file make up the pool, in the pool's order (for tests and docs)."""
-        split = split_training_indices(self.val_size, self.split_seed)
-        return {
-            "train": torch.cat([split["train"], split["nonmember"]]).sort().values,
-            "test": torch.arange(EVALUATION_SIZE, MNIST_TEST_SIZE),
-        }
+def data_pool(data) -> DatasetPool:
+    """The in-distribution pool of the data config ``data`` (``conf/data/<name>.yaml``): :class:`MNISTPool` for
+    MNIST's config, else :class:`DatasetPool` of its source, both under its split (``val_size``, ``split_seed``)."""
+    if is_mnist(data):
+        return MNISTPool(data.root, data.get("download", False), data.val_size, data.split_seed)
+    return DatasetPool(data_source(data), data.val_size, data.split_seed, data_name(data))
 
 
 class FashionMNISTPool(QueryPool):
@@ -129,6 +223,7 @@ class FashionMNISTPool(QueryPool):
     """
 
     name = "fashion_mnist"
+    image_shape = (1, 28, 28)
 
     def __init__(self, root: str = "/usr/share/datasets/fashion-mnist", download: bool = False):
         self.root, self.download = Path(root).expanduser(), download
@@ -169,24 +264,34 @@ class FashionMNISTPool(QueryPool):
 
 
 class NoisePool(QueryPool):
-    """Uniform noise images in [0, 1]; image ``i`` of the shuffled pool is drawn from ``seed``.
+    """Uniform noise images in [0, 1] of ``image_shape`` (the data's); image ``i`` of the shuffled pool is drawn
+    from ``seed``.
 
     Only the ``n`` images taken are generated (``size`` bounds the budget).
     """
 
     name = "noise"
 
-    def __init__(self, size: int = 100_000):
+    def __init__(self, size: int = 100_000, image_shape: Sequence[int] = IMAGE_SHAPE):
         require_positive(size, "pools.noise.size")
-        self._size = int(size)
+        shape = tuple(image_shape)
+        if len(shape) != 3 or not all(is_integer(s) and s > 0 for s in shape):
+            raise ConfigError(
+                f"pools.noise.image_shape={list(shape)!r} is not allowed: it must be [channels, height, width]."
+            )
+        self._size, self._shape = int(size), tuple(int(s) for s in shape)
 
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self._shape
 
     def load(self) -> Tensor:
         return self.take(self._size)
 
     def take(self, n: int, seed: int = 0) -> Tensor:
         self.check_budget(n)
-        return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+        return torch.rand(n, *self._shape, generator=torch.Generator().manual_seed(seed))
