@@ -206,8 +206,8 @@ def test_every_attack_that_reads_mnist_itself_stops_on_other_data(compose_attack
     assert "\n" not in str(error.value) and "attack=distillation" in str(error.value)
 
 
-def test_the_attacks_that_read_the_data_are_stealing_and_membership():
-    assert set(pipelines.ATTACKS_ON_ANY_DATA) == {"distillation", "membership"}
+def test_the_attacks_that_read_the_data_are_stealing_membership_the_audit_and_gradient_inversion():
+    assert set(pipelines.ATTACKS_ON_ANY_DATA) == {"distillation", "membership", "audit", "gradient_inversion"}
     assert set(pipelines.ATTACKS_ON_ANY_DATA) <= set(pipelines.available_attacks())
 
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # The attacks that read their images, shapes, classes and splits from the configured data (``data=``); every other
 # attack still reads MNIST's files and shapes itself, and stops before any work on other data.
-ATTACKS_ON_ANY_DATA = ("distillation", "membership")
+ATTACKS_ON_ANY_DATA = ("distillation", "membership", "audit", "gradient_inversion")
 
 
 def run_train(cfg: DictConfig) -> dict[str, float]:

@@ -27,14 +27,18 @@ def _image_grid(
     title_size: int = 9,
     label_style: dict[str, Any] | None = None,
 ) -> Path:
-    """Save one row of images per (label, images (K, 1, H, W) in [0, 1]), titles above the first row and/or
-    below the last; returns ``path``."""
+    """Save one row of images per (label, images (K, C, H, W) in [0, 1]: grey for one channel, colour for three),
+    titles above the first row and/or below the last; returns ``path``."""
     columns = len(rows[0][1])
     fig, axes = plt.subplots(len(rows), columns, figsize=figsize, squeeze=False)
     for r, (label, images) in enumerate(rows):
         for c in range(columns):
             ax = axes[r][c]
-            ax.imshow(images[c, 0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            image = images[c].detach().cpu()
+            if image.shape[0] == 3:  # colour: (H, W, 3)
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+            else:  # one channel (or the first of others), in grey
+                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0 and top_titles is not None:

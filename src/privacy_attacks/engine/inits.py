@@ -6,6 +6,8 @@ and runs are reproducible. The engine moves the result to its device.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -38,21 +40,25 @@ class ConstantInit:
 
 
 class MeanImageInit:
-    """The mean training image of MNIST (a *stronger attacker* who knows the data distribution's mean).
+    """The mean training image of the data (a *stronger attacker* who knows the data distribution's mean).
 
-    Loaded from ``root`` (torchvision's layout) on first use; ``noise`` adds Gaussian noise of
-    that standard deviation so restarts differ.
+    Read on first use from ``source`` (an :class:`~privacy_attacks.data.source.ImageSource`, the data config's
+    ``source``), or for MNIST's config from ``root`` (torchvision's layout); ``noise`` adds Gaussian noise of that
+    standard deviation so restarts differ.
     """
 
-    def __init__(self, root: str, download: bool = False, noise: float = 0.05):
-        self.root, self.download, self.noise = root, download, noise
+    def __init__(self, root: str | None = None, download: bool = False, noise: float = 0.05, source: Any = None):
+        self.root, self.download, self.noise, self.source = root, download, noise, source
         self._mean: Tensor | None = None
 
     def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         if self._mean is None:
-            from privacy_attacks.data.mnist import load_mnist
+            if self.source is not None:
+                images = self.source.load().train_images
+            else:
+                from privacy_attacks.data.mnist import load_mnist
 
-            images, _ = load_mnist(self.root, train=True, download=self.download)
+                images, _ = load_mnist(self.root, train=True, download=self.download)
             self._mean = images.mean(dim=0)
         noise = self.noise * torch.randn(shape, generator=generator)
         return (self._mean.expand(shape) + noise).clamp_(0, 1)

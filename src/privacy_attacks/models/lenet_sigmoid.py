@@ -8,13 +8,16 @@ twice-differentiable network whose gradients leak their input almost exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 
 class LeNetSigmoid(nn.Module):
-    """DLG's LeNet: (N, 1, 28, 28) in [0, 1] -> logits (N, classes); no input normalisation, as in the papers.
+    """DLG's LeNet: (N, C, H, W) in [0, 1] -> logits (N, classes); no input normalisation, as in the papers.
 
-    Named blocks: ``conv1`` (N, 12, 14, 14), ``conv2`` (N, 12, 7, 7), ``conv3`` (N, 12, 7, 7), ``logits``.
+    Built for ``image_shape`` (C, H, W) (MNIST's (1, 28, 28) by default; ``image_size`` S: (1, S, S)). Named
+    blocks, for MNIST: ``conv1`` (N, 12, 14, 14), ``conv2`` (N, 12, 7, 7), ``conv3`` (N, 12, 7, 7), ``logits``.
 
     Example:
         >>> LeNetSigmoid()(torch.rand(2, 1, 28, 28)).shape
@@ -23,14 +26,24 @@ class LeNetSigmoid(nn.Module):
 
     LAYERS = ("conv1", "conv2", "conv3", "logits")
 
-    def __init__(self, num_classes: int = 10, channels: int = 12, image_size: int = 28, init_range: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: int = 12,
+        image_size: int = 28,
+        init_range: float = 0.5,
+        image_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.init_range = init_range
-        self.conv1 = nn.Sequential(nn.Conv2d(1, channels, 5, padding=2, stride=2), nn.Sigmoid())
+        in_channels, height, width = (1, image_size, image_size) if image_shape is None else map(int, image_shape)
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, channels, 5, padding=2, stride=2), nn.Sigmoid())
         self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 5, padding=2, stride=2), nn.Sigmoid())
         self.conv3 = nn.Sequential(nn.Conv2d(channels, channels, 5, padding=2, stride=1), nn.Sigmoid())
-        side = (image_size + 3) // 4
-        self.logits = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, num_classes))
+        # two stride-2 convolutions with padding 2 and kernel 5: ceil(side / 4) per side
+        self.logits = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * ((height + 3) // 4) * ((width + 3) // 4), num_classes)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -142,3 +142,73 @@ def test_a_small_audit_runs_and_reports_beside_the_accountant(compose_attack, ca
         assert metrics["audit/canary_fit_in"] > 0.5 > metrics["audit/canary_fit_out"]
         assert metrics["audit/canary_correct"] >= 15 and metrics["audit/canary_epsilon_lb"] > 0.0
     assert run_attack(cfg)["audit/canary_epsilon_lb"] == metrics["audit/canary_epsilon_lb"]  # from the cache
+
+
+# Synthetic colour images of 5 classes, small enough for seconds: 800 training images (60 for validation), a small
+# VGG-style target of 100 members, 40 canaries from the other 640.
+TINY_COLOUR = [
+    *TINY,
+    "data=synthetic",
+    "data.image_shape=[3,32,32]",
+    "data.num_classes=5",
+    "data.source.train_size=800",
+    "data.source.test_size=60",
+    "data.val_size=60",
+    "model@target=cnn",
+    "target.net.width=8",
+    "target.max_epochs=2",
+]
+
+
+def test_the_audit_runs_on_colour_images_with_canaries_from_the_data(compose_attack, cache_dir, monkeypatch):
+    """3x32x32 images of 5 classes: canaries are the data's own non-member images, each with a wrong label among
+    its 5 classes, and the canary target (the data's recipe) trains on its members plus the IN canaries."""
+    from privacy_attacks import targets
+    from privacy_attacks.data.identity import data_source
+    from privacy_attacks.data.tensors import split_indices
+
+    cfg = compose_attack(TINY_COLOUR)
+    data = data_source(cfg.data).load()
+    canaries = draw_canaries(cfg, data.train_labels)
+    members = split_indices(60, cfg.data.split_seed, 100, 800)["train"]
+    assert set(canaries.indices.tolist()) <= set(nonmember_pool(cfg).tolist()) and int(canaries.indices.max()) < 800
+    assert not set(canaries.indices.tolist()) & set(members.tolist()) and len(nonmember_pool(cfg)) == 640
+    assert bool((canaries.labels != data.train_labels[canaries.indices]).all()) and int(canaries.labels.max()) < 5
+    seen, real_fit = {}, targets.fit_classifier
+
+    def spy_fit(recipe, data_cfg, trainer, seed, *, extra_train=None, **kwargs):
+        seen["extra"] = extra_train
+        return real_fit(recipe, data_cfg, trainer, seed, extra_train=extra_train, **kwargs)
+
+    monkeypatch.setattr(targets, "fit_classifier", spy_fit)
+    metrics = run_attack(cfg)
+    assert metrics["audit/canaries"] == 40 and metrics["audit/canary_guesses"] == 10
+    assert 0 <= metrics["audit/canary_correct"] <= 10 and 0.0 <= metrics["target/test_acc"] <= 1.0
+    inside = canaries.included
+    assert torch.equal(seen["extra"][0], data.train_images[canaries.indices[inside]])
+    assert torch.equal(seen["extra"][1], canaries.labels[inside]) and seen["extra"][0].shape[1:] == (3, 32, 32)
+    from privacy_attacks import cache
+
+    specs = [cache.read(path)["spec"] for path in cache_dir.glob("canary-target-*.pt")]
+    assert any(spec.get("data", {}).get("name") == "synthetic" for spec in specs)
+
+
+def test_the_canary_count_is_checked_against_the_datas_size_before_any_work(compose_attack, cache_dir):
+    cfg = compose_attack([*TINY_COLOUR, "canaries=700", "guesses_in=5"])
+    before = set(cache_dir.iterdir())
+    with pytest.raises(ConfigError, match="canaries=700 is more than the 640 images"):
+        run_attack(cfg)
+    assert set(cache_dir.iterdir()) == before
+
+
+@pytest.mark.fashion_mnist
+def test_the_audit_runs_on_fashion_mnist(compose_attack):
+    cfg = compose_attack([*TINY, "data=fashion_mnist", "data.val_size=1000", "target.max_epochs=2"])
+    assert cfg.target.net._target_.endswith("LeNet5")
+    metrics = run_attack(cfg)
+    assert metrics["audit/canaries"] == 40 and 0.0 <= metrics["target/test_acc"] <= 1.0
+    from privacy_attacks.data.identity import data_source
+
+    labels = data_source(cfg.data).load().train_labels
+    canaries = draw_canaries(cfg, labels)
+    assert bool((canaries.labels != labels[canaries.indices]).all())

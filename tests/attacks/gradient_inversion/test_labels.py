@@ -31,6 +31,20 @@ def test_idlg_label_recovery_is_exact_for_every_class_on_a_batch_of_one(net):
         assert recover_labels(weight, 1).tolist() == [label]  # iDLG's rule uses the weights alone
 
 
+@pytest.mark.parametrize("classes", [2, 5, 100])
+def test_idlg_label_recovery_is_exact_for_any_class_count_and_shape(classes):
+    torch.manual_seed(0)
+    model = LeNetSigmoid(num_classes=classes, image_shape=(3, 32, 32)).eval().requires_grad_(False)
+    for label in sorted({0, classes // 2, classes - 1}):
+        gradient = SimulatedClient(model, torch.rand(1, 3, 32, 32), torch.tensor([label])).shared_gradient()
+        weight, bias = last_linear(model, gradient)
+        assert weight.shape[0] == classes
+        assert recover_labels(weight, 1, bias).tolist() == recover_labels(weight, 1).tolist() == [label]
+    gradient = SimulatedClient(model, torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 1])).shared_gradient()
+    recovered = recover_labels(*last_linear(model, gradient)[:1], 3)
+    assert len(recovered) == 3 and 0 <= int(recovered.min()) <= int(recovered.max()) < classes  # B labels of C
+
+
 def test_batch_label_recovery_finds_distinct_labels_and_counts():
     model = _model()
     labels = torch.tensor([2, 5, 9, 0])

@@ -8,8 +8,9 @@ function that provisions that target (``attack.provision``): the pipeline trains
 and reports its recipe's numbers (``target/test_acc``, and under ``defense=dpsgd`` the accountant's
 ``target/privacy/epsilon``) beside the audit's bound.
 
-1. :func:`~.canaries.draw_canaries`: ``canaries`` = m images the recipe never trains on (mislabelled for
-   ``canary_kind=mislabelled``), each IN with probability ½ by the audit's seed;
+1. :func:`~.canaries.draw_canaries`: ``canaries`` = m images of the configured dataset (``data=``) the recipe never
+   trains on (mislabelled for ``canary_kind=mislabelled``: a wrong class among the data's), each IN with
+   probability ½ by the audit's seed;
 2. :func:`~.canaries.provision_canary_target`: the target recipe trains once on its members + the IN canaries;
 3. every canary is scored on the trained model by ``score`` (a key of the membership scores, higher = IN; ``loss``:
    log-probability of the canary's label) with the canary's label;
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
 from privacy_attacks.attacks.membership.scores import SCORES
-from privacy_attacks.data.mnist import load_mnist
+from privacy_attacks.data.identity import data_source
 from privacy_attacks.errors import ConfigError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -43,10 +44,11 @@ log = logging.getLogger(__name__)
 IN, OUT, ABSTAIN = 1, -1, 0
 
 
-def validate(cfg: DictConfig, total: int = 60_000) -> None:
+def validate(cfg: DictConfig, total: int | None = None) -> None:
     """:class:`ConfigError` before any work for a canary count that is not positive or larger than the images the
     target never trains on, guess counts that are negative, zero in all or more than the canaries, an unknown
-    ``canary_kind`` or ``score``, or a confidence or δ out of range."""
+    ``canary_kind`` or ``score``, or a confidence or δ out of range. ``total``: the training set's size (None: the
+    configured dataset's)."""
     require_int(cfg.canaries, "canaries")
     require_choice(cfg.canary_kind, CANARY_KINDS, "canary_kind")
     require_choice(cfg.score, list(SCORES), "score")
@@ -92,7 +94,8 @@ def _log_probs(net: torch.nn.Module, images: Tensor, batch_size: int) -> Tensor:
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Score the canaries on ``target`` (the canary target of ``attack.provision``) and return ``audit/*``."""
-    images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    data = data_source(cfg.data).load()  # the configured dataset's training images
+    images, labels = data.train_images, data.train_labels
     validate(cfg, total=len(labels))
     start = time.perf_counter()
     canaries = draw_canaries(cfg, labels)

@@ -1,7 +1,8 @@
 """The canaries of the one-run audit and the one target that trains on them.
 
-``canaries`` images are drawn from the non-member pool of the target's split (images its recipe never trains on),
-relabelled at random with a wrong class for ``canary_kind=mislabelled`` (``clean``: their own label), and each
+``canaries`` images are drawn from the non-member pool of the target's split of the configured dataset's training
+images (``data=``; images its recipe never trains on), relabelled at random with a wrong class among the data's
+``num_classes`` for ``canary_kind=mislabelled`` (``clean``: their own label), and each
 joins the target's training set by its own fair coin. Every draw comes from the audit's ``seed``
 (:func:`privacy_attacks.seeding.derive_seed`): the canaries (``"canaries"``), their labels (``"canary_labels"``)
 and the coins (``"canary_inclusion"``). The target recipe (with ``defense=dpsgd``: its DP-SGD) then trains once on
@@ -18,7 +19,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks.data.mnist import load_mnist, split_training_indices
+from privacy_attacks.attacks.membership.attack import training_set_size
+from privacy_attacks.data.identity import data_shape, data_source
+from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import run_device
@@ -34,7 +37,7 @@ class CanarySet:
     """The audit's canaries.
 
     Attributes:
-        indices: (m,) long, their positions in the MNIST training set (non-members of the target's recipe).
+        indices: (m,) long, their positions in the dataset's training set (non-members of the target's recipe).
         labels: (m,) long, the labels they are trained and scored with (wrong ones for mislabelled canaries).
         included: (m,) bool, the coins: True for the canaries the target trains on.
     """
@@ -44,20 +47,26 @@ class CanarySet:
     included: Tensor
 
 
-def nonmember_pool(cfg: DictConfig, total: int = 60_000) -> Tensor:
-    """Positions of the training images the target's recipe never trains on (its split's non-members)."""
+def nonmember_pool(cfg: DictConfig, total: int | None = None) -> Tensor:
+    """Positions of the ``total`` training images (None: the configured dataset's) the target's recipe never trains
+    on (its split's non-members)."""
     if cfg.target.get("members") is None:
         raise ConfigError(
             "attack=audit draws its canaries from the images the target never trains on: set target.members "
             "(e.g. 1000)."
         )
-    return split_training_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total)["nonmember"]
+    if total is None:
+        total = training_set_size(cfg.data)
+    return split_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total)["nonmember"]
 
 
 def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
-    """The canaries of ``cfg`` (``canaries``, ``canary_kind``, ``seed``), given the training set's labels (60k,)."""
+    """The canaries of ``cfg`` (``canaries``, ``canary_kind``, ``seed``), given the training set's labels (N,); the
+    wrong labels are drawn among ``data.num_classes`` (the labels' largest + 1 where the config leaves it to the
+    data)."""
     pool = nonmember_pool(cfg, len(labels))
-    m, classes = int(cfg.canaries), int(labels.max()) + 1
+    _, declared = data_shape(cfg.data)
+    m, classes = int(cfg.canaries), declared if declared is not None else int(labels.max()) + 1
     indices = pool[torch.randperm(len(pool), generator=generator(cfg.seed, "canaries"))[:m]]
     canary_labels = labels[indices].clone()
     if cfg.canary_kind == "mislabelled":  # a uniformly drawn wrong class
@@ -74,7 +83,8 @@ def provision_canary_target(cfg: DictConfig) -> Target:
     run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with DP-SGD the accountant's
     ``privacy/epsilon`` for this training set)."""
     recipe = recipe_with_defense(cfg, "target")
-    images, labels = load_mnist(cfg.data.root, train=True, download=cfg.data.download)
+    data = data_source(cfg.data).load()  # the configured dataset's training images
+    images, labels = data.train_images, data.train_labels
     canaries = draw_canaries(cfg, labels)
     extra = images[canaries.indices[canaries.included]], canaries.labels[canaries.included]
     log.info("The canary target trains on its members + %d canaries.", len(extra[1]))

@@ -1,7 +1,8 @@
 """Gradient inversion: recover a federated client's private batch from the gradient it shares.
 
 A simulated client (:class:`.client.SimulatedClient`) computes ∇_θ L(f_θ(x*), y*) of the
-shared model on a private batch of test images; the attacker, who knows θ, runs the reconstruction
+shared model (built for the configured data's shape and classes) on a private batch of the data's test images;
+the attacker, who knows θ, runs the reconstruction
 engine (:mod:`privacy_attacks.engine.module`) with a gradient-matching objective (:mod:`.matching`):
 
 - ``dlg``: Zhu, Liu & Han, NeurIPS 2019, "Deep Leakage from Gradients": squared L2 distance,
@@ -14,7 +15,7 @@ engine (:mod:`privacy_attacks.engine.module`) with a gradient-matching objective
 Reconstructions are paired with the originals by the best assignment (:mod:`.assignment`)
 before scoring. ``python attack.py attack=gradient_inversion method=idlg batch_size=1``.
 
-Writes ``reconstructions.pt`` ({"images": (N, 1, 28, 28) in [0, 1] paired with "originals",
+Writes ``reconstructions.pt`` ({"images": (N, C, H, W) in [0, 1] paired with "originals",
 "labels": recovered (N,), "original_labels": (N,)}), ``reconstructions.png`` and TensorBoard events;
 returns ``recon/psnr``, ``recon/ssim``, ``recon/mse`` (means over the N = num_batches · batch_size
 images), ``recon/psnr_median``, ``recon/label_acc`` and timings.
@@ -36,6 +37,7 @@ from privacy_attacks.attacks.gradient_inversion.assignment import best_assignmen
 from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
 from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
+from privacy_attacks.data.identity import data_shape
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
 from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.engine.figures import originals_figure
@@ -52,6 +54,7 @@ from privacy_attacks.harness import build_loggers, finish_loggers, log_image_gri
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target, provision_classifier
+from privacy_attacks.training import check_network
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
@@ -60,12 +63,14 @@ MODEL_STATES = ("init", "trained")
 
 
 def validate(cfg: DictConfig) -> None:
-    """ConfigError for an unknown method / shared model / state, a batch larger than the private pool, or a bad
-    engine setting (:func:`validate_engine_config`), before any work."""
+    """ConfigError for an unknown method / shared model / state, a shared model that cannot take the data's images
+    or does not give its classes, a batch larger than the private pool, or a bad engine setting
+    (:func:`validate_engine_config`), before any work."""
     require_choice(cfg.method, cfg.methods, "method")
     require_choice(cfg.shared_model, cfg.shared_models, "shared_model")
     require_choice(cfg.model_state, MODEL_STATES, "model_state")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
+    check_network(cfg.shared_models[cfg.shared_model], "shared_model", cfg.data)  # the data's shape and classes
     require_int(cfg.private_seed, "private_seed", minimum=None)
     for key in ("batch_size", "num_batches", "private_pool"):
         require_int(cfg[key], key)
@@ -98,6 +103,14 @@ def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
     return net.eval().requires_grad_(False)
 
 
+def image_shape(cfg: DictConfig) -> tuple[int, ...]:
+    """The (C, H, W) of the configured data's images: what the client holds and the attacker reconstructs."""
+    shape, _ = data_shape(cfg.data)
+    if shape is None:
+        raise ConfigError("attack=gradient_inversion needs the data's image shape: set data.image_shape (C, H, W).")
+    return shape
+
+
 def last_linear(model: nn.Module, gradient: list[Tensor]) -> tuple[Tensor, Tensor | None]:
     """The gradient of the model's last ``nn.Linear`` (weight (C, D), bias (C,) or None) within ``gradient``."""
     named = dict(zip((name for name, _ in model.named_parameters()), gradient, strict=True))
@@ -123,6 +136,7 @@ def build_module(
     ``seed`` (the attacker's, for this client) draws the dummy images (role ``init``) and DLG's soft labels
     (role ``labels``)."""
     method = cfg.methods[cfg.method]
+    shape = image_shape(cfg)
     engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
     objective = GradientMatching(
         model,
@@ -131,8 +145,9 @@ def build_module(
         instantiate(method.distance),
         labels=labels,
         restarts=cfg.restarts,
-        num_classes=int(model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device)).shape[-1]),
+        num_classes=int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[-1]),
         seed=seed,
+        image_shape=shape,
     )
     return engine_from_config(
         cfg,
@@ -154,7 +169,7 @@ def attack_batch(
     logger: Any = False,
     defense: Any = None,
 ) -> BatchResult:
-    """Simulate one client holding ``images`` (B, 1, 28, 28) / ``labels`` (B,) and invert its shared gradient
+    """Simulate one client holding ``images`` (B, C, H, W) / ``labels`` (B,) and invert its shared gradient
     (passed through the client's ``defense``, if any)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
@@ -182,7 +197,7 @@ def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
-    """Attack ``num_batches`` simulated clients of ``batch_size`` private test images each; score all images."""
+    """Attack ``num_batches`` simulated clients of ``batch_size`` private images each; score all images."""
     out = output_dir(cfg)
     model = shared_model(cfg, target).to(run_device(cfg.trainer))
     pool, pool_labels = private_pool(cfg)

@@ -26,7 +26,7 @@ def trainable_leaves(model: nn.Module) -> dict[str, Tensor]:
 
 
 def model_loss(model: nn.Module, params: dict[str, Tensor], images: Tensor, labels: Tensor, loss: Loss) -> Tensor:
-    """``loss(model_params(images), labels)``: images (B, 1, 28, 28), labels (B,) long or (B, C) soft."""
+    """``loss(model_params(images), labels)``: images (B, C, H, W), labels (B,) long or (B, K) soft."""
     return loss(torch.func.functional_call(model, params, (images,)), labels)
 
 
@@ -48,7 +48,7 @@ class SimulatedClient:
 
     Args:
         model: the shared model (its weights are read, never changed).
-        images: the private batch, (B, 1, 28, 28) in [0, 1].
+        images: the private batch, (B, C, H, W) in [0, 1].
         labels: its labels, (B,) long.
         loss: the training loss, mean over the batch (cross-entropy, as in DLG/iDLG/IG).
         defense: a client defence (:mod:`privacy_attacks.defenses.client`) applied to the gradient before it is

@@ -58,6 +58,7 @@ class GradientMatching(nn.Module):
         num_classes: C, the size of the soft labels when ``labels`` is None.
         seed: the attacker's seed for this client; DLG's initial soft labels are drawn from
             :func:`~privacy_attacks.seeding.generator` ``(seed, "labels")``, never from the global RNG.
+        image_shape: (C, H, W) of the client's images, the engine's dummy images' shape (MNIST's by default).
     """
 
     def __init__(
@@ -70,9 +71,11 @@ class GradientMatching(nn.Module):
         restarts: int = 1,
         num_classes: int = 10,
         seed: int = 0,
+        image_shape: tuple[int, ...] = (1, 28, 28),
     ):
         super().__init__()
         self.model, self.distance = model, distance
+        self.image_shape = tuple(int(s) for s in image_shape)  # the engine's image shape
         self.batch_size, self.restarts = int(batch_size), int(restarts)
         self.num_images = self.batch_size  # the engine's N
         self.target_names = []
@@ -108,7 +111,7 @@ class GradientMatching(nn.Module):
         return torch.func.vmap(self._distance)(batches, self.soft_labels)
 
     def _distance(self, batch: Tensor, soft_labels: Tensor | None) -> Tensor:
-        """Distance of one dummy batch's gradient to the target (scalar): ``batch`` (B, 1, 28, 28), ``soft_labels``
+        """Distance of one dummy batch's gradient to the target (scalar): ``batch`` (B, C, H, W), ``soft_labels``
         (B, C) logits for DLG or None for the recovered labels. :func:`torch.func.grad` keeps the gradient
         differentiable with respect to ``batch`` (and the soft labels) for the outer optimisation, and computes it
         under an outer ``torch.no_grad()`` too (where the engine only scores, and no outer graph is built)."""
