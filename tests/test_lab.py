@@ -122,3 +122,15 @@ def test_a_failed_stage_is_reported_and_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(lab, "run_stage", lambda command, log_file: calls.append(command) or 0)
     lab.run_lab(cfg)
     assert len(calls) == 1
+
+
+def test_the_lab_fixes_the_scenario_draw_of_the_experiments_that_sweep_one():
+    """Headline experiments sweep the victim's draw (summary.scenario); the lab runs one draw of each, so its
+    stages stay at minutes."""
+    lab = OmegaConf.load(CONF_DIR / "lab.yaml")
+    for name, stage in lab.stages.items():
+        experiments = [str(o).split("=", 1)[1] for o in stage.overrides if str(o).startswith("experiment=")]
+        for experiment in experiments:
+            node = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml")
+            for key in OmegaConf.select(node, "summary.scenario") or []:
+                assert any(str(o).startswith(f"{key}=") and "," not in str(o) for o in stage.overrides), (name, key)
