@@ -116,6 +116,8 @@ def test_no_defense_leaves_the_answers_bit_identical():
         (["attack=distillation", "defense=topk", "defense.k=0"], "defense.k"),
         (["attack=distillation", "defense=noise", "defense.std=-1"], "defense.std"),
         (["attack=membership", "defense=reverse_sigmoid", "defense.gamma=0"], "defense.gamma"),
+        (["attack=distillation", "defense=topk", "defense.k=11"], "defense.k=11 is not allowed: data=mnist has 10"),
+        (["attack=membership", "defense=topk", "defense.k=11"], "at most 10"),
     ],
 )
 def test_a_defense_that_does_not_apply_or_a_bad_strength_stops_before_any_work(

@@ -37,6 +37,9 @@ def defense_from_config(
     acts_on = getattr(defense, "surface", None)
     if acts_on is None:
         return None
+    num_classes = OmegaConf.select(cfg, "data.num_classes", default=None)
+    if num_classes is not None and hasattr(defense, "check_classes"):
+        defense.check_classes(int(num_classes), OmegaConf.select(cfg, "data.name", default="the data"))
     if cfg.get("attack") is not None:
         surfaces, run = list(OmegaConf.select(cfg, "attack.surfaces", default=None) or []), f"attack={cfg.attack.name}"
     else:

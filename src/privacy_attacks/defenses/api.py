@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_int, require_positive
 from privacy_attacks.seeding import derive_seed
 
 
@@ -58,6 +58,14 @@ class TopK(OutputDefense):
     def __init__(self, k: int = 1):
         require_int(k, "defense.k")
         self.k = int(k)
+
+    def check_classes(self, num_classes: int, data: str) -> None:
+        """:class:`ConfigError` when ``k`` exceeds the data's class count (no answer has that many entries)."""
+        if self.k > num_classes:
+            raise ConfigError(
+                f"defense.k={self.k} is not allowed: data={data} has {num_classes} classes, so k must be at most "
+                f"{num_classes}."
+            )
 
     def __call__(self, probs: Tensor) -> Tensor:
         top = probs.topk(min(self.k, probs.shape[-1]), dim=-1)
