@@ -19,11 +19,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, require_int
+from privacy_attacks.errors import ConfigError, UserError, require_int
 
 # What a Trainer inside a run does unless its config or the caller says otherwise: it writes nothing of
 # its own (the run's loggers are passed in where a fit's curves are wanted) and skips the sanity check.
@@ -51,6 +52,17 @@ def set_threads(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def instantiate_checked(node: Any, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``; when the built object's own check refuses a setting (a :class:`UserError`
+    inside Hydra's ``InstantiationException``), that one-line error instead of Hydra's traceback."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from privacy_attacks.data import ImageDataModule
 from privacy_attacks.data.identity import data_name, data_shape
 from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
-from privacy_attacks.harness import build_trainer
+from privacy_attacks.harness import build_trainer, instantiate_checked
 from privacy_attacks.systems import ImageClassifier
 
 
@@ -103,12 +103,7 @@ def build_privacy(recipe: DictConfig) -> Any:
     """The recipe's training defence (``recipe.privacy``, e.g. :class:`privacy_attacks.defenses.DPSGD`), or None."""
     if recipe.get("privacy") is None:
         return None
-    try:
-        return instantiate(recipe.privacy)
-    except InstantiationException as error:  # a bad setting: show the defence's own message
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
+    return instantiate_checked(recipe.privacy)  # a bad setting: the defence's own message
 
 
 def build_datamodule(

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-
 from privacy_attacks.data.mnist import IMAGE_SHAPE, MNIST_DIGEST, NUM_CLASSES, MNISTSource
 from privacy_attacks.data.source import ImageSource
-from privacy_attacks.errors import UserError
+from privacy_attacks.harness import instantiate_checked
 
 
 def is_mnist(data: Any) -> bool:
@@ -24,12 +21,7 @@ def data_source(data: Any) -> ImageSource:
     ``data.root`` for MNIST's config."""
     if data.get("source") is None:
         return MNISTSource(data.root, data.get("download", False))
-    try:
-        return instantiate(data.source)
-    except InstantiationException as error:  # a bad setting: show the source's own message
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
+    return instantiate_checked(data.source)  # a bad setting: the source's own message
 
 
 def data_name(data: Any) -> str:

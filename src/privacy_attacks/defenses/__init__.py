@@ -6,11 +6,10 @@
   enters the classifier's recipe (:func:`recipe_with_defense`), so ``train.py`` meets it too.
 """
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from privacy_attacks.errors import ConfigError, UserError
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.harness import instantiate_checked
 
 from .api import GaussianNoise, LabelOnly, NoDefense, OutputDefense, ReverseSigmoid, Rounding, TopK, api_utility
 from .client import GradientClipNoise, GradientDefense, GradientPrune, GradientQuantize
@@ -28,12 +27,7 @@ def defense_from_config(
     With ``surface`` (``api``, ``client``), None too when the defence acts elsewhere (a training defence is already
     in the target, not in its API)."""
     node = cfg.get("defense")
-    try:
-        defense = instantiate(node) if node is not None else None
-    except InstantiationException as error:  # a bad strength: show the defence's own message
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
+    defense = instantiate_checked(node) if node is not None else None  # a bad strength: the defence's own message
     acts_on = getattr(defense, "surface", None)
     if acts_on is None:
         return None
