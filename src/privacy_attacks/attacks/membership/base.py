@@ -10,6 +10,7 @@ membership labels stay with :func:`privacy_attacks.attacks.membership.attack.run
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from torch import Tensor
 from privacy_attacks.blackbox import BlackBoxAPI, defended_logits
 from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.harness import run_device
+
+
+def config_key(keys: Mapping[str, str] | None, argument: str) -> str:
+    """The config key a user sets for a constructor ``argument``, as its errors name it: ``keys[argument]`` (a
+    method node's ``keys``, for an argument fed from another key, e.g. ``methods.shadow.num_shadows``, or
+    ``num_ref_models`` where an experiment sets ``num_shadows: ${num_ref_models}``), else the argument's name."""
+    return (keys or {}).get(argument, argument)
 
 
 @dataclass
@@ -102,6 +110,9 @@ class MembershipAttack(ABC):
 
     ``shadow_answers``: True for an attack that reads its shadow or reference models' answers through
     :meth:`AttackContext.shadow_log_probs` (``shadow_defense=true`` acts on those alone).
+
+    Its errors name the key the user sets, which need not be the argument's own name: a method node's ``keys``
+    maps an argument to that key (``keys: {num_shadows: methods.shadow.num_shadows}``; see :func:`config_key`).
     """
 
     shadow_answers: bool = False

@@ -20,6 +20,7 @@ Member decisions: likelihood ratio > 1 (online), phi above the OUT mean (offline
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -27,7 +28,7 @@ from torch import Tensor
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.seeding import generator
 
-from .base import AttackContext, AttackOutput, MembershipAttack
+from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .scores import logit_confidence
 from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
 from .shokri import check_shadow_count, offline_shadow_models, shadow_seeds
@@ -107,12 +108,21 @@ class LiRA(MembershipAttack):
             16 already beats the threshold baselines here.
         online: online (IN and OUT models) or offline (OUT models only).
         fixed_variance: one variance for all images instead of one per image.
+        keys: the config key of an argument, named in its errors, where it is not the argument's own name
+            (``{"num_shadows": "num_ref_models"}`` under ``experiment=membership_budget``); see
+            :func:`~.base.config_key`.
     """
 
     shadow_answers = True
 
-    def __init__(self, num_shadows: int = 16, online: bool = True, fixed_variance: bool = True):
-        check_shadow_count(num_shadows)
+    def __init__(
+        self,
+        num_shadows: int = 16,
+        online: bool = True,
+        fixed_variance: bool = True,
+        keys: Mapping[str, str] | None = None,
+    ):
+        check_shadow_count(num_shadows, config_key(keys, "num_shadows"))
         self.num_shadows, self.online, self.fixed_variance = num_shadows, bool(online), bool(fixed_variance)
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:

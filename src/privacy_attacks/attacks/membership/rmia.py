@@ -20,14 +20,14 @@ The target is queried on the evaluation images and on the population points (``n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError, require_int, require_positive
 
-from .base import AttackContext, AttackOutput, MembershipAttack
+from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .lira import check_online_sizes, online_shadow_models
 from .metrics import mann_whitney_auc
 from .shadow_models import ShadowModels
@@ -58,7 +58,12 @@ def rmia_scores(target_x: Tensor, prior_x: Tensor, target_z: Tensor, prior_z: Te
 
 
 def fit_offline_a(
-    probs: Tensor, in_mask: Tensor, population_probs: Tensor, gamma: float, grid: Sequence[float] = A_GRID
+    probs: Tensor,
+    in_mask: Tensor,
+    population_probs: Tensor,
+    gamma: float,
+    grid: Sequence[float] = A_GRID,
+    key: str = "methods.<name>.a",
 ) -> float:
     """The ``a`` of ``grid`` with the best AUC when reference model 0 plays the target (needs 2 or more models).
 
@@ -66,12 +71,12 @@ def fit_offline_a(
     (S, M) which images each trained on; population_probs: (S, P) on population points none of them trained on.
     Model 0's members (its training images, with the OUT signal of the other models that did not train on them)
     are told from non-members (the first half of the population points) with the second half as the comparison
-    population z. No evaluation image is used.
+    population z. No evaluation image is used. ``key``: the config key of ``a``, named when it cannot be set.
     """
     others_out = ~in_mask[1:]
     members = in_mask[0] & others_out.any(dim=0)
     if len(probs) < 2 or not members.any() or population_probs.shape[1] < 2:
-        raise ConfigError("RMIA cannot set `a` with these reference models: give methods.<name>.a a value in [0, 1].")
+        raise ConfigError(f"RMIA cannot set `a` with these reference models: give {key} a value in [0, 1].")
     out_mean = (probs[1:] * others_out).sum(dim=0)[members] / others_out.sum(dim=0)[members]
     half = population_probs.shape[1] // 2
     nonmember_out, z_out = population_probs[1:, :half].mean(dim=0), population_probs[1:, half:].mean(dim=0)
@@ -97,6 +102,8 @@ class RMIA(MembershipAttack):
             population the reference models share with the evaluation images, online).
         gamma: the likelihood-ratio threshold γ (> 0).
         a: offline only: the IN-side factor in [0, 1]; None: set on reference model 0 as a temporary target.
+        keys: the config key of an argument, named in its errors, where it is not the argument's own name
+            (``{"a": "methods.rmia_offline.a"}``); see :func:`~.base.config_key`.
     """
 
     shadow_answers = True
@@ -108,13 +115,15 @@ class RMIA(MembershipAttack):
         num_population: int = 1000,
         gamma: float = 1.0,
         a: float | None = None,
+        keys: Mapping[str, str] | None = None,
     ):
-        check_shadow_count(num_ref_models)
-        require_int(num_population, "num_population")
-        require_positive(gamma, "gamma")
-        if a is not None and not (isinstance(a, (int, float)) and 0 <= a <= 1):
+        check_shadow_count(num_ref_models, config_key(keys, "num_ref_models"))
+        require_int(num_population, config_key(keys, "num_population"))
+        require_positive(gamma, config_key(keys, "gamma"))
+        self.a_key = config_key(keys, "a")
+        if a is not None and (isinstance(a, bool) or not (isinstance(a, (int, float)) and 0 <= a <= 1)):
             raise ConfigError(
-                f"a={a!r} is not allowed: it must be a number in [0, 1] or null (set on a reference model)."
+                f"{self.a_key}={a!r} is not allowed: it must be a number in [0, 1] or null (set on a reference model)."
             )
         self.num_ref_models, self.online, self.num_population = int(num_ref_models), bool(online), int(num_population)
         self.gamma, self.a = float(gamma), a
@@ -162,7 +171,7 @@ class RMIA(MembershipAttack):
             if a is None:
                 population = context.attacker_images[: 2 * context.train_size]
                 own = self._probs(context, shadows, population, context.attacker_labels[: len(population)])
-                a = fit_offline_a(own, shadows.in_mask, ref_z, self.gamma)
+                a = fit_offline_a(own, shadows.in_mask, ref_z, self.gamma, key=self.a_key)
             prior_x, prior_z = offline_prior(ref_x.mean(dim=0), a), offline_prior(ref_z.mean(dim=0), a)
             info["rmia/a"] = float(a)
         scores = rmia_scores(target_x, prior_x, target_z, prior_z, self.gamma)

@@ -11,25 +11,24 @@ applied to the target's answers on the evaluation set.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from privacy_attacks.errors import ConfigError, is_integer, require_choice
 from privacy_attacks.seeding import derive_seed, generator
 
-from .base import AttackContext, AttackOutput, MembershipAttack
+from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .classifier import fit_attack_classifier
 from .scores import FEATURES, attack_features
 from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
 
 
-def check_shadow_count(num_shadows: int) -> None:
-    """:class:`ConfigError` unless ``num_shadows`` is an even integer >= 2 (IN/OUT pairs)."""
-    if not is_integer(num_shadows) or num_shadows < 2 or num_shadows % 2:
-        raise ConfigError(
-            f"num_shadows={num_shadows!r} is not allowed: it must be an even integer >= 2 (IN/OUT pairs)."
-        )
+def check_shadow_count(count: int, key: str = "num_shadows") -> None:
+    """:class:`ConfigError` unless ``count`` is an even integer >= 2 (IN/OUT pairs); the message names ``key``, the
+    config key the user set it with (``num_shadows``, ``num_ref_models``, ``methods.shadow.num_shadows``)."""
+    if not is_integer(count) or count < 2 or count % 2:
+        raise ConfigError(f"{key}={count!r} is not allowed: it must be an even integer >= 2 (IN/OUT pairs).")
 
 
 def shadow_seeds(seed: int, num_shadows: int) -> list[int]:
@@ -63,6 +62,8 @@ class ShadowAttack(MembershipAttack):
         top_k: k of the ``top_k`` feature.
         per_class: one attack classifier per true class (Shokri et al.) instead of one for all.
         hidden, epochs, lr: the attack classifiers' MLP widths, epochs and learning rate.
+        keys: the config key of an argument, named in its errors, where it is not the argument's own name
+            (``{"num_shadows": "methods.shadow.num_shadows"}``); see :func:`~.base.config_key`.
     """
 
     shadow_answers = True
@@ -76,10 +77,11 @@ class ShadowAttack(MembershipAttack):
         hidden: Sequence[int] = (64,),
         epochs: int = 30,
         lr: float = 1e-3,
+        keys: Mapping[str, str] | None = None,
     ):
-        check_shadow_count(num_shadows)
+        check_shadow_count(num_shadows, config_key(keys, "num_shadows"))
         for name in features:
-            require_choice(name, FEATURES, "shadow features")
+            require_choice(name, FEATURES, config_key(keys, "features"))
         self.num_shadows, self.features, self.top_k, self.per_class = num_shadows, list(features), top_k, per_class
         self.hidden, self.epochs, self.lr = list(hidden), epochs, lr
 

@@ -1,0 +1,58 @@
+"""Membership errors name the key the user typed, also where a method's argument is fed from another key."""
+
+from __future__ import annotations
+
+import pytest
+
+from privacy_attacks.attacks.membership import validate
+from privacy_attacks.attacks.membership.lira import LiRA
+from privacy_attacks.attacks.membership.rmia import RMIA, fit_offline_a
+from privacy_attacks.attacks.membership.shokri import ShadowAttack
+from privacy_attacks.errors import ConfigError
+from tests.conftest import attack_config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=rmia_offline", "num_ref_models=0"], "^num_ref_models=0 is not allowed"),
+        (["method=rmia", "num_ref_models=3"], "^num_ref_models=3 is not allowed"),
+        (["method=lira", "num_shadows=5"], "^num_shadows=5 is not allowed"),
+        (["method=lira_offline", "num_shadows=0"], "^num_shadows=0 is not allowed"),
+        (["method=shadow", "methods.shadow.num_shadows=3"], "^methods.shadow.num_shadows=3 is not allowed"),
+        (["method=shadow", "features=[sorted,nope]"], "^features='nope' is not one of"),
+        (["method=rmia", "num_population=0"], "^num_population=0 is not allowed"),
+        (["method=rmia_offline", "gamma=0"], "^gamma=0 is not allowed"),
+        (["method=rmia_offline", "methods.rmia_offline.a=2"], "^methods.rmia_offline.a=2 is not allowed"),
+        (["method=rmia", "methods.rmia.a=true"], "^methods.rmia.a=True is not allowed"),
+        # The budget experiment sweeps num_ref_models and feeds LiRA's num_shadows from it.
+        (["experiment=membership_budget", "method=lira", "num_ref_models=3"], "^num_ref_models=3 is not allowed"),
+        (["experiment=membership_budget", "method=lira_offline", "num_ref_models=0"], "^num_ref_models=0 is not"),
+        (["experiment=membership_budget", "method=rmia_offline", "num_ref_models=0"], "^num_ref_models=0 is not"),
+    ],
+)
+def test_errors_name_the_key_the_user_typed(overrides, message):
+    cfg = attack_config("membership", overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)  # the method is built before any data is read
+
+
+def test_classes_name_their_arguments_without_keys():
+    with pytest.raises(ConfigError, match="^num_shadows=3 is not allowed"):
+        LiRA(num_shadows=3)
+    with pytest.raises(ConfigError, match="^num_shadows=1 is not allowed"):
+        ShadowAttack(num_shadows=1)
+    with pytest.raises(ConfigError, match="^num_ref_models=1 is not allowed"):
+        RMIA(num_ref_models=1)
+    with pytest.raises(ConfigError, match="^a=-1 is not allowed"):
+        RMIA(a=-1)
+    with pytest.raises(ConfigError, match="^num_ref_models=5 is not allowed"):
+        LiRA(num_shadows=5, keys={"num_shadows": "num_ref_models"})
+
+
+def test_an_a_that_cannot_be_set_names_its_key():
+    import torch
+
+    probs, in_mask, population = torch.rand(1, 4), torch.tensor([[True, False, True, False]]), torch.rand(1, 4)
+    with pytest.raises(ConfigError, match=r"give methods\.rmia_offline\.a a value"):
+        fit_offline_a(probs, in_mask, population, gamma=1.0, key="methods.rmia_offline.a")
