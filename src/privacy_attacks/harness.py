@@ -1,7 +1,9 @@
 """The run harness: what every entry point and attack does the same way.
 
-- :func:`build_loggers`: the run's loggers, one per ``_target_`` node of ``cfg.logger`` (none for ``logger=none``);
-- :func:`finish_loggers`: log the run's hparams together with its final metrics, and finalize;
+- :func:`build_loggers`: the run's loggers, one per ``_target_`` node of ``cfg.logger`` (none for ``logger=none``),
+  kept open until :func:`finish_loggers`, so a run writes one event file;
+- :func:`finish_loggers`: log the run's hparams (:func:`run_hparams` and the attack's own) together with its final
+  metrics, and finalize;
 - :func:`log_image_grid`: an image grid (e.g. originals above reconstructions) to the loggers that take images;
 - :func:`set_threads`: the run's torch thread count (``threads``), set before any work;
 - :func:`build_trainer`: a Lightning Trainer from ``cfg.trainer`` for a fit inside a run (a target, a student,
@@ -14,14 +16,17 @@ Attack modules keep only what is their own: which hparams and metrics they log, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError, UserError, require_int
@@ -71,8 +76,63 @@ def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    """The run's loggers: one per ``_target_`` node of ``cfg.logger``; none for ``logger=none``."""
-    return instantiate_named(cfg.get("logger"))
+    """The run's loggers: one per ``_target_`` node of ``cfg.logger``; none for ``logger=none``.
+
+    Each remembers ``cfg`` (``run_cfg``, for :func:`finish_loggers`) and stays open until then: a Trainer that ends
+    its fit with ``finalize("success")`` only flushes it, so the run goes on writing into the same event file.
+    """
+    loggers = instantiate_named(cfg.get("logger"))
+    for logger in loggers:
+        logger.run_cfg = cfg
+        logger.finalize_run = logger.finalize
+        logger.finalize = functools.partial(_flush_unless_failed, logger)
+    return loggers
+
+
+def _flush_unless_failed(logger: Any, status: str) -> None:
+    """A Trainer's ``finalize`` of a run's logger: write out what it holds and keep it open; close it on failure."""
+    if status != "success":
+        logger.finalize_run(status)
+        return
+    logger.save()
+    flush = getattr(logger.experiment, "flush", None)  # TensorBoard's SummaryWriter
+    if flush is not None:
+        flush()
+
+
+def hparam_items(value: Any, key: str) -> dict[str, Any]:
+    """``value`` as TensorBoard hparams under ``key``: mappings flattened with dots (``target.net._target_``), values
+    other than bool, int, float and str (lists, None) as strings."""
+    if isinstance(value, DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: v for name, item in value.items() for k, v in hparam_items(item, f"{key}.{name}").items()}
+    return {key: value if isinstance(value, (bool, int, float, str)) else str(value)}
+
+
+def command_line_hparams() -> dict[str, Any]:
+    """The job's command-line overrides (Hydra's task overrides, Hydra's own left out) as hparams, keyed as written
+    (``model@target``, ``query_budget``); none outside a Hydra job."""
+    if not HydraConfig.initialized():
+        return {}
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    params: dict[str, Any] = {}
+    for override in overrides:
+        if not (override.is_delete() or override.is_hydra_override()):
+            params.update(hparam_items(override.value(), override.get_key_element().lstrip("+~")))
+    return params
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """What tells a run apart in TensorBoard's hparams: the data's name, the target's recipe (``target.*``: its
+    network's ``_target_``, ``max_epochs``, ``members``, ``seed``...), the defence (``defense.*``), ``attack.name``,
+    ``seed`` and every command-line override (:func:`command_line_hparams`)."""
+    params: dict[str, Any] = {"data.name": OmegaConf.select(cfg, "data.name", default=None) or "mnist"}
+    for key in ("target", "defense", "attack.name", "seed"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            params.update(hparam_items(value, key))
+    return {**params, **command_line_hparams()}
 
 
 def finish_loggers(
@@ -82,14 +142,25 @@ def finish_loggers(
     *,
     scalars: Mapping[str, float] | None = None,
     step: int = 0,
+    cfg: DictConfig | None = None,
 ) -> None:
-    """For each logger: write ``scalars`` (if given) at ``step``, then ``hparams`` with the final ``metrics``
-    (TensorBoard's hparams table), and finalize it."""
+    """For each logger: write ``scalars`` (if given) at ``step``, then the hparams with the final ``metrics``
+    (TensorBoard's hparams table), and finalize it.
+
+    The hparams are :func:`run_hparams` of ``cfg`` (default: the config :func:`build_loggers` built the logger from;
+    none for a logger built otherwise) updated with ``hparams``, the attack's own. TensorBoard writes ``metrics`` as
+    scalars at step 0 with the hparams, so ``scalars`` of the same names at step 0 are not written twice.
+    """
     for logger in loggers:
         if scalars is not None:
-            logger.log_metrics(dict(scalars), step=step)
-        logger.log_hyperparams(dict(hparams), dict(metrics))
-        logger.finalize("success")
+            again = metrics if step == 0 else {}
+            scalars_left = {key: value for key, value in scalars.items() if key not in again}
+            if scalars_left:
+                logger.log_metrics(scalars_left, step=step)
+        run_cfg = cfg if cfg is not None else getattr(logger, "run_cfg", None)
+        params = {**(run_hparams(run_cfg) if run_cfg is not None else {}), **hparams}
+        logger.log_hyperparams(params, dict(metrics))
+        getattr(logger, "finalize_run", logger.finalize)("success")
 
 
 def log_image_grid(loggers: Sequence[Any], tag: str, rows: Sequence[Tensor], step: int) -> None:
