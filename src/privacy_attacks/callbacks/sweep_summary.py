@@ -123,6 +123,11 @@ def seed_and_job_counts(groups: list[list[Row]]) -> list[Row]:
     return [{"n_seeds": n, "n_jobs": j} for n, j in zip(seeds, jobs, strict=True)]
 
 
+def swept_keys(rows: list[Row], override_keys: list[str]) -> list[str]:
+    """The override keys whose value differs between the jobs of ``rows``: what the sweep varies."""
+    return [k for k in override_keys if len({hashable(row.get(k)) for row in rows}) > 1]
+
+
 def _setting_keys(override_keys: list[str], scenario: list[str] = ()) -> list[str]:
     return [k for k in override_keys if k not in ("seed", "job", *scenario)]
 
@@ -234,7 +239,8 @@ def _summarise_seeds(
 
 
 def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
-    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``, print the table, name the best job,
+    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``, print the table (a column for every swept key
+    beside ``summary.columns``), name the best job,
     and call ``summary.figure`` (a partial ``f(sweep_dir, rows)``) if configured, and each figure of the mapping
     ``summary.figures`` (an experiment adds one beside the attack's own, e.g. a privacy–utility figure). Returns
     the rows.
@@ -256,8 +262,9 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     scenario = list(summary.get("scenario") or [])
     if summary.get("columns") is None:
         shown = [c for c in columns if not c.endswith("_s")]
-    else:  # the job, the scenario's draw, then the configured columns
-        shown = ["job", *[k for k in scenario if k in columns and k not in summary.columns], *summary.columns]
+    else:  # the job, every swept key, the scenario's draw, then the configured columns
+        swept = swept_keys(rows, override_keys)
+        shown = list(dict.fromkeys(["job", *swept, *[k for k in scenario if k in columns], *summary.columns]))
     table = markdown_table(rows, shown)
     text = f"{table}\n"
     metric = summary.get("metric")
