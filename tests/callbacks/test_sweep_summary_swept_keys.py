@@ -1,0 +1,30 @@
+"""The per-job table of ``summary.md``: every key the sweep varies is a column, beside the configured ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from privacy_attacks.callbacks.sweep_summary import collect_sweep, summarise, swept_keys
+from tests.callbacks.test_sweep_summary import make_sweep
+
+
+def test_every_swept_key_is_a_column_of_summary_md(tmp_path: Path):
+    jobs = [
+        ([f"model@target={model}", f"loss={loss}", "experiment=stealing_budget", "seed=0"], {"student/acc": acc})
+        for (model, loss), acc in zip(
+            [("lenet5", "kl"), ("lenet5", "mse"), ("cnn", "kl"), ("cnn", "mse")], [0.9, 0.8, 0.7, 0.6], strict=True
+        )
+    ]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    assert swept_keys(*collect_sweep(sweep)) == ["model@target", "loss"]  # experiment and seed are the same in all
+    summarise(sweep, {"metric": "student/acc", "columns": ["student/acc"]})
+    lines = (sweep / "summary.md").read_text().splitlines()
+    assert lines[0] == "| job | model@target | loss | student/acc |"
+    assert lines[2:6] == [
+        "| 0 | lenet5 | kl | 0.9 |",
+        "| 1 | lenet5 | mse | 0.8 |",
+        "| 2 | cnn | kl | 0.7 |",
+        "| 3 | cnn | mse | 0.6 |",
+    ]
+    summarise(sweep, {"metric": "student/acc", "columns": ["loss", "student/acc"]})  # a swept key listed: once
+    assert (sweep / "summary.md").read_text().splitlines()[0] == "| job | model@target | loss | student/acc |"
