@@ -11,13 +11,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from privacy_attacks import lab
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.report import stage_table
+from privacy_attacks.report import Stage, job_pictures, stage_setting, stage_table, write_report
 from tests.conftest import CONF_DIR, mnist_root
 
 
-def lab_config(overrides: list[str] = ()) -> DictConfig:
+def lab_config(overrides: list[str] = (), hydra_record: bool = False) -> DictConfig:
+    """``conf/lab.yaml`` with ``overrides``; ``hydra_record``: with Hydra's node, whose ``runtime.choices`` the lab
+    reads its ``data=`` and ``model=`` from (as ``python -m privacy_attacks.lab`` does from Hydra's record)."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="lab", overrides=list(overrides))
+        return compose(config_name="lab", overrides=list(overrides), return_hydra_config=hydra_record)
 
 
 def test_every_stage_is_a_train_run_or_an_experiment_multirun_with_the_seeds_and_trainer(tmp_path: Path):
@@ -134,3 +136,157 @@ def test_the_lab_fixes_the_scenario_draw_of_the_experiments_that_sweep_one():
             node = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml")
             for key in OmegaConf.select(node, "summary.scenario") or []:
                 assert any(str(o).startswith(f"{key}=") and "," not in str(o) for o in stage.overrides), (name, key)
+
+
+def composed_stage(command: list[str]) -> DictConfig:
+    """The config one stage's command composes (a sweep's first value of each key), with Hydra's record."""
+    script = command[0]
+    overrides = [a.split(",")[0] if "," in a else a for a in command[1:] if a != "-m" and not a.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=script.removesuffix(".py"), overrides=overrides, return_hydra_config=True)
+
+
+def test_data_and_model_reach_every_stage_as_its_script_names_them(tmp_path: Path):
+    cfg = lab_config(["data=fashion_mnist", "model=cnn"], hydra_record=True)
+    choices = lab.lab_choices(cfg)
+    assert choices == {"data": "fashion_mnist", "model": "cnn"}
+    for name, stage in cfg.stages.items():
+        command = lab.stage_command(stage, cfg.seeds, "cpu", tmp_path / name, choices)
+        assert "data=fashion_mnist" in command, name
+        model = "model=cnn" if stage.script == "train.py" else "model@target=cnn"
+        assert model in command, name
+        composed = composed_stage(command)  # the experiment configs do not pin the data or the target
+        assert composed.data.name == "fashion_mnist", name
+        assert composed.hydra.runtime.choices["model" if stage.script == "train.py" else "model@target"] == "cnn"
+
+
+def test_without_data_or_model_each_stage_keeps_its_own(tmp_path: Path):
+    cfg = lab_config(hydra_record=True)
+    assert lab.lab_choices(cfg) == {}
+    assert lab.lab_choices(lab_config()) == {}  # composed without Hydra's record
+    for name, stage in cfg.stages.items():
+        command = lab.stage_command(stage, cfg.seeds, "cpu", tmp_path / name, {})
+        assert not any(a.startswith(("data=", "model=", "model@target=")) for a in command), name
+    membership = lab.stage_command(cfg.stages.membership, 1, "cpu", tmp_path, {})
+    assert composed_stage(membership).hydra.runtime.choices["model@target"] == "lenet5_members"
+
+
+def test_the_lab_runs_every_stage_with_its_data_and_model_and_names_them(tmp_path, monkeypatch):
+    cfg = lab_config([f"lab_dir={tmp_path}", "data=synthetic", "model=mlp"], hydra_record=True)
+    commands = {}
+    monkeypatch.setattr(lab, "run_stage", lambda command, log_file: commands.update({log_file.stem: command}) or 0)
+    lab.run_lab(cfg)
+    assert list(commands) == list(cfg.stages)
+    for name, command in commands.items():
+        assert "data=synthetic" in command and ("model=mlp" in command or "model@target=mlp" in command), name
+    report = (tmp_path / "report.md").read_text()
+    assert "- data: synthetic" in report and "- model: mlp" in report
+    assert "data=synthetic" in json.loads((tmp_path / "state.json").read_text())["membership"]["command"]
+    assert "<li>data: synthetic</li>" in (tmp_path / "report.html").read_text()
+
+
+def write_job(sweep: Path, job: int, overrides: list[str], picture: str | None = "reconstructions.png") -> None:
+    (sweep / str(job) / ".hydra").mkdir(parents=True)
+    (sweep / str(job) / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if picture:
+        (sweep / str(job) / picture).write_bytes(b"\x89PNG picture of job %d" % job)
+
+
+def test_stages_with_pictures_show_every_jobs_reconstructions(tmp_path: Path):
+    sweep = tmp_path / "feature_inversion"
+    for job, layer in enumerate(["conv1", "conv2", "fc1"]):
+        write_job(sweep, job, ["experiment=feature_layers", f"layer={layer}", "seed=0"])
+    write_job(sweep, 3, ["experiment=feature_layers", "layer=fc2", "seed=0"], picture=None)  # unfinished
+    (sweep / "quality.png").write_bytes(b"\x89PNG line plot")
+    assert [caption for caption, _ in job_pictures(sweep, "reconstructions.png")] == [
+        "layer=conv1",
+        "layer=conv2",
+        "layer=fc1",
+    ]
+    stages = [Stage("feature_inversion", "Feature inversion", "python attack.py -m", sweep, "reconstructions.png")]
+    write_report(tmp_path, stages, {}, {"accelerator": "cpu"}, {"data": "fashion_mnist"})
+    report = (tmp_path / "report.md").read_text()
+    assert "- data: fashion_mnist" in report and "- model: each stage's own" in report
+    assert "(feature_inversion/quality.png)" in report
+    for job, layer in enumerate(["conv1", "conv2", "fc1"]):
+        assert f"![feature_inversion: layer={layer}](feature_inversion/{job}/reconstructions.png)" in report
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<figure>") == 3 and "<figcaption>layer=conv2</figcaption>" in page
+    assert page.count("data:image/png;base64,") == 4  # the sweep's figure and three jobs' reconstructions
+
+
+def test_each_stage_names_the_data_and_model_it_ran_on(tmp_path: Path):
+    run = tmp_path / "target" / ".hydra"
+    run.mkdir(parents=True)
+    (run / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      data: cifar10\n      model: cnn\n")
+    (run / "config.yaml").write_text("seed: 0\n")
+    assert stage_setting(tmp_path / "target") == [("data", "cifar10"), ("model", "cnn")]
+    sweep = tmp_path / "gradient_inversion"
+    sweep.mkdir()
+    choices = "hydra:\n  runtime:\n    choices:\n      data: cifar10\n      model@target: cnn\n"
+    (sweep / "multirun.yaml").write_text(choices + "shared_model: lenet5_sigmoid\n")
+    assert stage_setting(sweep) == [("data", "cifar10"), ("model", "lenet5_sigmoid (the clients' shared model)")]
+    (sweep / "multirun.yaml").write_text(choices + "shared_model: target\n")
+    assert stage_setting(sweep) == [("data", "cifar10"), ("model", "cnn")]
+    assert stage_setting(tmp_path / "not_run") == []
+    stages = [Stage("target", "The target", "python train.py", tmp_path / "target")]
+    write_report(tmp_path, stages, {}, {"accelerator": "cpu"}, {"data": "cifar10", "model": "cnn"})
+    assert "On data cifar10, model cnn." in (tmp_path / "report.md").read_text()
+
+
+def test_tables_fit_the_page(tmp_path: Path):
+    sweep = tmp_path / "membership"
+    for job, method in enumerate(["lira", "loss"]):
+        write_job(sweep, job, [f"method={method}", "seed=0"], picture=None)
+    long_value = "a-setting-with-a-very-long-value-" * 3
+    (sweep / "summary.csv").write_text(
+        "job,method,note,seed,mia/auc,mia/tpr@0.1%fpr,mia/epsilon_heuristic\n"
+        f"0,lira,{long_value},0,0.61,0.02,1.5\n1,loss,short,0,0.54,0.001,0.4\n"
+    )
+    (sweep / "multirun.yaml").write_text("summary:\n  columns: [method, seed, note, mia/auc, mia/tpr@0.1%fpr]\n")
+    header, rows, _ = stage_table(sweep)
+    assert header == ["method", "note", "seed", "mia/auc", "mia/tpr@0.1%fpr"]  # the attack's own summary columns
+    write_report(tmp_path, [Stage("membership", "Membership", "python attack.py -m", sweep)], {}, {})
+    report = (tmp_path / "report.md").read_text()
+    assert long_value not in report and long_value[:20] in report and "…" in report
+    page = (tmp_path / "report.html").read_text()
+    assert "<th>mia/<wbr>tpr@<wbr>0.<wbr>1%fpr</th>" in page  # long names wrap at their separators
+    assert f"title='{long_value}'" in page  # the whole value stays, as a tooltip
+
+
+@pytest.mark.slow
+def test_a_tiny_lab_on_synthetic_data_with_an_mlp_target_writes_its_pictures(tmp_path, cache_dir, monkeypatch):
+    """The real stage processes on a dataset and a model that are not the defaults: the data and the model reach
+    them, and the gradient-inversion stage's reconstructions reach the report."""
+    monkeypatch.setenv("PRIVACY_ATTACKS_CACHE", str(cache_dir))
+    cfg = lab_config([f"lab_dir={tmp_path}", "data=synthetic", "model=mlp"], hydra_record=True)
+    tiny_data = ["data.source.train_size=300", "data.source.test_size=60", "data.val_size=60"]
+    with open_dict(cfg):
+        cfg.stages = OmegaConf.create(
+            {
+                "target": {
+                    "title": "A tiny target",
+                    "script": "train.py",
+                    "overrides": [*tiny_data, "model.max_epochs=1", "+trainer.enable_progress_bar=false"],
+                },
+                "gradient_inversion": {
+                    "title": "Gradient inversion",
+                    "script": "attack.py",
+                    "overrides": [
+                        "attack=gradient_inversion",
+                        *tiny_data,
+                        "method=idlg,dlg",
+                        "steps=6",
+                        "private_pool=4",
+                    ],
+                    "pictures": "reconstructions.png",
+                },
+            }
+        )
+    lab.run_lab(cfg)
+    report = (tmp_path / "report.md").read_text()
+    assert "- data: synthetic" in report and "- model: mlp" in report
+    assert "On data synthetic, model mlp." in report
+    assert "On data synthetic, model lenet5_sigmoid (the clients' shared model)." in report
+    assert "(gradient_inversion/0/reconstructions.png)" in report and "*method=dlg*" in report
+    assert (tmp_path / "report.html").read_text().count("<figure>") == 2

@@ -6,6 +6,9 @@ that was interrupted picks up at the first unfinished stage when it is started a
 ``lab_dir``. At the end (and after every stage) ``report.md`` and a self-contained ``report.html`` gather the
 tables (mean ± 95% interval when ``seeds`` > 1), every sweep figure, the command behind each stage, the
 versions and the device.
+
+``data=<name>`` and ``model=<name>`` (null by default: each stage's own) are passed on to every stage: ``data=``
+as it is, the model as ``train.py``'s ``model=`` and ``attack.py``'s ``model@target=`` (:data:`MODEL_GROUP`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.callbacks.progress import format_duration
 from privacy_attacks.errors import ConfigError, require_int
@@ -31,15 +35,30 @@ from privacy_attacks.report import Stage, write_report
 
 log = logging.getLogger("privacy_attacks.lab")
 ROOT = Path(__file__).resolve().parents[2]
+# The lab's options passed on to every stage, and the config group each script reads them from: train.py trains
+# the model= recipe, attack.py attacks it as its target.
+FORWARDED = ("data", "model")
+MODEL_GROUP = {"train.py": "model", "attack.py": "model@target"}
 
 
-def stage_command(stage: DictConfig, seeds: int, trainer: str, stage_dir: Path) -> list[str]:
-    """The command line of one stage (the script, its overrides, the seeds, the trainer, its folder)."""
-    args = [str(stage.script), *[str(o) for o in stage.overrides], f"trainer={trainer}", "logger=none"]
+def stage_command(
+    stage: DictConfig, seeds: int, trainer: str, stage_dir: Path, choices: Mapping[str, str] | None = None
+) -> list[str]:
+    """The command line of one stage (the script, its overrides, the lab's ``choices`` of data and model, the
+    seeds, the trainer, its folder)."""
+    script = str(stage.script)
+    forwarded = [f"{stage_group(script, group)}={value}" for group, value in (choices or {}).items()]
+    args = [script, *[str(o) for o in stage.overrides], *forwarded, f"trainer={trainer}", "logger=none"]
     if stage.script == "train.py":
         return [*args, f"hydra.run.dir={stage_dir}"]
     seed_values = ",".join(str(s) for s in range(seeds))
     return [args[0], "-m", *args[1:], f"seed={seed_values}", f"hydra.sweep.dir={stage_dir}"]
+
+
+def stage_group(script: str, group: str) -> str:
+    """The config group of ``script`` that takes the lab's ``group`` option (``model`` -> ``model@target`` for
+    ``attack.py``)."""
+    return MODEL_GROUP.get(script, group) if group == "model" else group
 
 
 def selected_stages(cfg: DictConfig) -> list[str]:
@@ -63,11 +82,35 @@ def save_state(lab_dir: Path, state: dict[str, Any]) -> None:
     write_atomically(lab_dir / "state.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
 
 
+def hydra_choices(cfg: DictConfig) -> Mapping[str, Any] | None:
+    """The config-group options the lab was composed with: Hydra's runtime record (or the config's own ``hydra``
+    node, when composed with ``return_hydra_config=True``); None when neither is there."""
+    choices = OmegaConf.select(cfg, "hydra.runtime.choices")
+    if choices is None and HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+    return choices
+
+
 def trainer_choice(cfg: DictConfig) -> str:
     """The ``trainer=`` option the lab was started with (``cpu``, ``gpu``), passed on to every stage."""
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices.get("trainer", "cpu")
+    choices = hydra_choices(cfg)
+    if choices is not None:
+        return choices.get("trainer", "cpu")
     return "gpu" if run_device(cfg.trainer).type == "cuda" else "cpu"
+
+
+def lab_choices(cfg: DictConfig) -> dict[str, str]:
+    """The ``data=`` and ``model=`` options the lab was started with, passed on to every stage; one left null
+    (the default) is absent: each stage keeps its own."""
+    choices = hydra_choices(cfg)
+    if choices is None:
+        if any(cfg.get(group) is not None for group in FORWARDED):
+            raise ConfigError(
+                "the lab reads data= and model= from Hydra's record of its options: start it with "
+                "python -m privacy_attacks.lab (or compose conf/lab.yaml with return_hydra_config=True)."
+            )
+        return {}
+    return {group: str(choices[group]) for group in FORWARDED if choices.get(group) is not None}
 
 
 def run_stage(command: list[str], log_file: Path) -> int:
@@ -94,13 +137,15 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
     lab_dir = Path(cfg.lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     trainer = trainer_choice(cfg)
+    choices = lab_choices(cfg)
     state = load_state(lab_dir)
     stages = []
     for index, name in enumerate(names, 1):
         stage_dir = lab_dir / name
-        command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir)
+        command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir, choices)
         shown = "python " + " ".join(command)
-        stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir))
+        pictures = cfg.stages[name].get("pictures")
+        stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir, pictures))
         done = state.get(name, {})
         if done.get("status") == "done" and done.get("command") == shown:
             print(f"[{index}/{len(names)}] {name}: finished before ({format_duration(done['seconds'])}), not run again")
@@ -113,8 +158,8 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
         save_state(lab_dir, state)
         outcome = "done" if status == 0 else f"FAILED (exit {status}; see {lab_dir / f'{name}.log'})"
         print(f"[{index}/{len(names)}] {name}: {outcome} in {format_duration(seconds)}", flush=True)
-        write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator})
-    report = write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator})
+        write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator}, choices)
+    report = write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator}, choices)
     total = sum(state[s.name]["seconds"] for s in stages if s.name in state)
     print(f"Lab report: {report} and {report.with_suffix('.html')} (stages took {format_duration(total)} in all)")
     failed = [s.name for s in stages if state.get(s.name, {}).get("status") != "done"]
