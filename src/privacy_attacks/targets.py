@@ -8,12 +8,13 @@ ask for it at the same moment (:mod:`privacy_attacks.cache`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -33,6 +34,10 @@ NEUTRAL_RECIPE_KEYS: dict[str, Any] = {
     "ema_decay": None,
     "privacy": None,
 }
+
+# Network keys added when the models learnt other data's shapes: at the network class's own default (MNIST's shape
+# and statistics for LeNet5 and the judges) they build the same network as without them, so they stay out of the key.
+NEUTRAL_NET_KEYS = ("image_shape", "mean", "std")
 
 
 @dataclass
@@ -76,6 +81,48 @@ def trainer_spec(trainer: DictConfig | dict[str, Any] | None, device: str = "cpu
     return spec
 
 
+def recipe_spec(recipe: DictConfig) -> dict[str, Any]:
+    """The resolved recipe as it enters a cached model's key: without the recipe keys of :data:`NEUTRAL_RECIPE_KEYS`
+    at their neutral values, nor the network keys of :data:`NEUTRAL_NET_KEYS` at the network class's own default (a
+    LeNet5 built for MNIST's shape and statistics is the LeNet5 built without them)."""
+    resolved = OmegaConf.to_container(recipe, resolve=True)
+    spec = {k: v for k, v in resolved.items() if not (k in NEUTRAL_RECIPE_KEYS and v == NEUTRAL_RECIPE_KEYS[k])}
+    return without_neutral_net_keys(spec)
+
+
+def without_neutral_net_keys(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A resolved recipe without the network keys of :data:`NEUTRAL_NET_KEYS` at the network class's own default:
+    what every cache key over a recipe (targets, shadow models) names of its network."""
+    net = recipe.get("net")
+    if not (isinstance(net, dict) and isinstance(net.get("_target_"), str)):
+        return recipe
+    defaults = _net_defaults(net["_target_"])
+    kept = {
+        k: v
+        for k, v in net.items()
+        if not (k in NEUTRAL_NET_KEYS and k in defaults and _as_floats(v) == _as_floats(defaults[k]))
+    }
+    return {**recipe, "net": kept}
+
+
+def _net_defaults(target: str) -> dict[str, Any]:
+    """The keyword defaults of the network class (or factory) ``target`` ({} when it cannot be imported)."""
+    try:
+        signature = inspect.signature(get_object(target))
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return {}
+    return {name: p.default for name, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def _as_floats(value: Any) -> Any:
+    """A number or a sequence of numbers as a tuple of floats (so [0.1307], (0.1307,) and 0.1307 compare equal)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (float(value),)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return tuple(float(v) for v in value)
+    return value
+
+
 def checkpoint_spec(
     recipe: DictConfig, data: DictConfig, device: str = "cpu", trainer: DictConfig | None = None
 ) -> dict[str, Any]:
@@ -90,10 +137,8 @@ def checkpoint_spec(
     project's: so the CPU, MNIST, consecutive-order checkpoints made before these entries existed keep their keys,
     and anything else is cached apart.
     """
-    resolved = OmegaConf.to_container(recipe, resolve=True)
-    neutral = {k for k, v in NEUTRAL_RECIPE_KEYS.items() if k in resolved and resolved[k] == v}
     spec = {
-        "recipe": {k: v for k, v in resolved.items() if k not in neutral},
+        "recipe": recipe_spec(recipe),
         "split": {"val_size": int(data.val_size), "split_seed": int(data.split_seed)},
     }
     batch_order = data.get("batch_order", "consecutive")

@@ -1,6 +1,7 @@
 from privacy_attacks.models.cnn import SmallVGG
 from privacy_attacks.models.evaluator import AllConvNet, EvaluatorCNN
-from privacy_attacks.models.lenet5 import ACTIVATIONS, Deskew, DeskewedLeNet5, LeNet5, NamedBlocks, Normalize
+from privacy_attacks.models.layers import NamedBlocks, Normalize
+from privacy_attacks.models.lenet5 import ACTIVATIONS, Deskew, DeskewedLeNet5, LeNet5
 from privacy_attacks.models.mlp import MLP
 from privacy_attacks.models.resnet import ResNet
 

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from privacy_attacks.errors import ConfigError, require_int, require_positive
-from privacy_attacks.models.layers import image_shape_of, input_normalize, norm2d
-from privacy_attacks.models.lenet5 import NamedBlocks
+from privacy_attacks.models.layers import NamedBlocks, image_shape_of, input_normalize, norm2d
 
 
 class SmallVGG(NamedBlocks):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from privacy_attacks import cache
 from privacy_attacks.seeding import generator, seeded
+from privacy_attacks.targets import without_neutral_net_keys
 
 log = logging.getLogger(__name__)
 SHADOW_FORMAT = 2
@@ -248,7 +249,7 @@ def shadow_cache_path(
     each model's training subset, the models' seeds and, when not the CPU, the device type they train on."""
     spec = {
         "format": SHADOW_FORMAT,
-        "recipe": OmegaConf.to_container(recipe, resolve=True),
+        "recipe": without_neutral_net_keys(OmegaConf.to_container(recipe, resolve=True)),
         "images": cache.tensor_digest(images),
         "labels": cache.tensor_digest(labels),
         "train_indices": cache.tensor_digest(train_indices),
