@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks import cache
-from privacy_attacks.data.identity import data_name, is_mnist
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import build_loggers, instantiate_named, run_device, set_threads
@@ -25,9 +24,6 @@ from privacy_attacks.training import fit_classifier, validate_recipe
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-# The attacks that read their images, shapes, classes and splits from the configured data (``data=``); every other
-# attack still reads MNIST's files and shapes itself, and stops before any work on other data.
-ATTACKS_ON_ANY_DATA = ("distillation", "membership", "audit", "gradient_inversion")
 
 
 def run_train(cfg: DictConfig) -> dict[str, float]:
@@ -100,14 +96,6 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("attack") is None:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
-    if not is_mnist(cfg.data) and cfg.attack.name not in ATTACKS_ON_ANY_DATA:
-        # the attack reads MNIST's files and shapes itself: stop before a wrong result
-        name = data_name(cfg.data)
-        raise ConfigError(
-            f"attack={cfg.attack.name} reads MNIST only so far; data={name} is supported by train.py "
-            f"(python train.py data={name}) and by attack={', attack='.join(ATTACKS_ON_ANY_DATA)}, not yet by this "
-            "attack: use data=mnist."
-        )
     entry = get_method(cfg.attack.entry)
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here

@@ -1,12 +1,17 @@
 """What a data config (``conf/data/<name>.yaml``) says about its dataset without building the data module: its
-source, its name, its shape and classes, and the entry that names it in a cached model's key."""
+source, its name, its shape and classes, the entry that names it in a cached model's key, and the images a recipe
+trains on."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from privacy_attacks.data.mnist import IMAGE_SHAPE, MNIST_DIGEST, NUM_CLASSES, MNISTSource
 from privacy_attacks.data.source import ImageSource
+from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.harness import instantiate_checked
 
 
@@ -49,3 +54,22 @@ def data_identity(data: Any) -> dict[str, str] | None:
     if is_mnist(data):
         return None if digest == MNIST_DIGEST else {"digest": digest}
     return {"name": data_name(data), "digest": digest}
+
+
+def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
+    """The training images and labels a classifier recipe trains on: its ``members`` images of the training
+    pool from ``member_offset`` (all of the pool without ``members``), under the data config's split:
+    (M, C, H, W), (M,)."""
+    source = data_source(data).load()
+    index = split_indices(
+        data.val_size, data.split_seed, recipe.get("members"), len(source.train_labels), recipe.get("member_offset", 0)
+    )["train"]
+    return source.train_images[index], source.train_labels[index]
+
+
+def attacker_training_images(data: Any) -> Tensor:
+    """The training images outside the validation split (the training pool, members and non-members alike):
+    (A, C, H, W). No private image of either set is among them (report: test images; tune: the validation split)."""
+    source = data_source(data).load()
+    split = split_indices(data.val_size, data.split_seed, None, len(source.train_labels))
+    return source.train_images[torch.cat([split["train"], split["nonmember"]])]

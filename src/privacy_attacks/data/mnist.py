@@ -5,7 +5,7 @@ PIL transforms and worker processes, so the 70k images are decoded once into a
 uint8 tensor, converted to float [0, 1] pixels of shape (N, 1, 28, 28), moved to
 the device and sliced into batches there (:class:`TensorBatches`).
 
-The attacks read MNIST here (:func:`load_mnist`, :func:`split_training_indices`, :func:`recipe_members`);
+MNIST's files are read here (:func:`load_mnist`, :func:`split_training_indices`);
 the split and the batches themselves are the dataset-independent ones of :mod:`privacy_attacks.data.tensors`,
 re-exported here under their old names.
 """
@@ -17,7 +17,6 @@ import hashlib
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor
 
@@ -37,7 +36,6 @@ __all__ = [
     "data_digest",
     "epoch_seed",
     "load_mnist",
-    "recipe_members",
     "split_training_indices",
 ]
 
@@ -129,16 +127,6 @@ def split_training_indices(
     (the rest of the pool, never trained on). The three are disjoint.
     """
     return split_indices(val_size, split_seed, members, total, member_offset)
-
-
-def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
-    """The training images and labels a classifier recipe trains on: its ``members`` images of the training
-    pool from ``member_offset`` (all of the pool without ``members``), under the data config's split."""
-    images, labels = load_mnist(data.root, train=True, download=data.download)
-    index = split_training_indices(
-        data.val_size, data.split_seed, recipe.get("members"), len(labels), recipe.get("member_offset", 0)
-    )["train"]
-    return images[index], labels[index]
 
 
 class MNISTSource(ImageSource):

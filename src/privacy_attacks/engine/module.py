@@ -15,8 +15,7 @@ Usage (an objective is any ``nn.Module`` with ``num_images`` and ``forward(image
 
 Contract of an objective (see :class:`ReconstructionModule`):
 
-- ``num_images`` (int): N, the number of targets reconstructed; ``image_shape`` (optional, default
-  (1, 28, 28)).
+- ``num_images`` (int): N, the number of targets reconstructed; ``image_shape``: (C, H, W) of the images.
 - ``forward(images)``: ``images`` (R·N, C, H, W), restarts stacked restart-major (image ``r·N + i``
   reconstructs target ``i``), already passed through the transform priors (jitter); returns the
   per-image loss (R·N,). An objective whose loss couples a batch (gradient matching) reshapes to
@@ -105,7 +104,7 @@ class ReconstructionModule(L.LightningModule):
         self.priors = nn.ModuleDict({name: p for name, p in (priors or {}).items() if p is not None and p.active})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_images = int(objective.num_images)
-        shape = (restarts * self.num_images, *getattr(objective, "image_shape", (1, 28, 28)))
+        shape = (restarts * self.num_images, *objective.image_shape)
         self.images = nn.Parameter((init or NoiseInit())(shape, generator(seed, "init")).float().clamp(0, 1))
         for name, prior in self.priors.items():
             prior.use_generator(generator(seed, "prior", name))

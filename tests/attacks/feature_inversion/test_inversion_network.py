@@ -90,7 +90,7 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
         (["init=network", "inversion_network.epochs=0"], "inversion_network.epochs"),
         (
             ["anchor_lambda=1", "inversion_network.train_images=56000"],
-            "55000 MNIST training images outside the validation split",
+            "55000 training images outside the validation split",
         ),
         (["init=network", "inversion_network.seed=abc"], "inversion_network.seed"),
     ],

@@ -4,14 +4,16 @@ An attacker who sees Φ_l(x₀), the target's activations at layer l for a priva
 ‖Φ_l(x) − Φ_l(x₀)‖² / ‖Φ_l(x₀)‖² + ``tv_lambda`` · ℓ_TV(x) (+ the engine's other priors) over
 images x in [0, 1] (Mahendran & Vedaldi, CVPR 2015, "Understanding Deep Image Representations by
 Inverting Them"), on the shared reconstruction engine (:mod:`privacy_attacks.engine.module`) with the objective
-:class:`.matching.FeatureMatching`. ``python attack.py attack=feature_inversion layer=conv2``.
+:class:`.matching.FeatureMatching`. ``python attack.py attack=feature_inversion layer=conv2``. The layer is one of
+the target's named blocks or any module path (``layer=conv2.0``; :mod:`privacy_attacks.models.taps`); the images
+are the configured data's (``data=``).
 
 ``init=network`` and ``anchor_lambda`` > 0 add a learned prior: a decoder from the layer's features to
 images trained on the attacker's own images (:mod:`.inversion_network`, Dosovitskiy & Brox 2016)
 gives a guess x̂ of each private image, used as the start and in the penalty ``anchor_lambda`` · mean (x − x̂)².
 
-Writes ``reconstructions.pt`` ({"images": (N, 1, 28, 28) in [0, 1], "labels": (N,), "originals":
-(N, 1, 28, 28)}), ``reconstructions.png`` and TensorBoard events; returns ``recon/psnr``,
+Writes ``reconstructions.pt`` ({"images": (N, C, H, W) in [0, 1], "labels": (N,), "originals":
+(N, C, H, W)}), ``reconstructions.png`` and TensorBoard events; returns ``recon/psnr``,
 ``recon/ssim``, ``recon/mse`` (means over the N private images) and the same against the class-mean
 image (``recon/psnr_class_mean``: what an attacker who only guessed the class would reach); with the
 inversion network, ``recon/psnr_network`` (its guess alone, before the optimisation).
@@ -23,13 +25,13 @@ import logging
 import time
 
 import torch
-from hydra.utils import get_class
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.feature_inversion.inversion_network import provision_inversion_network
 from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
-from privacy_attacks.data.mnist import data_digest, load_mnist, recipe_members, split_training_indices
+from privacy_attacks.data.identity import attacker_training_images, data_source, recipe_members
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
 from privacy_attacks.engine.figures import originals_figure
 from privacy_attacks.engine.metrics import class_means, image_similarity
@@ -43,6 +45,7 @@ from privacy_attacks.engine.module import (
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
+from privacy_attacks.models.taps import check_layer, layer_output
 from privacy_attacks.targets import Target
 
 log = logging.getLogger(__name__)
@@ -50,16 +53,10 @@ log = logging.getLogger(__name__)
 HPARAMS = ("layer", "num_images", "private_set", "private_seed")
 
 
-def model_layers(cfg: DictConfig) -> tuple[str, ...]:
-    """The observable layers of the target's network class (its ``LAYERS``), read without building it."""
-    return tuple(getattr(get_class(cfg.target.net._target_), "LAYERS", ()))
-
-
 def validate(cfg: DictConfig) -> None:
     """ConfigError for a layer the target does not have (the message lists its layers), more images than the
     private pool, bad inversion-network settings, or a bad engine setting (:func:`validate_engine_config`)."""
-    require_choice(cfg.layer, model_layers(cfg), "layer")
-    require_choice(cfg.layer, cfg.layers, "layer (with priors in `layers`)")
+    check_layer(instantiate(cfg.target.net), cfg.layer)  # a network is built in milliseconds, untrained
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
     for key in ("num_images", "private_pool"):
         require_int(cfg[key], key)
@@ -72,11 +69,12 @@ def validate(cfg: DictConfig) -> None:
         settings = cfg.inversion_network
         for key in ("train_images", "epochs", "batch_size", "width"):
             require_int(settings[key], f"inversion_network.{key}")
-        available = 60_000 - cfg.data.val_size
-        if settings.train_images > available:
+        total = data_source(cfg.data).train_size  # None: known once read
+        if total is not None and settings.train_images > total - cfg.data.val_size:
             raise ConfigError(
-                f"inversion_network.train_images={settings.train_images} is more than the {available} MNIST training "
-                f"images outside the validation split (data.val_size={cfg.data.val_size})."
+                f"inversion_network.train_images={settings.train_images} is more than the "
+                f"{total - cfg.data.val_size} training images outside the validation split "
+                f"(data.val_size={cfg.data.val_size})."
             )
         require_positive(settings.lr, "inversion_network.lr")
         require_int(settings.seed, "inversion_network.seed", minimum=None)
@@ -88,45 +86,46 @@ def uses_inversion_network(cfg: DictConfig) -> bool:
     return cfg.init == "network" or cfg.anchor_lambda > 0
 
 
-def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor) -> Tensor:
-    """The attacker's decoder output for ``features``: (N, 1, 28, 28), the decoder loaded from the cache or
-    trained on the first ``inversion_network.train_images`` MNIST training images outside the validation
+def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor, image_shape: tuple[int, ...]) -> Tensor:
+    """The attacker's decoder output for ``features``: (N, *image_shape), the decoder loaded from the cache or
+    trained on the first ``inversion_network.train_images`` training images of the data outside the validation
     split (loaded only then; no private image of either set is among them)."""
-
-    def training_images() -> Tensor:
-        images = load_mnist(cfg.data.root, train=True, download=cfg.data.download)[0]
-        split = split_training_indices(cfg.data.val_size, cfg.data.split_seed, total=len(images))
-        return images[torch.cat([split["train"], split["nonmember"]])]
-
     images_key = {
-        "data": data_digest(cfg.data.root, cfg.data.download),
+        "data": data_source(cfg.data).digest(),
         "val_size": int(cfg.data.val_size),
         "split_seed": int(cfg.data.split_seed),
     }
     decoder = provision_inversion_network(
         target.net,
         cfg.layer,
-        training_images,
+        lambda: attacker_training_images(cfg.data),
         images_key,
         cfg.inversion_network,
         cfg.trainer,
         cfg.paths.cache_dir,
+        image_shape,
     )
     with torch.no_grad():
         return decoder(features.cpu())
 
 
 def build_module(
-    cfg: DictConfig, net: nn.Module, features: Tensor, guess: Tensor | None = None
+    cfg: DictConfig,
+    net: nn.Module,
+    features: Tensor,
+    guess: Tensor | None = None,
+    image_shape: tuple[int, ...] = (1, 28, 28),
 ) -> ReconstructionModule:
-    """The engine inverting ``features`` (N, ...), the private images' activations of ``net`` at ``cfg.layer``;
-    ``guess`` (N, 1, 28, 28) feeds ``init=network`` and the ``anchor`` prior."""
+    """The engine inverting ``features`` (N, ...), the private images' activations of ``net`` at ``cfg.layer``, over
+    images of ``image_shape``;
+    ``guess`` (N, C, H, W) feeds ``init=network`` and the ``anchor`` prior."""
     node_kwargs = {"anchor": {"guess": guess}, "network": {"guess": guess}} if guess is not None else {}
-    return engine_from_config(cfg, FeatureMatching(net, cfg.layer, features), node_kwargs, log_prefix="recon")
+    objective = FeatureMatching(net, cfg.layer, features, image_shape)
+    return engine_from_config(cfg, objective, node_kwargs, log_prefix="recon")
 
 
 def class_mean_images(cfg: DictConfig, labels: Tensor) -> Tensor:
-    """The mean training image of each label's class (the target's members), (N, 1, 28, 28)."""
+    """The mean training image of each label's class (the target's members), (N, C, H, W)."""
     images, targets = recipe_members(cfg.data, cfg.target)
     return class_means(images, targets, int(targets.max()) + 1)[labels]
 
@@ -138,9 +137,10 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     originals, labels = pool[: cfg.num_images], pool_labels[: cfg.num_images]
     with torch.no_grad():
         # What the attacker observes, computed where the target runs.
-        features = target.net.features(originals.to(next(target.net.parameters()).device))[cfg.layer]
-    guess = inversion_network_guess(cfg, target, features) if uses_inversion_network(cfg) else None
-    module = build_module(cfg, target.net, features, guess)
+        features = layer_output(target.net, cfg.layer, originals.to(next(target.net.parameters()).device))
+    shape = tuple(originals.shape[1:])
+    guess = inversion_network_guess(cfg, target, features, shape) if uses_inversion_network(cfg) else None
+    module = build_module(cfg, target.net, features, guess, shape)
     loggers = build_loggers(cfg)
     start = time.perf_counter()
     fit_reconstruction(module, cfg.trainer, logger=loggers)

@@ -27,43 +27,46 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
-from privacy_attacks.data.mnist import TensorBatches
+from privacy_attacks.data.tensors import TensorBatches
 from privacy_attacks.harness import build_trainer, run_device
+from privacy_attacks.models.taps import layer_output
 from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
-IMAGE_SHAPE = (1, 28, 28)  # the decoder's output: one MNIST image
 
 
 class InversionNetwork(nn.Module):
-    """Decoder ``features (N, *feature_shape) -> images (N, 1, 28, 28)`` (``IMAGE_SHAPE``) in [0, 1].
+    """Decoder ``features (N, *feature_shape) -> images (N, C, H, W)`` in [0, 1].
 
-    A linear map to ``width`` channels of 7x7, then two ×2 transposed-convolution stages (28x28), a 3x3
-    convolution and a sigmoid, batch-normalised after each hidden layer: Dosovitskiy & Brox's decoders
-    sized for 28x28 digits, so that a few epochs over the attacker's images suffice.
+    A linear map to ``width`` channels of ⌈H/4⌉x⌈W/4⌉, then two ×2 transposed-convolution stages, a 3x3
+    convolution to C channels and a sigmoid, batch-normalised after each hidden layer, cropped to HxW:
+    Dosovitskiy & Brox's decoders, small (sized for MNIST's 28x28 digits by default) so that a few epochs over the
+    attacker's images suffice.
     """
 
-    def __init__(self, feature_size: int, width: int = 32):
+    def __init__(self, feature_size: int, width: int = 32, image_shape: tuple[int, ...] = (1, 28, 28)):
         super().__init__()
         self.feature_size, self.width = int(feature_size), int(width)
+        channels, self.height, self.image_width = (int(s) for s in image_shape)
+        rows, cols = -(-self.height // 4), -(-self.image_width // 4)
         self.decode = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(self.feature_size, width * 7 * 7),
-            nn.BatchNorm1d(width * 7 * 7),
+            nn.Linear(self.feature_size, width * rows * cols),
+            nn.BatchNorm1d(width * rows * cols),
             nn.ReLU(),
-            nn.Unflatten(1, (width, 7, 7)),
+            nn.Unflatten(1, (width, rows, cols)),
             nn.ConvTranspose2d(width, width, 4, stride=2, padding=1),
             nn.BatchNorm2d(width),
             nn.ReLU(),
             nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
             nn.BatchNorm2d(width // 2),
             nn.ReLU(),
-            nn.Conv2d(width // 2, 1, 3, padding=1),
+            nn.Conv2d(width // 2, channels, 3, padding=1),
             nn.Sigmoid(),
         )
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.decode(features)
+        return self.decode(features)[..., : self.height, : self.image_width]
 
 
 class InversionNetworkSystem(L.LightningModule):
@@ -92,10 +95,10 @@ class InversionNetworkSystem(L.LightningModule):
 
 @torch.no_grad()
 def layer_features(net: nn.Module, layer: str, images: Tensor, chunk: int = 4096) -> Tensor:
-    """``net``'s ``layer`` activations of ``images`` (A, 1, 28, 28), computed where ``net`` is, in chunks:
+    """``net``'s ``layer`` activations of ``images`` (A, C, H, W), computed where ``net`` is, in chunks:
     (A, *feature_shape) on the CPU."""
     device = next(net.parameters()).device
-    parts = [net.features(images[i : i + chunk].to(device))[layer].cpu() for i in range(0, len(images), chunk)]
+    parts = [layer_output(net, layer, images[i : i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
     return torch.cat(parts)
 
 
@@ -131,10 +134,11 @@ def provision_inversion_network(
     settings: DictConfig | dict[str, Any],
     trainer_cfg: DictConfig,
     cache_dir: str | Path,
+    image_shape: tuple[int, ...] = (1, 28, 28),
 ) -> InversionNetwork:
     """The decoder of ``net``'s ``layer``, loaded from the cache or trained on the attacker's images.
 
-    ``load_images() -> (A, 1, 28, 28)`` is called only when the decoder must be trained (a cache hit loads
+    ``load_images() -> (A, *image_shape)`` is called only when the decoder must be trained (a cache hit loads
     no data); its first ``settings["train_images"]`` images are used. ``settings``: ``train_images``,
     ``epochs``, ``batch_size``, ``lr``, ``width``, ``seed`` (``inversion_network`` in
     ``conf/attack/feature_inversion.yaml``); ``images_key`` names those images in the cache key
@@ -145,8 +149,8 @@ def provision_inversion_network(
     path = inversion_cache_path(cache_dir, net, layer, settings, images_key, run_device(trainer_cfg).type)
     device = next(net.parameters()).device
     with torch.no_grad():
-        feature_size = net.features(torch.zeros(1, *IMAGE_SHAPE, device=device))[layer][0].numel()
-    decoder = InversionNetwork(feature_size, settings["width"])
+        feature_size = layer_output(net, layer, torch.zeros(1, *image_shape, device=device))[0].numel()
+    decoder = InversionNetwork(feature_size, settings["width"], image_shape)
 
     def load(path: Path) -> InversionNetwork:
         state = cache.read(path)
@@ -161,7 +165,7 @@ def provision_inversion_network(
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
         features = layer_features(net, layer, images)
         with seeded(settings["seed"], "inversion_network"):
-            decoder = InversionNetwork(feature_size, settings["width"])
+            decoder = InversionNetwork(feature_size, settings["width"], image_shape)
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
             system = InversionNetworkSystem(decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
             trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0)

@@ -1,14 +1,15 @@
 """Output-based model inversion of every class (the lecture's first lab; Fredrikson et al., CCS 2015).
 
-For each class ỹ an image x in [0, 1]^{1×28×28} is optimised to minimise
+For each class ỹ an image x in [0, 1]^{C×H×W} (the configured data's shape; 1×28×28 on MNIST) is optimised to minimise
 ℓ(f(x), ỹ) + λ · ℓ_TV(x) + the other priors, with the target f frozen. All classes (× restarts) are
 one batch of the reconstruction engine (:mod:`privacy_attacks.engine.module`). ``python attack.py attack=inversion``.
 
 Two independent judges score the reconstructions: the tuning judge (``evaluator``, whose accuracy the
 defaults were chosen by) and the reporting judge (``judge``: another architecture, trained on the half
-of the training pool the tuning judge never saw, from another seed), whose accuracy is the reported number.
+of the training pool the tuning judge never saw, from another seed), whose accuracy is the reported number. Both
+are recipes trained on the same dataset as the target, built for its shape and classes.
 
-Writes ``reconstructions.pt`` ({"images": (K, 1, 28, 28) in [0, 1], "labels": (K,)}),
+Writes ``reconstructions.pt`` ({"images": (K, C, H, W) in [0, 1], "labels": (K,)}),
 ``reconstructions.png`` and TensorBoard events; returns the ``inversion/*`` metrics.
 """
 
@@ -24,7 +25,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from privacy_attacks.attacks.inversion.figures import reconstruction_figure
 from privacy_attacks.attacks.inversion.objectives import ClassInversion
-from privacy_attacks.data.mnist import recipe_members
+from privacy_attacks.data.identity import data_shape, data_source, recipe_members
 from privacy_attacks.engine.metrics import class_means, image_similarity, nearest_ssim
 from privacy_attacks.engine.module import (
     ReconstructionModule,
@@ -51,8 +52,9 @@ def validate(cfg: DictConfig) -> None:
 
 
 def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) -> ReconstructionModule:
-    """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``."""
-    objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]))
+    """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``, over
+    images of the data's shape."""
+    objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]), inverted_shape(cfg))
     return engine_from_config(
         cfg,
         objective,
@@ -60,12 +62,22 @@ def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) ->
     )
 
 
+def inverted_shape(cfg: DictConfig) -> tuple[int, ...]:
+    """(C, H, W) of the reconstructions: the data's declared shape, else its images' (read once)."""
+    shape, _ = data_shape(cfg.data)
+    if shape is not None:
+        return shape
+    return tuple(data_source(cfg.data).load().train_images.shape[1:])
+
+
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Invert every class of ``target``; score with the target, the two judges and the training data."""
     out = output_dir(cfg)
     evaluator = provision_classifier(cfg.evaluator, cfg.data, cfg.trainer, cfg.paths.cache_dir, "evaluator")
     judge = provision_classifier(cfg.judge, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge")
-    num_classes = int(cfg.target.net.num_classes)
+    with torch.no_grad():  # the target's own output size: any network, however its config names its classes
+        device = next(target.net.parameters()).device
+        num_classes = int(target.net(torch.zeros(1, *inverted_shape(cfg), device=device)).shape[-1])
     labels = torch.arange(num_classes)
     module = build_module(cfg, target.net, labels)
     loggers = build_loggers(cfg)
@@ -110,7 +122,7 @@ def score(
     pool: torch.Tensor,
     pool_labels: torch.Tensor,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """The ``inversion/*`` metrics of reconstructions (K, 1, 28, 28) for ``labels`` (K,), and the target's
+    """The ``inversion/*`` metrics of reconstructions (K, C, H, W) for ``labels`` (K,), and the target's
     confidences (K,)."""
     num_classes = len(means)
     target_probs = target.eval()(images).softmax(dim=-1)
@@ -132,7 +144,7 @@ def score(
 
 @torch.no_grad()
 def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
-    """The reporting judge's view of reconstructions (K, 1, 28, 28) for ``labels`` (K,): ``inversion/report_judge_acc``
+    """The reporting judge's view of reconstructions (K, C, H, W) for ``labels`` (K,): ``inversion/report_judge_acc``
     (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the
     class)."""
     probs = judge.eval()(images).softmax(dim=-1)

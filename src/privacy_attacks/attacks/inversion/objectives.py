@@ -55,16 +55,20 @@ class ClassInversion(nn.Module):
     """Output-based inversion objective: ``similarity(net(x), ỹ)`` per image (Fredrikson et al. 2015).
 
     Args:
-        net: the frozen target, (N, 1, 28, 28) in [0, 1] -> logits (N, K).
+        net: the frozen target, (N, C, H, W) in [0, 1] -> logits (N, K).
         labels: the N requested classes ỹ (long), one reconstruction each.
         similarity: one of the similarities above.
+        image_shape: (C, H, W) of the target's inputs (MNIST's by default).
 
-    ``forward(images (R·N, 1, 28, 28)) -> (R·N,)``: image ``r·N + i`` is scored against ``labels[i]``.
+    ``forward(images (R·N, C, H, W)) -> (R·N,)``: image ``r·N + i`` is scored against ``labels[i]``.
     """
 
-    def __init__(self, net: nn.Module, labels: Tensor, similarity: nn.Module):
+    def __init__(
+        self, net: nn.Module, labels: Tensor, similarity: nn.Module, image_shape: tuple[int, ...] = (1, 28, 28)
+    ):
         super().__init__()
         self.net, self.similarity = net, similarity
+        self.image_shape = tuple(int(s) for s in image_shape)  # the engine's image shape
         self.register_buffer("labels", torch.as_tensor(labels, dtype=torch.long))
         self.num_images = len(self.labels)
 
