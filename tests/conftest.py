@@ -98,14 +98,16 @@ def compose_config(name: str, overrides: list[str], output_dir: Path, cache: Pat
         f"paths.cache_dir={cache}",
         "+trainer.enable_progress_bar=false",
     ]
-    if next((o.split("=", 1)[1] for o in overrides if o.startswith("data=")), "mnist") == "mnist":
-        if mnist_root():
-            base.append(f"data.root={mnist_root()}")
-        base.append("data.download=false")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name=name, overrides=base + overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+        if cfg.get("data") is not None and cfg.data.get("source") is None:  # MNIST's config (however it was chosen)
+            given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+            if mnist_root() and "data.root" not in given:
+                cfg.data.root = mnist_root()
+            if "data.download" not in given:
+                cfg.data.download = False
     return cfg
 
 
