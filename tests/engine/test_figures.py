@@ -19,3 +19,16 @@ def test_quality_figure_is_written_for_swept_and_fixed_x(tmp_path):
     for with_batch in (True, False):
         path = quality_figure(tmp_path, _rows(with_batch), x="batch_size", group="method")
         assert path.exists() and path.stat().st_size > 0
+
+
+def test_the_title_names_what_is_on_the_x_axis(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "suptitle", lambda fig, t, **k: titles.append(t) or original(fig, t, **k)
+    )
+    for with_batch in (True, False):
+        quality_figure(tmp_path, _rows(with_batch), x="batch_size", group="method", title="Quality vs {x}")
+    assert titles == ["Quality vs batch_size", "Quality vs method"]

@@ -117,7 +117,7 @@ def privacy_utility_figure(
         fig.suptitle(title)
     fig.tight_layout()
     path = sweep_dir / "privacy_utility.png"
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
     plt.close(fig)
     write_points_table(sweep_dir / "privacy_utility.md", points, utility, success, panel)
     return path

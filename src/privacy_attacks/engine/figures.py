@@ -49,7 +49,7 @@ def _image_grid(
     if title:
         fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
     plt.close(fig)
     return path
 
@@ -86,7 +86,8 @@ def quality_figure(
     ``x`` may be numeric (batch size, log scale) or categorical (layer, in the order first seen); when no job
     sets ``x`` (it is fixed, not swept), the jobs are plotted against ``group`` instead. Jobs with the
     same ``group`` and ``x`` (other seeds) are one point, their mean, with the 95% t-interval as an error bar.
-    Called by the sweep-summary callback as ``f(sweep_dir=..., rows=...)``; returns the figure's path.
+    ``{x}`` in ``title`` names the key on the x-axis. Called by the sweep-summary callback as
+    ``f(sweep_dir=..., rows=...)``; returns the figure's path.
     """
     sweep_dir = Path(sweep_dir)
     if group and all(row.get(x) is None for row in rows):  # x is not swept (fixed by an experiment): plot against group
@@ -125,9 +126,9 @@ def quality_figure(
         ax.grid(alpha=0.3)
         if group:
             ax.legend(fontsize=7)
-    fig.suptitle(title or sweep_dir.name, fontsize=9)
+    fig.suptitle(title.replace("{x}", x) if title else sweep_dir.name, fontsize=9)  # {x}: what is on the x-axis
     fig.tight_layout()
     path = sweep_dir / "quality.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
     plt.close(fig)
     return path

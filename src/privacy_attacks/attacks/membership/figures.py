@@ -61,7 +61,7 @@ def plot_roc(curves: list[Curve], path: Path, title: str = "Membership inference
     axes[1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
     plt.close(fig)
     return path
 

@@ -65,6 +65,6 @@ def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: s
     fig.suptitle("Model stealing by distillation: LeNet5 student of a LeNet5 target")
     fig.tight_layout()
     path = Path(sweep_dir) / filename
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
     plt.close(fig)
     return path
