@@ -53,6 +53,8 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         test=bool(cfg.get("test", True)),
     )
     write_json(out / "metrics.json", metrics)
+    for logger in loggers:  # the fit only flushed them (harness.build_loggers): close the run's event file
+        getattr(logger, "finalize_run", logger.finalize)("success")
     if "test/acc" not in metrics:
         log.info("test=false: the test set was not read; val/acc %.4f; metrics in %s", metrics["val/acc"], out)
         return metrics  # not cached: an attack's target carries its test metrics
