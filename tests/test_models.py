@@ -156,3 +156,25 @@ def test_group_norm_variants_are_what_dpsgd_trains():
 def test_bad_architecture_settings_stop_in_one_line(build, match):
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_a_torchvision_classifier_takes_any_datas_channels_and_classes(shape):
+    from privacy_attacks.models import torchvision_classifier
+    from privacy_attacks.models.taps import layer_output
+
+    net = torchvision_classifier("resnet18", shape, 7, mean=[0.5] * shape[0], std=[0.25] * shape[0])
+    images = torch.rand(2, *shape, requires_grad=True)
+    assert net(images).shape == (2, 7)
+    features = layer_output(net, "net.layer3.1.conv2", images)
+    assert features.shape[:2] == (2, 256)
+    features.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+
+
+def test_an_unknown_torchvision_classifier_is_one_line():
+    from privacy_attacks.errors import ConfigError
+    from privacy_attacks.models import torchvision_classifier
+
+    with pytest.raises(ConfigError, match=r"net.name='lenet' is not a torchvision classifier \(e.g. alexnet"):
+        torchvision_classifier("lenet", (1, 28, 28), 10)

@@ -4,6 +4,7 @@ from privacy_attacks.models.layers import NamedBlocks, Normalize
 from privacy_attacks.models.lenet5 import ACTIVATIONS, Deskew, DeskewedLeNet5, LeNet5
 from privacy_attacks.models.mlp import MLP
 from privacy_attacks.models.resnet import ResNet
+from privacy_attacks.models.torchvision_nets import torchvision_classifier
 
 __all__ = [
     "ACTIVATIONS",
@@ -17,4 +18,5 @@ __all__ = [
     "Normalize",
     "ResNet",
     "SmallVGG",
+    "torchvision_classifier",
 ]
