@@ -1,3 +1,6 @@
+import functools
+import inspect
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
@@ -22,8 +25,12 @@ def test_train_config_composes_the_target_recipe(compose_train):
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.deterministic
 
 
-@pytest.mark.parametrize("model", sorted(path.stem for path in (CONF_DIR / "model").glob("lenet5*.yaml")))
-def test_every_target_recipe_composes_into_train_and_builds_its_net(compose_train, model):
+RECIPES = sorted(path.stem for path in (CONF_DIR / "model").glob("[!_]*.yaml"))
+NETS = sorted(path.stem for path in (CONF_DIR / "net").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", RECIPES)
+def test_every_recipe_composes_into_train_and_builds_its_net(compose_train, model):
     from hydra.utils import instantiate
 
     cfg = compose_train([f"model={model}"])
@@ -31,6 +38,66 @@ def test_every_target_recipe_composes_into_train_and_builds_its_net(compose_trai
         assert cfg.model.scheduler.T_max == cfg.model.max_epochs
     net = instantiate(cfg.model.net)
     assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def _resolved(node) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
+
+
+@functools.cache
+def net_configs() -> dict[str, dict]:
+    """Every ``conf/net/<name>.yaml``, resolved on the default data (MNIST): ``{name: net node}``."""
+    return {name: _resolved(_compose("train", [f"net@model.net={name}"]).model.net) for name in NETS}
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_every_net_says_what_it_is_takes_only_its_targets_arguments_and_builds(name):
+    from hydra.utils import get_class, instantiate
+
+    first_line = (CONF_DIR / "net" / f"{name}.yaml").read_text().splitlines()[0]
+    assert first_line.startswith("# ") and len(first_line) > 10  # a one-line comment saying what it is
+    net = net_configs()[name]
+    accepted = set(inspect.signature(get_class(net["_target_"])).parameters)
+    assert set(net) - {"_target_"} <= accepted, f"{name}: keys its network does not take"
+    assert sum(p.numel() for p in instantiate(net).parameters()) > 0
+
+
+@pytest.mark.parametrize("model", RECIPES)
+def test_every_recipe_picks_a_whole_net_and_any_net_replaces_it_keeping_the_training_settings(model):
+    recipe = _resolved(_compose("train", [f"model={model}"]).model)
+    assert recipe["net"] in net_configs().values(), f"{model}: its net is not one of conf/net/ (keys merged into it?)"
+    for name, net in net_configs().items():
+        swapped = _resolved(_compose("train", [f"model={model}", f"net@model.net={name}"]).model)
+        assert swapped.pop("net") == net  # the whole node, none of the recipe's own net keys merged in
+        assert swapped == {key: value for key, value in recipe.items() if key != "net"}
+
+
+@pytest.mark.parametrize("attack", available_attacks())
+def test_a_net_override_swaps_the_targets_architecture_and_keeps_its_recipe(attack):
+    default = _compose("attack", [f"attack={attack}"])
+    swapped = _compose("attack", [f"attack={attack}", "net@target.net=cnn"])
+    target = _resolved(swapped.target)
+    assert target.pop("net") == net_configs()["cnn"]
+    assert target == {key: value for key, value in _resolved(default.target).items() if key != "net"}
+    for judge in ("evaluator", "judge"):  # the judges keep their own networks
+        assert _resolved(swapped[judge]) == _resolved(default[judge])
+    if "shadow_recipe" in swapped:  # membership's shadow models follow the attacker's guess: the target's recipe
+        assert _resolved(swapped.shadow_recipe) == _resolved(swapped.target)
+    if "student" in swapped:  # the stealing student is the target's architecture
+        assert _resolved(swapped.student.net) == net_configs()["cnn"]
+
+
+def test_the_membership_recipe_on_another_net_keeps_its_epochs_batch_size_and_members():
+    target = _compose("attack", ["attack=membership", "net@target.net=cnn"]).target
+    assert target.net._target_ == "privacy_attacks.models.SmallVGG"
+    assert (target.max_epochs, target.batch_size, target.members) == (30, 32, 1000)
+
+
+def test_an_experiment_that_picks_a_net_yields_to_a_net_override():
+    cfg = _compose("train", ["experiment=dp_sgd_eps1", "net@model.net=cnn"])
+    assert _resolved(cfg.model.net) == net_configs()["cnn"] and cfg.model.max_epochs == 15
 
 
 def test_gpu_trainer_composes():
