@@ -53,15 +53,25 @@ def net_configs() -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("name", NETS)
-def test_every_net_says_what_it_is_takes_only_its_targets_arguments_and_builds(name):
-    from hydra.utils import get_class, instantiate
+def test_every_net_says_what_it_is_and_takes_only_its_targets_arguments(name):
+    from hydra.utils import get_class
 
     first_line = (CONF_DIR / "net" / f"{name}.yaml").read_text().splitlines()[0]
     assert first_line.startswith("# ") and len(first_line) > 10  # a one-line comment saying what it is
     net = net_configs()[name]
     accepted = set(inspect.signature(get_class(net["_target_"])).parameters)
     assert set(net) - {"_target_"} <= accepted, f"{name}: keys its network does not take"
-    assert sum(p.numel() for p in instantiate(net).parameters()) > 0
+
+
+@pytest.mark.parametrize("shape", ["[1,28,28]", "[3,32,32]"])
+@pytest.mark.parametrize("name", NETS)
+def test_every_net_builds_for_the_datas_shape_and_classes(compose_train, name, shape):
+    import torch
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["data=synthetic", f"data.image_shape={shape}", "data.num_classes=7", f"net@model.net={name}"])
+    validate_recipe(cfg.model, data=cfg.data)
+    assert instantiate(cfg.model.net)(torch.rand(2, *cfg.data.image_shape)).shape == (2, 7)
 
 
 @pytest.mark.parametrize("model", RECIPES)
