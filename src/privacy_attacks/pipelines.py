@@ -90,8 +90,9 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     Each attack config (``conf/attack/<name>.yaml``) sets ``attack.entry``, the dotted path of a
     function ``run(cfg, target) -> dict``, and optionally ``attack.validate``, a function
     ``validate(cfg)`` that raises :class:`ConfigError` before any work, and ``attack.provision``, a function
-    ``provision(cfg) -> Target`` for an attack that trains a target of its own (the canary audit; default:
-    :func:`provision_target`, the cached target of ``cfg.target``); the returned metrics are
+    ``provision(cfg) -> Target | None`` for an attack that trains a target of its own (the canary audit) or needs
+    none (gradient inversion against its own shared model) (default: :func:`provision_target`, the cached target of
+    ``cfg.target``); the returned metrics are
     written to ``metrics.json``, with the target's ``privacy/*`` metrics (its spent ε) as ``target/privacy/*``
     when it was trained with DP-SGD.
     """
@@ -111,9 +112,10 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     metrics = entry(cfg, target)
     # The attacked model's utility beside the attack's success (privacy–utility plots read it), for the attacks
     # on the trained target (those whose surfaces include its training).
-    if "training" in (cfg.attack.get("surfaces") or []) and "test/acc" in target.metrics:
-        metrics.setdefault("target/test_acc", float(target.metrics["test/acc"]))
-    metrics.update({f"target/{k}": v for k, v in target.metrics.items() if k.startswith("privacy/")})
+    target_metrics = target.metrics if target is not None else {}  # None: the attack needed no target
+    if "training" in (cfg.attack.get("surfaces") or []) and "test/acc" in target_metrics:
+        metrics.setdefault("target/test_acc", float(target_metrics["test/acc"]))
+    metrics.update({f"target/{k}": v for k, v in target_metrics.items() if k.startswith("privacy/")})
     write_json(out / "metrics.json", metrics)
     log.info("%s: metrics in %s", cfg.attack.name, out / "metrics.json")
     return metrics

@@ -217,9 +217,24 @@ def test_a_shared_model_that_cannot_take_the_data_is_refused_in_one_line(compose
     monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
     colour = [key for key in TINY_COLOUR if not key.startswith(("model@target", "target.net"))]
     overrides = [*colour, "model@target=lenet5", "shared_model=target", "model_state=trained"]
+    overrides.append("target.net.image_shape=[1,28,28]")  # a LeNet5 built for MNIST's images only
     with pytest.raises(ConfigError, match=r"shared_model.net \(LeNet5\)") as error:
         pipelines.run_attack(compose_attack(overrides))
     assert "\n" not in str(error.value)
+
+
+def test_no_target_is_trained_unless_the_clients_share_it(compose_attack, monkeypatch):
+    from privacy_attacks import pipelines
+
+    def provisioned(cfg):
+        raise AssertionError("a target was provisioned")
+
+    monkeypatch.setattr(gradient_inversion, "provision_target", provisioned)
+    overrides = [*TINY_COLOUR, "method=idlg", "batch_size=1", "num_batches=1", "steps=2"]
+    metrics = pipelines.run_attack(compose_attack(overrides))  # DLG's own sigmoid LeNet: no target needed
+    assert "target/test_acc" not in metrics and "recon/psnr" in metrics
+    with pytest.raises(AssertionError, match="a target was provisioned"):
+        pipelines.run_attack(compose_attack([*overrides, "shared_model=target", "model_state=trained"]))
 
 
 def test_the_mean_image_init_reads_the_configured_data(compose_attack):

@@ -53,7 +53,7 @@ from privacy_attacks.errors import ConfigError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
-from privacy_attacks.targets import Target, provision_classifier
+from privacy_attacks.targets import Target, provision_classifier, provision_target
 from privacy_attacks.training import check_network
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,15 @@ def validate(cfg: DictConfig) -> None:
     validate_engine_config(cfg)
 
 
-def shared_model(cfg: DictConfig, target: Target) -> nn.Module:
+def provision(cfg: DictConfig) -> Target | None:
+    """The attack's target only where the clients share it (``shared_model=target model_state=trained``); None
+    otherwise: the shared model is built from its own recipe, and no target is trained for nothing."""
+    if cfg.shared_model == "target" and cfg.model_state == "trained":
+        return provision_target(cfg)
+    return None
+
+
+def shared_model(cfg: DictConfig, target: Target | None) -> nn.Module:
     """The FedSGD model the client differentiates: ``cfg.shared_models[shared_model]`` at ``model_state``.
 
     ``init``: freshly initialised from a seed derived from ``private_seed`` (part of the scenario, like the
@@ -196,7 +204,7 @@ def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
-def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     """Attack ``num_batches`` simulated clients of ``batch_size`` private images each; score all images."""
     out = output_dir(cfg)
     model = shared_model(cfg, target).to(run_device(cfg.trainer))
