@@ -28,3 +28,11 @@ def test_every_swept_key_is_a_column_of_summary_md(tmp_path: Path):
     ]
     summarise(sweep, {"metric": "student/acc", "columns": ["loss", "student/acc"]})  # a swept key listed: once
     assert (sweep / "summary.md").read_text().splitlines()[0] == "| job | model@target | loss | student/acc |"
+
+
+def test_a_configured_column_no_job_has_is_left_out(tmp_path: Path):
+    """A key an experiment fixes (``method=idlg`` in its file) is in no job's row: no empty column for it."""
+    jobs = [([f"seed={seed}"], {"recon/psnr": 20.0 + seed}) for seed in range(3)]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    summarise(sweep, {"metric": "recon/psnr", "columns": ["method", "batch_size", "seed", "recon/psnr"]})
+    assert (sweep / "summary.md").read_text().splitlines()[0] == "| job | seed | recon/psnr |"

@@ -262,9 +262,10 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     scenario = list(summary.get("scenario") or [])
     if summary.get("columns") is None:
         shown = [c for c in columns if not c.endswith("_s")]
-    else:  # the job, every swept key, the scenario's draw, then the configured columns
+    else:  # the job, every swept key, the scenario's draw, then the configured columns some job has
         swept = swept_keys(rows, override_keys)
-        shown = list(dict.fromkeys(["job", *swept, *[k for k in scenario if k in columns], *summary.columns]))
+        configured = [c for c in summary.columns if c in columns]  # a key an experiment fixes is in no job's row
+        shown = list(dict.fromkeys(["job", *swept, *[k for k in scenario if k in columns], *configured]))
     table = markdown_table(rows, shown)
     text = f"{table}\n"
     metric = summary.get("metric")
