@@ -97,7 +97,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     title = (
         f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     )
-    reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title)
+    class_names = data_source(cfg.data).load().class_names
+    reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title, class_names)
     # The reconstructions above the class means, and the swept hparams with the final metrics.
     log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})

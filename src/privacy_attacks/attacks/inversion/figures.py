@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,18 @@ from privacy_attacks.engine.figures import image_rows_figure
 
 
 def reconstruction_figure(
-    path: Path, images: Tensor, labels: Tensor, means: Tensor, confidence: Tensor, title: str = ""
+    path: Path,
+    images: Tensor,
+    labels: Tensor,
+    means: Tensor,
+    confidence: Tensor,
+    title: str = "",
+    class_names: Sequence[str] | None = None,
 ) -> Path:
-    """``reconstructions.png``: a row of reconstructions (N, 1, H, W) above the real class means."""
-    titles = [f"{int(y)} (p={float(p):.2f})" for y, p in zip(labels, confidence)]
+    """``reconstructions.png``: a row of reconstructions (N, C, H, W) above the real class means, each column titled
+    by its class (its name when ``class_names`` is given) and the target's confidence."""
+    names = [str(class_names[int(y)]) if class_names else str(int(y)) for y in labels]
+    titles = [f"{name} (p={float(p):.2f})" for name, p in zip(names, confidence)]
     return image_rows_figure(path, [("inversion", images), ("class mean", means[labels])], titles, title)
 
 
