@@ -99,6 +99,54 @@ def test_a_net_override_swaps_the_targets_architecture_and_keeps_its_recipe(atta
         assert _resolved(swapped.student.net) == net_configs()["cnn"]
 
 
+ATTACKER_NET_ATTACKS = ("distillation", "membership")  # the attacks that train models of their own
+
+
+def _attacker_net(cfg) -> dict:
+    """The network the attack trains: the stealing student's, or membership's shadow models' and proxy's."""
+    if "student" in cfg:
+        return _resolved(cfg.student.net)
+    from privacy_attacks.attacks.membership.attack import shadow_recipe
+
+    return _resolved(shadow_recipe(cfg).net)
+
+
+@pytest.mark.parametrize("attack", ATTACKER_NET_ATTACKS)
+@pytest.mark.parametrize("name", NETS)
+def test_an_attacker_net_override_swaps_the_attackers_network_whole_and_leaves_the_target_alone(attack, name):
+    default = _compose("attack", [f"attack={attack}"])
+    swapped = _compose("attack", [f"attack={attack}", f"net@attacker_net={name}"])
+    assert _attacker_net(default) == _resolved(default.target.net)  # by default the attacker knows the architecture
+    assert _attacker_net(swapped) == net_configs()[name]  # the whole node: none of LeNet5's keys merged in
+    assert _resolved(swapped.target) == _resolved(default.target)
+
+
+@pytest.mark.parametrize("attack", ATTACKER_NET_ATTACKS)
+def test_the_attacker_net_and_the_targets_net_change_apart(attack):
+    cfg = _compose("attack", [f"attack={attack}", "net@target.net=mlp", "net@attacker_net=cnn"])
+    assert _resolved(cfg.target.net) == net_configs()["mlp"]
+    assert _attacker_net(cfg) == net_configs()["cnn"]
+    follows = _compose("attack", [f"attack={attack}", "net@target.net=mlp"])
+    assert _attacker_net(follows) == net_configs()["mlp"]  # without attacker_net it follows the target's
+
+
+def test_membership_shadows_on_another_net_keep_the_recipes_training_and_its_dp():
+    from privacy_attacks.attacks.membership.attack import shadow_recipe
+
+    cfg = _compose("attack", ["attack=membership", "net@attacker_net=cnn", "defense=dpsgd", "shadow_privacy=true"])
+    recipe = _resolved(shadow_recipe(cfg))
+    assert recipe.pop("net") == net_configs()["cnn"] and recipe.pop("privacy")["_target_"].endswith("DPSGD")
+    assert recipe == {key: value for key, value in _resolved(cfg.target).items() if key != "net"}
+
+
+def test_the_attacker_net_is_in_the_runs_hparams():
+    from privacy_attacks.harness import run_hparams
+
+    params = run_hparams(_compose("attack", ["attack=distillation", "net@attacker_net=cnn"]))
+    assert params["attacker_net._target_"] == "privacy_attacks.models.SmallVGG"
+    assert not any(key.startswith("attacker_net") for key in run_hparams(_compose("attack", ["attack=distillation"])))
+
+
 def test_the_membership_recipe_on_another_net_keeps_its_epochs_batch_size_and_members():
     target = _compose("attack", ["attack=membership", "net@target.net=cnn"]).target
     assert target.net._target_ == "privacy_attacks.models.SmallVGG"

@@ -126,9 +126,10 @@ def command_line_hparams() -> dict[str, Any]:
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     """What tells a run apart in TensorBoard's hparams: the data's name, the target's recipe (``target.*``: its
     network's ``_target_``, ``max_epochs``, ``members``, ``seed``...), the defence (``defense.*``), ``attack.name``,
-    ``seed`` and every command-line override (:func:`command_line_hparams`)."""
+    the attacker's network when it chose one (``attacker_net.*``), ``seed`` and every command-line override
+    (:func:`command_line_hparams`)."""
     params: dict[str, Any] = {"data.name": OmegaConf.select(cfg, "data.name", default=None) or "mnist"}
-    for key in ("target", "defense", "attack.name", "seed"):
+    for key in ("target", "defense", "attacker_net", "attack.name", "seed"):
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None:
             params.update(hparam_items(value, key))

@@ -249,6 +249,25 @@ def test_every_method_runs_on_colour_images_with_shadows_of_the_targets_recipe(
     assert bool(calls) == build_attack(cfg).shadow_answers
 
 
+@pytest.mark.parametrize("method", ["lira", "proxy"])
+def test_shadow_models_and_proxy_of_another_network_than_the_targets(compose_attack, monkeypatch, method):
+    """``net@attacker_net=cnn`` against an MLP target: the attacker's models are the CNN, with the target's recipe."""
+    from privacy_attacks.attacks.membership import proxy
+    from privacy_attacks.models import MLP, SmallVGG
+
+    calls, proxies, real_distil = spy_shadow_models(monkeypatch), [], proxy.distil
+    monkeypatch.setattr(
+        proxy, "distil", lambda api, images, net, *a, **k: proxies.append(net) or real_distil(api, images, net, *a, **k)
+    )
+    overrides = [*TINY_COLOUR, "net@target.net=mlp", "target.net.width=16", "net@attacker_net=cnn"]
+    cfg = compose_attack(["attack=membership", f"method={method}", *overrides, "attacker_net.width=8"])
+    metrics = run_attack(cfg)
+    assert 0 <= metrics["mia/auc"] <= 1 and isinstance(provision_target(cfg).net, MLP)
+    assert all(call["recipe"].net._target_.endswith("SmallVGG") and call["recipe"].net.width == 8 for call in calls)
+    assert all(call["recipe"].max_epochs == cfg.target.max_epochs for call in calls)
+    assert all(isinstance(net, SmallVGG) for net in proxies) and bool(calls or proxies)
+
+
 @pytest.mark.fashion_mnist
 def test_membership_on_fashion_mnist_with_lenet5(compose_attack, monkeypatch):
     calls = spy_shadow_models(monkeypatch)

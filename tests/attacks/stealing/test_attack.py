@@ -146,6 +146,21 @@ def test_stealing_runs_on_colour_images_of_any_shape(compose_attack, model):
     assert tuned["target/acc"] == pytest.approx(provision_target(cfg).metrics["val/acc"], abs=1e-6)
 
 
+def test_a_student_of_another_network_than_the_targets(compose_attack):
+    """``net@attacker_net=mlp`` against a CNN target: the student is the MLP, saved with its own network."""
+    overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", "data.num_classes=5", *TINY_STEALING]
+    cfg = compose_attack([*overrides, "model@target=cnn", "target.net.width=8", "net@attacker_net=mlp"])
+    assert cfg.student.net._target_ == "privacy_attacks.models.MLP"
+    metrics = run_attack(
+        compose_attack(
+            [*overrides, "model@target=cnn", "target.net.width=8", "net@attacker_net=mlp", "schedule.steps=5"]
+        )
+    )
+    assert 0 <= metrics["student/agreement"] <= 1 and metrics["steps"] == 5
+    saved = torch.load(Path(cfg.paths.output_dir) / "student.pt", weights_only=True)
+    assert saved["net"]["_target_"] == "privacy_attacks.models.MLP" and saved["net"]["image_shape"] == [3, 32, 32]
+
+
 def test_a_pool_of_another_shape_stops_before_any_work(compose_attack, monkeypatch):
     monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
     overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", *TINY_STEALING, "model@target=cnn", "queries=mnist"]

@@ -131,17 +131,23 @@ def check_classes(cfg: DictConfig, attack: MembershipAttack) -> None:
 
 
 def shadow_recipe(cfg: DictConfig) -> DictConfig:
-    """The attacker's recipe (``shadow_recipe``), with the target's training defence in it when ``shadow_privacy``
-    is true (shadow models then train with the target's DP-SGD; proxies and attack classifiers do not)."""
-    if not cfg.get("shadow_privacy"):
+    """The attacker's recipe (``shadow_recipe``) with its network replaced by ``attacker_net`` when one is chosen,
+    and with the target's training defence in it when ``shadow_privacy`` is true (shadow models then train with the
+    target's DP-SGD; proxies and attack classifiers do not)."""
+    attacker_net = cfg.get("attacker_net")
+    privacy = cfg.get("shadow_privacy")
+    if attacker_net is None and not privacy:
         return cfg.shadow_recipe
-    defense = defense_from_config(cfg)
-    if not isinstance(defense, TrainingDefense):
-        raise ConfigError(
-            "shadow_privacy=true follows the target's training defence, but there is none: add defense=dpsgd."
-        )
     recipe = OmegaConf.create(OmegaConf.to_container(cfg.shadow_recipe, resolve=True))
-    recipe.privacy = OmegaConf.to_container(cfg.defense, resolve=True)
+    if attacker_net is not None:
+        recipe.net = OmegaConf.to_container(attacker_net, resolve=True)
+    if privacy:
+        defense = defense_from_config(cfg)
+        if not isinstance(defense, TrainingDefense):
+            raise ConfigError(
+                "shadow_privacy=true follows the target's training defence, but there is none: add defense=dpsgd."
+            )
+        recipe.privacy = OmegaConf.to_container(cfg.defense, resolve=True)
     return recipe
 
 
