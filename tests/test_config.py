@@ -277,6 +277,8 @@ HEADLINE_SCENARIOS = {
     "gradient_batch4": "private_seed",
     "feature_layers": "private_seed",
     "membership_methods": "eval_seed",
+    "stealing_target_draws": "target.seed",
+    "inversion_target_draws": "target.seed",
 }
 
 

@@ -210,3 +210,17 @@ def test_scenario_keys_give_the_attacker_and_the_attacker_by_scenario_intervals(
     assert "| job | private_seed | seed | recon/psnr |" in out  # each job's draw in the per-job table
     assert "± over the scenarios' means, private_seed" in out and "| n_seeds | n_jobs | n_scenarios |" in out
     assert f"25.0000 ± {summary['recon/psnr/ci95']:.4f} (± {summary['recon/psnr/ci95_scenario']:.4f})" in out
+
+
+def test_a_dotted_scenario_key_groups_the_targets_draws(tmp_path: Path):
+    """``summary.scenario: [target.seed]``: jobs against three targets form one setting per query budget."""
+    jobs = [
+        ([f"query_budget={budget}", f"target.seed={t}", f"seed={a}"], {"student/agreement": 0.9 + 0.01 * t + 0.001 * a})
+        for budget in (100, 1000)
+        for t in range(3)
+        for a in range(2)
+    ]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    summaries = seed_summary(*collect_sweep(sweep), scenario=["target.seed"])
+    assert [(s["query_budget"], s["n_scenarios"], s["n_jobs"]) for s in summaries] == [(100, 3, 6), (1000, 3, 6)]
+    assert summaries[0]["student/agreement/ci95_scenario"] == pytest.approx(ci95([0.9005, 0.9105, 0.9205]))
