@@ -160,19 +160,35 @@ def test_data_and_model_reach_every_stage_as_its_script_names_them(tmp_path: Pat
         assert composed.hydra.runtime.choices["model" if stage.script == "train.py" else "model@target"] == "cnn"
 
 
+def test_a_net_reaches_every_stages_target_recipe_keeping_its_training_settings(tmp_path: Path):
+    cfg = lab_config(["net=cnn"], hydra_record=True)
+    choices = lab.lab_choices(cfg)
+    assert choices == {"net": "cnn"}
+    for name, stage in cfg.stages.items():
+        command = lab.stage_command(stage, cfg.seeds, "cpu", tmp_path / name, choices)
+        group = "net@model.net" if stage.script == "train.py" else "net@target.net"
+        assert f"{group}=cnn" in command, name
+        composed = composed_stage(command)
+        recipe = composed.model if stage.script == "train.py" else composed.target
+        assert recipe.net._target_ == "privacy_attacks.models.SmallVGG", name
+    membership = composed_stage(lab.stage_command(cfg.stages.membership, 1, "cpu", tmp_path, choices))
+    assert membership.hydra.runtime.choices["model@target"] == "lenet5_members"  # its own recipe, on the CNN
+    assert (membership.target.max_epochs, membership.target.batch_size) == (30, 32)
+
+
 def test_without_data_or_model_each_stage_keeps_its_own(tmp_path: Path):
     cfg = lab_config(hydra_record=True)
     assert lab.lab_choices(cfg) == {}
     assert lab.lab_choices(lab_config()) == {}  # composed without Hydra's record
     for name, stage in cfg.stages.items():
         command = lab.stage_command(stage, cfg.seeds, "cpu", tmp_path / name, {})
-        assert not any(a.startswith(("data=", "model=", "model@target=")) for a in command), name
+        assert not any(a.startswith(("data=", "model=", "model@target=", "net@")) for a in command), name
     membership = lab.stage_command(cfg.stages.membership, 1, "cpu", tmp_path, {})
     assert composed_stage(membership).hydra.runtime.choices["model@target"] == "lenet5_members"
 
 
 def test_the_lab_runs_every_stage_with_its_data_and_model_and_names_them(tmp_path, monkeypatch):
-    cfg = lab_config([f"lab_dir={tmp_path}", "data=synthetic", "model=mlp"], hydra_record=True)
+    cfg = lab_config([f"lab_dir={tmp_path}", "data=synthetic", "model=mlp", "net=cnn"], hydra_record=True)
     commands = {}
     monkeypatch.setattr(lab, "run_stage", lambda command, log_file: commands.update({log_file.stem: command}) or 0)
     lab.run_lab(cfg)
@@ -180,7 +196,8 @@ def test_the_lab_runs_every_stage_with_its_data_and_model_and_names_them(tmp_pat
     for name, command in commands.items():
         assert "data=synthetic" in command and ("model=mlp" in command or "model@target=mlp" in command), name
     report = (tmp_path / "report.md").read_text()
-    assert "- data: synthetic" in report and "- model: mlp" in report
+    assert "- data: synthetic" in report and "- model: mlp" in report and "- net: cnn" in report
+    assert "net@target.net=cnn" in commands["membership"] and "net@model.net=cnn" in commands["target"]
     assert "data=synthetic" in json.loads((tmp_path / "state.json").read_text())["membership"]["command"]
     assert "<li>data: synthetic</li>" in (tmp_path / "report.html").read_text()
 
@@ -285,7 +302,8 @@ def test_a_tiny_lab_on_synthetic_data_with_an_mlp_target_writes_its_pictures(tmp
         )
     lab.run_lab(cfg)
     report = (tmp_path / "report.md").read_text()
-    assert "- data: synthetic" in report and "- model: mlp" in report
+    assert "- data: synthetic" in report and "- model: mlp" in report and "- net: cnn" in report
+    assert "net@target.net=cnn" in commands["membership"] and "net@model.net=cnn" in commands["target"]
     assert "On data synthetic, model mlp." in report
     assert "On data synthetic, model lenet5_sigmoid (the clients' shared model)." in report
     assert "(gradient_inversion/0/reconstructions.png)" in report and "*method=dlg*" in report

@@ -7,8 +7,9 @@ that was interrupted picks up at the first unfinished stage when it is started a
 tables (mean ± 95% interval when ``seeds`` > 1), every sweep figure, the command behind each stage, the
 versions and the device.
 
-``data=<name>`` and ``model=<name>`` (null by default: each stage's own) are passed on to every stage: ``data=``
-as it is, the model as ``train.py``'s ``model=`` and ``attack.py``'s ``model@target=`` (:data:`MODEL_GROUP`).
+``data=<name>``, ``model=<name>`` and ``net=<name>`` (null by default: each stage's own) are passed on to every
+stage: ``data=`` as it is, the model as ``train.py``'s ``model=`` and ``attack.py``'s ``model@target=``, the network as
+``net@model.net=`` and ``net@target.net=`` (:data:`STAGE_GROUPS`).
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ from privacy_attacks.report import Stage, write_report
 log = logging.getLogger("privacy_attacks.lab")
 ROOT = Path(__file__).resolve().parents[2]
 # The lab's options passed on to every stage, and the config group each script reads them from: train.py trains
-# the model= recipe, attack.py attacks it as its target.
-FORWARDED = ("data", "model")
-MODEL_GROUP = {"train.py": "model", "attack.py": "model@target"}
+# the model= recipe (on the net= network), attack.py attacks it as its target.
+FORWARDED = ("data", "model", "net")
+STAGE_GROUPS = {
+    "model": {"train.py": "model", "attack.py": "model@target"},
+    "net": {"train.py": "net@model.net", "attack.py": "net@target.net"},
+}
 
 
 def stage_command(
@@ -56,9 +60,9 @@ def stage_command(
 
 
 def stage_group(script: str, group: str) -> str:
-    """The config group of ``script`` that takes the lab's ``group`` option (``model`` -> ``model@target`` for
-    ``attack.py``)."""
-    return MODEL_GROUP.get(script, group) if group == "model" else group
+    """The config group of ``script`` that takes the lab's ``group`` option (``model`` -> ``model@target`` and
+    ``net`` -> ``net@target.net`` for ``attack.py``)."""
+    return STAGE_GROUPS.get(group, {}).get(script, group)
 
 
 def selected_stages(cfg: DictConfig) -> list[str]:
@@ -100,13 +104,13 @@ def trainer_choice(cfg: DictConfig) -> str:
 
 
 def lab_choices(cfg: DictConfig) -> dict[str, str]:
-    """The ``data=`` and ``model=`` options the lab was started with, passed on to every stage; one left null
+    """The ``data=``, ``model=`` and ``net=`` options the lab was started with, passed on to every stage; one left null
     (the default) is absent: each stage keeps its own."""
     choices = hydra_choices(cfg)
     if choices is None:
         if any(cfg.get(group) is not None for group in FORWARDED):
             raise ConfigError(
-                "the lab reads data= and model= from Hydra's record of its options: start it with "
+                "the lab reads data=, model= and net= from Hydra's record of its options: start it with "
                 "python -m privacy_attacks.lab (or compose conf/lab.yaml with return_hydra_config=True)."
             )
         return {}

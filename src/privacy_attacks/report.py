@@ -233,11 +233,12 @@ def write_report(
 ) -> Path:
     """Write ``report.md`` and ``report.html`` into ``lab_dir``; return the path of ``report.md``.
 
-    ``choices``: the lab's ``data=`` and ``model=`` options (absent: each stage's own), named in the heading; each
-    stage names the data and model it ran on below its command.
+    ``choices``: the lab's ``data=``, ``model=`` and ``net=`` options (absent: each stage's own), named in the heading
+    (``net`` only when given); each stage names the data and model it ran on below its command.
     """
     choices = choices or {}
     lab = [(group, choices.get(group, "each stage's own")) for group in ("data", "model")]
+    lab += [("net", choices["net"])] if "net" in choices else []
     env = environment(trainer)
     md = ["# Lab report", "", *[f"- {name}: {value}" for name, value in [*lab, *env]], ""]
     page = [
