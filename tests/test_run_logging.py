@@ -143,3 +143,21 @@ def test_a_multirun_over_targets_logs_and_summarises_the_swept_key(tmp_path, cac
         params = logged_hparams(read_events(sweep / str(job)))
         assert params["model@target"] == model and params["query_budget"] == 100
     assert "| job | model@target |" in (sweep / "summary.md").read_text().splitlines()[0]
+
+
+def test_a_training_run_logs_its_whole_config_with_dotted_keys_as_the_attacks_do(compose_train):
+    """train.py's hparams: the resolved config flattened with dots (``model.net._target_``), as an attack's are, so
+    TensorBoard's hparams table lines the two up; one event file."""
+    from privacy_attacks.pipelines import run_train
+
+    cfg = compose_train([*TINY[:4], "model.members=200", "model.max_epochs=1", "logger=tensorboard"])
+    metrics = run_train(cfg)
+    events = read_events(cfg.paths.output_dir)
+    params = logged_hparams(events)
+    assert params["model.net._target_"] == "privacy_attacks.models.LeNet5" and params["data.name"] == "synthetic"
+    assert params["model.max_epochs"] == 1 and not any("/" in key for key in params)
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    assert {info.name.tag for info in experiment.metric_infos} == set(metrics)  # the table's metric columns
+    (test_acc,) = events.Scalars("test/acc")  # each metric once: the table adds no point at step 0
+    assert test_acc.value == pytest.approx(metrics["test/acc"]) and test_acc.step > 0

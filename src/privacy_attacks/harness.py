@@ -123,6 +123,30 @@ def command_line_hparams() -> dict[str, Any]:
     return params
 
 
+def config_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The whole resolved config as hparams, flattened with dots as :func:`run_hparams` keys them
+    (``model.net._target_``), with every command-line override (:func:`command_line_hparams`): what ``train.py``
+    logs."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    params = {k: v for key, value in container.items() for k, v in hparam_items(value, str(key)).items()}
+    return {**params, **command_line_hparams()}
+
+
+def write_hparams_table(logger: Any, params: Mapping[str, Any], metric_names: Sequence[str]) -> None:
+    """TensorBoard's hparams-table entry of a run whose metrics are already logged as scalars: ``params`` with the
+    columns ``metric_names``, whose last logged values TensorBoard shows; no scalar is written again (Lightning's
+    ``log_hyperparams(params, metrics)`` would add each metric at step 0, a point out of its curve). Loggers other
+    than TensorBoard's get ``log_hyperparams(params)``."""
+    writer = getattr(getattr(logger, "experiment", None), "_get_file_writer", None)
+    if writer is None:
+        logger.log_hyperparams(dict(params))
+        return
+    from torch.utils.tensorboard.summary import hparams
+
+    for summary in hparams(dict(params), dict.fromkeys(metric_names, 0.0)):
+        writer().add_summary(summary)
+
+
 def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     """What tells a run apart in TensorBoard's hparams: the data's name, the target's recipe (``target.*``: its
     network's ``_target_``, ``max_epochs``, ``members``, ``seed``...), the defence (``defense.*``), ``attack.name``,

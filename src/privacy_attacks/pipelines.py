@@ -12,12 +12,19 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import get_method
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from privacy_attacks import cache
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError
-from privacy_attacks.harness import build_loggers, instantiate_named, run_device, set_threads
+from privacy_attacks.harness import (
+    build_loggers,
+    config_hparams,
+    instantiate_named,
+    run_device,
+    set_threads,
+    write_hparams_table,
+)
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -41,7 +48,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     out = output_dir(cfg)
     loggers = build_loggers(cfg)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(config_hparams(cfg))
     system, metrics = fit_classifier(
         recipe,
         cfg.data,
@@ -54,6 +61,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     )
     write_json(out / "metrics.json", metrics)
     for logger in loggers:  # the fit only flushed them (harness.build_loggers): close the run's event file
+        write_hparams_table(logger, config_hparams(cfg), list(metrics))
         getattr(logger, "finalize_run", logger.finalize)("success")
     if "test/acc" not in metrics:
         log.info("test=false: the test set was not read; val/acc %.4f; metrics in %s", metrics["val/acc"], out)
