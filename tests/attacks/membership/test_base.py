@@ -14,6 +14,7 @@ from privacy_attacks.attacks.membership.base import AttackContext, MembershipAtt
 from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.metrics import membership_metrics
 from privacy_attacks.attacks.membership.proxy import ProxyAttack
+from privacy_attacks.attacks.membership.quantile import QuantileRegressionAttack
 from privacy_attacks.attacks.membership.shadow_models import (
     provision_shadow_models,
 )
@@ -22,7 +23,7 @@ from privacy_attacks.attacks.membership.threshold import ThresholdAttack
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.defenses import Rounding, TopK
 from privacy_attacks.errors import ConfigError
-from tests.attacks.membership.conftest import N_EVAL, untrained_target
+from tests.attacks.membership.conftest import N_ATTACKER, N_EVAL, TRAIN_SIZE, untrained_target
 from tests.conftest import attack_config
 
 
@@ -45,6 +46,7 @@ METHODS = {
     "lira": lambda: LiRA(num_shadows=4, online=True),
     "lira_fixed": lambda: LiRA(num_shadows=2, online=True, fixed_variance=True),
     "lira_offline": lambda: LiRA(num_shadows=2, online=False),
+    "quantile": lambda: QuantileRegressionAttack(regression_size=30, epochs=2, batch_size=8),
 }
 
 
@@ -106,7 +108,7 @@ def _permuted(context, order):
     )
 
 
-@pytest.mark.parametrize("method", ["loss", "modified_entropy", "shadow", "lira_offline"])
+@pytest.mark.parametrize("method", ["loss", "modified_entropy", "shadow", "lira_offline", "quantile"])
 def test_permuting_the_evaluation_set_permutes_the_scores(method, context):
     order = torch.randperm(N_EVAL, generator=torch.Generator().manual_seed(1))
     scores = METHODS[method]()(context).scores
@@ -135,3 +137,37 @@ def test_a_method_node_that_builds_something_else_is_a_config_error(compose_atta
     cfg = compose_attack(["attack=membership", "+methods.other._target_=builtins.dict", "method=other"])
     with pytest.raises(ConfigError, match="not a membership attack"):
         build_attack(cfg)
+
+
+def test_quantile_regression_standardises_each_score_by_its_own_non_member_prediction(context, monkeypatch):
+    """The regression model sees the attacker's images only; an evaluation score far above its image's predicted
+    non-member distribution scores high, and the hard decision flags z above the normal's 1 - fpr quantile."""
+    attack = QuantileRegressionAttack(regression_size=30, epochs=1, batch_size=8, fpr=0.05)
+    fitted = []
+    real_fit = attack.fit
+    monkeypatch.setattr(attack, "fit", lambda ctx, images, *a: fitted.append(images) or real_fit(ctx, images, *a))
+    output = attack(context)
+    (images,) = fitted
+    assert len(images) == 30 and not _contains_any(images, context.eval_images)
+    assert output.info["attack/regression_size"] == 30
+    assert torch.equal(output.predictions, (output.scores > 1.6448536269514722).long())
+    assert context.api.queries_used == 30 + N_EVAL == attack.queries_needed(TRAIN_SIZE, N_EVAL, N_ATTACKER)
+    model = real_fit(context, images, context.attacker_labels[:30], torch.randn(30).double(), 10)
+    scores = torch.zeros(5, dtype=torch.float64)
+    z = model.standardised_scores(context.eval_images[:5], context.eval_labels[:5], scores)
+    higher = model.standardised_scores(context.eval_images[:5], context.eval_labels[:5], scores + 1)
+    assert torch.all(higher > z)  # monotone in the score, per image
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"score": "nope"}, "methods.quantile.score"),
+        ({"epochs": 0}, "methods.quantile.epochs"),
+        ({"fpr": 1.0}, "methods.quantile.fpr=1.0"),
+        ({"lr": -1}, "methods.quantile.lr"),
+    ],
+)
+def test_quantile_regression_refuses_bad_settings(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        QuantileRegressionAttack(**kwargs)
