@@ -11,6 +11,7 @@ import torch
 from privacy_attacks.attacks.membership import proxy, shokri
 from privacy_attacks.attacks.membership.attack import build_attack
 from privacy_attacks.attacks.membership.base import AttackContext, MembershipAttack
+from privacy_attacks.attacks.membership.label_only import LabelOnlyAugmentAttack, translate, translations
 from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.metrics import membership_metrics
 from privacy_attacks.attacks.membership.proxy import ProxyAttack
@@ -47,6 +48,7 @@ METHODS = {
     "lira_fixed": lambda: LiRA(num_shadows=2, online=True, fixed_variance=True),
     "lira_offline": lambda: LiRA(num_shadows=2, online=False),
     "quantile": lambda: QuantileRegressionAttack(regression_size=30, epochs=2, batch_size=8),
+    "label_only_augment": lambda: LabelOnlyAugmentAttack(max_shift=1, noise_copies=2, reference_size=20),
 }
 
 
@@ -108,7 +110,9 @@ def _permuted(context, order):
     )
 
 
-@pytest.mark.parametrize("method", ["loss", "modified_entropy", "shadow", "lira_offline", "quantile"])
+@pytest.mark.parametrize(
+    "method", ["loss", "modified_entropy", "shadow", "lira_offline", "quantile", "label_only_augment"]
+)
 def test_permuting_the_evaluation_set_permutes_the_scores(method, context):
     order = torch.randperm(N_EVAL, generator=torch.Generator().manual_seed(1))
     scores = METHODS[method]()(context).scores
@@ -171,3 +175,25 @@ def test_quantile_regression_standardises_each_score_by_its_own_non_member_predi
 def test_quantile_regression_refuses_bad_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         QuantileRegressionAttack(**kwargs)
+
+
+def test_translations_move_the_image_and_zero_the_uncovered_border():
+    assert translations(1) == [(0, 0), (-1, 0), (0, -1), (0, 1), (1, 0)] and len(translations(2)) == 13
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    down = translate(image, (1, 0))
+    assert torch.equal(down[0, 0, 1:], image[0, 0, :3]) and not down[0, 0, 0].any()
+    left = translate(image, (0, -1))
+    assert torch.equal(left[0, 0, :, :3], image[0, 0, :, 1:]) and not left[0, 0, :, 3].any()
+
+
+def test_label_only_augment_reads_labels_only_and_counts_every_copy(context):
+    """The score is the fraction of copies labelled right; the same under any output mode (labels only)."""
+    attack = LabelOnlyAugmentAttack(max_shift=1, noise_copies=1, reference_size=10)
+    output = attack(context)
+    assert attack.copies == 6 and context.api.queries_used == 6 * (N_EVAL + 10)
+    assert context.api.queries_used == attack.queries_needed(TRAIN_SIZE, N_EVAL, N_ATTACKER)
+    assert set((output.scores * 6).round().tolist()) <= set(range(7))
+    labels_only = dataclasses.replace(context, api=BlackBoxAPI(untrained_target(), output="label"))
+    torch.testing.assert_close(attack(labels_only).scores, output.scores)
+    with pytest.raises(ConfigError, match="at least two copies"):
+        LabelOnlyAugmentAttack(max_shift=0, noise_copies=0)
