@@ -64,13 +64,13 @@ def test_headline_overrides_compose(compose_attack):
 def test_distillation_run_writes_metrics_and_student(compose_attack, monkeypatch):
     from privacy_attacks.attacks.stealing import attack
 
-    started, real_distil = [], attack.distil
+    started, real_fit = [], attack.fit_student
 
-    def spy_distil(api, images, net, *args, **kwargs):
+    def spy_fit(net, *args, **kwargs):
         started.append({k: v.clone() for k, v in net.state_dict().items()})
-        return real_distil(api, images, net, *args, **kwargs)
+        return real_fit(net, *args, **kwargs)
 
-    monkeypatch.setattr(attack, "distil", spy_distil)
+    monkeypatch.setattr(attack, "fit_student", spy_fit)
     cfg = compose_attack(["attack=distillation", "query_budget=200", "schedule.steps=20", "api.output=rounded"])
     assert cfg.seed == cfg.target.seed == 0  # the defaults that once gave the student the target's initial weights
     metrics = run_attack(cfg)

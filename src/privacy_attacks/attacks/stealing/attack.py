@@ -23,19 +23,21 @@ import time
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
-from privacy_attacks.errors import require_choice, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
 from privacy_attacks.training import check_network
 
-from .distillation import distil, fidelity_metrics, steps_for_budget
+from .distillation import fidelity_metrics, fit_student, steps_for_budget
 from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
+from .query_strategies import STRATEGIES, round_sizes
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,18 @@ def validate(cfg: DictConfig) -> None:
         require_positive(cfg.schedule.steps, "schedule.steps")
     instantiate(cfg.losses[cfg.loss])  # the loss checks its own arguments
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
+    require_choice(cfg.query_strategy, STRATEGIES, "query_strategy")
     pool = query_pool(cfg)
     pool.check_budget(budget)
+    if STRATEGIES[cfg.query_strategy] is not None:
+        require_int(cfg.active.rounds, "active.rounds")
+        require_int(cfg.active.candidates, "active.candidates")
+        if not budget <= cfg.active.candidates <= pool.size:
+            raise ConfigError(
+                f"active.candidates={cfg.active.candidates} is not allowed: query_strategy={cfg.query_strategy} picks "
+                f"its {budget} queries among that many pool images, so it must be between query_budget={budget} and "
+                f"the {pool.name} pool's {pool.size} images."
+            )
     if hasattr(pool, "ensure_available"):
         pool.ensure_available()
     image_shape, _ = data_shape(cfg.data)
@@ -83,15 +95,16 @@ def query_pool(cfg: DictConfig) -> QueryPool:
     return instantiate(cfg.pools[cfg.queries])
 
 
-def schedule_steps(cfg: DictConfig) -> int:
-    """``schedule.steps`` if set, else :func:`steps_for_budget` of the budget (enough steps for small ones)."""
+def schedule_steps(cfg: DictConfig, queries: int | None = None) -> int:
+    """``schedule.steps`` if set, else :func:`steps_for_budget` of ``queries`` (default: the budget; enough steps for
+    small ones)."""
     if cfg.schedule.get("steps") is not None:
         return int(cfg.schedule.steps)
     s = cfg.schedule
-    return steps_for_budget(cfg.query_budget, s.per_sqrt_query, s.min_steps, s.max_steps)
+    return steps_for_budget(queries or cfg.query_budget, s.per_sqrt_query, s.min_steps, s.max_steps)
 
 
-def student_shift(cfg: DictConfig) -> int:
+def student_shift(cfg: DictConfig, queries: int | None = None) -> int:
     """Local random-shift augmentation (pixels): ``student.shift`` up to ``student.shift_max_budget`` queries, else 0.
 
     Reusing a cached answer for a shifted image regularises a student with few queries; with many it gains
@@ -100,14 +113,75 @@ def student_shift(cfg: DictConfig) -> int:
     (docs/stealing.md).
     """
     limit = cfg.student.get("shift_max_budget")
-    return int(cfg.student.shift) if limit is None or cfg.query_budget <= limit else 0
+    return int(cfg.student.shift) if limit is None or (queries or cfg.query_budget) <= limit else 0
+
+
+def train_student(
+    cfg: DictConfig, api: BlackBoxAPI, images: Tensor, answers: Tensor, role: tuple, **options
+) -> nn.Module:
+    """A fresh student (``student.net``, initial weights from the attack's seed and ``role``) trained on the answers
+    bought for ``images`` with the budget's schedule for that many queries; ``options`` go to :func:`fit_student`."""
+    with seeded(cfg.seed, *role):
+        net = instantiate(cfg.student.net)
+    return fit_student(
+        net,
+        images,
+        answers,
+        api.output,
+        instantiate(cfg.losses[cfg.loss]),
+        schedule_steps(cfg, len(images)),
+        cfg.trainer,
+        optimizer=instantiate(cfg.student.optimizer),
+        scheduler=instantiate(cfg.student.scheduler),
+        batch_size=cfg.student.batch_size,
+        shift=student_shift(cfg, len(images)),
+        seed=derive_seed(cfg.seed, *role, "fit"),
+        **options,
+    )
+
+
+@torch.no_grad()
+def student_probabilities(student: nn.Module, images: Tensor, batch_size: int = 2048) -> Tensor:
+    """The student's softmax (M, C) on ``images`` (M, C_in, H, W), on the CPU."""
+    device = next(student.parameters()).device
+    return torch.cat(
+        [student(images[i : i + batch_size].to(device)).softmax(1).cpu() for i in range(0, len(images), batch_size)]
+    )
+
+
+def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Tensor, Tensor]:
+    """The images the attacker queries and the API's answers, (B, C, H, W) and (B, ...), B = ``query_budget``.
+
+    ``query_strategy=random``: the first B images of the seeded, shuffled pool. An active strategy
+    (:mod:`.query_strategies`): the first ``active.candidates`` images of that shuffle are the candidates; the first
+    round queries the first of them, each later round the ones its strategy picks from the probabilities of a student
+    trained on the answers so far.
+    """
+    seed = derive_seed(cfg.seed, "queries")
+    strategy = STRATEGIES[cfg.query_strategy]
+    if strategy is None:
+        images = pool.take(cfg.query_budget, seed=seed)
+        return images, api.query(images)
+    candidates = pool.take(int(cfg.active.candidates), seed=seed)
+    sizes = round_sizes(int(cfg.query_budget), int(cfg.active.rounds))
+    queried = torch.zeros(len(candidates), dtype=torch.bool)
+    order = torch.arange(sizes[0])
+    queried[order] = True
+    answers = [api.query(candidates[order])]
+    for round_index, size in enumerate(sizes[1:], start=1):
+        student = train_student(cfg, api, candidates[order], torch.cat(answers), ("student", "round", round_index))
+        chosen = strategy().select(student_probabilities(student, candidates), queried, size)
+        queried[chosen] = True
+        order = torch.cat([order, chosen])
+        answers.append(api.query(candidates[chosen]))
+        log.info("query round %d/%d: %d queries chosen by %s", round_index + 1, len(sizes), size, cfg.query_strategy)
+    return candidates[order], torch.cat(answers)
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
     pool = query_pool(cfg)
-    images = pool.take(cfg.query_budget, seed=derive_seed(cfg.seed, "queries"))
     output = instantiate(cfg.api.outputs[cfg.api.output])
     api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg, "api"))
     steps = schedule_steps(cfg)
@@ -122,22 +196,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         steps,
     )
     start = time.perf_counter()
-    with seeded(cfg.seed, "student"):
-        net = instantiate(cfg.student.net)
-    student = distil(
-        api,
-        images,
-        net,
-        instantiate(cfg.losses[cfg.loss]),
-        steps,
-        cfg.trainer,
-        optimizer=instantiate(cfg.student.optimizer),
-        scheduler=instantiate(cfg.student.scheduler),
-        batch_size=cfg.student.batch_size,
-        shift=student_shift(cfg),
-        seed=derive_seed(cfg.seed, "student", "fit"),
-        logger=loggers or False,
-    )
+    images, answers = buy_answers(cfg, pool, api)
+    student = train_student(cfg, api, images, answers, ("student",), logger=loggers or False)
     fit_time = time.perf_counter() - start
     eval_images, eval_labels = dataset_evaluation_split(
         data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
@@ -163,6 +223,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "steps": steps,
         "batch_size": cfg.student.batch_size,
         "shift": student_shift(cfg),
+        "query_strategy": cfg.query_strategy,
         "seed": cfg.seed,
     }
     finish_loggers(
