@@ -118,6 +118,20 @@ def compose_train(tmp_path: Path, cache_dir: Path):
 
 
 @pytest.fixture
+def unkeyed_threads():
+    """torch at the CPU thread count the pinned cache keys were made with (:data:`privacy_attacks.cache.
+    UNKEYED_CPU_THREADS`), restored afterwards: a key's name must not depend on the machine's core count."""
+    import torch
+
+    from privacy_attacks.cache import UNKEYED_CPU_THREADS
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(UNKEYED_CPU_THREADS)
+    yield UNKEYED_CPU_THREADS
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def compose_attack(tmp_path: Path, cache_dir: Path):
     """``compose_attack(overrides) -> cfg`` for ``conf/attack.yaml`` with a small target and evaluator."""
     return lambda overrides=(): compose_config(

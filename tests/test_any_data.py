@@ -62,7 +62,7 @@ def test_mnist_config_keeps_its_keys_and_values():
 
 
 @pytest.mark.mnist
-def test_mnist_targets_keep_their_keys(compose_train, tmp_path):
+def test_mnist_targets_keep_their_keys(compose_train, tmp_path, unkeyed_threads):
     """The default recipe's key before models read the data's classes (``target-43726b864065.pt`` for 2,000 members and
     one epoch), and no data entry for MNIST's own files."""
     cfg = compose_train(["model.members=2000", "model.max_epochs=1"])

@@ -42,7 +42,7 @@ def test_key_is_a_hash_of_the_spec_with_sorted_keys():
 
 
 @pytest.mark.mnist
-def test_cache_file_names_are_pinned(tmp_path: Path):
+def test_cache_file_names_are_pinned(tmp_path: Path, unkeyed_threads):
     """The names of existing cache files: a change here would orphan every cached target, shadow set and decoder.
     MNIST's own files, the consecutive batch order and the project's trainer settings add nothing to a target's key;
     the hashed batch order (the default now), other data and other trainer settings each name another file."""
@@ -72,6 +72,32 @@ def test_cache_file_names_are_pinned(tmp_path: Path):
     path = inversion_cache_path(tmp_path, net, "conv2", settings, images_key)
     # format 4: keyed by the target's weights and the attacker's images (format 3 named the target's file)
     assert path.name == "inversion-dbe60420cf8d.pt"
+
+
+@pytest.mark.mnist
+def test_another_cpu_thread_count_names_another_file(tmp_path: Path, unkeyed_threads):
+    """A CPU thread count changes the order of torch's sums, hence trained weights: targets, shadow models and
+    decoders trained with another count are cached apart; at the unkeyed count the keys stay as they were."""
+    data = OmegaConf.merge(DATA, {"root": mnist_root(), "download": False})
+    images, labels, subsets = torch.zeros(4, 1, 28, 28), torch.arange(4), torch.tensor([[0, 1], [2, 3]])
+    settings = {"train_images": 512, "epochs": 1}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = LeNet5()
+
+    def names() -> list[str]:
+        return [
+            checkpoint_path(RECIPE, data, tmp_path, "target").name,
+            shadow_cache_path(tmp_path, RECIPE, images, labels, subsets, [0, 1]).name,
+            inversion_cache_path(tmp_path, net, "conv2", settings, {"data": "x"}).name,
+        ]
+
+    assert cache.device_entry("cpu") == {} and cache.device_entry("cuda") == {"device": "cuda"}
+    unkeyed = names()
+    torch.set_num_threads(1)  # the fixture restores the count
+    assert cache.device_entry("cpu") == {"cpu_threads": 1}
+    assert all(a != b for a, b in zip(names(), unkeyed, strict=True))
+    assert "cpu_threads" not in checkpoint_spec(RECIPE, data, device="cuda")  # a GPU's kernels, not the CPU's threads
 
 
 def test_other_data_in_the_same_folder_is_another_key(tmp_path: Path):

@@ -50,6 +50,9 @@ DEFAULT_LOCK_TIMEOUT_S = 24 * 3600.0
 # The libraries whose versions change what a cached file holds (kernels, training loops, DP-SGD's noise).
 VERSIONED_LIBRARIES = ("torch", "lightning", "opacus")
 STAMP = "privacy_attacks_cache"  # the key of the metadata every cached file carries beside its content
+# The CPU thread count every cache key made before the count entered them was made with (torch's default on the
+# 2-core machine the docs' numbers come from); at this count the entry stays out, so those files keep their names.
+UNKEYED_CPU_THREADS = 2
 
 
 def cache_key(spec: Mapping[str, Any]) -> str:
@@ -60,6 +63,16 @@ def cache_key(spec: Mapping[str, Any]) -> str:
 def cache_path(cache_dir: str | Path, prefix: str, spec: Mapping[str, Any]) -> Path:
     """``<cache_dir>/<prefix>-<cache_key(spec)>.pt``."""
     return Path(cache_dir) / f"{prefix}-{cache_key(spec)}.pt"
+
+
+def device_entry(device: str) -> dict[str, Any]:
+    """What of the training device enters a cached model's key: its type when not the CPU (other kernels, other
+    rounding); on the CPU the number of threads torch reduces with, which changes the order of the sums and so the
+    weights, left out at :data:`UNKEYED_CPU_THREADS`."""
+    if device != "cpu":
+        return {"device": device}
+    threads = torch.get_num_threads()
+    return {} if threads == UNKEYED_CPU_THREADS else {"cpu_threads": threads}
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:

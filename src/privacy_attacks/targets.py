@@ -130,7 +130,8 @@ def checkpoint_spec(
     :data:`NEUTRAL_RECIPE_KEYS` at their neutral values).
 
     ``device`` is the type of the device it trains on (``cpu``, ``cuda``): the same recipe and seed give other
-    weights on a GPU (other kernels, other rounding), so a GPU-trained classifier is cached apart from the CPU one.
+    weights on a GPU (other kernels, other rounding), so a GPU-trained classifier is cached apart from the CPU one,
+    and on the CPU the thread count changes them too (:func:`~privacy_attacks.cache.device_entry`).
     The data enters as :func:`~privacy_attacks.data.identity.data_identity` (nothing for MNIST's own files, the digest
     of other files in MNIST's place, the name and digest of any other dataset), the batch order unless it is
     ``consecutive``, and the ``trainer`` settings that change weights (:func:`trainer_spec`) unless they are the
@@ -147,8 +148,7 @@ def checkpoint_spec(
     identity = data_identity(data)
     if identity is not None:
         spec["data"] = identity
-    if device != "cpu":
-        spec["device"] = device
+    spec.update(cache.device_entry(device))
     trained_with = trainer_spec(trainer, device)
     if trained_with:
         spec["trainer"] = trained_with

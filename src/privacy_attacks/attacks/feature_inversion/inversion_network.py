@@ -113,7 +113,7 @@ def inversion_cache_path(
     """``<cache_dir>/inversion-<hash>.pt``, keyed by what the decoder is fitted to: the content of the target's
     weights (:func:`privacy_attacks.cache.weights_digest`, not a file name: a target retrained under the same name
     gets its own decoder), the layer, the settings, ``images_key`` (what names the attacker's training images: the
-    data's digest and split) and, when not the CPU, the device type it trains on."""
+    data's digest and split) and the device it trains on (:func:`~privacy_attacks.cache.device_entry`)."""
     spec = {
         "format": 4,
         "target_weights": cache.weights_digest(net),
@@ -121,8 +121,7 @@ def inversion_cache_path(
         "images": images_key,
         **settings,
     }
-    if device != "cpu":
-        spec["device"] = device
+    spec.update(cache.device_entry(device))
     return cache.cache_path(cache_dir, "inversion", spec)
 
 

@@ -246,7 +246,8 @@ def shadow_cache_path(
     device: str = "cpu",
 ) -> Path:
     """``<cache_dir>/shadows-<hash>.pt``, keyed by the recipe, the population's content (images and labels),
-    each model's training subset, the models' seeds and, when not the CPU, the device type they train on."""
+    each model's training subset, the models' seeds and the device they train on (:func:`~privacy_attacks.cache.
+    device_entry`: its type when not the CPU, else the thread count when not the unkeyed one)."""
     spec = {
         "format": SHADOW_FORMAT,
         "recipe": without_neutral_net_keys(OmegaConf.to_container(recipe, resolve=True)),
@@ -256,8 +257,7 @@ def shadow_cache_path(
         "shape": list(train_indices.shape),
         "seeds": [int(seed) for seed in seeds],
     }
-    if device != "cpu":
-        spec["device"] = device
+    spec.update(cache.device_entry(device))
     return cache.cache_path(cache_dir, "shadows", spec)
 
 
