@@ -66,17 +66,21 @@ def build_net(recipe: DictConfig, key: str = "model") -> nn.Module:
         raise ConfigError(f"{key}.net ({recipe.net.get('_target_')}) cannot be built: {reason}") from None
 
 
-def check_network(recipe: DictConfig, key: str, data: DictConfig, privacy: Any = None) -> None:
+def check_network(
+    recipe: DictConfig, key: str, data: DictConfig, privacy: Any = None, net_key: str | None = None
+) -> None:
     """Build ``recipe.net`` (the global RNG left as it was) and pass a zero batch of the data's shape through it:
     :class:`ConfigError` in one line when it cannot take the images, when its outputs are not the data's classes, or
-    when ``privacy`` (DP-SGD) cannot train it (its ``check_network``)."""
+    when ``privacy`` (DP-SGD) cannot train it (its ``check_network``). Messages name the network as ``net_key``
+    (default ``<key>.net``), the key a user sets."""
+    net_key = net_key or f"{key}.net"
     image_shape, num_classes = data_shape(data)
     name = data_name(data)
     if num_classes is None:
         raise ConfigError(f"data={name} declares no num_classes: add num_classes: <count> to its config.")
     with torch.random.fork_rng(devices=[]):
         net = build_net(recipe, key)
-    label = f"{key}.net ({type(net).__name__})"
+    label = f"{net_key} ({type(net).__name__})"
     if image_shape is not None:
         was_training = net.training
         try:
@@ -93,10 +97,10 @@ def check_network(recipe: DictConfig, key: str, data: DictConfig, privacy: Any =
             got = tuple(outputs.shape[1:]) if isinstance(outputs, Tensor) else type(outputs).__name__
             raise ConfigError(
                 f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: set "
-                f"{key}.net.num_classes={num_classes} (or '${{data.num_classes}}')."
+                f"{net_key}.num_classes={num_classes} (or '${{data.num_classes}}')."
             )
     if privacy is not None and hasattr(privacy, "check_network"):
-        privacy.check_network(net)
+        privacy.check_network(net, net_key)
 
 
 def build_privacy(recipe: DictConfig) -> Any:

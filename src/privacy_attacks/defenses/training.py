@@ -147,16 +147,16 @@ class DPSGD(TrainingDefense):
                 f"rate {sample_rate:.4g} ({error})."
             ) from None
 
-    def check_network(self, net: nn.Module) -> None:
+    def check_network(self, net: nn.Module, net_key: str = "model.net") -> None:
         """:class:`ConfigError` in one line when Opacus cannot take per-example gradients of ``net`` (batch norm mixes
-        the examples of a batch: use a model's group-norm variant, e.g. ``model.net.norm=group``)."""
+        the examples of a batch: use a model's group-norm variant, ``<net_key>.norm=group``, e.g. ``model.net``)."""
         from opacus.validators import ModuleValidator
 
         errors = ModuleValidator.validate(net, strict=False)
         if errors:
             # Opacus explains each refused layer at length, once per layer: its first sentence, once per kind.
             listed = "; ".join(dict.fromkeys(str(error).replace("\n", " ").split(". ")[0] for error in errors))
-            hint = " Use a model's group-norm variant (model.net.norm=group)." if "BatchNorm" in listed else ""
+            hint = f" Use a model's group-norm variant ({net_key}.norm=group)." if "BatchNorm" in listed else ""
             raise ConfigError(f"defense=dpsgd cannot train {type(net).__name__} privately (Opacus: {listed}).{hint}")
 
     def make_private(

@@ -70,6 +70,12 @@ TINY = [
         (["target.members=1000", "method=lira", "eval_nonmembers=501"], "make eval_members \\+ eval_nonmembers even"),
         (["eval_nonmembers=-1"], "eval_nonmembers=-1"),
         (["audit_delta=1"], "audit_delta=1 is not allowed"),
+        # The attacker's own network is checked as the target's is: batch norm under the target's DP-SGD, the data.
+        (
+            ["method=lira", "net@attacker_net=cnn", "defense=dpsgd", "shadow_privacy=true"],
+            r"cannot train SmallVGG privately .*\(attacker_net.norm=group\)",
+        ),
+        (["method=lira", "net@attacker_net=mlp", "attacker_net.num_classes=7"], "set attacker_net.num_classes=10"),
     ],
 )
 def test_bad_input_is_a_config_error(compose_attack, overrides, message):

@@ -26,6 +26,7 @@ from privacy_attacks.errors import ConfigError, UserError, require_bool, require
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
+from privacy_attacks.training import build_privacy, check_network
 
 from .audit import epsilon_heuristic
 from .base import AttackContext, MembershipAttack
@@ -95,7 +96,9 @@ def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack
     returning the attack and the split they built."""
     attack = build_attack(cfg)
     check_classes(cfg, attack)
-    shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
+    recipe = shadow_recipe(cfg)  # shadow_privacy=true without a training defence stops here
+    if cfg.get("attacker_net") is not None:  # the attacker's own network takes the data and, if asked, its DP-SGD
+        check_network(recipe, "shadow_recipe", cfg.data, build_privacy(recipe), net_key="attacker_net")
     shadow_defense(cfg, attack)  # shadow_defense=true with a training defence, or for a method with no shadows
     require_choice(cfg.api.output, list(cfg.api.outputs), "api.output")
     delta = cfg.audit_delta
