@@ -3,9 +3,10 @@
 ``python attack.py -m attack=distillation loss=mse,kl query_budget=100,500,1000,5000,10000``
 
 One job: take the first ``query_budget`` images of the seeded, shuffled query pool (``queries=``: the
-configured dataset's own pool by default, or a pool of other images of the data's shape), query the API
-(``api.output=``) once on each, train a fresh student (``student.net``, by default the target's network, built
-for the data's shape and classes) on the cached answers with ``loss=`` for a budget-dependent number of steps
+configured dataset's own pool by default, or a pool of other images of the data's shape), or choose them in rounds
+(``query_strategy=uncertainty|kcenter``, :mod:`.query_strategies`), query the API (``api.output=``) once on each,
+train a fresh student (``student.net``, by default the target's network, built for the data's shape and classes) on
+the cached answers with ``loss=`` for a budget-dependent number of steps
 (``schedule``), and score it on an evaluation set of the configured dataset that no pool holds
 (``evaluation=report``: the first half of its test images, MNIST's 0-4,999, where numbers are reported;
 ``evaluation=tune``: its validation split, where settings are chosen): accuracy, agreement with the target,
