@@ -145,10 +145,11 @@ class QuantileRegressionAttack(MembershipAttack):
         n = min(self.regression_size, len(context.attacker_labels))
         images, labels = context.attacker_images[:n], context.attacker_labels[:n]
         log_probs = context.query_log_probs(images)
-        model = self.fit(context, images, labels, score(log_probs, labels), log_probs.shape[1])
+        own_scores = score(log_probs, labels)
+        model = self.fit(context, images, labels, own_scores, log_probs.shape[1])
         eval_scores = score(context.query_log_probs(context.eval_images), context.eval_labels)
         standardised = model.standardised_scores(context.eval_images, context.eval_labels, eval_scores)
         threshold = math.sqrt(2) * torch.erfinv(torch.tensor(1 - 2 * self.fpr, dtype=torch.float64)).item()
-        own = model.standardised_scores(images, labels, score(log_probs, labels))
+        own = model.standardised_scores(images, labels, own_scores)
         info = {"attack/regression_size": float(n), "attack/own_fpr": float((own > threshold).double().mean())}
         return AttackOutput(standardised, (standardised > threshold).long(), info)
