@@ -277,6 +277,7 @@ HEADLINE_SCENARIOS = {
     "gradient_batch4": "private_seed",
     "feature_layers": "private_seed",
     "membership_methods": "eval_seed",
+    "membership_label_only": "eval_seed",
     "stealing_target_draws": "target.seed",
     "inversion_target_draws": "target.seed",
 }

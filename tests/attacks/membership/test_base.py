@@ -11,7 +11,12 @@ import torch
 from privacy_attacks.attacks.membership import proxy, shokri
 from privacy_attacks.attacks.membership.attack import build_attack
 from privacy_attacks.attacks.membership.base import AttackContext, MembershipAttack
-from privacy_attacks.attacks.membership.label_only import LabelOnlyAugmentAttack, translate, translations
+from privacy_attacks.attacks.membership.label_only import (
+    LabelOnlyAugmentAttack,
+    LabelOnlyBoundaryAttack,
+    translate,
+    translations,
+)
 from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.metrics import membership_metrics
 from privacy_attacks.attacks.membership.proxy import ProxyAttack
@@ -49,6 +54,9 @@ METHODS = {
     "lira_offline": lambda: LiRA(num_shadows=2, online=False),
     "quantile": lambda: QuantileRegressionAttack(regression_size=30, epochs=2, batch_size=8),
     "label_only_augment": lambda: LabelOnlyAugmentAttack(max_shift=1, noise_copies=2, reference_size=20),
+    "label_only_boundary": lambda: LabelOnlyBoundaryAttack(
+        directions=2, search_steps=3, refine_steps=1, gradient_queries=4, reference_size=20
+    ),
 }
 
 
@@ -111,7 +119,8 @@ def _permuted(context, order):
 
 
 @pytest.mark.parametrize(
-    "method", ["loss", "modified_entropy", "shadow", "lira_offline", "quantile", "label_only_augment"]
+    "method",
+    ["loss", "modified_entropy", "shadow", "lira_offline", "quantile", "label_only_augment", "label_only_boundary"],
 )
 def test_permuting_the_evaluation_set_permutes_the_scores(method, context):
     order = torch.randperm(N_EVAL, generator=torch.Generator().manual_seed(1))
@@ -197,3 +206,49 @@ def test_label_only_augment_reads_labels_only_and_counts_every_copy(context):
     torch.testing.assert_close(attack(labels_only).scores, output.scores)
     with pytest.raises(ConfigError, match="at least two copies"):
         LabelOnlyAugmentAttack(max_shift=0, noise_copies=0)
+
+
+class _Threshold(torch.nn.Module):
+    """Labels 1 where the mean pixel exceeds ``level``, else 0: the boundary is the hyperplane mean(x) = level."""
+
+    def __init__(self, level: float):
+        super().__init__()
+        self.level = level
+
+    def forward(self, images):
+        above = images.flatten(1).mean(dim=1) > self.level
+        return torch.stack([(~above).float(), above.float()], dim=1) * 10
+
+
+@pytest.mark.parametrize("refine_steps", [0, 3])
+def test_label_only_boundary_finds_the_distance_to_a_known_boundary(context, refine_steps):
+    """Against a half-space classifier the true L2 distance is |mean(x) - level| x sqrt(D): the search never goes
+    below it (every reported point is labelled otherwise), HopSkipJump's steps come closer than random directions
+    alone, and wrongly labelled images score 0."""
+    pixels = 16
+    images = torch.full((6, 1, 4, 4), 0.31) + 0.05 * torch.arange(6.0).view(-1, 1, 1, 1)  # means 0.31 ... 0.56
+    labels = torch.tensor([1, 0, 0, 0, 1, 1])  # the first labelled wrongly, the others as the classifier does
+    api = BlackBoxAPI(_Threshold(0.5), output="label")
+    own = dataclasses.replace(context, api=api, eval_images=images, eval_labels=labels)
+    attack = LabelOnlyBoundaryAttack(directions=4, search_steps=12, max_radius=4.0, refine_steps=refine_steps)
+    scores = attack.scores(own, images, labels, "eval")
+    true = (images.flatten(1).mean(dim=1) - 0.5).abs() * pixels**0.5
+    assert scores[0] == 0
+    assert (scores[1:] >= true[1:].double() - 1e-4).all()
+    assert api.queries_used == attack.queries_per_image * 6
+    if refine_steps:
+        random_only = LabelOnlyBoundaryAttack(directions=4, search_steps=12, max_radius=4.0, refine_steps=0)
+        assert (scores[1:] <= random_only.scores(own, images, labels, "eval")[1:] + 1e-6).all()
+        assert (scores[1:] <= 1.5 * true[1:].double()).all()
+
+
+def test_label_only_boundary_counts_its_queries_and_reads_labels_only(context):
+    attack = LabelOnlyBoundaryAttack(
+        directions=2, search_steps=3, refine_steps=2, gradient_queries=4, reference_size=10
+    )
+    output = attack(context)
+    assert attack.queries_per_image == 1 + 2 * 4 + 2 * (4 + 4)
+    assert context.api.queries_used == attack.queries_needed(TRAIN_SIZE, N_EVAL, N_ATTACKER)
+    labels_only = dataclasses.replace(context, api=BlackBoxAPI(untrained_target(), output="label"))
+    torch.testing.assert_close(attack(labels_only).scores, output.scores)
+    assert (output.scores >= 0).all() and (output.scores <= 10.0).all()
