@@ -36,6 +36,7 @@ from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
 from privacy_attacks.training import check_network
 
+from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import fidelity_metrics, fit_student, steps_for_budget
 from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
 from .query_strategies import STRATEGIES, round_sizes
@@ -63,6 +64,15 @@ def validate(cfg: DictConfig) -> None:
     instantiate(cfg.losses[cfg.loss])  # the loss checks its own arguments
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
     require_choice(cfg.query_strategy, STRATEGIES, "query_strategy")
+    check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes
+    if cfg.queries == GENERATOR_QUERIES:
+        if cfg.query_strategy != "random":
+            raise ConfigError(
+                f"query_strategy={cfg.query_strategy} chooses among pool images; queries=generator has no pool: leave "
+                "query_strategy=random."
+            )
+        check_data_free(cfg.data_free, budget, cfg.api.output)
+        return
     pool = query_pool(cfg)
     pool.check_budget(budget)
     if STRATEGIES[cfg.query_strategy] is not None:
@@ -78,13 +88,13 @@ def validate(cfg: DictConfig) -> None:
         pool.ensure_available()
     image_shape, _ = data_shape(cfg.data)
     pool.check_shape(image_shape or data_pool(cfg.data).image_shape, data_name(cfg.data))
-    check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes
 
 
 def pool_names(cfg: DictConfig) -> list[str]:
-    """The choices of ``queries``: the pools under ``pools`` and the configured dataset's name (its own pool)."""
+    """The choices of ``queries``: the pools under ``pools``, the configured dataset's name (its own pool) and
+    ``generator`` (data-free: :mod:`.data_free`)."""
     name = data_name(cfg.data)
-    return [*cfg.pools, *([] if name in cfg.pools else [name])]
+    return [*cfg.pools, *([] if name in cfg.pools else [name]), GENERATOR_QUERIES]
 
 
 def query_pool(cfg: DictConfig) -> QueryPool:
@@ -179,13 +189,22 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     return candidates[order], torch.cat(answers)
 
 
+def steal_without_data(cfg: DictConfig, api: BlackBoxAPI, loggers: list) -> nn.Module:
+    """``queries=generator``: a fresh student trained by the data-free game (:mod:`.data_free`) within the budget."""
+    with seeded(cfg.seed, "student"):
+        net = instantiate(cfg.student.net)
+    image_shape = data_shape(cfg.data)[0] or data_pool(cfg.data).image_shape
+    seed = derive_seed(cfg.seed, "data_free")
+    return steal_data_free(net, api, tuple(image_shape), cfg.data_free, cfg.query_budget, cfg.trainer, seed, loggers)
+
+
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
-    pool = query_pool(cfg)
     output = instantiate(cfg.api.outputs[cfg.api.output])
     api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg, "api"))
-    steps = schedule_steps(cfg)
+    data_free = cfg.queries == GENERATOR_QUERIES
+    steps = check_data_free(cfg.data_free, cfg.query_budget, cfg.api.output) if data_free else schedule_steps(cfg)
     loggers = build_loggers(cfg)
     log.info(
         "Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
@@ -197,8 +216,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         steps,
     )
     start = time.perf_counter()
-    images, answers = buy_answers(cfg, pool, api)
-    student = train_student(cfg, api, images, answers, ("student",), logger=loggers or False)
+    if data_free:
+        student = steal_without_data(cfg, api, loggers)
+    else:
+        images, answers = buy_answers(cfg, query_pool(cfg), api)
+        student = train_student(cfg, api, images, answers, ("student",), logger=loggers or False)
     fit_time = time.perf_counter() - start
     eval_images, eval_labels = dataset_evaluation_split(
         data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
