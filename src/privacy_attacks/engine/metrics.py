@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 
@@ -33,3 +35,49 @@ def nearest_ssim(preds: Tensor, labels: Tensor, images: Tensor, image_labels: Te
             ssim = structural_similarity_index_measure(pred.expand_as(part), part, data_range=1.0, reduction="none")
             best[i] = max(best[i].item(), ssim.max().item())
     return best
+
+
+@torch.no_grad()
+def nearest_distance(
+    preds: Tensor,
+    labels: Tensor,
+    images: Tensor,
+    image_labels: Tensor,
+    embed: Callable[[Tensor], Tensor] | None = None,
+    chunk: int = 2048,
+) -> tuple[Tensor, Tensor]:
+    """For each reconstruction (N, C, H, W) of ``labels`` (N,), the L2 distance to the nearest image of its class in
+    ``images`` (M, C, H, W) of ``image_labels`` (M,), in pixel space or, with ``embed`` ((K, C, H, W) -> (K, D)), in
+    that feature space (the "KNN distance" of model-inversion papers, e.g. Zhang et al. 2020). Returns the
+    distances (N,) and the nearest images' positions in ``images`` (N,)."""
+    embed = embed or (lambda x: x.flatten(1))
+    features = embed(preds.float()).flatten(1)
+    best = torch.full((len(preds),), float("inf"))
+    where = torch.zeros(len(preds), dtype=torch.long)
+    for start in range(0, len(images), chunk):
+        part_labels = image_labels[start : start + chunk]
+        part = embed(images[start : start + chunk].float()).flatten(1)
+        distances = torch.cdist(features, part)  # (N, chunk)
+        distances = distances.masked_fill(labels[:, None] != part_labels[None, :], float("inf"))
+        value, index = distances.min(dim=1)
+        better = value < best
+        best, where = torch.where(better, value, best), torch.where(better, index + start, where)
+    return best, where
+
+
+def penultimate_features(net: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``images -> (N, D)``: the input of ``net``'s last linear or convolutional layer, flattened (its penultimate
+    representation, whatever the architecture), computed in eval mode without gradients."""
+    last = [module for module in net.modules() if isinstance(module, (nn.Linear, nn.Conv2d))][-1]
+
+    @torch.no_grad()
+    def features(images: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+        handle = last.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
+        try:
+            net.eval()(images)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+    return features

@@ -59,6 +59,7 @@ def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
         ("optimizer=rmsprop", "adam, sgd, lbfgs"),
         ("steps=0", "steps=0"),
         ("restarts=0", "restarts=0"),
+        ("samples_per_class=0", "samples_per_class=0"),
     ],
 )
 def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):
@@ -85,6 +86,9 @@ def test_inversion_run_writes_artefacts(compose_attack):
         "psnr_class_mean",
         "mse_class_mean",
         "ssim_nearest_train",
+        "report_judge_top5_acc",
+        "knn_pixel_dist",
+        "knn_judge_dist",
     ):
         assert f"inversion/{key}" in metrics
     saved = torch.load(out / "reconstructions.pt", weights_only=True)
@@ -126,3 +130,15 @@ def test_multirun_subprocess_writes_jobs_and_summary(tmp_path, cache_dir):
     assert len(summary) == 3 and "tv_lambda" in summary[0] and "inversion/evaluator_acc" in summary[0]
     assert (sweep / "comparison.png").stat().st_size > 0
     assert "Best job by inversion/evaluator_acc" in done.stdout
+
+
+@pytest.mark.mnist
+def test_several_samples_per_class_are_all_scored(compose_attack):
+    cfg = compose_attack(["attack=inversion", "steps=2", "restarts=1", "samples_per_class=3", "init=noise"])
+    metrics = run_attack(cfg)
+    saved = torch.load(Path(cfg.paths.output_dir) / "reconstructions.pt", weights_only=True)
+    assert saved["images"].shape == (30, 1, 28, 28)
+    assert torch.equal(saved["labels"], torch.arange(10).repeat_interleave(3))
+    assert metrics["inversion/report_judge_acc"] * 30 == pytest.approx(round(metrics["inversion/report_judge_acc"] * 30))
+    assert metrics["inversion/report_judge_top5_acc"] >= metrics["inversion/report_judge_acc"]
+    assert metrics["inversion/knn_pixel_dist"] > 0 and metrics["inversion/knn_judge_dist"] > 0

@@ -26,7 +26,13 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from privacy_attacks.attacks.inversion.figures import reconstruction_figure
 from privacy_attacks.attacks.inversion.objectives import ClassInversion
 from privacy_attacks.data.identity import data_shape, data_source, recipe_members
-from privacy_attacks.engine.metrics import class_means, image_similarity, nearest_ssim
+from privacy_attacks.engine.metrics import (
+    class_means,
+    image_similarity,
+    nearest_distance,
+    nearest_ssim,
+    penultimate_features,
+)
 from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
@@ -34,7 +40,7 @@ from privacy_attacks.engine.module import (
     fit_reconstruction,
     validate_engine_config,
 )
-from privacy_attacks.errors import require_choice
+from privacy_attacks.errors import require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
@@ -45,9 +51,10 @@ HPARAMS = ("loss",)
 
 
 def validate(cfg: DictConfig) -> None:
-    """ConfigError for an unknown loss, or a bad engine setting (:func:`validate_engine_config`: init,
+    """ConfigError for an unknown loss, a bad ``samples_per_class``, or a bad engine setting (:func:`validate_engine_config`: init,
     optimizer, prior weights, steps), before any work."""
     require_choice(cfg.loss, cfg.losses, "loss")
+    require_int(cfg.samples_per_class, "samples_per_class")
     validate_engine_config(cfg)
 
 
@@ -78,7 +85,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     with torch.no_grad():  # the target's own output size: any network, however its config names its classes
         device = next(target.net.parameters()).device
         num_classes = int(target.net(torch.zeros(1, *inverted_shape(cfg), device=device)).shape[-1])
-    labels = torch.arange(num_classes)
+    labels = torch.arange(num_classes).repeat_interleave(int(cfg.samples_per_class))
     module = build_module(cfg, target.net, labels)
     loggers = build_loggers(cfg)
     start = time.perf_counter()
@@ -91,6 +98,10 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     means = class_means(pool, pool_labels, num_classes)
     metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
     metrics.update(judge_metrics(images, labels, judge.net.cpu()))
+    pixel, nearest = nearest_distance(images, labels, pool, pool_labels)
+    feature, _ = nearest_distance(images, labels, pool, pool_labels, penultimate_features(judge.net))
+    metrics["inversion/knn_pixel_dist"] = pixel.mean().item()
+    metrics["inversion/knn_judge_dist"] = feature.mean().item()
     metrics["inversion/fit_time_s"] = fit_time
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
@@ -98,7 +109,17 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     )
     class_names = data_source(cfg.data).load().class_names
-    reconstruction_figure(out / "reconstructions.png", images, labels, means, confidence, title, class_names)
+    first = first_of_each_class(labels)  # the figure shows one sample per class
+    reconstruction_figure(
+        out / "reconstructions.png",
+        images[first],
+        labels[first],
+        means,
+        confidence[first],
+        title,
+        class_names,
+        nearest=pool[nearest[first]],
+    )
     # The reconstructions above the class means, and the swept hparams with the final metrics.
     log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
@@ -143,13 +164,21 @@ def score(
     return metrics, confidence
 
 
+def first_of_each_class(labels: torch.Tensor) -> torch.Tensor:
+    """Positions (C,) of each class's first sample in ``labels`` (K,), in class order."""
+    return torch.stack([torch.nonzero(labels == c)[0, 0] for c in labels.unique()])
+
+
 @torch.no_grad()
 def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
     """The reporting judge's view of reconstructions (K, C, H, W) for ``labels`` (K,): ``inversion/report_judge_acc``
-    (the fraction of classes it recognises) and ``inversion/report_judge_confidence`` (its mean probability of the
-    class)."""
+    (the fraction it recognises: the attack accuracy of model-inversion papers, over every sample of every class),
+    ``inversion/report_judge_top5_acc`` (the class among its 5 most probable; all of them with fewer classes) and
+    ``inversion/report_judge_confidence`` (its mean probability of the class)."""
     probs = judge.eval()(images).softmax(dim=-1)
+    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
     return {
         "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),
+        "inversion/report_judge_top5_acc": (top5 == labels[:, None]).any(dim=1).float().mean().item(),
         "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
     }

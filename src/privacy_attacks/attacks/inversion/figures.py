@@ -20,12 +20,17 @@ def reconstruction_figure(
     confidence: Tensor,
     title: str = "",
     class_names: Sequence[str] | None = None,
+    nearest: Tensor | None = None,
 ) -> Path:
-    """``reconstructions.png``: a row of reconstructions (N, C, H, W) above the real class means, each column titled
-    by its class (its name when ``class_names`` is given) and the target's confidence."""
+    """``reconstructions.png``: a row of reconstructions (N, C, H, W) above the real class means and, when given,
+    the nearest private training image of each (N, C, H, W), each column titled by its class (its name when
+    ``class_names`` is given) and the target's confidence."""
     names = [str(class_names[int(y)]) if class_names else str(int(y)) for y in labels]
     titles = [f"{name} (p={float(p):.2f})" for name, p in zip(names, confidence)]
-    return image_rows_figure(path, [("inversion", images), ("class mean", means[labels])], titles, title)
+    rows = [("inversion", images), ("class mean", means[labels])]
+    if nearest is not None:
+        rows.append(("nearest private", nearest))
+    return image_rows_figure(path, rows, titles, title)
 
 
 def comparison_figure(sweep_dir: Path, rows: list[dict[str, Any]], metric: str = "inversion/evaluator_acc") -> Path:

@@ -1,0 +1,35 @@
+"""Scores of reconstructions: the nearest private image, in pixels and in a network's features."""
+
+from __future__ import annotations
+
+import torch
+
+from privacy_attacks.engine.metrics import nearest_distance, penultimate_features
+from privacy_attacks.models import LeNet5
+from privacy_attacks.models.evaluator import AllConvNet
+
+
+def test_nearest_distance_finds_the_closest_image_of_the_same_class_only():
+    images = torch.zeros(5, 1, 2, 2)
+    images[1] += 0.5  # class 0, the nearest to a 0.4 image
+    images[2] += 0.4  # class 1: nearer, but of the other class
+    images[3] += 1.0
+    image_labels = torch.tensor([0, 0, 1, 0, 1])
+    preds = torch.full((2, 1, 2, 2), 0.4)
+    distance, where = nearest_distance(preds, torch.tensor([0, 1]), images, image_labels, chunk=2)
+    torch.testing.assert_close(distance, torch.tensor([0.2, 0.0]))  # sqrt(4 x 0.1^2); the identical class-1 image
+    assert where.tolist() == [1, 2]
+
+
+def test_nearest_distance_in_feature_space_uses_the_embedding():
+    images, labels = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    distance, _ = nearest_distance(images[:2], labels[:2], images, labels, embed=lambda x: 2 * x.flatten(1))
+    assert torch.equal(distance, torch.zeros(2))  # each reconstruction is one of the images
+    moved, _ = nearest_distance(images[:1] + 0.1, labels[:1], images[:1], labels[:1], embed=lambda x: 2 * x.flatten(1))
+    torch.testing.assert_close(moved, torch.tensor([2 * 0.1 * 4.0]))
+
+
+def test_penultimate_features_read_the_last_layers_input_whatever_the_architecture():
+    x = torch.rand(3, 1, 28, 28)
+    assert penultimate_features(LeNet5())(x).shape == (3, 84)
+    assert penultimate_features(AllConvNet())(x).shape == (3, 128 * 7 * 7)
