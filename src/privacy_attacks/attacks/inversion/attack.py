@@ -51,8 +51,8 @@ HPARAMS = ("loss",)
 
 
 def validate(cfg: DictConfig) -> None:
-    """ConfigError for an unknown loss, a bad ``samples_per_class``, or a bad engine setting (:func:`validate_engine_config`: init,
-    optimizer, prior weights, steps), before any work."""
+    """ConfigError for an unknown loss, a bad ``samples_per_class``, or a bad engine setting
+    (:func:`validate_engine_config`: init, optimizer, prior weights, steps), before any work."""
     require_choice(cfg.loss, cfg.losses, "loss")
     require_int(cfg.samples_per_class, "samples_per_class")
     validate_engine_config(cfg)
