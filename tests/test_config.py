@@ -275,6 +275,7 @@ def test_the_audit_delta_follows_the_defences_delta_unless_set(compose_attack, a
 HEADLINE_SCENARIOS = {
     "gradient_idlg": "private_seed",
     "gradient_batch4": "private_seed",
+    "gradient_large_batch": "private_seed",
     "feature_layers": "private_seed",
     "membership_methods": "eval_seed",
     "membership_label_only": "eval_seed",

@@ -8,13 +8,18 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+# The highest PSNR reported (dB): float32 images equal to ~1e-5 already score about 100.
+PSNR_CAP = 100.0
+
 
 def image_similarity(preds: Tensor, target: Tensor) -> dict[str, Tensor]:
-    """Per-image ``ssim``, ``psnr`` (dB) and ``mse`` of ``preds`` vs ``target``, both (N, C, H, W) in [0, 1] -> (N,)."""
+    """Per-image ``ssim``, ``psnr`` (dB, capped at :data:`PSNR_CAP`: an exact copy would be infinite) and ``mse`` of
+    ``preds`` vs ``target``, both (N, C, H, W) in [0, 1] -> (N,)."""
     preds, target = preds.float(), target.float()
+    psnr = peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
     return {
         "ssim": structural_similarity_index_measure(preds, target, data_range=1.0, reduction="none"),
-        "psnr": peak_signal_noise_ratio(preds, target, data_range=1.0, reduction="none", dim=(1, 2, 3)),
+        "psnr": psnr.clamp(max=PSNR_CAP),
         "mse": (preds - target).pow(2).flatten(1).mean(dim=1),
     }
 
