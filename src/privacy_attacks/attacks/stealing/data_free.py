@@ -129,6 +129,7 @@ class DataFreeStealing(L.LightningModule):
         epsilon: the forward-difference step, in pixel units.
         replay: student steps also train on a batch replayed from every answer bought (MAZE).
         replay_size: the most answers kept for replay (the oldest leave first).
+        replay_steps: further student steps per iteration on replayed answers alone (no query).
         iterations: the game's length, over which both learning rates are annealed.
         seed: the attacker's draws of codes and directions.
 
@@ -148,6 +149,7 @@ class DataFreeStealing(L.LightningModule):
         epsilon: float = 1e-3,
         replay: bool = True,
         replay_size: int = 100_000,
+        replay_steps: int = 0,
         iterations: int = 1,
         seed: int = 0,
     ):
@@ -157,9 +159,10 @@ class DataFreeStealing(L.LightningModule):
         self.student_lr, self.generator_lr = student_lr, generator_lr
         self.student_steps, self.generator_steps, self.directions = student_steps, generator_steps, directions
         self.epsilon, self.replay, self.replay_size, self.iterations = epsilon, replay, replay_size, iterations
+        self.replay_steps = replay_steps
         self.random = torch.Generator().manual_seed(seed)
-        self.replay_images: list[Tensor] = []
-        self.replay_logits: list[Tensor] = []
+        self.memory: tuple[Tensor, Tensor] | None = None  # the replay ring: images (R, C, H, W), logits (R, classes)
+        self.stored, self.position = 0, 0
 
     def target_logits(self, images: Tensor) -> Tensor:
         """The API's answers for ``images`` (N, C, H, W) as centred log-probabilities (N, classes): N queries."""
@@ -198,17 +201,30 @@ class DataFreeStealing(L.LightningModule):
         return loss.item()
 
     def remember(self, images: Tensor, logits: Tensor) -> None:
-        self.replay_images.append(images.detach())
-        self.replay_logits.append(logits.detach())
-        while sum(len(chunk) for chunk in self.replay_images) > self.replay_size:
-            self.replay_images.pop(0)
-            self.replay_logits.pop(0)
+        """Keep answered ``images`` (N, C, H, W) and their ``logits`` (N, classes) in the replay ring (the oldest
+        overwritten once it holds ``replay_size``)."""
+        if self.memory is None:
+            self.memory = (
+                images.new_empty((self.replay_size, *images.shape[1:])),
+                logits.new_empty((self.replay_size, *logits.shape[1:])),
+            )
+        slots = (self.position + torch.arange(len(images), device=images.device)) % self.replay_size
+        self.memory[0][slots], self.memory[1][slots] = images.detach(), logits.detach()
+        self.position = (self.position + len(images)) % self.replay_size
+        self.stored = min(self.stored + len(images), self.replay_size)
 
     def replayed(self, count: int) -> tuple[Tensor, Tensor]:
-        """``count`` answered images drawn uniformly from the replay memory."""
-        images, logits = torch.cat(self.replay_images), torch.cat(self.replay_logits)
-        index = torch.randint(len(images), (count,), generator=self.random).to(images.device)
-        return images[index], logits[index]
+        """``count`` answered images drawn uniformly from the replay memory, with their logits."""
+        index = torch.randint(self.stored, (count,), generator=self.random).to(self.memory[0].device)
+        return self.memory[0][index], self.memory[1][index]
+
+    def replay_step(self, count: int, optimizer: torch.optim.Optimizer) -> None:
+        """One descent step of S on ``count`` replayed answers alone (no query)."""
+        images, logits = self.replayed(count)
+        loss = disagreement(self.student(images), logits).mean()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
 
     def training_step(self, batch: Tensor, batch_idx: int) -> None:
         student_optimizer, generator_optimizer = self.optimizers()
@@ -218,6 +234,8 @@ class DataFreeStealing(L.LightningModule):
         self.generator.eval()  # frozen batch-norm statistics while S learns on its images
         for _ in range(self.student_steps):
             loss = self.student_step(self.codes(batch), student_optimizer)
+        for _ in range(self.replay_steps if self.replay else 0):
+            self.replay_step(len(batch), student_optimizer)
         for scheduler in self.lr_schedulers():
             scheduler.step()
         if batch_idx % self.trainer.log_every_n_steps == 0:
@@ -295,6 +313,7 @@ def steal_data_free(
         epsilon=node.epsilon,
         replay=node.replay,
         replay_size=node.replay_size,
+        replay_steps=node.replay_steps,
         iterations=iterations,
         seed=seed,
     )
