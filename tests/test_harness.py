@@ -16,6 +16,7 @@ from privacy_attacks.harness import (
     finish_loggers,
     log_image_grid,
     run_device,
+    limit_gpu_memory,
     set_threads,
 )
 
@@ -130,3 +131,11 @@ def test_set_threads_sets_torch_threads_and_none_keeps_them():
         torch.set_num_threads(before)
     with pytest.raises(ConfigError, match="threads=0 is not allowed"):
         set_threads(0)
+
+
+def test_gpu_memory_fraction_is_checked_and_leaves_the_cpu_alone():
+    limit_gpu_memory(None, torch.device("cpu"))
+    limit_gpu_memory(0.25, torch.device("cpu"))  # no CUDA call on the CPU
+    for bad in (0, 1.5, -0.1, "half", True):
+        with pytest.raises(ConfigError, match="gpu_memory_fraction"):
+            limit_gpu_memory(bad, torch.device("cpu"))

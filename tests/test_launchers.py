@@ -35,6 +35,13 @@ def test_joblib_runs_one_job_per_core_in_processes_and_keeps_the_callbacks():
     assert hydra_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]).launcher.n_jobs == 3
 
 
+def test_gpu_pool_is_joblib_with_a_few_workers_sharing_the_card():
+    hydra = hydra_config(["hydra/launcher=gpu_pool"])
+    assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert hydra.launcher.n_jobs == 4 and hydra.launcher.prefer == "processes"
+    assert list(hydra.callbacks) == ["sweep_summary", "progress"]
+
+
 def test_slurm_config_extends_submitit_slurm_with_our_defaults():
     hydra = hydra_config(["hydra/launcher=slurm"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"

@@ -6,6 +6,7 @@
   metrics, and finalize;
 - :func:`log_image_grid`: an image grid (e.g. originals above reconstructions) to the loggers that take images;
 - :func:`set_threads`: the run's torch thread count (``threads``), set before any work;
+- :func:`limit_gpu_memory`: the run's share of the GPU's memory (``gpu_memory_fraction``), for jobs sharing a card;
 - :func:`build_trainer`: a Lightning Trainer from ``cfg.trainer`` for a fit inside a run (a target, a student,
   a reconstruction, an attack classifier, a decoder): no logger, no callbacks and no checkpoints unless asked;
 - :func:`run_device`: the device of ``cfg.trainer`` for the work outside Lightning fits (queries, shadow models,
@@ -57,6 +58,17 @@ def set_threads(threads: int | None) -> int:
     if threads is not None:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def limit_gpu_memory(fraction: float | None, device: torch.device) -> None:
+    """Cap this process's CUDA allocations at ``fraction`` of the card's memory (``gpu_memory_fraction``; None: no
+    cap), so that several jobs of a sweep can share one GPU (``hydra/launcher=gpu_pool``). Nothing on the CPU."""
+    if fraction is None:
+        return
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+        raise ConfigError(f"gpu_memory_fraction={fraction!r} is not allowed: it must be in (0, 1], or null (no cap).")
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(float(fraction), device)
 
 
 def instantiate_checked(node: Any, **kwargs: Any) -> Any:

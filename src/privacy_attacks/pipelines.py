@@ -21,6 +21,7 @@ from privacy_attacks.harness import (
     build_loggers,
     config_hparams,
     instantiate_named,
+    limit_gpu_memory,
     run_device,
     set_threads,
     write_hparams_table,
@@ -44,6 +45,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     recipe = recipe_with_defense(cfg, "model")
     validate_recipe(recipe)
     device = run_device(cfg.trainer).type  # no GPU where trainer=gpu asks for one: stop here
+    limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     out = output_dir(cfg)
     loggers = build_loggers(cfg)
@@ -110,7 +112,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     entry = get_method(cfg.attack.entry)
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
-    run_device(cfg.trainer)  # so does trainer=gpu on a machine without one
+    limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))  # trainer=gpu without a GPU stops here
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
     out = output_dir(cfg)
