@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.blackbox import BlackBoxAPI, OutputMode
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
@@ -128,17 +128,18 @@ def student_shift(cfg: DictConfig, queries: int | None = None) -> int:
 
 
 def train_student(
-    cfg: DictConfig, api: BlackBoxAPI, images: Tensor, answers: Tensor, role: tuple, **options
+    cfg: DictConfig, mode: OutputMode, images: Tensor, answers: Tensor, role: tuple, **options
 ) -> nn.Module:
     """A fresh student (``student.net``, initial weights from the attack's seed and ``role``) trained on the answers
-    bought for ``images`` with the budget's schedule for that many queries; ``options`` go to :func:`fit_student`."""
+    bought for ``images``, read in the API's output ``mode``, with the budget's schedule for that many queries;
+    ``options`` go to :func:`fit_student`."""
     with seeded(cfg.seed, *role):
         net = instantiate(cfg.student.net)
     return fit_student(
         net,
         images,
         answers,
-        api.output,
+        mode,
         instantiate(cfg.losses[cfg.loss]),
         schedule_steps(cfg, len(images)),
         cfg.trainer,
@@ -180,7 +181,9 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     queried[order] = True
     answers = [api.query(candidates[order])]
     for round_index, size in enumerate(sizes[1:], start=1):
-        student = train_student(cfg, api, candidates[order], torch.cat(answers), ("student", "round", round_index))
+        student = train_student(
+            cfg, api.output, candidates[order], torch.cat(answers), ("student", "round", round_index)
+        )
         chosen = strategy().select(student_probabilities(student, candidates), queried, size)
         queried[chosen] = True
         order = torch.cat([order, chosen])
@@ -220,7 +223,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         student = steal_without_data(cfg, api, loggers)
     else:
         images, answers = buy_answers(cfg, query_pool(cfg), api)
-        student = train_student(cfg, api, images, answers, ("student",), logger=loggers or False)
+        student = train_student(cfg, api.output, images, answers, ("student",), logger=loggers or False)
     fit_time = time.perf_counter() - start
     eval_images, eval_labels = dataset_evaluation_split(
         data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
