@@ -14,9 +14,9 @@ from privacy_attacks.harness import (
     build_loggers,
     build_trainer,
     finish_loggers,
+    limit_gpu_memory,
     log_image_grid,
     run_device,
-    limit_gpu_memory,
     set_threads,
 )
 

@@ -58,6 +58,16 @@ def test_the_forward_difference_gradient_points_along_the_true_gradient():
     assert (cosine > 0.9).all()
 
 
+def test_the_kl_student_loss_is_zero_on_a_copy_and_positive_otherwise():
+    from privacy_attacks.attacks.stealing.data_free import kl_divergence
+
+    logits = torch.randn(4, 10)
+    torch.testing.assert_close(
+        kl_divergence(logits + 1.0, centred_log_probs(logits)), torch.zeros(4), atol=1e-5, rtol=0
+    )
+    assert (kl_divergence(-logits, centred_log_probs(logits)) > 0).all()
+
+
 def test_a_data_free_run_spends_whole_iterations_within_the_budget(compose_attack, monkeypatch):
     queried = []
     real_query = stealing_attack.BlackBoxAPI.query
@@ -77,6 +87,8 @@ def test_a_data_free_run_spends_whole_iterations_within_the_budget(compose_attac
         (["query_budget=20"], "query_budget=20 is too small for queries=generator"),
         (["query_strategy=kcenter"], "queries=generator has no pool"),
         (["data_free.directions=0"], "data_free.directions=0"),
+        (["data_free.student_loss=mse"], "data_free.student_loss='mse' is not one of the choices: l1, kl"),
+        (["data_free.replay_steps=-1"], "data_free.replay_steps=-1"),
     ],
 )
 def test_bad_data_free_settings_stop_before_any_work(compose_attack, overrides, message):

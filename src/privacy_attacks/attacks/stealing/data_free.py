@@ -9,8 +9,8 @@ A generator G maps Gaussian codes z to images; the student S and G play a game t
   estimated by forward differences along ``directions`` random unit vectors u (dimension D):
   g = D / m sum_j (L(x + eps u_j) - L(x)) / eps u_j, and back-propagated through G;
   it costs B x (1 + m) queries for a batch of B codes;
-- **student steps**: S imitates T's answers on fresh G(z) (B queries each) under the same L1 loss, and on a batch
-  replayed from every answer bought so far (MAZE's experience replay: no query).
+- **student steps**: S imitates T's answers on fresh G(z) (B queries each) under the same L1 loss (or KL:
+  ``student_loss``), and on a batch replayed from every answer bought so far (MAZE's experience replay: no query).
 
 Every image sent to T counts against ``query_budget``: one iteration costs
 ``generator_steps`` x B x (1 + ``directions``) + ``student_steps`` x B queries, and the attack runs
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.errors import ConfigError, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 
 # The value of ``queries`` that selects the data-free attack.
@@ -98,6 +98,17 @@ def forward_difference_gradient(
     return dimension / m * (slopes.view(m, n, *unit) * probes).sum(dim=0), base
 
 
+def kl_divergence(student_logits: Tensor, target_logits: Tensor) -> Tensor:
+    """(N,) KL(target || student) of the softmaxes of logits (N, C): a student loss that, unlike the L1 distance,
+    weighs each class by the target's probability of it."""
+    target = target_logits.log_softmax(dim=-1)
+    return (target.exp() * (target - student_logits.log_softmax(dim=-1))).sum(dim=-1)
+
+
+# The student's losses against the target's answers (``data_free.student_loss``); the generator climbs the L1 one.
+STUDENT_LOSSES = {"l1": disagreement, "kl": kl_divergence}
+
+
 class LatentBatches:
     """``iterations`` seeded batches of Gaussian codes (B, latent_dim): the game's data loader."""
 
@@ -130,6 +141,7 @@ class DataFreeStealing(L.LightningModule):
         replay: student steps also train on a batch replayed from every answer bought (MAZE).
         replay_size: the most answers kept for replay (the oldest leave first).
         replay_steps: further student steps per iteration on replayed answers alone (no query).
+        student_loss: the student's loss, a name of :data:`STUDENT_LOSSES` (``l1``: DFME's; ``kl``).
         iterations: the game's length, over which both learning rates are annealed.
         seed: the attacker's draws of codes and directions.
 
@@ -150,6 +162,7 @@ class DataFreeStealing(L.LightningModule):
         replay: bool = True,
         replay_size: int = 100_000,
         replay_steps: int = 0,
+        student_loss: str = "l1",
         iterations: int = 1,
         seed: int = 0,
     ):
@@ -159,7 +172,7 @@ class DataFreeStealing(L.LightningModule):
         self.student_lr, self.generator_lr = student_lr, generator_lr
         self.student_steps, self.generator_steps, self.directions = student_steps, generator_steps, directions
         self.epsilon, self.replay, self.replay_size, self.iterations = epsilon, replay, replay_size, iterations
-        self.replay_steps = replay_steps
+        self.replay_steps, self.student_loss = replay_steps, STUDENT_LOSSES[student_loss]
         self.random = torch.Generator().manual_seed(seed)
         self.memory: tuple[Tensor, Tensor] | None = None  # the replay ring: images (R, C, H, W), logits (R, classes)
         self.stored, self.position = 0, 0
@@ -190,11 +203,11 @@ class DataFreeStealing(L.LightningModule):
         with torch.no_grad():
             x = self.generator(z)
         answers = self.target_logits(x)
-        loss = disagreement(self.student(x), answers).mean()
+        loss = self.student_loss(self.student(x), answers).mean()
         if self.replay:
             self.remember(x, answers)
             images, logits = self.replayed(len(x))
-            loss = loss + disagreement(self.student(images), logits).mean()
+            loss = loss + self.student_loss(self.student(images), logits).mean()
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -221,7 +234,7 @@ class DataFreeStealing(L.LightningModule):
     def replay_step(self, count: int, optimizer: torch.optim.Optimizer) -> None:
         """One descent step of S on ``count`` replayed answers alone (no query)."""
         images, logits = self.replayed(count)
-        loss = disagreement(self.student(images), logits).mean()
+        loss = self.student_loss(self.student(images), logits).mean()
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -267,6 +280,8 @@ def check_data_free(node, budget: int, output: str) -> int:
     )
     for key in keys:
         require_int(node[key], f"data_free.{key}")
+    require_int(node.replay_steps, "data_free.replay_steps", minimum=0)
+    require_choice(node.student_loss, STUDENT_LOSSES, "data_free.student_loss")
     for key in ("student_lr", "generator_lr", "epsilon"):
         require_positive(node[key], f"data_free.{key}")
     if output == "label":
@@ -314,6 +329,7 @@ def steal_data_free(
         replay=node.replay,
         replay_size=node.replay_size,
         replay_steps=node.replay_steps,
+        student_loss=node.student_loss,
         iterations=iterations,
         seed=seed,
     )
