@@ -230,6 +230,7 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
         self.directions, self.search_steps, self.max_radius = directions, search_steps, max_radius
         self.refine_steps, self.gradient_queries, self.probe_radius = refine_steps, gradient_queries, probe_radius
         self.calibration, self.num_shadows, self.fixed_variance = calibration, num_shadows, bool(fixed_variance)
+        self.shadow_answers = calibration != "none"  # its shadow models answer as the API would (shadow_defense)
 
     @property
     def queries_per_image(self) -> int:
@@ -338,7 +339,7 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
         target = self.scores(context, images, labels, "eval")
         shadow = torch.stack(
             [
-                self.distances(net_labels(shadows.model(s)), images, labels, context.seed, "eval")
+                self.distances(shadow_labels(context, shadows.model(s)), images, labels, context.seed, "eval")
                 for s in range(len(shadows))
             ]
         )  # (S, N)
@@ -352,15 +353,15 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
         return AttackOutput(scores, (scores > 0).long(), info)
 
 
-def net_labels(net: torch.nn.Module, batch_size: int = 4096) -> LabelFunction:
-    """The top-1 labels (M,) of ``net`` (an attacker's own model, run in eval mode without gradients) for images
-    (M, C, H, W), on the CPU."""
+def shadow_labels(context: AttackContext, net: torch.nn.Module, batch_size: int = 4096) -> LabelFunction:
+    """The top-1 labels (M,) of the attacker's own model ``net`` for images (M, C, H, W), read as the API would
+    answer them (:meth:`AttackContext.shadow_log_probs`: its output mode, and its defence under ``shadow_defense``),
+    run in eval mode without gradients, on the CPU."""
     device = next(net.parameters()).device
 
     @torch.no_grad()
     def label(images: Tensor) -> Tensor:
-        return torch.cat(
-            [net(images[i : i + batch_size].to(device)).argmax(dim=1).cpu() for i in range(0, len(images), batch_size)]
-        )
+        parts = [net(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+        return context.shadow_log_probs(torch.cat(parts)).argmax(dim=1)
 
     return label
