@@ -12,7 +12,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +23,9 @@ from privacy_attacks.data.identity import data_identity
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.harness import run_device
 from privacy_attacks.training import fit_classifier, validate_recipe
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
@@ -52,6 +55,7 @@ class Target:
     checkpoint: Path
     spec: dict[str, Any]
     metrics: dict[str, float] = field(default_factory=dict)
+    recorded: dict[str, Any] = field(default_factory=dict)
 
 
 # Trainer settings that change trained weights, at the values every cached classifier was trained with (deterministic
@@ -167,10 +171,20 @@ def checkpoint_path(
     return cache.cache_path(cache_dir, name, checkpoint_spec(recipe, data, device, trainer))
 
 
-def save_checkpoint(path: Path, net: nn.Module, spec: dict[str, Any], metrics: dict[str, float]) -> None:
-    """Write a target checkpoint atomically (a half-written file is never seen under ``path``)."""
+def save_checkpoint(
+    path: Path,
+    net: nn.Module,
+    spec: dict[str, Any],
+    metrics: dict[str, float],
+    recorded: dict[str, Any] | None = None,
+) -> None:
+    """Write a target checkpoint atomically (a half-written file is never seen under ``path``); ``recorded``: what
+    a recorder observed while it trained (saved only when given)."""
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    cache.save(path, {"format": CHECKPOINT_FORMAT, "spec": spec, "state_dict": state, "metrics": metrics})
+    saved = {"format": CHECKPOINT_FORMAT, "spec": spec, "state_dict": state, "metrics": metrics}
+    if recorded is not None:
+        saved["recorded"] = recorded
+    cache.save(path, saved)
 
 
 def load_checkpoint(path: Path, recipe: DictConfig, spec: dict[str, Any]) -> Target:
@@ -186,7 +200,8 @@ def load_checkpoint(path: Path, recipe: DictConfig, spec: dict[str, Any]) -> Tar
     except RuntimeError as error:
         raise cache.unusable(path, f"does not fit the network {recipe.net._target_}") from error
     net.eval().requires_grad_(False)
-    return Target(net=net, checkpoint=path, spec=spec, metrics=dict(saved.get("metrics", {})))
+    metrics, recorded = dict(saved.get("metrics", {})), dict(saved.get("recorded", {}))
+    return Target(net=net, checkpoint=path, spec=spec, metrics=metrics, recorded=recorded)
 
 
 def provision_classifier(
@@ -196,6 +211,7 @@ def provision_classifier(
     cache_dir: str | Path,
     name: str = "target",
     extra_train: tuple[Tensor, Tensor] | None = None,
+    recorder: L.Callback | None = None,
 ) -> Target:
     """Return the trained, frozen classifier of ``recipe``, training and caching it on first use.
 
@@ -207,6 +223,9 @@ def provision_classifier(
         name: file-name prefix (``target``, ``evaluator``, ``shadow``...).
         extra_train: (K, C, H, W) images and (K,) labels trained on beside the recipe's members (the canaries
             of the one-run audit); their content is part of the key.
+        recorder: a callback that takes part in the training and observes it (the white-box audit's Dirac
+            canaries, :class:`~privacy_attacks.attacks.audit.dirac.DiracCanaries`): its ``spec`` joins the key,
+            its ``record()`` is cached with the weights, as the target's ``recorded``.
     """
     validate_recipe(recipe, name, data)
     device = run_device(trainer).type
@@ -218,14 +237,17 @@ def provision_classifier(
             "labels": cache.tensor_digest(labels),
             "count": len(labels),
         }
+    if recorder is not None:
+        spec["recorder"] = recorder.spec
     path = cache.cache_path(cache_dir, name, spec)
 
     def train(path: Path) -> Target:
         log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
+        callbacks = [] if recorder is None else [recorder]
         system, metrics = fit_classifier(
-            recipe, data, trainer, recipe.seed, extra_train=extra_train, enable_checkpointing=False
+            recipe, data, trainer, recipe.seed, extra_train=extra_train, callbacks=callbacks, enable_checkpointing=False
         )
-        save_checkpoint(path, system.net, spec, metrics)
+        save_checkpoint(path, system.net, spec, metrics, None if recorder is None else recorder.record())
         log.info("Cached %s at %s (test/acc %.4f).", name, path, metrics["test/acc"])
         return load_checkpoint(path, recipe, spec)
 

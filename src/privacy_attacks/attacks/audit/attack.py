@@ -18,6 +18,10 @@ and reports its recipe's numbers (``target/test_acc``, and under ``defense=dpsgd
    are fixed in the config before the run, so the bound needs no correction for a choice among several;
 5. :func:`~.bound.epsilon_lower_bound` of r = guesses_in + guesses_out guesses with v right, at ``audit_delta`` and
    ``confidence``: ``audit/canary_epsilon_lb``.
+
+``canary_kind=dirac`` is the white-box audit (:mod:`.dirac`): the canaries are gradients inserted into DP-SGD's
+clipped sums (steps 1-2), and step 3 scores each by what the auditor observed while the target trained
+(``observation``: every iterate, read by ``dirac_score``, or the last), not by the trained model's answers.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 from .bound import epsilon_lower_bound
-from .canaries import CANARY_KINDS, draw_canaries, nonmember_pool
+from .canaries import CANARY_KINDS, check_dirac, draw_canaries, nonmember_pool
+from .dirac import DIRAC_SCORES, OBSERVATIONS, draw_dirac_canaries
 
 log = logging.getLogger(__name__)
 IN, OUT, ABSTAIN = 1, -1, 0
@@ -47,11 +52,14 @@ IN, OUT, ABSTAIN = 1, -1, 0
 def validate(cfg: DictConfig, total: int | None = None) -> None:
     """:class:`ConfigError` before any work for a canary count that is not positive or larger than the images the
     target never trains on, guess counts that are negative, zero in all or more than the canaries, an unknown
-    ``canary_kind`` or ``score``, or a confidence or δ out of range. ``total``: the training set's size (None: the
-    configured dataset's)."""
+    ``canary_kind``, ``score``, ``observation`` or ``dirac_score``, or a confidence or δ out of range; Dirac canaries
+    without DP-SGD or beyond the network's parameter count (:func:`~.canaries.check_dirac`). ``total``: the
+    training set's size (None: the configured dataset's)."""
     require_int(cfg.canaries, "canaries")
     require_choice(cfg.canary_kind, CANARY_KINDS, "canary_kind")
     require_choice(cfg.score, list(SCORES), "score")
+    require_choice(cfg.observation, OBSERVATIONS, "observation")
+    require_choice(cfg.dirac_score, DIRAC_SCORES, "dirac_score")
     require_int(cfg.guesses_in, "guesses_in", minimum=0)
     require_int(cfg.guesses_out, "guesses_out", minimum=0)
     guesses = cfg.guesses_in + cfg.guesses_out
@@ -65,6 +73,9 @@ def validate(cfg: DictConfig, total: int | None = None) -> None:
         raise ConfigError(f"confidence={confidence!r} is not allowed: it must be a number in (0, 1).")
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0.0 <= delta < 1.0:
         raise ConfigError(f"audit_delta={delta!r} is not allowed: it must be a number in [0, 1).")
+    if cfg.canary_kind == "dirac":
+        check_dirac(cfg)
+        return
     pool = len(nonmember_pool(cfg, total))
     if cfg.canaries > pool:
         raise ConfigError(
@@ -92,21 +103,45 @@ def _log_probs(net: torch.nn.Module, images: Tensor, batch_size: int) -> Tensor:
     return torch.cat(parts).log_softmax(dim=-1).cpu()
 
 
-def run(cfg: DictConfig, target: Target) -> dict[str, float]:
-    """Score the canaries on ``target`` (the canary target of ``attack.provision``) and return ``audit/*``."""
+def image_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+    """Image canaries scored on the trained model: (scores (m,), coins (m,) bool, positions (m,), extra metrics)."""
     data = data_source(cfg.data).load()  # the configured dataset's training images
     images, labels = data.train_images, data.train_labels
     validate(cfg, total=len(labels))
-    start = time.perf_counter()
     canaries = draw_canaries(cfg, labels)
     log_probs = _log_probs(target.net, images[canaries.indices], int(cfg.data.eval_batch_size))
     scores = SCORES[cfg.score](log_probs, canaries.labels)
-    guesses = guess(scores, int(cfg.guesses_in), int(cfg.guesses_out))
-    truth = torch.where(canaries.included, IN, OUT)
-    m, r, v = len(scores), int((guesses != ABSTAIN).sum()), int((guesses == truth).sum())
-    epsilon = epsilon_lower_bound(m, r, v, float(cfg.audit_delta), float(cfg.confidence))
     fits = log_probs.argmax(dim=-1) == canaries.labels  # the canary's own label predicted
     included = canaries.included
+    extra = {
+        "audit/canary_fit_in": float(fits[included].float().mean()) if included.any() else 0.0,
+        "audit/canary_fit_out": float(fits[~included].float().mean()) if (~included).any() else 0.0,
+    }
+    return scores, included, canaries.indices, extra
+
+
+def dirac_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+    """Dirac canaries scored by what the auditor observed while the target trained (``target.recorded``,
+    :meth:`~.dirac.DiracCanaries.record`): (scores (m,), coins (m,) bool, coordinates (m,), extra metrics)."""
+    validate(cfg)
+    recorded = target.recorded
+    if "last_iterate" not in recorded:
+        raise ConfigError(f"{target.checkpoint} holds no Dirac canaries' observations: delete it to retrain.")
+    coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
+    key = "last_iterate" if cfg.observation == "last_iterate" else cfg.dirac_score
+    extra = {"audit/canary_steps": float(recorded["steps"])}
+    return recorded[key].float(), included, coordinates, extra
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Score the canaries on ``target`` (the canary target of ``attack.provision``) and return ``audit/*``."""
+    start = time.perf_counter()
+    score_canaries = dirac_canary_scores if cfg.canary_kind == "dirac" else image_canary_scores
+    scores, included, positions, extra = score_canaries(cfg, target)
+    guesses = guess(scores, int(cfg.guesses_in), int(cfg.guesses_out))
+    truth = torch.where(included, IN, OUT)
+    m, r, v = len(scores), int((guesses != ABSTAIN).sum()), int((guesses == truth).sum())
+    epsilon = epsilon_lower_bound(m, r, v, float(cfg.audit_delta), float(cfg.confidence))
     metrics = {
         "audit/canary_epsilon_lb": epsilon,
         "audit/canaries": float(m),
@@ -115,14 +150,13 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "audit/canary_correct": float(v),
         "audit/canary_precision": v / r,
         "audit/canary_auc": mann_whitney_auc(scores, included.long()),
-        "audit/canary_fit_in": float(fits[included].float().mean()) if included.any() else 0.0,
-        "audit/canary_fit_out": float(fits[~included].float().mean()) if (~included).any() else 0.0,
+        **extra,
         "audit/delta": float(cfg.audit_delta),
         "audit/confidence": float(cfg.confidence),
         "time/attack_s": time.perf_counter() - start,
     }
     torch.save(
-        {"scores": scores, "included": included, "guesses": guesses, "indices": canaries.indices},
+        {"scores": scores, "included": included, "guesses": guesses, "indices": positions},
         output_dir(cfg) / "canaries.pt",
     )
     finish_loggers(build_loggers(cfg), hparams(cfg), metrics, scalars=metrics, step=0)
@@ -132,5 +166,6 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
 
 def hparams(cfg: DictConfig) -> dict[str, object]:
     """The run's hparams as logged with its final metrics."""
-    keys = ("canaries", "canary_kind", "score", "guesses_in", "guesses_out", "audit_delta", "confidence", "seed")
+    keys = ("canaries", "canary_kind", "score", "observation", "dirac_score", "guesses_in", "guesses_out")
+    keys = (*keys, "audit_delta", "confidence", "seed")
     return {"target.members": cfg.target.members, **{key: cfg[key] for key in keys}}

@@ -8,6 +8,10 @@ joins the target's training set by its own fair coin. Every draw comes from the 
 and the coins (``"canary_inclusion"``). The target recipe (with ``defense=dpsgd``: its DP-SGD) then trains once on
 its members plus the canaries that came up IN, and is cached like any target, keyed by its recipe and the content of
 those canaries.
+
+``canary_kind=dirac`` (white-box, :mod:`.dirac`): the canaries are gradients, not images; the target trains on its
+members alone under DP-SGD, the canaries inserted into each step's clipped sum, and what the auditor observed is
+cached with the weights.
 """
 
 from __future__ import annotations
@@ -16,20 +20,22 @@ import logging
 from dataclasses import dataclass
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor
 
 from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.data.identity import data_shape, data_source
 from privacy_attacks.data.tensors import split_indices
-from privacy_attacks.defenses import recipe_with_defense
+from privacy_attacks.defenses import DPSGD, defense_from_config, recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import run_device
 from privacy_attacks.seeding import generator
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
-CANARY_KINDS = ("mislabelled", "clean")
+CANARY_KINDS = ("mislabelled", "clean", "dirac")
+IMAGE_CANARY_KINDS = ("mislabelled", "clean")
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,53 @@ def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
     return CanarySet(indices, canary_labels, included)
 
 
+def trainable_parameters(recipe: DictConfig) -> int:
+    """How many trainable parameters the recipe's network has (the coordinates Dirac canaries can take)."""
+    return sum(p.numel() for p in instantiate(recipe.net).parameters() if p.requires_grad)
+
+
+def check_dirac(cfg: DictConfig) -> int:
+    """:class:`ConfigError` unless ``canary_kind=dirac`` meets DP-SGD (its canaries join the clipped sum) and the
+    network has at least ``canaries`` parameters; returns that parameter count."""
+    if not isinstance(defense_from_config(cfg), DPSGD):
+        raise ConfigError(
+            "canary_kind=dirac inserts its canaries into DP-SGD's clipped sum: set defense=dpsgd (a grid point such "
+            "as defense=grid/dpsgd_eps8, or defense=grid/dpsgd_no_noise for clipping and sampling without noise)."
+        )
+    parameters = trainable_parameters(recipe_with_defense(cfg, "target"))
+    if cfg.canaries > parameters:
+        raise ConfigError(
+            f"canaries={cfg.canaries} Dirac canaries need as many coordinates, but the target's network has "
+            f"{parameters} trainable parameters: lower canaries."
+        )
+    return parameters
+
+
+def dirac_canaries(cfg: DictConfig):
+    """The audit's Dirac canaries (:class:`~.dirac.DiracCanaries`) for the target recipe of ``cfg``."""
+    from .dirac import DiracCanaries, draw_dirac_canaries
+
+    coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
+    return DiracCanaries(coordinates, included, int(cfg.seed))
+
+
 def provision_canary_target(cfg: DictConfig) -> Target:
     """The target recipe (``cfg.target`` with ``cfg.defense``'s training defence) trained on its members and the
     canaries of ``cfg`` that came up IN (:func:`~privacy_attacks.targets.provision_classifier` with them as
     ``extra_train``); trained once and cached as ``canary-target-<hash>.pt`` under ``cfg.paths.cache_dir``, on the
     run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with DP-SGD the accountant's
-    ``privacy/epsilon`` for this training set)."""
+    ``privacy/epsilon`` for this training set). ``canary_kind=dirac``: trained on its members alone, the canaries in
+    its clipped sums (:func:`dirac_canaries`); the auditor's observations are its ``recorded``."""
     recipe = recipe_with_defense(cfg, "target")
+    if cfg.canary_kind == "dirac":
+        recorder = dirac_canaries(cfg)
+        count = int(recorder.included.sum())
+        log.info("The canary target trains on its members, %d Dirac canaries in its clipped sums.", count)
+        target = provision_classifier(
+            recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "canary-target", recorder=recorder
+        )
+        target.net.to(run_device(cfg.trainer))
+        return target
     data = data_source(cfg.data).load()  # the configured dataset's training images
     images, labels = data.train_images, data.train_labels
     canaries = draw_canaries(cfg, labels)
