@@ -78,6 +78,11 @@ class ReconstructionModule(L.LightningModule):
         signed_gradients: replace gradients by their sign before the step (Geiping et al. 2020).
         scheduler: optional partial LR scheduler, stepped after every step.
         log_prefix: stage of the logged names ``<log_prefix>/loss``, ``<log_prefix>/<prior>``.
+        parameterisation: optional frozen module mapping codes (R·N, *latent_shape) to images (R·N, C, H, W) in
+            [0, 1], with a ``latent_shape`` attribute (a generative prior:
+            :class:`~privacy_attacks.attacks.inversion.gan.GeneratedImages`): the codes are optimised instead of
+            the pixels, drawn N(0, 1) from the seed (``init`` unused) and passed through its ``project(codes)`` after
+            each step if it has one; projection priors (blur) and the clamp act on pixels and are skipped.
         clamp_each_step: clamp the pixels to [0, 1] after every step (default). False: leave the
             iterate where the optimiser put it (L-BFGS needs that: DLG/iDLG) and clamp only the
             kept reconstructions.
@@ -96,24 +101,36 @@ class ReconstructionModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         log_prefix: str = "recon",
         clamp_each_step: bool = True,
+        parameterisation: nn.Module | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["objective", "priors", "init", "optimizer", "scheduler"], logger=False)
+        ignored = ["objective", "priors", "init", "optimizer", "scheduler", "parameterisation"]
+        self.save_hyperparameters(ignore=ignored, logger=False)
         self.automatic_optimization = False
         self.objective = objective
         self.priors = nn.ModuleDict({name: p for name, p in (priors or {}).items() if p is not None and p.active})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.num_images = int(objective.num_images)
         shape = (restarts * self.num_images, *objective.image_shape)
-        self.images = nn.Parameter((init or NoiseInit())(shape, generator(seed, "init")).float().clamp(0, 1))
+        self.parameterisation = parameterisation
+        if parameterisation is None:
+            self.images = nn.Parameter((init or NoiseInit())(shape, generator(seed, "init")).float().clamp(0, 1))
+        else:
+            codes = torch.randn((shape[0], *parameterisation.latent_shape), generator=generator(seed, "init"))
+            self.latents = nn.Parameter(codes)
         for name, prior in self.priors.items():
             prior.use_generator(generator(seed, "prior", name))
         self.register_buffer("best_loss", torch.full(shape[:1], float("inf")))
-        self.register_buffer("best_images", self.images.detach().clone())
+        with torch.no_grad():
+            self.register_buffer("best_images", self.current_images().detach().clamp(0, 1).clone())
         self._penalties = [(n, p) for n, p in self.priors.items() if type(p).penalty is not Prior.penalty]
         self._transforms = [p for p in self.priors.values() if type(p).transform is not Prior.transform]
         self._projections = [p for p in self.priors.values() if type(p).project is not Prior.project]
-        if restarts > 1 and not self._transforms:
+        if parameterisation is not None and self._projections:
+            log.warning(
+                "The projection priors (%s) act on pixels: skipped under a generative prior.", self._projections
+            )
+        if restarts > 1 and not self._transforms and parameterisation is None:
             starts = self.images.detach().view(restarts, self.num_images, -1)
             if bool((starts == starts[:1]).all()):
                 log.warning(
@@ -123,9 +140,13 @@ class ReconstructionModule(L.LightningModule):
                 )
         self._trainable_cache: list[nn.Parameter] | None = None
 
+    def current_images(self) -> Tensor:
+        """The current iterate (R·N, C, H, W): the pixels, or the parameterisation's images of the codes."""
+        return self.images if self.parameterisation is None else self.parameterisation(self.latents)
+
     def forward(self, images: Tensor | None = None, with_parts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-image loss (R·N,) of ``images`` (default: the current ones) and, if asked, its parts."""
-        images = self.images if images is None else images
+        images = self.current_images() if images is None else images
         transformed = images
         for prior in self._transforms:
             transformed = prior.transform(transformed)
@@ -158,16 +179,24 @@ class ReconstructionModule(L.LightningModule):
             return total
 
         optimizer.step(closure=closure)
-        with torch.no_grad():
-            images = self.images.data
-            for prior in self._projections:
-                images = prior.project(images, batch_idx)
-            self.images.data.copy_(images.clamp_(0, 1) if self.hparams.clamp_each_step else images)
+        if self.parameterisation is None:
+            self._project(batch_idx)
+        elif hasattr(self.parameterisation, "project"):  # e.g. codes kept in the prior's range
+            with torch.no_grad():
+                self.latents.data.copy_(self.parameterisation.project(self.latents.data))
         if self.scheduler_factory is not None:
             self.lr_schedulers().step()
         if log_now:
             prefix = self.hparams.log_prefix
             self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()}, on_step=True, on_epoch=False)
+
+    def _project(self, batch_idx: int) -> None:
+        """The projection priors (blur) and the clamp to [0, 1], on the pixels after a step."""
+        with torch.no_grad():
+            images = self.images.data
+            for prior in self._projections:
+                images = prior.project(images, batch_idx)
+            self.images.data.copy_(images.clamp_(0, 1) if self.hparams.clamp_each_step else images)
 
     def on_train_end(self) -> None:
         with torch.no_grad():  # the last iterate is a candidate too
@@ -183,8 +212,9 @@ class ReconstructionModule(L.LightningModule):
     def train(self, mode: bool = True) -> ReconstructionModule:
         """Lightning calls ``train()`` at fit start: frozen networks inside the objective stay in eval mode."""
         super().train(mode)
-        for module in _frozen_submodules(self.objective):
-            module.eval()
+        for part in (self.objective, self.parameterisation):
+            for module in _frozen_submodules(part) if part is not None else ():
+                module.eval()
         return self
 
     def reconstructions(self) -> tuple[Tensor, Tensor]:
@@ -212,7 +242,8 @@ class ReconstructionModule(L.LightningModule):
     def _track_best(self, losses: Tensor) -> None:
         improved = losses < self.best_loss
         self.best_loss = torch.where(improved, losses, self.best_loss)
-        self.best_images[improved] = self.images.detach()[improved].clamp(0, 1)
+        with torch.no_grad():
+            self.best_images[improved] = self.current_images().detach()[improved].clamp(0, 1)
 
 
 def _frozen_submodules(module: nn.Module) -> Iterator[nn.Module]:

@@ -9,6 +9,9 @@ defaults were chosen by) and the reporting judge (``judge``: another architectur
 of the training pool the tuning judge never saw, from another seed), whose accuracy is the reported number. Both
 are recipes trained on the same dataset as the target, built for its shape and classes.
 
+``prior=gan`` searches the codes of a conditional generator trained on the attacker's public images instead of the
+pixels (GMI, Zhang et al. 2020; the generator of PLG-MI, Yuan et al. 2023: :mod:`.gan`).
+
 Writes ``reconstructions.pt`` ({"images": (K, C, H, W) in [0, 1], "labels": (K,)}),
 ``reconstructions.png`` and TensorBoard events; returns the ``inversion/*`` metrics.
 """
@@ -24,8 +27,9 @@ from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from privacy_attacks.attacks.inversion.figures import reconstruction_figure
+from privacy_attacks.attacks.inversion.gan import GeneratedImages, check_gan, provision_generator, public_images
 from privacy_attacks.attacks.inversion.objectives import ClassInversion
-from privacy_attacks.data.identity import data_shape, data_source, recipe_members
+from privacy_attacks.data.identity import data_identity, data_shape, data_source, recipe_members
 from privacy_attacks.engine.metrics import (
     class_means,
     image_similarity,
@@ -47,7 +51,8 @@ from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
-HPARAMS = ("loss",)
+HPARAMS = ("loss", "prior")
+PRIORS = ("pixels", "gan")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -55,18 +60,37 @@ def validate(cfg: DictConfig) -> None:
     (:func:`validate_engine_config`: init, optimizer, prior weights, steps), before any work."""
     require_choice(cfg.loss, cfg.losses, "loss")
     require_int(cfg.samples_per_class, "samples_per_class")
+    require_choice(cfg.prior, PRIORS, "prior")
+    if cfg.prior == "gan":
+        check_gan(cfg.gan)
     validate_engine_config(cfg)
 
 
-def build_module(cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor) -> ReconstructionModule:
+def build_module(
+    cfg: DictConfig, net: torch.nn.Module, labels: torch.Tensor, parameterisation: torch.nn.Module | None = None
+) -> ReconstructionModule:
     """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``, over
-    images of the data's shape."""
+    images of the data's shape (``parameterisation``: over a generator's codes instead)."""
     objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]), inverted_shape(cfg))
-    return engine_from_config(
-        cfg,
-        objective,
-        log_prefix="inversion",
+    return engine_from_config(cfg, objective, log_prefix="inversion", parameterisation=parameterisation)
+
+
+def generative_prior(cfg: DictConfig, target: Target, labels: torch.Tensor, num_classes: int):
+    """``prior=gan``: the codes' parameterisation (:class:`~.gan.GeneratedImages`) of the generator trained on the
+    attacker's public images for ``target`` (cached), and its metrics (``inversion/public_queries``)."""
+    generator, metrics = provision_generator(
+        target.net,
+        inverted_shape(cfg),
+        num_classes,
+        lambda: public_images(data_source(cfg.data).load().test_images, cfg.gan.public),
+        {"data": cfg.data.name, "identity": data_identity(cfg.data), "public": cfg.gan.public},
+        cfg.gan,
+        int(cfg.seed),
+        cfg.trainer,
+        cfg.paths.cache_dir,
     )
+    device = next(target.net.parameters()).device
+    return GeneratedImages(generator, labels, cfg.gan.latent_clip).to(device), metrics
 
 
 def inverted_shape(cfg: DictConfig) -> tuple[int, ...]:
@@ -86,7 +110,10 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         device = next(target.net.parameters()).device
         num_classes = int(target.net(torch.zeros(1, *inverted_shape(cfg), device=device)).shape[-1])
     labels = torch.arange(num_classes).repeat_interleave(int(cfg.samples_per_class))
-    module = build_module(cfg, target.net, labels)
+    parameterisation, prior_metrics = None, {}
+    if cfg.prior == "gan":
+        parameterisation, prior_metrics = generative_prior(cfg, target, labels, num_classes)
+    module = build_module(cfg, target.net, labels, parameterisation)
     loggers = build_loggers(cfg)
     start = time.perf_counter()
     # About 50 points per loss curve, whatever the number of steps.
@@ -103,6 +130,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     metrics["inversion/knn_pixel_dist"] = pixel.mean().item()
     metrics["inversion/knn_judge_dist"] = feature.mean().item()
     metrics["inversion/fit_time_s"] = fit_time
+    metrics.update(prior_metrics)
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
     title = (
