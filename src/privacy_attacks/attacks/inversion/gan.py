@@ -18,6 +18,7 @@ cached as ``gan-<hash>.pt``.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,9 @@ def provision_generator(
             images, labels, int(kept["steps"]), int(kept["batch_size"]), derive_seed(seed, "gan", "batches") % 2**63
         )
         trainer = build_trainer(trainer_cfg, max_epochs=1, limit_val_batches=0, log_every_n_steps=50)
-        trainer.fit(system, train_dataloaders=batches)
+        with warnings.catch_warnings():  # the frozen target inside the system is in eval mode on purpose
+            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+            trainer.fit(system, train_dataloaders=batches)
         cache.save(path, {k: v.detach().cpu() for k, v in generator.state_dict().items()})
         return generator
 

@@ -1,0 +1,155 @@
+"""The generative prior of output inversion (prior=gan): the generator and discriminator for any shape, the engine
+optimising codes through a frozen generator, the cached generator and a small run end to end."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from privacy_attacks.attacks.inversion.gan import (
+    ConditionalGenerator,
+    GeneratedImages,
+    ProjectionDiscriminator,
+    public_images,
+)
+from privacy_attacks.attacks.inversion.objectives import ClassInversion, LogitSimilarity
+from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
+from privacy_attacks.errors import ConfigError
+from privacy_attacks.models import LeNet5
+from privacy_attacks.pipelines import run_attack
+
+TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_generator_and_discriminator_take_any_image_shape_and_class_count(shape):
+    generator = ConditionalGenerator(shape, 7, latent_dim=16, width=8)
+    discriminator = ProjectionDiscriminator(shape, 7, width=8)
+    labels = torch.arange(7) % 7
+    images = generator(torch.randn(7, 16), labels)
+    assert images.shape == (7, *shape) and 0 <= images.min() and images.max() <= 1
+    assert discriminator(images, labels).shape == (7,)
+    # The class enters the image: one code, two classes, two images.
+    z = torch.randn(1, 16).repeat(2, 1)
+    generator.eval()
+    pair = generator(z, torch.tensor([0, 1]))
+    assert not torch.allclose(pair[0], pair[1])
+
+
+def test_generated_images_repeat_the_classes_for_each_restart_and_clip_the_codes():
+    generator = ConditionalGenerator((1, 28, 28), 10, latent_dim=4, width=8).eval()
+    images = GeneratedImages(generator, torch.tensor([3, 5]), latent_clip=1.0)
+    z = torch.randn(6, 4)  # 3 restarts x 2 classes, restart-major
+    expected = generator(z, torch.tensor([3, 5, 3, 5, 3, 5]))
+    assert torch.equal(images(z), expected)
+    assert images.project(torch.tensor([[-3.0, 0.5, 2.0, -0.25]])).tolist() == [[-1.0, 0.5, 1.0, -0.25]]
+    assert torch.equal(GeneratedImages(generator, torch.tensor([3]), None).project(z), z)
+    assert not any(p.requires_grad for p in images.parameters())
+
+
+def test_the_engine_optimises_the_codes_through_the_frozen_generator():
+    torch.manual_seed(0)
+    net = LeNet5().eval().requires_grad_(False)
+    generator = ConditionalGenerator((1, 28, 28), 10, latent_dim=8, width=8).eval()
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    labels = torch.arange(10)
+    parameterisation = GeneratedImages(generator, labels, latent_clip=1.0)
+    objective = ClassInversion(net, labels, LogitSimilarity())
+    module = ReconstructionModule(
+        objective, {}, None, partial(torch.optim.Adam, lr=0.1), steps=20, restarts=2, parameterisation=parameterisation
+    )
+    start = module.latents.detach().clone()
+    first = module()[0].detach()
+    fit_reconstruction(module, TRAINER)
+    assert not hasattr(module, "images") and module.latents.shape == (20, 8)
+    assert not torch.equal(module.latents.detach(), start) and module.latents.abs().max() <= 1.0
+    images, losses = module.reconstructions()
+    assert images.shape == (10, 1, 28, 28) and bool((losses <= first.view(2, 10).min(dim=0).values).all())
+    best, _ = module.all_reconstructions()
+    assert torch.equal(images, best[module.best_loss.view(2, 10).argmin(dim=0), torch.arange(10)])
+    assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())  # the prior is not trained
+
+
+def test_public_images_are_the_test_images_no_recipe_trains_on():
+    test = torch.arange(10).view(10, 1, 1, 1).float()
+    assert public_images(test, "test_unseen").flatten().tolist() == [5, 6, 7, 8, 9]
+    with pytest.raises(ConfigError, match="test_unseen"):
+        public_images(test, "everything")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("prior=stylegan", "pixels, gan"),
+        ("gan.public=train", "gan.public='train'"),
+        ("gan.steps=0", "gan.steps=0"),
+        ("gan.latent_clip=-1", "gan.latent_clip"),
+        ("gan.target_weight=-1", "gan.target_weight"),
+    ],
+)
+def test_bad_gan_settings_fail_before_any_work(compose_attack, tmp_path, override, message):
+    overrides = ["attack=inversion", *([] if override.startswith("prior=") else ["prior=gan"]), override]
+    cfg = compose_attack(overrides)
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "empty_cache")
+    with pytest.raises(ConfigError, match=message):
+        run_attack(cfg)
+    assert not (tmp_path / "empty_cache").exists()
+
+
+# Synthetic 1x28x28 images of 10 classes (300 training, 60 test: 30 public), LeNet5 target and judges, a generator
+# trained for a few steps: seconds.
+TINY_GAN = [
+    "data=synthetic",
+    "data.source.train_size=300",
+    "data.source.test_size=60",
+    "data.val_size=60",
+    "target.members=200",
+    "target.max_epochs=1",
+    "evaluator.members=100",
+    "judge.members=100",
+    "judge.member_offset=100",
+    "attack=inversion",
+    "prior=gan",
+    "gan.steps=4",
+    "gan.width=8",
+    "gan.batch_size=8",
+    "steps=3",
+    "restarts=2",
+]
+
+
+def test_a_small_gan_prior_inversion_runs_end_to_end_and_caches_its_generator(compose_attack, cache_dir):
+    cfg = compose_attack(TINY_GAN)
+    metrics = run_attack(cfg)
+    assert metrics["inversion/public_queries"] == 30  # the second half of the 60 test images, each labelled once
+    assert all(0 <= metrics[f"inversion/{k}"] <= 1 for k in ("target_acc", "evaluator_acc", "report_judge_acc"))
+    saved = torch.load(Path(cfg.paths.output_dir) / "reconstructions.pt", weights_only=True)
+    assert saved["images"].shape == (10, 1, 28, 28) and 0 <= saved["images"].min() and saved["images"].max() <= 1
+    (cached,) = cache_dir.glob("gan-*.pt")
+    again = run_attack(compose_attack(TINY_GAN))
+    assert again["inversion/public_queries"] == 0  # the cached generator: nothing queried again
+    assert again["inversion/target_acc"] == metrics["inversion/target_acc"]
+    run_attack(compose_attack([*TINY_GAN, "seed=1"]))  # the attacker's seed trains its own generator
+    assert len(list(cache_dir.glob("gan-*.pt"))) == 2 and cached.exists()
+
+
+def test_only_the_codes_are_trained_and_pixel_projections_are_skipped_with_a_warning(caplog):
+    from privacy_attacks.engine.priors import GaussianBlur
+
+    generator = ConditionalGenerator((1, 28, 28), 10, latent_dim=4, width=8)
+    objective = ClassInversion(LeNet5().eval().requires_grad_(False), torch.arange(10), LogitSimilarity())
+    module = ReconstructionModule(
+        objective,
+        {"blur": GaussianBlur(0.5, 1)},
+        None,
+        steps=1,
+        restarts=1,
+        parameterisation=GeneratedImages(generator, torch.arange(10)),
+    )
+    assert [name for name, p in module.named_parameters() if p.requires_grad] == ["latents"]
+    assert "GaussianBlur" in caplog.text and "skipped under a generative prior" in caplog.text
