@@ -6,6 +6,7 @@ from privacy_attacks.data.identity import data_identity, data_shape, data_source
 from privacy_attacks.data.mnist import MNISTDataModule, MNISTSource, load_mnist
 from privacy_attacks.data.module import ImageDataModule
 from privacy_attacks.data.source import ImageSource, SourceData
+from privacy_attacks.data.subset import ClassSubset
 from privacy_attacks.data.synthetic import SyntheticSource
 from privacy_attacks.data.tensors import PoissonBatches, TensorBatches
 from privacy_attacks.data.torchvision_sources import CIFAR10Source, CIFAR100Source, SVHNSource, TorchvisionSource
@@ -13,6 +14,7 @@ from privacy_attacks.data.torchvision_sources import CIFAR10Source, CIFAR100Sour
 __all__ = [
     "CIFAR100Source",
     "CIFAR10Source",
+    "ClassSubset",
     "FashionMNISTSource",
     "ImageDataModule",
     "ImageFolderSource",

@@ -74,11 +74,19 @@ def test_the_engine_optimises_the_codes_through_the_frozen_generator():
     assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())  # the prior is not trained
 
 
-def test_public_images_are_the_test_images_no_recipe_trains_on():
-    test = torch.arange(10).view(10, 1, 1, 1).float()
-    assert public_images(test, "test_unseen").flatten().tolist() == [5, 6, 7, 8, 9]
+def test_public_images_are_never_trained_on_and_other_classes_never_private():
+    from privacy_attacks.data import ClassSubset, SyntheticSource
+
+    source = SyntheticSource(image_shape=(1, 8, 8), num_classes=4, train_size=200, test_size=40)
+    data = source.load()
+    assert torch.equal(public_images(source, "test_unseen"), data.test_images[20:])
+    subset = ClassSubset(source, [2, 0])
+    private, public = subset.load(), public_images(subset, "other_classes")
+    assert set(private.train_labels.tolist()) == {0, 1}  # 2 -> 0, 0 -> 1
+    assert torch.equal(private.train_images[private.train_labels == 0], data.train_images[data.train_labels == 2])
+    assert torch.equal(public, data.train_images[(data.train_labels == 1) | (data.train_labels == 3)])
     with pytest.raises(ConfigError, match="test_unseen"):
-        public_images(test, "everything")
+        public_images(source, "other_classes")  # the data keeps every class: there are no other classes
 
 
 @pytest.mark.parametrize(
@@ -86,6 +94,7 @@ def test_public_images_are_the_test_images_no_recipe_trains_on():
     [
         ("prior=stylegan", "pixels, gan"),
         ("gan.public=train", "gan.public='train'"),
+        ("gan.public=other_classes", "data=mnist_classes"),  # MNIST keeps every class
         ("gan.steps=0", "gan.steps=0"),
         ("gan.latent_clip=-1", "gan.latent_clip"),
         ("gan.target_weight=-1", "gan.target_weight"),

@@ -62,7 +62,7 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg.samples_per_class, "samples_per_class")
     require_choice(cfg.prior, PRIORS, "prior")
     if cfg.prior == "gan":
-        check_gan(cfg.gan)
+        check_gan(cfg.gan, data_source(cfg.data))
     validate_engine_config(cfg)
 
 
@@ -82,7 +82,7 @@ def generative_prior(cfg: DictConfig, target: Target, labels: torch.Tensor, num_
         target.net,
         inverted_shape(cfg),
         num_classes,
-        lambda: public_images(data_source(cfg.data).load().test_images, cfg.gan.public),
+        lambda: public_images(data_source(cfg.data), cfg.gan.public),
         {"data": cfg.data.name, "identity": data_identity(cfg.data), "public": cfg.gan.public},
         cfg.gan,
         int(cfg.seed),

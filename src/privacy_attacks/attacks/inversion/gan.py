@@ -2,7 +2,8 @@
 target (PLG-MI: Yuan et al. 2023, "Pseudo Label-Guided Model Inversion Attack via Conditional Generative Adversarial
 Network", AAAI; the generative-prior attack of GMI, Zhang et al. 2020, CVPR).
 
-1. Public images (``gan.public``: images the target never trained on) are labelled by the target's top class, its
+1. Public images (``gan.public``: images the target never trained on; of other classes than the target's under
+   GMI's split, ``data=mnist_classes gan.public=other_classes``) are labelled by the target's top class, its
    pseudo-labels (PLG-MI; each counted in ``inversion/public_queries``).
 2. A conditional generator G(z, y) (:class:`ConditionalGenerator`) and a projection discriminator D(x, y)
    (:class:`ProjectionDiscriminator`, Miyato & Koyama 2018, spectral norm) are trained with the hinge loss on the
@@ -32,12 +33,14 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from privacy_attacks import cache
 from privacy_attacks.attacks.stealing.data_free import Generator
+from privacy_attacks.data.source import ImageSource
+from privacy_attacks.data.subset import ClassSubset
 from privacy_attacks.errors import ConfigError, require_int, require_positive
 from privacy_attacks.harness import build_trainer, run_device
 from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
-PUBLIC_SETS = ("test_unseen",)
+PUBLIC_SETS = ("test_unseen", "other_classes")
 GAN_KEYS = ("public", "latent_dim", "width", "steps", "batch_size", "lr", "target_weight")
 
 
@@ -175,10 +178,16 @@ class GeneratedImages(nn.Module):
         return self.generator(latents, self.labels.repeat(restarts))
 
 
-def check_gan(node: DictConfig) -> None:
-    """:class:`ConfigError` for a ``gan`` setting out of range, before any work."""
+def check_gan(node: DictConfig, source: ImageSource) -> None:
+    """:class:`ConfigError` for a ``gan`` setting out of range, or public images the data's ``source`` cannot give,
+    before any work."""
     if node.public not in PUBLIC_SETS:
         raise ConfigError(f"gan.public={node.public!r} is not allowed: choose one of {', '.join(PUBLIC_SETS)}.")
+    if node.public == "other_classes" and not isinstance(source, ClassSubset):
+        raise ConfigError(
+            "gan.public=other_classes takes the classes the data leaves out: use a data config that keeps some "
+            "classes (data=mnist_classes), or gan.public=test_unseen."
+        )
     for key in ("latent_dim", "width", "steps", "batch_size"):
         require_int(node[key], f"gan.{key}")
     require_positive(node.lr, "gan.lr")
@@ -187,12 +196,17 @@ def check_gan(node: DictConfig) -> None:
         require_positive(node.latent_clip, "gan.latent_clip")
 
 
-def public_images(test_images: Tensor, public: str) -> Tensor:
-    """The attacker's public images: ``test_unseen``, the second half of the data's test images (MNIST's
-    5,000-9,999), which no recipe trains on and the inversion never scores with."""
+def public_images(source: ImageSource, public: str) -> Tensor:
+    """The attacker's public images, none of which any recipe on this data trains on: ``test_unseen``, the second
+    half of the data's test images (MNIST's 5,000-9,999), which the inversion never scores with; ``other_classes``,
+    the training images of the classes a :class:`~privacy_attacks.data.subset.ClassSubset` leaves out (GMI's
+    split: no private class is ever seen by the generator)."""
     if public == "test_unseen":
+        test_images = source.load().test_images
         return test_images[len(test_images) // 2 :]
-    raise ConfigError(f"gan.public={public!r} is not allowed: choose one of {', '.join(PUBLIC_SETS)}.")
+    if public == "other_classes" and isinstance(source, ClassSubset):
+        return source.excluded().train_images
+    raise ConfigError(f"gan.public={public!r} is not allowed here: choose one of {', '.join(PUBLIC_SETS)}.")
 
 
 def provision_generator(
