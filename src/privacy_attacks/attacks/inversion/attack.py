@@ -133,9 +133,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     metrics.update(prior_metrics)
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
-    title = (
-        f"loss={cfg.loss} init={cfg.init} tv_lambda={cfg.tv_lambda}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
-    )
+    search = f"prior=gan ({cfg.gan.public})" if cfg.prior == "gan" else f"init={cfg.init} tv_lambda={cfg.tv_lambda}"
+    title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     class_names = data_source(cfg.data).load().class_names
     first = first_of_each_class(labels)  # the figure shows one sample per class
     reconstruction_figure(
