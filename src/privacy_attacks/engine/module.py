@@ -56,7 +56,8 @@ _INTERPOLATION = re.compile(r"^\$\{([\w.]+)\}$")
 
 
 class ReconstructionModule(L.LightningModule):
-    """Non-parametric LightningModule: the images are an ``nn.Parameter`` (R·N, C, H, W) in [0, 1].
+    """Non-parametric LightningModule: the images are an ``nn.Parameter`` (R·N, C, H, W) in [0, 1] (or, with a
+    ``parameterisation``, the codes it maps to images).
 
     Each step minimises, per image, ``objective(T(x)) + Σ_p weight_p · penalty_p(x)`` where T are the
     transform priors (jitter); the loss summed over images is back-propagated into the images and the
@@ -117,7 +118,8 @@ class ReconstructionModule(L.LightningModule):
             self.images = nn.Parameter((init or NoiseInit())(shape, generator(seed, "init")).float().clamp(0, 1))
         else:
             codes = torch.randn((shape[0], *parameterisation.latent_shape), generator=generator(seed, "init"))
-            self.latents = nn.Parameter(codes)
+            device = next(iter(parameterisation.buffers()), codes).device
+            self.latents = nn.Parameter(codes.to(device))
         for name, prior in self.priors.items():
             prior.use_generator(generator(seed, "prior", name))
         self.register_buffer("best_loss", torch.full(shape[:1], float("inf")))
@@ -146,7 +148,9 @@ class ReconstructionModule(L.LightningModule):
 
     def forward(self, images: Tensor | None = None, with_parts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
         """Per-image loss (R·N,) of ``images`` (default: the current ones) and, if asked, its parts."""
-        images = self.current_images() if images is None else images
+        if images is None:
+            images = self.current_images()
+            self._current = images.detach()  # the iterate the losses are of (the best is tracked from it)
         transformed = images
         for prior in self._transforms:
             transformed = prior.transform(transformed)
@@ -242,8 +246,7 @@ class ReconstructionModule(L.LightningModule):
     def _track_best(self, losses: Tensor) -> None:
         improved = losses < self.best_loss
         self.best_loss = torch.where(improved, losses, self.best_loss)
-        with torch.no_grad():
-            self.best_images[improved] = self.current_images().detach()[improved].clamp(0, 1)
+        self.best_images[improved] = self._current[improved].clamp(0, 1)
 
 
 def _frozen_submodules(module: nn.Module) -> Iterator[nn.Module]:

@@ -111,6 +111,10 @@ def test_the_bound_stays_below_the_accountants_epsilon_in_repeated_small_private
         record = train(private, DiracCanaries(coordinates, included, seed=seed), steps=steps, seed=seed)
         epsilon = private.epsilon()
         assert 1.8 < epsilon <= 2.0
+        # What is left of each canary's record once its own insertions are taken out is the noise alone, of
+        # standard deviation σ per step: the observation is neither weaker nor stronger than the mechanism's.
+        noise = (record["sum"] - record["insertions"]) / math.sqrt(steps)
+        assert abs(float(noise.std()) / sigma - 1) < 0.15 and abs(float(noise.mean())) < 0.2 * sigma
         for key in ("likelihood_ratio", "sum", "last_iterate"):
             ordered = record[key].argsort(descending=True)
             right = int(included[ordered[:50]].sum()) + int((~included[ordered[-50:]]).sum())
@@ -138,7 +142,7 @@ TINY_WHITEBOX = [
 ]
 
 
-def test_a_small_whitebox_audit_runs_through_the_pipeline_and_is_cached(compose_attack, cache_dir):
+def test_a_small_whitebox_audit_runs_through_the_pipeline_and_is_cached(compose_attack, cache_dir, monkeypatch):
     """No noise: all 100 guesses right, the bound at its ceiling for 100 of 100 on 2,000 canaries; with noise at
     ε = 1 below the accountant's ε; each seed's canaries train their own target, read back from the cache."""
     from privacy_attacks import cache
@@ -153,6 +157,13 @@ def test_a_small_whitebox_audit_runs_through_the_pipeline_and_is_cached(compose_
     private = compose_attack([*TINY_WHITEBOX, "defense=grid/dpsgd_eps1", "target.max_epochs=2"])
     first = run_attack(private)
     assert first["audit/canary_epsilon_lb"] <= first["target/privacy/epsilon"] <= 1.0
+    from privacy_attacks import targets
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the canary target should come from the cache")
+
+    monkeypatch.setattr(targets, "fit_classifier", no_training)
     assert run_attack(private) == pytest.approx({**first, "time/attack_s": pytest.approx(0, abs=1e9)})
+    monkeypatch.undo()
     run_attack(compose_attack([*TINY_WHITEBOX, "defense=grid/dpsgd_eps1", "target.max_epochs=2", "seed=1"]))
     assert len(list(cache_dir.glob("canary-target-*.pt"))) == 3

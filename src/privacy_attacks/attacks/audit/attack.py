@@ -33,6 +33,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from privacy_attacks import cache
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
 from privacy_attacks.attacks.membership.scores import SCORES
 from privacy_attacks.data.identity import data_source
@@ -125,12 +126,13 @@ def dirac_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor
     :meth:`~.dirac.DiracCanaries.record`): (scores (m,), coins (m,) bool, coordinates (m,), extra metrics)."""
     validate(cfg)
     recorded = target.recorded
-    if "last_iterate" not in recorded:
-        raise ConfigError(f"{target.checkpoint} holds no Dirac canaries' observations: delete it to retrain.")
     coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
+    recorded_coordinates = recorded.get("coordinates", coordinates)  # (the key holds their digest too)
+    if "last_iterate" not in recorded or not torch.equal(recorded_coordinates, coordinates):
+        raise cache.unusable(target.checkpoint, "holds no observations of this audit's Dirac canaries")
     key = "last_iterate" if cfg.observation == "last_iterate" else cfg.dirac_score
     extra = {"audit/canary_steps": float(recorded["steps"])}
-    return recorded[key].float(), included, coordinates, extra
+    return recorded[key], included, coordinates, extra
 
 
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:

@@ -33,9 +33,10 @@ from privacy_attacks.harness import run_device
 from privacy_attacks.seeding import generator
 from privacy_attacks.targets import Target, provision_classifier
 
+from .dirac import DiracCanaries, draw_dirac_canaries
+
 log = logging.getLogger(__name__)
 CANARY_KINDS = ("mislabelled", "clean", "dirac")
-IMAGE_CANARY_KINDS = ("mislabelled", "clean")
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,8 @@ def check_dirac(cfg: DictConfig) -> int:
     return parameters
 
 
-def dirac_canaries(cfg: DictConfig):
+def dirac_canaries(cfg: DictConfig) -> DiracCanaries:
     """The audit's Dirac canaries (:class:`~.dirac.DiracCanaries`) for the target recipe of ``cfg``."""
-    from .dirac import DiracCanaries, draw_dirac_canaries
-
     coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
     return DiracCanaries(coordinates, included, int(cfg.seed))
 

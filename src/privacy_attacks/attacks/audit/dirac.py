@@ -25,6 +25,7 @@ training moved the canary's coordinate against its gradient.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -128,7 +129,7 @@ class DiracCanaries(L.Callback):
             begin += p.numel()
         return slices
 
-    def _read(self, params: list[Tensor], field) -> Tensor:
+    def _read(self, params: list[Tensor], field: Callable[[Tensor], Tensor]) -> Tensor:
         """(m,) float64: the canaries' coordinates of ``field(p)`` over the parameters."""
         values = torch.zeros(len(self.coordinates), dtype=torch.float64)
         for p, (canary, local) in zip(params, self._slices, strict=True):
@@ -150,12 +151,14 @@ class DiracCanaries(L.Callback):
         self._steps += 1
 
     def record(self) -> dict[str, Any]:
-        """The auditor's observations, (m,) float64 each (``likelihood_ratio``, ``sum``, ``last_iterate``), and the
-        run's ``steps``, ``noise_multiplier``, ``sample_rate``; ``insertions`` (m,) counts each canary's steps, a
-        diagnostic no score reads."""
+        """The auditor's observations, (m,) float64 each (``likelihood_ratio``, ``sum``, ``last_iterate``), the
+        canaries' ``coordinates`` and coins (``included``), and the run's ``steps``, ``noise_multiplier``,
+        ``sample_rate``; ``insertions`` (m,) counts each canary's steps, a diagnostic no score reads."""
         if self._start is None or self._end is None:
             raise RuntimeError("DiracCanaries.record() before a finished fit.")
         return {
+            "coordinates": self.coordinates.clone(),
+            "included": self.included.clone(),
             "likelihood_ratio": self._likelihood_ratio.clone(),
             "sum": self._sum.clone(),
             "last_iterate": self._start - self._end,

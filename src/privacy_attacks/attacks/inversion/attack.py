@@ -83,7 +83,7 @@ def generative_prior(cfg: DictConfig, target: Target, labels: torch.Tensor, num_
         inverted_shape(cfg),
         num_classes,
         lambda: public_images(data_source(cfg.data), cfg.gan.public),
-        {"data": cfg.data.name, "identity": data_identity(cfg.data), "public": cfg.gan.public},
+        {"data": cfg.data.name, "identity": data_identity(cfg.data)},
         cfg.gan,
         int(cfg.seed),
         cfg.trainer,

@@ -203,10 +203,14 @@ def public_images(source: ImageSource, public: str) -> Tensor:
     split: no private class is ever seen by the generator)."""
     if public == "test_unseen":
         test_images = source.load().test_images
-        return test_images[len(test_images) // 2 :]
-    if public == "other_classes" and isinstance(source, ClassSubset):
-        return source.excluded().train_images
-    raise ConfigError(f"gan.public={public!r} is not allowed here: choose one of {', '.join(PUBLIC_SETS)}.")
+        images = test_images[len(test_images) // 2 :]
+    elif public == "other_classes" and isinstance(source, ClassSubset):
+        images = source.excluded().train_images
+    else:
+        raise ConfigError(f"gan.public={public!r} is not allowed here: choose one of {', '.join(PUBLIC_SETS)}.")
+    if len(images) == 0:
+        raise ConfigError(f"gan.public={public} holds no image for this data: the generator has nothing to learn.")
+    return images
 
 
 def provision_generator(
@@ -223,31 +227,30 @@ def provision_generator(
     """The conditional generator of ``settings`` (``gan`` in ``conf/attack/inversion.yaml``) for ``target``, trained
     on the pseudo-labelled public images (``load_public() -> (P, C, H, W)``, read only when it must be trained;
     ``public_key`` names them in the cache key) from the attack's ``seed``, or loaded from the cache. Returns the
-    frozen generator on the CPU and ``{"inversion/public_queries": P}`` (0 from the cache: nothing is queried)."""
+    frozen generator on the CPU and ``{"inversion/public_queries": P}``, the images the target labelled for it
+    (kept with the cached generator: a run that loads it reports the queries it was trained with)."""
     kept = {key: settings[key] for key in GAN_KEYS}
-    spec = {"format": 1, "target_weights": cache.weights_digest(target), "public": public_key, "seed": seed, **kept}
+    spec = {"format": 2, "target_weights": cache.weights_digest(target), "public": public_key, "seed": seed, **kept}
     spec.update(cache.device_entry(run_device(trainer_cfg).type))
     path = cache.cache_path(cache_dir, "gan", spec)
-    queries = {"inversion/public_queries": 0.0}
 
     def build() -> ConditionalGenerator:
         return ConditionalGenerator(image_shape, num_classes, int(kept["latent_dim"]), int(kept["width"]))
 
-    def load(path: Path) -> ConditionalGenerator:
-        generator = build()
+    def load(path: Path) -> tuple[ConditionalGenerator, float]:
+        generator, saved = build(), cache.read(path)
         try:
-            generator.load_state_dict(cache.read(path))
+            generator.load_state_dict(saved["state_dict"])
+            return generator, float(saved["public_queries"])
         except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
             raise cache.unusable(path, f"does not fit the generator ({type(error).__name__})") from error
-        return generator
 
-    def train(path: Path) -> ConditionalGenerator:
+    def train(path: Path) -> tuple[ConditionalGenerator, float]:
         images = load_public()
         device = next(target.parameters()).device
         with torch.no_grad():  # PLG-MI's pseudo-labels: the target's top class of each public image
             chunks = [images[i : i + 1000].to(device) for i in range(0, len(images), 1000)]
             labels = torch.cat([target(chunk).argmax(-1).cpu() for chunk in chunks])
-        queries["inversion/public_queries"] = float(len(images))
         counts = torch.bincount(labels, minlength=num_classes).tolist()
         log.info(
             "Training the generative prior on %d public images (pseudo-labels per class %s), cached at %s.",
@@ -273,8 +276,9 @@ def provision_generator(
         with warnings.catch_warnings():  # the frozen target inside the system is in eval mode on purpose
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
-        cache.save(path, {k: v.detach().cpu() for k, v in generator.state_dict().items()})
-        return generator
+        state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+        cache.save(path, {"state_dict": state, "public_queries": len(images)})
+        return generator, float(len(images))
 
-    generator = cache.provision(path, create=train, load=load)[0]
-    return generator.cpu().eval().requires_grad_(False), queries
+    generator, queries = cache.provision(path, create=train, load=load)[0]
+    return generator.cpu().eval().requires_grad_(False), {"inversion/public_queries": queries}
