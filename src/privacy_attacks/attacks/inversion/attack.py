@@ -51,7 +51,7 @@ from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
-HPARAMS = ("loss", "prior")
+HPARAMS = ("loss", "prior", "gan.public")
 PRIORS = ("pixels", "gan")
 
 
