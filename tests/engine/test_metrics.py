@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
 
-from privacy_attacks.engine.metrics import nearest_distance, penultimate_features
+from privacy_attacks.engine.metrics import nearest_distance, nearest_ssim, penultimate_features
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.evaluator import AllConvNet
 
@@ -33,3 +35,22 @@ def test_penultimate_features_read_the_last_layers_input_whatever_the_architectu
     x = torch.rand(3, 1, 28, 28)
     assert penultimate_features(LeNet5())(x).shape == (3, 84)
     assert penultimate_features(AllConvNet())(x).shape == (3, 128 * 7 * 7)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 24, 30)])
+def test_nearest_ssim_is_torchmetrics_ssim_to_the_most_similar_image_of_the_class(shape):
+    torch.manual_seed(0)
+    preds, labels = torch.rand(6, *shape), torch.tensor([0, 1, 2, 0, 1, 2])
+    images, image_labels = torch.rand(300, *shape), torch.randint(0, 3, (300,))
+    images[:3] = preds[:3] * 0.9 + 0.05  # a near copy for some of them
+    image_labels[:3] = labels[:3]
+    expected = torch.stack(
+        [
+            structural_similarity_index_measure(
+                pred.expand_as(pool := images[image_labels == label]), pool, data_range=1.0, reduction="none"
+            ).max()
+            for pred, label in zip(preds, labels, strict=True)
+        ]
+    )
+    torch.testing.assert_close(nearest_ssim(preds, labels, images, image_labels, chunk=64), expected, atol=1e-5, rtol=0)
+    assert bool((expected[:3] > 0.9).all())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -29,16 +30,59 @@ def class_means(images: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     return torch.stack([images[labels == c].mean(dim=0) for c in range(num_classes)])
 
 
+# SSIM's window as torchmetrics' default: a Gaussian of σ = 1.5 over 11 pixels, the image reflected at its borders.
+SSIM_SIGMA, SSIM_WINDOW, SSIM_C1, SSIM_C2 = 1.5, 11, 0.01**2, 0.03**2
+
+
+def _ssim_window(size: int) -> Tensor:
+    """The Gaussian window as a banded (size, size + K - 1) matrix: row i weighs the reflected image's pixels
+    i .. i + K - 1, so that ``G_h @ x @ G_w.T`` is the 2-D window applied at every pixel."""
+    offsets = torch.arange(SSIM_WINDOW, dtype=torch.float32) - (SSIM_WINDOW - 1) / 2
+    gauss = torch.exp(-((offsets / SSIM_SIGMA) ** 2) / 2)
+    gauss = gauss / gauss.sum()
+    band = torch.zeros(size, size + SSIM_WINDOW - 1)
+    for i in range(size):
+        band[i, i : i + SSIM_WINDOW] = gauss
+    return band
+
+
+def _local_means(padded: Tensor, window: tuple[Tensor, Tensor]) -> Tensor:
+    """Gaussian-weighted local means of reflected images (B, C, H + K - 1, W + K - 1) -> (B, C, H, W)."""
+    rows, columns = window
+    return rows @ padded @ columns.T
+
+
 @torch.no_grad()
 def nearest_ssim(preds: Tensor, labels: Tensor, images: Tensor, image_labels: Tensor, chunk: int = 4096) -> Tensor:
-    """For each reconstruction, its SSIM to the most similar image of its class in ``images``: (N,)."""
+    """For each reconstruction (N, C, H, W), its SSIM (torchmetrics' definition, data range 1) to the most similar
+    image of its class in ``images`` (M, C, H, W): (N,). Exact and fast enough for thousands of reconstructions: each
+    class's local means and second moments are computed once, each pair needs only its cross moment, and the 11 x 11
+    Gaussian window is applied as two banded matrix products."""
+    preds, images = preds.float(), images.float()
+    pad = (SSIM_WINDOW - 1) // 2
+    window = _ssim_window(preds.shape[2]), _ssim_window(preds.shape[3])
     best = torch.full((len(preds),), -1.0)
-    for i, (pred, label) in enumerate(zip(preds, labels.tolist())):
-        pool = images[image_labels == label]
-        for start in range(0, len(pool), chunk):
-            part = pool[start : start + chunk]
-            ssim = structural_similarity_index_measure(pred.expand_as(part), part, data_range=1.0, reduction="none")
-            best[i] = max(best[i].item(), ssim.max().item())
+
+    def reflected(x: Tensor) -> Tensor:
+        return F.pad(x, (pad, pad, pad, pad), mode="reflect")
+
+    for label in labels.unique().tolist():
+        pool = reflected(images[image_labels == label])
+        if len(pool) == 0:
+            continue
+        mu_pool = _local_means(pool, window)
+        var_pool = (_local_means(pool * pool, window) - mu_pool**2).clamp_min(0)
+        for i in (labels == label).nonzero().flatten().tolist():
+            x = reflected(preds[i : i + 1])
+            mu_x = _local_means(x, window)
+            var_x = (_local_means(x * x, window) - mu_x**2).clamp_min(0)
+            for start in range(0, len(pool), chunk):
+                mu_y, var_y = mu_pool[start : start + chunk], var_pool[start : start + chunk]
+                cov = _local_means(x * pool[start : start + chunk], window) - mu_x * mu_y
+                ssim = ((2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+                    (mu_x**2 + mu_y**2 + SSIM_C1) * (var_x + var_y + SSIM_C2)
+                )
+                best[i] = max(best[i].item(), ssim.flatten(1).mean(dim=1).max().item())
     return best
 
 
