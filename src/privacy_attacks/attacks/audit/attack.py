@@ -123,8 +123,9 @@ def image_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor
 
 def dirac_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
     """Dirac canaries scored by what the auditor observed while the target trained (``target.recorded``,
-    :meth:`~.dirac.DiracCanaries.record`): (scores (m,), coins (m,) bool, coordinates (m,), extra metrics)."""
-    validate(cfg)
+    :meth:`~.dirac.DiracCanaries.record`): (scores (m,), coins (m,) bool, coordinates (m,), extra metrics).
+    :func:`check_dirac` (part of :func:`validate`) gives the network's parameter count the coordinates are drawn
+    from."""
     recorded = target.recorded
     coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
     recorded_coordinates = recorded.get("coordinates", coordinates)  # (the key holds their digest too)
