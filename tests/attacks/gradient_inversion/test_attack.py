@@ -33,7 +33,8 @@ def test_a_client_keeps_the_restart_with_the_lowest_matching_loss_not_the_one_ne
     # lowest loss as a batch. The client must return restart 1's images and labels, whole: not the truth (a choice
     # by distance to it), not restart 2 (by one image's loss), not a mix of restarts (per image), not restart 0
     # (the first) or 2 (the last).
-    cfg = compose_attack(["attack=gradient_inversion", "method=dlg", "batch_size=2", "steps=1", "restarts=3"])
+    overrides = ["method=dlg", "batch_size=2", "steps=1", "restarts=3", "separate_restarts=false"]
+    cfg = compose_attack(["attack=gradient_inversion", *overrides])
     images, labels = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([4, 1])
     noise = torch.rand(2, 2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     planted = torch.stack([images, noise[0], noise[1]])  # (R, B, 1, 28, 28)
@@ -68,6 +69,44 @@ def test_a_clients_restarts_differ_and_it_returns_one_of_them_whole(compose_atta
     assert sum(returned == {image.numpy().tobytes() for image in restart} for restart in candidates) == 1
 
 
+def test_separate_restarts_are_problems_of_their_own_and_the_first_is_the_single_restart_job(
+    compose_attack, monkeypatch
+):
+    # L-BFGS methods optimise each restart alone (its own optimiser, history and step): three restarts are three
+    # single-restart fits; restart 0 is bit for bit what restarts=1 gives, the others start elsewhere; the client
+    # keeps the restart of the lowest gradient distance, whole.
+    modules, real_fit = [], gradient_inversion.fit_reconstruction
+
+    def spy_fit(module, *args, **kwargs):
+        modules.append(module)
+        return real_fit(module, *args, **kwargs)
+
+    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
+    model, images, labels = _model(), torch.rand(2, 1, 28, 28), torch.tensor([4, 1])
+    base = ["attack=gradient_inversion", "method=dlg", "batch_size=2", "steps=4"]
+    single = gradient_inversion.attack_batch(compose_attack([*base, "restarts=1"]), model, images, labels, seed=3)
+    assert len(modules) == 1
+    cfg = compose_attack([*base, "restarts=3"])
+    assert cfg.separate_restarts is True
+    three = gradient_inversion.fit_restarts(cfg, model, *_client_gradient(model, images, labels), seed=3)
+    assert len(modules) == 4 and all(m.hparams.restarts == 1 for m in modules[1:])
+    candidates, losses, predicted = three
+    assert candidates.shape == (3, 2, 1, 28, 28) and losses.shape == (3, 2) and predicted.shape == (3, 2)
+    assert torch.equal(modules[1].all_reconstructions()[0][0], modules[0].all_reconstructions()[0][0])
+    assert not torch.equal(candidates[0], candidates[1]) and not torch.equal(candidates[1], candidates[2])
+    result = gradient_inversion.attack_batch(cfg, model, images, labels, seed=3)
+    best = int(losses.sum(dim=1).argmin())
+    assert _pairs(result.images, result.labels) == _pairs(candidates[best], predicted[best])
+    if best == 0:
+        assert _pairs(result.images, result.labels) == _pairs(single.images, single.labels)
+
+
+def _client_gradient(model, images, labels):
+    """The shared gradient of a client holding ``images``/``labels`` and DLG's recovered labels (None)."""
+    _, gradient = gradient_inversion.SimulatedClient(model, images, labels).gradients()
+    return gradient, None
+
+
 def test_headline_sweep_composes(compose_attack):
     cfg = compose_attack(["attack=gradient_inversion", "method=ig", "batch_size=4"])
     assert cfg.steps == cfg.methods.ig.steps and cfg.optimizer == "adam" and cfg.batch_size == 4
@@ -85,6 +124,7 @@ def test_headline_sweep_composes(compose_attack):
         (["shared_model=resnet"], "lenet5_sigmoid, target"),
         (["steps=0"], "steps"),
         (["private_set=train"], "report, tune"),
+        (["separate_restarts=maybe"], "separate_restarts"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message):

@@ -82,7 +82,7 @@ def test_dlg_dummy_labels_come_from_the_attackers_seed_not_the_global_rng(compos
     def dummy_labels(attack_seed: int, client: int, global_seed: int) -> torch.Tensor:
         torch.manual_seed(global_seed)  # whatever the global RNG holds (the target's training left it anywhere)
         seed = derive_seed(attack_seed, "client", client)  # as the attack seeds each client
-        return build_module(cfg, model, gradient, None, seed).objective.soft_labels.detach().clone()
+        return build_module(cfg, model, gradient, None, seed, cfg.restarts).objective.soft_labels.detach().clone()
 
     labels = dummy_labels(0, 0, global_seed=0)
     assert labels.shape == (2, 2, 10)

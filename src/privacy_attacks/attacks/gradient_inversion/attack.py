@@ -54,7 +54,7 @@ from privacy_attacks.engine.module import (
     fit_reconstruction,
     validate_engine_config,
 )
-from privacy_attacks.errors import ConfigError, require_choice, require_int
+from privacy_attacks.errors import ConfigError, require_bool, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
@@ -63,7 +63,16 @@ from privacy_attacks.training import check_network
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
-HPARAMS = ("method", "batch_size", "num_batches", "shared_model", "model_state", "private_set", "private_seed")
+HPARAMS = (
+    "method",
+    "batch_size",
+    "num_batches",
+    "shared_model",
+    "model_state",
+    "private_set",
+    "private_seed",
+    "separate_restarts",
+)
 MODEL_STATES = ("init", "trained")
 THREATS = ("honest_server", "malicious_server")
 # An image counts as recovered at or above this PSNR (dB): recon/recovered_fraction.
@@ -88,6 +97,7 @@ def validate(cfg: DictConfig) -> None:
         require_int(method.bins, f"methods.{cfg.method}.bins")
     for key in ("batch_size", "num_batches", "private_pool"):
         require_int(cfg[key], key)
+    require_bool(cfg.separate_restarts, "separate_restarts")
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
@@ -152,11 +162,11 @@ class BatchResult:
 
 
 def build_module(
-    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int
+    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int, restarts: int
 ) -> ReconstructionModule:
-    """The engine with the method's gradient-matching objective; ``labels`` None: DLG's optimised soft labels.
-    ``seed`` (the attacker's, for this client) draws the dummy images (role ``init``) and DLG's soft labels
-    (role ``labels``)."""
+    """The engine with the method's gradient-matching objective and ``restarts`` dummy batches optimised together;
+    ``labels`` None: DLG's optimised soft labels. ``seed`` (the attacker's, for this client) draws the dummy images
+    (role ``init``) and DLG's soft labels (role ``labels``)."""
     method = cfg.methods[cfg.method]
     shape = image_shape(cfg)
     engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
@@ -166,7 +176,7 @@ def build_module(
         cfg.batch_size,
         instantiate(method.distance),
         labels=labels,
-        restarts=cfg.restarts,
+        restarts=restarts,
         num_classes=int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[-1]),
         seed=seed,
         image_shape=shape,
@@ -178,6 +188,7 @@ def build_module(
         signed_gradients=bool(method.signed_gradients),
         scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
         log_prefix="recon",
+        restarts=restarts,
         **engine_options,
     )
 
@@ -207,15 +218,40 @@ def attack_batch(
         seconds = time.perf_counter() - start
         unknown = torch.full((cfg.batch_size,), UNKNOWN_LABEL)  # a label multiset, not one per image: none claimed
         return BatchResult(reconstructions[order], unknown, seconds, gradient_cosine(raw, gradient))
-    module = build_module(cfg, model, gradient, recovered, seed)
-    fit_reconstruction(module, cfg.trainer, logger=logger)
+    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger)
     seconds = time.perf_counter() - start
-    candidates, losses = module.all_reconstructions()  # (R, B, ...), (R, B)
-    best = int(losses.sum(dim=1).argmin())  # a restart is one batch: keep the best batch as a whole
-    reconstructions = candidates[best].cpu()
-    predicted = module.objective.predicted_labels().view(cfg.restarts, cfg.batch_size)[best].cpu()
+    distances = losses.sum(dim=1)  # each restart's gradient distance (its images' losses sum to it)
+    best = int(distances.argmin())  # a restart is one batch: keep the best batch as a whole
+    log.debug("restarts' gradient distances %s: restart %d kept", distances.tolist(), best)
+    reconstructions, predicted = candidates[best].cpu(), predicted[best].cpu()
     order = best_assignment(reconstructions, images)
     return BatchResult(reconstructions[order], predicted[order], seconds, gradient_cosine(raw, gradient))
+
+
+def fit_restarts(
+    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int, logger: Any = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Optimise ``cfg.restarts`` dummy batches against one client's gradient: the best iterate of each restart,
+    (R, B, C, H, W), its per-image losses (R, B) and its labels (R, B).
+
+    ``separate_restarts`` false: the restarts are one vectorised problem (one optimiser over all of them; right for
+    Adam, whose steps are per coordinate). True: each restart is its own problem with its own optimiser, as
+    L-BFGS needs (one L-BFGS over all restarts keeps one history and one step size for them all, mixing their
+    curvature); restart 0 draws from ``seed`` as a single-restart job does, restart r from ``(seed, "restart", r)``.
+    Only the first problem's curves are logged."""
+    if not cfg.separate_restarts or cfg.restarts == 1:
+        problems = [(seed, cfg.restarts)]
+    else:
+        problems = [(seed if r == 0 else derive_seed(seed, "restart", r), 1) for r in range(cfg.restarts)]
+    candidates, losses, predicted = [], [], []
+    for index, (problem_seed, restarts) in enumerate(problems):
+        module = build_module(cfg, model, gradient, labels, problem_seed, restarts)
+        fit_reconstruction(module, cfg.trainer, logger=logger if index == 0 else False)
+        images, image_losses = module.all_reconstructions()  # (R, B, ...), (R, B)
+        candidates.append(images)
+        losses.append(image_losses)
+        predicted.append(module.objective.predicted_labels().view(restarts, cfg.batch_size))
+    return torch.cat(candidates), torch.cat(losses), torch.cat(predicted)
 
 
 def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
