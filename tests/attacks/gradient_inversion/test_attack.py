@@ -107,6 +107,19 @@ def _client_gradient(model, images, labels):
     return gradient, None
 
 
+@pytest.mark.mnist
+def test_bias_counts_read_the_models_mean_output_on_the_attackers_images_only_where_they_count(compose_attack):
+    cfg = compose_attack(["attack=gradient_inversion", "method=idlg", "batch_size=4", "label_public_images=50"])
+    model = _model()
+    mean = gradient_inversion.public_mean_probabilities(cfg, model)
+    public = gradient_inversion.attacker_training_images(cfg.data)[:50].float()
+    assert torch.allclose(mean, model(public).softmax(dim=-1).mean(dim=0), atol=1e-6)
+    assert float(mean.sum()) == pytest.approx(1.0, abs=1e-5)
+    for overrides in (["batch_size=1"], ["label_recovery=row_signs"], ["method=dlg", "batch_size=4"]):
+        other = compose_attack(["attack=gradient_inversion", "method=idlg", *overrides])
+        assert gradient_inversion.public_mean_probabilities(other, model) is None
+
+
 def test_headline_sweep_composes(compose_attack):
     cfg = compose_attack(["attack=gradient_inversion", "method=ig", "batch_size=4"])
     assert cfg.steps == cfg.methods.ig.steps and cfg.optimizer == "adam" and cfg.batch_size == 4
@@ -125,6 +138,8 @@ def test_headline_sweep_composes(compose_attack):
         (["steps=0"], "steps"),
         (["private_set=train"], "report, tune"),
         (["separate_restarts=maybe"], "separate_restarts"),
+        (["label_recovery=guess"], "bias_counts, row_signs"),
+        (["label_public_images=0"], "label_public_images"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(compose_attack, overrides, message):

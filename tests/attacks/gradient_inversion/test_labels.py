@@ -1,4 +1,5 @@
-"""Analytic label recovery from the last layer's gradient (iDLG and its batch extension), and DLG's dummy labels."""
+"""Analytic label recovery from the last layer's gradient (iDLG, its batch extension, the bias counts), and DLG's dummy
+labels."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from privacy_attacks.attacks.gradient_inversion.attack import build_module, last_linear
 from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
-from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
+from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
 from privacy_attacks.seeding import derive_seed
@@ -89,3 +90,35 @@ def test_dlg_dummy_labels_come_from_the_attackers_seed_not_the_global_rng(compos
     assert torch.equal(labels, dummy_labels(0, 0, global_seed=1234))
     assert not torch.equal(labels, dummy_labels(1, 0, global_seed=0))  # another attacker seed
     assert not torch.equal(labels, dummy_labels(0, 1, global_seed=0))  # another client
+
+
+@pytest.mark.parametrize("labels", [[3, 3, 7, 1], [6, 6, 6, 6], [0] * 5 + [1] * 3 + [2, 2, 4, 4, 4, 7, 7, 9]])
+def test_bias_counts_are_exact_where_every_image_has_the_mean_output(labels):
+    # dL/db = p - counts / B when every output is p: n_c = B (p_c - dL/db_c) recovers each count, repeats included.
+    batch, classes = len(labels), 10
+    p = torch.softmax(torch.randn(classes, generator=torch.Generator().manual_seed(batch)), dim=0)
+    bias = p - torch.bincount(torch.tensor(labels), minlength=classes).float() / batch
+    assert recover_label_counts(bias, batch, p).tolist() == sorted(labels)
+
+
+def test_bias_counts_always_give_batch_size_labels_even_from_a_wrong_mean():
+    bias = torch.tensor([0.3, -0.5, 0.1, 0.1])
+    for wrong in (torch.zeros(4), torch.ones(4), torch.tensor([0.9, 0.0, 0.05, 0.05])):
+        recovered = recover_label_counts(bias, 6, wrong)
+        assert len(recovered) == 6 and bool((recovered >= 0).all() and (recovered < 4).all())
+
+
+def test_bias_counts_recover_repeated_labels_of_an_untrained_network_the_row_signs_miss():
+    # An untrained sigmoid LeNet's outputs vary little between inputs: its mean output on other images (the
+    # attacker's) counts a batch of 16 with repeated labels exactly, where the row-sign rule (equal means assumed)
+    # does not.
+    model = _model()
+    generator = torch.Generator().manual_seed(0)
+    public = torch.rand(256, 1, 28, 28, generator=generator)
+    with torch.no_grad():
+        mean = model(public).softmax(dim=-1).mean(dim=0)
+    labels = torch.tensor([0, 0, 0, 3, 3, 7, 7, 7, 7, 1, 2, 5, 5, 8, 9, 9])
+    gradient = SimulatedClient(model, torch.rand(16, 1, 28, 28, generator=generator), labels).shared_gradient()
+    weight, bias = last_linear(model, gradient)
+    assert recover_label_counts(bias, 16, mean).tolist() == sorted(labels.tolist())
+    assert recover_labels(weight, 16, bias).tolist() != sorted(labels.tolist())

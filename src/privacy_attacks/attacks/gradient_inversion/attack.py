@@ -40,7 +40,7 @@ from privacy_attacks.attacks.gradient_inversion.imprint import (
     brightness_thresholds,
     recover_from_imprint,
 )
-from privacy_attacks.attacks.gradient_inversion.labels import recover_labels
+from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
 from privacy_attacks.data.identity import attacker_training_images, data_shape
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
@@ -72,8 +72,10 @@ HPARAMS = (
     "private_set",
     "private_seed",
     "separate_restarts",
+    "label_recovery",
 )
 MODEL_STATES = ("init", "trained")
+LABEL_RECOVERIES = ("bias_counts", "row_signs")
 THREATS = ("honest_server", "malicious_server")
 # An image counts as recovered at or above this PSNR (dB): recon/recovered_fraction.
 RECOVERED_PSNR = 30.0
@@ -98,6 +100,8 @@ def validate(cfg: DictConfig) -> None:
     for key in ("batch_size", "num_batches", "private_pool"):
         require_int(cfg[key], key)
     require_bool(cfg.separate_restarts, "separate_restarts")
+    require_choice(cfg.label_recovery, LABEL_RECOVERIES, "label_recovery")
+    require_int(cfg.label_public_images, "label_public_images")
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
@@ -201,16 +205,21 @@ def attack_batch(
     seed: int,
     logger: Any = False,
     defense: Any = None,
+    mean_probabilities: Tensor | None = None,
 ) -> BatchResult:
     """Simulate one client holding ``images`` (B, C, H, W) / ``labels`` (B,) and invert its shared gradient
-    (passed through the client's ``defense``, if any)."""
+    (passed through the client's ``defense``, if any). ``mean_probabilities`` (C,): the shared model's mean output on
+    the attacker's images (:func:`public_mean_probabilities`), for ``label_recovery=bias_counts``."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
     raw, gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).gradients()
     recovered = None
     if cfg.methods[cfg.method].recover_labels:
         weight, bias = last_linear(model, gradient)
-        recovered = recover_labels(weight, cfg.batch_size, bias)
+        if cfg.batch_size > 1 and bias is not None and mean_probabilities is not None:
+            recovered = recover_label_counts(bias, cfg.batch_size, mean_probabilities)
+        else:  # one image (iDLG's exact rule), or no bias / no estimate of the mean output
+            recovered = recover_labels(weight, cfg.batch_size, bias)
     if isinstance(model, ImprintedModel):  # the malicious server reads the images off its imprint block
         weight, bias = model.imprint_gradients(gradient)
         reconstructions = recover_from_imprint(weight, bias, cfg.batch_size, image_shape(cfg)).cpu()
@@ -254,6 +263,20 @@ def fit_restarts(
     return torch.cat(candidates), torch.cat(losses), torch.cat(predicted)
 
 
+def public_mean_probabilities(cfg: DictConfig, model: nn.Module) -> Tensor | None:
+    """p̄ (C,): the shared model's softmax averaged over the first ``label_public_images`` of the attacker's own
+    images (:func:`~privacy_attacks.data.identity.attacker_training_images`, never a private one), which
+    ``label_recovery=bias_counts`` needs to count repeated labels; None where labels are not recovered that way."""
+    method = cfg.methods[cfg.method]
+    if not method.recover_labels or cfg.label_recovery != "bias_counts" or cfg.batch_size == 1:
+        return None
+    device = next(model.parameters()).device
+    public = attacker_training_images(cfg.data)[: cfg.label_public_images].float()
+    with torch.no_grad():
+        probabilities = torch.cat([model(chunk.to(device)).softmax(dim=-1) for chunk in public.split(500)])
+    return probabilities.mean(dim=0)
+
+
 def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
     """Cosine similarity of the shared gradient with the client's raw one, all tensors flattened into one vector:
     how much of the update a defended client still gives the federation (1: all of it)."""
@@ -273,13 +296,16 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     pool, pool_labels = private_pool(cfg)
     loggers = build_loggers(cfg)
     defense = defense_from_config(cfg, "client")  # one client defence for every client: its noise draws continue
+    mean_probabilities = public_mean_probabilities(cfg, model)
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
         # The first client's optimisation curves go to TensorBoard (one curve per job).
         seed = derive_seed(cfg.seed, "client", k)  # the attacker's randomness for this client
         logger = loggers if k == 0 else False
-        results.append(attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, logger, defense))
+        results.append(
+            attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, logger, defense, mean_probabilities)
+        )
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)
     count = cfg.num_batches * cfg.batch_size
     originals, original_labels = pool[:count], pool_labels[:count]
