@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -27,6 +29,31 @@ def test_online_lira_puts_each_evaluation_image_in_half_the_shadow_models(contex
     monkeypatch.setattr(lira, "provision_shadow_models", spy_provision)
     LiRA(num_shadows=4, online=True)(context)
     assert (masks[0].sum(dim=0) == 2).all()  # IN for exactly 2 of 4 models, membership never used
+
+
+def test_online_lira_on_many_nonmembers_trains_each_model_on_a_target_sized_subset_of_the_evaluation_images(
+    context, monkeypatch
+):
+    # 20 evaluation images, models of 4 images (the target's size): more than twice that, so each model trains on 4
+    # evaluation images alone (none of the attacker's), every image IN for exactly 2 of 10 models (groups of 5
+    # disjoint subsets), and the attack scores every evaluation image.
+    seen = []
+    real_provision = provision_shadow_models
+
+    def spy_provision(recipe, images, labels, train_indices, *args):
+        shadows, cached = real_provision(recipe, images, labels, train_indices, *args)
+        seen.append((images, train_indices, shadows.in_mask))
+        return shadows, cached
+
+    monkeypatch.setattr(lira, "provision_shadow_models", spy_provision)
+    small = dataclasses.replace(context, train_size=4)
+    attack = LiRA(num_shadows=10, online=True)
+    attack.check_sizes(4, N_EVAL, 0)  # needs none of the attacker's images
+    output = attack(small)
+    images, train_indices, in_mask = seen[0]
+    assert torch.equal(images, context.eval_images) and train_indices.shape == (10, 4)
+    assert (in_mask.sum(dim=0) == 2).all() and (in_mask.sum(dim=1) == 4).all()
+    assert output.scores.shape == (N_EVAL,) and torch.isfinite(output.scores).all()
 
 
 def test_gaussian_log_pdf_matches_scipy():

@@ -90,3 +90,14 @@ def test_online_rmia_needs_population_the_reference_models_add(context):
     attack.check_sizes(TRAIN_SIZE + 5, N_EVAL, N_ATTACKER)
     output = attack(bigger)
     assert output.scores.shape == (N_EVAL,) and "rmia/a" not in output.info
+
+
+def test_online_rmia_on_many_nonmembers_takes_its_population_from_the_attackers_images(context):
+    # Models of 4 images from 20 evaluation images: trained on evaluation images alone, so the population is the
+    # attacker's first images (OUT for every model), as many as the attacker holds.
+    attack = RMIA(num_ref_models=4, online=True, num_population=N_ATTACKER)
+    attack.check_sizes(4, N_EVAL, N_ATTACKER)
+    with pytest.raises(ConfigError, match="num_population"):
+        RMIA(num_ref_models=4, online=True, num_population=N_ATTACKER + 1).check_sizes(4, N_EVAL, N_ATTACKER)
+    output = attack(dataclasses.replace(context, train_size=4))
+    assert output.scores.shape == (N_EVAL,) and output.info["rmia/num_population"] == N_ATTACKER

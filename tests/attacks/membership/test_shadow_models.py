@@ -8,6 +8,7 @@ import torch
 
 from privacy_attacks.attacks.membership.shadow_models import (
     balanced_in_masks,
+    partition_in_masks,
     provision_shadow_models,
     subset_indices,
     train_shadow_models,
@@ -203,3 +204,19 @@ def test_no_attacker_model_starts_from_the_weights_the_targets_fit_started_from(
     for _, weights in started:
         assert weights.keys() == target.keys()
         assert not any(torch.equal(weights[name], target[name]) for name in target)
+
+
+@pytest.mark.parametrize(("population", "subset", "models"), [(5500, 1000, 64), (20, 4, 10), (21, 4, 7)])
+def test_partition_masks_give_every_model_a_target_sized_subset_and_every_image_about_its_share(
+    population, subset, models
+):
+    masks = partition_in_masks(population, subset, models, torch.Generator().manual_seed(0))
+    assert masks.shape == (models, population) and (masks.sum(dim=1) == subset).all()
+    groups = population // subset
+    for start in range(0, models - groups + 1, groups):  # each full group: disjoint subsets
+        assert (masks[start : start + groups].sum(dim=0) <= 1).all()
+    share = models * subset / population
+    counts = masks.sum(dim=0).double()
+    assert abs(float(counts.mean()) - share) < 1e-9 and int(counts.max()) <= -(-models // groups)
+    again = partition_in_masks(population, subset, models, torch.Generator().manual_seed(0))
+    assert torch.equal(masks, again)

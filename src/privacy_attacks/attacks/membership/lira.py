@@ -8,7 +8,10 @@ scores the target's phi(x):
 - ``online``: log N(phi; mu_in, sigma_in^2) - log N(phi; mu_out, sigma_out^2), a likelihood
   ratio; shadow models train on random halves of the evaluation images (plus the attacker's own
   images to reach the target's training-set size), so every evaluation image has
-  ``num_shadows / 2`` IN and as many OUT models. The attack never sees membership labels;
+  ``num_shadows / 2`` IN and as many OUT models. An evaluation set of more than twice the target's training-set
+  size (thousands of non-members) gives each shadow model a random target-sized subset of it instead, every image
+  IN for about ``num_shadows · train_size / N`` models (:func:`~.shadow_models.partition_in_masks`). The attack
+  never sees membership labels;
 - ``offline``: shadow models train on the attacker's own images only (all evaluation images are
   OUT), score Pr[Z < phi], Z ~ N(mu_out, sigma_out^2) (a one-sided test; reported as
   its z-score (phi - mu_out) / sigma_out, which ranks images the same);
@@ -30,7 +33,13 @@ from privacy_attacks.seeding import generator
 
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .scores import logit_confidence
-from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
+from .shadow_models import (
+    ShadowModels,
+    balanced_in_masks,
+    partition_in_masks,
+    provision_shadow_models,
+    subset_indices,
+)
 from .shokri import check_shadow_count, offline_shadow_models, shadow_seeds
 
 
@@ -53,21 +62,24 @@ def masked_mean_std(values: Tensor, mask: Tensor, fixed_variance: bool) -> tuple
     return mean, std.clamp_min(1e-6)
 
 
+def online_subsets(train_size: int, eval_size: int) -> bool:
+    """True where online shadow models train on target-sized subsets of the evaluation images alone (an evaluation
+    set of more than 2 x ``train_size`` images); False where they train on halves of it topped up with the
+    attacker's own images."""
+    return eval_size // 2 > train_size
+
+
 def check_online_sizes(train_size: int, eval_size: int, attacker_size: int) -> None:
     """:class:`ConfigError` when online shadow models (half of the evaluation images each, topped up with the
-    attacker's own images to ``train_size``) cannot be drawn: an odd evaluation set has no halves, and one of more
-    than 2 x train_size images (many ``eval_nonmembers``) does not fit a shadow model's training set."""
+    attacker's own images to ``train_size``) cannot be drawn: an odd evaluation set has no halves, and the top-up
+    needs 2 x (train_size - eval_size / 2) of the attacker's images. An evaluation set of more than 2 x train_size
+    images needs neither: each model trains on a train_size subset of it (:func:`online_subsets`)."""
+    if online_subsets(train_size, eval_size):
+        return
     if eval_size % 2:
         raise ConfigError(
             f"online LiRA and RMIA train each shadow model on exactly half of the evaluation images, and "
             f"{eval_size} (eval_members + eval_nonmembers) has no halves: make eval_members + eval_nonmembers even."
-        )
-    if train_size < eval_size // 2:
-        raise ConfigError(
-            f"online LiRA and RMIA train each shadow model on half of the {eval_size} evaluation images, more than "
-            f"shadow_train_size={train_size}: lower eval_members or eval_nonmembers (to at most "
-            f"{2 * train_size} evaluation images), or use an offline method (lira_offline, rmia_offline, loss), "
-            "whose models never train on evaluation images."
         )
     needed = 2 * (train_size - eval_size // 2)
     if attacker_size < needed:
@@ -78,16 +90,21 @@ def check_online_sizes(train_size: int, eval_size: int, attacker_size: int) -> N
 
 def online_shadow_models(context: AttackContext, num_shadows: int) -> tuple[ShadowModels, int]:
     """Online shadow models: each trains on a random half of the evaluation images and of the attacker's first
-    2 x (train_size - N/2) images (balanced: every image IN for half the models). Returns them and N, the number of
-    evaluation images (the first N columns of their ``in_mask``). Cached on disk; online RMIA shares them."""
+    2 x (train_size - N/2) images (balanced: every image IN for half the models); where N > 2 x train_size, on a
+    random train_size subset of the N evaluation images alone (:func:`partition_in_masks`). Returns them and N, the
+    number of evaluation images (the first N columns of their ``in_mask``). Cached on disk; online RMIA shares them."""
     masks_generator = generator(context.seed, "shadow_masks", "online")
     n_eval = len(context.eval_images)
-    extra = context.train_size - n_eval // 2
-    eval_masks = balanced_in_masks(n_eval, num_shadows, masks_generator)
-    extra_masks = balanced_in_masks(2 * extra, num_shadows, masks_generator)
-    masks = torch.cat([eval_masks, extra_masks], dim=1)
-    images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
-    labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
+    if online_subsets(context.train_size, n_eval):
+        masks = partition_in_masks(n_eval, context.train_size, num_shadows, masks_generator)
+        images, labels = context.eval_images, context.eval_labels
+    else:
+        extra = context.train_size - n_eval // 2
+        eval_masks = balanced_in_masks(n_eval, num_shadows, masks_generator)
+        extra_masks = balanced_in_masks(2 * extra, num_shadows, masks_generator)
+        masks = torch.cat([eval_masks, extra_masks], dim=1)
+        images = torch.cat([context.eval_images, context.attacker_images[: 2 * extra]])
+        labels = torch.cat([context.eval_labels, context.attacker_labels[: 2 * extra]])
     shadows, _ = provision_shadow_models(
         context.recipe,
         images,

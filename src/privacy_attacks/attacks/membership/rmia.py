@@ -28,7 +28,7 @@ from torch import Tensor
 from privacy_attacks.errors import ConfigError, require_int, require_positive
 
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
-from .lira import check_online_sizes, online_shadow_models
+from .lira import check_online_sizes, online_shadow_models, online_subsets
 from .metrics import mann_whitney_auc
 from .shadow_models import ShadowModels
 from .shokri import check_shadow_count, offline_shadow_models
@@ -130,7 +130,10 @@ class RMIA(MembershipAttack):
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
         """:class:`ConfigError` when the reference models or the population cannot be drawn from the attacker's data."""
-        if self.online:
+        if self.online and online_subsets(train_size, eval_size):
+            available = attacker_size
+            where = "the attacker's images"
+        elif self.online:
             check_online_sizes(train_size, eval_size, attacker_size)
             available = 2 * (train_size - eval_size // 2)
             where = "the images the online reference models add to the evaluation images"
@@ -153,7 +156,9 @@ class RMIA(MembershipAttack):
     def __call__(self, context: AttackContext) -> AttackOutput:
         if self.online:
             shadows, _ = online_shadow_models(context, self.num_ref_models)  # online LiRA's models, shared
-            start = 0  # the population the models add to the evaluation images: IN for half of them, like x
+            # The population the models add to the evaluation images, IN for half of them like x; where they train
+            # on the evaluation images alone (many non-members), the attacker's first images, OUT for every model.
+            start = 0
         else:
             shadows = offline_shadow_models(context, self.num_ref_models)
             start = 2 * context.train_size  # beyond the models' training population: OUT for every model

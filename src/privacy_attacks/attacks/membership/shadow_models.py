@@ -100,6 +100,21 @@ def balanced_in_masks(population: int, num_models: int, generator: torch.Generat
     return torch.stack(masks)
 
 
+def partition_in_masks(population: int, subset_size: int, num_models: int, generator: torch.Generator) -> Tensor:
+    """Bool (S, P) masks of ``subset_size`` images each, for a population of more than twice that: models come in
+    groups of k = P // subset_size that split one random permutation into k disjoint subsets, so every image is IN
+    for about S / (P / subset_size) models and OUT for the rest (exactly S / k where k divides S and P)."""
+    per_group = population // subset_size
+    masks = []
+    while len(masks) < num_models:
+        order = torch.randperm(population, generator=generator)
+        for chunk in order[: per_group * subset_size].view(per_group, subset_size):
+            mask = torch.zeros(population, dtype=torch.bool)
+            mask[chunk] = True
+            masks.append(mask)
+    return torch.stack(masks[:num_models])
+
+
 def train_shadow_models(
     recipe: DictConfig,
     images: Tensor,
