@@ -6,7 +6,8 @@ Every prior has a ``weight`` and is off at weight 0 (the engine skips it). Three
   :class:`TotalVariation` (the lecture's ℓ_TV), :class:`PixelEnergy` (L2);
 - a *transform* changes the images before each forward pass of the objective (not the
   images themselves): :class:`Jitter` (random translation, Mordvintsev et al. 2015;
-  Olah et al. 2017, "Feature Visualization");
+  Olah et al. 2017, "Feature Visualization"), :class:`RandomAffine` (random rotation and scale, the augmentations of
+  DeepInversion, Yin et al. 2020, and Plug & Play attacks, Struppek et al. 2022);
 - a *projection* edits the images in place every ``every`` steps: :class:`GaussianBlur`
   (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization").
 """
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from privacy_attacks.errors import require_int
+from privacy_attacks.errors import ConfigError, require_int
 
 
 def total_variation(images: Tensor) -> Tensor:
@@ -103,6 +104,37 @@ class Jitter(Prior):
         batch = torch.arange(n, device=images.device)[:, None, None, None]
         channel = torch.arange(c, device=images.device)[None, :, None, None]
         return images[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class RandomAffine(Prior):
+    """Random rotation by up to ``weight`` degrees and rescaling by a factor in [1 − scale, 1 + scale] before each
+    forward pass, one draw per image (bilinear, black outside the image): a reconstruction must keep its class
+    under small rotations and size changes, as DeepInversion (Yin et al. 2020) and Plug & Play attacks (Struppek
+    et al. 2022) ask of theirs, so it transfers to models other than the target. Draws from the engine's generator.
+    """
+
+    def __init__(self, weight: float = 0.0, scale: float = 0.0):
+        super().__init__(weight)
+        if not 0 <= float(scale) < 1:
+            raise ConfigError(f"scale must be in [0, 1), got {scale}.")
+        self.scale = float(scale)
+        self.generator: torch.Generator | None = None
+
+    def use_generator(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def transform(self, images: Tensor) -> Tensor:
+        if self.generator is None:
+            raise RuntimeError("RandomAffine draws its transforms from its own generator: call use_generator() first.")
+        n = len(images)
+        angle, size = (2 * torch.rand(2, n, generator=self.generator, dtype=torch.float64) - 1).to(images.device)
+        angle = angle * math.radians(self.weight)
+        zoom = 1 / (1 + self.scale * size)  # sampling grid scaled by 1/s: the image scaled by s
+        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+        zeros = torch.zeros_like(cos)
+        theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+        grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class GaussianBlur(Prior):
