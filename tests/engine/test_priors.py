@@ -1,5 +1,5 @@
-"""The engine's priors: the lecture's total-variation prior ℓ_TV against a hand computation, jitter and the
-guess prior."""
+"""The engine's priors: the lecture's total-variation prior ℓ_TV against a hand computation, jitter, the random
+affine augmentation and the guess prior."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from privacy_attacks.engine import TotalVariation, total_variation
-from privacy_attacks.engine.priors import GuessDistance, Jitter
+from privacy_attacks.engine.priors import GuessDistance, Jitter, RandomAffine
+from privacy_attacks.errors import ConfigError
 
 
 def test_tv_matches_hand_computation():
@@ -51,3 +52,44 @@ def test_guess_prior_is_zero_at_the_guess_and_follows_the_restart_major_order():
     assert penalty.shape == (6,) and penalty[:3].abs().max() == 0
     torch.testing.assert_close(penalty[3:], guess.pow(2).flatten(1).mean(1))
     assert not GuessDistance(weight=0.0).active
+
+
+def _bar() -> torch.Tensor:
+    """A 28 x 28 image of a bright horizontal bar through the centre, (1, 1, 28, 28)."""
+    image = torch.zeros(1, 1, 28, 28)
+    image[0, 0, 13:15, 4:24] = 1.0
+    return image
+
+
+def test_random_affine_rotates_and_rescales_each_image_by_its_own_draw_within_its_range():
+    augment = RandomAffine(weight=30, scale=0.2)
+    augment.use_generator(torch.Generator().manual_seed(0))
+    images = _bar().expand(32, 1, 28, 28).clone().requires_grad_(True)
+    moved = augment.transform(images)
+    assert moved.shape == images.shape and len({m.sum().item() for m in moved}) > 20  # its own draw per image
+    rows = moved.detach()[:, 0].sum(dim=2)  # light per row: a rotated bar leaves rows 13-14
+    assert (rows[:, :10].sum(dim=1) > 0.1).any()  # some bars tilted off the centre rows
+    mass = moved.detach().sum(dim=(1, 2, 3)) / images.detach().sum(dim=(1, 2, 3))
+    assert bool((mass > 0.5).all() and (mass < 1.6).all())  # within (1 ± 0.2)² of the area, bilinear aside
+    moved.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0  # differentiable: the optimiser sees through it
+
+
+def test_random_affine_is_the_identity_without_rotation_or_rescaling_and_draws_only_from_its_generator():
+    images = torch.rand(4, 1, 28, 28)
+    still = RandomAffine(weight=1e-9, scale=0.0)
+    still.use_generator(torch.Generator().manual_seed(0))
+    torch.testing.assert_close(still.transform(images), images, atol=1e-5, rtol=0)
+    draws = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        augment = RandomAffine(weight=20, scale=0.1)
+        augment.use_generator(torch.Generator().manual_seed(7))
+        draws.append(augment.transform(images))
+    assert torch.equal(draws[0], draws[1])
+    assert not RandomAffine(0.0).active
+
+
+def test_random_affine_refuses_a_scale_outside_zero_to_one():
+    with pytest.raises(ConfigError, match="scale"):
+        RandomAffine(weight=10, scale=1.0)
