@@ -134,6 +134,8 @@ def train_shadow_models(
         train_indices: long (S, n), every model trains on n population images.
         seeds: (S,) model ``s``'s initial weights and batch order come from ``seeds[s]`` alone, so the
             stacked fit equals ``S`` independent fits (each a call with one row and one seed).
+        progress: a progress bar over the epochs where the output is a terminal (none in log files, e.g. under
+            the joblib launcher); False: never.
         device: where the models train (initial weights and batch orders are drawn on the CPU, so they do not
             depend on it); the returned weights stay there.
     """
@@ -162,7 +164,12 @@ def train_shadow_models(
         private.fit(params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress)
         params = {k: v.detach() for k, v in params.items()}
         return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
-    epochs = tqdm(range(int(recipe.max_epochs)), desc=f"{num_models} shadow models", disable=not progress, leave=False)
+    epochs = tqdm(
+        range(int(recipe.max_epochs)),
+        desc=f"{num_models} shadow models",
+        disable=None if progress else True,
+        leave=False,
+    )
     with seeded(seeds[0], "random_layers", *seeds):
         for _ in epochs:
             order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
@@ -230,7 +237,10 @@ class PrivateShadowTraining:
         draws = [generator(seed, "dp_batches") for seed in seeds]
         noises = [generator(seed, "dp_noise") for seed in seeds]
         for _ in tqdm(
-            range(self.epochs), desc=f"{num_models} private shadow models", disable=not progress, leave=False
+            range(self.epochs),
+            desc=f"{num_models} private shadow models",
+            disable=None if progress else True,
+            leave=False,
         ):
             for _ in range(self.steps_per_epoch):
                 masks = torch.stack([torch.rand(self.n, generator=g) < self.sample_rate for g in draws])  # (S, n)
