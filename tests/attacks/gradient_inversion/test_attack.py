@@ -25,6 +25,18 @@ def _pairs(images, labels) -> set[tuple[bytes, int]]:
     return {(image.numpy().tobytes(), int(label)) for image, label in zip(images, labels)}
 
 
+def _spy_on_fits(monkeypatch) -> list:
+    """The engine modules the attack fits, in order (the fits run as they would)."""
+    modules, real_fit = [], gradient_inversion.fit_reconstruction
+
+    def spy_fit(module, *args, **kwargs):
+        modules.append(module)
+        return real_fit(module, *args, **kwargs)
+
+    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
+    return modules
+
+
 def test_a_client_keeps_the_restart_with_the_lowest_matching_loss_not_the_one_nearest_the_truth(
     compose_attack, monkeypatch
 ):
@@ -54,13 +66,7 @@ def test_a_client_keeps_the_restart_with_the_lowest_matching_loss_not_the_one_ne
 
 def test_a_clients_restarts_differ_and_it_returns_one_of_them_whole(compose_attack, monkeypatch):
     cfg = compose_attack(["attack=gradient_inversion", "method=ig", "batch_size=2", "steps=5", "restarts=3"])
-    modules, real_fit = [], gradient_inversion.fit_reconstruction
-
-    def spy_fit(module, *args, **kwargs):
-        modules.append(module)
-        return real_fit(module, *args, **kwargs)
-
-    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
+    modules = _spy_on_fits(monkeypatch)
     model, images, labels = _model(), torch.rand(2, 1, 28, 28), torch.tensor([4, 1])
     result = gradient_inversion.attack_batch(cfg, model, images, labels, seed=0)
     candidates, _ = modules[0].all_reconstructions()  # (R, B, ...)
@@ -75,13 +81,7 @@ def test_separate_restarts_are_problems_of_their_own_and_the_first_is_the_single
     # L-BFGS methods optimise each restart alone (its own optimiser, history and step): three restarts are three
     # single-restart fits; restart 0 is bit for bit what restarts=1 gives, the others start elsewhere; the client
     # keeps the restart of the lowest gradient distance, whole.
-    modules, real_fit = [], gradient_inversion.fit_reconstruction
-
-    def spy_fit(module, *args, **kwargs):
-        modules.append(module)
-        return real_fit(module, *args, **kwargs)
-
-    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
+    modules = _spy_on_fits(monkeypatch)
     model, images, labels = _model(), torch.rand(2, 1, 28, 28), torch.tensor([4, 1])
     base = ["attack=gradient_inversion", "method=dlg", "batch_size=2", "steps=4"]
     single = gradient_inversion.attack_batch(compose_attack([*base, "restarts=1"]), model, images, labels, seed=3)
