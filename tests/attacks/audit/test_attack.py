@@ -34,7 +34,7 @@ LABELS = torch.arange(60_000) % 10  # the training set's labels, for draws that 
         (["guesses_in=600", "guesses_out=600"], "guesses_in \\+ guesses_out = 1200"),
         (["guesses_in=0", "guesses_out=0"], "guesses_in \\+ guesses_out = 0"),
         (["guesses_in=-1"], "guesses_in=-1"),
-        (["canary_kind=poisoned"], "mislabelled, clean, dirac"),
+        (["canary_kind=poisoned"], "mislabelled, clean, crafted, dirac"),
         (["canary_kind=dirac"], "set defense=dpsgd"),  # white-box canaries join DP-SGD's clipped sums
         (["canary_kind=dirac", "defense=grid/dpsgd_eps8", "canaries=70000"], "has 61706 trainable parameters"),
         (["observation=every_step"], "all_iterates, last_iterate"),

@@ -10,7 +10,7 @@ and reports its recipe's numbers (``target/test_acc``, and under ``defense=dpsgd
 
 1. :func:`~.canaries.draw_canaries`: ``canaries`` = m images of the configured dataset (``data=``) the recipe never
    trains on (mislabelled for ``canary_kind=mislabelled``: a wrong class among the data's), each IN with
-   probability ½ by the audit's seed;
+   probability ½ by the audit's seed (``canary_kind=crafted``: m images the auditor crafts, :mod:`.crafted`);
 2. :func:`~.canaries.provision_canary_target`: the target recipe trains once on its members + the IN canaries;
 3. every canary is scored on the trained model by ``score`` (a key of the membership scores, higher = IN; ``loss``:
    log-probability of the canary's label) with the canary's label;
@@ -34,16 +34,16 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from privacy_attacks import cache
+from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
 from privacy_attacks.attacks.membership.scores import SCORES
-from privacy_attacks.data.identity import data_source
-from privacy_attacks.errors import ConfigError, require_choice, require_int
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 from .bound import epsilon_lower_bound
-from .canaries import CANARY_KINDS, check_dirac, draw_canaries, nonmember_pool
+from .canaries import CANARY_KINDS, canaries_with_images, check_dirac, nonmember_pool
 from .dirac import DIRAC_SCORES, OBSERVATIONS, draw_dirac_canaries
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def validate(cfg: DictConfig, total: int | None = None) -> None:
     """:class:`ConfigError` before any work for a canary count that is not positive or larger than the images the
     target never trains on, guess counts that are negative, zero in all or more than the canaries, an unknown
     ``canary_kind``, ``score``, ``observation`` or ``dirac_score``, or a confidence or δ out of range; Dirac canaries
-    without DP-SGD or beyond the network's parameter count (:func:`~.canaries.check_dirac`). ``total``: the
+    without DP-SGD or beyond the network's parameter count (:func:`~.canaries.check_dirac`); crafted canaries with a
+    ``craft.pixels`` outside (0, 1], negative ``craft.steps`` or a ``craft.lr`` that is not positive. ``total``: the
     training set's size (None: the configured dataset's)."""
     require_int(cfg.canaries, "canaries")
     require_choice(cfg.canary_kind, CANARY_KINDS, "canary_kind")
@@ -76,6 +77,16 @@ def validate(cfg: DictConfig, total: int | None = None) -> None:
         raise ConfigError(f"audit_delta={delta!r} is not allowed: it must be a number in [0, 1).")
     if cfg.canary_kind == "dirac":
         check_dirac(cfg)
+        return
+    if cfg.canary_kind == "crafted":
+        craft = cfg.craft
+        for key in ("pixels", "density"):
+            value = craft[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value <= 1.0:
+                raise ConfigError(f"craft.{key}={value!r} is not allowed: it must be a fraction in (0, 1].")
+        require_int(craft.steps, "craft.steps", minimum=0)
+        require_positive(craft.lr, "craft.lr")
+        nonmember_pool(cfg, total)  # its images give the low-variance positions
         return
     pool = len(nonmember_pool(cfg, total))
     if cfg.canaries > pool:
@@ -106,11 +117,9 @@ def _log_probs(net: torch.nn.Module, images: Tensor, batch_size: int) -> Tensor:
 
 def image_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
     """Image canaries scored on the trained model: (scores (m,), coins (m,) bool, positions (m,), extra metrics)."""
-    data = data_source(cfg.data).load()  # the configured dataset's training images
-    images, labels = data.train_images, data.train_labels
-    validate(cfg, total=len(labels))
-    canaries = draw_canaries(cfg, labels)
-    log_probs = _log_probs(target.net, images[canaries.indices], int(cfg.data.eval_batch_size))
+    validate(cfg, total=training_set_size(cfg.data))
+    canaries, images = canaries_with_images(cfg)
+    log_probs = _log_probs(target.net, images, int(cfg.data.eval_batch_size))
     scores = SCORES[cfg.score](log_probs, canaries.labels)
     fits = log_probs.argmax(dim=-1) == canaries.labels  # the canary's own label predicted
     included = canaries.included
@@ -171,4 +180,5 @@ def hparams(cfg: DictConfig) -> dict[str, object]:
     """The run's hparams as logged with its final metrics."""
     keys = ("canaries", "canary_kind", "score", "observation", "dirac_score", "guesses_in", "guesses_out")
     keys = (*keys, "audit_delta", "confidence", "seed")
-    return {"target.members": cfg.target.members, **{key: cfg[key] for key in keys}}
+    craft = {f"craft.{key}": value for key, value in cfg.craft.items()}
+    return {"target.members": cfg.target.members, **{key: cfg[key] for key in keys}, **craft}

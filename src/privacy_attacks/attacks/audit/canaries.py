@@ -9,6 +9,10 @@ and the coins (``"canary_inclusion"``). The target recipe (with ``defense=dpsgd`
 its members plus the canaries that came up IN, and is cached like any target, keyed by its recipe and the content of
 those canaries.
 
+``canary_kind=crafted`` (:mod:`.crafted`): the canaries are images the auditor crafts, random patterns where its own
+images vary least, optimised against a reference model of its own to be confidently misclassified; they are crafted
+once and cached (``canaries-<hash>.pt``), and the target trains on the IN ones as on image canaries.
+
 ``canary_kind=dirac`` (white-box, :mod:`.dirac`): the canaries are gradients, not images; the target trains on its
 members alone under DP-SGD, the canaries inserted into each step's clipped sum, and what the auditor observed is
 cached with the weights.
@@ -21,22 +25,24 @@ from dataclasses import dataclass
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from privacy_attacks import cache
 from privacy_attacks.attacks.membership.attack import training_set_size
-from privacy_attacks.data.identity import data_shape, data_source
+from privacy_attacks.data.identity import data_identity, data_shape, data_source
 from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.defenses import DPSGD, defense_from_config, recipe_with_defense
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import run_device
-from privacy_attacks.seeding import generator
+from privacy_attacks.seeding import derive_seed, generator
 from privacy_attacks.targets import Target, provision_classifier
 
+from .crafted import craft_images, least_variance_mask, random_patterns
 from .dirac import DiracCanaries, draw_dirac_canaries
 
 log = logging.getLogger(__name__)
-CANARY_KINDS = ("mislabelled", "clean", "dirac")
+CANARY_KINDS = ("mislabelled", "clean", "crafted", "dirac")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,66 @@ def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
         canary_labels = (canary_labels + shift) % classes
     included = torch.rand(m, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
     return CanarySet(indices, canary_labels, included)
+
+
+def reference_recipe(cfg: DictConfig) -> DictConfig:
+    """The auditor's reference model for crafting canaries: the target's recipe (``cfg.target``, no defence) with a
+    seed of its own, derived from the audit's (``"canary_reference"``)."""
+    recipe = OmegaConf.create(OmegaConf.to_container(cfg.target, resolve=True))
+    recipe.seed = derive_seed(int(cfg.seed), "canary_reference") % 2**31
+    return recipe
+
+
+def crafted_canaries(cfg: DictConfig) -> tuple[CanarySet, Tensor]:
+    """The crafted canaries of ``cfg`` (:mod:`.crafted`; ``canaries``, ``craft``, ``seed``) and their images
+    (m, C, H, W), cached as ``canaries-<hash>.pt`` keyed by the settings (and, with ``craft.steps`` > 0, by the
+    auditor's reference model they were optimised against: :func:`reference_recipe`, trained and cached as
+    ``canary-reference-<hash>.pt``). Their ``indices`` are 0 … m − 1 (they are not images of the dataset)."""
+    m, craft = int(cfg.canaries), cfg.craft
+    data = data_source(cfg.data).load()  # the configured dataset's training images
+    _, declared = data_shape(cfg.data)
+    classes = declared if declared is not None else int(data.train_labels.max()) + 1
+    labels = torch.randint(0, classes, (m,), generator=generator(cfg.seed, "canary_labels"))
+    included = torch.rand(m, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
+    spec = {
+        "data": data_identity(cfg.data),
+        "split": {"val_size": int(cfg.data.val_size), "split_seed": int(cfg.data.split_seed)},
+        "members": int(cfg.target.members),
+        "seed": int(cfg.seed),
+        "canaries": m,
+        "classes": classes,
+        "craft": {key: craft[key] for key in ("pixels", "density", "steps", "lr")},
+    }
+    reference = None
+    if craft.steps > 0:
+        recipe, cache_dir = reference_recipe(cfg), cfg.paths.cache_dir
+        reference = provision_classifier(recipe, cfg.data, cfg.trainer, cache_dir, "canary-reference")
+        spec["reference"] = reference.checkpoint.name
+
+    def create(path):
+        mask = least_variance_mask(data.train_images[nonmember_pool(cfg, len(data.train_labels))], craft.pixels)
+        patterns = random_patterns(mask, m, int(cfg.seed), float(craft.density))
+        log.info("Crafting %d canaries on %d low-variance positions.", m, int(mask.sum()))
+        images = patterns
+        if reference is not None:
+            net = reference.net.to(run_device(cfg.trainer))
+            images = craft_images(net, patterns, labels, mask, int(craft.steps), float(craft.lr))
+        cache.save(path, {"images": images, "spec": spec})
+        return images
+
+    path = cache.cache_path(cfg.paths.cache_dir, "canaries", spec)
+    images = cache.provision(path, create=create, load=lambda path: cache.read(path)["images"])[0]
+    return CanarySet(torch.arange(m), labels, included), images
+
+
+def canaries_with_images(cfg: DictConfig) -> tuple[CanarySet, Tensor]:
+    """The image canaries of ``cfg`` and their images (m, C, H, W): the dataset's own non-member images for
+    ``mislabelled`` and ``clean`` (:func:`draw_canaries`), the auditor's for ``crafted`` (:func:`crafted_canaries`)."""
+    if cfg.canary_kind == "crafted":
+        return crafted_canaries(cfg)
+    data = data_source(cfg.data).load()  # the configured dataset's training images
+    canaries = draw_canaries(cfg, data.train_labels)
+    return canaries, data.train_images[canaries.indices]
 
 
 def trainable_parameters(recipe: DictConfig) -> int:
@@ -128,10 +194,8 @@ def provision_canary_target(cfg: DictConfig) -> Target:
         )
         target.net.to(run_device(cfg.trainer))
         return target
-    data = data_source(cfg.data).load()  # the configured dataset's training images
-    images, labels = data.train_images, data.train_labels
-    canaries = draw_canaries(cfg, labels)
-    extra = images[canaries.indices[canaries.included]], canaries.labels[canaries.included]
+    canaries, images = canaries_with_images(cfg)
+    extra = images[canaries.included], canaries.labels[canaries.included]
     log.info("The canary target trains on its members + %d canaries.", len(extra[1]))
     target = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "canary-target", extra)
     target.net.to(run_device(cfg.trainer))
