@@ -101,6 +101,47 @@ def test_separate_restarts_are_problems_of_their_own_and_the_first_is_the_single
         assert _pairs(result.images, result.labels) == _pairs(single.images, single.labels)
 
 
+def test_registration_pairs_each_restart_with_the_best_within_labels():
+    # Restart 1 (the best: lowest summed loss) holds images a, b, c with labels 3, 3, 5; restart 0 holds near copies
+    # of them in another order. Registration reorders restart 0 to the best's slots, never pairing two labels (its
+    # image nearest to c has label 3 and must stay apart from c's slot).
+    a, b, c = torch.zeros(1, 4, 4), torch.ones(1, 4, 4), torch.full((1, 4, 4), 0.5)
+    candidates = torch.stack([torch.stack([b + 0.01, c + 0.2, a + 0.01]), torch.stack([a, b, c])])
+    labels = torch.tensor([[3, 5, 3], [3, 3, 5]])
+    losses = torch.tensor([[1.0, 2.0, 3.0], [0.1, 0.1, 0.1]])
+    registered, registered_losses, registered_labels = gradient_inversion.register_restarts(candidates, losses, labels)
+    assert torch.equal(registered[1], candidates[1]) and torch.equal(registered_labels, torch.tensor([[3, 3, 5]] * 2))
+    assert torch.equal(registered[0], torch.stack([a + 0.01, b + 0.01, c + 0.2]))
+    assert torch.equal(registered_losses[0], torch.tensor([3.0, 1.0, 2.0]))
+
+
+def test_group_consistency_refits_every_restart_from_where_it_stands_towards_the_consensus(compose_attack, monkeypatch):
+    modules = _spy_on_fits(monkeypatch)
+    model, images, labels = _model(), torch.rand(2, 1, 28, 28), torch.tensor([4, 1])
+    base = ["attack=gradient_inversion", "method=idlg", "batch_size=2", "steps=3", "restarts=3"]
+    cfg = compose_attack([*base, "group_consistency=0.01", "group_rounds=2"])
+    gradient, _ = _client_gradient(model, images, labels)
+    candidates, losses, predicted = gradient_inversion.fit_restarts(cfg, model, gradient, labels, seed=1)
+    assert len(modules) == 9 and candidates.shape == (3, 2, 1, 28, 28)  # 3 separate restarts x (1 + 2 rounds)
+    assert "group" not in modules[0].priors  # the first pass has no consensus yet: the prior is off
+    first = torch.stack([m.all_reconstructions()[0][0] for m in modules[:3]])
+    consensus = gradient_inversion.register_restarts(first, *(torch.stack(x) for x in _losses_labels(modules[:3])))
+    refit = modules[3]
+    assert refit.priors["group"].active and refit.priors["group"].weight == 0.01
+    assert torch.equal(refit.priors["group"].guess, consensus[0].mean(dim=0))
+    off = compose_attack([*base, "group_consistency=0.0", "group_rounds=2"])
+    gradient_inversion.fit_restarts(off, model, gradient, labels, seed=1)
+    assert len(modules) == 12  # off: one pass
+    with pytest.raises(ConfigError, match="optimises soft labels"):
+        validate(compose_attack(["attack=gradient_inversion", "method=dlg", "group_consistency=0.01"]))
+
+
+def _losses_labels(modules):
+    """Each module's per-image losses (B,) and labels (B,) of its single restart."""
+    parts = [(m.all_reconstructions()[1][0], m.objective.predicted_labels().view(-1)) for m in modules]
+    return [p[0] for p in parts], [p[1] for p in parts]
+
+
 def _client_gradient(model, images, labels):
     """The shared gradient of a client holding ``images``/``labels`` and DLG's recovered labels (None)."""
     _, gradient = gradient_inversion.SimulatedClient(model, images, labels).gradients()

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.gradient_inversion.assignment import best_assignment
@@ -46,6 +47,7 @@ from privacy_attacks.data.identity import attacker_training_images, data_shape
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
 from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.engine.figures import originals_figure
+from privacy_attacks.engine.inits import GuessInit
 from privacy_attacks.engine.metrics import image_similarity
 from privacy_attacks.engine.module import (
     ReconstructionModule,
@@ -73,6 +75,7 @@ HPARAMS = (
     "private_seed",
     "separate_restarts",
     "label_recovery",
+    "group_rounds",
 )
 MODEL_STATES = ("init", "trained")
 LABEL_RECOVERIES = ("bias_counts", "row_signs")
@@ -101,6 +104,12 @@ def validate(cfg: DictConfig) -> None:
         require_int(cfg[key], key)
     require_bool(cfg.separate_restarts, "separate_restarts")
     require_choice(cfg.label_recovery, LABEL_RECOVERIES, "label_recovery")
+    require_int(cfg.group_rounds, "group_rounds")
+    if cfg.group_consistency > 0 and not method.recover_labels:
+        raise ConfigError(
+            f"group_consistency={cfg.group_consistency} registers restarts by their recovered labels, but "
+            f"method={cfg.method} optimises soft labels: use a method that recovers them (idlg, ig, ig_lbfgs)."
+        )
     require_int(cfg.label_public_images, "label_public_images")
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
@@ -166,14 +175,26 @@ class BatchResult:
 
 
 def build_module(
-    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int, restarts: int
+    cfg: DictConfig,
+    model: nn.Module,
+    gradient: list[Tensor],
+    labels: Tensor | None,
+    seed: int,
+    restarts: int,
+    start: Tensor | None = None,
+    consensus: Tensor | None = None,
 ) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective and ``restarts`` dummy batches optimised together;
     ``labels`` None: DLG's optimised soft labels. ``seed`` (the attacker's, for this client) draws the dummy images
-    (role ``init``) and DLG's soft labels (role ``labels``)."""
+    (role ``init``) and DLG's soft labels (role ``labels``). A group-consistency round (:func:`fit_restarts`) starts
+    from ``start`` (R·B, C, H, W) instead of ``init`` and pulls every image towards ``consensus`` (B, C, H, W) with
+    the ``group`` prior; without a consensus that prior is off."""
     method = cfg.methods[cfg.method]
     shape = image_shape(cfg)
-    engine_options = {"clamp_each_step": bool(method.clamp_each_step)}
+    engine_options: dict[str, Any] = {"clamp_each_step": bool(method.clamp_each_step)}
+    if start is not None:
+        engine_options["init"] = GuessInit(guess=start)
+    group = {"weight": 0.0} if consensus is None else {"guess": consensus}
     objective = GradientMatching(
         model,
         gradient,
@@ -188,6 +209,7 @@ def build_module(
     return engine_from_config(
         cfg,
         objective,
+        node_kwargs={"group": group},
         seed=seed,
         signed_gradients=bool(method.signed_gradients),
         scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
@@ -247,20 +269,52 @@ def fit_restarts(
     Adam, whose steps are per coordinate). True: each restart is its own problem with its own optimiser, as
     L-BFGS needs (one L-BFGS over all restarts keeps one history and one step size for them all, mixing their
     curvature); restart 0 draws from ``seed`` as a single-restart job does, restart r from ``(seed, "restart", r)``.
-    Only the first problem's curves are logged."""
+    Only the first problem's curves are logged.
+
+    ``group_consistency`` > 0 (GradInversion's group consistency, Yin et al., CVPR 2021, §3.3): then
+    ``group_rounds`` times, the restarts are registered to the best one (:func:`register_restarts`), their pixel
+    mean is the consensus, and every restart is optimised again from where it stands with
+    ``group_consistency`` · mean (x − consensus)² added to each image's loss."""
     if not cfg.separate_restarts or cfg.restarts == 1:
         problems = [(seed, cfg.restarts)]
     else:
         problems = [(seed if r == 0 else derive_seed(seed, "restart", r), 1) for r in range(cfg.restarts)]
-    candidates, losses, predicted = [], [], []
-    for index, (problem_seed, restarts) in enumerate(problems):
-        module = build_module(cfg, model, gradient, labels, problem_seed, restarts)
-        fit_reconstruction(module, cfg.trainer, logger=logger if index == 0 else False)
-        images, image_losses = module.all_reconstructions()  # (R, B, ...), (R, B)
-        candidates.append(images)
-        losses.append(image_losses)
-        predicted.append(module.objective.predicted_labels().view(restarts, cfg.batch_size))
-    return torch.cat(candidates), torch.cat(losses), torch.cat(predicted)
+    rounds = int(cfg.group_rounds) if cfg.group_consistency > 0 and cfg.restarts > 1 else 0
+    candidates = losses = predicted = consensus = None
+    for round_ in range(rounds + 1):
+        if round_ > 0:
+            candidates, losses, predicted = register_restarts(candidates, losses, predicted)
+            consensus = candidates.mean(dim=0)
+        results, offset = [], 0
+        for index, (problem_seed, restarts) in enumerate(problems):
+            start = None if candidates is None else candidates[offset : offset + restarts].flatten(0, 1)
+            offset += restarts
+            module = build_module(cfg, model, gradient, labels, problem_seed, restarts, start, consensus)
+            fit_reconstruction(module, cfg.trainer, logger=logger if index == 0 and round_ == 0 else False)
+            images, image_losses = module.all_reconstructions()  # (R, B, ...), (R, B)
+            results.append((images, image_losses, module.objective.predicted_labels().view(restarts, cfg.batch_size)))
+        candidates, losses, predicted = (torch.cat(parts) for parts in zip(*results, strict=True))
+    return candidates, losses, predicted
+
+
+def register_restarts(candidates: Tensor, losses: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The restarts (R, B, C, H, W) with their images reordered within each batch to pair with the best restart's
+    (lowest summed loss of ``losses`` (R, B)): the pairing of least pixel distance among images of the same label
+    (``labels`` (R, B)), so that their pixel mean is a consensus of one image per slot (GradInversion's registration,
+    here a permutation: the restarts fit one batch whose order is free). Returns the reordered candidates, losses
+    and labels."""
+    best = int(losses.sum(dim=1).argmin())
+    orders = []
+    for r in range(len(candidates)):
+        cost = torch.cdist(candidates[best].flatten(1).double(), candidates[r].flatten(1).double()).pow(2)
+        cost = cost + 1e12 * (labels[best][:, None] != labels[r][None, :]).double()  # never pair two labels
+        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        order = torch.empty(len(rows), dtype=torch.long)
+        order[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
+        orders.append(order.to(candidates.device))
+    index = torch.stack(orders)  # (R, B): restart r's image for slot i of the best restart
+    rows = torch.arange(len(candidates), device=candidates.device)[:, None]
+    return candidates[rows, index], losses[rows, index], labels[rows, index]
 
 
 def public_mean_probabilities(cfg: DictConfig, model: nn.Module) -> Tensor | None:
