@@ -164,10 +164,23 @@ TINY_COLOUR = [
 ]
 
 
+def spy_on_extra_train(monkeypatch) -> dict:
+    """``seen["extra"]``: the (images, labels) the next target fit trains on beside its members (the fit runs)."""
+    from privacy_attacks import targets
+
+    seen, real_fit = {}, targets.fit_classifier
+
+    def spy_fit(recipe, data_cfg, trainer, seed, *, extra_train=None, **kwargs):
+        seen["extra"] = extra_train
+        return real_fit(recipe, data_cfg, trainer, seed, extra_train=extra_train, **kwargs)
+
+    monkeypatch.setattr(targets, "fit_classifier", spy_fit)
+    return seen
+
+
 def test_the_audit_runs_on_colour_images_with_canaries_from_the_data(compose_attack, cache_dir, monkeypatch):
     """3x32x32 images of 5 classes: canaries are the data's own non-member images, each with a wrong label among
     its 5 classes, and the canary target (the data's recipe) trains on its members plus the IN canaries."""
-    from privacy_attacks import targets
     from privacy_attacks.data.identity import data_source
     from privacy_attacks.data.tensors import split_indices
 
@@ -178,13 +191,7 @@ def test_the_audit_runs_on_colour_images_with_canaries_from_the_data(compose_att
     assert set(canaries.indices.tolist()) <= set(nonmember_pool(cfg).tolist()) and int(canaries.indices.max()) < 800
     assert not set(canaries.indices.tolist()) & set(members.tolist()) and len(nonmember_pool(cfg)) == 640
     assert bool((canaries.labels != data.train_labels[canaries.indices]).all()) and int(canaries.labels.max()) < 5
-    seen, real_fit = {}, targets.fit_classifier
-
-    def spy_fit(recipe, data_cfg, trainer, seed, *, extra_train=None, **kwargs):
-        seen["extra"] = extra_train
-        return real_fit(recipe, data_cfg, trainer, seed, extra_train=extra_train, **kwargs)
-
-    monkeypatch.setattr(targets, "fit_classifier", spy_fit)
+    seen = spy_on_extra_train(monkeypatch)
     metrics = run_attack(cfg)
     assert metrics["audit/canaries"] == 40 and metrics["audit/canary_guesses"] == 10
     assert 0 <= metrics["audit/canary_correct"] <= 10 and 0.0 <= metrics["target/test_acc"] <= 1.0

@@ -14,7 +14,7 @@ from privacy_attacks.errors import ConfigError
 from privacy_attacks.pipelines import run_attack
 from privacy_attacks.seeding import generator
 
-from .test_attack import TINY_COLOUR
+from .test_attack import TINY_COLOUR, spy_on_extra_train
 
 
 def test_the_mask_takes_the_positions_that_vary_least():
@@ -85,17 +85,10 @@ CRAFTED = [*TINY_COLOUR, "canary_kind=crafted", "craft.pixels=0.1"]
 def test_the_target_trains_on_the_crafted_canaries_that_came_up_in(compose_attack, cache_dir, monkeypatch):
     """Colour images of 5 classes: crafted canaries light only the positions the auditor's images vary least, carry
     labels among the data's classes, are cached, and the target trains on exactly the IN ones."""
-    from privacy_attacks import targets
     from privacy_attacks.data.identity import data_source
 
     cfg = compose_attack(CRAFTED)
-    seen, real_fit = {}, targets.fit_classifier
-
-    def spy_fit(recipe, data_cfg, trainer, seed, *, extra_train=None, **kwargs):
-        seen["extra"] = extra_train
-        return real_fit(recipe, data_cfg, trainer, seed, extra_train=extra_train, **kwargs)
-
-    monkeypatch.setattr(targets, "fit_classifier", spy_fit)
+    seen = spy_on_extra_train(monkeypatch)
     metrics = run_attack(cfg)
     assert metrics["audit/canaries"] == 40 and metrics["audit/canary_epsilon_lb"] >= 0.0
     canaries, images = canaries_with_images(cfg)  # from the cache now
