@@ -9,9 +9,9 @@ and the coins (``"canary_inclusion"``). The target recipe (with ``defense=dpsgd`
 its members plus the canaries that came up IN, and is cached like any target, keyed by its recipe and the content of
 those canaries.
 
-``canary_kind=crafted`` (:mod:`.crafted`): the canaries are images the auditor crafts, random patterns where its own
-images vary least, optimised against a reference model of its own to be confidently misclassified; they are crafted
-once and cached (``canaries-<hash>.pt``), and the target trains on the IN ones as on image canaries.
+``canary_kind=crafted`` (:mod:`.crafted`): the canaries are images the auditor crafts, sparse random patterns where
+its own images vary least (optionally optimised against a reference model of its own, ``craft.steps``); they are
+crafted once and cached (``canaries-<hash>.pt``), and the target trains on the IN ones as on image canaries.
 
 ``canary_kind=dirac`` (white-box, :mod:`.dirac`): the canaries are gradients, not images; the target trains on its
 members alone under DP-SGD, the canaries inserted into each step's clipped sum, and what the auditor observed is

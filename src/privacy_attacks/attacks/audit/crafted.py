@@ -9,12 +9,14 @@ canaries, each IN by its own coin, so each gets a pattern of its own in that sub
 
 1. the ``pixels`` fraction of the image's positions (C·H·W) where the auditor's own images (the target's non-member
    pool) vary least (MNIST: the border, black in every digit): :func:`least_variance_mask`;
-2. canary i: a random binary pattern on those positions (each lit with probability ½, the audit's seed,
+2. canary i: a random binary pattern on those positions (each lit with probability ``density``, the audit's seed,
    ``"canary_patterns"``), zero elsewhere, with a uniformly drawn label (``"canary_labels"``): :func:`random_patterns`;
-3. each pattern optimised for ``steps`` Adam steps (``lr``), on the mask only and within [0, 1], to lower the
-   log-probability of its label under a reference model the auditor trains itself (the target's recipe on its
-   members, no canaries, no defence, a seed derived from the audit's): a canary that a model which never saw it gets
-   confidently wrong, so that training on it moves its score most: :func:`craft_images`.
+   sparse patterns overlap little, so what the model learns from one canary moves the others' scores little;
+3. optionally (``steps`` > 0) each pattern optimised for ``steps`` Adam steps (``lr``), on the mask only and within
+   [0, 1], to lower the log-probability of its label under a reference model the auditor trains itself (the target's
+   recipe on its members, no canaries, no defence, a seed derived from the audit's): :func:`craft_images`. Measured
+   on MNIST, optimised patterns come to code their label, and the target then generalises from the IN canaries to
+   the OUT ones of the same label, so the default leaves them as drawn (docs/membership.md).
 
 Threat model: the black-box audit's (the auditor picks the canaries and reads the final model's outputs); the
 reference model is the auditor's own training of the recipe (an auditor runs the training it audits).
