@@ -12,13 +12,17 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 
-def best_assignment(reconstructions: Tensor, originals: Tensor) -> Tensor:
+def best_assignment(reconstructions: Tensor, originals: Tensor, allowed: Tensor | None = None) -> Tensor:
     """Index ``order`` (B,) long such that ``reconstructions[order[i]]`` is paired with ``originals[i]``.
 
     Args:
         reconstructions: (B, C, H, W); originals: (B, C, H, W). The total pixel MSE of the pairing is minimal.
+        allowed: (B, B) bool, whether original i may pair with reconstruction j (e.g. the same label); None: any.
+            At least one pairing must be allowed throughout.
     """
     cost = torch.cdist(originals.flatten(1).double(), reconstructions.flatten(1).double()).pow(2)
+    if allowed is not None:
+        cost = cost + 1e12 * (~allowed.to(cost.device)).double()
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     order = torch.empty(len(originals), dtype=torch.long)
     order[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.gradient_inversion.assignment import best_assignment
@@ -304,14 +303,10 @@ def register_restarts(candidates: Tensor, losses: Tensor, labels: Tensor) -> tup
     here a permutation: the restarts fit one batch whose order is free). Returns the reordered candidates, losses
     and labels."""
     best = int(losses.sum(dim=1).argmin())
-    orders = []
-    for r in range(len(candidates)):
-        cost = torch.cdist(candidates[best].flatten(1).double(), candidates[r].flatten(1).double()).pow(2)
-        cost = cost + 1e12 * (labels[best][:, None] != labels[r][None, :]).double()  # never pair two labels
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
-        order = torch.empty(len(rows), dtype=torch.long)
-        order[torch.as_tensor(rows)] = torch.as_tensor(cols, dtype=torch.long)
-        orders.append(order.to(candidates.device))
+    orders = [
+        best_assignment(candidates[r], candidates[best], labels[best][:, None] == labels[r][None, :])
+        for r in range(len(candidates))
+    ]
     index = torch.stack(orders)  # (R, B): restart r's image for slot i of the best restart
     rows = torch.arange(len(candidates), device=candidates.device)[:, None]
     return candidates[rows, index], losses[rows, index], labels[rows, index]
