@@ -1,8 +1,10 @@
-"""Launchers: hydra/launcher=joblib (parallel local jobs) and hydra/launcher=slurm (conf/hydra/launcher/slurm.yaml)."""
+"""Launchers: hydra/launcher=joblib (parallel local jobs), hydra/launcher=slurm (conf/hydra/launcher/slurm.yaml) and
+hydra/launcher=vectorised (a sweep's batchable jobs fitted as one)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pytest
@@ -10,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from hydra_plugins.privacy_attacks_launchers.vectorised_launcher import VectorisedLauncher, group_jobs
 from tests.conftest import CONF_DIR, run_script
 
 
@@ -91,3 +94,84 @@ def test_a_joblib_multirun_runs_two_jobs_in_parallel_and_writes_the_summary(tmp_
     assert output.count("Sweep summary") == 1  # the summary callback runs once, in the sweeping process
     assert output.count("torch threads: 1") == 2  # threads= applies inside the worker processes
     assert sorted(re.findall(r"job (\d)/2 \(seed=(\d)\)", output)) == [("1", "0"), ("2", "1")]
+
+
+def test_vectorised_launcher_is_selected_by_one_key_and_keeps_the_callbacks():
+    hydra = hydra_config(["hydra/launcher=vectorised"])
+    assert hydra.launcher._target_ == "hydra_plugins.privacy_attacks_launchers.vectorised_launcher.VectorisedLauncher"
+    assert hydra.launcher.group_size == 16 and list(hydra.callbacks) == ["sweep_summary", "progress"]
+    with pytest.raises(ValueError, match="group_size must be a positive integer"):
+        VectorisedLauncher(group_size=0)
+
+
+def test_jobs_are_grouped_when_they_differ_only_in_vectorised_keys():
+    keys = ["tv_lambda", "init", "seed"]
+    jobs = [
+        ["attack=inversion", "tv_lambda=0", "init=zeros", "steps=5"],
+        ["attack=inversion", "tv_lambda=0.1", "init=zeros", "steps=5"],
+        ["attack=inversion", "tv_lambda=0", "init=zeros", "steps=9"],  # steps is not batchable: its own group
+        ["attack=inversion", "tv_lambda=0.1", "init=noise", "steps=5", "seed=2"],
+        ["attack=inversion", "tv_lambda=0.1", "init=noise", "steps=9"],
+    ]
+    assert group_jobs(jobs, [keys] * 5, group_size=16) == [[0, 1, 3], [2, 4]]
+    assert group_jobs(jobs, [keys] * 5, group_size=2) == [[0, 1], [2, 4], [3]]
+    assert group_jobs(jobs, [[]] * 5, group_size=16) == [[0], [1], [2], [3], [4]]  # an attack without the keys
+
+
+@pytest.mark.slow
+def test_a_vectorised_sweep_writes_the_same_jobs_and_metrics_as_the_basic_launcher(tmp_path, cache_dir):
+    """A 2 x 2 grid of tv_lambda x init: under hydra/launcher=vectorised the four jobs are fitted as one batch, and
+    every job's metrics and loss curve are those of the job run alone."""
+    grid = [
+        "attack=inversion",
+        "tv_lambda=0,1e-2",
+        "init=zeros,noise",
+        "steps=8",
+        "data=synthetic",
+        "data.source.train_size=300",
+        "data.source.test_size=60",
+        "data.val_size=60",
+        "target.members=200",
+        "target.max_epochs=1",
+        "evaluator.members=100",
+        "judge.members=100",
+        "judge.member_offset=100",
+        "logger=tensorboard",
+        "threads=1",
+        "+trainer.enable_progress_bar=false",
+    ]
+    runs = {}
+    for launcher in ("basic", "vectorised"):
+        sweep = tmp_path / launcher
+        args = ["-m", f"hydra/launcher={launcher}", *grid, f"hydra.sweep.dir={sweep}"]
+        done = run_script("attack.py", args, tmp_path, cache_dir, timeout=300)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output[-3000:]
+        runs[launcher] = (sweep, output)
+    assert "jobs 0, 1, 2, 3 fitted as one batch" in runs["vectorised"][1]
+    assert runs["vectorised"][1].count("fitted in one batch with 3 other jobs") == 4
+    for job in range(4):
+        alone, batched = (json.loads((runs[k][0] / str(job) / "metrics.json").read_text()) for k in runs)
+        assert set(alone) == set(batched)
+        for key in alone:
+            if not key.endswith("_s"):
+                assert batched[key] == pytest.approx(alone[key], rel=1e-4, abs=1e-6), key
+        curves = [scalars(runs[k][0] / str(job) / "tensorboard", "inversion/loss") for k in runs]
+        assert curves[0] == pytest.approx(curves[1], rel=1e-4, abs=1e-6) and len(curves[0]) == 8
+    with open(runs["vectorised"][0] / "summary.csv", newline="") as handle:
+        assert [(r["tv_lambda"], r["init"]) for r in csv.DictReader(handle)] == [
+            ("0", "zeros"),
+            ("0", "noise"),
+            ("0.01", "zeros"),
+            ("0.01", "noise"),
+        ]
+
+
+def scalars(folder, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of ``tag`` in the one event file under ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = folder.rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    return [(e.step, e.value) for e in accumulator.Scalars(tag)]

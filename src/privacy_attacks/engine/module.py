@@ -151,10 +151,16 @@ class ReconstructionModule(L.LightningModule):
         if images is None:
             images = self.current_images()
             self._current = images.detach()  # the iterate the losses are of (the best is tracked from it)
-        transformed = images
+        return self.penalised(images, self.objective(self.transformed(images)), with_parts)
+
+    def transformed(self, images: Tensor) -> Tensor:
+        """``images`` (R·N, C, H, W) through the transform priors (jitter), as the objective sees them."""
         for prior in self._transforms:
-            transformed = prior.transform(transformed)
-        losses = self.objective(transformed)
+            images = prior.transform(images)
+        return images
+
+    def penalised(self, images: Tensor, losses: Tensor, with_parts: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective's per-image ``losses`` (R·N,) of ``images`` plus the weighted penalty priors, and the parts."""
         parts = {"objective": losses.detach().mean()} if with_parts else {}
         for name, prior in self._penalties:
             penalty = prior.penalty(images)
@@ -173,7 +179,7 @@ class ReconstructionModule(L.LightningModule):
             optimizer.zero_grad()
             losses, parts = self(with_parts=log_now and not logged)
             if not logged:  # first evaluation of this step: the current (clamped) iterate
-                self._track_best(losses.detach())
+                self.track_best(losses.detach())
                 logged.update(parts, loss=losses.detach().mean())
             total = losses.sum()
             self.manual_backward(total, inputs=trainable)
@@ -183,16 +189,20 @@ class ReconstructionModule(L.LightningModule):
             return total
 
         optimizer.step(closure=closure)
-        if self.parameterisation is None:
-            self._project(batch_idx)
-        elif hasattr(self.parameterisation, "project"):  # e.g. codes kept in the prior's range
-            with torch.no_grad():
-                self.latents.data.copy_(self.parameterisation.project(self.latents.data))
+        self.after_step(batch_idx)
         if self.scheduler_factory is not None:
             self.lr_schedulers().step()
         if log_now:
             prefix = self.hparams.log_prefix
             self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()}, on_step=True, on_epoch=False)
+
+    def after_step(self, batch_idx: int) -> None:
+        """After the optimiser step ``batch_idx``: the pixels' projections and clamp, or the codes' own projection."""
+        if self.parameterisation is None:
+            self._project(batch_idx)
+        elif hasattr(self.parameterisation, "project"):  # e.g. codes kept in the prior's range
+            with torch.no_grad():
+                self.latents.data.copy_(self.parameterisation.project(self.latents.data))
 
     def _project(self, batch_idx: int) -> None:
         """The projection priors (blur) and the clamp to [0, 1], on the pixels after a step."""
@@ -204,7 +214,7 @@ class ReconstructionModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         with torch.no_grad():  # the last iterate is a candidate too
-            self._track_best(self(with_parts=False)[0])
+            self.track_best(self(with_parts=False)[0])
 
     def configure_optimizers(self):
         self._trainable_cache = None  # the parameters as they are now (moved to the device)
@@ -243,7 +253,8 @@ class ReconstructionModule(L.LightningModule):
             self._trainable_cache = [p for p in self.parameters() if p.requires_grad]
         return self._trainable_cache
 
-    def _track_best(self, losses: Tensor) -> None:
+    def track_best(self, losses: Tensor) -> None:
+        """Keep, per image, the current iterate where ``losses`` (R·N,) improve on the best so far."""
         improved = losses < self.best_loss
         self.best_loss = torch.where(improved, losses, self.best_loss)
         self.best_images[improved] = self._current[improved].clamp(0, 1)

@@ -19,7 +19,6 @@ Writes ``reconstructions.pt`` ({"images": (K, C, H, W) in [0, 1], "labels": (K,)
 from __future__ import annotations
 
 import logging
-import time
 
 import torch
 from hydra.utils import instantiate
@@ -41,9 +40,9 @@ from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
     engine_hparams,
-    fit_reconstruction,
     validate_engine_config,
 )
+from privacy_attacks.engine.sweep import fit_engine
 from privacy_attacks.errors import require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
@@ -113,12 +112,15 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     parameterisation, prior_metrics = None, {}
     if cfg.prior == "gan":
         parameterisation, prior_metrics = generative_prior(cfg, target, labels, num_classes)
-    module = build_module(cfg, target.net, labels, parameterisation)
     loggers = build_loggers(cfg)
-    start = time.perf_counter()
-    # About 50 points per loss curve, whatever the number of steps.
-    fit_reconstruction(module, cfg.trainer, logger=loggers, log_every_n_steps=max(1, cfg.steps // 50))
-    fit_time = time.perf_counter() - start
+    # Alone, or with the other jobs of its group under hydra/launcher=vectorised; about 50 points per loss curve.
+    module, fit_time, batched = fit_engine(
+        cfg,
+        lambda job: build_module(job, target.net, labels, parameterisation),
+        cfg.trainer,
+        loggers,
+        log_every=max(1, cfg.steps // 50),
+    )
     images = module.reconstructions()[0].cpu()
 
     pool, pool_labels = recipe_members(cfg.data, cfg.target)
@@ -129,7 +131,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     feature, _ = nearest_distance(images, labels, pool, pool_labels, penultimate_features(judge.net))
     metrics["inversion/knn_pixel_dist"] = pixel.mean().item()
     metrics["inversion/knn_judge_dist"] = feature.mean().item()
-    metrics["inversion/fit_time_s"] = fit_time
+    metrics["inversion/fit_time_s"] = fit_time  # under hydra/launcher=vectorised: its share of its group's fit
     metrics.update(prior_metrics)
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
@@ -153,12 +155,13 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info(
-        "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s",
+        "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s%s",
         metrics["inversion/target_acc"],
         metrics["inversion/evaluator_acc"],
         metrics["inversion/report_judge_acc"],
         metrics["inversion/ssim_class_mean"],
         out,
+        f" (fitted in one batch with {batched - 1} other jobs)" if batched > 1 else "",
     )
     return metrics
 

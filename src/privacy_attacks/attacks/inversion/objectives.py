@@ -60,7 +60,8 @@ class ClassInversion(nn.Module):
         similarity: one of the similarities above.
         image_shape: (C, H, W) of the target's inputs (MNIST's by default).
 
-    ``forward(images (R·N, C, H, W)) -> (R·N,)``: image ``r·N + i`` is scored against ``labels[i]``.
+    ``forward(images (R·N, C, H, W)) -> (R·N,)``: image ``r·N + i`` is scored against ``labels[i]``; it is
+    ``head(net(images))``, so engines that share ``net`` can be fitted as one (:mod:`privacy_attacks.engine.stacked`).
     """
 
     def __init__(
@@ -73,5 +74,8 @@ class ClassInversion(nn.Module):
         self.num_images = len(self.labels)
 
     def forward(self, images: Tensor) -> Tensor:
-        labels = self.labels.repeat(len(images) // self.num_images)
-        return self.similarity(self.net(images), labels)
+        return self.head(self.net(images))
+
+    def head(self, logits: Tensor) -> Tensor:
+        """The per-image loss (R·N,) of the network's logits (R·N, K) of restart-major images."""
+        return self.similarity(logits, self.labels.repeat(len(logits) // self.num_images))
