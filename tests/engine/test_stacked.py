@@ -9,6 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
 from privacy_attacks.attacks.inversion.objectives import (
     ClassInversion,
     CrossEntropySimilarity,
@@ -70,6 +71,26 @@ def test_a_stacked_fit_ends_where_each_engine_ends_alone(frozen_net):
         stacked.history[0][0]["inversion/loss"]
     )
     assert not frozen_net.training and all(p.grad is None for p in frozen_net.parameters())
+
+
+def feature_engine(net, layer, features, tv, seed) -> ReconstructionModule:
+    objective = FeatureMatching(net, layer, features)
+    priors = {"tv": TotalVariation(tv), "jitter": Jitter(1)}
+    return ReconstructionModule(objective, priors, NoiseInit(), ADAM, steps=6, restarts=2, seed=seed)
+
+
+def test_feature_inversions_of_one_layer_stack_and_of_two_layers_do_not(frozen_net):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        features = frozen_net.features(torch.rand(3, 1, 28, 28))["conv2"]
+    points = [(0.0, 0), (1e-2, 0), (1e-2, 5)]
+    alone = [fit_reconstruction(feature_engine(frozen_net, "conv2", features, *p), TRAINER) for p in points]
+    together = [feature_engine(frozen_net, "conv2", features, *p) for p in points]
+    fit_stacked(together, TRAINER)
+    for single, member in zip(alone, together):
+        torch.testing.assert_close(member.best_images, single.best_images, rtol=1e-4, atol=1e-5)
+    other_layer = feature_engine(frozen_net, "conv1", frozen_net.features(torch.rand(3, 1, 28, 28))["conv1"], 0, 0)
+    assert stack_refusal([together[0], other_layer]) == "the engines invert different networks"
 
 
 def test_what_cannot_be_stacked_is_refused_with_the_reason(frozen_net):

@@ -1,21 +1,22 @@
 """Several reconstruction engines fitted as one: the points of a sweep over λ, init, loss and seed in one batch.
 
 The engines (:class:`~privacy_attacks.engine.module.ReconstructionModule`, one per sweep point, M in all) keep
-everything of their own: images, init, priors with their weights and random generators, best iterates. What they
-share is the frozen network: each step runs it once over every engine's transformed images (Σ_m R·N images), then
-each engine's objective head and penalties score its own slice, and one optimiser steps every engine's images.
-Adam and SGD act element by element and every image's loss depends on its own pixels only, so each engine ends where
-it would have ended alone (up to the order of floating-point sums in the batched network); on a GPU the M small
-batches become one large one.
+everything of their own: images, init, priors with their weights and random generators, best iterates. What they share
+is the frozen network: each step runs it once over every engine's transformed images (Σ_m R·N images:
+``objective.network``), then each engine's ``objective.head`` and penalties score its own slice, and one optimiser steps
+every engine's images. Adam and SGD act element by element and every image's loss depends on its own pixels only, so
+each engine ends where it would have ended alone (up to the order of floating-point sums in the batched network); on a
+GPU the M small batches become one large one.
 
 Usage::
 
     modules = [build_module(cfg_m, target.net, labels) for cfg_m in sweep_points]
     fit_stacked(modules, cfg.trainer)            # then modules[m].reconstructions() as after fit_reconstruction
 
-Engines can be stacked when :func:`stack_refusal` returns None: objectives that are ``head(net(images))`` over one
-shared ``net`` (:class:`~privacy_attacks.attacks.inversion.objectives.ClassInversion`), no trainable parameter of
-their own, one number of steps, and one optimiser that is not L-BFGS (whose line search couples every image).
+Engines can be stacked when :func:`stack_refusal` returns None: objectives that are ``head(network(images))`` with one
+``stack_key`` (the same network: :class:`~privacy_attacks.attacks.inversion.objectives.ClassInversion`'s target,
+:class:`~privacy_attacks.attacks.feature_inversion.matching.FeatureMatching`'s model and layer), no trainable parameter
+of their own, one number of steps, and one optimiser that is not L-BFGS (whose line search couples every image).
 """
 
 from __future__ import annotations
@@ -48,12 +49,11 @@ def stack_refusal(modules: Sequence[ReconstructionModule]) -> str | None:
     if len(modules) < 2:
         return "a single engine"
     first = modules[0]
-    net = getattr(first.objective, "net", None)
     for module in modules:
         objective = module.objective
-        if not callable(getattr(objective, "head", None)) or getattr(objective, "net", None) is None:
-            return f"{type(objective).__name__} is not head(net(images))"
-        if objective.net is not net:
+        if not all(callable(getattr(objective, name, None)) for name in ("network", "head")):
+            return f"{type(objective).__name__} is not head(network(images))"
+        if getattr(objective, "stack_key", None) != getattr(first.objective, "stack_key", None):
             return "the engines invert different networks"
         if any(p.requires_grad for p in objective.parameters()):
             return f"{type(objective).__name__} trains parameters of its own"
@@ -84,7 +84,6 @@ class StackedReconstruction(L.LightningModule):
             raise ValueError(f"These engines cannot be fitted as one: {reason}.")
         self.automatic_optimization = False
         self.members = nn.ModuleList(modules)
-        self._shared = (modules[0].objective.net,)  # not a submodule: train() must leave the frozen net in eval mode
         self.log_every = max(1, int(log_every))
         self.history: list[dict[int, dict[str, float]]] = [{} for _ in modules]
 
@@ -94,7 +93,7 @@ class StackedReconstruction(L.LightningModule):
         record = batch_idx % self.log_every == 0
         images = [member.current_images() for member in self.members]
         transformed = [member.transformed(x) for member, x in zip(self.members, images)]
-        outputs = self._shared[0](torch.cat(transformed)).split([len(x) for x in transformed])
+        outputs = self.members[0].objective.network(torch.cat(transformed)).split([len(x) for x in transformed])
         total = 0.0
         for index, (member, x, output) in enumerate(zip(self.members, images, outputs)):
             member._current = x.detach()

@@ -69,24 +69,27 @@ def fit_engine(
     build: Callable[[DictConfig], ReconstructionModule],
     trainer: Mapping[str, Any],
     loggers: Sequence[Any] = (),
-    log_every: int = 1,
+    log_every: int | None = None,
     **overrides: Any,
 ) -> tuple[ReconstructionModule, float, int]:
     """The fitted engine ``build(cfg)`` of this job: ``(module, fit seconds, jobs fitted together)``.
 
-    Alone (:func:`fit_reconstruction` with ``loggers``) unless this job belongs to a planned group; then the first job
+    Alone (:func:`fit_reconstruction` with ``loggers``, logging every ``log_every`` steps: default the trainer's
+    ``log_every_n_steps``) unless this job belongs to a planned group; then the first job
     of the group builds every job's engine (``build`` of each job's config), fits them as one and keeps them, and
     each job takes its own, its logged curves replayed into ``loggers``. The fit seconds are then the group's divided
     by its jobs. A group whose engines cannot be stacked (:func:`stack_refusal`: L-BFGS, ...) fits job by job, with
     a line saying why."""
     group = _GROUPS.get(this_job())
+    every = {} if log_every is None else {"log_every_n_steps": int(log_every)}
     if group is not None and not group.fitted:
         group.fitted = True
         modules = {number: build(cfg if number == this_job() else config) for number, config in group.configs.items()}
         reason = stack_refusal(list(modules.values()))
         if reason is None:
             start = time.perf_counter()
-            stacked = fit_stacked(list(modules.values()), trainer, log_every, **overrides)
+            every_step = log_every or int(trainer.get("log_every_n_steps", 50))
+            stacked = fit_stacked(list(modules.values()), trainer, every_step, **overrides)
             group.fit_time = (time.perf_counter() - start) / len(modules)
             group.modules = modules
             group.history = dict(zip(modules, stacked.history))
@@ -101,5 +104,5 @@ def fit_engine(
         return group.modules.pop(number), group.fit_time, len(group.configs)
     module = build(cfg)
     start = time.perf_counter()
-    fit_reconstruction(module, trainer, logger=list(loggers) or False, log_every_n_steps=log_every, **overrides)
+    fit_reconstruction(module, trainer, logger=list(loggers) or False, **every, **overrides)
     return module, time.perf_counter() - start, 1

@@ -22,7 +22,6 @@ inversion network, ``recon/psnr_network`` (its guess alone, before the optimisat
 from __future__ import annotations
 
 import logging
-import time
 
 import torch
 from hydra.utils import instantiate
@@ -39,9 +38,9 @@ from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
     engine_hparams,
-    fit_reconstruction,
     validate_engine_config,
 )
+from privacy_attacks.engine.sweep import fit_engine
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
@@ -140,11 +139,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         features = layer_output(target.net, cfg.layer, originals.to(next(target.net.parameters()).device))
     shape = tuple(originals.shape[1:])
     guess = inversion_network_guess(cfg, target, features, shape) if uses_inversion_network(cfg) else None
-    module = build_module(cfg, target.net, features, guess, shape)
     loggers = build_loggers(cfg)
-    start = time.perf_counter()
-    fit_reconstruction(module, cfg.trainer, logger=loggers)
-    seconds = time.perf_counter() - start
+    # Alone, or with the other jobs of its group under hydra/launcher=vectorised.
+    module, seconds, batched = fit_engine(
+        cfg, lambda job: build_module(job, target.net, features, guess, shape), cfg.trainer, loggers
+    )
     images = module.reconstructions()[0].cpu()
     scores = image_similarity(images, originals)
     baseline = image_similarity(class_mean_images(cfg, labels), originals)
@@ -173,11 +172,12 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info(
-        "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s",
+        "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s%s",
         cfg.layer,
         metrics["recon/psnr"],
         metrics["recon/psnr_class_mean"],
         metrics["recon/ssim"],
         out,
+        f" (fitted in one batch with {batched - 1} other jobs)" if batched > 1 else "",
     )
     return metrics

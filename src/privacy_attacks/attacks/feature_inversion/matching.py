@@ -36,7 +36,21 @@ class FeatureMatching(nn.Module):
         self.register_buffer("target_energy", target_features.detach().flatten(1).pow(2).sum(1).clamp_min(1e-12))
 
     def forward(self, images: Tensor) -> Tensor:
-        features = layer_output(self.model, self.layer, images).flatten(1)
-        restarts = len(images) // self.num_images
+        return self.head(self.network(images))
+
+    @property
+    def stack_key(self) -> tuple:
+        """Equal for objectives whose :meth:`network` is the same function (one model, one layer): engines that
+        share it can be fitted as one (:mod:`privacy_attacks.engine.stacked`)."""
+        return ("layer", id(self.model), self.layer)
+
+    def network(self, images: Tensor) -> Tensor:
+        """The frozen model's activations at ``layer`` of ``images`` (R·B, C, H, W)."""
+        return layer_output(self.model, self.layer, images)
+
+    def head(self, features: Tensor) -> Tensor:
+        """The per-image normalised distance (R·B,) of restart-major ``features`` to the observed ones."""
+        features = features.flatten(1)
+        restarts = len(features) // self.num_images
         target = self.target_features.flatten(1).repeat(restarts, 1)
         return (features - target).pow(2).sum(1) / self.target_energy.repeat(restarts)

@@ -61,7 +61,8 @@ class ClassInversion(nn.Module):
         image_shape: (C, H, W) of the target's inputs (MNIST's by default).
 
     ``forward(images (R·N, C, H, W)) -> (R·N,)``: image ``r·N + i`` is scored against ``labels[i]``; it is
-    ``head(net(images))``, so engines that share ``net`` can be fitted as one (:mod:`privacy_attacks.engine.stacked`).
+    ``head(network(images))``, so engines that share ``net`` can be fitted as one
+    (:mod:`privacy_attacks.engine.stacked`).
     """
 
     def __init__(
@@ -74,7 +75,16 @@ class ClassInversion(nn.Module):
         self.num_images = len(self.labels)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.net(images))
+        return self.head(self.network(images))
+
+    @property
+    def stack_key(self) -> tuple:
+        """Equal for objectives whose :meth:`network` is the same function (the same frozen net)."""
+        return ("logits", id(self.net))
+
+    def network(self, images: Tensor) -> Tensor:
+        """The frozen net's logits (R·N, K) of ``images`` (R·N, C, H, W)."""
+        return self.net(images)
 
     def head(self, logits: Tensor) -> Tensor:
         """The per-image loss (R·N,) of the network's logits (R·N, K) of restart-major images."""
