@@ -1,6 +1,7 @@
 """Every entry point on the GPU, timed, from a cold cache: ``python benchmarks/gpu.py --out gpu_results``.
 
-Each check is one ``train.py`` / ``attack.py`` / lab command with ``trainer=gpu``, run in order in a fresh target
+Each check is one ``train.py`` / ``attack.py`` / lab command with ``trainer=gpu``, or one benchmark script comparing
+two ways of the same work on the card (``benchmarks/bench_*.py``, given ``--out``), run in order in a fresh target
 cache (so the first one trains the target on the GPU and the rest reuse it). For each it records the exit
 status, the wall time of the whole command (start-up and provisioning included) and the metrics that answer
 the check, and writes ``gpu.md`` (a Markdown table headed by the GPU's name and the versions) and
@@ -28,7 +29,49 @@ COMMON = ["trainer=gpu", "logger=none", "+trainer.enable_progress_bar=false"]
 CHECKS: list[tuple[str, list[str], list[str]]] = [
     ("train", ["train.py"], ["test/acc", "fit_time_s"]),
     ("train_fast", ["train.py", "model=lenet5_fast"], ["test/acc", "fit_time_s"]),
+    # A 16-job output-inversion sweep (tv_lambda x init x loss) job by job and as one batch (hydra/launcher=vectorised).
+    (
+        "inversion_sweep16",
+        ["benchmarks/bench_vectorised.py", "trainer=gpu"],
+        ["basic_wall_s", "vectorised_wall_s", "speedup_wall", "vectorised_fit_s", "max_metric_difference"],
+    ),
     ("lab", ["-m", "privacy_attacks.lab"], ["stages_s"]),
+    ("lab_seeds3", ["-m", "privacy_attacks.lab", "seeds=3"], ["stages_s"]),
+    (
+        "lira_256_reference_models",
+        ["attack.py", "attack=membership", "method=lira", "num_shadows=256"],
+        ["mia/auc", "mia/tpr@0.1%fpr", "time/attack_s"],
+    ),
+    # The ResNet's training throughput: train.py against a hand-written loop, CIFAR-shaped images (50,000 to train).
+    (
+        "resnet_throughput",
+        [
+            "benchmarks/bench_train.py",
+            "--epochs",
+            "2",
+            "--device",
+            "cuda",
+            "model=resnet",
+            "data=synthetic",
+            "data.image_shape=[3,32,32]",
+            "data.source.train_size=55000",
+            "data.val_size=5000",
+        ],
+        ["plain_images_per_s", "train_py_images_per_s", "throughput_ratio"],
+    ),
+    ("resnet_fashion", ["train.py", "model=resnet", "data=fashion_mnist"], ["test/acc", "fit_time_s"]),
+    (
+        "lira_64_resnet",
+        [
+            "attack.py",
+            "attack=membership",
+            "method=lira",
+            "num_shadows=64",
+            "model@target=resnet",
+            "target.members=1000",
+        ],
+        ["mia/auc", "mia/tpr@0.1%fpr", "time/attack_s"],
+    ),
     ("dpsgd_eps1", ["train.py", "defense=dpsgd", "defense.epsilon=1"], ["test/acc", "privacy/epsilon", "fit_time_s"]),
     ("dpsgd_eps8", ["train.py", "defense=dpsgd", "defense.epsilon=8"], ["test/acc", "privacy/epsilon", "fit_time_s"]),
     (
@@ -67,6 +110,8 @@ def run_check(name: str, command: list[str], keys: list[str], out: Path, limit: 
     run_dir = out / "runs" / name
     if command[0] == "-m":  # the lab: its own folder, its stages' settings
         args = [sys.executable, *command, "trainer=gpu", f"lab_dir={run_dir}"]
+    elif command[0].startswith("benchmarks/"):  # a benchmark: its own options, metrics.json into --out
+        args = [sys.executable, str(ROOT / command[0]), "--out", str(run_dir), *command[1:]]
     else:
         args = [sys.executable, str(ROOT / command[0]), *command[1:], *COMMON, f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
@@ -91,7 +136,7 @@ def run_check(name: str, command: list[str], keys: list[str], out: Path, limit: 
         handle.write(f"\n===== {name}: {' '.join(args[1:])}\n{log if status != 0 else log[-3000:]}\n")
     return {
         "name": name,
-        "command": "python " + " ".join([*command, "trainer=gpu"]),  # as a user types it
+        "command": "python " + " ".join(command if command[0].startswith("benchmarks/") else [*command, "trainer=gpu"]),
         "status": status,
         "wall_s": round(seconds, 1),
         "metrics": {key: metrics[key] for key in keys if key in metrics},
