@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from privacy_attacks.engine.metrics import nearest_distance, nearest_ssim, penultimate_features
+from privacy_attacks.engine.metrics import embedded_pool, nearest_distance, nearest_ssim, penultimate_features
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.evaluator import AllConvNet
 
@@ -54,3 +54,24 @@ def test_nearest_ssim_is_torchmetrics_ssim_to_the_most_similar_image_of_the_clas
     )
     torch.testing.assert_close(nearest_ssim(preds, labels, images, image_labels, chunk=64), expected, atol=1e-5, rtol=0)
     assert bool((expected[:3] > 0.9).all())
+
+
+def test_a_pool_embedded_once_gives_the_distances_of_embedding_it_each_time():
+    torch.manual_seed(0)
+    judge = AllConvNet().eval()
+    pool, pool_labels = torch.rand(50, 1, 28, 28), torch.arange(50) % 10
+    preds, labels = torch.rand(6, 1, 28, 28), torch.arange(6)
+    calls = []
+
+    def embed(images):
+        calls.append(len(images))
+        return penultimate_features(judge)(images)
+
+    direct = nearest_distance(preds, labels, pool, pool_labels, embed, chunk=16)
+    calls.clear()
+    features = embedded_pool(pool, embed, key=("judge", 1), chunk=16)
+    assert calls == [16, 16, 16, 2] and features.shape == (50, 128 * 7 * 7)
+    assert embedded_pool(pool, embed, key=("judge", 1), chunk=16) is features and len(calls) == 4  # kept, not redone
+    cached = nearest_distance(preds, labels, pool, pool_labels, embed, chunk=16, image_features=features)
+    assert torch.equal(cached[0], direct[0]) and torch.equal(cached[1], direct[1])
+    assert embedded_pool(pool[:20], embed, key=("judge", 2), chunk=16).shape == (20, 128 * 7 * 7)  # another key

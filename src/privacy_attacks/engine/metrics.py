@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import torch
 import torch.nn.functional as F
@@ -94,24 +94,46 @@ def nearest_distance(
     image_labels: Tensor,
     embed: Callable[[Tensor], Tensor] | None = None,
     chunk: int = 2048,
+    image_features: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """For each reconstruction (N, C, H, W) of ``labels`` (N,), the L2 distance to the nearest image of its class in
     ``images`` (M, C, H, W) of ``image_labels`` (M,), in pixel space or, with ``embed`` ((K, C, H, W) -> (K, D)), in
-    that feature space (the "KNN distance" of model-inversion papers, e.g. Zhang et al. 2020). Returns the
-    distances (N,) and the nearest images' positions in ``images`` (N,)."""
+    that feature space (the "KNN distance" of model-inversion papers, e.g. Zhang et al. 2020); ``image_features``
+    (M, D), the images already embedded (:func:`embedded_pool`), saves embedding them again. Returns the distances
+    (N,) and the nearest images' positions in ``images`` (N,)."""
     embed = embed or (lambda x: x.flatten(1))
     features = embed(preds.float()).flatten(1)
     best = torch.full((len(preds),), float("inf"))
     where = torch.zeros(len(preds), dtype=torch.long)
     for start in range(0, len(images), chunk):
         part_labels = image_labels[start : start + chunk]
-        part = embed(images[start : start + chunk].float()).flatten(1)
+        if image_features is None:
+            part = embed(images[start : start + chunk].float()).flatten(1)
+        else:
+            part = image_features[start : start + chunk]
         distances = torch.cdist(features, part)  # (N, chunk)
         distances = distances.masked_fill(labels[:, None] != part_labels[None, :], float("inf"))
         value, index = distances.min(dim=1)
         better = value < best
         best, where = torch.where(better, value, best), torch.where(better, index + start, where)
     return best, where
+
+
+_EMBEDDED: dict[Hashable, Tensor] = {}
+
+
+@torch.no_grad()
+def embedded_pool(images: Tensor, embed: Callable[[Tensor], Tensor], key: Hashable, chunk: int = 2048) -> Tensor:
+    """``embed`` of every image (M, C, H, W) -> (M, D), in chunks of ``chunk`` as :func:`nearest_distance` embeds
+    them (the same numbers). The last pool embedded stays in memory under ``key`` (say, the embedding network's and
+    the images' digests), so the jobs of a sweep run in one process embed it once: the reporting judge's features
+    of 55,000 training images cost a CPU job tens of seconds."""
+    if key not in _EMBEDDED:
+        _EMBEDDED.clear()  # one pool at a time: its features can take a gigabyte or more
+        _EMBEDDED[key] = torch.cat(
+            [embed(images[start : start + chunk].float()).flatten(1) for start in range(0, len(images), chunk)]
+        )
+    return _EMBEDDED[key]
 
 
 def penultimate_features(net: nn.Module) -> Callable[[Tensor], Tensor]:

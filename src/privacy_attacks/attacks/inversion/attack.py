@@ -25,12 +25,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from privacy_attacks import cache
 from privacy_attacks.attacks.inversion.figures import reconstruction_figure
 from privacy_attacks.attacks.inversion.gan import GeneratedImages, check_gan, provision_generator, public_images
 from privacy_attacks.attacks.inversion.objectives import ClassInversion
 from privacy_attacks.data.identity import data_identity, data_shape, data_source, recipe_members
 from privacy_attacks.engine.metrics import (
     class_means,
+    embedded_pool,
     image_similarity,
     nearest_distance,
     nearest_ssim,
@@ -128,7 +130,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
     metrics.update(judge_metrics(images, labels, judge.net.cpu()))
     pixel, nearest = nearest_distance(images, labels, pool, pool_labels)
-    feature, _ = nearest_distance(images, labels, pool, pool_labels, penultimate_features(judge.net))
+    judge_features = penultimate_features(judge.net)  # the pool's, once per sweep process (embedded_pool)
+    pool_key = ("judge", cache.weights_digest(judge.net), cache.tensor_digest(pool))
+    feature, _ = nearest_distance(
+        images, labels, pool, pool_labels, judge_features, image_features=embedded_pool(pool, judge_features, pool_key)
+    )
     metrics["inversion/knn_pixel_dist"] = pixel.mean().item()
     metrics["inversion/knn_judge_dist"] = feature.mean().item()
     metrics["inversion/fit_time_s"] = fit_time  # under hydra/launcher=vectorised: its share of its group's fit
