@@ -47,8 +47,13 @@ class ImageClassifier(L.LightningModule):
         self.net = net
         self.private: PrivateTraining | None = None  # DP-SGD attached to net and the optimiser (configure_optimizers)
         self._accountant_state: dict[str, Any] | None = None  # from a checkpoint, until the accountant exists
+        # Accumulated on the device and computed once per epoch (update(), not a per-step value); the labels are the
+        # data module's, checked when it loads them, so the per-step argument check (a host sync) is off.
         self.acc = nn.ModuleDict(
-            {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in ("train", "val", "test")}
+            {
+                f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+                for stage in ("train", "val", "test")
+            }
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -119,7 +124,7 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        self.acc[f"{stage}_acc"](logits, y)
+        self.acc[f"{stage}_acc"].update(logits, y)
         self.log(f"{stage}/loss", loss, prog_bar=stage != "test", on_step=False, on_epoch=True, batch_size=len(y))
         self.log(
             f"{stage}/acc",
