@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_launchers import attack  # runs attack.py as a user does, timed (this script's folder is on the path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["attack=inversion", "tv_lambda=0,1e-3,1e-2,1e-1", "init=zeros,noise", "loss=logit,ce"]
@@ -30,16 +30,6 @@ COMPARED = (
     "inversion/report_judge_acc",
     "inversion/ssim_class_mean",
 )
-
-
-def attack(args: list[str], cwd: Path) -> float:
-    """Run ``python attack.py <args>`` in ``cwd``; its wall time in seconds (stops on a failed run)."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(ROOT / "attack.py"), *args], cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"attack.py {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return elapsed
 
 
 def job_metrics(sweep: Path) -> dict[int, dict[str, float]]:

@@ -25,6 +25,20 @@ CONF_DIR = ROOT / "conf"
 SMALL_TARGET = ["target.max_epochs=2", "target.members=5000"]
 # An evaluator that trains in seconds on CPU.
 SMALL_EVALUATOR = ["evaluator.max_epochs=1", "evaluator.members=5000", "judge.max_epochs=1", "judge.members=5000"]
+# Output inversion in seconds: synthetic 1x28x28 images of 10 classes (300 training, 60 test), a LeNet5 target and
+# two judges on disjoint halves of a tiny pool.
+TINY_INVERSION = [
+    "data=synthetic",
+    "data.source.train_size=300",
+    "data.source.test_size=60",
+    "data.val_size=60",
+    "target.members=200",
+    "target.max_epochs=1",
+    "evaluator.members=100",
+    "judge.members=100",
+    "judge.member_offset=100",
+    "attack=inversion",
+]
 
 
 def config_losses(temperature: float = 1.0) -> dict:

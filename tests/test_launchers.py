@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from hydra_plugins.privacy_attacks_launchers.vectorised_launcher import VectorisedLauncher, group_jobs
-from tests.conftest import CONF_DIR, run_script
+from tests.conftest import CONF_DIR, TINY_INVERSION, run_script
 
 
 def hydra_config(overrides: list[str]) -> DictConfig:
@@ -123,19 +123,10 @@ def test_a_vectorised_sweep_writes_the_same_jobs_and_metrics_as_the_basic_launch
     """A 2 x 2 grid of tv_lambda x init: under hydra/launcher=vectorised the four jobs are fitted as one batch, and
     every job's metrics and loss curve are those of the job run alone."""
     grid = [
-        "attack=inversion",
+        *TINY_INVERSION,
         "tv_lambda=0,1e-2",
         "init=zeros,noise",
         "steps=8",
-        "data=synthetic",
-        "data.source.train_size=300",
-        "data.source.test_size=60",
-        "data.val_size=60",
-        "target.members=200",
-        "target.max_epochs=1",
-        "evaluator.members=100",
-        "judge.members=100",
-        "judge.member_offset=100",
         "logger=tensorboard",
         "threads=1",
         "+trainer.enable_progress_bar=false",

@@ -21,6 +21,7 @@ from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
+from tests.conftest import TINY_INVERSION
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
@@ -123,16 +124,7 @@ def test_bad_gan_settings_fail_before_any_work(compose_attack, tmp_path, overrid
 # Synthetic 1x28x28 images of 10 classes (300 training, 60 test: 30 public), LeNet5 target and judges, a generator
 # trained for a few steps: seconds.
 TINY_GAN = [
-    "data=synthetic",
-    "data.source.train_size=300",
-    "data.source.test_size=60",
-    "data.val_size=60",
-    "target.members=200",
-    "target.max_epochs=1",
-    "evaluator.members=100",
-    "judge.members=100",
-    "judge.member_offset=100",
-    "attack=inversion",
+    *TINY_INVERSION,
     "prior=gan",
     "gan.steps=4",
     "gan.width=8",
