@@ -161,6 +161,6 @@ def test_a_group_that_cannot_be_stacked_fits_job_by_job(frozen_net, monkeypatch,
                     configs[number], lambda cfg: point_engine(frozen_net, POINTS[0], optimizer=lbfgs), TRAINER
                 )
             assert batched == 1
-        assert "fitted one by one (L-BFGS" in caplog.text
+        assert "run one by one (L-BFGS" in caplog.text
     finally:
         sweep.clear_plan()

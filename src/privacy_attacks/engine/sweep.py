@@ -3,11 +3,12 @@
 ``hydra/launcher=vectorised`` (``hydra_plugins.privacy_attacks_launchers``) groups a sweep's jobs whose overrides
 differ only in their attack's ``attack.vectorised_keys`` (output inversion: ``tv_lambda``, ``l2_lambda``, ``init``,
 ``loss``, ``seed``) and announces the groups here (:func:`plan_groups`) before it runs the jobs one after another as
-the basic launcher does. A reconstruction attack fits its engine with :func:`fit_engine`: alone, or, for the first job
-of a group, together with the engines of every job of its group in one stacked fit
-(:func:`~privacy_attacks.engine.stacked.fit_stacked`); the later jobs of the group take their fitted engine from
-here. Every job still writes its own folder, metrics, figures and TensorBoard run (its loss curves replayed from the
-stacked fit), so the sweep summary reads them as any other.
+the basic launcher does. An attack does the work a group can share through :func:`run_grouped`: alone, or, for the
+first job of a group, for every job of its group at once; the later jobs of the group take their result from here. A
+reconstruction attack fits its engine with :func:`fit_engine` (the engines of a group in one stacked fit,
+:func:`~privacy_attacks.engine.stacked.fit_stacked`); distillation trains its students with
+:func:`~privacy_attacks.attacks.stealing.stacked.fit_students`. Every job still writes its own folder, metrics, figures
+and TensorBoard run (its logged curves replayed from the shared work), so the sweep summary reads them as any other.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -25,17 +26,16 @@ from privacy_attacks.engine.module import ReconstructionModule, fit_reconstructi
 from privacy_attacks.engine.stacked import fit_stacked, stack_refusal
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
 class SweepGroup:
-    """The jobs of one group (job number -> task config) and, once fitted, their engines and logged curves."""
+    """The jobs of one group (job number -> task config) and, once the first has run, each job's result."""
 
     configs: dict[int, DictConfig]
-    modules: dict[int, ReconstructionModule] = field(default_factory=dict)
-    history: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
-    fit_time: float = 0.0
-    fitted: bool = False
+    results: dict[int, Any] = field(default_factory=dict)
+    done: bool = False
 
 
 _GROUPS: dict[int, SweepGroup] = {}
@@ -43,7 +43,7 @@ _GROUPS: dict[int, SweepGroup] = {}
 
 def plan_groups(groups: Iterable[Mapping[int, DictConfig]]) -> None:
     """Announce the groups of the sweep about to run (each: job number -> its task config); replaces any earlier
-    plan. Groups of one job are left out (they fit alone)."""
+    plan. Groups of one job are left out (they run alone)."""
     _GROUPS.clear()
     for configs in groups:
         if len(configs) > 1:
@@ -64,6 +64,38 @@ def this_job() -> int | None:
     return None if number is None else int(number)
 
 
+def run_grouped(
+    cfg: DictConfig,
+    alone: Callable[[DictConfig], T],
+    together: Callable[[dict[int, DictConfig]], dict[int, T] | str],
+) -> tuple[T, int]:
+    """This job's result and how many jobs shared the work: ``(alone(cfg), 1)`` unless the job belongs to a planned
+    group. Then the first job of the group calls ``together`` with every job's config (its own as given) and keeps
+    each job's result for it; ``together`` returns a sentence instead when the group's work cannot be shared (each
+    job then runs ``alone``, after a line saying why)."""
+    number = this_job()
+    group = _GROUPS.get(number)
+    if group is not None and not group.done:
+        group.done = True
+        configs = {job: cfg if job == number else config for job, config in group.configs.items()}
+        results = together(configs)
+        if isinstance(results, str):
+            log.info("vectorised sweep: jobs %s run one by one (%s)", ", ".join(map(str, configs)), results)
+        else:
+            group.results = dict(results)
+            log.info("vectorised sweep: jobs %s fitted as one batch", ", ".join(map(str, configs)))
+    if group is not None and number in group.results:
+        return group.results.pop(number), len(group.configs)
+    return alone(cfg), 1
+
+
+def replay(loggers: Sequence[Any], history: Mapping[int, Mapping[str, float]]) -> None:
+    """Write a job's logged values ``{step: {name: value}}`` (recorded during shared work) into its loggers."""
+    for step, values in sorted(history.items()):
+        for logger in loggers:
+            logger.log_metrics(dict(values), step)
+
+
 def fit_engine(
     cfg: DictConfig,
     build: Callable[[DictConfig], ReconstructionModule],
@@ -75,34 +107,29 @@ def fit_engine(
     """The fitted engine ``build(cfg)`` of this job: ``(module, fit seconds, jobs fitted together)``.
 
     Alone (:func:`fit_reconstruction` with ``loggers``, logging every ``log_every`` steps: default the trainer's
-    ``log_every_n_steps``) unless this job belongs to a planned group; then the first job
-    of the group builds every job's engine (``build`` of each job's config), fits them as one and keeps them, and
-    each job takes its own, its logged curves replayed into ``loggers``. The fit seconds are then the group's divided
-    by its jobs. A group whose engines cannot be stacked (:func:`stack_refusal`: L-BFGS, ...) fits job by job, with
-    a line saying why."""
-    group = _GROUPS.get(this_job())
-    every = {} if log_every is None else {"log_every_n_steps": int(log_every)}
-    if group is not None and not group.fitted:
-        group.fitted = True
-        modules = {number: build(cfg if number == this_job() else config) for number, config in group.configs.items()}
+    ``log_every_n_steps``) unless this job belongs to a planned group (:func:`run_grouped`); then the first job of
+    the group builds every job's engine (``build`` of each job's config) and fits them as one, and each job takes its
+    own, its logged curves replayed into ``loggers``. The fit seconds are then the group's divided by its jobs. A
+    group whose engines cannot be stacked (:func:`stack_refusal`: L-BFGS, ...) fits job by job."""
+
+    def alone(job: DictConfig) -> tuple[ReconstructionModule, float, dict]:
+        module = build(job)
+        every = {} if log_every is None else {"log_every_n_steps": int(log_every)}
+        start = time.perf_counter()
+        fit_reconstruction(module, trainer, logger=list(loggers) or False, **every, **overrides)
+        return module, time.perf_counter() - start, {}
+
+    def together(configs: dict[int, DictConfig]) -> dict[int, tuple[ReconstructionModule, float, dict]] | str:
+        modules = {job: build(config) for job, config in configs.items()}
         reason = stack_refusal(list(modules.values()))
-        if reason is None:
-            start = time.perf_counter()
-            every_step = log_every or int(trainer.get("log_every_n_steps", 50))
-            stacked = fit_stacked(list(modules.values()), trainer, every_step, **overrides)
-            group.fit_time = (time.perf_counter() - start) / len(modules)
-            group.modules = modules
-            group.history = dict(zip(modules, stacked.history))
-            log.info("vectorised sweep: jobs %s fitted as one batch", ", ".join(map(str, modules)))
-        else:
-            log.info("vectorised sweep: jobs %s fitted one by one (%s)", ", ".join(map(str, modules)), reason)
-    if group is not None and this_job() in group.modules:
-        number = this_job()
-        for step, values in sorted(group.history.pop(number).items()):
-            for logger in loggers:
-                logger.log_metrics(values, step)
-        return group.modules.pop(number), group.fit_time, len(group.configs)
-    module = build(cfg)
-    start = time.perf_counter()
-    fit_reconstruction(module, trainer, logger=list(loggers) or False, **every, **overrides)
-    return module, time.perf_counter() - start, 1
+        if reason is not None:
+            return reason
+        start = time.perf_counter()
+        every = log_every or int(trainer.get("log_every_n_steps", 50))
+        stacked = fit_stacked(list(modules.values()), trainer, every, **overrides)
+        share = (time.perf_counter() - start) / len(modules)
+        return {job: (module, share, stacked.history[i]) for i, (job, module) in enumerate(modules.items())}
+
+    (module, seconds, history), batched = run_grouped(cfg, alone, together)
+    replay(loggers, history)
+    return module, seconds, batched

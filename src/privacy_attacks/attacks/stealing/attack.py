@@ -29,8 +29,9 @@ from torch import Tensor, nn
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
+from privacy_attacks.engine.sweep import replay, run_grouped
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
-from privacy_attacks.harness import build_loggers, finish_loggers
+from privacy_attacks.harness import build_loggers, finish_loggers, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
@@ -40,6 +41,7 @@ from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import fidelity_metrics, fit_student, steps_for_budget
 from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
 from .query_strategies import STRATEGIES, round_sizes
+from .stacked import fit_students, students_refusal
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +203,69 @@ def steal_without_data(cfg: DictConfig, api: BlackBoxAPI, loggers: list) -> nn.M
     return steal_data_free(net, api, tuple(image_shape), cfg.data_free, cfg.query_budget, cfg.trainer, seed, loggers)
 
 
+def build_api(cfg: DictConfig, target: Target) -> BlackBoxAPI:
+    """The job's black-box API to ``target``: its output, query budget and API defence."""
+    output = instantiate(cfg.api.outputs[cfg.api.output])
+    defense = defense_from_config(cfg, "api")
+    return BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense)
+
+
+def steal_from_pool(cfg: DictConfig, target: Target, loggers: list) -> tuple[BlackBoxAPI, nn.Module, float, dict]:
+    """One job alone: its API, the student trained on the answers it bought, the seconds, no replayed history."""
+    api = build_api(cfg, target)
+    start = time.perf_counter()
+    images, answers = buy_answers(cfg, query_pool(cfg), api)
+    student = train_student(cfg, api.output, images, answers, ("student",), logger=loggers or False)
+    return api, student, time.perf_counter() - start, {}
+
+
+# What every job of a vectorised group must share (the rest, seed, loss and temperature, may differ).
+SHARED_KEYS = ("student", "query_budget", "queries", "query_strategy", "api", "schedule", "trainer", "data")
+
+
+def steal_from_pool_together(configs: dict[int, DictConfig], target: Target) -> dict[int, tuple] | str:
+    """The jobs of a vectorised group (:func:`~privacy_attacks.engine.sweep.run_grouped`): each job's own API and
+    answers, their students trained as one (:func:`~.stacked.fit_students`); or why they cannot be."""
+    first = next(iter(configs.values()))
+    for key in SHARED_KEYS:
+        values = {
+            str(OmegaConf.to_container(c[key], resolve=True)) if OmegaConf.is_config(c[key]) else str(c[key])
+            for c in configs.values()
+        }
+        if len(values) > 1:
+            return f"the jobs differ in {key}"
+    nets = {}
+    for job, cfg in configs.items():
+        with seeded(cfg.seed, "student"):
+            nets[job] = instantiate(cfg.student.net)
+    start = time.perf_counter()
+    apis = {job: build_api(cfg, target) for job, cfg in configs.items()}
+    bought = {job: buy_answers(cfg, query_pool(cfg), apis[job]) for job, cfg in configs.items()}
+    reason = students_refusal(list(nets.values()), list(bought.values()), int(first.student.batch_size))
+    if reason is not None:
+        return reason
+    queries = len(next(iter(bought.values()))[0])
+    students, history = fit_students(
+        list(nets.values()),
+        list(bought.values()),
+        [instantiate(cfg.losses[cfg.loss]) for cfg in configs.values()],
+        [apis[job].output for job in configs],
+        schedule_steps(first, queries),
+        instantiate(first.student.optimizer),
+        instantiate(first.student.scheduler),
+        int(first.student.batch_size),
+        [student_shift(cfg, queries) for cfg in configs.values()],
+        [derive_seed(cfg.seed, "student", "fit") for cfg in configs.values()],
+        run_device(first.trainer),
+        int(first.trainer.get("log_every_n_steps", 50)),
+    )
+    share = (time.perf_counter() - start) / len(configs)
+    return {job: (apis[job], students[i], share, history[i]) for i, job in enumerate(configs)}
+
+
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
-    output = instantiate(cfg.api.outputs[cfg.api.output])
-    api = BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense_from_config(cfg, "api"))
     data_free = cfg.queries == GENERATOR_QUERIES
     steps = check_data_free(cfg.data_free, cfg.query_budget, cfg.api.output) if data_free else schedule_steps(cfg)
     loggers = build_loggers(cfg)
@@ -218,13 +278,19 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         cfg.api.output,
         steps,
     )
-    start = time.perf_counter()
+    batched = 1
     if data_free:
+        api = build_api(cfg, target)
+        start = time.perf_counter()
         student = steal_without_data(cfg, api, loggers)
-    else:
-        images, answers = buy_answers(cfg, query_pool(cfg), api)
-        student = train_student(cfg, api.output, images, answers, ("student",), logger=loggers or False)
-    fit_time = time.perf_counter() - start
+        fit_time = time.perf_counter() - start
+    else:  # alone, or with the other jobs of its group under hydra/launcher=vectorised
+        (api, student, fit_time, history), batched = run_grouped(
+            cfg,
+            lambda job: steal_from_pool(job, target, loggers),
+            lambda configs: steal_from_pool_together(configs, target),
+        )
+        replay(loggers, history)
     eval_images, eval_labels = dataset_evaluation_split(
         data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
     )
@@ -260,9 +326,10 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         step=steps,
     )
     log.info(
-        "student/acc %.4f, student/agreement %.4f, queries/used %d",
+        "student/acc %.4f, student/agreement %.4f, queries/used %d%s",
         metrics["student/acc"],
         metrics["student/agreement"],
         metrics["queries/used"],
+        f" (trained in one batch with {batched - 1} other jobs)" if batched > 1 else "",
     )
     return metrics
