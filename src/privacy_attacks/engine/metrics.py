@@ -60,8 +60,8 @@ def nearest_ssim(preds: Tensor, labels: Tensor, images: Tensor, image_labels: Te
     Gaussian window is applied as two banded matrix products."""
     preds, images = preds.float(), images.float()
     pad = (SSIM_WINDOW - 1) // 2
-    window = _ssim_window(preds.shape[2]), _ssim_window(preds.shape[3])
-    best = torch.full((len(preds),), -1.0)
+    window = _ssim_window(preds.shape[2]).to(preds.device), _ssim_window(preds.shape[3]).to(preds.device)
+    best = torch.full((len(preds),), -1.0)  # on the CPU, as returned
 
     def reflected(x: Tensor) -> Tensor:
         return F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -99,24 +99,25 @@ def nearest_distance(
     """For each reconstruction (N, C, H, W) of ``labels`` (N,), the L2 distance to the nearest image of its class in
     ``images`` (M, C, H, W) of ``image_labels`` (M,), in pixel space or, with ``embed`` ((K, C, H, W) -> (K, D)), in
     that feature space (the "KNN distance" of model-inversion papers, e.g. Zhang et al. 2020); ``image_features``
-    (M, D), the images already embedded (:func:`embedded_pool`), saves embedding them again. Returns the distances
-    (N,) and the nearest images' positions in ``images`` (N,)."""
+    (M, D), the images already embedded (:func:`embedded_pool`), saves embedding them again. Computed where ``preds``
+    are (a GPU: one pass over the pool); returns the distances (N,) and the nearest images' positions in ``images``
+    (N,), on the CPU."""
     embed = embed or (lambda x: x.flatten(1))
     features = embed(preds.float()).flatten(1)
-    best = torch.full((len(preds),), float("inf"))
-    where = torch.zeros(len(preds), dtype=torch.long)
+    best = torch.full((len(preds),), float("inf"), device=features.device)
+    where = torch.zeros(len(preds), dtype=torch.long, device=features.device)
     for start in range(0, len(images), chunk):
-        part_labels = image_labels[start : start + chunk]
+        part_labels = image_labels[start : start + chunk].to(labels.device)
         if image_features is None:
-            part = embed(images[start : start + chunk].float()).flatten(1)
+            part = embed(images[start : start + chunk].to(preds.device).float()).flatten(1)
         else:
-            part = image_features[start : start + chunk]
+            part = image_features[start : start + chunk].to(preds.device)
         distances = torch.cdist(features, part)  # (N, chunk)
         distances = distances.masked_fill(labels[:, None] != part_labels[None, :], float("inf"))
         value, index = distances.min(dim=1)
         better = value < best
         best, where = torch.where(better, value, best), torch.where(better, index + start, where)
-    return best, where
+    return best.cpu(), where.cpu()
 
 
 _EMBEDDED: dict[Hashable, Tensor] = {}

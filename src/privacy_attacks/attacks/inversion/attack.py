@@ -127,14 +127,22 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
 
     pool, pool_labels = recipe_members(cfg.data, cfg.target)
     means = class_means(pool, pool_labels, num_classes)
-    metrics, confidence = score(images, labels, target.net.cpu(), evaluator.net.cpu(), means, pool, pool_labels)
-    metrics.update(judge_metrics(images, labels, judge.net.cpu()))
-    pixel, nearest = nearest_distance(images, labels, pool, pool_labels)
-    judge_features = penultimate_features(judge.net)  # the pool's, once per sweep process (embedded_pool)
-    pool_key = ("judge", cache.weights_digest(judge.net), cache.tensor_digest(pool))
-    feature, _ = nearest_distance(
-        images, labels, pool, pool_labels, judge_features, image_features=embedded_pool(pool, judge_features, pool_key)
+    # Scored where the target runs (on a GPU, the passes over the 55,000 training images take milliseconds).
+    pool_key = ("judge", cache.weights_digest(judge.net), cache.tensor_digest(pool), str(device))
+    on = {name: tensor.to(device) for name, tensor in {"images": images, "labels": labels, "pool": pool}.items()}
+    on["pool_labels"], on["means"] = pool_labels.to(device), means.to(device)
+    target.net.to(device), evaluator.net.to(device), judge.net.to(device)  # a fit may have left the target on the CPU
+    metrics, confidence = score(
+        on["images"], on["labels"], target.net, evaluator.net, on["means"], on["pool"], on["pool_labels"]
     )
+    metrics.update(judge_metrics(on["images"], on["labels"], judge.net))
+    pixel, nearest = nearest_distance(on["images"], on["labels"], on["pool"], on["pool_labels"])
+    judge_features = penultimate_features(judge.net)  # the pool's, once per sweep process (embedded_pool)
+    pool_features = embedded_pool(on["pool"], judge_features, pool_key)
+    feature, _ = nearest_distance(
+        on["images"], on["labels"], on["pool"], on["pool_labels"], judge_features, image_features=pool_features
+    )
+    confidence = confidence.cpu()
     metrics["inversion/knn_pixel_dist"] = pixel.mean().item()
     metrics["inversion/knn_judge_dist"] = feature.mean().item()
     metrics["inversion/fit_time_s"] = fit_time  # under hydra/launcher=vectorised: its share of its group's fit
