@@ -2,13 +2,14 @@
 
     python benchmarks/bench_vectorised.py [--out DIR] [overrides ...]     # e.g. trainer=gpu, threads=1
 
-The sweep is the output-inversion grid ``tv_lambda=0,1e-3,1e-2,1e-1 init=zeros,noise loss=logit,ce`` (16 jobs);
-the overrides are added to every run. Its first job runs once before the timings (timed too: one job alone), so the cached target and judges
-are not trained inside them. Both sweeps then run through ``attack.py -m`` as a user runs them, into folders under
-``--out``; the table gives the wall time of each, the sum of the jobs' ``inversion/fit_time_s`` (a vectorised job's
-share of its group's fit), the ratio, and the largest difference between the two runs in any job's accuracy
-metrics (the same jobs must give the same numbers). Writes ``metrics.json`` and ``bench_vectorised.md`` into
-``--out``. The cache is ``$PRIVACY_ATTACKS_CACHE`` (or ``checkpoints/``), the data ``$MNIST_ROOT``.
+The sweep is the output-inversion grid ``tv_lambda=0,1e-3,1e-2,1e-1 init=zeros,noise loss=logit,ce`` (16 jobs); the
+overrides are added to every run. Its first job runs once before the timings (timed too: one job alone), so the
+cached target and judges are not trained inside them. Both sweeps then run through ``attack.py -m`` as a user runs
+them, into folders under ``--out``; the table gives the wall time of each, the sum of the jobs'
+``inversion/fit_time_s`` (a vectorised job's share of its group's fit), the ratio, and the largest difference
+between the two runs in any job's accuracy metrics (the same jobs must give the same numbers). Writes
+``metrics.json`` and ``bench_vectorised.md`` into ``--out``. The cache is ``$PRIVACY_ATTACKS_CACHE`` (or
+``checkpoints/``), the data ``$MNIST_ROOT``.
 """
 
 from __future__ import annotations
