@@ -163,3 +163,20 @@ def run_script(
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_as_group(configs: dict[int, DictConfig], monkeypatch: pytest.MonkeyPatch) -> dict[int, dict[str, float]]:
+    """Run attack ``configs`` in order, in this process, as the jobs (numbered by their keys) of one group planned by
+    ``hydra/launcher=vectorised``; their metrics by job."""
+    from privacy_attacks.engine import sweep
+    from privacy_attacks.pipelines import run_attack
+
+    sweep.plan_groups([configs])
+    try:
+        results = {}
+        for number, cfg in configs.items():
+            monkeypatch.setattr(sweep, "this_job", lambda number=number: number)
+            results[number] = run_attack(cfg)
+        return results
+    finally:
+        sweep.clear_plan()

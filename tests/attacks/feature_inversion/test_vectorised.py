@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from privacy_attacks.engine import sweep
 from privacy_attacks.pipelines import run_attack
+from tests.conftest import run_as_group
 
 TINY = ["data=synthetic", "data.source.train_size=300", "data.source.test_size=60", "data.val_size=60"]
 FEATURE = [
@@ -25,14 +25,9 @@ def test_a_group_of_feature_inversions_gets_the_metrics_of_each_job_alone(compos
     base = [*TINY, "target.members=200", "target.max_epochs=1", *FEATURE]
     alone = [run_attack(compose_attack([*base, *point])) for point in POINTS]
     configs = {number: compose_attack([*base, *point]) for number, point in enumerate(POINTS)}
-    sweep.plan_groups([configs])
-    try:
-        for number, expected in enumerate(alone):
-            monkeypatch.setattr(sweep, "this_job", lambda number=number: number)
-            with caplog.at_level("INFO"):
-                metrics = run_attack(configs[number])
-            for key in ("recon/psnr", "recon/ssim", "recon/mse"):
-                assert metrics[key] == pytest.approx(expected[key], rel=1e-4), key
-        assert "jobs 0, 1, 2 fitted as one batch" in caplog.text
-    finally:
-        sweep.clear_plan()
+    with caplog.at_level("INFO"):
+        grouped = run_as_group(configs, monkeypatch)
+    assert "jobs 0, 1, 2 fitted as one batch" in caplog.text
+    for number, expected in enumerate(alone):
+        for key in ("recon/psnr", "recon/ssim", "recon/mse"):
+            assert grouped[number][key] == pytest.approx(expected[key], rel=1e-4), key

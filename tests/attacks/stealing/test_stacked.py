@@ -12,10 +12,10 @@ from torch import nn
 from privacy_attacks.attacks.stealing.distillation import fit_student
 from privacy_attacks.attacks.stealing.losses import LectureKL, SquaredError
 from privacy_attacks.attacks.stealing.stacked import fit_students, students_refusal
-from privacy_attacks.engine import sweep
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
 from privacy_attacks.seeding import seeded
+from tests.conftest import run_as_group
 
 ADAM = functools.partial(torch.optim.Adam, lr=5e-3)
 COSINE = torch.optim.lr_scheduler.CosineAnnealingLR
@@ -106,24 +106,14 @@ def test_a_distillation_group_trains_its_students_once_each_job_with_its_own_que
     points = [["seed=0", "loss=kl", "query_budget=60"], ["seed=1", "loss=mse", "query_budget=60"]]
     alone = [run_attack(compose_attack([*STEAL, *point])) for point in points]
     configs = {number: compose_attack([*STEAL, *point]) for number, point in enumerate(points)}
-    sweep.plan_groups([configs])
-    try:
-        for number, expected in enumerate(alone):
-            monkeypatch.setattr(sweep, "this_job", lambda number=number: number)
-            with caplog.at_level("INFO"):
-                metrics = run_attack(configs[number])
-            assert metrics["queries/used"] == expected["queries/used"] == 60
-            for key in ("student/agreement", "student/acc"):
-                assert metrics[key] == pytest.approx(expected[key], abs=0.05), key
-        assert "jobs 0, 1 fitted as one batch" in caplog.text
-    finally:
-        sweep.clear_plan()
-    other_budget = {0: configs[0], 1: compose_attack([*STEAL, "seed=1", "query_budget=80"])}
-    sweep.plan_groups([other_budget])
-    try:
-        monkeypatch.setattr(sweep, "this_job", lambda: 0)
-        with caplog.at_level("INFO"):
-            run_attack(other_budget[0])
-        assert "run one by one (the jobs differ in query_budget)" in caplog.text
-    finally:
-        sweep.clear_plan()
+    with caplog.at_level("INFO"):
+        grouped = run_as_group(configs, monkeypatch)
+    assert "jobs 0, 1 fitted as one batch" in caplog.text
+    for number, expected in enumerate(alone):
+        assert grouped[number]["queries/used"] == expected["queries/used"] == 60
+        for key in ("student/agreement", "student/acc"):
+            assert grouped[number][key] == pytest.approx(expected[key], abs=0.05), key
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_as_group({0: configs[0], 1: compose_attack([*STEAL, "seed=1", "query_budget=80"])}, monkeypatch)
+    assert "run one by one (the jobs differ in query_budget)" in caplog.text
