@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from privacy_attacks.attacks.stealing import attack as stealing_attack
-from privacy_attacks.attacks.stealing.query_strategies import KCenter, Uncertainty, round_sizes
+from privacy_attacks.attacks.stealing.query_strategies import (
+    Adaptive,
+    KCenter,
+    RunningStandardiser,
+    Uncertainty,
+    kmeans,
+    round_sizes,
+)
+from privacy_attacks.blackbox import Probabilities
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.pipelines import run_attack
 
@@ -32,7 +40,56 @@ def test_kcenter_picks_the_farthest_from_everything_queried_then_spreads():
     assert first == 2 and second == 3  # the far corner, then the middle (farther from both than 1 or 4)
 
 
-@pytest.mark.parametrize("strategy", ["uncertainty", "kcenter"])
+def two_blobs(per_blob: int) -> torch.Tensor:
+    """(2 * per_blob, 1, 4, 4) images: the first half dark, the second bright, each with a little noise."""
+    generator = torch.Generator().manual_seed(0)
+    noise = 0.05 * torch.rand(2 * per_blob, 1, 4, 4, generator=generator)
+    return torch.cat([torch.zeros(per_blob, 1, 4, 4), torch.ones(per_blob, 1, 4, 4)]) + noise
+
+
+def test_kmeans_separates_two_blobs():
+    labels = kmeans(two_blobs(10).flatten(1), 2, torch.Generator().manual_seed(1))
+    assert len(set(labels[:10].tolist())) == 1 and len(set(labels[10:].tolist())) == 1 and labels[0] != labels[10]
+
+
+def test_running_standardiser_uses_every_row_seen():
+    standardise = RunningStandardiser(1)
+    standardise(torch.tensor([[0.0], [2.0]]))
+    assert torch.allclose(standardise(torch.tensor([[1.0], [1.0]])), torch.zeros(2, 1))  # mean 1 over all four rows
+
+
+def certain_on_dark(images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """An API answering one-hot probabilities on the dark images and uniform ones on the bright."""
+    dark = images[indices].flatten(1).mean(1) < 0.5
+    answers = torch.full((len(indices), 2), 0.5)
+    answers[dark] = torch.tensor([1.0, 0.0])
+    return answers
+
+
+def test_adaptive_learns_which_cluster_pays_and_never_buys_twice():
+    images = two_blobs(200)
+    strategy = Adaptive(clusters=2, batch=10, lr=0.5, rewards=["certainty"])
+    strategy.prepare(images, Probabilities(), seed=3)
+    queried = torch.zeros(len(images), dtype=torch.bool)
+    probs = torch.full((len(images), 2), 0.5)
+    chosen, answers = strategy.buy(probs, queried, 150, lambda indices: certain_on_dark(images, indices))
+    assert len(chosen) == 150 and len(chosen.unique()) == 150 and torch.equal(answers, certain_on_dark(images, chosen))
+    assert (chosen[-50:] < 200).float().mean() > 0.9  # the last steps buy almost only dark (certain) images
+    queried[chosen] = True
+    rest, _ = strategy.buy(probs, queried, 250, lambda indices: certain_on_dark(images, indices))
+    assert sorted(torch.cat([chosen, rest]).tolist()) == list(range(400))  # a spent cluster leaves the policy
+
+
+def test_adaptive_loss_reward_reads_the_round_students_probabilities():
+    strategy = Adaptive(clusters=1, batch=1, lr=0.1, rewards=["loss", "diversity"])
+    strategy.prepare(two_blobs(2), Probabilities(), seed=0)
+    strategy.observe(torch.tensor([0]), torch.tensor([[1.0, 0.0]]))
+    answers, student = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.75, 0.25]])
+    loss, diversity = strategy.reward_columns(answers, student)[0].tolist()
+    assert loss == pytest.approx(-torch.tensor(0.25).log().item()) and diversity == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "kcenter", "adaptive"])
 def test_an_active_run_queries_each_image_once_in_rounds_within_the_budget(compose_attack, monkeypatch, strategy):
     queried = []
     real_query = stealing_attack.BlackBoxAPI.query
@@ -51,7 +108,12 @@ def test_an_active_run_queries_each_image_once_in_rounds_within_the_budget(compo
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["query_strategy=greedy"], "query_strategy='greedy' is not one of the choices: random, uncertainty, kcenter"),
+        (
+            ["query_strategy=greedy"],
+            "query_strategy='greedy' is not one of the choices: random, uncertainty, kcenter, adaptive",
+        ),
+        (["query_strategy=adaptive", "active.adaptive.rewards=[luck]"], "active.adaptive.rewards=\\['luck'\\]"),
+        (["query_strategy=adaptive", "active.adaptive.clusters=0"], "active.adaptive.clusters=0"),
         (["query_strategy=kcenter", "active.candidates=50"], "active.candidates=50 is not allowed"),
         (["query_strategy=kcenter", "active.rounds=0"], "active.rounds=0"),
     ],

@@ -4,9 +4,9 @@
 
 One job: take the first ``query_budget`` images of the seeded, shuffled query pool (``queries=``: the
 configured dataset's own pool by default, or a pool of other images of the data's shape), or choose them in rounds
-(``query_strategy=uncertainty|kcenter``, :mod:`.query_strategies`), query the API (``api.output=``) once on each,
-train a fresh student (``student.net``, by default the target's network, built for the data's shape and classes) on
-the cached answers with ``loss=`` for a budget-dependent number of steps
+(``query_strategy=uncertainty|kcenter|adaptive``, :mod:`.query_strategies`), query the API (``api.output=``) once on
+each, train a fresh student (``student.net``, by default the target's network, built for the data's shape and
+classes) on the cached answers with ``loss=`` for a budget-dependent number of steps
 (``schedule``), and score it on an evaluation set of the configured dataset that no pool holds
 (``evaluation=report``: the first half of its test images, MNIST's 0-4,999, where numbers are reported;
 ``evaluation=tune``: its validation split, where settings are chosen): accuracy, agreement with the target,
@@ -40,7 +40,7 @@ from privacy_attacks.training import check_network
 from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import fidelity_metrics, fit_student, steps_for_budget
 from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
-from .query_strategies import STRATEGIES, round_sizes
+from .query_strategies import STRATEGIES, QueryStrategy, round_sizes
 from .stacked import fit_students, students_refusal
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,9 @@ def validate(cfg: DictConfig) -> None:
     if STRATEGIES[cfg.query_strategy] is not None:
         require_int(cfg.active.rounds, "active.rounds")
         require_int(cfg.active.candidates, "active.candidates")
+        check = getattr(STRATEGIES[cfg.query_strategy], "check", None)
+        if check is not None:
+            check(**strategy_options(cfg))
         if not budget <= cfg.active.candidates <= pool.size:
             raise ConfigError(
                 f"active.candidates={cfg.active.candidates} is not allowed: query_strategy={cfg.query_strategy} picks "
@@ -172,26 +175,40 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     trained on the answers so far.
     """
     seed = derive_seed(cfg.seed, "queries")
-    strategy = STRATEGIES[cfg.query_strategy]
-    if strategy is None:
+    if STRATEGIES[cfg.query_strategy] is None:
         images = pool.take(cfg.query_budget, seed=seed)
         return images, api.query(images)
+    strategy = make_strategy(cfg)
     candidates = pool.take(int(cfg.active.candidates), seed=seed)
+    strategy.prepare(candidates, api.output, derive_seed(cfg.seed, "queries", cfg.query_strategy))
     sizes = round_sizes(int(cfg.query_budget), int(cfg.active.rounds))
     queried = torch.zeros(len(candidates), dtype=torch.bool)
     order = torch.arange(sizes[0])
     queried[order] = True
     answers = [api.query(candidates[order])]
+    strategy.observe(order, answers[0])
     for round_index, size in enumerate(sizes[1:], start=1):
         student = train_student(
             cfg, api.output, candidates[order], torch.cat(answers), ("student", "round", round_index)
         )
-        chosen = strategy().select(student_probabilities(student, candidates), queried, size)
+        probs = student_probabilities(student, candidates)
+        chosen, bought = strategy.buy(probs, queried, size, lambda indices: api.query(candidates[indices]))
         queried[chosen] = True
         order = torch.cat([order, chosen])
-        answers.append(api.query(candidates[chosen]))
+        answers.append(bought)
         log.info("query round %d/%d: %d queries chosen by %s", round_index + 1, len(sizes), size, cfg.query_strategy)
     return candidates[order], torch.cat(answers)
+
+
+def strategy_options(cfg: DictConfig) -> dict:
+    """The active strategy's own settings: ``active.<query_strategy>`` (none for uncertainty and kcenter)."""
+    options = cfg.active.get(cfg.query_strategy)
+    return {} if options is None else dict(OmegaConf.to_container(options, resolve=True))
+
+
+def make_strategy(cfg: DictConfig) -> QueryStrategy:
+    """The active strategy ``query_strategy`` names, built with its settings."""
+    return STRATEGIES[cfg.query_strategy](**strategy_options(cfg))
 
 
 def steal_without_data(cfg: DictConfig, api: BlackBoxAPI, loggers: list) -> nn.Module:
