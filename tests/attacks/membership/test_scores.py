@@ -23,6 +23,7 @@ def test_score_formulas_match_the_papers():
     assert torch.allclose(SCORES["confidence"](log_probs, labels), p.max(dim=1).values.log())
     assert torch.allclose(SCORES["entropy"](log_probs, labels), (p * p.log()).sum(dim=1))
     assert torch.allclose(logit_confidence(log_probs, labels), (py / (1 - py)).log())
+    assert torch.allclose(SCORES["hinge"](log_probs, labels), torch.tensor([3.0, 0.1 - 0.5], dtype=torch.float64))
     # Song & Mittal 2021: Mentr = -(1 - p_y) log p_y - sum_{c != y} p_c log(1 - p_c)
     mentr = []
     for i, y in enumerate(labels.tolist()):

@@ -57,12 +57,19 @@ def logit_confidence(log_probs: Tensor, labels: Tensor) -> Tensor:
     return loss_score(log_probs, labels) - _others(log_probs, labels).logsumexp(dim=1)
 
 
+def hinge_score(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The hinge (logit margin) log p_y - max_{c != y} log p_c, equal to z_y - max_{c != y} z_c for the logits z
+    (Carlini et al. 2022; the score of Bertran et al. 2023's quantile regression)."""
+    return loss_score(log_probs, labels) - _others(log_probs, labels).max(dim=1).values
+
+
 SCORES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "loss": loss_score,
     "confidence": confidence_score,
     "entropy": entropy_score,
     "modified_entropy": modified_entropy_score,
     "logit": logit_confidence,
+    "hinge": hinge_score,
 }
 
 
