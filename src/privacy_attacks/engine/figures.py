@@ -12,9 +12,26 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from privacy_attacks.statistics import mean_ci95  # noqa: E402
+
+
+def mosaic(rows: Sequence[Tensor], gap: int = 2) -> np.ndarray:
+    """The images of every row (each (K, C, H, W) in [0, 1]: grey for one channel, colour for three) tiled into one
+    (rows x (H + gap), K x (W + gap), 3) array on white, row r and column c at ``(r * (H + gap), c * (W + gap))``."""
+    height = max(images.shape[2] for images in rows) + gap
+    width = max(images.shape[3] for images in rows) + gap
+    columns = max(len(images) for images in rows)
+    canvas = np.ones((len(rows) * height, columns * width, 3), dtype=np.float32)
+    for r, images in enumerate(rows):
+        images = images.detach().float().cpu().clamp(0, 1)
+        if images.shape[1] != 3:  # one channel (or the first of others), in grey
+            images = images[:, :1].expand(-1, 3, -1, -1)
+        for c, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+            canvas[r * height : r * height + image.shape[0], c * width : c * width + image.shape[1]] = image
+    return canvas
 
 
 def _image_grid(
@@ -25,31 +42,29 @@ def _image_grid(
     bottom_titles: Sequence[str] | None = None,
     title: str = "",
     title_size: int = 9,
-    label_style: dict[str, Any] | None = None,
 ) -> Path:
     """Save one row of images per (label, images (K, C, H, W) in [0, 1]: grey for one channel, colour for three),
-    titles above the first row and/or below the last; returns ``path``."""
-    columns = len(rows[0][1])
-    fig, axes = plt.subplots(len(rows), columns, figsize=figsize, squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r][c]
-            image = images[c].detach().cpu()
-            if image.shape[0] == 3:  # colour: (H, W, 3)
-                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-            else:  # one channel (or the first of others), in grey
-                ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0 and top_titles is not None:
-                ax.set_title(top_titles[c], fontsize=8)
-            if r == len(rows) - 1 and bottom_titles is not None:
-                ax.set_xlabel(bottom_titles[c], fontsize=6)
-        axes[r][0].set_ylabel(label, fontsize=7, **(label_style or {}))
+    titles above the first row and/or below the last; returns ``path``.
+
+    The images are tiled into one picture drawn in one axes (:func:`mosaic`), the labels and titles written around
+    it: one axes per image cost a job seconds of plotting."""
+    gap = 2
+    canvas = mosaic([images for _, images in rows], gap)
+    height, width = canvas.shape[0] // len(rows), canvas.shape[1] // max(len(images) for _, images in rows)
+    fig = plt.figure(figsize=figsize)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for r, (label, _) in enumerate(rows):
+        ax.text(-gap, r * height + (height - gap) / 2, label, ha="right", va="center", fontsize=7)
+    for c, text in enumerate(top_titles or []):
+        ax.text(c * width + (width - gap) / 2, -gap, text, ha="center", va="bottom", fontsize=8)
+    for c, text in enumerate(bottom_titles or []):
+        ax.text(c * width + (width - gap) / 2, canvas.shape[0], text, ha="center", va="top", fontsize=6)
     if title:
-        fig.suptitle(title, fontsize=title_size)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
+        top = -gap - (4 * height // 10 if top_titles else 0)
+        ax.text(canvas.shape[1] / 2, top, title, ha="center", va="bottom", fontsize=title_size)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the labels and titles around the picture are kept whole
     plt.close(fig)
     return path
 
@@ -60,8 +75,7 @@ def image_rows_figure(
     """Save a grid: one row per (label, images (K, 1, H, W) in [0, 1]), one column per class; returns ``path``."""
     columns = len(column_titles)
     figsize = (1.1 * columns + 1.2, 1.2 * len(rows) + 0.5)
-    label_style = {"rotation": 0, "ha": "right", "va": "center"}
-    return _image_grid(path, rows, figsize, top_titles=column_titles, title=title, label_style=label_style)
+    return _image_grid(path, rows, figsize, top_titles=column_titles, title=title)
 
 
 def originals_figure(
