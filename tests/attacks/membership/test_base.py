@@ -10,13 +10,9 @@ import torch
 
 from privacy_attacks.attacks.membership import proxy, shokri
 from privacy_attacks.attacks.membership.attack import build_attack
+from privacy_attacks.attacks.membership.augment import translate, translations
 from privacy_attacks.attacks.membership.base import AttackContext, MembershipAttack
-from privacy_attacks.attacks.membership.label_only import (
-    LabelOnlyAugmentAttack,
-    LabelOnlyBoundaryAttack,
-    translate,
-    translations,
-)
+from privacy_attacks.attacks.membership.label_only import LabelOnlyAugmentAttack, LabelOnlyBoundaryAttack
 from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.metrics import membership_metrics
 from privacy_attacks.attacks.membership.proxy import ProxyAttack

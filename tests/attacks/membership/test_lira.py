@@ -56,6 +56,23 @@ def test_online_lira_on_many_nonmembers_trains_each_model_on_a_target_sized_subs
     assert output.scores.shape == (N_EVAL,) and torch.isfinite(output.scores).all()
 
 
+@pytest.mark.parametrize("online", [True, False])
+def test_query_augmentations_average_each_copys_score_and_count_every_copy(context, online):
+    plain = LiRA(num_shadows=4, online=online)(context)
+    queried_before = context.api.queries_used
+    augmented = LiRA(num_shadows=4, online=online, query_shift=1)
+    output = augmented(context)
+    assert context.api.queries_used - queried_before == 5 * N_EVAL == augmented.queries_needed(10, N_EVAL, 40)
+    shadows = lira.online_shadow_models(context, 4)[0] if online else lira.offline_shadow_models(context, 4)
+    in_mask = shadows.in_mask[:, :N_EVAL] if online else torch.zeros(4, N_EVAL, dtype=torch.bool)
+    copies = [
+        augmented.copy_scores(context, shadows, in_mask, shift) for shift in [(0, 0), (-1, 0), (0, -1), (0, 1), (1, 0)]
+    ]
+    assert torch.allclose(output.scores, torch.stack(copies).mean(0))
+    assert torch.equal(copies[0], plain.scores)  # the identity copy is the attack without augmentations
+    assert output.info["lira/query_copies"] == 5.0
+
+
 def test_gaussian_log_pdf_matches_scipy():
     x, mean, std = (
         torch.tensor([0.3, -2.0, 5.0]).double(),

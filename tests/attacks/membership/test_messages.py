@@ -25,6 +25,8 @@ from tests.conftest import attack_config
         (["method=rmia_offline", "gamma=0"], "^gamma=0 is not allowed"),
         (["method=rmia_offline", "methods.rmia_offline.a=2"], "^methods.rmia_offline.a=2 is not allowed"),
         (["method=rmia", "methods.rmia.a=true"], "^methods.rmia.a=True is not allowed"),
+        (["method=lira", "methods.lira.query_shift=-1"], "^methods.lira.query_shift=-1 is not allowed"),
+        (["method=lira_offline", "methods.lira_offline.query_shift=x"], "^methods.lira_offline.query_shift='x'"),
         # The budget experiment sweeps num_ref_models and feeds LiRA's num_shadows from it.
         (["experiment=membership_budget", "method=lira", "num_ref_models=3"], "^num_ref_models=3 is not allowed"),
         (["experiment=membership_budget", "method=lira_offline", "num_ref_models=0"], "^num_ref_models=0 is not"),

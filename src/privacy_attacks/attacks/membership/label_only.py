@@ -24,34 +24,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.seeding import derive_seed
 
+from .augment import translate, translations
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .lira import check_online_sizes, gaussian_log_pdf, masked_mean_std, online_shadow_models
 from .shokri import check_shadow_count, offline_shadow_models
 
 LabelFunction = Callable[[Tensor], Tensor]
-
-
-def translations(max_shift: int) -> list[tuple[int, int]]:
-    """The shifts (i, j) with |i| + |j| <= ``max_shift``, the identity first."""
-    shifts = [(i, j) for i in range(-max_shift, max_shift + 1) for j in range(-max_shift, max_shift + 1)]
-    return sorted((s for s in shifts if abs(s[0]) + abs(s[1]) <= max_shift), key=lambda s: (abs(s[0]) + abs(s[1]), s))
-
-
-def translate(images: Tensor, shift: tuple[int, int]) -> Tensor:
-    """``images`` (N, C, H, W) moved by ``shift`` = (rows, columns) pixels, the uncovered border zero."""
-    i, j = shift
-    if i == j == 0:
-        return images
-    height, width = images.shape[-2:]
-    padded = F.pad(images, (abs(j), abs(j), abs(i), abs(i)))
-    top, left = abs(i) - i, abs(j) - j
-    return padded[..., top : top + height, left : left + width]
 
 
 class LabelOnlyAttack(MembershipAttack):

@@ -15,7 +15,11 @@ scores the target's phi(x):
 - ``offline``: shadow models train on the attacker's own images only (all evaluation images are
   OUT), score Pr[Z < phi], Z ~ N(mu_out, sigma_out^2) (a one-sided test; reported as
   its z-score (phi - mu_out) / sigma_out, which ranks images the same);
-- ``fixed_variance``: one sigma shared by all images (per IN/OUT), better with few shadow models.
+- ``fixed_variance``: one sigma shared by all images (per IN/OUT), better with few shadow models;
+- ``query_shift``: the paper's query augmentations (its Sec. 5.2: "the target model is queried on augmented
+  versions of each example"): the target and every shadow model also answer the image translated by every shift
+  (i, j) with |i| + |j| <= ``query_shift`` pixels (1: five copies, the identity first), a Gaussian pair is fitted
+  for each copy, and the score is the mean over copies of each copy's score. Every copy is a query.
 
 Member decisions: likelihood ratio > 1 (online), phi above the OUT mean (offline).
 """
@@ -28,9 +32,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.seeding import generator
 
+from .augment import translate, translations
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .scores import logit_confidence
 from .shadow_models import (
@@ -125,6 +130,7 @@ class LiRA(MembershipAttack):
             16 already beats the threshold baselines here.
         online: online (IN and OUT models) or offline (OUT models only).
         fixed_variance: one variance for all images instead of one per image.
+        query_shift: the largest translation (pixels, |i| + |j|) of the query augmentations; 0, the image alone.
         keys: the config key of an argument, named in its errors, where it is not the argument's own name
             (``{"num_shadows": "num_ref_models"}`` under ``experiment=membership_budget``); see
             :func:`~.base.config_key`.
@@ -137,10 +143,13 @@ class LiRA(MembershipAttack):
         num_shadows: int = 16,
         online: bool = True,
         fixed_variance: bool = True,
+        query_shift: int = 0,
         keys: Mapping[str, str] | None = None,
     ):
         check_shadow_count(num_shadows, config_key(keys, "num_shadows"))
+        require_int(query_shift, config_key(keys, "query_shift"), minimum=0)
         self.num_shadows, self.online, self.fixed_variance = num_shadows, bool(online), bool(fixed_variance)
+        self.shifts = translations(int(query_shift))
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
         """:class:`ConfigError` when shadow models cannot reach ``train_size`` images each."""
@@ -152,8 +161,9 @@ class LiRA(MembershipAttack):
             )
 
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
-        """Images asked of the target: the evaluation set only (shadow models answer the rest)."""
-        return eval_size
+        """Images asked of the target: the evaluation set, once per query augmentation (shadow models answer the
+        rest)."""
+        return eval_size * len(self.shifts)
 
     def __call__(self, context: AttackContext) -> AttackOutput:
         if self.online:
@@ -162,16 +172,20 @@ class LiRA(MembershipAttack):
         else:
             shadows = offline_shadow_models(context, self.num_shadows)
             in_mask = torch.zeros(len(shadows), len(context.eval_images), dtype=torch.bool)
-        shadow_log_probs = context.shadow_log_probs(shadows.logits(context.eval_images))
+        scores = torch.stack([self.copy_scores(context, shadows, in_mask, shift) for shift in self.shifts]).mean(0)
+        info = {"lira/num_shadows": float(len(shadows)), "lira/query_copies": float(len(self.shifts))}
+        return AttackOutput(scores, (scores > 0).long(), info)
+
+    def copy_scores(self, context: AttackContext, shadows: ShadowModels, in_mask: Tensor, shift) -> Tensor:
+        """The scores (N,) of the evaluation images translated by ``shift``: the online likelihood ratio
+        log N(phi; IN) - log N(phi; OUT), or offline the z-score (phi - mu_out) / sigma_out (it orders images like
+        log Pr[Z < phi] without its underflow to 0 for large z); a member decision is a score above 0."""
+        images = translate(context.eval_images, shift)
+        shadow_log_probs = context.shadow_log_probs(shadows.logits(images))
         shadow_phi = torch.stack([logit_confidence(lp, context.eval_labels) for lp in shadow_log_probs])  # (S, N)
-        target_phi = logit_confidence(context.query_log_probs(context.eval_images), context.eval_labels)  # (N,)
+        target_phi = logit_confidence(context.query_log_probs(images), context.eval_labels)  # (N,)
         mean_out, std_out = masked_mean_std(shadow_phi, ~in_mask, self.fixed_variance)
-        if self.online:
-            mean_in, std_in = masked_mean_std(shadow_phi, in_mask, self.fixed_variance)
-            scores = gaussian_log_pdf(target_phi, mean_in, std_in) - gaussian_log_pdf(target_phi, mean_out, std_out)
-            predictions = scores > 0
-        else:
-            # z orders images like log Pr[Z < phi] without its underflow to 0 for large z.
-            scores = (target_phi - mean_out) / std_out
-            predictions = scores > 0
-        return AttackOutput(scores, predictions.long(), {"lira/num_shadows": float(len(shadows))})
+        if not self.online:
+            return (target_phi - mean_out) / std_out
+        mean_in, std_in = masked_mean_std(shadow_phi, in_mask, self.fixed_variance)
+        return gaussian_log_pdf(target_phi, mean_in, std_in) - gaussian_log_pdf(target_phi, mean_out, std_out)
