@@ -22,7 +22,7 @@ import logging
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from privacy_attacks import cache
@@ -125,12 +125,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     )
     images = module.reconstructions()[0].cpu()
 
-    pool, pool_labels = recipe_members(cfg.data, cfg.target)
-    means = class_means(pool, pool_labels, num_classes)
     # Scored where the target runs (on a GPU, the passes over the 55,000 training images take milliseconds).
-    pool_key = ("judge", cache.weights_digest(judge.net), cache.tensor_digest(pool), str(device))
-    on = {name: tensor.to(device) for name, tensor in {"images": images, "labels": labels, "pool": pool}.items()}
-    on["pool_labels"], on["means"] = pool_labels.to(device), means.to(device)
+    private = private_pool(cfg, num_classes, device)
+    pool, means = private["pool"], private["means"]
+    pool_key = ("judge", cache.weights_digest(judge.net), private["digest"], str(device))
+    on = {"images": images.to(device), "labels": labels.to(device), **private}
     target.net.to(device), evaluator.net.to(device), judge.net.to(device)  # a fit may have left the target on the CPU
     metrics, confidence = score(
         on["images"], on["labels"], target.net, evaluator.net, on["means"], on["pool"], on["pool_labels"]
@@ -159,14 +158,14 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         out / "reconstructions.png",
         images[first],
         labels[first],
-        means,
+        means.cpu(),
         confidence[first],
         title,
         class_names,
-        nearest=pool[nearest[first]],
+        nearest=pool[nearest[first].to(pool.device)].cpu(),
     )
     # The reconstructions above the class means, and the swept hparams with the final metrics.
-    log_image_grid(loggers, "inversion/reconstructions", (images, means), int(cfg.steps))
+    log_image_grid(loggers, "inversion/reconstructions", (images, means.cpu()), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
     log.info(
         "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s%s",
@@ -178,6 +177,33 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         f" (fitted in one batch with {batched - 1} other jobs)" if batched > 1 else "",
     )
     return metrics
+
+
+_PRIVATE_POOL: dict[tuple, dict] = {}
+
+
+def private_pool(cfg: DictConfig, num_classes: int, device: torch.device) -> dict:
+    """The target's training images and labels (M, C, H, W), (M,), its class means (num_classes, C, H, W), all on
+    ``device``, and the images' digest: what scoring compares reconstructions with. The last one built stays in memory,
+    so the jobs of a sweep run in one process take them once (indexing and hashing 55,000 images cost a CPU job a
+    second or more)."""
+    key = (
+        repr(OmegaConf.to_container(cfg.data, resolve=True)),
+        cfg.target.get("members"),
+        cfg.target.get("member_offset", 0),
+        num_classes,
+        str(device),
+    )
+    if key not in _PRIVATE_POOL:
+        _PRIVATE_POOL.clear()
+        pool, pool_labels = recipe_members(cfg.data, cfg.target)
+        _PRIVATE_POOL[key] = {
+            "pool": pool.to(device),
+            "pool_labels": pool_labels.to(device),
+            "means": class_means(pool, pool_labels, num_classes).to(device),
+            "digest": cache.tensor_digest(pool),
+        }
+    return _PRIVATE_POOL[key]
 
 
 @torch.no_grad()
