@@ -95,7 +95,7 @@ class QuantileRegressionAttack(MembershipAttack):
     def __init__(
         self,
         score: str = "logit",
-        regression_size: int = 30000,
+        regression_size: int = 50000,
         epochs: int = 20,
         batch_size: int = 128,
         lr: float = 1e-3,
