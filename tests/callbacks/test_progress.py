@@ -19,7 +19,9 @@ from privacy_attacks.callbacks.progress import (
     progress_line,
     sweep_grid,
     time_left,
+    time_left_grouped,
 )
+from privacy_attacks.engine.sweep import clear_plan, plan_groups
 from tests.conftest import CONF_DIR
 
 
@@ -72,6 +74,14 @@ def test_the_time_left_counts_the_jobs_running_in_parallel():
     assert progress_line(1, None, "", [], 0.0) == "job 1"
 
 
+def test_a_vectorised_sweep_estimates_by_its_groups_first_jobs():
+    # 2 groups' first jobs done in 100 s and 60 s, 1 other in 2 s: 3 first jobs and 4 others left
+    assert time_left_grouped([100.0, 60.0], [2.0], total_firsts=5, total_followers=5) == 80.0 * 3 + 2.0 * 4
+    assert time_left_grouped([100.0], [], total_firsts=2, total_followers=3) == 100.0  # the others' time unknown: 0
+    assert time_left_grouped([], [], total_firsts=2, total_followers=3) is None
+    assert progress_line(2, 4, "", [10.0], 10.0, left=5.0) == "job 2/4; 1 done in 10s, about 5s left"
+
+
 def finish_job(sweep: Path, number: int, started: float, ended: float) -> None:
     """A job folder of a fake sweep that started and wrote its ``metrics.json`` at the given times."""
     hydra_dir = sweep / str(number) / ".hydra"
@@ -114,3 +124,37 @@ def test_a_single_run_logs_nothing(caplog: pytest.LogCaptureFixture):
         SweepProgress().on_job_start(cfg, task_function=None)
         SweepProgress().on_multirun_end(cfg)
     assert not caplog.messages
+
+
+def test_under_a_vectorised_plan_the_time_left_counts_groups_not_jobs(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Two groups of three jobs (tv_lambda x seed, grouped by seed as the vectorised launcher groups them): the
+    first job of the first group took 90 s for all three, the other two 1 s each; the mean over jobs would say
+    3 x 30.7 s are left, the groups say one more first job (90 s) and two others (1 s each)."""
+    sweep = tmp_path / "sweep"
+    cfg = multirun_config(["attack=inversion", "tv_lambda=0,1e-2", "seed=0,1,2", "steps=3", f"hydra.sweep.dir={sweep}"])
+    now = [1000.0]
+    progress = SweepProgress(clock=lambda: now[0])
+    progress.on_multirun_start(cfg)
+    plan_groups([dict.fromkeys([0, 1, 2], cfg), dict.fromkeys([3, 4, 5], cfg)])
+    try:
+        for number in range(4):
+            job = OmegaConf.merge(
+                cfg,
+                {
+                    "hydra": {
+                        "job": {"num": number},
+                        "runtime": {"output_dir": str(sweep / str(number))},
+                        "overrides": {"task": []},
+                    }
+                },
+            )
+            if number == 3:
+                finish_job(sweep, 0, 1000.0, 1090.0)
+                finish_job(sweep, 1, 1090.0, 1091.0)
+                finish_job(sweep, 2, 1091.0, 1092.0)
+                now[0] = 1092.0
+            with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.progress"):
+                progress.on_job_start(job, task_function=None)
+    finally:
+        clear_plan()
+    assert caplog.messages[-1] == "job 4/6; 3 done in 1m32s, about 1m32s left"

@@ -12,7 +12,10 @@ than calls keeps the count right where ``on_job_start`` runs in another process 
 workers, SLURM nodes), which the callback reaches with what it learnt at the start of the sweep. A done job
 took from its ``.hydra/overrides.yaml`` (written as it starts) to its ``metrics.json``; the time left is the
 mean of those times, times the jobs not done, divided by the jobs running now (job ``k`` starting with ``d``
-done: ``k - d``, assuming jobs start in order, as the basic, joblib and SLURM launchers start them).
+done: ``k - d``, assuming jobs start in order, as the basic, joblib and SLURM launchers start them). Under
+``hydra/launcher=vectorised`` the first job of a group does the work of all its jobs and the others take theirs in
+an instant, so a mean over jobs would be skewed; there the time left is the mean time of the groups' first jobs,
+times the groups not done, plus the others' mean times those left (:func:`time_left_grouped`).
 """
 
 from __future__ import annotations
@@ -76,16 +79,35 @@ def time_left(durations: list[float], total: int, number: int) -> float:
     return sum(durations) / done * max(total - done, 0) / max(number - done, 1)
 
 
-def progress_line(number: int, total: int | None, label: str, durations: list[float], elapsed: float) -> str:
-    """``job <number>/<total> (<label>); <done> done in <elapsed>, about <left> left`` (see :func:`time_left`);
-    the parts that are not known yet (the total, any job done) are left out."""
+def time_left_grouped(
+    firsts: list[float], followers: list[float], total_firsts: int, total_followers: int
+) -> float | None:
+    """About how long a vectorised sweep's jobs not done will take, one at a time: the mean time of the groups'
+    first jobs done (``firsts``; a job of no group counts as a group's first), times the first jobs not done, plus the
+    mean time of the other jobs done (``followers``, 0 when none is), times theirs not done. None before any first
+    job is done."""
+    if not firsts:
+        return None
+    follower_mean = sum(followers) / len(followers) if followers else 0.0
+    return sum(firsts) / len(firsts) * max(total_firsts - len(firsts), 0) + follower_mean * max(
+        total_followers - len(followers), 0
+    )
+
+
+def progress_line(
+    number: int, total: int | None, label: str, durations: list[float], elapsed: float, left: float | None = None
+) -> str:
+    """``job <number>/<total> (<label>); <done> done in <elapsed>, about <left> left`` (the time left is ``left``
+    where given, else :func:`time_left`); the parts that are not known yet (the total, any job done) are left out."""
     line = f"job {number}/{total}" if total else f"job {number}"
     if label:
         line += f" ({label})"
     if durations:
         line += f"; {len(durations)} done in {format_duration(elapsed)}"
-        if total:
-            line += f", about {format_duration(time_left(durations, total, number))} left"
+        if left is None and total:
+            left = time_left(durations, total, number)
+        if left is not None:
+            line += f", about {format_duration(left)} left"
     return line
 
 
@@ -99,6 +121,7 @@ class SweepProgress(Callback):
         self.total: int | None = None
         self.swept: list[str] = []
         self.earlier: dict[str, float] = {}  # metrics.json files already in the sweep folder: path -> mtime
+        self.numbers: dict[str, int] = {}  # the folders of the jobs started in this process -> their job numbers
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         grid = sweep_grid(config)
@@ -112,8 +135,27 @@ class SweepProgress(Callback):
             return
         overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
         label = " ".join(o for o in overrides if o.partition("=")[0] in self.swept)
-        line = progress_line(config.hydra.job.num + 1, self.total, label, self.durations(config), self.elapsed())
+        folder = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
+        if folder:
+            self.numbers[str(Path(folder).resolve())] = int(config.hydra.job.num)
+        done = self.done(config)
+        line = progress_line(
+            config.hydra.job.num + 1, self.total, label, list(done.values()), self.elapsed(), self.grouped_left(done)
+        )
         log.info(line)
+
+    def grouped_left(self, done: dict[str, float]) -> float | None:
+        """The time left by :func:`time_left_grouped` when this process runs a vectorised sweep's planned groups
+        (``done``: job folder -> seconds); None otherwise."""
+        from privacy_attacks.engine.sweep import planned_followers
+
+        followers = planned_followers()
+        if not followers or self.total is None:
+            return None
+        firsts, others = [], []
+        for folder, seconds in done.items():
+            (others if self.numbers.get(folder) in followers else firsts).append(seconds)
+        return time_left_grouped(firsts, others, self.total - len(followers), len(followers))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.start is not None:
@@ -123,14 +165,19 @@ class SweepProgress(Callback):
         return self.clock() - (self.start or 0.0)
 
     def durations(self, config: DictConfig) -> list[float]:
-        """How long each job done since the sweep started took (the time its ``metrics.json`` was written after
-        its ``.hydra/overrides.yaml``; 0 for a job without the latter)."""
-        durations = []
+        """How long each job done since the sweep started took (see :meth:`done`)."""
+        return list(self.done(config).values())
+
+    def done(self, config: DictConfig) -> dict[str, float]:
+        """The jobs done since the sweep started, their folder -> how long they took (the time its ``metrics.json``
+        was written after its ``.hydra/overrides.yaml``; 0 for a job without the latter)."""
+        durations = {}
         for metrics in self._metrics_files(config):
             end = metrics.stat().st_mtime
             if self.earlier.get(str(metrics)) != end:
                 started = metrics.parent / ".hydra" / "overrides.yaml"
-                durations.append(max(end - started.stat().st_mtime, 0.0) if started.exists() else 0.0)
+                seconds = max(end - started.stat().st_mtime, 0.0) if started.exists() else 0.0
+                durations[str(metrics.parent.resolve())] = seconds
         return durations
 
     @staticmethod

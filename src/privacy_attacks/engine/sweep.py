@@ -56,6 +56,12 @@ def clear_plan() -> None:
     _GROUPS.clear()
 
 
+def planned_followers() -> set[int]:
+    """The job numbers of the planned groups that are not their group's first: their work is done by the first, so
+    they take little time of their own (the sweep progress line estimates the time left by it)."""
+    return {job for group in _GROUPS.values() for job in sorted(group.configs)[1:]}
+
+
 def this_job() -> int | None:
     """The running Hydra job's number (``hydra.job.num``), or None outside a Hydra job."""
     if not HydraConfig.initialized():
