@@ -19,9 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.identity import data_name, data_shape, data_source
+from privacy_attacks.data.source import SourceData
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.defenses.training import TrainingDefense
+from privacy_attacks.engine.sweep import run_grouped
 from privacy_attacks.errors import ConfigError, UserError, require_bool, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -29,12 +31,14 @@ from privacy_attacks.targets import Target
 from privacy_attacks.training import build_privacy, check_network
 
 from .audit import epsilon_heuristic
-from .base import AttackContext, MembershipAttack
+from .base import AttackContext, AttackOutput, MembershipAttack
 from .data import MembershipSplit, membership_split
 from .figures import plot_roc, write_roc_csv
 from .metrics import membership_metrics, roc_curve
+from .proxy import ProxyAttack, proxy_attacks_together
 
 log = logging.getLogger(__name__)
+JobAttack = tuple[AttackContext, MembershipSplit, AttackOutput, float]  # a job's context, split, output, seconds
 
 
 def training_set_size(data: DictConfig) -> int:
@@ -182,20 +186,19 @@ def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) 
         return float((net(images.to(device)).argmax(dim=1) == labels.to(device)).float().mean())
 
 
-def run(cfg: DictConfig, target: Target) -> dict[str, float]:
-    """Run ``cfg.method`` against ``target`` and return the metrics (``mia/*``, ``target/*``, ``queries/used``)."""
-    data = data_source(cfg.data).load()  # the configured dataset's training and test images
+def build_context(
+    cfg: DictConfig, target: Target, data: SourceData, attack: MembershipAttack, split: MembershipSplit
+) -> AttackContext:
+    """The attacker's view of job ``cfg``: the target behind a fresh API, the evaluation and attacker images."""
     images, labels = data.train_images, data.train_labels
-    attack, split = prepare(cfg, total=len(labels))  # the actual data's size, checked again
-    output = instantiate(cfg.api.outputs[cfg.api.output])
     api = BlackBoxAPI(
         target.net,
-        output=output,
+        output=instantiate(cfg.api.outputs[cfg.api.output]),
         budget=cfg.query_budget,
         batch_size=cfg.api.batch_size,
         defense=defense_from_config(cfg, "api"),
     )
-    context = AttackContext(
+    return AttackContext(
         api=api,
         eval_images=images[split.eval_indices],
         eval_labels=labels[split.eval_indices],
@@ -208,6 +211,51 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         seed=cfg.seed,
         shadow_defense=shadow_defense(cfg, attack),
     )
+
+
+def attack_alone(cfg: DictConfig, target: Target, data: SourceData) -> JobAttack:
+    """One job alone: its context, split, the attack's output and the seconds it took."""
+    attack, split = prepare(cfg, total=len(data.train_labels))
+    context = build_context(cfg, target, data, attack, split)
+    start = time.perf_counter()
+    output = attack(context)
+    return context, split, output, time.perf_counter() - start
+
+
+def attacks_together(configs: dict[int, DictConfig], target: Target, data: SourceData) -> dict[int, JobAttack] | str:
+    """The jobs of a vectorised group (:func:`~privacy_attacks.engine.sweep.run_grouped`), which may differ in their
+    seed only: each job's own context and API, the proxy attack's proxies of every job distilled as one
+    (:func:`~.proxy.proxy_attacks_together`); or why they cannot be."""
+    shared = [
+        str(OmegaConf.to_container(config, resolve=False) | {"seed": None, "paths": None})
+        for config in configs.values()
+    ]
+    if len(set(shared)) > 1:
+        return "the jobs differ in more than their seed"
+    first = next(iter(configs.values()))
+    prepared = {job: prepare(cfg, total=len(data.train_labels)) for job, cfg in configs.items()}
+    if not isinstance(prepared[next(iter(configs))][0], ProxyAttack):
+        return f"method={first.method}: only the proxy attack distils its proxies across jobs"
+    contexts = {job: build_context(cfg, target, data, *prepared[job]) for job, cfg in configs.items()}
+    start = time.perf_counter()
+    outputs = proxy_attacks_together(
+        [attack for attack, _ in prepared.values()],
+        list(contexts.values()),
+        int(first.trainer.get("log_every_n_steps", 50)),
+    )
+    if isinstance(outputs, str):
+        return outputs
+    share = (time.perf_counter() - start) / len(configs)
+    return {job: (contexts[job], prepared[job][1], outputs[i], share) for i, job in enumerate(configs)}
+
+
+def run(cfg: DictConfig, target: Target) -> dict[str, float]:
+    """Run ``cfg.method`` against ``target`` and return the metrics (``mia/*``, ``target/*``, ``queries/used``).
+    Under ``hydra/launcher=vectorised`` the proxy attack's jobs that differ only in their seed distil their proxies
+    as one (:func:`attacks_together`)."""
+    data = data_source(cfg.data).load()  # the configured dataset's training and test images
+    images, labels = data.train_images, data.train_labels
+    _, split = prepare(cfg, total=len(labels))  # the actual data's size, checked again
     log.info(
         "membership: method=%s on %d members + %d non-members (%s set)",
         cfg.method,
@@ -215,9 +263,12 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         int((split.eval_membership == 0).sum()),
         cfg.eval_set,
     )
-    start = time.perf_counter()
-    output = attack(context)
-    elapsed = time.perf_counter() - start
+    (context, split, output, elapsed), batched = run_grouped(
+        cfg,
+        lambda job: attack_alone(job, target, data),
+        lambda configs: attacks_together(configs, target, data),
+    )
+    api = context.api
     metrics = membership_metrics(output.scores, split.eval_membership, output.predictions)
     # A heuristic ε estimate from these scores, not a certified bound (audit.py; attack=audit gives one).
     metrics.update(epsilon_heuristic(output.scores, split.eval_membership, delta=float(cfg.audit_delta)))
@@ -257,7 +308,13 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         out / "scores.pt",
     )
     finish_loggers(build_loggers(cfg), hparams(cfg), metrics)  # the metrics become scalars at step 0 with the hparams
-    log.info("mia/auc %.4f, tpr@0.1%%fpr %.4f (%s)", metrics["mia/auc"], metrics["mia/tpr@0.1%fpr"], cfg.method)
+    log.info(
+        "mia/auc %.4f, tpr@0.1%%fpr %.4f (%s%s)",
+        metrics["mia/auc"],
+        metrics["mia/tpr@0.1%fpr"],
+        cfg.method,
+        f"; its proxies distilled in one batch with {batched - 1} other jobs" if batched > 1 else "",
+    )
     return metrics
 
 

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from privacy_attacks.attacks.stealing.distillation import distil
 from privacy_attacks.attacks.stealing.losses import DistillationLoss, HardLabel
+from privacy_attacks.attacks.stealing.stacked import fit_students, students_refusal
 from privacy_attacks.errors import ConfigError, require_choice
 from privacy_attacks.seeding import derive_seed, seeded
 
@@ -90,19 +91,36 @@ class ProxyAttack(MembershipAttack):
         """Images asked of the target: the proxy's (and the reference proxy's) training set, then the evaluation set."""
         return (2 if self.reference else 1) * train_size + eval_size
 
-    def _distil_proxy(self, context: AttackContext, images: Tensor, role: str) -> nn.Module:
-        """A proxy of the target's architecture distilled on ``images`` (one query each), as the target's recipe
-        trains; its initial weights and batch order come from the attack's seed and ``role``."""
-        recipe = context.recipe
-        steps = int(recipe.max_epochs) * math.ceil(len(images) / int(recipe.batch_size))
+    def roles(self) -> list[str]:
+        """The proxies this attack distils, by role: ``proxy`` (and ``reference_proxy``)."""
+        return ["proxy", "reference_proxy"] if self.reference else ["proxy"]
+
+    def distillation_images(self, context: AttackContext, role: str) -> Tensor:
+        """The attacker's images a proxy of ``role`` is distilled on: the first ``train_size`` (the proxy), or the
+        third block of ``train_size`` (the reference proxy; the second block is the classifier's held-out set)."""
+        n = context.train_size
+        return context.attacker_images[:n] if role == "proxy" else context.attacker_images[2 * n : 3 * n]
+
+    def untrained_proxy(self, context: AttackContext, role: str) -> nn.Module:
+        """A network of the attacker's recipe, its initial weights drawn from the attack's seed and ``role``."""
         with seeded(context.seed, role):
-            net = instantiate(recipe.net)
+            return instantiate(context.recipe.net)
+
+    def distillation_steps(self, context: AttackContext) -> int:
+        """The proxy's steps: as many as the target's recipe takes on ``train_size`` images."""
+        recipe = context.recipe
+        return int(recipe.max_epochs) * math.ceil(context.train_size / int(recipe.batch_size))
+
+    def _distil_proxy(self, context: AttackContext, role: str) -> nn.Module:
+        """A proxy of the target's architecture distilled on its role's images (one query each), as the target's
+        recipe trains; its initial weights and batch order come from the attack's seed and ``role``."""
+        recipe = context.recipe
         return distil(
             context.api,
-            images,
-            net,
+            self.distillation_images(context, role),
+            self.untrained_proxy(context, role),
             self.loss,
-            steps,
+            self.distillation_steps(context),
             context.trainer,
             optimizer=instantiate(recipe.optimizer),
             batch_size=int(recipe.batch_size),
@@ -117,10 +135,14 @@ class ProxyAttack(MembershipAttack):
         return torch.cat(parts, dim=1)
 
     def __call__(self, context: AttackContext) -> AttackOutput:
+        return self.classify(context, [self._distil_proxy(context, role) for role in self.roles()])
+
+    def classify(self, context: AttackContext, proxies: Sequence[nn.Module]) -> AttackOutput:
+        """The attack once its proxies (one per :meth:`roles`, distilled) are trained: the classifier fitted on the
+        proxy's behaviour, applied to the target's answers on the evaluation set."""
         n = context.train_size
         images, labels = context.attacker_images, context.attacker_labels
-        proxy = self._distil_proxy(context, images[:n], "proxy")
-        reference = self._distil_proxy(context, images[2 * n : 3 * n], "reference_proxy") if self.reference else None
+        proxy, reference = proxies[0], (proxies[1] if self.reference else None)
         own, own_labels = images[: 2 * n], labels[: 2 * n]  # proxy's training set, then held-out
         with torch.no_grad():
             proxy_log_probs = proxy(own).double().log_softmax(dim=-1)
@@ -145,3 +167,53 @@ class ProxyAttack(MembershipAttack):
         correct = (proxy_log_probs.argmax(dim=1) == own_labels).float()
         info = {"proxy/train_acc": float(correct[:n].mean()), "proxy/heldout_acc": float(correct[n:].mean())}
         return AttackOutput(probability.double(), (probability > 0.5).long(), info)
+
+
+def proxies_refusal(attacks: Sequence[MembershipAttack]) -> str | None:
+    """Why the proxies of these jobs' attacks cannot be distilled as one (a sentence), or None when they can: every
+    job runs the proxy attack (the caller checks that their settings and recipes agree)."""
+    if not all(isinstance(attack, ProxyAttack) for attack in attacks):
+        kinds = ", ".join(sorted({type(attack).__name__ for attack in attacks}))
+        return f"{kinds}: only the proxy attack's proxies are distilled across jobs"
+    return None
+
+
+def proxy_attacks_together(
+    attacks: Sequence[ProxyAttack], contexts: Sequence[AttackContext], log_every: int = 50
+) -> list[AttackOutput] | str:
+    """Several jobs' proxy attacks with every proxy (each job's proxy and reference proxy) distilled as one
+    vectorised model (:func:`~privacy_attacks.attacks.stealing.stacked.fit_students`): each job queries its own API
+    on its own images, in the order it would alone, and keeps its own initial weights, batch order and shifts. Returns
+    each job's output, or why the proxies cannot be stacked (then each job runs alone)."""
+    reason = proxies_refusal(attacks)
+    if reason is not None:
+        return reason
+    first, context = attacks[0], contexts[0]
+    recipe = context.recipe
+    jobs = [(attack, job, role) for attack, job in zip(attacks, contexts) for role in attack.roles()]
+    nets = [attack.untrained_proxy(job, role) for attack, job, role in jobs]
+    images = [attack.distillation_images(job, role) for attack, job, role in jobs]
+    reason = students_refusal(nets, list(zip(images, images)), int(recipe.batch_size))
+    if reason is not None:
+        return reason
+    data = [(x, job.api.query(x)) for x, (_, job, _) in zip(images, jobs)]
+    proxies, _ = fit_students(
+        nets,
+        data,
+        [attack.loss for attack, _, _ in jobs],
+        [job.api.output for _, job, _ in jobs],
+        first.distillation_steps(context),
+        instantiate(recipe.optimizer),
+        torch.optim.lr_scheduler.CosineAnnealingLR,  # distil's schedule
+        int(recipe.batch_size),
+        [attack.shift for attack, _, _ in jobs],
+        [derive_seed(job.seed, role, "fit") for _, job, role in jobs],
+        context.device,
+        log_every,
+    )
+    outputs, start = [], 0
+    for attack, job in zip(attacks, contexts):
+        count = len(attack.roles())
+        outputs.append(attack.classify(job, proxies[start : start + count]))
+        start += count
+    return outputs
