@@ -22,6 +22,7 @@ import logging
 import time
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -30,7 +31,7 @@ from privacy_attacks.blackbox import BlackBoxAPI, OutputMode
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.engine.sweep import replay, run_grouped
-from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
@@ -41,6 +42,7 @@ from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import fidelity_metrics, fit_student, steps_for_budget
 from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
 from .query_strategies import STRATEGIES, QueryStrategy, round_sizes
+from .semi_supervised import FixMatch
 from .stacked import fit_students, students_refusal
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,20 @@ def validate(cfg: DictConfig) -> None:
                 "query_strategy=random."
             )
         check_data_free(cfg.data_free, budget, cfg.api.output)
+        if consistency(cfg).active:
+            raise ConfigError(
+                "student.unlabelled.images must be 0 with queries=generator: the data-free attacker holds no images."
+            )
         return
     pool = query_pool(cfg)
     pool.check_budget(budget)
+    held = consistency(cfg)  # FixMatch checks its own settings
+    if held.active and queried_prefix(cfg) + held.images > pool.size:
+        raise ConfigError(
+            f"student.unlabelled.images={held.images} is not allowed: the {pool.name} pool holds {pool.size} images, "
+            f"{queried_prefix(cfg)} of them for the queries; lower student.unlabelled.images to at most "
+            f"{pool.size - queried_prefix(cfg)}."
+        )
     if STRATEGIES[cfg.query_strategy] is not None:
         require_int(cfg.active.rounds, "active.rounds")
         require_int(cfg.active.candidates, "active.candidates")
@@ -227,12 +240,42 @@ def build_api(cfg: DictConfig, target: Target) -> BlackBoxAPI:
     return BlackBoxAPI(target.net, output, cfg.query_budget, cfg.api.batch_size, defense=defense)
 
 
+def consistency(cfg: DictConfig) -> FixMatch:
+    """The student's unlabelled loss (``student.unlabelled``; off at ``images: 0``); a bad setting raises its own
+    :class:`~privacy_attacks.errors.ConfigError`."""
+    try:
+        return instantiate(cfg.student.unlabelled)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+
+
+def queried_prefix(cfg: DictConfig) -> int:
+    """How many images of the pool's seeded shuffle the queries come from: the budget at random, the candidates of
+    an active strategy."""
+    return int(cfg.query_budget) if STRATEGIES[cfg.query_strategy] is None else int(cfg.active.candidates)
+
+
+def unlabelled_images(cfg: DictConfig, pool: QueryPool) -> Tensor | None:
+    """The images the student learns from without querying them: ``student.unlabelled.images`` of the pool's seeded
+    shuffle right after the :func:`queried_prefix` (None when off)."""
+    held = consistency(cfg)
+    if not held.active:
+        return None
+    start = queried_prefix(cfg)
+    return pool.take(start + held.images, seed=derive_seed(cfg.seed, "queries"))[start:]
+
+
 def steal_from_pool(cfg: DictConfig, target: Target, loggers: list) -> tuple[BlackBoxAPI, nn.Module, float, dict]:
-    """One job alone: its API, the student trained on the answers it bought, the seconds, no replayed history."""
+    """One job alone: its API, the student trained on the answers it bought (and on unlabelled pool images when
+    ``student.unlabelled`` holds some), the seconds, no replayed history."""
     api = build_api(cfg, target)
     start = time.perf_counter()
-    images, answers = buy_answers(cfg, query_pool(cfg), api)
-    student = train_student(cfg, api.output, images, answers, ("student",), logger=loggers or False)
+    pool = query_pool(cfg)
+    images, answers = buy_answers(cfg, pool, api)
+    extra = {"unlabelled": unlabelled_images(cfg, pool), "consistency": consistency(cfg)}
+    student = train_student(cfg, api.output, images, answers, ("student",), logger=loggers or False, **extra)
     return api, student, time.perf_counter() - start, {}
 
 
@@ -244,6 +287,8 @@ def steal_from_pool_together(configs: dict[int, DictConfig], target: Target) -> 
     """The jobs of a vectorised group (:func:`~privacy_attacks.engine.sweep.run_grouped`): each job's own API and
     answers, their students trained as one (:func:`~.stacked.fit_students`); or why they cannot be."""
     first = next(iter(configs.values()))
+    if consistency(first).active:
+        return "the students learn from unlabelled images (student.unlabelled)"
     for key in SHARED_KEYS:
         values = {
             str(OmegaConf.to_container(c[key], resolve=True)) if OmegaConf.is_config(c[key]) else str(c[key])

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
 from privacy_attacks.errors import require_positive
 from privacy_attacks.harness import build_trainer
-from privacy_attacks.seeding import seeded
+from privacy_attacks.seeding import generator, seeded
 
 from .losses import DistillationLoss
 
@@ -88,8 +88,11 @@ class StudentDistillation(L.LightningModule):
         scheduler: optional partial LR scheduler, called with the optimiser and ``T_max`` = the
             Trainer's ``max_steps``; stepped every step.
         shift: random-shift augmentation of the student's inputs, in pixels (0: none); costs no query.
+        unlabelled: (M, C, H, W) images the attacker holds but did not query, learnt from by ``consistency``
+            (a :class:`~.semi_supervised.FixMatch`), with draws from ``seed``'s ``unlabelled`` generator; no query.
 
-    Logs ``train/loss`` (and ``train/lr`` through the scheduler's optimiser).
+    Logs ``train/loss`` (and ``train/lr`` through the scheduler's optimiser; with unlabelled images
+    ``train/unlabelled_loss`` and ``train/pseudo_kept``, the share of them whose pseudo-label was kept).
     """
 
     def __init__(
@@ -100,12 +103,22 @@ class StudentDistillation(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         shift: int = 1,
+        unlabelled: Tensor | None = None,
+        consistency: Any = None,
+        seed: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss", "mode", "optimizer", "scheduler"], logger=False)
+        ignore = ["net", "loss", "mode", "optimizer", "scheduler", "unlabelled", "consistency"]
+        self.save_hyperparameters(ignore=ignore, logger=False)
         self.net, self.loss, self.mode = net, loss, mode
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.shift = shift
+        self.unlabelled = unlabelled if consistency is not None and consistency.active else None
+        self.consistency, self.draws = consistency, generator(seed, "unlabelled")
+
+    def on_train_start(self) -> None:
+        if self.unlabelled is not None:
+            self.unlabelled = self.unlabelled.to(self.device)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -113,8 +126,16 @@ class StudentDistillation(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, answers = batch
         loss = self.loss(self(random_shift(x, self.shift)), answers, self.mode)
-        if batch_idx % self.trainer.log_every_n_steps == 0:  # the only steps Lightning writes; skip the rest cheaply
+        logged = batch_idx % self.trainer.log_every_n_steps == 0  # the only steps Lightning writes; skip the rest
+        if logged:
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(x))
+        if self.unlabelled is not None:
+            extra = self.consistency.batch(self.unlabelled, len(x), self.draws)
+            unlabelled_loss, kept = self.consistency.loss(self.net, extra, self.draws)
+            loss = loss + unlabelled_loss
+            if logged:
+                self.log("train/unlabelled_loss", unlabelled_loss, on_step=True, on_epoch=False, batch_size=len(extra))
+                self.log("train/pseudo_kept", kept, on_step=True, on_epoch=False, batch_size=len(extra))
         return loss
 
     def configure_optimizers(self):
@@ -151,6 +172,8 @@ def fit_student(
     seed: int = 0,
     logger: Any = False,
     callbacks: list[L.Callback] | None = None,
+    unlabelled: Tensor | None = None,
+    consistency: Any = None,
 ) -> nn.Module:
     """Train ``net`` on answers already bought: ``images`` (N, C, H, W) and their ``answers``.
 
@@ -158,7 +181,9 @@ def fit_student(
     (``conf/trainer/*.yaml``; ``trainer=gpu`` works); without it a quiet CPU Trainer is used.
     ``optimizer`` defaults to Adam(lr=5e-3), ``scheduler`` to cosine annealing over ``steps``.
     ``seed`` fixes the batch order and the random shifts (run under its own RNG state, which the
-    caller's is neither read nor moved by); the student's initial weights are the caller's.
+    caller's is neither read nor moved by); the student's initial weights are the caller's. ``unlabelled`` images
+    with a ``consistency`` loss (:class:`~.semi_supervised.FixMatch`) add what the student learns from images it
+    did not query (their draws from ``seed`` too).
     """
     require_positive(steps, "steps")
     require_positive(batch_size, "batch_size")
@@ -168,7 +193,7 @@ def fit_student(
     optimizer = optimizer or functools.partial(torch.optim.Adam, lr=5e-3)
     if scheduler is None:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR
-    system = StudentDistillation(net, loss, mode, optimizer, scheduler, shift)
+    system = StudentDistillation(net, loss, mode, optimizer, scheduler, shift, unlabelled, consistency, seed)
     trainer = build_trainer(
         trainer_cfg, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], limit_val_batches=0
     )
