@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data import ImageDataModule
 from privacy_attacks.data.identity import data_name, data_shape
 from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
@@ -148,6 +149,11 @@ def build_classifier(recipe: DictConfig, num_classes: int = 10) -> ImageClassifi
     )
 
 
+def network_name(net: DictConfig) -> str:
+    """The class a network node builds, for log lines: ``LeNet5`` of ``privacy_attacks.models.LeNet5``."""
+    return str(net.get("_target_", "network")).rsplit(".", 1)[-1]
+
+
 def recipe_callbacks(recipe: DictConfig) -> list[L.Callback]:
     """The callbacks a recipe asks for: early stopping on ``val/acc`` after ``early_stopping_patience`` epochs
     without a new best; with ``ema_decay``, Lightning's EMA of the weights (updated after every optimiser step,
@@ -193,7 +199,7 @@ def fit_classifier(
         quiet=False,
         max_epochs=recipe.max_epochs,
         logger=logger,
-        callbacks=[*(callbacks or []), *recipe_callbacks(recipe)],
+        callbacks=[*(callbacks or []), *recipe_callbacks(recipe), EpochLog(network_name(recipe.net))],
         **trainer_overrides,
     )
     start = time.perf_counter()

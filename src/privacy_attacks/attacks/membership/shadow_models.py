@@ -29,6 +29,7 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from privacy_attacks import cache
+from privacy_attacks.callbacks.epoch_log import ProgressLog
 from privacy_attacks.seeding import generator, seeded
 from privacy_attacks.targets import without_neutral_net_keys
 
@@ -170,8 +171,9 @@ def train_shadow_models(
         disable=None if progress else True,
         leave=False,
     )
+    progress_log = ProgressLog(f"{num_models} shadow models", int(recipe.max_epochs))
     with seeded(seeds[0], "random_layers", *seeds):
-        for _ in epochs:
+        for epoch in epochs:
             order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
             epoch_indices = train_indices.gather(1, order)
             for start in range(0, n, batch_size):
@@ -185,6 +187,7 @@ def train_shadow_models(
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            progress_log.step(epoch + 1, {"train/loss": float(loss.detach()) / num_models})
     params = {k: v.detach() for k, v in params.items()}
     return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
 

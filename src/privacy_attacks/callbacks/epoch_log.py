@@ -1,0 +1,68 @@
+"""Progress of long fits in the run's log, where no progress bar shows (log files, joblib workers, SLURM)::
+
+    target: epoch 3/30, train/loss 0.1234, val/acc 0.9812; 1m10s, about 10m30s left
+
+:class:`EpochLog` writes such a line after an epoch of a Lightning fit, at most one every ``every_s`` seconds (and
+the last epoch's); :class:`ProgressLog` does the same for a loop of the framework's own (the shadow models' epochs).
+The time left is the mean time of an epoch so far times the epochs left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import lightning as L
+
+from privacy_attacks.callbacks.progress import format_duration
+
+log = logging.getLogger(__name__)
+SHOWN = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+class ProgressLog:
+    """``step(done, values)`` after each of ``total`` units of ``what``: a log line when ``every_s`` seconds have
+    passed since the last (or the first unit), and after the last unit."""
+
+    def __init__(
+        self, what: str, total: int | None, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ):
+        self.what, self.total, self.every_s, self.clock = what, total, float(every_s), clock
+        self.start = self.last = clock()
+
+    def line(self, done: int, values: dict[str, float] | None = None) -> str:
+        """``<what>: epoch <done>/<total>, <name> <value>...; <elapsed>, about <left> left``."""
+        elapsed = self.clock() - self.start
+        text = f"{self.what}: epoch {done}/{self.total}" if self.total else f"{self.what}: epoch {done}"
+        text += "".join(f", {name} {value:.4f}" for name, value in (values or {}).items())
+        text += f"; {format_duration(elapsed)}"
+        if self.total and done < self.total:
+            text += f", about {format_duration(elapsed / done * (self.total - done))} left"
+        return text
+
+    def step(self, done: int, values: dict[str, float] | None = None) -> None:
+        now = self.clock()
+        if now - self.last >= self.every_s or (self.total is not None and done >= self.total):
+            self.last = now
+            log.info(self.line(done, values))
+
+
+class EpochLog(L.Callback):
+    """A :class:`ProgressLog` line after epochs of a Lightning fit, with the epoch's ``train/*`` and ``val/*``
+    loss and accuracy as logged (``what`` names the fit: ``target``, ``decoder``...)."""
+
+    def __init__(self, what: str = "fit", every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        self.what, self.every_s, self.clock = what, every_s, clock
+        self.progress: ProgressLog | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        self.progress = ProgressLog(self.what, total, self.every_s, self.clock)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.progress is None or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        values = {name: float(metrics[name]) for name in SHOWN if name in metrics}
+        self.progress.step(trainer.current_epoch + 1, values)
