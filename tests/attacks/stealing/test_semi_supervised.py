@@ -46,6 +46,17 @@ def test_the_loss_is_the_cross_entropy_of_the_confident_pseudo_labels_over_the_w
     assert FixMatch(images=10, threshold=0.99).loss(Fixed(logits), torch.rand(2, 1, 8, 8), torch.Generator())[1] == 0
 
 
+def test_the_soft_target_is_the_weak_views_whole_distribution():
+    logits = [[1.0, 0.0, 0.0], [0.0, 0.2, 0.0]]  # top probabilities 0.576 and 0.378
+    consistency = FixMatch(images=10, threshold=0.5, target="soft")
+    loss, kept = consistency.loss(Fixed(logits), torch.rand(2, 1, 8, 8), torch.Generator().manual_seed(0))
+    weak = torch.tensor(logits).softmax(-1)
+    entropy = -(weak[0] * weak[0].log()).sum()  # the strong view answers the same: its cross-entropy is the entropy
+    assert kept.item() == 0.5 and loss.item() == pytest.approx(entropy.item() / 2)
+    with pytest.raises(ConfigError, match="student.unlabelled.target='mixed' is not one of the choices: hard, soft"):
+        FixMatch(target="mixed")
+
+
 def test_a_step_draws_ratio_unlabelled_images_per_queried_one():
     pool = torch.arange(50.0).view(50, 1, 1, 1)
     batch = FixMatch(images=50, ratio=3).batch(pool, 4, torch.Generator().manual_seed(0))

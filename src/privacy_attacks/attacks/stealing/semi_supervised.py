@@ -4,10 +4,12 @@ High Fidelity Extraction of Neural Networks", Sec. 5) bring to model extraction:
 unlabelled images of the task trains its student on both.
 
 Each step draws ``ratio`` unlabelled images per queried one; the student's own answer on a weakly augmented view (a
-random shift) is, where its top probability reaches ``threshold``, the hard label of a strongly augmented view
-(random rotation, rescaling, translation and a cut-out square); the unlabelled loss is that cross-entropy over the
-whole unlabelled batch (the unconfident images count as zero), times ``weight``. Nothing unlabelled reaches the
-API: the images cost no query.
+random shift) is, where its top probability reaches ``threshold``, the target of a strongly augmented view (random
+rotation, rescaling, translation and a cut-out square): its top-1 as a hard label (``target: hard``, FixMatch's), or
+its whole distribution (``target: soft``, as UDA's consistency, Xie et al. 2020: a student distilled at a
+temperature answers soft distributions, and its top probability rarely reaches FixMatch's 0.95). The unlabelled
+loss is that cross-entropy over the whole unlabelled batch (the unconfident images count as zero), times
+``weight``. Nothing unlabelled reaches the API: the images cost no query.
 
     consistency = FixMatch(images=20000, ratio=4, threshold=0.95)
     loss = kl(student(x_queried), answers) + consistency.loss(student, unlabelled_batch, generator)[0]
@@ -21,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from privacy_attacks.errors import ConfigError, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 
 from .distillation import random_shift
+
+TARGETS = ("hard", "soft")
 
 
 def strong_augment(
@@ -58,7 +62,8 @@ class FixMatch:
     Args:
         images: how many unlabelled pool images the attacker holds beside its queries (0: off).
         ratio: unlabelled images per queried image in a step (FixMatch's μ).
-        threshold: the student's top probability on the weak view above which its label is kept (τ).
+        threshold: the student's top probability on the weak view above which its answer is kept (τ).
+        target: ``hard`` (the weak view's top-1) or ``soft`` (its distribution) as the strong view's target.
         weight: the unlabelled loss's weight (λ_u).
         weak_shift: the weak view's random shift, in pixels.
         degrees, scale, translate, erase: the strong view (:func:`strong_augment`).
@@ -75,7 +80,9 @@ class FixMatch:
         scale: float = 0.15,
         translate: int = 3,
         erase: int = 8,
+        target: str = "hard",
     ):
+        require_choice(target, TARGETS, "student.unlabelled.target")
         for value, key in ((images, "images"), (weak_shift, "weak_shift"), (translate, "translate"), (erase, "erase")):
             require_int(value, f"student.unlabelled.{key}", minimum=0)
         require_int(ratio, "student.unlabelled.ratio")
@@ -87,7 +94,7 @@ class FixMatch:
             raise ConfigError(f"student.unlabelled.scale={scale} is not allowed: it must be in [0, 1).")
         self.images, self.ratio, self.threshold, self.weight = int(images), int(ratio), float(threshold), float(weight)
         self.weak_shift, self.degrees, self.scale = int(weak_shift), float(degrees), float(scale)
-        self.translate, self.erase = int(translate), int(erase)
+        self.translate, self.erase, self.target = int(translate), int(erase), target
 
     @property
     def active(self) -> bool:
@@ -106,5 +113,6 @@ class FixMatch:
         confidence, pseudo = weak.max(dim=-1)
         keep = (confidence >= self.threshold).to(x.dtype)
         strong = net(strong_augment(x, generator, self.degrees, self.scale, self.translate, self.erase))
-        loss = (F.cross_entropy(strong, pseudo, reduction="none") * keep).mean()
+        goal = pseudo if self.target == "hard" else weak
+        loss = (F.cross_entropy(strong, goal, reduction="none") * keep).mean()
         return self.weight * loss, keep.mean()
