@@ -38,12 +38,17 @@ class Fixed(nn.Module):
 
 def test_the_loss_is_the_cross_entropy_of_the_confident_pseudo_labels_over_the_whole_batch():
     logits = [[4.0, 0.0], [0.0, 0.1]]  # image 0 confident (p = 0.982) in class 0, image 1 not (p = 0.525)
-    consistency = FixMatch(images=10, threshold=0.9, weight=2.0)
+    consistency = FixMatch(images=10, threshold=0.9, weight=2.0, target="hard")
     loss, kept = consistency.loss(Fixed(logits), torch.rand(2, 1, 8, 8), torch.Generator().manual_seed(0))
     confident = torch.nn.functional.cross_entropy(torch.tensor([logits[0]]), torch.tensor([0]))
     assert kept.item() == 0.5
     assert loss.item() == pytest.approx(2.0 * confident.item() / 2)  # the mean over both, the second counting 0
-    assert FixMatch(images=10, threshold=0.99).loss(Fixed(logits), torch.rand(2, 1, 8, 8), torch.Generator())[1] == 0
+    assert (
+        FixMatch(images=10, threshold=0.99, target="hard").loss(
+            Fixed(logits), torch.rand(2, 1, 8, 8), torch.Generator()
+        )[1]
+        == 0
+    )
 
 
 def test_the_soft_target_is_the_weak_views_whole_distribution():

@@ -11,7 +11,7 @@ temperature answers soft distributions, and its top probability rarely reaches F
 loss is that cross-entropy over the whole unlabelled batch (the unconfident images count as zero), times
 ``weight``. Nothing unlabelled reaches the API: the images cost no query.
 
-    consistency = FixMatch(images=20000, ratio=4, threshold=0.95)
+    consistency = FixMatch(images=20000, ratio=4, threshold=0.0, target="soft")
     loss = kl(student(x_queried), answers) + consistency.loss(student, unlabelled_batch, generator)[0]
 """
 
@@ -73,14 +73,14 @@ class FixMatch:
         self,
         images: int = 0,
         ratio: int = 4,
-        threshold: float = 0.95,
+        threshold: float = 0.0,
         weight: float = 1.0,
         weak_shift: int = 1,
         degrees: float = 20.0,
         scale: float = 0.15,
         translate: int = 3,
         erase: int = 8,
-        target: str = "hard",
+        target: str = "soft",
     ):
         require_choice(target, TARGETS, "student.unlabelled.target")
         for value, key in ((images, "images"), (weak_shift, "weak_shift"), (translate, "translate"), (erase, "erase")):
