@@ -128,13 +128,19 @@ class RandomAffine(Prior):
             raise RuntimeError("RandomAffine draws its transforms from its own generator: call use_generator() first.")
         n = len(images)
         angle, size = (2 * torch.rand(2, n, generator=self.generator, dtype=torch.float64) - 1).to(images.device)
-        angle = angle * math.radians(self.weight)
         zoom = 1 / (1 + self.scale * size)  # sampling grid scaled by 1/s: the image scaled by s
-        cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-        zeros = torch.zeros_like(cos)
-        theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
-        grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return affine_warp(images, angle * math.radians(self.weight), zoom)
+
+
+def affine_warp(images: Tensor, angle: Tensor, zoom: Tensor, shift: Tensor | None = None) -> Tensor:
+    """Each image of ``images`` (N, C, H, W) rotated by ``angle`` (N,) radians, its sampling grid scaled by ``zoom``
+    (N,) (the image by 1 / zoom) and moved by ``shift`` (2, N) in normalised coordinates (x, y; 2 / W a pixel);
+    bilinear, black outside the image."""
+    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
+    shift_x, shift_y = (torch.zeros_like(cos), torch.zeros_like(cos)) if shift is None else shift
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class GaussianBlur(Prior):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from privacy_attacks.engine.priors import affine_warp
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 
 from .distillation import random_shift
@@ -39,13 +40,9 @@ def strong_augment(
     ``generator`` (on the CPU)."""
     n, _, h, w = x.shape
     draws = (2 * torch.rand(4, n, generator=generator, dtype=torch.float64) - 1).to(x.device)
-    angle = draws[0] * math.radians(degrees)
     zoom = 1 / (1 + scale * draws[1])  # the sampling grid scaled by 1/s: the image scaled by s
-    cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
-    shift_x, shift_y = draws[2] * (2 * translate / w), draws[3] * (2 * translate / h)  # normalised coordinates
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    views = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    shift = torch.stack([draws[2] * (2 * translate / w), draws[3] * (2 * translate / h)])  # normalised coordinates
+    views = affine_warp(x, draws[0] * math.radians(degrees), zoom, shift)
     if erase > 0:
         top = torch.randint(0, max(h - erase, 0) + 1, (n,), generator=generator).to(x.device)
         left = torch.randint(0, max(w - erase, 0) + 1, (n,), generator=generator).to(x.device)
