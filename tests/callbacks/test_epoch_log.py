@@ -1,8 +1,9 @@
-"""Progress lines of long fits in the log: throttled, the last epoch always, the time left; in a Lightning fit and in
-the shadow models' loop."""
+"""Progress lines of long fits in the log: throttled, the last epoch always, the time left; in a Lightning fit, in
+the shadow models' loop, and step by step in a stolen student's one long epoch (alone and stacked)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import lightning as L
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from privacy_attacks.callbacks.epoch_log import EpochLog, ProgressLog
+from privacy_attacks.callbacks.epoch_log import EpochLog, ProgressLog, StepLog
 
 
 def test_a_line_every_few_seconds_and_after_the_last_epoch(caplog: pytest.LogCaptureFixture):
@@ -26,6 +27,7 @@ def test_a_line_every_few_seconds_and_after_the_last_epoch(caplog: pytest.LogCap
         "16 shadow models: epoch 4/4, train/loss 0.1250; 1m20s",  # the last, 20 s after the one before
     ]
     assert ProgressLog("fit", None, clock=lambda: 5.0).line(3) == "fit: epoch 3; 0s"
+    assert ProgressLog("student", 10, clock=lambda: 0.0, unit="step").line(5) == "student: step 5/10; 0s, about 0s left"
 
 
 class Tiny(L.LightningModule):
@@ -80,3 +82,65 @@ def test_shadow_models_log_their_epochs(caplog: pytest.LogCaptureFixture):
             recipe, torch.rand(8, 1, 2, 2), torch.tensor([0, 1] * 4), torch.tensor([[0, 1, 2, 3]] * 2), [0, 1], False
         )
     assert caplog.messages[-1].startswith("2 shadow models: epoch 2/2, train/loss ")
+
+
+class TinySteps(Tiny):
+    """Its clock moves 20 s a step."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def training_step(self, batch, batch_idx):
+        self.seconds += 20.0
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+
+def test_a_fit_of_one_long_epoch_logs_its_steps(caplog: pytest.LogCaptureFixture):
+    data = DataLoader(TensorDataset(torch.randn(40, 2), torch.tensor([0, 1] * 20)), batch_size=4)
+    module = TinySteps()
+    trainer = L.Trainer(
+        max_steps=6,
+        max_epochs=1,
+        callbacks=[StepLog("student", every_s=30.0, clock=lambda: module.seconds)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
+        trainer.fit(module, data)
+    lines = [m for m in caplog.messages if m.startswith("student: step")]
+    assert [line.split(",")[0] for line in lines] == ["student: step 2/6", "student: step 4/6", "student: step 6/6"]
+    assert all("train/loss" in line for line in lines)
+
+
+def test_stolen_students_log_their_steps(caplog: pytest.LogCaptureFixture):
+    from privacy_attacks.attacks.stealing.distillation import fit_student
+    from privacy_attacks.attacks.stealing.losses import LectureKL
+    from privacy_attacks.attacks.stealing.stacked import fit_students
+
+    images, answers = torch.rand(16, 1, 4, 4), torch.softmax(torch.randn(16, 3), dim=1)
+
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+    with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
+        fit_student(net(), images, answers, "probs", LectureKL(), steps=5, batch_size=4)
+        fit_students(
+            [net(), net()],
+            [(images, answers)] * 2,
+            [LectureKL()] * 2,
+            ["probs"] * 2,
+            5,
+            functools.partial(torch.optim.SGD, lr=0.1),
+            None,
+            4,
+            [0, 0],
+            [0, 1],
+        )
+    assert any(m.startswith("student: step 5/5, train/loss ") for m in caplog.messages)
+    assert any(m.startswith("2 students: step 5/5, train/loss ") for m in caplog.messages)

@@ -1,10 +1,12 @@
 """Progress of long fits in the run's log, where no progress bar shows (log files, joblib workers, SLURM)::
 
     target: epoch 3/30, train/loss 0.1234, val/acc 0.9812; 1m10s, about 10m30s left
+    student: step 1200/3000, train/loss 0.0412; 2m0s, about 3m0s left
 
 :class:`EpochLog` writes such a line after an epoch of a Lightning fit, at most one every ``every_s`` seconds (and
-the last epoch's); :class:`ProgressLog` does the same for a loop of the framework's own (the shadow models' epochs).
-The time left is the mean time of an epoch so far times the epochs left.
+the last epoch's); :class:`StepLog` after its steps, for fits of one long epoch (the stolen students');
+:class:`ProgressLog` does the same for a loop of the framework's own (the shadow models' epochs, stacked students'
+steps). The time left is the mean time of a unit so far times the units left.
 """
 
 from __future__ import annotations
@@ -26,25 +28,33 @@ class ProgressLog:
     passed since the last (or the first unit), and after the last unit."""
 
     def __init__(
-        self, what: str, total: int | None, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self,
+        what: str,
+        total: int | None,
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "epoch",
     ):
-        self.what, self.total, self.every_s, self.clock = what, total, float(every_s), clock
+        self.what, self.total, self.every_s, self.clock, self.unit = what, total, float(every_s), clock, unit
         self.start = self.last = clock()
 
     def line(self, done: int, values: dict[str, float] | None = None) -> str:
-        """``<what>: epoch <done>/<total>, <name> <value>...; <elapsed>, about <left> left``."""
+        """``<what>: <unit> <done>/<total>, <name> <value>...; <elapsed>, about <left> left``."""
         elapsed = self.clock() - self.start
-        text = f"{self.what}: epoch {done}/{self.total}" if self.total else f"{self.what}: epoch {done}"
+        text = f"{self.what}: {self.unit} {done}" + (f"/{self.total}" if self.total else "")
         text += "".join(f", {name} {value:.4f}" for name, value in (values or {}).items())
         text += f"; {format_duration(elapsed)}"
         if self.total and done < self.total:
             text += f", about {format_duration(elapsed / done * (self.total - done))} left"
         return text
 
+    def due(self, done: int) -> bool:
+        """Whether :meth:`step` would write a line now (to compute its values only then)."""
+        return self.clock() - self.last >= self.every_s or (self.total is not None and done >= self.total)
+
     def step(self, done: int, values: dict[str, float] | None = None) -> None:
-        now = self.clock()
-        if now - self.last >= self.every_s or (self.total is not None and done >= self.total):
-            self.last = now
+        if self.due(done):
+            self.last = self.clock()
             log.info(self.line(done, values))
 
 
@@ -66,3 +76,37 @@ class EpochLog(L.Callback):
         metrics = trainer.callback_metrics
         values = {name: float(metrics[name]) for name in SHOWN if name in metrics}
         self.progress.step(trainer.current_epoch + 1, values)
+
+
+class StepLog(L.Callback):
+    """A :class:`ProgressLog` line after the training batches of a fit of one long epoch (a stolen student's steps,
+    the data-free game's iterations), out of ``max_steps`` or else the epoch's batches, with ``train/loss`` where
+    it is logged."""
+
+    def __init__(
+        self,
+        what: str = "fit",
+        unit: str = "step",
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.what, self.unit, self.every_s, self.clock = what, unit, every_s, clock
+        self.progress: ProgressLog | None = None
+        self.done = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.num_training_batches
+        total = int(total) if total and total != float("inf") else None
+        self.progress = ProgressLog(self.what, total, self.every_s, self.clock, unit=self.unit)
+        self.done = 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
+        if self.progress is None:
+            return
+        self.done += 1
+        if self.progress.due(self.done):
+            metrics = trainer.callback_metrics
+            values = {"train/loss": float(metrics["train/loss"])} if "train/loss" in metrics else {}
+            self.progress.step(self.done, values)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI
+from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 
@@ -334,6 +335,13 @@ def steal_data_free(
         seed=seed,
     )
     # One epoch of `iterations` batches: with two optimisers Lightning's step counter moves twice per step.
-    trainer = build_trainer(trainer_cfg, max_epochs=1, max_steps=-1, logger=logger, limit_val_batches=0)
+    trainer = build_trainer(
+        trainer_cfg,
+        max_epochs=1,
+        max_steps=-1,
+        logger=logger,
+        limit_val_batches=0,
+        callbacks=[StepLog("data-free game", unit="iteration")],
+    )
     trainer.fit(system, train_dataloaders=LatentBatches(iterations, node.batch_size, node.latent_dim, seed))
     return student.eval()

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
+from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.errors import require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import generator, seeded
@@ -195,7 +196,12 @@ def fit_student(
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR
     system = StudentDistillation(net, loss, mode, optimizer, scheduler, shift, unlabelled, consistency, seed)
     trainer = build_trainer(
-        trainer_cfg, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks or [], limit_val_batches=0
+        trainer_cfg,
+        max_steps=steps,
+        max_epochs=1,
+        logger=logger,
+        callbacks=[*(callbacks or []), StepLog("student")],
+        limit_val_batches=0,
     )
     batches = ResampledBatches(images, answers, batch_size, steps, seed)
     with seeded(seed, "shifts"):

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
 from privacy_attacks.blackbox import OutputMode, output_mode
+from privacy_attacks.callbacks.epoch_log import ProgressLog
 from privacy_attacks.seeding import generator
 
 from .distillation import ResampledBatches, random_shift
@@ -81,6 +82,7 @@ def fit_students(
     draws = [generator(seed, "shifts") for seed in seeds]  # fit_student's shifts: its seed's "shifts" draw
     modes = [output_mode(mode) for mode in modes]
     history: list[dict[int, dict[str, float]]] = [{} for _ in nets]
+    progress = ProgressLog(f"{len(nets)} students", steps, unit="step")
     for step in range(steps):
         pairs = [next(batch) for batch in batches]
         inputs = torch.stack([random_shift(x, shift, draw) for (x, _), shift, draw in zip(pairs, shifts, draws)])
@@ -94,6 +96,8 @@ def fit_students(
         if step % log_every == 0:
             for s, part in enumerate(parts):
                 history[s][step] = {"train/loss": float(part.detach())}
+        if progress.due(step + 1):  # reads the loss (a device sync) only when a line is written
+            progress.step(step + 1, {"train/loss": float(torch.stack(parts).detach().mean())})
     students = []
     for s, net in enumerate(nets):
         state = {name: value[s].detach().clone() for name, value in {**params, **buffers}.items()}
