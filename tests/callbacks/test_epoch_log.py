@@ -144,3 +144,23 @@ def test_stolen_students_log_their_steps(caplog: pytest.LogCaptureFixture):
         )
     assert any(m.startswith("student: step 5/5, train/loss ") for m in caplog.messages)
     assert any(m.startswith("2 students: step 5/5, train/loss ") for m in caplog.messages)
+
+
+def test_a_fit_stopped_early_ends_with_its_last_epoch(caplog: pytest.LogCaptureFixture):
+    class StopsAfterTwo(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = trainer.current_epoch >= 1
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2), torch.tensor([0, 1] * 4)), batch_size=4)
+    trainer = L.Trainer(
+        max_epochs=10,
+        callbacks=[StopsAfterTwo(), EpochLog("Tiny", every_s=1e9, clock=lambda: 0.0)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
+        trainer.fit(Tiny(), data)
+    lines = [m for m in caplog.messages if m.startswith("Tiny: epoch")]
+    assert [line.split(",")[0] for line in lines] == ["Tiny: epoch 2/10"]

@@ -37,6 +37,7 @@ class ProgressLog:
     ):
         self.what, self.total, self.every_s, self.clock, self.unit = what, total, float(every_s), clock, unit
         self.start = self.last = clock()
+        self.logged = 0  # the last unit a line was written for
 
     def line(self, done: int, values: dict[str, float] | None = None) -> str:
         """``<what>: <unit> <done>/<total>, <name> <value>...; <elapsed>, about <left> left``."""
@@ -54,8 +55,12 @@ class ProgressLog:
 
     def step(self, done: int, values: dict[str, float] | None = None) -> None:
         if self.due(done):
-            self.last = self.clock()
-            log.info(self.line(done, values))
+            self.write(done, values)
+
+    def write(self, done: int, values: dict[str, float] | None = None) -> None:
+        """A line now (a fit that stops early ends with one)."""
+        self.last, self.logged = self.clock(), done
+        log.info(self.line(done, values))
 
 
 class EpochLog(L.Callback):
@@ -73,9 +78,18 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.progress is None or trainer.sanity_checking:
             return
+        self.progress.step(trainer.current_epoch + 1, self.values(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The last epoch's line when the fit stopped before ``max_epochs`` (early stopping) between two lines."""
+        done = trainer.current_epoch
+        if self.progress is not None and 0 < done != self.progress.logged:
+            self.progress.write(done, self.values(trainer))
+
+    @staticmethod
+    def values(trainer: L.Trainer) -> dict[str, float]:
         metrics = trainer.callback_metrics
-        values = {name: float(metrics[name]) for name in SHOWN if name in metrics}
-        self.progress.step(trainer.current_epoch + 1, values)
+        return {name: float(metrics[name]) for name in SHOWN if name in metrics}
 
 
 class StepLog(L.Callback):
@@ -107,6 +121,15 @@ class StepLog(L.Callback):
             return
         self.done += 1
         if self.progress.due(self.done):
-            metrics = trainer.callback_metrics
-            values = {"train/loss": float(metrics["train/loss"])} if "train/loss" in metrics else {}
-            self.progress.step(self.done, values)
+            self.progress.step(self.done, self.values(trainer))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The last step's line when the fit ended between two lines (no ``max_steps``, or stopped early)."""
+        if self.progress is not None and 0 < self.done != self.progress.logged:
+            self.progress.write(self.done, self.values(trainer))
+
+    @staticmethod
+    def values(trainer: L.Trainer) -> dict[str, float]:
+        """The last logged ``train/loss`` (a student logs it every ``log_every_n_steps`` steps)."""
+        metrics = trainer.callback_metrics
+        return {"train/loss": float(metrics["train/loss"])} if "train/loss" in metrics else {}

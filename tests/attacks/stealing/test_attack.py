@@ -175,6 +175,18 @@ def test_a_pool_of_another_shape_stops_before_any_work(compose_attack, monkeypat
         run_attack(compose_attack([*overrides[:-1], "queries=cifar"]))
 
 
+@pytest.mark.mnist
+def test_a_pool_holding_the_evaluation_images_stops_before_any_work(compose_attack, monkeypatch):
+    """MNIST's pool beside a target of some MNIST digits: the same files under another split, so the pool holds most
+    of that data's validation split (its tuning set)."""
+    monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
+    overrides = ["attack=distillation", "data=mnist_classes", "queries=mnist", "evaluation=tune"]
+    with pytest.raises(
+        ConfigError, match=r"queries=mnist is not allowed with data=mnist_classes: its pool holds \d+ of"
+    ):
+        run_attack(compose_attack(overrides))
+
+
 def test_a_student_that_does_not_take_the_data_stops_before_any_work(compose_attack, monkeypatch):
     monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
     overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", *TINY_STEALING, "model@target=cnn"]

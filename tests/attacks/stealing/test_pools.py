@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from privacy_attacks.attacks.stealing import DatasetPool, MNISTPool, NoisePool, data_pool, dataset_evaluation_split
-from privacy_attacks.attacks.stealing.pools import EVALUATION_SIZE, FashionMNISTPool, evaluation_split
+from privacy_attacks.attacks.stealing.pools import EVALUATION_SIZE, FashionMNISTPool, evaluation_split, shared_images
 from privacy_attacks.data import SyntheticSource
 from privacy_attacks.data.mnist import split_training_indices
 from privacy_attacks.errors import ConfigError, DataUnavailableError
@@ -109,3 +109,10 @@ def test_a_pool_of_another_shape_is_one_line_naming_both():
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match=r"queries=synthetic gives 3x16x16 images, but .*data=cifar10's 3x32x32"):
         pool.check_shape((3, 32, 32), "cifar10")
+
+
+def test_shared_images_counts_exact_copies_at_8_bits():
+    pool = torch.randint(0, 255, (50, 1, 4, 4), generator=torch.Generator().manual_seed(0)) / 255
+    images = torch.cat([pool[[3, 7]], pool[[3]] + 0.4 / 255, torch.ones(4, 1, 4, 4)])
+    assert shared_images(pool, images) == 3  # two copies, one within the 8-bit rounding; the others are not there
+    assert shared_images(pool, torch.zeros(0, 1, 4, 4)) == 0

@@ -90,6 +90,10 @@ def test_what_cannot_be_trained_as_one_is_refused_with_the_reason(answered):
     )
     batch_norm = [nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.BatchNorm1d(10)) for _ in range(2)]
     assert students_refusal(batch_norm, answered[:2], 32) == "the student has batch norm"
+    dropout = [nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(784, 10)) for _ in range(2)]
+    assert students_refusal(dropout, answered[:2], 32).startswith("the student has dropout")
+    no_dropout = [nn.Sequential(nn.Flatten(), nn.Dropout(0.0), nn.Linear(784, 10)) for _ in range(2)]
+    assert students_refusal(no_dropout, answered[:2], 32) is None
     small = [answered[0], (answered[1][0][:20], answered[1][1][:20])]
     assert students_refusal(lenets, small, 32) == "the students' query sets give different batch sizes"
     with pytest.raises(ValueError, match="cannot be trained as one: a single student"):

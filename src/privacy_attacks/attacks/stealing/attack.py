@@ -40,7 +40,7 @@ from privacy_attacks.training import check_network
 
 from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import fidelity_metrics, fit_student, steps_for_budget
-from .pools import EVALUATION_SETS, QueryPool, data_pool, dataset_evaluation_split
+from .pools import EVALUATION_SETS, NoisePool, QueryPool, data_pool, dataset_evaluation_split, shared_images
 from .query_strategies import STRATEGIES, QueryStrategy, round_sizes
 from .semi_supervised import FixMatch
 from .stacked import fit_students, students_refusal
@@ -106,6 +106,24 @@ def validate(cfg: DictConfig) -> None:
         pool.ensure_available()
     image_shape, _ = data_shape(cfg.data)
     pool.check_shape(image_shape or data_pool(cfg.data).image_shape, data_name(cfg.data))
+    if cfg.queries != data_name(cfg.data) and not isinstance(pool, NoisePool):
+        check_pool_holds_no_evaluation_image(cfg, pool)
+
+
+def check_pool_holds_no_evaluation_image(cfg: DictConfig, pool: QueryPool) -> None:
+    """:class:`ConfigError` when a pool of other data holds images the student is scored on (``queries=mnist`` with
+    ``data=mnist_classes``: the same files under another split); the dataset's own pool leaves them out by design."""
+    eval_images, _ = dataset_evaluation_split(
+        data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
+    )
+    shared = shared_images(pool.load(), eval_images)
+    if shared:
+        name = data_name(cfg.data)
+        raise ConfigError(
+            f"queries={cfg.queries} is not allowed with data={name}: its pool holds {shared} of the "
+            f"{len(eval_images)} images the student is scored on (evaluation={cfg.evaluation}), so it could be "
+            f"queried or trained on them; use queries={name}, the dataset's own pool, which leaves them out."
+        )
 
 
 def pool_names(cfg: DictConfig) -> list[str]:
@@ -378,6 +396,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "batch_size": cfg.student.batch_size,
         "shift": student_shift(cfg),
         "query_strategy": cfg.query_strategy,
+        "unlabelled_images": int(cfg.student.unlabelled.images),
         "seed": cfg.seed,
     }
     finish_loggers(

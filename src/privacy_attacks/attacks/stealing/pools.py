@@ -85,6 +85,18 @@ def shape_text(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def shared_images(pool_images: Tensor, images: Tensor) -> int:
+    """How many of ``images`` (N, C, H, W) in [0, 1] are also in ``pool_images`` (M, C, H, W), pixel for pixel at
+    8 bits: an exact-copy check (a dataset's own files read twice), not a near-duplicate search."""
+
+    def keys(batch: Tensor) -> list[bytes]:
+        pixels = (batch.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).flatten(1).numpy()
+        return [row.tobytes() for row in pixels]
+
+    held = set(keys(pool_images))
+    return sum(key in held for key in keys(images))
+
+
 class QueryPool:
     """Base class: ``size`` images of ``image_shape``; :meth:`take` gives the first ``n`` of a seeded shuffle."""
 

@@ -34,7 +34,7 @@ from .losses import DistillationLoss
 def students_refusal(nets: Sequence[nn.Module], data: Sequence[tuple[Tensor, Tensor]], batch_size: int) -> str | None:
     """Why these students cannot be trained as one (a sentence), or None when they can: one architecture (the same
     parameter and buffer names and shapes), no batch norm (its running statistics are updated in place, which a
-    vectorised model cannot do), and one batch size (each job's ``min(batch_size, its images)``)."""
+    vectorised model cannot do), no dropout, and one batch size (each job's ``min(batch_size, its images)``)."""
     if len(nets) < 2:
         return "a single student"
     shapes = [[(k, tuple(v.shape)) for k, v in net.state_dict().items()] for net in nets]
@@ -42,6 +42,8 @@ def students_refusal(nets: Sequence[nn.Module], data: Sequence[tuple[Tensor, Ten
         return "the students differ in architecture"
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in nets[0].modules()):
         return "the student has batch norm"
+    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in nets[0].modules()):
+        return "the student has dropout (a vectorised model draws no random masks)"
     if len({min(batch_size, len(images)) for images, _ in data}) > 1:
         return "the students' query sets give different batch sizes"
     return None
