@@ -82,6 +82,13 @@ def test_shadow_models_log_their_epochs(caplog: pytest.LogCaptureFixture):
             recipe, torch.rand(8, 1, 2, 2), torch.tensor([0, 1] * 4), torch.tensor([[0, 1, 2, 3]] * 2), [0, 1], False
         )
     assert caplog.messages[-1].startswith("2 shadow models: epoch 2/2, train/loss ")
+    recipe.privacy = {"_target_": "privacy_attacks.defenses.DPSGD", "epsilon": 8.0}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
+        train_shadow_models(
+            recipe, torch.rand(8, 1, 2, 2), torch.tensor([0, 1] * 4), torch.tensor([[0, 1, 2, 3]] * 2), [0, 1], False
+        )
+    assert caplog.messages[-1].startswith("2 private shadow models: epoch 2/2; ")
 
 
 class TinySteps(Tiny):

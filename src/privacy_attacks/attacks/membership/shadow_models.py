@@ -187,7 +187,8 @@ def train_shadow_models(
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            progress_log.step(epoch + 1, {"train/loss": float(loss.detach()) / num_models})
+            if progress_log.due(epoch + 1):  # reads the loss (a device sync) only when a line is written
+                progress_log.step(epoch + 1, {"train/loss": float(loss.detach()) / num_models})
     params = {k: v.detach() for k, v in params.items()}
     return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
 
@@ -239,7 +240,8 @@ class PrivateShadowTraining:
         num_models, device = len(seeds), train_indices.device
         draws = [generator(seed, "dp_batches") for seed in seeds]
         noises = [generator(seed, "dp_noise") for seed in seeds]
-        for _ in tqdm(
+        progress_log = ProgressLog(f"{num_models} private shadow models", self.epochs)
+        for epoch in tqdm(
             range(self.epochs),
             desc=f"{num_models} private shadow models",
             disable=None if progress else True,
@@ -262,6 +264,7 @@ class PrivateShadowTraining:
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            progress_log.step(epoch + 1)
 
 
 def shadow_cache_path(
