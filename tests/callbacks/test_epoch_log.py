@@ -27,6 +27,9 @@ def test_a_line_every_few_seconds_and_after_the_last_epoch(caplog: pytest.LogCap
         "16 shadow models: epoch 4/4, train/loss 0.1250; 1m20s",  # the last, 20 s after the one before
     ]
     assert ProgressLog("fit", None, clock=lambda: 5.0).line(3) == "fit: epoch 3; 0s"
+    resumed = ProgressLog("target", 30, clock=lambda: now[0], already_done=20)  # from a checkpoint at epoch 20
+    now[0] = 180.0  # 100 s after it started, 5 epochs later: 20 s an epoch, 5 left
+    assert resumed.line(25) == "target: epoch 25/30; 1m40s, about 1m40s left"
     assert ProgressLog("student", 10, clock=lambda: 0.0, unit="step").line(5) == "student: step 5/10; 0s, about 0s left"
 
 

@@ -34,10 +34,11 @@ class ProgressLog:
         every_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         unit: str = "epoch",
+        already_done: int = 0,
     ):
         self.what, self.total, self.every_s, self.clock, self.unit = what, total, float(every_s), clock, unit
         self.start = self.last = clock()
-        self.logged = 0  # the last unit a line was written for
+        self.already_done = self.logged = already_done  # units done before the clock started (a resumed fit)
 
     def line(self, done: int, values: dict[str, float] | None = None) -> str:
         """``<what>: <unit> <done>/<total>, <name> <value>...; <elapsed>, about <left> left``."""
@@ -46,7 +47,7 @@ class ProgressLog:
         text += "".join(f", {name} {value:.4f}" for name, value in (values or {}).items())
         text += f"; {format_duration(elapsed)}"
         if self.total and done < self.total:
-            text += f", about {format_duration(elapsed / done * (self.total - done))} left"
+            text += f", about {format_duration(elapsed / max(1, done - self.already_done) * (self.total - done))} left"
         return text
 
     def due(self, done: int) -> bool:
@@ -73,7 +74,7 @@ class EpochLog(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-        self.progress = ProgressLog(self.what, total, self.every_s, self.clock)
+        self.progress = ProgressLog(self.what, total, self.every_s, self.clock, already_done=trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.progress is None or trainer.sanity_checking:
@@ -83,7 +84,7 @@ class EpochLog(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The last epoch's line when the fit stopped before ``max_epochs`` (early stopping) between two lines."""
         done = trainer.current_epoch
-        if self.progress is not None and 0 < done != self.progress.logged:
+        if self.progress is not None and done != self.progress.logged:
             self.progress.write(done, self.values(trainer))
 
     @staticmethod
@@ -125,7 +126,7 @@ class StepLog(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The last step's line when the fit ended between two lines (no ``max_steps``, or stopped early)."""
-        if self.progress is not None and 0 < self.done != self.progress.logged:
+        if self.progress is not None and self.done != self.progress.logged:
             self.progress.write(self.done, self.values(trainer))
 
     @staticmethod
