@@ -33,6 +33,12 @@ def test_a_line_every_few_seconds_and_after_the_last_epoch(caplog: pytest.LogCap
     assert ProgressLog("student", 10, clock=lambda: 0.0, unit="step").line(5) == "student: step 5/10; 0s, about 0s left"
 
 
+def quiet_trainer(**settings) -> L.Trainer:
+    return L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **settings
+    )
+
+
 class Tiny(L.LightningModule):
     def __init__(self):
         super().__init__()
@@ -51,13 +57,9 @@ class Tiny(L.LightningModule):
 def test_a_lightning_fit_logs_its_epochs_with_their_metrics(caplog: pytest.LogCaptureFixture):
     data = DataLoader(TensorDataset(torch.randn(8, 2), torch.tensor([0, 1] * 4)), batch_size=4)
     ticks = iter(range(0, 1000, 40))
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=3,
         callbacks=[EpochLog("Tiny", every_s=30.0, clock=lambda: float(next(ticks)))],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
         trainer.fit(Tiny(), data)
@@ -112,14 +114,10 @@ class TinySteps(Tiny):
 def test_a_fit_of_one_long_epoch_logs_its_steps(caplog: pytest.LogCaptureFixture):
     data = DataLoader(TensorDataset(torch.randn(40, 2), torch.tensor([0, 1] * 20)), batch_size=4)
     module = TinySteps()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=6,
         max_epochs=1,
         callbacks=[StepLog("student", every_s=30.0, clock=lambda: module.seconds)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
         trainer.fit(module, data)
@@ -162,13 +160,9 @@ def test_a_fit_stopped_early_ends_with_its_last_epoch(caplog: pytest.LogCaptureF
             trainer.should_stop = trainer.current_epoch >= 1
 
     data = DataLoader(TensorDataset(torch.randn(8, 2), torch.tensor([0, 1] * 4)), batch_size=4)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=10,
         callbacks=[StopsAfterTwo(), EpochLog("Tiny", every_s=1e9, clock=lambda: 0.0)],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
         trainer.fit(Tiny(), data)
