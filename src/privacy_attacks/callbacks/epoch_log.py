@@ -79,7 +79,9 @@ class EpochLog(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.progress is None or trainer.sanity_checking:
             return
-        self.progress.step(trainer.current_epoch + 1, self.values(trainer))
+        done = trainer.current_epoch + 1
+        if self.progress.due(done):  # reads the metrics (a device sync) only when a line is written
+            self.progress.step(done, self.values(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """The last epoch's line when the fit stopped before ``max_epochs`` (early stopping) between two lines."""
