@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from privacy_attacks.attacks.stealing import attack as stealing_attack
+from privacy_attacks.attacks.stealing import distillation
 from privacy_attacks.attacks.stealing.query_strategies import (
     Adaptive,
     KCenter,
@@ -103,6 +104,15 @@ def test_an_active_run_queries_each_image_once_in_rounds_within_the_budget(compo
     monkeypatch.setattr(stealing_attack.BlackBoxAPI, "query", lambda api, x: random.append(x) or real_query(api, x))
     run_attack(compose_attack([*TINY, *TINY_STEALING, "query_budget=50"]))
     assert torch.equal(queried[0], random[0][:17])  # the first round is the random strategy's first queries
+
+
+def test_each_round_student_names_its_round_in_the_progress_lines(compose_attack, monkeypatch):
+    names = []
+    real_log = distillation.StepLog
+    monkeypatch.setattr(distillation, "StepLog", lambda what, **kw: names.append(what) or real_log(what, **kw))
+    overrides = [*TINY, *TINY_STEALING, "query_budget=30", "query_strategy=uncertainty", "active.rounds=3"]
+    run_attack(compose_attack([*overrides, "active.candidates=100"]))
+    assert names == ["round 1/2 student", "round 2/2 student", "student"]
 
 
 @pytest.mark.parametrize(

@@ -220,7 +220,12 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     strategy.observe(order, answers[0])
     for round_index, size in enumerate(sizes[1:], start=1):
         student = train_student(
-            cfg, api.output, candidates[order], torch.cat(answers), ("student", "round", round_index)
+            cfg,
+            api.output,
+            candidates[order],
+            torch.cat(answers),
+            ("student", "round", round_index),
+            name=f"round {round_index}/{len(sizes) - 1} student",
         )
         probs = student_probabilities(student, candidates)
         chosen, bought = strategy.buy(probs, queried, size, lambda indices: api.query(candidates[indices]))

@@ -175,6 +175,7 @@ def fit_student(
     callbacks: list[L.Callback] | None = None,
     unlabelled: Tensor | None = None,
     consistency: Any = None,
+    name: str = "student",
 ) -> nn.Module:
     """Train ``net`` on answers already bought: ``images`` (N, C, H, W) and their ``answers``.
 
@@ -184,7 +185,7 @@ def fit_student(
     ``seed`` fixes the batch order and the random shifts (run under its own RNG state, which the
     caller's is neither read nor moved by); the student's initial weights are the caller's. ``unlabelled`` images
     with a ``consistency`` loss (:class:`~.semi_supervised.FixMatch`) add what the student learns from images it
-    did not query (their draws from ``seed`` too).
+    did not query (their draws from ``seed`` too). ``name`` heads its progress lines.
     """
     require_positive(steps, "steps")
     require_positive(batch_size, "batch_size")
@@ -200,7 +201,7 @@ def fit_student(
         max_steps=steps,
         max_epochs=1,
         logger=logger,
-        callbacks=[*(callbacks or []), StepLog("student")],
+        callbacks=[*(callbacks or []), StepLog(name)],
         limit_val_batches=0,
     )
     batches = ResampledBatches(images, answers, batch_size, steps, seed)
