@@ -112,7 +112,7 @@ def test_each_round_student_names_its_round_in_the_progress_lines(compose_attack
     monkeypatch.setattr(distillation, "StepLog", lambda what, **kw: names.append(what) or real_log(what, **kw))
     overrides = [*TINY, *TINY_STEALING, "query_budget=30", "query_strategy=uncertainty", "active.rounds=3"]
     run_attack(compose_attack([*overrides, "active.candidates=100"]))
-    assert names == ["round 1/2 student", "round 2/2 student", "student"]
+    assert names == ["student for query round 2/3", "student for query round 3/3", "student"]
 
 
 @pytest.mark.parametrize(

@@ -225,7 +225,7 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
             candidates[order],
             torch.cat(answers),
             ("student", "round", round_index),
-            name=f"round {round_index}/{len(sizes) - 1} student",
+            name=f"student for query round {round_index + 1}/{len(sizes)}",
         )
         probs = student_probabilities(student, candidates)
         chosen, bought = strategy.buy(probs, queried, size, lambda indices: api.query(candidates[indices]))
