@@ -214,3 +214,47 @@ def test_mnist_digits_as_out_of_distribution_queries_for_fashion_mnist(compose_a
     overrides = ["data=fashion_mnist", *TINY_STEALING, "target.members=500", "schedule.steps=5", "queries=mnist"]
     metrics = run_attack(compose_attack(overrides))
     assert metrics["queries/used"] == 100 and 0 <= metrics["student/acc"] <= 1
+
+
+def test_an_ensemble_student_trains_its_members_on_the_same_answers(compose_attack, monkeypatch):
+    """``student.members=2``: two networks from their own initial weights, fitted on the very answers the single
+    student gets (no extra query), saved as one ensemble that loads from ``student.pt``; the first member is the
+    single student itself."""
+    from privacy_attacks.attacks.stealing import StudentEnsemble, attack
+
+    fits, real_fit = [], attack.fit_student
+
+    def spy_fit(net, images, answers, *args, **kwargs):
+        fits.append((images.clone(), answers.clone(), kwargs["seed"], kwargs["name"]))
+        return real_fit(net, images, answers, *args, **kwargs)
+
+    monkeypatch.setattr(attack, "fit_student", spy_fit)
+    overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", "data.num_classes=5", *TINY_STEALING]
+    overrides += ["model@target=cnn", "target.net.width=8", "schedule.steps=5"]
+    single = run_attack(compose_attack(overrides))
+    cfg = compose_attack([*overrides, "student.members=2"])
+    metrics = run_attack(cfg)
+    assert metrics["queries/used"] == 100 == single["queries/used"]
+    (images, answers, seed, name), *others = fits[1:]
+    assert [name, *[o[3] for o in others]] == ["student 1/2", "student 2/2"] and fits[0][3] == "student"
+    assert seed == fits[0][2] and others[0][2] != seed  # the first member is the single student's fit
+    assert all(torch.equal(images, o[0]) and torch.equal(answers, o[1]) for o in others)
+    saved = torch.load(Path(cfg.paths.output_dir) / "student.pt", weights_only=True)
+    student = instantiate(OmegaConf.create(saved["net"]))
+    assert isinstance(student, StudentEnsemble) and len(student.members) == 2
+    student.load_state_dict(saved["state_dict"])
+    assert student.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("student.members=0", "student.members=0 is not allowed"),
+        ("student.members=1.5", "student.members=1.5 is not allowed"),
+        ("queries=generator query_budget=1792 student.members=2", "student.members must be 1 with queries=generator"),
+    ],
+)
+def test_bad_ensemble_sizes_fail_before_any_work(compose_attack, monkeypatch, override, message):
+    monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
+    with pytest.raises(ConfigError, match=message):
+        run_attack(compose_attack(["attack=distillation", *override.split()]))

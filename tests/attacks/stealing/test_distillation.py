@@ -1,9 +1,10 @@
-"""The reusable distillation: the schedule, batches, shifts, exact query cost, every loss, the global RNG."""
+"""The reusable distillation: the schedule, batches, shifts, exact query cost, every loss, the global RNG, ensembles."""
 
 import pytest
 import torch
+from torch import nn
 
-from privacy_attacks.attacks.stealing import distil, fit_student, steps_for_budget
+from privacy_attacks.attacks.stealing import StudentEnsemble, distil, fit_student, steps_for_budget
 from privacy_attacks.attacks.stealing.distillation import ResampledBatches, random_shift
 from privacy_attacks.attacks.stealing.losses import LectureKL
 from privacy_attacks.blackbox import BlackBoxAPI, Probabilities, QueryBudgetExceeded
@@ -85,3 +86,16 @@ def test_a_fit_neither_reads_nor_moves_the_global_rng(teacher):
         torch.manual_seed(global_seed)
         assert torch.equal(state, torch.get_rng_state())  # the fit left the caller's RNG where it was
     assert all(torch.equal(fitted[0][k], fitted[1][k]) for k in fitted[0])
+
+
+def test_an_ensemble_answers_its_members_mean_probabilities():
+    torch.manual_seed(0)
+    members = [nn.Sequential(nn.Flatten(), nn.Linear(12, 4)) for _ in range(3)]
+    x = torch.rand(5, 3, 2, 2)
+    ensemble = StudentEnsemble(members)
+    mean = torch.stack([m(x).softmax(-1) for m in members]).mean(0)
+    assert torch.allclose(ensemble(x).softmax(-1), mean, atol=1e-6)
+    assert torch.allclose(ensemble(x).exp().sum(-1), torch.ones(5), atol=1e-6)  # log probabilities already
+    assert torch.equal(StudentEnsemble(members[:1])(x).argmax(-1), members[0](x).argmax(-1))
+    with pytest.raises(ValueError, match="at least one member"):
+        StudentEnsemble([])

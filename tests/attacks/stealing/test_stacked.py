@@ -121,3 +121,10 @@ def test_a_distillation_group_trains_its_students_once_each_job_with_its_own_que
     with caplog.at_level("INFO"):
         run_as_group({0: configs[0], 1: compose_attack([*STEAL, "seed=1", "query_budget=80"])}, monkeypatch)
     assert "run one by one (the jobs differ in query_budget)" in caplog.text
+
+
+def test_ensemble_students_run_one_by_one(compose_attack, monkeypatch, caplog):
+    configs = {n: compose_attack([*STEAL, f"seed={n}", "query_budget=60", "student.members=2"]) for n in range(2)}
+    with caplog.at_level("INFO"):
+        run_as_group(configs, monkeypatch)
+    assert "run one by one (each job's student is an ensemble (student.members))" in caplog.text

@@ -6,7 +6,7 @@ and :func:`fidelity_metrics`.
 The ``attack=distillation`` entry is :func:`privacy_attacks.attacks.stealing.attack.run`.
 """
 
-from .distillation import StudentDistillation, distil, fidelity_metrics, fit_student, steps_for_budget
+from .distillation import StudentDistillation, StudentEnsemble, distil, fidelity_metrics, fit_student, steps_for_budget
 from .losses import DistillationLoss, HardLabel, HintonKL, LectureKL, SoftCrossEntropy, SquaredError
 from .pools import (
     DatasetPool,
@@ -32,6 +32,7 @@ __all__ = [
     "SoftCrossEntropy",
     "SquaredError",
     "StudentDistillation",
+    "StudentEnsemble",
     "data_pool",
     "dataset_evaluation_split",
     "distil",

@@ -39,7 +39,7 @@ from privacy_attacks.targets import Target
 from privacy_attacks.training import check_network
 
 from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
-from .distillation import fidelity_metrics, fit_student, steps_for_budget
+from .distillation import StudentEnsemble, fidelity_metrics, fit_student, steps_for_budget
 from .pools import EVALUATION_SETS, NoisePool, QueryPool, data_pool, dataset_evaluation_split, shared_images
 from .query_strategies import STRATEGIES, QueryStrategy, round_sizes
 from .semi_supervised import FixMatch
@@ -59,6 +59,7 @@ def validate(cfg: DictConfig) -> None:
     require_int(budget, "query_budget")
     require_positive(cfg.student.batch_size, "student.batch_size")
     require_positive(cfg.student.shift, "student.shift", allow_zero=True)
+    require_int(cfg.student.members, "student.members")
     if cfg.student.get("shift_max_budget") is not None:
         require_positive(cfg.student.shift_max_budget, "student.shift_max_budget", allow_zero=True)
     for key in ("per_sqrt_query", "min_steps", "max_steps"):
@@ -76,6 +77,10 @@ def validate(cfg: DictConfig) -> None:
                 "query_strategy=random."
             )
         check_data_free(cfg.data_free, budget, cfg.api.output)
+        if int(cfg.student.members) != 1:
+            raise ConfigError(
+                "student.members must be 1 with queries=generator: the data-free game trains one student."
+            )
         if consistency(cfg).active:
             raise ConfigError(
                 "student.unlabelled.images must be 0 with queries=generator: the data-free attacker holds no images."
@@ -298,8 +303,38 @@ def steal_from_pool(cfg: DictConfig, target: Target, loggers: list) -> tuple[Bla
     pool = query_pool(cfg)
     images, answers = buy_answers(cfg, pool, api)
     extra = {"unlabelled": unlabelled_images(cfg, pool), "consistency": consistency(cfg)}
-    student = train_student(cfg, api.output, images, answers, ("student",), logger=loggers or False, **extra)
+    members = int(cfg.student.members)
+    students = [
+        train_student(
+            cfg,
+            api.output,
+            images,
+            answers,
+            member_role(member),
+            logger=(loggers or False) if member == 0 else False,  # one member's curve per run
+            name="student" if members == 1 else f"student {member + 1}/{members}",
+            **extra,
+        )
+        for member in range(members)
+    ]
+    student = students[0] if members == 1 else StudentEnsemble(students)
     return api, student, time.perf_counter() - start, {}
+
+
+def member_role(member: int) -> tuple:
+    """The seeding role of the final student's ``member``-th network: the first is the lone student's, so
+    ``student.members=1`` trains exactly the student it always did; the others draw their own initial weights and
+    batch orders."""
+    return ("student",) if member == 0 else ("student", "member", member)
+
+
+def student_net_config(cfg: DictConfig) -> dict:
+    """The saved student's network config (``student.pt``'s ``net``): ``student.net``, or a
+    :class:`~.distillation.StudentEnsemble` of ``student.members`` of them."""
+    net = OmegaConf.to_container(cfg.student.net, resolve=True)
+    if int(cfg.student.get("members", 1)) == 1:
+        return net
+    return {"_target_": f"{StudentEnsemble.__module__}.StudentEnsemble", "members": [net] * int(cfg.student.members)}
 
 
 # What every job of a vectorised group must share (the rest, seed, loss and temperature, may differ).
@@ -312,6 +347,8 @@ def steal_from_pool_together(configs: dict[int, DictConfig], target: Target) -> 
     first = next(iter(configs.values()))
     if consistency(first).active:
         return "the students learn from unlabelled images (student.unlabelled)"
+    if int(first.student.members) > 1:
+        return "each job's student is an ensemble (student.members)"
     for key in SHARED_KEYS:
         values = {
             str(OmegaConf.to_container(c[key], resolve=True)) if OmegaConf.is_config(c[key]) else str(c[key])
@@ -387,7 +424,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     )
     state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
     torch.save(
-        {"state_dict": state, "net": OmegaConf.to_container(cfg.student.net, resolve=True), "metrics": metrics},
+        {"state_dict": state, "net": student_net_config(cfg), "metrics": metrics},
         out / "student.pt",
     )
     params = {
@@ -402,6 +439,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "shift": student_shift(cfg),
         "query_strategy": cfg.query_strategy,
         "unlabelled_images": int(cfg.student.unlabelled.images),
+        "student_members": int(cfg.student.members),
         "seed": cfg.seed,
     }
     finish_loggers(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -48,6 +48,25 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = 
     images = torch.arange(n, device=x.device)[:, None, None, None]  # (N, 1, 1, 1)
     channels = torch.arange(c, device=x.device)[None, :, None, None]  # (1, C, 1, 1)
     return padded[images, channels, rows, cols]
+
+
+class StudentEnsemble(nn.Module):
+    """Students bought with the same answers, their probabilities averaged: ``forward`` gives the log of the mean of
+    the members' softmax (N, K), so its softmax is that mean and its argmax the ensemble's answer (an ensemble of
+    students, each from its own initial weights and batch order; Lakshminarayanan et al. 2017's deep ensembles).
+
+        >>> student = StudentEnsemble([cnn_a, cnn_b, cnn_c])   # student(x): (N, K) log mean probabilities
+    """
+
+    def __init__(self, members: Sequence[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("A student ensemble needs at least one member.")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        log_probs = torch.stack([member(x).log_softmax(dim=-1) for member in self.members])  # (M, N, K)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
 
 
 class ResampledBatches:
