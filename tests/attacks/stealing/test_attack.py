@@ -258,3 +258,23 @@ def test_bad_ensemble_sizes_fail_before_any_work(compose_attack, monkeypatch, ov
     monkeypatch.setattr(pipelines, "provision_target", lambda cfg: pytest.fail("a target was provisioned"))
     with pytest.raises(ConfigError, match=message):
         run_attack(compose_attack(["attack=distillation", *override.split()]))
+
+
+def test_ensemble_members_without_batch_norm_train_as_one(compose_attack, monkeypatch, caplog):
+    """LeNet5 members are fitted as one vectorised model, each as it would be alone (its seeds, the same answers):
+    the same ensemble, up to the order of floating-point sums, as when they are forced one by one."""
+    from privacy_attacks.attacks.stealing import StudentEnsemble, attack
+
+    cfg = compose_attack([*TINY_SYNTHETIC, *TINY_STEALING, "schedule.steps=8", "student.members=3"])
+    assert cfg.student.net._target_ == "privacy_attacks.models.LeNet5"
+    together = run_attack(cfg)
+    saved = torch.load(Path(cfg.paths.output_dir) / "student.pt", weights_only=True)
+    monkeypatch.setattr(attack, "students_refusal", lambda *args: "forced")
+    with caplog.at_level("INFO"):
+        alone = run_attack(cfg)
+    assert "The 3 members of the student are trained one by one (forced)" in caplog.text
+    again = torch.load(Path(cfg.paths.output_dir) / "student.pt", weights_only=True)
+    for key, value in saved["state_dict"].items():
+        assert torch.allclose(value, again["state_dict"][key], atol=1e-4), key
+    assert together["student/agreement"] == pytest.approx(alone["student/agreement"], abs=0.02)
+    assert isinstance(instantiate(OmegaConf.create(saved["net"])), StudentEnsemble)

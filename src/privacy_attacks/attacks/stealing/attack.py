@@ -304,6 +304,12 @@ def steal_from_pool(cfg: DictConfig, target: Target, loggers: list) -> tuple[Bla
     images, answers = buy_answers(cfg, pool, api)
     extra = {"unlabelled": unlabelled_images(cfg, pool), "consistency": consistency(cfg)}
     members = int(cfg.student.members)
+    if members > 1 and extra["unlabelled"] is None:
+        together = train_members_together(cfg, api.output, images, answers)
+        if isinstance(together, tuple):
+            ensemble, history = together
+            return api, ensemble, time.perf_counter() - start, history
+        log.info("The %d members of the student are trained one by one (%s).", members, together)
     students = [
         train_student(
             cfg,
@@ -319,6 +325,37 @@ def steal_from_pool(cfg: DictConfig, target: Target, loggers: list) -> tuple[Bla
     ]
     student = students[0] if members == 1 else StudentEnsemble(students)
     return api, student, time.perf_counter() - start, {}
+
+
+def train_members_together(
+    cfg: DictConfig, mode: OutputMode, images: Tensor, answers: Tensor
+) -> tuple[StudentEnsemble, dict] | str:
+    """The ensemble's ``student.members`` networks trained as one vectorised model (:func:`~.stacked.fit_students`:
+    each its own initial weights, batch order and shifts, as :func:`train_student` gives it alone) and the first
+    member's ``{step: {"train/loss": value}}``; or why they cannot be (batch norm, dropout: a sentence)."""
+    nets = []
+    for member in range(int(cfg.student.members)):
+        with seeded(cfg.seed, *member_role(member)):
+            nets.append(instantiate(cfg.student.net))
+    data = [(images, answers)] * len(nets)
+    reason = students_refusal(nets, data, int(cfg.student.batch_size))
+    if reason is not None:
+        return reason
+    students, history = fit_students(
+        nets,
+        data,
+        [instantiate(cfg.losses[cfg.loss])] * len(nets),
+        [mode] * len(nets),
+        schedule_steps(cfg, len(images)),
+        instantiate(cfg.student.optimizer),
+        instantiate(cfg.student.scheduler),
+        int(cfg.student.batch_size),
+        [student_shift(cfg, len(images))] * len(nets),
+        [derive_seed(cfg.seed, *member_role(member), "fit") for member in range(len(nets))],
+        run_device(cfg.trainer),
+        int(cfg.trainer.get("log_every_n_steps", 50)),
+    )
+    return StudentEnsemble(students), history[0]
 
 
 def member_role(member: int) -> tuple:
