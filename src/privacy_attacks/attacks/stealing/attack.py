@@ -341,21 +341,43 @@ def train_members_together(
     reason = students_refusal(nets, data, int(cfg.student.batch_size))
     if reason is not None:
         return reason
-    students, history = fit_students(
+    students, history = fit_with_schedule(
+        cfg,
         nets,
         data,
         [instantiate(cfg.losses[cfg.loss])] * len(nets),
         [mode] * len(nets),
-        schedule_steps(cfg, len(images)),
+        [student_shift(cfg, len(images))] * len(nets),
+        [derive_seed(cfg.seed, *member_role(member), "fit") for member in range(len(nets))],
+    )
+    return StudentEnsemble(students), history[0]
+
+
+def fit_with_schedule(
+    cfg: DictConfig,
+    nets: list[nn.Module],
+    data: list[tuple[Tensor, Tensor]],
+    losses: list,
+    modes: list[OutputMode],
+    shifts: list[int],
+    seeds: list[int],
+) -> tuple[list[nn.Module], list[dict]]:
+    """:func:`~.stacked.fit_students` with ``cfg``'s schedule for the first query set's size, its optimiser, schedule,
+    batch size, device and logging interval (shared by every student)."""
+    return fit_students(
+        nets,
+        data,
+        losses,
+        modes,
+        schedule_steps(cfg, len(data[0][0])),
         instantiate(cfg.student.optimizer),
         instantiate(cfg.student.scheduler),
         int(cfg.student.batch_size),
-        [student_shift(cfg, len(images))] * len(nets),
-        [derive_seed(cfg.seed, *member_role(member), "fit") for member in range(len(nets))],
+        shifts,
+        seeds,
         run_device(cfg.trainer),
         int(cfg.trainer.get("log_every_n_steps", 50)),
     )
-    return StudentEnsemble(students), history[0]
 
 
 def member_role(member: int) -> tuple:
@@ -369,7 +391,7 @@ def student_net_config(cfg: DictConfig) -> dict:
     """The saved student's network config (``student.pt``'s ``net``): ``student.net``, or a
     :class:`~.distillation.StudentEnsemble` of ``student.members`` of them."""
     net = OmegaConf.to_container(cfg.student.net, resolve=True)
-    if int(cfg.student.get("members", 1)) == 1:
+    if int(cfg.student.members) == 1:
         return net
     return {"_target_": f"{StudentEnsemble.__module__}.StudentEnsemble", "members": [net] * int(cfg.student.members)}
 
@@ -404,19 +426,14 @@ def steal_from_pool_together(configs: dict[int, DictConfig], target: Target) -> 
     if reason is not None:
         return reason
     queries = len(next(iter(bought.values()))[0])
-    students, history = fit_students(
+    students, history = fit_with_schedule(
+        first,
         list(nets.values()),
         list(bought.values()),
         [instantiate(cfg.losses[cfg.loss]) for cfg in configs.values()],
         [apis[job].output for job in configs],
-        schedule_steps(first, queries),
-        instantiate(first.student.optimizer),
-        instantiate(first.student.scheduler),
-        int(first.student.batch_size),
         [student_shift(cfg, queries) for cfg in configs.values()],
         [derive_seed(cfg.seed, "student", "fit") for cfg in configs.values()],
-        run_device(first.trainer),
-        int(first.trainer.get("log_every_n_steps", 50)),
     )
     share = (time.perf_counter() - start) / len(configs)
     return {job: (apis[job], students[i], share, history[i]) for i, job in enumerate(configs)}
