@@ -297,15 +297,21 @@ def unlabelled_images(cfg: DictConfig, pool: QueryPool) -> Tensor | None:
 
 def steal_from_pool(cfg: DictConfig, target: Target, loggers: list) -> tuple[BlackBoxAPI, nn.Module, float, dict]:
     """One job alone: its API, the student trained on the answers it bought (and on unlabelled pool images when
-    ``student.unlabelled`` holds some), the seconds, no replayed history."""
+    ``student.unlabelled`` holds some; an ensemble of ``student.members`` networks above 1), the seconds, and the
+    history to replay into the loggers (the first member's, when the members were fitted as one; else none: the
+    student logged its own)."""
     api = build_api(cfg, target)
     start = time.perf_counter()
     pool = query_pool(cfg)
     images, answers = buy_answers(cfg, pool, api)
     extra = {"unlabelled": unlabelled_images(cfg, pool), "consistency": consistency(cfg)}
     members = int(cfg.student.members)
-    if members > 1 and extra["unlabelled"] is None:
-        together = train_members_together(cfg, api.output, images, answers)
+    if members > 1:
+        together = (
+            "they learn from unlabelled images (student.unlabelled)"
+            if extra["unlabelled"] is not None
+            else train_members_together(cfg, api.output, images, answers)
+        )
         if isinstance(together, tuple):
             ensemble, history = together
             return api, ensemble, time.perf_counter() - start, history
