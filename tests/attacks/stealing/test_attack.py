@@ -235,6 +235,9 @@ def test_an_ensemble_student_trains_its_members_on_the_same_answers(compose_atta
     cfg = compose_attack([*overrides, "student.members=2"])
     metrics = run_attack(cfg)
     assert metrics["queries/used"] == 100 == single["queries/used"]
+    assert metrics["student/first_member_agreement"] == single["student/agreement"]  # scored alone, as the single one
+    assert 0 <= metrics["student/member_agreement"] <= 1 and 0 <= metrics["student/member_acc"] <= 1
+    assert "student/member_agreement" not in single
     (images, answers, seed, name), *others = fits[1:]
     assert [name, *[o[3] for o in others]] == ["student 1/2", "student 2/2"] and fits[0][3] == "student"
     assert seed == fits[0][2] and others[0][2] != seed  # the first member is the single student's fit

@@ -10,10 +10,10 @@ classes) on the cached answers with ``loss=`` for a budget-dependent number of s
 (``schedule``), and score it on an evaluation set of the configured dataset that no pool holds
 (``evaluation=report``: the first half of its test images, MNIST's 0-4,999, where numbers are reported;
 ``evaluation=tune``: its validation split, where settings are chosen): accuracy, agreement with the target,
-KL(target || student). The query draw, the student's initial weights and its batch
-order and shifts come from seeds derived from ``seed`` (:mod:`privacy_attacks.seeding`). Writes
-``student.pt``, TensorBoard scalars and hparams; returns the metrics that ``run_attack`` writes to
-``metrics.json``.
+KL(target || student); an ensemble's (``student.members``) members also alone. The query draw, the student's
+initial weights and its batch order and shifts come from seeds derived from ``seed``
+(:mod:`privacy_attacks.seeding`). Writes ``student.pt``, TensorBoard scalars and hparams; returns the metrics that
+``run_attack`` writes to ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -445,6 +445,24 @@ def steal_from_pool_together(configs: dict[int, DictConfig], target: Target) -> 
     return {job: (apis[job], students[i], share, history[i]) for i, job in enumerate(configs)}
 
 
+def member_metrics(student: nn.Module, target: nn.Module, images: Tensor, labels: Tensor) -> dict[str, float]:
+    """An ensemble's members scored alone (none for a single student): ``student/member_agreement`` and
+    ``student/member_acc``, their means, and ``student/first_member_agreement``, the first member's (the student
+    ``student.members=1`` trains), so one run shows what the ensemble adds over its networks."""
+    if not isinstance(student, StudentEnsemble):
+        return {}
+    scores = [fidelity_metrics(member, target, images, labels) for member in student.members]
+    log.info(
+        "the ensemble's members alone: student/agreement %s",
+        ", ".join(f"{score['student/agreement']:.4f}" for score in scores),
+    )
+    return {
+        "student/member_agreement": sum(score["student/agreement"] for score in scores) / len(scores),
+        "student/member_acc": sum(score["student/acc"] for score in scores) / len(scores),
+        "student/first_member_agreement": scores[0]["student/agreement"],
+    }
+
+
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Run one distillation job against ``target``; return its metrics (see the module docstring)."""
     out = output_dir(cfg)
@@ -477,6 +495,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         data_source(cfg.data).load(), cfg.evaluation, cfg.data.val_size, cfg.data.split_seed
     )
     metrics = fidelity_metrics(student, target.net, eval_images, eval_labels)
+    metrics.update(member_metrics(student, target.net, eval_images, eval_labels))
     # The defence's cost to an honest user, on the same images (a fresh instance: the attack's draws are untouched).
     metrics.update(api_utility(target.net, defense_from_config(cfg, "api"), eval_images, eval_labels))
     metrics.update(
