@@ -70,6 +70,12 @@ def recipe_members(data: Any, recipe: Any) -> tuple[Tensor, Tensor]:
 def attacker_training_images(data: Any) -> Tensor:
     """The training images outside the validation split (the training pool, members and non-members alike):
     (A, C, H, W). No private image of either set is among them (report: test images; tune: the validation split)."""
+    return attacker_training_set(data)[0]
+
+
+def attacker_training_set(data: Any) -> tuple[Tensor, Tensor]:
+    """:func:`attacker_training_images` and their labels, (A, C, H, W) and (A,): the attacker's own labelled data."""
     source = data_source(data).load()
     split = split_indices(data.val_size, data.split_seed, None, len(source.train_labels))
-    return source.train_images[torch.cat([split["train"], split["nonmember"]])]
+    index = torch.cat([split["train"], split["nonmember"]])
+    return source.train_images[index], source.train_labels[index]

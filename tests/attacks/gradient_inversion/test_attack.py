@@ -352,3 +352,65 @@ def test_idlg_runs_on_fashion_mnist(compose_attack):
     cfg = compose_attack([*overrides, "method=idlg", "batch_size=1", "num_batches=2", "steps=20"])
     metrics = run_attack(cfg)
     assert metrics["recon/label_acc"] == 1.0 and 0.0 <= metrics["recon/ssim"] <= 1.0
+
+
+TINY_GAN = ["prior=gan", "gan.steps=3", "gan.width=4", "gan.latent_dim=8", "gan.batch_size=8", "gan.search_steps=3"]
+
+
+def test_the_generative_prior_searches_codes_first_and_the_pixels_start_from_its_best_images(
+    compose_attack, monkeypatch
+):
+    """prior=gan: a class-conditional generator trained on the attacker's own labelled images (cached: trained once
+    per seed), then one search over ``gan.search_restarts`` batches of codes for the recovered labels, and the
+    method's pixel optimisation from the best of them; ``gan.refine=false`` keeps the generator's images."""
+    from privacy_attacks.attacks.inversion import gan
+    from privacy_attacks.data.identity import attacker_training_set
+    from privacy_attacks.pipelines import run_attack
+
+    trained, real_train = [], gan.ConditionalGANTraining.training_step
+
+    def spy_step(self, batch, batch_idx):
+        trained.append(batch)
+        return real_train(self, batch, batch_idx)
+
+    monkeypatch.setattr(gan.ConditionalGANTraining, "training_step", spy_step)
+    modules, starts, real_build = _spy_on_fits(monkeypatch), [], gradient_inversion.build_module
+
+    def spy_build(*args, **kwargs):
+        starts.append(args[6] if len(args) > 6 else kwargs.get("start"))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(gradient_inversion, "build_module", spy_build)
+    base = [*TINY_COLOUR, "method=ig_lbfgs", "batch_size=2", "num_batches=1", "steps=3", *TINY_GAN]
+    cfg = compose_attack([*base, "gan.search_restarts=3"])
+    validate(cfg)
+    metrics = run_attack(cfg)
+    assert len(trained) == 3 and 0.0 <= metrics["recon/ssim"] <= 1.0
+    public, public_labels = attacker_training_set(cfg.data)
+    for images, labels in trained:  # the attacker's own images with their own labels, never a private one
+        assert _pairs(images, labels) <= _pairs(public, public_labels)
+    search, refine = modules
+    assert search.parameterisation is not None and search.hparams.restarts == 3 and search.hparams.steps == 3
+    assert not search.priors  # the generator is the prior
+    assert refine.parameterisation is None and refine.hparams.restarts == 1
+    searched, losses = search.all_reconstructions()
+    best = int(losses.sum(dim=1).argmin())
+    assert starts[0] is None and torch.equal(starts[1].cpu(), searched[best])  # from the best searched batch
+    run_attack(compose_attack([*base, "gan.refine=false"]))
+    assert len(trained) == 3 and len(modules) == 3  # the generator came from the cache; the search alone
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=dlg"], "method=dlg recovers no label"),
+        (["method=imprint"], "method=imprint optimises nothing"),
+        (["method=idlg", "restarts=4", "gan.search_restarts=2"], "at least restarts=4"),
+        (["method=idlg", "gan.search_steps=0"], "gan.search_steps"),
+        (["method=idlg", "gan.search_lr=0"], "gan.search_lr"),
+        (["method=idlg", "prior=vae"], "pixels, gan"),
+    ],
+)
+def test_a_generative_prior_that_cannot_work_is_refused_before_any_work(compose_attack, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_attack(["attack=gradient_inversion", "prior=gan", *overrides]))

@@ -12,6 +12,10 @@ engine (:mod:`privacy_attacks.engine.module`) with a gradient-matching objective
 - ``ig``: Geiping, Bauermeister, Dröge & Moeller, NeurIPS 2020, "Inverting Gradients": cosine
   distance, TV prior, Adam on signed gradients, restarts (labels recovered analytically).
 
+``prior=gan`` adds a generative image prior to a method that recovers labels (GIAS, Jeon et al., NeurIPS 2021;
+GGL, Li et al., CVPR 2022): a class-conditional GAN trained on the attacker's own labelled images, whose codes are
+searched first (:func:`search_codes`); the method's pixel optimisation starts from the images found.
+
 Reconstructions are paired with the originals by the best assignment (:mod:`.assignment`)
 before scoring. ``python attack.py attack=gradient_inversion method=idlg batch_size=1``.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,7 +47,14 @@ from privacy_attacks.attacks.gradient_inversion.imprint import (
 )
 from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
-from privacy_attacks.data.identity import attacker_training_images, data_shape
+from privacy_attacks.attacks.inversion.gan import ConditionalGenerator, GeneratedImages, provision_generator
+from privacy_attacks.data.identity import (
+    attacker_training_images,
+    attacker_training_set,
+    data_identity,
+    data_name,
+    data_shape,
+)
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
 from privacy_attacks.defenses import defense_from_config
 from privacy_attacks.engine.figures import originals_figure
@@ -55,7 +67,7 @@ from privacy_attacks.engine.module import (
     fit_reconstruction,
     validate_engine_config,
 )
-from privacy_attacks.errors import ConfigError, require_bool, require_choice, require_int
+from privacy_attacks.errors import ConfigError, require_bool, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
@@ -75,10 +87,13 @@ HPARAMS = (
     "separate_restarts",
     "label_recovery",
     "group_rounds",
+    "prior",
 )
 MODEL_STATES = ("init", "trained")
 LABEL_RECOVERIES = ("bias_counts", "row_signs")
 THREATS = ("honest_server", "malicious_server")
+PRIORS = ("pixels", "gan")
+SEARCH_KEYS = ("latent_dim", "width", "steps", "batch_size", "search_steps", "search_restarts")
 # An image counts as recovered at or above this PSNR (dB): recon/recovered_fraction.
 RECOVERED_PSNR = 30.0
 # The label of a reconstruction whose label the method does not recover (imprint): no recon/label_acc then.
@@ -110,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
             f"method={cfg.method} optimises soft labels: use a method that recovers them (idlg, ig, ig_lbfgs)."
         )
     require_int(cfg.label_public_images, "label_public_images")
+    require_choice(cfg.prior, PRIORS, "prior")
+    if cfg.prior == "gan":
+        check_image_prior(cfg)
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
@@ -120,6 +138,30 @@ def validate(cfg: DictConfig) -> None:
             f"{cfg.num_batches * cfg.batch_size} private images, more than private_pool={cfg.private_pool}."
         )
     validate_engine_config(cfg)
+
+
+def check_image_prior(cfg: DictConfig) -> None:
+    """:class:`ConfigError` for ``prior=gan`` where it cannot work (a method without recovered labels: the
+    generator is conditioned on them; the malicious server's analytic recovery) or a bad ``gan`` setting."""
+    method = cfg.methods[cfg.method]
+    if method.threat != "honest_server" or not method.recover_labels:
+        raise ConfigError(
+            f"prior=gan searches a class-conditional generator's codes for the recovered labels, but "
+            f"method={cfg.method} {'recovers no label' if method.threat == 'honest_server' else 'optimises nothing'}: "
+            "use idlg, ig or ig_lbfgs."
+        )
+    for key in SEARCH_KEYS:
+        require_int(cfg.gan[key], f"gan.{key}")
+    require_positive(cfg.gan.lr, "gan.lr")
+    require_positive(cfg.gan.search_lr, "gan.search_lr")
+    if cfg.gan.latent_clip is not None:
+        require_positive(cfg.gan.latent_clip, "gan.latent_clip")
+    require_bool(cfg.gan.refine, "gan.refine")
+    if cfg.gan.search_restarts < cfg.restarts:
+        raise ConfigError(
+            f"gan.search_restarts={cfg.gan.search_restarts} must be at least restarts={cfg.restarts}: the best "
+            "searched batches are the restarts' starts."
+        )
 
 
 def provision(cfg: DictConfig) -> Target | None:
@@ -155,6 +197,33 @@ def image_shape(cfg: DictConfig) -> tuple[int, ...]:
     return shape
 
 
+def model_classes(model: nn.Module, shape: tuple[int, ...]) -> int:
+    """The number of classes ``model`` outputs for images of ``shape`` (C, H, W)."""
+    with torch.no_grad():
+        return int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[-1])
+
+
+def image_prior(cfg: DictConfig, model: nn.Module) -> ConditionalGenerator | None:
+    """``prior=gan``: the class-conditional generator trained on the attacker's own labelled images (the training
+    pool outside the validation split: no private image of either set; :func:`~privacy_attacks.data.identity.
+    attacker_training_set`) from the attack's seed, cached like the inversion's; None for ``prior=pixels``."""
+    if cfg.prior != "gan":
+        return None
+    shape = image_shape(cfg)
+    generator, _ = provision_generator(
+        None,
+        shape,
+        model_classes(model, shape),
+        lambda: attacker_training_set(cfg.data),
+        {"data": data_name(cfg.data), "identity": data_identity(cfg.data), "images": "attacker_training"},
+        cfg.gan,
+        int(cfg.seed),
+        cfg.trainer,
+        cfg.paths.cache_dir,
+    )
+    return generator.to(next(model.parameters()).device)
+
+
 def last_linear(model: nn.Module, gradient: list[Tensor]) -> tuple[Tensor, Tensor | None]:
     """The gradient of the model's last ``nn.Linear`` (weight (C, D), bias (C,) or None) within ``gradient``."""
     named = dict(zip((name for name, _ in model.named_parameters()), gradient, strict=True))
@@ -182,15 +251,17 @@ def build_module(
     restarts: int,
     start: Tensor | None = None,
     consensus: Tensor | None = None,
+    **engine_options: Any,
 ) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective and ``restarts`` dummy batches optimised together;
     ``labels`` None: DLG's optimised soft labels. ``seed`` (the attacker's, for this client) draws the dummy images
     (role ``init``) and DLG's soft labels (role ``labels``). A group-consistency round (:func:`fit_restarts`) starts
     from ``start`` (R·B, C, H, W) instead of ``init`` and pulls every image towards ``consensus`` (B, C, H, W) with
-    the ``group`` prior; without a consensus that prior is off."""
+    the ``group`` prior; without a consensus that prior is off. ``engine_options`` override the engine's settings
+    (the code search of ``prior=gan``: its parameterisation, optimiser and steps)."""
     method = cfg.methods[cfg.method]
     shape = image_shape(cfg)
-    engine_options: dict[str, Any] = {"clamp_each_step": bool(method.clamp_each_step)}
+    engine_options = {"clamp_each_step": bool(method.clamp_each_step), **engine_options}
     if start is not None:
         engine_options["init"] = GuessInit(guess=start)
     group = {"weight": 0.0} if consensus is None else {"guess": consensus}
@@ -201,7 +272,7 @@ def build_module(
         instantiate(method.distance),
         labels=labels,
         restarts=restarts,
-        num_classes=int(model(torch.zeros(1, *shape, device=next(model.parameters()).device)).shape[-1]),
+        num_classes=model_classes(model, shape),
         seed=seed,
         image_shape=shape,
     )
@@ -210,11 +281,13 @@ def build_module(
         objective,
         node_kwargs={"group": group},
         seed=seed,
-        signed_gradients=bool(method.signed_gradients),
-        scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
-        log_prefix="recon",
-        restarts=restarts,
-        **engine_options,
+        **{
+            "signed_gradients": bool(method.signed_gradients),
+            "scheduler": instantiate(method.scheduler) if method.get("scheduler") else None,
+            "log_prefix": "recon",
+            "restarts": restarts,
+            **engine_options,
+        },
     )
 
 
@@ -227,10 +300,12 @@ def attack_batch(
     logger: Any = False,
     defense: Any = None,
     mean_probabilities: Tensor | None = None,
+    generator: ConditionalGenerator | None = None,
 ) -> BatchResult:
     """Simulate one client holding ``images`` (B, C, H, W) / ``labels`` (B,) and invert its shared gradient
     (passed through the client's ``defense``, if any). ``mean_probabilities`` (C,): the shared model's mean output on
-    the attacker's images (:func:`public_mean_probabilities`), for ``label_recovery=bias_counts``."""
+    the attacker's images (:func:`public_mean_probabilities`), for ``label_recovery=bias_counts``; ``generator``:
+    the image prior of ``prior=gan`` (:func:`image_prior`)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
     raw, gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).gradients()
@@ -248,7 +323,7 @@ def attack_batch(
         seconds = time.perf_counter() - start
         unknown = torch.full((cfg.batch_size,), UNKNOWN_LABEL)  # a label multiset, not one per image: none claimed
         return BatchResult(reconstructions[order], unknown, seconds, gradient_cosine(raw, gradient))
-    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger)
+    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger, generator)
     seconds = time.perf_counter() - start
     distances = losses.sum(dim=1)  # each restart's gradient distance (its images' losses sum to it)
     best = int(distances.argmin())  # a restart is one batch: keep the best batch as a whole
@@ -259,7 +334,13 @@ def attack_batch(
 
 
 def fit_restarts(
-    cfg: DictConfig, model: nn.Module, gradient: list[Tensor], labels: Tensor | None, seed: int, logger: Any = False
+    cfg: DictConfig,
+    model: nn.Module,
+    gradient: list[Tensor],
+    labels: Tensor | None,
+    seed: int,
+    logger: Any = False,
+    generator: ConditionalGenerator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Optimise ``cfg.restarts`` dummy batches against one client's gradient: the best iterate of each restart,
     (R, B, C, H, W), its per-image losses (R, B) and its labels (R, B).
@@ -273,13 +354,21 @@ def fit_restarts(
     ``group_consistency`` > 0 (GradInversion's group consistency, Yin et al., CVPR 2021, §3.3): then
     ``group_rounds`` times, the restarts are registered to the best one (:func:`register_restarts`), their pixel
     mean is the consensus, and every restart is optimised again from where it stands with
-    ``group_consistency`` · mean (x − consensus)² added to each image's loss."""
+    ``group_consistency`` · mean (x − consensus)² added to each image's loss.
+
+    ``generator`` (``prior=gan``): the restarts start from the generator's images that :func:`search_codes` finds
+    (and, with ``gan.refine`` false, end there)."""
+    candidates = losses = predicted = consensus = None
+    if generator is not None:
+        candidates, losses, predicted = search_codes(cfg, model, gradient, labels, seed, generator, logger)
+        if not cfg.gan.refine:
+            return candidates, losses, predicted
+        logger = False  # one curve per job: the search's
     if not cfg.separate_restarts or cfg.restarts == 1:
         problems = [(seed, cfg.restarts)]
     else:
         problems = [(seed if r == 0 else derive_seed(seed, "restart", r), 1) for r in range(cfg.restarts)]
     rounds = int(cfg.group_rounds) if cfg.group_consistency > 0 and cfg.restarts > 1 else 0
-    candidates = losses = predicted = consensus = None
     for round_ in range(rounds + 1):
         if round_ > 0:
             candidates, losses, predicted = register_restarts(candidates, losses, predicted)
@@ -294,6 +383,43 @@ def fit_restarts(
             results.append((images, image_losses, module.objective.predicted_labels().view(restarts, cfg.batch_size)))
         candidates, losses, predicted = (torch.cat(parts) for parts in zip(*results, strict=True))
     return candidates, losses, predicted
+
+
+def search_codes(
+    cfg: DictConfig,
+    model: nn.Module,
+    gradient: list[Tensor],
+    labels: Tensor,
+    seed: int,
+    generator: ConditionalGenerator,
+    logger: Any = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``prior=gan``'s first stage (GIAS's latent search, Jeon et al., NeurIPS 2021, "Gradient Inversion with
+    Generative Image Prior"; GGL, Li et al., CVPR 2022): ``gan.search_restarts`` batches of codes z (drawn N(0, 1)
+    from ``(seed, "codes")``), optimised with Adam (``gan.search_lr``, ``gan.search_steps``) so that the gradient of
+    G(z, ŷ), ŷ the recovered ``labels`` (B,), matches the client's under the method's distance; the method's pixel
+    priors are off (the generator is the prior). Returns the ``restarts`` best batches (lowest summed loss) as
+    :func:`fit_restarts` does: images (R, B, C, H, W), losses (R, B), labels (R, B)."""
+    search = cfg.gan
+    codes = int(search.search_restarts)
+    module = build_module(
+        cfg,
+        model,
+        gradient,
+        labels,
+        derive_seed(seed, "codes"),
+        codes,
+        parameterisation=GeneratedImages(generator, labels, search.latent_clip),
+        optimizer=partial(torch.optim.Adam, lr=float(search.search_lr)),
+        steps=int(search.search_steps),
+        priors={},
+        signed_gradients=False,
+        scheduler=None,
+    )
+    fit_reconstruction(module, cfg.trainer, logger=logger)
+    images, losses = module.all_reconstructions()  # (S, B, ...), (S, B)
+    kept = losses.sum(dim=1).argsort()[: int(cfg.restarts)]
+    return images[kept], losses[kept], labels.repeat(len(kept), 1)
 
 
 def register_restarts(candidates: Tensor, losses: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -346,6 +472,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     loggers = build_loggers(cfg)
     defense = defense_from_config(cfg, "client")  # one client defence for every client: its noise draws continue
     mean_probabilities = public_mean_probabilities(cfg, model)
+    generator = image_prior(cfg, model)
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
@@ -353,7 +480,9 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
         seed = derive_seed(cfg.seed, "client", k)  # the attacker's randomness for this client
         logger = loggers if k == 0 else False
         results.append(
-            attack_batch(cfg, model, pool[batch], pool_labels[batch], seed, logger, defense, mean_probabilities)
+            attack_batch(
+                cfg, model, pool[batch], pool_labels[batch], seed, logger, defense, mean_probabilities, generator
+            )
         )
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)
     count = cfg.num_batches * cfg.batch_size

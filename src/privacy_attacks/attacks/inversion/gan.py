@@ -82,14 +82,15 @@ class ProjectionDiscriminator(nn.Module):
 
 class ConditionalGANTraining(L.LightningModule):
     """Hinge-loss training of G and D (one D step, one G step per batch of real images and their pseudo-labels),
-    with the target's cross-entropy on G's images in G's loss (weight ``target_weight``). Manual optimisation;
-    the fake codes and classes come from ``seed``. Logs ``gan/d_loss``, ``gan/g_loss``, ``gan/target_ce``."""
+    with the target's cross-entropy on G's images in G's loss (weight ``target_weight``; no target: a plain cGAN on
+    the images' own labels). Manual optimisation; the fake codes and classes come from ``seed``. Logs
+    ``gan/d_loss``, ``gan/g_loss``, ``gan/target_ce``."""
 
     def __init__(
         self,
         generator: ConditionalGenerator,
         discriminator: ProjectionDiscriminator,
-        target: nn.Module,
+        target: nn.Module | None,
         lr: float = 2e-4,
         target_weight: float = 1.0,
         seed: int = 0,
@@ -119,7 +120,7 @@ class ConditionalGANTraining(L.LightningModule):
         z, fake_labels = self.fakes(len(images), images.device)
         fake = self.generator(z, fake_labels)
         adversarial = -self.discriminator(fake, fake_labels).mean()
-        target_ce = F.cross_entropy(self.target(fake), fake_labels)
+        target_ce = F.cross_entropy(self.target(fake), fake_labels) if self.target is not None else fake.new_zeros(())
         g_loss = adversarial + self.target_weight * target_ce
         g_optimizer.zero_grad()
         self.manual_backward(g_loss)
@@ -137,7 +138,8 @@ class ConditionalGANTraining(L.LightningModule):
 
     def train(self, mode: bool = True) -> ConditionalGANTraining:
         super().train(mode)
-        self.target.eval()  # frozen, in eval mode throughout
+        if self.target is not None:
+            self.target.eval()  # frozen, in eval mode throughout
         return self
 
 
@@ -214,10 +216,10 @@ def public_images(source: ImageSource, public: str) -> Tensor:
 
 
 def provision_generator(
-    target: nn.Module,
+    target: nn.Module | None,
     image_shape: tuple[int, int, int],
     num_classes: int,
-    load_public: Callable[[], Tensor],
+    load_public: Callable[[], Tensor | tuple[Tensor, Tensor]],
     public_key: dict[str, Any],
     settings: DictConfig,
     seed: int,
@@ -228,9 +230,15 @@ def provision_generator(
     on the pseudo-labelled public images (``load_public() -> (P, C, H, W)``, read only when it must be trained;
     ``public_key`` names them in the cache key) from the attack's ``seed``, or loaded from the cache. Returns the
     frozen generator on the CPU and ``{"inversion/public_queries": P}``, the images the target labelled for it
-    (kept with the cached generator: a run that loads it reports the queries it was trained with)."""
-    kept = {key: settings[key] for key in GAN_KEYS}
-    spec = {"format": 2, "target_weights": cache.weights_digest(target), "public": public_key, "seed": seed, **kept}
+    (kept with the cached generator: a run that loads it reports the queries it was trained with).
+
+    ``target`` None: a plain conditional GAN on labelled public images (``load_public() -> ((P, C, H, W), (P,))``,
+    the attacker's own labels; no query, ``target_weight`` unused), the image prior of gradient inversion."""
+    kept = {key: settings[key] for key in GAN_KEYS if key in settings}
+    if target is None:
+        kept.pop("target_weight", None)
+    digest = None if target is None else cache.weights_digest(target)
+    spec = {"format": 2, "target_weights": digest, "public": public_key, "seed": seed, **kept}
     spec.update(cache.device_entry(run_device(trainer_cfg).type))
     path = cache.cache_path(cache_dir, "gan", spec)
 
@@ -246,15 +254,20 @@ def provision_generator(
             raise cache.unusable(path, f"does not fit the generator ({type(error).__name__})") from error
 
     def train(path: Path) -> tuple[ConditionalGenerator, float]:
-        images = load_public()
-        device = next(target.parameters()).device
-        with torch.no_grad():  # PLG-MI's pseudo-labels: the target's top class of each public image
-            chunks = [images[i : i + 1000].to(device) for i in range(0, len(images), 1000)]
-            labels = torch.cat([target(chunk).argmax(-1).cpu() for chunk in chunks])
+        if target is None:  # the attacker's own labelled images: no query
+            images, labels = load_public()
+            labels, queries = labels.long(), 0
+        else:
+            images = load_public()
+            queries, device = len(images), next(target.parameters()).device
+            with torch.no_grad():  # PLG-MI's pseudo-labels: the target's top class of each public image
+                chunks = [images[i : i + 1000].to(device) for i in range(0, len(images), 1000)]
+                labels = torch.cat([target(chunk).argmax(-1).cpu() for chunk in chunks])
         counts = torch.bincount(labels, minlength=num_classes).tolist()
         log.info(
-            "Training the generative prior on %d public images (pseudo-labels per class %s), cached at %s.",
+            "Training the generative prior on %d public images (%s per class %s), cached at %s.",
             len(images),
+            "labels" if target is None else "pseudo-labels",
             counts,
             path,
         )
@@ -266,7 +279,7 @@ def provision_generator(
             discriminator,
             target,
             float(kept["lr"]),
-            float(kept["target_weight"]),
+            float(kept.get("target_weight", 0.0)),
             derive_seed(seed, "gan", "fakes") % 2**63,
         )
         batches = LabelledBatches(
@@ -277,8 +290,8 @@ def provision_generator(
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
         state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-        cache.save(path, {"state_dict": state, "public_queries": len(images)})
-        return generator, float(len(images))
+        cache.save(path, {"state_dict": state, "public_queries": queries})
+        return generator, float(queries)
 
     generator, queries = cache.provision(path, create=train, load=load)[0]
     return generator.cpu().eval().requires_grad_(False), {"inversion/public_queries": queries}
