@@ -33,6 +33,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from privacy_attacks import cache
 from privacy_attacks.attacks.stealing.data_free import Generator
+from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.data.source import ImageSource
 from privacy_attacks.data.subset import ClassSubset
 from privacy_attacks.errors import ConfigError, require_int, require_positive
@@ -285,7 +286,13 @@ def provision_generator(
         batches = LabelledBatches(
             images, labels, int(kept["steps"]), int(kept["batch_size"]), derive_seed(seed, "gan", "batches") % 2**63
         )
-        trainer = build_trainer(trainer_cfg, max_epochs=1, limit_val_batches=0, log_every_n_steps=50)
+        trainer = build_trainer(
+            trainer_cfg,
+            max_epochs=1,
+            limit_val_batches=0,
+            log_every_n_steps=50,
+            callbacks=[StepLog("generative prior")],
+        )
         with warnings.catch_warnings():  # the frozen target inside the system is in eval mode on purpose
             warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
             trainer.fit(system, train_dataloaders=batches)
