@@ -396,8 +396,13 @@ def test_the_generative_prior_searches_codes_first_and_the_pixels_start_from_its
     searched, losses = search.all_reconstructions()
     best = int(losses.sum(dim=1).argmin())
     assert starts[0] is None and torch.equal(starts[1].cpu(), searched[best])  # from the best searched batch
+    assert "anchor" not in refine.priors  # gan.anchor 0: off
+    anchored = compose_attack([*base, "gan.search_restarts=3", "gan.anchor=0.5"])
+    run_attack(anchored)
+    prior = modules[-1].priors["anchor"]  # the pixels pulled towards the generator's images they start from
+    assert prior.weight == 0.5 and torch.equal(prior.guess.cpu(), starts[-1].cpu())
     run_attack(compose_attack([*base, "gan.refine=false"]))
-    assert len(trained) == 3 and len(modules) == 3  # the generator came from the cache; the search alone
+    assert len(trained) == 3 and len(modules) == 5  # the generator came from the cache; the search alone
 
 
 @pytest.mark.parametrize(

@@ -251,14 +251,16 @@ def build_module(
     restarts: int,
     start: Tensor | None = None,
     consensus: Tensor | None = None,
+    anchor: Tensor | None = None,
     **engine_options: Any,
 ) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective and ``restarts`` dummy batches optimised together;
     ``labels`` None: DLG's optimised soft labels. ``seed`` (the attacker's, for this client) draws the dummy images
     (role ``init``) and DLG's soft labels (role ``labels``). A group-consistency round (:func:`fit_restarts`) starts
     from ``start`` (R·B, C, H, W) instead of ``init`` and pulls every image towards ``consensus`` (B, C, H, W) with
-    the ``group`` prior; without a consensus that prior is off. ``engine_options`` override the engine's settings
-    (the code search of ``prior=gan``: its parameterisation, optimiser and steps)."""
+    the ``group`` prior; without a consensus that prior is off. ``anchor`` (R·B, C, H, W): the generator's images
+    of ``prior=gan`` that the ``anchor`` prior pulls the pixels towards (None: off). ``engine_options`` override the
+    engine's settings (the code search of ``prior=gan``: its parameterisation, optimiser and steps)."""
     method = cfg.methods[cfg.method]
     shape = image_shape(cfg)
     engine_options = {"clamp_each_step": bool(method.clamp_each_step), **engine_options}
@@ -279,7 +281,7 @@ def build_module(
     return engine_from_config(
         cfg,
         objective,
-        node_kwargs={"group": group},
+        node_kwargs={"group": group, "anchor": {"weight": 0.0} if anchor is None else {"guess": anchor}},
         seed=seed,
         **{
             "signed_gradients": bool(method.signed_gradients),
@@ -357,10 +359,12 @@ def fit_restarts(
     ``group_consistency`` · mean (x − consensus)² added to each image's loss.
 
     ``generator`` (``prior=gan``): the restarts start from the generator's images that :func:`search_codes` finds
-    (and, with ``gan.refine`` false, end there)."""
-    candidates = losses = predicted = consensus = None
+    (and, with ``gan.refine`` false, end there); the first pass pulls them towards those images with weight
+    ``gan.anchor``."""
+    candidates = losses = predicted = consensus = anchors = None
     if generator is not None:
         candidates, losses, predicted = search_codes(cfg, model, gradient, labels, seed, generator, logger)
+        anchors = candidates
         if not cfg.gan.refine:
             return candidates, losses, predicted
         logger = False  # one curve per job: the search's
@@ -376,8 +380,9 @@ def fit_restarts(
         results, offset = [], 0
         for index, (problem_seed, restarts) in enumerate(problems):
             start = None if candidates is None else candidates[offset : offset + restarts].flatten(0, 1)
+            anchor = anchors[offset : offset + restarts].flatten(0, 1) if anchors is not None and round_ == 0 else None
             offset += restarts
-            module = build_module(cfg, model, gradient, labels, problem_seed, restarts, start, consensus)
+            module = build_module(cfg, model, gradient, labels, problem_seed, restarts, start, consensus, anchor)
             fit_reconstruction(module, cfg.trainer, logger=logger if index == 0 and round_ == 0 else False)
             images, image_losses = module.all_reconstructions()  # (R, B, ...), (R, B)
             results.append((images, image_losses, module.objective.predicted_labels().view(restarts, cfg.batch_size)))
