@@ -83,7 +83,9 @@ class ReconstructionModule(L.LightningModule):
             [0, 1], with a ``latent_shape`` attribute (a generative prior:
             :class:`~privacy_attacks.attacks.inversion.gan.GeneratedImages`): the codes are optimised instead of
             the pixels, drawn N(0, 1) from the seed (``init`` unused) and passed through its ``project(codes)`` after
-            each step if it has one; projection priors (blur) and the clamp act on pixels and are skipped.
+            each step if it has one (or taken from its ``initial_codes`` (R·N, *latent_shape) where it holds some); a
+            parameterisation's own trainable parameters are optimised with the codes; projection priors (blur) and
+            the clamp act on pixels and are skipped.
         clamp_each_step: clamp the pixels to [0, 1] after every step (default). False: leave the
             iterate where the optimiser put it (L-BFGS needs that: DLG/iDLG) and clamp only the
             kept reconstructions.
@@ -117,9 +119,11 @@ class ReconstructionModule(L.LightningModule):
         if parameterisation is None:
             self.images = nn.Parameter((init or NoiseInit())(shape, generator(seed, "init")).float().clamp(0, 1))
         else:
-            codes = torch.randn((shape[0], *parameterisation.latent_shape), generator=generator(seed, "init"))
+            codes = getattr(parameterisation, "initial_codes", None)  # where a previous search left them
+            if codes is None:
+                codes = torch.randn((shape[0], *parameterisation.latent_shape), generator=generator(seed, "init"))
             device = next(iter(parameterisation.buffers()), codes).device
-            self.latents = nn.Parameter(codes.to(device))
+            self.latents = nn.Parameter(codes.to(device).clone())
         for name, prior in self.priors.items():
             prior.use_generator(generator(seed, "prior", name))
         self.register_buffer("best_loss", torch.full(shape[:1], float("inf")))

@@ -401,8 +401,19 @@ def test_the_generative_prior_searches_codes_first_and_the_pixels_start_from_its
     run_attack(anchored)
     prior = modules[-1].priors["anchor"]  # the pixels pulled towards the generator's images they start from
     assert prior.weight == 0.5 and torch.equal(prior.guess.cpu(), starts[-1].cpu())
-    run_attack(compose_attack([*base, "gan.refine=false"]))
+    run_attack(compose_attack([*base, "gan.refine=[]"]))
     assert len(trained) == 3 and len(modules) == 5  # the generator came from the cache; the search alone
+    run_attack(compose_attack([*base, "gan.refine=[generator,pixels]", "gan.generator_steps=2"]))
+    search, tuned, pixels = modules[5:]
+    copies = tuned.parameterisation.copies  # GIAS: each image its own generator, from the searched code
+    assert len(copies) == 2 and all(p.requires_grad for p in copies.parameters())
+    tuned.train()  # as a fit starts: the copies' batch norms keep the trained statistics
+    assert not any(m.training for m in copies.modules())
+    losses = search.all_reconstructions()[1]  # the codes of the best searched batch, where the search ended
+    best_codes = search.latents.detach().view(len(losses), 2, -1)[int(losses.sum(dim=1).argmin())]
+    assert torch.equal(tuned.parameterisation.initial_codes, best_codes)
+    assert not torch.equal(copies[0].body.project.weight, copies[1].body.project.weight)  # tuned apart
+    assert torch.equal(starts[-1].cpu(), tuned.all_reconstructions()[0][0])  # the pixels start from its images
 
 
 @pytest.mark.parametrize(
@@ -414,6 +425,8 @@ def test_the_generative_prior_searches_codes_first_and_the_pixels_start_from_its
         (["method=idlg", "gan.search_steps=0"], "gan.search_steps"),
         (["method=idlg", "gan.search_lr=0"], "gan.search_lr"),
         (["method=idlg", "prior=vae"], "pixels, gan"),
+        (["method=idlg", "gan.refine=[weights]"], "generator, pixels"),
+        (["method=idlg", "gan.generator_lr=-1"], "gan.generator_lr"),
     ],
 )
 def test_a_generative_prior_that_cannot_work_is_refused_before_any_work(compose_attack, overrides, message):

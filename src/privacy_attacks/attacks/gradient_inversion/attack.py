@@ -47,7 +47,12 @@ from privacy_attacks.attacks.gradient_inversion.imprint import (
 )
 from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
-from privacy_attacks.attacks.inversion.gan import ConditionalGenerator, GeneratedImages, provision_generator
+from privacy_attacks.attacks.inversion.gan import (
+    ConditionalGenerator,
+    GeneratedImages,
+    TunedGenerators,
+    provision_generator,
+)
 from privacy_attacks.data.identity import (
     attacker_training_images,
     attacker_training_set,
@@ -93,7 +98,8 @@ MODEL_STATES = ("init", "trained")
 LABEL_RECOVERIES = ("bias_counts", "row_signs")
 THREATS = ("honest_server", "malicious_server")
 PRIORS = ("pixels", "gan")
-SEARCH_KEYS = ("latent_dim", "width", "steps", "batch_size", "search_steps", "search_restarts")
+SEARCH_KEYS = ("latent_dim", "width", "steps", "batch_size", "search_steps", "search_restarts", "generator_steps")
+REFINEMENTS = ("generator", "pixels")  # prior=gan's stages after the code search, in this order
 # An image counts as recovered at or above this PSNR (dB): recon/recovered_fraction.
 RECOVERED_PSNR = 30.0
 # The label of a reconstruction whose label the method does not recover (imprint): no recon/label_acc then.
@@ -154,9 +160,11 @@ def check_image_prior(cfg: DictConfig) -> None:
         require_int(cfg.gan[key], f"gan.{key}")
     require_positive(cfg.gan.lr, "gan.lr")
     require_positive(cfg.gan.search_lr, "gan.search_lr")
+    require_positive(cfg.gan.generator_lr, "gan.generator_lr")
+    for stage in cfg.gan.refine:
+        require_choice(stage, REFINEMENTS, "gan.refine's stages")
     if cfg.gan.latent_clip is not None:
         require_positive(cfg.gan.latent_clip, "gan.latent_clip")
-    require_bool(cfg.gan.refine, "gan.refine")
     if cfg.gan.search_restarts < cfg.restarts:
         raise ConfigError(
             f"gan.search_restarts={cfg.gan.search_restarts} must be at least restarts={cfg.restarts}: the best "
@@ -358,15 +366,17 @@ def fit_restarts(
     mean is the consensus, and every restart is optimised again from where it stands with
     ``group_consistency`` · mean (x − consensus)² added to each image's loss.
 
-    ``generator`` (``prior=gan``): the restarts start from the generator's images that :func:`search_codes` finds
-    (and, with ``gan.refine`` false, end there); the first pass pulls them towards those images with weight
-    ``gan.anchor``."""
+    ``generator`` (``prior=gan``): the restarts start from the generator's images that :func:`search_codes` finds,
+    after :func:`tune_generators` where ``gan.refine`` names ``generator``; without ``pixels`` there, they end there
+    too; the first pixel pass pulls them towards those images with weight ``gan.anchor``."""
     candidates = losses = predicted = consensus = anchors = None
     if generator is not None:
-        candidates, losses, predicted = search_codes(cfg, model, gradient, labels, seed, generator, logger)
-        anchors = candidates
-        if not cfg.gan.refine:
+        candidates, losses, predicted, codes = search_codes(cfg, model, gradient, labels, seed, generator, logger)
+        if "generator" in cfg.gan.refine:
+            candidates, losses, predicted = tune_generators(cfg, model, gradient, labels, seed, generator, codes)
+        if "pixels" not in cfg.gan.refine:
             return candidates, losses, predicted
+        anchors = candidates
         logger = False  # one curve per job: the search's
     if not cfg.separate_restarts or cfg.restarts == 1:
         problems = [(seed, cfg.restarts)]
@@ -404,16 +414,17 @@ def search_codes(
     from ``(seed, "codes")``), optimised with Adam (``gan.search_lr``, ``gan.search_steps``) so that the gradient of
     G(z, ŷ), ŷ the recovered ``labels`` (B,), matches the client's under the method's distance; the method's pixel
     priors are off (the generator is the prior). Returns the ``restarts`` best batches (lowest summed loss) as
-    :func:`fit_restarts` does: images (R, B, C, H, W), losses (R, B), labels (R, B)."""
+    :func:`fit_restarts` does, images (R, B, C, H, W), losses (R, B), labels (R, B), and their codes where the
+    search ended, (R, B, latent_dim)."""
     search = cfg.gan
-    codes = int(search.search_restarts)
+    searched = int(search.search_restarts)
     module = build_module(
         cfg,
         model,
         gradient,
         labels,
         derive_seed(seed, "codes"),
-        codes,
+        searched,
         parameterisation=GeneratedImages(generator, labels, search.latent_clip),
         optimizer=partial(torch.optim.Adam, lr=float(search.search_lr)),
         steps=int(search.search_steps),
@@ -424,7 +435,41 @@ def search_codes(
     fit_reconstruction(module, cfg.trainer, logger=logger)
     images, losses = module.all_reconstructions()  # (S, B, ...), (S, B)
     kept = losses.sum(dim=1).argsort()[: int(cfg.restarts)]
-    return images[kept], losses[kept], labels.repeat(len(kept), 1)
+    codes = module.latents.detach().view(searched, len(labels), -1)[kept]
+    return images[kept], losses[kept], labels.repeat(len(kept), 1), codes
+
+
+def tune_generators(
+    cfg: DictConfig,
+    model: nn.Module,
+    gradient: list[Tensor],
+    labels: Tensor,
+    seed: int,
+    generator: ConditionalGenerator,
+    codes: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``gan.refine`` with ``generator``: GIAS's parameter search (Jeon et al. 2021, §3.2) from the searched
+    ``codes`` (R, B, latent_dim): each image's own copy of the generator (:class:`~privacy_attacks.attacks.inversion.
+    gan.TunedGenerators`), its weights and code optimised with Adam (``gan.generator_lr``, ``gan.generator_steps``)
+    under the method's distance, pixel priors off. Returns images (R, B, C, H, W), losses (R, B), labels (R, B)."""
+    restarts = len(codes)
+    module = build_module(
+        cfg,
+        model,
+        gradient,
+        labels,
+        derive_seed(seed, "generators"),
+        restarts,
+        parameterisation=TunedGenerators(generator, labels, codes.flatten(0, 1)),
+        optimizer=partial(torch.optim.Adam, lr=float(cfg.gan.generator_lr)),
+        steps=int(cfg.gan.generator_steps),
+        priors={},
+        signed_gradients=False,
+        scheduler=None,
+    )
+    fit_reconstruction(module, cfg.trainer, logger=False)
+    images, losses = module.all_reconstructions()
+    return images, losses, labels.repeat(restarts, 1)
 
 
 def register_restarts(candidates: Tensor, losses: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -18,6 +18,7 @@ cached as ``gan-<hash>.pt``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import Callable, Iterator
@@ -179,6 +180,29 @@ class GeneratedImages(nn.Module):
     def forward(self, latents: Tensor) -> Tensor:
         restarts = len(latents) // len(self.labels)
         return self.generator(latents, self.labels.repeat(restarts))
+
+
+class TunedGenerators(nn.Module):
+    """GIAS's parameter search (Jeon et al., NeurIPS 2021, "Gradient Inversion with Generative Image Prior", §3.2):
+    each of the R·N images (restart-major, as :class:`GeneratedImages`) has its own trainable copy of the generator,
+    starting from ``generator``'s weights, and its code starts at ``codes`` (R·N, latent_dim), where a code search
+    ended; codes (R·N, latent_dim) -> G_i(z_i, ỹ_i) (R·N, C, H, W). The copies stay in eval mode (their batch
+    norms keep the trained statistics: one image per copy)."""
+
+    def __init__(self, generator: ConditionalGenerator, labels: Tensor, codes: Tensor):
+        super().__init__()
+        if len(codes) % len(labels):
+            raise ValueError(f"{len(codes)} codes are not a whole number of restarts of {len(labels)} images.")
+        self.copies = nn.ModuleList(copy.deepcopy(generator).requires_grad_(True) for _ in range(len(codes)))
+        self.register_buffer("labels", labels.long().repeat(len(codes) // len(labels)))
+        self.latent_shape, self.initial_codes = (generator.latent_dim,), codes.detach().clone()
+        self.eval()
+
+    def forward(self, latents: Tensor) -> Tensor:
+        return torch.cat([copy_(latents[i : i + 1], self.labels[i : i + 1]) for i, copy_ in enumerate(self.copies)])
+
+    def train(self, mode: bool = True) -> TunedGenerators:
+        return super().train(False)
 
 
 def check_gan(node: DictConfig, source: ImageSource) -> None:
