@@ -408,7 +408,7 @@ def search_codes(
     seed: int,
     generator: ConditionalGenerator,
     logger: Any = False,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``prior=gan``'s first stage (GIAS's latent search, Jeon et al., NeurIPS 2021, "Gradient Inversion with
     Generative Image Prior"; GGL, Li et al., CVPR 2022): ``gan.search_restarts`` batches of codes z (drawn N(0, 1)
     from ``(seed, "codes")``), optimised with Adam (``gan.search_lr``, ``gan.search_steps``) so that the gradient of
@@ -416,23 +416,9 @@ def search_codes(
     priors are off (the generator is the prior). Returns the ``restarts`` best batches (lowest summed loss) as
     :func:`fit_restarts` does, images (R, B, C, H, W), losses (R, B), labels (R, B), and their codes where the
     search ended, (R, B, latent_dim)."""
-    search = cfg.gan
-    searched = int(search.search_restarts)
-    module = build_module(
-        cfg,
-        model,
-        gradient,
-        labels,
-        derive_seed(seed, "codes"),
-        searched,
-        parameterisation=GeneratedImages(generator, labels, search.latent_clip),
-        optimizer=partial(torch.optim.Adam, lr=float(search.search_lr)),
-        steps=int(search.search_steps),
-        priors={},
-        signed_gradients=False,
-        scheduler=None,
-    )
-    fit_reconstruction(module, cfg.trainer, logger=logger)
+    searched = int(cfg.gan.search_restarts)
+    images = GeneratedImages(generator, labels, cfg.gan.latent_clip)
+    module = fit_generated(cfg, model, gradient, labels, derive_seed(seed, "codes"), searched, images, "search", logger)
     images, losses = module.all_reconstructions()  # (S, B, ...), (S, B)
     kept = losses.sum(dim=1).argsort()[: int(cfg.restarts)]
     codes = module.latents.detach().view(searched, len(labels), -1)[kept]
@@ -452,24 +438,42 @@ def tune_generators(
     ``codes`` (R, B, latent_dim): each image's own copy of the generator (:class:`~privacy_attacks.attacks.inversion.
     gan.TunedGenerators`), its weights and code optimised with Adam (``gan.generator_lr``, ``gan.generator_steps``)
     under the method's distance, pixel priors off. Returns images (R, B, C, H, W), losses (R, B), labels (R, B)."""
-    restarts = len(codes)
+    copies = TunedGenerators(generator, labels, codes.flatten(0, 1))
+    seed = derive_seed(seed, "generators")
+    module = fit_generated(cfg, model, gradient, labels, seed, len(codes), copies, "generator")
+    images, losses = module.all_reconstructions()
+    return images, losses, labels.repeat(len(codes), 1)
+
+
+def fit_generated(
+    cfg: DictConfig,
+    model: nn.Module,
+    gradient: list[Tensor],
+    labels: Tensor,
+    seed: int,
+    restarts: int,
+    parameterisation: nn.Module,
+    stage: str,
+    logger: Any = False,
+) -> ReconstructionModule:
+    """The engine over a generator's ``parameterisation`` of ``restarts`` batches, fitted with Adam at
+    ``gan.<stage>_lr`` for ``gan.<stage>_steps`` under the method's distance, its pixel priors off."""
     module = build_module(
         cfg,
         model,
         gradient,
         labels,
-        derive_seed(seed, "generators"),
+        seed,
         restarts,
-        parameterisation=TunedGenerators(generator, labels, codes.flatten(0, 1)),
-        optimizer=partial(torch.optim.Adam, lr=float(cfg.gan.generator_lr)),
-        steps=int(cfg.gan.generator_steps),
+        parameterisation=parameterisation,
+        optimizer=partial(torch.optim.Adam, lr=float(cfg.gan[f"{stage}_lr"])),
+        steps=int(cfg.gan[f"{stage}_steps"]),
         priors={},
         signed_gradients=False,
         scheduler=None,
     )
-    fit_reconstruction(module, cfg.trainer, logger=False)
-    images, losses = module.all_reconstructions()
-    return images, losses, labels.repeat(restarts, 1)
+    fit_reconstruction(module, cfg.trainer, logger=logger)
+    return module
 
 
 def register_restarts(candidates: Tensor, losses: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
