@@ -13,7 +13,8 @@ Network", AAAI; the generative-prior attack of GMI, Zhang et al. 2020, CVPR).
    generator frozen: :class:`GeneratedImages` is the engine's parameterisation.
 
 The generator is trained once per target (the content of its weights), public set, settings and attack seed, and
-cached as ``gan-<hash>.pt``.
+cached as ``gan-<hash>.pt``. Without a target (gradient inversion's ``prior=gan``) it is a plain conditional GAN on
+the attacker's own labelled images, and :class:`TunedGenerators` gives each image its own copy to tune (GIAS).
 """
 
 from __future__ import annotations
