@@ -13,7 +13,7 @@ from privacy_attacks.attacks.inversion.objectives import ClassInversion, CrossEn
 from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.engine.inits import ConstantInit, NoiseInit
 from privacy_attacks.engine.module import ENGINE_KEYS, engine_hparams, prior_settings
-from privacy_attacks.engine.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
+from privacy_attacks.engine.priors import CoarseToFine, GaussianBlur, Jitter, PixelEnergy, TotalVariation
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from tests.conftest import attack_config
@@ -67,6 +67,18 @@ def test_images_stay_in_unit_range_and_loss_decreases(frozen_net, optimizer):
     assert images.shape == (10, 1, 28, 28) and 0.0 <= images.min() and images.max() <= 1.0
     assert losses.mean().item() < start
     assert mean_loss(module) < start
+
+
+def test_a_coarse_start_keeps_the_iterate_in_blocks_until_its_stages_end(frozen_net):
+    priors = {"tv": TotalVariation(1e-2), "jitter": Jitter(1), "coarse": CoarseToFine(4, stage_steps=2)}
+    module = engine(frozen_net, steps=2, priors=priors)
+    fit_reconstruction(module, TRAINER)  # two steps: both at 4 x 4 blocks
+    blocks = module.images.detach().view(-1, 1, 7, 4, 7, 4)
+    assert torch.allclose(blocks, blocks.mean(dim=(3, 5), keepdim=True).expand_as(blocks), atol=1e-6)
+    free = engine(frozen_net, steps=6, priors={**priors, "coarse": CoarseToFine(4, stage_steps=2)})
+    fit_reconstruction(free, TRAINER)  # steps 4 and 5 at full resolution
+    blocks = free.images.detach().view(-1, 1, 14, 2, 14, 2)
+    assert not torch.allclose(blocks, blocks.mean(dim=(3, 5), keepdim=True).expand_as(blocks), atol=1e-4)
 
 
 def test_best_iterate_is_kept_per_image(frozen_net):

@@ -1,5 +1,5 @@
 """The engine's priors: the lecture's total-variation prior ℓ_TV against a hand computation, jitter, the random
-affine augmentation and the guess prior."""
+affine augmentation, the coarse-to-fine projection and the guess prior."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from privacy_attacks.engine import TotalVariation, total_variation
-from privacy_attacks.engine.priors import GuessDistance, Jitter, RandomAffine
+from privacy_attacks.engine.priors import CoarseToFine, GuessDistance, Jitter, RandomAffine
 from privacy_attacks.errors import ConfigError
 
 
@@ -93,3 +93,33 @@ def test_random_affine_is_the_identity_without_rotation_or_rescaling_and_draws_o
 def test_random_affine_refuses_a_scale_outside_zero_to_one():
     with pytest.raises(ConfigError, match="scale"):
         RandomAffine(weight=10, scale=1.0)
+
+
+def test_coarse_to_fine_averages_blocks_whose_side_halves_every_stage():
+    prior = CoarseToFine(weight=4, stage_steps=3)
+    assert [prior.block(step) for step in range(8)] == [4, 4, 4, 2, 2, 2, 1, 1]
+    images = torch.rand(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    coarse = prior.project(images, 0)
+    by_hand = images.view(2, 3, 7, 4, 7, 4).mean(dim=(3, 5))  # 7 x 7 blocks of 4 x 4 pixels
+    assert torch.allclose(coarse, by_hand.repeat_interleave(4, -2).repeat_interleave(4, -1), atol=1e-6)
+    assert torch.allclose(prior.project(coarse, 0), coarse, atol=1e-6)  # a projection: twice is once
+    assert torch.allclose(
+        prior.project(images, 3),
+        images.view(2, 3, 14, 2, 14, 2).mean(dim=(3, 5)).repeat_interleave(2, -2).repeat_interleave(2, -1),
+        atol=1e-6,
+    )
+    assert torch.equal(prior.project(images, 6), images)
+
+
+def test_coarse_to_fine_keeps_each_blocks_mean_where_the_side_does_not_divide_the_image():
+    images = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    coarse = CoarseToFine(weight=8).project(images, 0)  # 4 x 4 blocks of 8, the last row and column 4 wide
+    assert coarse.shape == images.shape
+    assert torch.allclose(coarse[..., 24:, 24:], images[..., 24:, 24:].mean().expand(1, 1, 4, 4), atol=1e-6)
+    assert torch.allclose(coarse.mean(), images.mean(), atol=1e-6)
+
+
+def test_coarse_to_fine_is_off_below_two_and_refuses_a_fractional_side():
+    assert not CoarseToFine(0).active and not CoarseToFine(1).active and CoarseToFine(2).active
+    with pytest.raises(ConfigError, match="whole number"):
+        CoarseToFine(2.5)

@@ -14,6 +14,7 @@ from privacy_attacks.engine.module import (
     validate_engine_settings,
 )
 from privacy_attacks.engine.priors import (
+    CoarseToFine,
     GaussianBlur,
     Jitter,
     PixelEnergy,
@@ -23,6 +24,7 @@ from privacy_attacks.engine.priors import (
 )
 
 __all__ = [
+    "CoarseToFine",
     "GaussianBlur",
     "Jitter",
     "PixelEnergy",

@@ -8,8 +8,9 @@ Every prior has a ``weight`` and is off at weight 0 (the engine skips it). Three
   images themselves): :class:`Jitter` (random translation, Mordvintsev et al. 2015;
   Olah et al. 2017, "Feature Visualization"), :class:`RandomAffine` (random rotation and scale, the augmentations of
   DeepInversion, Yin et al. 2020, and Plug & Play attacks, Struppek et al. 2022);
-- a *projection* edits the images in place every ``every`` steps: :class:`GaussianBlur`
-  (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization").
+- a *projection* edits the images in place after a step: :class:`GaussianBlur` every ``every`` steps
+  (Yosinski et al. 2015, "Understanding Neural Networks Through Deep Visualization"), :class:`CoarseToFine` in the
+  first steps (multi-resolution optimisation: the octaves of Mordvintsev et al. 2015, "Inceptionism").
 """
 
 from __future__ import annotations
@@ -165,6 +166,40 @@ class GaussianBlur(Prior):
         blurred = F.conv2d(padded, row, groups=channels)
         padded = F.pad(blurred, (0, 0, radius, radius), mode="replicate")
         return F.conv2d(padded, row.transpose(-1, -2), groups=channels)
+
+
+class CoarseToFine(Prior):
+    """Multi-resolution (coarse-to-fine) optimisation: after each of the first steps the images are averaged over
+    blocks of ``weight`` × ``weight`` pixels (7 × 7 blocks of 4 pixels on a 28 × 28 image at ``weight`` 4), so the
+    search settles the shape before the strokes; the block side halves every ``stage_steps`` steps (4, 2, then free at
+    full resolution from step 2 · ``stage_steps``), as the octaves of Mordvintsev et al. 2015 ("Inceptionism") and
+    Plug & Play attacks' coarse starts do. ``weight`` 0 or 1: off.
+
+    The projection of step ``step``: images (N, C, H, W) -> (N, C, H, W), each block replaced by its mean (sides
+    that the block does not divide: the last block is smaller)."""
+
+    def __init__(self, weight: float = 0.0, stage_steps: int = 25):
+        if float(weight) != int(weight):
+            raise ConfigError(f"the coarsest block side must be a whole number of pixels, got {weight}.")
+        require_int(stage_steps, "stage_steps")
+        super().__init__(weight)
+        self.stage_steps = int(stage_steps)
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 1
+
+    def block(self, step: int) -> int:
+        """The block side at ``step`` (0-based): ``weight`` halved every ``stage_steps`` steps; 1 means free."""
+        return max(1, int(self.weight) >> (step // self.stage_steps))
+
+    def project(self, images: Tensor, step: int) -> Tensor:
+        side = self.block(step)
+        if side == 1:
+            return images
+        height, width = images.shape[-2:]
+        coarse = F.avg_pool2d(images, side, ceil_mode=True, count_include_pad=False)
+        return coarse.repeat_interleave(side, dim=-2).repeat_interleave(side, dim=-1)[..., :height, :width]
 
 
 class GuessDistance(Prior):
