@@ -151,6 +151,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     search = f"prior=gan ({cfg.gan.public})" if cfg.prior == "gan" else f"init={cfg.init} tv_lambda={cfg.tv_lambda}"
     if cfg.augment_degrees > 0:
         search += f" augment={cfg.augment_degrees}°/{cfg.augment_scale}"
+    if cfg.coarse_block > 1 and cfg.prior == "pixels":  # a projection: pixels only
+        search += f" coarse={cfg.coarse_block}px/{cfg.coarse_steps} steps"
     title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     class_names = data_source(cfg.data).load().class_names
     first = first_of_each_class(labels)  # the figure shows one sample per class
