@@ -171,9 +171,9 @@ class GaussianBlur(Prior):
 class CoarseToFine(Prior):
     """Multi-resolution (coarse-to-fine) optimisation: after each of the first steps the images are averaged over
     blocks of ``weight`` × ``weight`` pixels (7 × 7 blocks of 4 pixels on a 28 × 28 image at ``weight`` 4), so the
-    search settles the shape before the strokes; the block side halves every ``stage_steps`` steps (4, 2, then free at
-    full resolution from step 2 · ``stage_steps``), as the octaves of Mordvintsev et al. 2015 ("Inceptionism") and
-    Plug & Play attacks' coarse starts do. ``weight`` 0 or 1: off.
+    search settles the shape before the strokes; the block side halves every ``stage_steps`` steps (at ``weight`` 4:
+    4, 2, then free at full resolution from step 2 · ``stage_steps``), as the octaves of Mordvintsev et al. 2015
+    ("Inceptionism") move from coarse to fine. ``weight`` 0 or 1: off.
 
     The projection of step ``step``: images (N, C, H, W) -> (N, C, H, W), each block replaced by its mean (sides
     that the block does not divide: the last block is smaller)."""
