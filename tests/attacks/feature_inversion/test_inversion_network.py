@@ -47,6 +47,34 @@ def test_decoder_maps_every_layer_back_to_images_in_the_unit_range(layer):
     assert images.shape == (5, 1, 28, 28) and 0 <= images.min() <= images.max() <= 1
 
 
+@pytest.mark.parametrize("layer", ["conv2", "fc1"])
+def test_residual_blocks_deepen_the_decoder_and_keep_its_output(layer):
+    net = LeNet5().eval()
+    features = net.features(torch.rand(5, 1, 28, 28))[layer]
+    plain, deep = (InversionNetwork(features[0].numel(), width=8, blocks=b) for b in (0, 2))
+    images = deep(features)
+    assert images.shape == (5, 1, 28, 28) and 0 <= images.min() <= images.max() <= 1
+    convolutions = [sum(isinstance(m, torch.nn.Conv2d) for m in d.modules()) for d in (plain, deep)]
+    assert convolutions[1] == convolutions[0] + 2 * 2 * 3  # two blocks of two convolutions at each resolution
+
+
+def test_the_plain_decoder_keeps_its_cache_key_and_blocks_get_their_own(tmp_path: Path):
+    net = LeNet5().eval().requires_grad_(False)
+    settings = {**SETTINGS, "epochs": 1, "train_images": 16}
+    images = torch.rand(16, 1, 28, 28)
+    plain = provision_inversion_network(
+        net, "conv2", lambda: images, IMAGES, settings | {"blocks": 0}, TRAINER, tmp_path
+    )
+    assert plain.blocks == 0
+    assert [p.name for p in tmp_path.glob("inversion-*.pt")] == [
+        inversion_cache_path(tmp_path, net, "conv2", settings, IMAGES).name
+    ]
+    deep = provision_inversion_network(
+        net, "conv2", lambda: images, IMAGES, settings | {"blocks": 1}, TRAINER, tmp_path
+    )
+    assert deep.blocks == 1 and len(list(tmp_path.glob("inversion-*.pt"))) == 2
+
+
 def test_features_computed_once_in_chunks_equal_one_pass():
     net = LeNet5().eval()
     images = torch.rand(7, 1, 28, 28)
@@ -93,6 +121,7 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
             "55000 training images outside the validation split",
         ),
         (["init=network", "inversion_network.seed=abc"], "inversion_network.seed"),
+        (["init=network", "inversion_network.blocks=-1"], "inversion_network.blocks"),
     ],
 )
 def test_bad_inversion_network_settings_are_refused_before_any_work(compose_attack, overrides, message):

@@ -77,6 +77,7 @@ def validate(cfg: DictConfig) -> None:
             )
         require_positive(settings.lr, "inversion_network.lr")
         require_int(settings.seed, "inversion_network.seed", minimum=None)
+        require_int(settings.blocks, "inversion_network.blocks", minimum=0)
     validate_engine_config(cfg)
 
 
