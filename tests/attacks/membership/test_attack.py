@@ -162,7 +162,8 @@ def test_every_method_beats_chance_on_a_leaky_target_in_a_real_multirun(tmp_path
         "data.download=false",
         f"hydra.sweep.dir={sweep}",
     ]
-    result = run_script("attack.py", args, tmp_path, cache_dir)
+    # 13 jobs in one process: the limit only stops a hung run (a busy machine takes over 10 minutes), never a slow one.
+    result = run_script("attack.py", args, tmp_path, cache_dir, timeout=3600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(sweep / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
