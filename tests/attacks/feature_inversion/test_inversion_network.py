@@ -48,7 +48,7 @@ def test_decoder_maps_every_layer_back_to_images_in_the_unit_range(layer):
 
 
 @pytest.mark.parametrize("layer", ["conv2", "fc1"])
-def test_residual_blocks_deepen_the_decoder_and_keep_its_output(layer):
+def test_residual_blocks_deepen_the_decoder_and_keep_its_output_range(layer):
     net = LeNet5().eval()
     features = net.features(torch.rand(5, 1, 28, 28))[layer]
     plain, deep = (InversionNetwork(features[0].numel(), width=8, blocks=b) for b in (0, 2))
