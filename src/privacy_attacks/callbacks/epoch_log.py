@@ -66,10 +66,17 @@ class ProgressLog:
 
 class EpochLog(L.Callback):
     """A :class:`ProgressLog` line after epochs of a Lightning fit, with the epoch's ``train/*`` and ``val/*``
-    loss and accuracy as logged (``what`` names the fit: ``target``, ``decoder``...)."""
+    loss and accuracy as logged, or the metrics named in ``shown`` (``what`` names the fit: ``target``,
+    ``decoder``...)."""
 
-    def __init__(self, what: str = "fit", every_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self.what, self.every_s, self.clock = what, every_s, clock
+    def __init__(
+        self,
+        what: str = "fit",
+        every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        shown: tuple[str, ...] = SHOWN,
+    ):
+        self.what, self.every_s, self.clock, self.shown = what, every_s, clock, tuple(shown)
         self.progress: ProgressLog | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -89,10 +96,9 @@ class EpochLog(L.Callback):
         if self.progress is not None and done != self.progress.logged:
             self.progress.write(done, self.values(trainer))
 
-    @staticmethod
-    def values(trainer: L.Trainer) -> dict[str, float]:
+    def values(self, trainer: L.Trainer) -> dict[str, float]:
         metrics = trainer.callback_metrics
-        return {name: float(metrics[name]) for name in SHOWN if name in metrics}
+        return {name: float(metrics[name]) for name in self.shown if name in metrics}
 
 
 class StepLog(L.Callback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -109,6 +110,18 @@ def test_decoder_training_lowers_the_error_and_is_cached(tmp_path: Path):
     for a, b in zip(decoder.state_dict().values(), cached.state_dict().values()):
         torch.testing.assert_close(a, b)
     assert inversion_cache_path(tmp_path, net, "fc1", {**SETTINGS, "train_images": 256}, IMAGES) != path
+
+
+def test_decoder_training_writes_its_epochs_to_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Its fit is the longest of a feature-inversion run (up to an hour for a large decoder): with the progress
+    bar off (log files, joblib workers) its epochs still show, with the training error."""
+    net = LeNet5().eval().requires_grad_(False)
+    images = torch.rand(16, 1, 28, 28)
+    settings = {**SETTINGS, "epochs": 2, "train_images": 16}
+    with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
+        provision_inversion_network(net, "fc1", lambda: images, IMAGES, settings, TRAINER, tmp_path)
+    lines = [m for m in caplog.messages if m.startswith("decoder of fc1: epoch")]
+    assert lines and lines[-1].startswith("decoder of fc1: epoch 2/2, inversion/train_mse ")
 
 
 @pytest.mark.parametrize(

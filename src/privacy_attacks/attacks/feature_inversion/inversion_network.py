@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
+from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data.tensors import TensorBatches
 from privacy_attacks.harness import build_trainer, run_device
 from privacy_attacks.models.taps import layer_output
@@ -192,7 +193,10 @@ def provision_inversion_network(
             decoder = InversionNetwork(feature_size, settings["width"], image_shape, blocks)
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
             system = InversionNetworkSystem(decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
-            trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0)
+            progress = EpochLog(f"decoder of {layer}", shown=("inversion/train_mse",))
+            trainer = build_trainer(
+                trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0, callbacks=[progress]
+            )
             batches = TensorBatches(
                 features,
                 images,
