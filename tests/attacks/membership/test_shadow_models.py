@@ -83,6 +83,25 @@ def test_shadow_models_of_a_batch_norm_network_on_colour_images_answer_in_eval_m
     assert all(torch.equal(buffers[k], v) for k, v in shadows.buffers.items())  # answering changed no statistic
 
 
+def test_many_models_answer_in_smaller_chunks_with_the_same_logits(context):
+    """The models x images of one forward are bounded (256 LeNet5s on 2,000 images at once need about 10 GB): more
+    models read fewer images at a time, and the logits do not depend on the chunking."""
+    images, labels = context.attacker_images[:20], context.attacker_labels[:20]
+    indices = subset_indices(balanced_in_masks(20, 4, torch.Generator().manual_seed(0)))
+    shadows = train_shadow_models(RECIPE, images, labels, indices, seeds=[1, 2, 3, 4], progress=False)
+    chunks: list[int] = []
+    hook = shadows.template.register_forward_pre_hook(lambda module, args: chunks.append(args[0].shape[0]))
+    try:
+        whole = shadows.logits(images)
+        assert chunks == [20]
+        chunks.clear()
+        bounded = shadows.logits(images, max_pairs=4 * 6)  # 4 models: 6 images a forward
+    finally:
+        hook.remove()
+    assert chunks == [6, 6, 6, 2]
+    torch.testing.assert_close(bounded, whole)
+
+
 def test_balanced_masks_have_each_image_in_half_the_models():
     masks = balanced_in_masks(30, 8, torch.Generator().manual_seed(0))
     assert (masks.sum(dim=0) == 4).all() and (masks.sum(dim=1) == 15).all()

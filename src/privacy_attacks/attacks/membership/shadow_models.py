@@ -64,9 +64,14 @@ class ShadowModels:
         return next(iter(self.params.values())).device
 
     @torch.no_grad()
-    def logits(self, images: Tensor, batch_size: int = 2000) -> Tensor:
+    def logits(self, images: Tensor, batch_size: int = 2000, max_pairs: int = 2000 * 64) -> Tensor:
         """Logits (S, N, C), on the CPU, of every model for images (N, C, H, W) (computed on :attr:`device`), in eval
-        mode, as the target answers (batch norm reads each model's running statistics and leaves them unchanged)."""
+        mode, as the target answers (batch norm reads each model's running statistics and leaves them unchanged).
+
+        Images go through in chunks of ``batch_size``, fewer where the S models would then pass more than
+        ``max_pairs`` (model, image) pairs at once: the activations of one forward grow with S × chunk (about 10 GB
+        for 256 LeNet5s on 2,000 images), so 256 models read 500 images at a time, and up to 64 models 2,000."""
+        batch_size = max(1, min(batch_size, max_pairs // max(1, len(self))))
         forward = torch.vmap(lambda p, b, x: functional_call(self.template, (p, b), (x,)), in_dims=(0, 0, None))
         was_training = self.template.training
         self.template.eval()
