@@ -4,6 +4,7 @@ evaluation images, sizes are checked."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 import torch
@@ -62,6 +63,20 @@ def test_each_method_scores_every_evaluation_image(method, context):
     assert output.scores.shape == (N_EVAL,) and torch.isfinite(output.scores).all()
     assert set(output.predictions.tolist()) <= {0, 1}
     assert context.api.queries_used >= N_EVAL
+
+
+@pytest.mark.parametrize(
+    ("method", "line"),
+    [
+        ("proxy", "attack classifier: epoch 2/2, attack_train/loss "),
+        ("quantile", "quantile regressor: epoch 2/2, quantile_train/nll "),
+    ],
+)
+def test_the_attacks_own_fits_write_their_epochs_to_the_log(method, line, context, caplog):
+    """With the progress bar off (log files, joblib workers) a trained attack's fit still shows its epochs."""
+    with caplog.at_level(logging.INFO, logger="privacy_attacks.callbacks.epoch_log"):
+        METHODS[method]()(context)
+    assert any(message.startswith(line) for message in caplog.messages)
 
 
 @pytest.mark.parametrize("defense", [None, Rounding(2), TopK(1)])

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC
 
+from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data.tensors import TensorBatches
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import derive_seed, seeded
@@ -77,12 +78,16 @@ def fit_attack_classifier(
 ) -> AttackClassifier:
     """Fit an :class:`AttackClassifier` on features (N, d) with membership (N,) (1 = member) of the attacker's own data.
 
-    Its initial weights and batch order come from seeds derived from the attack's ``seed`` alone.
+    Its initial weights and batch order come from seeds derived from the attack's ``seed`` alone; its epochs show in
+    the log as ``attack classifier: epoch 20/60, attack_train/loss ...``.
     """
     std = features.std(dim=0).clamp_min(1e-6)
     with seeded(seed, "attack_classifier"):
         model = AttackClassifier(features.mean(dim=0), std, tuple(hidden), lr, weight_decay)
-        trainer = build_trainer(trainer_cfg, max_epochs=epochs, enable_progress_bar=False, limit_val_batches=0)
+        progress = EpochLog("attack classifier", shown=("attack_train/loss", "attack_train/auc"))
+        trainer = build_trainer(
+            trainer_cfg, max_epochs=epochs, enable_progress_bar=False, limit_val_batches=0, callbacks=[progress]
+        )
         batches = TensorBatches(
             features,
             membership,
