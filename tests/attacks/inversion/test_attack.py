@@ -62,6 +62,8 @@ def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
         ("samples_per_class=0", "samples_per_class=0"),
         ("augment_degrees=-5", "augment_degrees"),
         ("augment_scale=1.5", "priors.augment: scale must be in"),
+        ("selection=best", "loss, augmented"),
+        ("selection_views=0", "selection_views=0"),
     ],
 )
 def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):

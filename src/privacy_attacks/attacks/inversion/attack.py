@@ -29,6 +29,7 @@ from privacy_attacks import cache
 from privacy_attacks.attacks.inversion.figures import reconstruction_figure
 from privacy_attacks.attacks.inversion.gan import GeneratedImages, check_gan, provision_generator, public_images
 from privacy_attacks.attacks.inversion.objectives import ClassInversion
+from privacy_attacks.attacks.inversion.selection import check_selection, select_restarts
 from privacy_attacks.data.identity import data_identity, data_shape, data_source, recipe_members
 from privacy_attacks.engine.metrics import (
     class_means,
@@ -52,7 +53,7 @@ from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
-HPARAMS = ("loss", "prior", "gan.public")
+HPARAMS = ("loss", "prior", "gan.public", "selection")
 PRIORS = ("pixels", "gan")
 
 
@@ -64,6 +65,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.prior, PRIORS, "prior")
     if cfg.prior == "gan":
         check_gan(cfg.gan, data_source(cfg.data))
+    check_selection(cfg.selection, cfg.selection_views, cfg.selection_degrees, cfg.selection_scale)
     validate_engine_config(cfg)
 
 
@@ -123,7 +125,9 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         loggers,
         log_every=max(1, cfg.steps // 50),
     )
-    images = module.reconstructions()[0].cpu()
+    candidates, losses = module.all_reconstructions()  # (R, N, C, H, W), (R, N)
+    selection = (cfg.selection, cfg.selection_views, cfg.selection_degrees, cfg.selection_scale, int(cfg.seed))
+    images = select_restarts(candidates, losses, target.net, labels, *selection).cpu()
 
     # Scored where the target runs (on a GPU, the passes over the 55,000 training images take milliseconds).
     private = private_pool(cfg, num_classes, device)
@@ -153,6 +157,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         search += f" augment={cfg.augment_degrees}°/{cfg.augment_scale}"
     if cfg.coarse_block > 1 and cfg.prior == "pixels":  # a projection: pixels only
         search += f" coarse={cfg.coarse_block}px/{cfg.coarse_steps} steps"
+    if cfg.selection != "loss":
+        search += f" selection={cfg.selection}"
     title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     class_names = data_source(cfg.data).load().class_names
     first = first_of_each_class(labels)  # the figure shows one sample per class
