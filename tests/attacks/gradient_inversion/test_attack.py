@@ -432,3 +432,49 @@ def test_the_generative_prior_searches_codes_first_and_the_pixels_start_from_its
 def test_a_generative_prior_that_cannot_work_is_refused_before_any_work(compose_attack, overrides, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_attack(["attack=gradient_inversion", "prior=gan", *overrides]))
+
+
+def test_the_class_mean_init_starts_each_image_at_the_attackers_mean_of_its_recovered_label(
+    compose_attack, monkeypatch
+):
+    # The start of every restart is, image by image, the mean of the attacker's own images (the training pool
+    # outside the validation split: no private image of either set) of that image's recovered label.
+    from privacy_attacks.data.identity import attacker_training_set
+
+    starts, real_fit = [], gradient_inversion.fit_reconstruction
+
+    def spy_fit(module, *args, **kwargs):
+        starts.append(module.images.detach().clone().view(-1, 2, 3, 32, 32))
+        return real_fit(module, *args, **kwargs)
+
+    monkeypatch.setattr(gradient_inversion, "fit_reconstruction", spy_fit)
+    cfg = compose_attack([*TINY_COLOUR, "method=idlg", "batch_size=2", "steps=2", "init=class_mean", "restarts=2"])
+    validate(cfg)
+    own, own_labels = attacker_training_set(cfg.data)
+    means = gradient_inversion.attacker_class_means(cfg)
+    assert means.shape == (5, 3, 32, 32)
+    for k in range(5):
+        assert torch.allclose(means[k], own[own_labels == k].mean(dim=0))
+    model = gradient_inversion.shared_model(cfg, target=None)
+    images, labels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([4, 1])
+    gradient, _ = _client_gradient(model, images, labels)
+    gradient_inversion.fit_restarts(cfg, model, gradient, labels, seed=0, class_means=means)
+    assert len(starts) == 2  # separate restarts: two problems, each from the class means (noise 0 by default)
+    for start in starts:
+        assert torch.allclose(start[0], means[labels].clamp(0, 1))
+    # End to end: the job computes the means once, and every client starts from them.
+    from privacy_attacks.pipelines import run_attack
+
+    calls, real_means = [], gradient_inversion.attacker_class_means
+    monkeypatch.setattr(gradient_inversion, "attacker_class_means", lambda cfg: calls.append(1) or real_means(cfg))
+    starts.clear()
+    job = compose_attack([*TINY_COLOUR, "method=idlg", "batch_size=2", "num_batches=2", "steps=2", "init=class_mean"])
+    assert "recon/psnr" in run_attack(job) and len(calls) == 1 and len(starts) == 2
+
+
+def test_a_class_mean_init_that_cannot_work_is_refused_before_any_work(compose_attack):
+    with pytest.raises(ConfigError, match="method=dlg optimises soft labels"):
+        validate(compose_attack(["attack=gradient_inversion", "method=dlg", "init=class_mean"]))
+    with pytest.raises(ConfigError, match="both choose the start"):
+        validate(compose_attack(["attack=gradient_inversion", "method=idlg", "init=class_mean", "prior=gan"]))
+    validate(compose_attack(["attack=gradient_inversion", "method=imprint", "init=class_mean"]))  # nothing to start

@@ -134,6 +134,14 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.prior, PRIORS, "prior")
     if cfg.prior == "gan":
         check_image_prior(cfg)
+    if cfg.init == "class_mean" and method.threat == "honest_server":
+        if not method.recover_labels:
+            raise ConfigError(
+                f"init=class_mean starts each image at the mean of its recovered label's images, but "
+                f"method={cfg.method} optimises soft labels: use a method that recovers them (idlg, ig, ig_lbfgs)."
+            )
+        if cfg.prior == "gan":
+            raise ConfigError("init=class_mean and prior=gan both choose the start: with prior=gan leave init alone.")
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
@@ -260,6 +268,7 @@ def build_module(
     start: Tensor | None = None,
     consensus: Tensor | None = None,
     anchor: Tensor | None = None,
+    guess: Tensor | None = None,
     **engine_options: Any,
 ) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective and ``restarts`` dummy batches optimised together;
@@ -267,7 +276,9 @@ def build_module(
     (role ``init``) and DLG's soft labels (role ``labels``). A group-consistency round (:func:`fit_restarts`) starts
     from ``start`` (R·B, C, H, W) instead of ``init`` and pulls every image towards ``consensus`` (B, C, H, W) with
     the ``group`` prior; without a consensus that prior is off. ``anchor`` (R·B, C, H, W): the generator's images
-    of ``prior=gan`` that the ``anchor`` prior pulls the pixels towards (None: off). ``engine_options`` override the
+    of ``prior=gan`` that the ``anchor`` prior pulls the pixels towards (None: off). ``guess`` (B, C, H, W): the
+    images the init node of ``cfg.init`` starts from (``init=class_mean``: the recovered labels' class means),
+    repeated over the restarts with that node's noise. ``engine_options`` override the
     engine's settings (the code search of ``prior=gan``: its parameterisation, optimiser and steps)."""
     method = cfg.methods[cfg.method]
     shape = image_shape(cfg)
@@ -275,6 +286,9 @@ def build_module(
     if start is not None:
         engine_options["init"] = GuessInit(guess=start)
     group = {"weight": 0.0} if consensus is None else {"guess": consensus}
+    nodes = {"group": group, "anchor": {"weight": 0.0} if anchor is None else {"guess": anchor}}
+    if guess is not None:
+        nodes[cfg.init] = {"guess": guess}
     objective = GradientMatching(
         model,
         gradient,
@@ -289,7 +303,7 @@ def build_module(
     return engine_from_config(
         cfg,
         objective,
-        node_kwargs={"group": group, "anchor": {"weight": 0.0} if anchor is None else {"guess": anchor}},
+        node_kwargs=nodes,
         seed=seed,
         **{
             "signed_gradients": bool(method.signed_gradients),
@@ -311,11 +325,13 @@ def attack_batch(
     defense: Any = None,
     mean_probabilities: Tensor | None = None,
     generator: ConditionalGenerator | None = None,
+    class_means: Tensor | None = None,
 ) -> BatchResult:
     """Simulate one client holding ``images`` (B, C, H, W) / ``labels`` (B,) and invert its shared gradient
     (passed through the client's ``defense``, if any). ``mean_probabilities`` (C,): the shared model's mean output on
     the attacker's images (:func:`public_mean_probabilities`), for ``label_recovery=bias_counts``; ``generator``:
-    the image prior of ``prior=gan`` (:func:`image_prior`)."""
+    the image prior of ``prior=gan`` (:func:`image_prior`); ``class_means`` (K, C, H, W): the starts of
+    ``init=class_mean`` (:func:`attacker_class_means`)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
     raw, gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).gradients()
@@ -333,7 +349,7 @@ def attack_batch(
         seconds = time.perf_counter() - start
         unknown = torch.full((cfg.batch_size,), UNKNOWN_LABEL)  # a label multiset, not one per image: none claimed
         return BatchResult(reconstructions[order], unknown, seconds, gradient_cosine(raw, gradient))
-    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger, generator)
+    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger, generator, class_means)
     seconds = time.perf_counter() - start
     distances = losses.sum(dim=1)  # each restart's gradient distance (its images' losses sum to it)
     best = int(distances.argmin())  # a restart is one batch: keep the best batch as a whole
@@ -351,6 +367,7 @@ def fit_restarts(
     seed: int,
     logger: Any = False,
     generator: ConditionalGenerator | None = None,
+    class_means: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Optimise ``cfg.restarts`` dummy batches against one client's gradient: the best iterate of each restart,
     (R, B, C, H, W), its per-image losses (R, B) and its labels (R, B).
@@ -368,7 +385,8 @@ def fit_restarts(
 
     ``generator`` (``prior=gan``): the restarts start from the generator's images that :func:`search_codes` finds,
     after :func:`tune_generators` where ``gan.refine`` names ``generator``; without ``pixels`` there, they end there
-    too; the first pixel pass pulls them towards those images with weight ``gan.anchor``."""
+    too; the first pixel pass pulls them towards those images with weight ``gan.anchor``. ``class_means``
+    (``init=class_mean``, K, C, H, W): every restart's first pass starts each image at its recovered label's mean."""
     candidates = losses = predicted = consensus = anchors = None
     if generator is not None:
         candidates, losses, predicted, codes = search_codes(cfg, model, gradient, labels, seed, generator, logger)
@@ -392,7 +410,8 @@ def fit_restarts(
             start = None if candidates is None else candidates[offset : offset + restarts].flatten(0, 1)
             anchor = anchors[offset : offset + restarts].flatten(0, 1) if anchors is not None and round_ == 0 else None
             offset += restarts
-            module = build_module(cfg, model, gradient, labels, problem_seed, restarts, start, consensus, anchor)
+            guess = class_means[labels.cpu()] if class_means is not None and start is None else None
+            module = build_module(cfg, model, gradient, labels, problem_seed, restarts, start, consensus, anchor, guess)
             fit_reconstruction(module, cfg.trainer, logger=logger if index == 0 and round_ == 0 else False)
             images, image_losses = module.all_reconstructions()  # (R, B, ...), (R, B)
             results.append((images, image_losses, module.objective.predicted_labels().view(restarts, cfg.batch_size)))
@@ -506,6 +525,20 @@ def public_mean_probabilities(cfg: DictConfig, model: nn.Module) -> Tensor | Non
     return probabilities.mean(dim=0)
 
 
+def attacker_class_means(cfg: DictConfig) -> Tensor:
+    """``init=class_mean``: the mean of the attacker's own images of each class, (K, C, H, W)
+    (:func:`~privacy_attacks.data.identity.attacker_training_set`: no private image of either set), from which
+    each dummy image starts at the mean of its recovered label."""
+    images, labels = attacker_training_set(cfg.data)
+    classes = int(cfg.data.num_classes)
+    means = torch.zeros(classes, *images.shape[1:])
+    for k in range(classes):
+        chosen = images[labels == k]
+        if len(chosen):
+            means[k] = chosen.float().mean(dim=0)
+    return means
+
+
 def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
     """Cosine similarity of the shared gradient with the client's raw one, all tensors flattened into one vector:
     how much of the update a defended client still gives the federation (1: all of it)."""
@@ -527,6 +560,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     defense = defense_from_config(cfg, "client")  # one client defence for every client: its noise draws continue
     mean_probabilities = public_mean_probabilities(cfg, model)
     generator = image_prior(cfg, model)
+    class_means = attacker_class_means(cfg) if cfg.init == "class_mean" else None
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
@@ -535,7 +569,16 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
         logger = loggers if k == 0 else False
         results.append(
             attack_batch(
-                cfg, model, pool[batch], pool_labels[batch], seed, logger, defense, mean_probabilities, generator
+                cfg,
+                model,
+                pool[batch],
+                pool_labels[batch],
+                seed,
+                logger,
+                defense,
+                mean_probabilities,
+                generator,
+                class_means,
             )
         )
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)
