@@ -530,12 +530,11 @@ def attacker_class_means(cfg: DictConfig) -> Tensor:
     (:func:`~privacy_attacks.data.identity.attacker_training_set`: no private image of either set), from which
     each dummy image starts at the mean of its recovered label."""
     images, labels = attacker_training_set(cfg.data)
-    classes = int(cfg.data.num_classes)
-    means = torch.zeros(classes, *images.shape[1:])
-    for k in range(classes):
-        chosen = images[labels == k]
-        if len(chosen):
-            means[k] = chosen.float().mean(dim=0)
+    _, declared = data_shape(cfg.data)
+    classes = declared if declared is not None else int(labels.max()) + 1
+    means = torch.zeros(classes, *images.shape[1:])  # a class the attacker has no image of starts black
+    for k in labels.unique().tolist():
+        means[k] = images[labels == k].float().mean(dim=0)
     return means
 
 
