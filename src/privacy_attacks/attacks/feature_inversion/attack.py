@@ -11,25 +11,35 @@ are the configured data's (``data=``).
 ``init=network`` and ``anchor_lambda`` > 0 add a learned prior: a decoder from the layer's features to
 images trained on the attacker's own images (:mod:`.inversion_network`, Dosovitskiy & Brox 2016)
 gives a guess x̂ of each private image, used as the start and in the penalty ``anchor_lambda`` · mean (x − x̂)².
+``inversion_network.unrolled.steps`` > 0 refines that guess with learned stages that read the feature loss's
+gradient (:mod:`.unrolled`, Adler & Öktem 2017) before the optimisation.
 
 Writes ``reconstructions.pt`` ({"images": (N, C, H, W) in [0, 1], "labels": (N,), "originals":
 (N, C, H, W)}), ``reconstructions.png`` and TensorBoard events; returns ``recon/psnr``,
 ``recon/ssim``, ``recon/mse`` (means over the N private images) and the same against the class-mean
 image (``recon/psnr_class_mean``: what an attacker who only guessed the class would reach); with the
-inversion network, ``recon/psnr_network`` (its guess alone, before the optimisation).
+inversion network, ``recon/psnr_network`` (its guess alone, before the optimisation) and with the refinement
+stages ``recon/psnr_decoder`` (the decoder's, before them).
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from privacy_attacks.attacks.feature_inversion.inversion_network import provision_inversion_network
+from privacy_attacks.attacks.feature_inversion.inversion_network import (
+    decoder_settings,
+    inversion_cache_path,
+    layer_features,
+    provision_inversion_network,
+)
 from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
+from privacy_attacks.attacks.feature_inversion.unrolled import provision_unrolled_refiner
 from privacy_attacks.data.identity import attacker_training_images, data_source, recipe_members
 from privacy_attacks.data.private import PRIVATE_SETS, private_pool
 from privacy_attacks.engine.figures import originals_figure
@@ -42,7 +52,7 @@ from privacy_attacks.engine.module import (
 )
 from privacy_attacks.engine.sweep import fit_engine
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
-from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
+from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.models.taps import check_layer, layer_output
 from privacy_attacks.targets import Target
@@ -78,6 +88,12 @@ def validate(cfg: DictConfig) -> None:
         require_positive(settings.lr, "inversion_network.lr")
         require_int(settings.seed, "inversion_network.seed", minimum=None)
         require_int(settings.blocks, "inversion_network.blocks", minimum=0)
+        stages = settings.unrolled
+        require_int(stages.steps, "inversion_network.unrolled.steps", minimum=0)
+        if stages.steps:
+            for key in ("width", "epochs"):
+                require_int(stages[key], f"inversion_network.unrolled.{key}")
+            require_positive(stages.lr, "inversion_network.unrolled.lr")
     validate_engine_config(cfg)
 
 
@@ -86,27 +102,61 @@ def uses_inversion_network(cfg: DictConfig) -> bool:
     return cfg.init == "network" or cfg.anchor_lambda > 0
 
 
-def inversion_network_guess(cfg: DictConfig, target: Target, features: Tensor, image_shape: tuple[int, ...]) -> Tensor:
-    """The attacker's decoder output for ``features``: (N, *image_shape), the decoder loaded from the cache or
-    trained on the first ``inversion_network.train_images`` training images of the data outside the validation
-    split (loaded only then; no private image of either set is among them)."""
+def inversion_network_guess(
+    cfg: DictConfig, target: Target, features: Tensor, image_shape: tuple[int, ...]
+) -> tuple[Tensor, Tensor | None]:
+    """The attacker's learned guess of the images behind ``features``: (N, *image_shape), and the decoder's own
+    output before the refinement stages (None without them, ``inversion_network.unrolled.steps=0``).
+
+    The decoder (and the stages) come from the cache or are trained on the first ``inversion_network.train_images``
+    training images of the data outside the validation split (loaded only then; no private image of either set is
+    among them)."""
+    settings = cfg.inversion_network
     images_key = {
         "data": data_source(cfg.data).digest(),
         "val_size": int(cfg.data.val_size),
         "split_seed": int(cfg.data.split_seed),
     }
+    loaded: list[Tensor] = []
+
+    def attacker_images() -> Tensor:  # read once, whether the decoder, the stages or both are trained
+        if not loaded:
+            loaded.append(attacker_training_images(cfg.data)[: settings.train_images])
+        return loaded[0]
+
     decoder = provision_inversion_network(
         target.net,
         cfg.layer,
-        lambda: attacker_training_images(cfg.data),
+        attacker_images,
         images_key,
-        cfg.inversion_network,
+        settings,
         cfg.trainer,
         cfg.paths.cache_dir,
         image_shape,
     )
     with torch.no_grad():
-        return decoder(features.cpu())
+        decoded = decoder(features.cpu())
+    if settings.unrolled.steps == 0:
+        return decoded, None
+    device = run_device(cfg.trainer).type
+    decoder_path = inversion_cache_path(
+        cfg.paths.cache_dir, target.net, cfg.layer, decoder_settings(settings), images_key, device
+    )
+    network = partial(layer_output, target.net, cfg.layer)
+    refiner = provision_unrolled_refiner(
+        network,
+        decoder,
+        decoder_path,
+        lambda: (layer_features(target.net, cfg.layer, attacker_images()), attacker_images()),
+        {**settings.unrolled, "batch_size": settings.batch_size, "seed": settings.seed},
+        cfg.trainer,
+        cfg.paths.cache_dir,
+        image_shape[0],
+    )
+    where = next(target.net.parameters()).device
+    with torch.no_grad():
+        refined = refiner.to(where)(decoded.to(where), features.to(where), network).cpu()
+    return refined, decoded
 
 
 def build_module(
@@ -139,7 +189,9 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         # What the attacker observes, computed where the target runs.
         features = layer_output(target.net, cfg.layer, originals.to(next(target.net.parameters()).device))
     shape = tuple(originals.shape[1:])
-    guess = inversion_network_guess(cfg, target, features, shape) if uses_inversion_network(cfg) else None
+    guess, decoded = (None, None)
+    if uses_inversion_network(cfg):
+        guess, decoded = inversion_network_guess(cfg, target, features, shape)
     loggers = build_loggers(cfg)
     # Alone, or with the other jobs of its group under hydra/launcher=vectorised.
     module, seconds, batched = fit_engine(
@@ -159,6 +211,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     }
     if guess is not None:  # the inversion network's guess alone, before the feature-matching optimisation
         metrics["recon/psnr_network"] = image_similarity(guess, originals)["psnr"].mean().item()
+    if decoded is not None:  # the decoder's, before the refinement stages
+        metrics["recon/psnr_decoder"] = image_similarity(decoded, originals)["psnr"].mean().item()
     torch.save({"images": images, "labels": labels, "originals": originals}, out / "reconstructions.pt")
     shown = min(cfg.num_images, 16)
     titles = [f"{int(y)}: {float(s):.0f}dB" for y, s in zip(labels[:shown], scores["psnr"][:shown])]

@@ -148,6 +148,14 @@ def inversion_cache_path(
     return cache.cache_path(cache_dir, "inversion", spec)
 
 
+def decoder_settings(settings: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """What of ``settings`` (``inversion_network``) the decoder depends on, as its cache key names them."""
+    blocks = int(settings.get("blocks", 0))
+    return {key: settings[key] for key in ("train_images", "epochs", "batch_size", "lr", "width", "seed")} | (
+        {"blocks": blocks} if blocks else {}  # 0 keeps the earlier decoders' cache keys
+    )
+
+
 def provision_inversion_network(
     net: nn.Module,
     layer: str,
@@ -167,10 +175,8 @@ def provision_inversion_network(
     (:func:`inversion_cache_path`). Returns the decoder in eval mode, on the CPU. A cached file that
     cannot be read or does not fit the decoder is a :class:`~privacy_attacks.errors.CheckpointError`.
     """
-    blocks = int(settings.get("blocks", 0))
-    settings = {key: settings[key] for key in ("train_images", "epochs", "batch_size", "lr", "width", "seed")} | (
-        {"blocks": blocks} if blocks else {}  # 0 keeps the earlier decoders' cache keys
-    )
+    settings = decoder_settings(settings)
+    blocks = settings.get("blocks", 0)
     path = inversion_cache_path(cache_dir, net, layer, settings, images_key, run_device(trainer_cfg).type)
     device = next(net.parameters()).device
     with torch.no_grad():
