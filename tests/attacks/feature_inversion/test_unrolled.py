@@ -14,6 +14,7 @@ import torch
 from privacy_attacks import cache
 from privacy_attacks.attacks.feature_inversion.attack import validate
 from privacy_attacks.attacks.feature_inversion.inversion_network import (
+    InversionNetwork,
     inversion_cache_path,
     provision_inversion_network,
 )
@@ -45,7 +46,7 @@ def test_an_untrained_refiner_returns_the_decoders_guess():
     network = partial(layer_output, net, "conv2")
     images, guess = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
     with torch.no_grad():
-        out = UnrolledRefiner(steps=3, width=4)(guess, network(images), network)
+        out = UnrolledRefiner(steps=3, width=4)(guess, network(images), network, InversionNetwork(400, width=4))
     torch.testing.assert_close(out, guess)
 
 
@@ -82,7 +83,7 @@ def test_training_lowers_the_decoders_error_and_is_cached_per_decoder(tmp_path: 
     )
     with torch.no_grad():
         guess = decoder(features)
-        refined = refiner(guess, features, network)
+        refined = refiner(guess, features, network, decoder)
     before, after = (guess - images).pow(2).mean(), (refined - images).pow(2).mean()
     assert after < 0.8 * before
     assert 0 <= refined.min() <= refined.max() <= 1

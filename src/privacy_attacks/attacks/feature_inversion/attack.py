@@ -155,7 +155,7 @@ def inversion_network_guess(
     )
     where = next(target.net.parameters()).device
     with torch.no_grad():
-        refined = refiner.to(where)(decoded.to(where), features.to(where), network).cpu()
+        refined = refiner.to(where)(decoded.to(where), features.to(where), network, decoder.to(where)).cpu()
     return refined, decoded
 
 

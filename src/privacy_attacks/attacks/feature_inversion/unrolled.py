@@ -7,13 +7,15 @@ Here the data term is the feature distance of :class:`~.matching.FeatureMatching
 its gradient taken through the target (the white-box attacker of feature inversion already has it), and the
 first image the decoder's guess D(Φ_l(x₀)) (:mod:`.inversion_network`):
 
-    x_0 = D(Φ_l(x₀)),   x_{k+1} = clip(x_k + R_k([x_k, ĝ_k, x_0, log L_k]), 0, 1),   k = 0 … K − 1,
+    x_0 = D(Φ_l(x₀)),   x_{k+1} = clip(x_k + R_k([x_k, ĝ_k, x_0, log L_k, D(Φ_l(x_k)) − x_0]), 0, 1),   k = 0 … K − 1,
 
-with ĝ_k the loss's gradient at x_k scaled to unit RMS per image and L_k the loss (a constant channel), so the
-stages read the direction and the size of the mismatch apart. Each R_k is three 3x3 convolutions (``width``
-channels, the last initialised to zero: an untrained refiner returns the decoder's guess). The gradient enters as
-an input (no second-order terms in training). The stages' output is the engine's start and anchor in place of the
-decoder's guess, so the optimisation that follows still matches the features exactly.
+with ĝ_k the loss's gradient at x_k scaled to unit RMS per image, L_k the loss (a constant channel), so the
+stages read the direction and the size of the mismatch apart, and D(Φ_l(x_k)) − x_0 the mismatch read back into
+pixels by the decoder (where the current image's features decode differently from the observed ones; the
+gradient alone is sparse behind ReLUs and max pooling). Each R_k is three 3x3 convolutions (``width`` channels,
+the last initialised to zero: an untrained refiner returns the decoder's guess). The gradient enters as an input
+(no second-order terms in training); the decoder stays frozen. The stages' output is the engine's start and anchor
+in place of the decoder's guess, so the optimisation that follows still matches the features exactly.
 
 Trained once per decoder (its cache file names the target, the layer, the attacker's images and the decoder's
 settings) and settings with a Lightning Trainer, cached as ``unrolled-<hash>.pt``.
@@ -21,6 +23,7 @@ settings) and settings with a Lightning Trainer, cached as ``unrolled-<hash>.pt`
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -60,9 +63,10 @@ def feature_loss_gradient(
 
 
 class UnrolledRefiner(nn.Module):
-    """``steps`` learned update stages: ``(guess (N, C, H, W), features (N, ...), network) -> images (N, C, H, W)``
-    in [0, 1], ``network`` the target's map from images to the observed layer (not a submodule: it stays frozen and
-    in eval mode). An untrained refiner returns ``guess`` (each stage's last convolution starts at zero)."""
+    """``steps`` learned update stages: ``(guess (N, C, H, W), features (N, ...), network, decoder) -> images
+    (N, C, H, W)`` in [0, 1], ``network`` the target's map from images to the observed layer and ``decoder`` the
+    inversion network, from those features to images (neither a submodule: both stay frozen and in eval mode). An
+    untrained refiner returns ``guess`` (each stage's last convolution starts at zero)."""
 
     def __init__(self, channels: int = 1, steps: int = 4, width: int = 32):
         super().__init__()
@@ -71,7 +75,7 @@ class UnrolledRefiner(nn.Module):
 
     def _stage(self) -> nn.Sequential:
         stage = nn.Sequential(
-            nn.Conv2d(3 * self.channels + 1, self.width, 3, padding=1),
+            nn.Conv2d(4 * self.channels + 1, self.width, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(self.width, self.width, 3, padding=1),
             nn.ReLU(),
@@ -81,11 +85,14 @@ class UnrolledRefiner(nn.Module):
         nn.init.zeros_(stage[-1].bias)
         return stage
 
-    def forward(self, guess: Tensor, features: Tensor, network: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(
+        self, guess: Tensor, features: Tensor, network: Callable[[Tensor], Tensor], decoder: nn.Module
+    ) -> Tensor:
         images = guess
         for stage in self.stages:
             gradient, log_loss = feature_loss_gradient(network, images, features)
-            update = stage(torch.cat([images, gradient, guess, log_loss.expand_as(images[:, :1])], 1))
+            read_back = decoder(network(images)) - guess
+            update = stage(torch.cat([images, gradient, guess, log_loss.expand_as(images[:, :1]), read_back], 1))
             images = (images + update).clamp(0, 1)
         return images
 
@@ -95,16 +102,24 @@ class UnrolledRefinerSystem(L.LightningModule):
     images stacked on the channel axis (N, 2C, H, W), so one :class:`TensorBatches` carries both. MSE of the
     refined images; Adam with a one-cycle rate over ``total_steps``; logs ``inversion/unrolled_mse``."""
 
-    def __init__(self, refiner: UnrolledRefiner, network: Callable[[Tensor], Tensor], lr: float, total_steps: int):
+    def __init__(
+        self,
+        refiner: UnrolledRefiner,
+        network: Callable[[Tensor], Tensor],
+        decoder: nn.Module,
+        lr: float,
+        total_steps: int,
+    ):
         super().__init__()
         self.refiner = refiner
-        self.network = network  # a plain callable: the target is neither trained nor switched to train mode
+        # Plain attributes, not submodules: the target and the decoder are neither trained nor switched to train mode.
+        self.network, self.frozen = network, [decoder]
         self.lr, self.total_steps = float(lr), int(total_steps)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         features, stacked = batch
         guess, images = stacked.chunk(2, dim=1)
-        loss = F.mse_loss(self.refiner(guess, features, self.network), images)
+        loss = F.mse_loss(self.refiner(guess, features, self.network, self.frozen[0]), images)
         self.log("inversion/unrolled_mse", loss, prog_bar=True)
         return loss
 
@@ -154,13 +169,13 @@ def provision_unrolled_refiner(
     def train(path: Path) -> UnrolledRefiner:
         features, images = load_training()
         log.info("Training %d refinement stages on %d images (cached at %s).", settings["steps"], len(images), path)
+        frozen = copy.deepcopy(decoder).to(run_device(trainer_cfg))  # where the fit and the target run
         with torch.no_grad():
-            device = next(decoder.parameters()).device
-            guesses = torch.cat([decoder(part.to(device)).cpu() for part in features.split(4096)])
+            guesses = torch.cat([frozen(part.to(run_device(trainer_cfg))).cpu() for part in features.split(4096)])
         with seeded(settings["seed"], "unrolled_refiner"):
             trained = UnrolledRefiner(channels, settings["steps"], settings["width"])
             total_steps = settings["epochs"] * math.ceil(len(images) / settings["batch_size"])
-            system = UnrolledRefinerSystem(trained, network, settings["lr"], total_steps)
+            system = UnrolledRefinerSystem(trained, network, frozen, settings["lr"], total_steps)
             progress = EpochLog("refinement stages", shown=("inversion/unrolled_mse",))
             trainer = build_trainer(
                 trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0, callbacks=[progress]
