@@ -163,6 +163,17 @@ def unusable(path: Path, problem: str) -> CheckpointError:
     return CheckpointError(f"Checkpoint {path} {problem}. Delete {path} and it will be retrained.")
 
 
+def load_state(path: Path, module: torch.nn.Module, what: str) -> torch.nn.Module:
+    """``module`` with the weights cached at ``path`` (:func:`read`); :func:`unusable` (``does not fit the
+    <what>``) if they are another network's."""
+    state = read(path)
+    try:
+        module.load_state_dict(state)
+    except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
+        raise unusable(path, f"does not fit the {what} ({type(error).__name__})") from error
+    return module
+
+
 def read(path: Path) -> Any:
     """The content of the cached file ``path`` (on the CPU); :func:`unusable` if it cannot be read, was written
     without its library versions (by an earlier release) or under other versions than the installed ones."""

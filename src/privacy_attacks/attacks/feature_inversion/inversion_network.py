@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -183,14 +184,6 @@ def provision_inversion_network(
         feature_size = layer_output(net, layer, torch.zeros(1, *image_shape, device=device))[0].numel()
     decoder = InversionNetwork(feature_size, settings["width"], image_shape, blocks)
 
-    def load(path: Path) -> InversionNetwork:
-        state = cache.read(path)
-        try:
-            decoder.load_state_dict(state)
-        except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
-            raise cache.unusable(path, f"does not fit the inversion network ({type(error).__name__})") from error
-        return decoder
-
     def train(path: Path) -> InversionNetwork:
         images = load_images()[: settings["train_images"]]
         log.info("Training the inversion network of %s on %d images (cached at %s).", layer, len(images), path)
@@ -214,5 +207,6 @@ def provision_inversion_network(
         cache.save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
         return decoder
 
+    load = partial(cache.load_state, module=decoder, what="inversion network")
     decoder = cache.provision(path, create=train, load=load)[0]
     return decoder.cpu().eval().requires_grad_(False)

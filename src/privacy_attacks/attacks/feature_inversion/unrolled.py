@@ -27,6 +27,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,14 +159,6 @@ def provision_unrolled_refiner(
     path = unrolled_cache_path(cache_dir, decoder_path, settings, run_device(trainer_cfg).type)
     refiner = UnrolledRefiner(channels, settings["steps"], settings["width"])
 
-    def load(path: Path) -> UnrolledRefiner:
-        state = cache.read(path)
-        try:
-            refiner.load_state_dict(state)
-        except Exception as error:  # noqa: BLE001 - a file of another layout means the same to the user
-            raise cache.unusable(path, f"does not fit the refinement stages ({type(error).__name__})") from error
-        return refiner
-
     def train(path: Path) -> UnrolledRefiner:
         features, images = load_training()
         log.info("Training %d refinement stages on %d images (cached at %s).", settings["steps"], len(images), path)
@@ -191,5 +184,6 @@ def provision_unrolled_refiner(
         cache.save(path, {k: v.detach().cpu() for k, v in trained.state_dict().items()})
         return trained
 
+    load = partial(cache.load_state, module=refiner, what="refinement stages")
     refiner = cache.provision(path, create=train, load=load)[0]
     return refiner.cpu().eval().requires_grad_(False)
