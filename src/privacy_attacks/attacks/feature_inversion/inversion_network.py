@@ -126,6 +126,23 @@ def layer_features(net: nn.Module, layer: str, images: Tensor, chunk: int = 4096
     return torch.cat(parts)
 
 
+def fit_on_tensors(
+    system: L.LightningModule,
+    inputs: Tensor,
+    targets: Tensor,
+    settings: dict[str, Any],
+    role: str,
+    trainer_cfg: DictConfig,
+    progress: EpochLog,
+) -> None:
+    """Fit one of the attacker's networks on ``(inputs, targets)`` batches of ``settings["batch_size"]`` for
+    ``settings["epochs"]``, shuffled by a seed derived from ``settings["seed"]`` and ``role``; no validation."""
+    trainer = build_trainer(trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0, callbacks=[progress])
+    seed = derive_seed(settings["seed"], role, "batches") % 2**31
+    batches = TensorBatches(inputs, targets, settings["batch_size"], shuffle=True, seed=seed)
+    trainer.fit(system, train_dataloaders=batches)
+
+
 def inversion_cache_path(
     cache_dir: str | Path,
     net: nn.Module,
@@ -193,17 +210,7 @@ def provision_inversion_network(
             steps_per_epoch = math.ceil(len(images) / settings["batch_size"])
             system = InversionNetworkSystem(decoder, settings["lr"], settings["epochs"] * steps_per_epoch)
             progress = EpochLog(f"decoder of {layer}", shown=("inversion/train_mse",))
-            trainer = build_trainer(
-                trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0, callbacks=[progress]
-            )
-            batches = TensorBatches(
-                features,
-                images,
-                settings["batch_size"],
-                shuffle=True,
-                seed=derive_seed(settings["seed"], "inversion_network", "batches") % 2**31,
-            )
-            trainer.fit(system, train_dataloaders=batches)
+            fit_on_tensors(system, features, images, settings, "inversion_network", trainer_cfg, progress)
         cache.save(path, {k: v.detach().cpu() for k, v in decoder.state_dict().items()})
         return decoder
 

@@ -38,10 +38,10 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
+from privacy_attacks.attacks.feature_inversion.inversion_network import fit_on_tensors
 from privacy_attacks.callbacks.epoch_log import EpochLog
-from privacy_attacks.data.tensors import TensorBatches
-from privacy_attacks.harness import build_trainer, run_device
-from privacy_attacks.seeding import derive_seed, seeded
+from privacy_attacks.harness import run_device
+from privacy_attacks.seeding import seeded
 
 log = logging.getLogger(__name__)
 # The refiner's settings (``inversion_network.unrolled`` in conf/attack/feature_inversion.yaml).
@@ -170,17 +170,8 @@ def provision_unrolled_refiner(
             total_steps = settings["epochs"] * math.ceil(len(images) / settings["batch_size"])
             system = UnrolledRefinerSystem(trained, network, frozen, settings["lr"], total_steps)
             progress = EpochLog("refinement stages", shown=("inversion/unrolled_mse",))
-            trainer = build_trainer(
-                trainer_cfg, max_epochs=settings["epochs"], limit_val_batches=0, callbacks=[progress]
-            )
-            batches = TensorBatches(
-                features,
-                torch.cat([guesses, images], 1),
-                settings["batch_size"],
-                shuffle=True,
-                seed=derive_seed(settings["seed"], "unrolled_refiner", "batches") % 2**31,
-            )
-            trainer.fit(system, train_dataloaders=batches)
+            stacked = torch.cat([guesses, images], 1)
+            fit_on_tensors(system, features, stacked, settings, "unrolled_refiner", trainer_cfg, progress)
         cache.save(path, {k: v.detach().cpu() for k, v in trained.state_dict().items()})
         return trained
 
