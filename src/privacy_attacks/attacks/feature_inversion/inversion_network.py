@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,14 @@ class ResidualBlock(nn.Module):
         return self.out(x + self.body(x))
 
 
+def one_cycle_adam(parameters: Iterable[nn.Parameter], lr: float, total_steps: int) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer for the attacker's networks: Adam with a one-cycle rate peaking at
+    ``lr`` over ``total_steps``, stepped every batch."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
 class InversionNetworkSystem(L.LightningModule):
     """Trains :class:`InversionNetwork` on ``(features, images)`` batches (MSE from features to images).
 
@@ -112,9 +120,7 @@ class InversionNetworkSystem(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(self.decoder.parameters(), lr=self.lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=self.total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return one_cycle_adam(self.decoder.parameters(), self.lr, self.total_steps)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
-from privacy_attacks.attacks.feature_inversion.inversion_network import fit_on_tensors
+from privacy_attacks.attacks.feature_inversion.inversion_network import fit_on_tensors, one_cycle_adam
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.harness import run_device
 from privacy_attacks.seeding import seeded
@@ -125,9 +125,7 @@ class UnrolledRefinerSystem(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam(self.refiner.parameters(), lr=self.lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.lr, total_steps=self.total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return one_cycle_adam(self.refiner.parameters(), self.lr, self.total_steps)
 
 
 def unrolled_cache_path(cache_dir: str | Path, decoder_path: Path, settings: dict[str, Any], device: str) -> Path:
