@@ -458,7 +458,7 @@ def test_the_class_mean_init_starts_each_image_at_the_attackers_mean_of_its_reco
     model = gradient_inversion.shared_model(cfg, target=None)
     images, labels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([4, 1])
     gradient, _ = _client_gradient(model, images, labels)
-    gradient_inversion.fit_restarts(cfg, model, gradient, labels, seed=0, class_means=means)
+    gradient_inversion.fit_restarts(cfg, model, gradient, labels, seed=0, guess=means[labels])
     assert len(starts) == 2  # separate restarts: two problems, each from the class means (noise 0 by default)
     for start in starts:
         assert torch.allclose(start[0], means[labels].clamp(0, 1))

@@ -12,6 +12,9 @@ engine (:mod:`privacy_attacks.engine.module`) with a gradient-matching objective
 - ``ig``: Geiping, Bauermeister, Dröge & Moeller, NeurIPS 2020, "Inverting Gradients": cosine
   distance, TV prior, Adam on signed gradients, restarts (labels recovered analytically).
 
+``init=gradient_decoder`` starts each image at a learned decoding of its recovered label's mean last-layer features,
+read off the shared gradient (:mod:`.last_layer`).
+
 ``prior=gan`` adds a generative image prior to a method that recovers labels (GIAS, Jeon et al., NeurIPS 2021;
 GGL, Li et al., CVPR 2022): a class-conditional GAN trained on the attacker's own labelled images, whose codes are
 searched first (:func:`search_codes`); the method's pixel optimisation starts from the images found.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -46,6 +50,11 @@ from privacy_attacks.attacks.gradient_inversion.imprint import (
     recover_from_imprint,
 )
 from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
+from privacy_attacks.attacks.gradient_inversion.last_layer import (
+    decoded_guess,
+    provision_gradient_decoder,
+    validate_settings,
+)
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
 from privacy_attacks.attacks.inversion.gan import (
     ConditionalGenerator,
@@ -100,6 +109,11 @@ THREATS = ("honest_server", "malicious_server")
 PRIORS = ("pixels", "gan")
 SEARCH_KEYS = ("latent_dim", "width", "steps", "batch_size", "search_steps", "search_restarts", "generator_steps")
 REFINEMENTS = ("generator", "pixels")  # prior=gan's stages after the code search, in this order
+# The inits that start each image from a guess made of its recovered label, and what they start it at.
+GUESSED_INITS = {
+    "class_mean": "at the mean of its recovered label's images",
+    "gradient_decoder": "at the decoded features of its recovered label's images",
+}
 # An image counts as recovered at or above this PSNR (dB): recon/recovered_fraction.
 RECOVERED_PSNR = 30.0
 # The label of a reconstruction whose label the method does not recover (imprint): no recon/label_acc then.
@@ -134,14 +148,16 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.prior, PRIORS, "prior")
     if cfg.prior == "gan":
         check_image_prior(cfg)
-    if cfg.init == "class_mean" and method.threat == "honest_server":
+    if cfg.init in GUESSED_INITS and method.threat == "honest_server":
         if not method.recover_labels:
             raise ConfigError(
-                f"init=class_mean starts each image at the mean of its recovered label's images, but "
+                f"init={cfg.init} starts each image {GUESSED_INITS[cfg.init]}, but "
                 f"method={cfg.method} optimises soft labels: use a method that recovers them (idlg, ig, ig_lbfgs)."
             )
         if cfg.prior == "gan":
-            raise ConfigError("init=class_mean and prior=gan both choose the start: with prior=gan leave init alone.")
+            raise ConfigError(f"init={cfg.init} and prior=gan both choose the start: with prior=gan leave init alone.")
+        if cfg.init == "gradient_decoder":
+            validate_settings(cfg.gradient_decoder)
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
@@ -269,6 +285,7 @@ def build_module(
     consensus: Tensor | None = None,
     anchor: Tensor | None = None,
     guess: Tensor | None = None,
+    anchor_weight: float | None = None,
     **engine_options: Any,
 ) -> ReconstructionModule:
     """The engine with the method's gradient-matching objective and ``restarts`` dummy batches optimised together;
@@ -276,7 +293,8 @@ def build_module(
     (role ``init``) and DLG's soft labels (role ``labels``). A group-consistency round (:func:`fit_restarts`) starts
     from ``start`` (R·B, C, H, W) instead of ``init`` and pulls every image towards ``consensus`` (B, C, H, W) with
     the ``group`` prior; without a consensus that prior is off. ``anchor`` (R·B, C, H, W): the generator's images
-    of ``prior=gan`` that the ``anchor`` prior pulls the pixels towards (None: off). ``guess`` (B, C, H, W): the
+    of ``prior=gan`` (or the decoded starts of ``init=gradient_decoder``) that the ``anchor`` prior pulls the pixels
+    towards (None: off), with weight ``anchor_weight`` (None: ``gan.anchor``). ``guess`` (B, C, H, W): the
     images the init node of ``cfg.init`` starts from (``init=class_mean``: the recovered labels' class means),
     repeated over the restarts with that node's noise. ``engine_options`` override the
     engine's settings (the code search of ``prior=gan``: its parameterisation, optimiser and steps)."""
@@ -286,7 +304,8 @@ def build_module(
     if start is not None:
         engine_options["init"] = GuessInit(guess=start)
     group = {"weight": 0.0} if consensus is None else {"guess": consensus}
-    nodes = {"group": group, "anchor": {"weight": 0.0} if anchor is None else {"guess": anchor}}
+    anchored = {"guess": anchor} if anchor_weight is None else {"guess": anchor, "weight": float(anchor_weight)}
+    nodes = {"group": group, "anchor": {"weight": 0.0} if anchor is None else anchored}
     if guess is not None:
         nodes[cfg.init] = {"guess": guess}
     objective = GradientMatching(
@@ -325,13 +344,13 @@ def attack_batch(
     defense: Any = None,
     mean_probabilities: Tensor | None = None,
     generator: ConditionalGenerator | None = None,
-    class_means: Tensor | None = None,
+    start_guess: Callable[[list[Tensor], Tensor], Tensor] | None = None,
 ) -> BatchResult:
     """Simulate one client holding ``images`` (B, C, H, W) / ``labels`` (B,) and invert its shared gradient
     (passed through the client's ``defense``, if any). ``mean_probabilities`` (C,): the shared model's mean output on
     the attacker's images (:func:`public_mean_probabilities`), for ``label_recovery=bias_counts``; ``generator``:
-    the image prior of ``prior=gan`` (:func:`image_prior`); ``class_means`` (K, C, H, W): the starts of
-    ``init=class_mean`` (:func:`attacker_class_means`)."""
+    the image prior of ``prior=gan`` (:func:`image_prior`); ``start_guess(gradient, recovered labels) -> (B, C, H, W)``:
+    the images ``init=class_mean`` or ``init=gradient_decoder`` starts from (:func:`start_guesses`)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
     raw, gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).gradients()
@@ -349,7 +368,8 @@ def attack_batch(
         seconds = time.perf_counter() - start
         unknown = torch.full((cfg.batch_size,), UNKNOWN_LABEL)  # a label multiset, not one per image: none claimed
         return BatchResult(reconstructions[order], unknown, seconds, gradient_cosine(raw, gradient))
-    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger, generator, class_means)
+    guess = start_guess(gradient, recovered) if start_guess is not None and recovered is not None else None
+    candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger, generator, guess)
     seconds = time.perf_counter() - start
     distances = losses.sum(dim=1)  # each restart's gradient distance (its images' losses sum to it)
     best = int(distances.argmin())  # a restart is one batch: keep the best batch as a whole
@@ -367,7 +387,7 @@ def fit_restarts(
     seed: int,
     logger: Any = False,
     generator: ConditionalGenerator | None = None,
-    class_means: Tensor | None = None,
+    guess: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Optimise ``cfg.restarts`` dummy batches against one client's gradient: the best iterate of each restart,
     (R, B, C, H, W), its per-image losses (R, B) and its labels (R, B).
@@ -385,9 +405,14 @@ def fit_restarts(
 
     ``generator`` (``prior=gan``): the restarts start from the generator's images that :func:`search_codes` finds,
     after :func:`tune_generators` where ``gan.refine`` names ``generator``; without ``pixels`` there, they end there
-    too; the first pixel pass pulls them towards those images with weight ``gan.anchor``. ``class_means``
-    (``init=class_mean``, K, C, H, W): every restart's first pass starts each image at its recovered label's mean."""
+    too; the first pixel pass pulls them towards those images with weight ``gan.anchor``. ``guess`` (B, C, H, W;
+    ``init=class_mean`` or ``gradient_decoder``): every restart's first pass starts each image there (plus the init
+    node's noise); with ``init=gradient_decoder`` that pass also pulls the images towards it with weight
+    ``gradient_decoder.anchor``."""
     candidates = losses = predicted = consensus = anchors = None
+    anchor_weight = None
+    if guess is not None and cfg.init == "gradient_decoder" and cfg.gradient_decoder.anchor > 0:
+        anchors, anchor_weight = guess.unsqueeze(0).expand(cfg.restarts, *guess.shape), cfg.gradient_decoder.anchor
     if generator is not None:
         candidates, losses, predicted, codes = search_codes(cfg, model, gradient, labels, seed, generator, logger)
         if "generator" in cfg.gan.refine:
@@ -410,8 +435,10 @@ def fit_restarts(
             start = None if candidates is None else candidates[offset : offset + restarts].flatten(0, 1)
             anchor = anchors[offset : offset + restarts].flatten(0, 1) if anchors is not None and round_ == 0 else None
             offset += restarts
-            guess = class_means[labels.cpu()] if class_means is not None and start is None else None
-            module = build_module(cfg, model, gradient, labels, problem_seed, restarts, start, consensus, anchor, guess)
+            first = guess if start is None else None
+            module = build_module(
+                cfg, model, gradient, labels, problem_seed, restarts, start, consensus, anchor, first, anchor_weight
+            )
             fit_reconstruction(module, cfg.trainer, logger=logger if index == 0 and round_ == 0 else False)
             images, image_losses = module.all_reconstructions()  # (R, B, ...), (R, B)
             results.append((images, image_losses, module.objective.predicted_labels().view(restarts, cfg.batch_size)))
@@ -538,6 +565,35 @@ def attacker_class_means(cfg: DictConfig) -> Tensor:
     return means
 
 
+def start_guesses(cfg: DictConfig, model: nn.Module) -> Callable[[list[Tensor], Tensor], Tensor] | None:
+    """``(gradient, recovered labels (B,)) -> (B, C, H, W)``, each image's start: ``init=class_mean`` the attacker's
+    mean image of its label (:func:`attacker_class_means`, computed once), ``init=gradient_decoder`` the decoded mean
+    image of its label's images in the client's batch (:mod:`.last_layer`; the decoder trained once per shared model,
+    batch size and attacker seed, cached); None for the other inits."""
+    if cfg.methods[cfg.method].threat != "honest_server":
+        return None
+    if cfg.init == "class_mean":
+        means = attacker_class_means(cfg)
+        return lambda _gradient, labels: means[labels.cpu()]
+    if cfg.init != "gradient_decoder":
+        return None
+    decoder = provision_gradient_decoder(
+        model,
+        lambda: attacker_training_set(cfg.data),
+        {"data": data_name(cfg.data), "identity": data_identity(cfg.data), "images": "attacker_training"},
+        int(cfg.batch_size),
+        cfg.gradient_decoder,
+        int(cfg.seed),
+        cfg.paths.cache_dir,
+    )
+
+    def decode(gradient: list[Tensor], labels: Tensor) -> Tensor:
+        weight, bias = last_linear(model, gradient)
+        return decoded_guess(decoder, weight, bias, labels, int(cfg.batch_size))
+
+    return decode
+
+
 def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
     """Cosine similarity of the shared gradient with the client's raw one, all tensors flattened into one vector:
     how much of the update a defended client still gives the federation (1: all of it)."""
@@ -559,7 +615,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     defense = defense_from_config(cfg, "client")  # one client defence for every client: its noise draws continue
     mean_probabilities = public_mean_probabilities(cfg, model)
     generator = image_prior(cfg, model)
-    class_means = attacker_class_means(cfg) if cfg.init == "class_mean" else None
+    start_guess = start_guesses(cfg, model)
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
@@ -577,7 +633,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
                 defense,
                 mean_probabilities,
                 generator,
-                class_means,
+                start_guess,
             )
         )
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)

@@ -1,0 +1,244 @@
+"""A learned start for gradient inversion from the last layer's gradient (``init=gradient_decoder``).
+
+For a shared model ending in a linear layer z = W h + b and the batch's mean cross-entropy, the client's gradient
+of that layer is B · ∂L/∂W = Σ_i (p_i − e_{y_i}) h_iᵀ and B · ∂L/∂b = Σ_i p_i − n (p_i the softmax of image i,
+n the label counts). Row c of the first is Σ_i p_ic h_i − T_c, T_c = Σ_{i: y_i = c} h_i the summed features of the
+batch's images of class c. With q_c = Σ_i p_ic (known exactly from the bias gradient and the recovered counts) and
+p_ic ≈ q_c / B (an untrained network's outputs vary little between inputs), a class c' absent from the batch has
+row q_c' / B · S with S = Σ_i h_i, so T_c ≈ q_c · row_c' / q_c' − row_c: the mean last-layer features of each
+class's images, read off the gradient (as the fully connected layer leaks its input: Phong et al. 2017, Geng et al.
+2021 for the label counts). A **decoder** trained on the attacker's own images (simulated clients of the same batch
+size on the same shared model; Wu et al. 2023, "Learning to Invert", train such a map from gradients to images on
+auxiliary data) maps those features to the mean image of the class's images in the batch; each image starts at its
+recovered label's decoded image, and the method's gradient matching goes on from there.
+
+The decoder is a ridge regression from the standardised features (and the class, its count) to the pixels, plus a
+multilayer perceptron on the same input fitted to what the regression leaves (its last layer starts at zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from privacy_attacks import cache
+from privacy_attacks.errors import ConfigError, require_int, require_positive
+from privacy_attacks.seeding import generator, seeded
+
+log = logging.getLogger(__name__)
+SETTINGS = ("simulated_batches", "hidden", "epochs", "batch_size", "lr", "ridge")
+FEATURE_STD_FLOOR = 1e-3  # features that hardly vary over the attacker's images are scaled as if they varied this much
+
+
+def last_linear_module(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear`` (in ``named_modules`` order), whose input features the decoder reads."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears or linears[-1].bias is None:
+        raise ConfigError(
+            "init=gradient_decoder reads the features of the shared model's last linear layer off its gradient: "
+            "the model needs a last nn.Linear with a bias."
+        )
+    return linears[-1]
+
+
+@torch.no_grad()
+def last_layer_inputs(model: nn.Module, images: Tensor, chunk: int = 2000) -> tuple[Tensor, Tensor]:
+    """The inputs h (N, D) of the model's last linear layer and the softmax p (N, K), for ``images`` (N, C, H, W)."""
+    layer, seen = last_linear_module(model), []
+    hook = layer.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0].flatten(1)))
+    device = next(model.parameters()).device
+    try:
+        probabilities = torch.cat([model(part.to(device)).softmax(dim=-1).cpu() for part in images.split(chunk)])
+    finally:
+        hook.remove()
+    return torch.cat(seen).cpu(), probabilities
+
+
+def class_features(rows: Tensor, mass: Tensor, counts: Tensor, fallback: Tensor) -> Tensor:
+    """The mean last-layer features of each class's images in a batch, (..., K, D).
+
+    Args:
+        rows: B · ∂L/∂W of the last linear layer, (..., K, D).
+        mass: q_c = Σ_i p_ic = B · ∂L/∂b_c + n_c, (..., K).
+        counts: n_c, the images of each class in the batch (recovered), (..., K).
+        fallback: (D,) an estimate of the mean feature h̄ (the attacker's images'), for S / B where every class is
+            in the batch (no absent class to read S from).
+    """
+    absent = (counts == 0).to(rows.dtype)
+    per_absent = rows / mass.clamp_min(1e-12).unsqueeze(-1)  # S / B wherever the class is absent
+    mean_feature = (absent.unsqueeze(-1) * per_absent).sum(-2) / absent.sum(-1, keepdim=True).clamp_min(1)
+    mean_feature = torch.where(absent.sum(-1, keepdim=True) > 0, mean_feature, fallback.expand_as(mean_feature))
+    summed = mass.unsqueeze(-1) * mean_feature.unsqueeze(-2) - rows  # T_c = q_c S / B − row_c
+    return summed / counts.clamp_min(1).unsqueeze(-1)
+
+
+class GradientDecoder(nn.Module):
+    """Mean class features (M, D), classes (M,) and their counts / B (M,) -> images (M, C, H, W) in [0, 1].
+
+    ``ridge`` (F, P): the ridge regression from the design [standardised features, one-hot class, count / B, 1]
+    (F = D + K + 2) to the P = C·H·W pixels; ``residual``: an MLP on the same design, added (zero at the start).
+    """
+
+    def __init__(self, features: int, classes: int, image_shape: tuple[int, ...], hidden: int):
+        super().__init__()
+        self.classes, self.image_shape = int(classes), tuple(int(s) for s in image_shape)
+        pixels, design = math.prod(self.image_shape), features + classes + 2
+        self.register_buffer("feature_mean", torch.zeros(features))
+        self.register_buffer("feature_std", torch.ones(features))
+        self.register_buffer("ridge", torch.zeros(design, pixels))
+        self.residual = nn.Sequential(
+            nn.Linear(design, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, pixels)
+        )
+        nn.init.zeros_(self.residual[-1].weight)
+        nn.init.zeros_(self.residual[-1].bias)
+
+    def design(self, features: Tensor, classes: Tensor, fractions: Tensor) -> Tensor:
+        standard = (features - self.feature_mean) / self.feature_std
+        one_hot = F.one_hot(classes.long(), self.classes).to(features.dtype)
+        return torch.cat([standard, one_hot, fractions.unsqueeze(1), torch.ones_like(fractions).unsqueeze(1)], 1)
+
+    def forward(self, features: Tensor, classes: Tensor, fractions: Tensor) -> Tensor:
+        design = self.design(features, classes, fractions)
+        pixels = design @ self.ridge + self.residual(design)
+        return pixels.clamp(0, 1).view(-1, *self.image_shape)
+
+
+def simulated_clients(
+    features: Tensor, probabilities: Tensor, images: Tensor, labels: Tensor, batch_size: int, count: int, seed: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``count`` clients of ``batch_size`` of the attacker's images, drawn from ``(seed, "gradient_decoder")``:
+    for every class present in one, (its mean features as :func:`class_features` reads them (M, D), the class (M,),
+    its count / B (M,), the mean of its images (M, C, H, W)). Exactly what the decoder sees at attack time, from
+    the attacker's images only."""
+    classes = probabilities.shape[1]
+    index = torch.randint(len(images), (count, batch_size), generator=generator(seed, "gradient_decoder"))
+    one_hot = F.one_hot(labels[index].long(), classes).to(features.dtype)  # (N, B, K)
+    rows = torch.einsum("nbk,nbd->nkd", probabilities[index] - one_hot, features[index])
+    counts = one_hot.sum(1)
+    read = class_features(rows, probabilities[index].sum(1), counts, features.mean(0))
+    client, cls = (counts > 0).nonzero(as_tuple=True)
+    flat = images[index].flatten(2).to(features.dtype)  # (N, B, P)
+    means = torch.einsum("nbk,nbp->nkp", one_hot, flat) / counts.clamp_min(1).unsqueeze(-1)
+    shape = images.shape[1:]
+    return read[client, cls], cls, counts[client, cls] / batch_size, means[client, cls].view(-1, *shape)
+
+
+def train_gradient_decoder(
+    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, settings: dict[str, Any], seed: int
+) -> GradientDecoder:
+    """Fit a :class:`GradientDecoder` for ``model``'s clients of ``batch_size`` on the attacker's ``images``
+    (A, C, H, W) / ``labels`` (A,): the ridge regression in closed form, then the residual MLP with Adam (one-cycle
+    learning rate), ``settings``: ``simulated_batches``, ``hidden``, ``epochs``, ``batch_size``, ``lr``, ``ridge``."""
+    features, probabilities = last_layer_inputs(model, images)
+    read, cls, fractions, targets = simulated_clients(
+        features, probabilities, images, labels, batch_size, int(settings["simulated_batches"]), seed
+    )
+    with seeded(seed, "gradient_decoder_init"):
+        shape, hidden = tuple(images.shape[1:]), int(settings["hidden"])
+        decoder = GradientDecoder(features.shape[1], probabilities.shape[1], shape, hidden)
+    decoder.feature_mean.copy_(features.mean(0))
+    decoder.feature_std.copy_(features.std(0).clamp_min(FEATURE_STD_FLOOR))
+    design, flat = decoder.design(read, cls, fractions), targets.flatten(1)
+    gram = design.T @ design + float(settings["ridge"]) * torch.eye(design.shape[1])
+    decoder.ridge.copy_(torch.linalg.solve(gram, design.T @ flat))
+    residual_targets = flat - design @ decoder.ridge
+    epochs, rows = int(settings["epochs"]), int(settings["batch_size"])
+    optimizer = torch.optim.Adam(decoder.residual.parameters(), lr=float(settings["lr"]))
+    total = max(1, epochs * math.ceil(len(design) / rows))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, float(settings["lr"]), total_steps=total)
+    order_source = generator(seed, "gradient_decoder_batches")
+    for epoch in range(epochs):
+        for part in torch.randperm(len(design), generator=order_source).split(rows):
+            loss = F.mse_loss(decoder.residual(design[part]), residual_targets[part])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        log.info("gradient decoder: epoch %d/%d, residual MSE %.5f", epoch + 1, epochs, float(loss.detach()))
+    return decoder.eval().requires_grad_(False)
+
+
+def validate_settings(settings: DictConfig) -> None:
+    """:class:`ConfigError` for a bad ``gradient_decoder`` setting, before any work."""
+    for key in ("simulated_batches", "hidden", "batch_size"):
+        require_int(settings[key], f"gradient_decoder.{key}")
+    require_int(settings.epochs, "gradient_decoder.epochs", minimum=0)
+    require_positive(settings.lr, "gradient_decoder.lr")
+    require_positive(settings.ridge, "gradient_decoder.ridge")
+    if float(settings.anchor) < 0:
+        raise ConfigError(f"gradient_decoder.anchor={settings.anchor} is not allowed: it must be 0 or more.")
+
+
+def provision_gradient_decoder(
+    model: nn.Module,
+    load_public: Callable[[], tuple[Tensor, Tensor]],
+    data_key: dict[str, Any],
+    batch_size: int,
+    settings: DictConfig | dict[str, Any],
+    seed: int,
+    cache_dir: str | Path,
+) -> GradientDecoder:
+    """The decoder for ``model``'s clients of ``batch_size``, loaded from the cache or trained on ``load_public()``
+    (the attacker's images and labels; called only to train). Keyed by the model's weights, the data, the batch
+    size, the settings and the attacker's seed; a cached file that does not fit is a
+    :class:`~privacy_attacks.errors.CheckpointError`."""
+    settings = {key: settings[key] for key in SETTINGS}
+    spec = {
+        "kind": "gradient_decoder",
+        "model": cache.weights_digest(model),
+        "data": data_key,
+        **settings,
+        "client_batch_size": int(batch_size),
+        "seed": int(seed),
+        **cache.device_entry("cpu"),
+    }
+    path = cache.cache_path(cache_dir, "gradient-decoder", spec)
+
+    def train(path: Path) -> GradientDecoder:
+        images, labels = load_public()
+        count = settings["simulated_batches"]
+        log.info("Training the gradient decoder on %d simulated clients (cached at %s).", count, path)
+        trained = train_gradient_decoder(model, images.float(), labels, batch_size, settings, seed)
+        state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
+        cache.save(path, {"state": state, "shape": shape_of(trained)})
+        return trained
+
+    def load(path: Path) -> GradientDecoder:
+        stored = cache.read(path)
+        try:
+            features, classes, image_shape, hidden = stored["shape"]
+            decoder = GradientDecoder(features, classes, image_shape, hidden)
+            decoder.load_state_dict(stored["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise cache.unusable(path, f"it does not hold a gradient decoder of this shape ({error})") from error
+        return decoder.eval().requires_grad_(False)
+
+    return cache.provision(path, create=train, load=load)[0]
+
+
+def shape_of(decoder: GradientDecoder) -> list[Any]:
+    """What builds ``decoder`` again: [features, classes, image shape, hidden]."""
+    return [decoder.feature_mean.numel(), decoder.classes, list(decoder.image_shape), decoder.residual[0].out_features]
+
+
+@torch.no_grad()
+def decoded_guess(
+    decoder: GradientDecoder, weight_gradient: Tensor, bias_gradient: Tensor, labels: Tensor, batch_size: int
+) -> Tensor:
+    """Each image's start (B, C, H, W): the decoded mean image of its recovered label's images, from the client's
+    last-layer gradient (``weight_gradient`` (K, D), ``bias_gradient`` (K,)) and the recovered ``labels`` (B,)."""
+    weight_gradient, bias_gradient = weight_gradient.detach().cpu().double(), bias_gradient.detach().cpu().double()
+    labels = labels.detach().cpu().long()
+    counts = torch.bincount(labels, minlength=decoder.classes).double()
+    mass = batch_size * bias_gradient + counts
+    read = class_features(batch_size * weight_gradient, mass, counts, decoder.feature_mean.double())
+    fractions = counts[labels] / batch_size
+    return decoder(read[labels].float(), labels, fractions.float())
