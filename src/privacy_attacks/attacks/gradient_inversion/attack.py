@@ -585,6 +585,7 @@ def start_guesses(cfg: DictConfig, model: nn.Module) -> Callable[[list[Tensor], 
         cfg.gradient_decoder,
         int(cfg.seed),
         cfg.paths.cache_dir,
+        image_shape(cfg),
     )
 
     def decode(gradient: list[Tensor], labels: Tensor) -> Tensor:

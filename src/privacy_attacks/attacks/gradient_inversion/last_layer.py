@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +186,12 @@ def provision_gradient_decoder(
     settings: DictConfig | dict[str, Any],
     seed: int,
     cache_dir: str | Path,
+    image_shape: tuple[int, ...],
 ) -> GradientDecoder:
-    """The decoder for ``model``'s clients of ``batch_size``, loaded from the cache or trained on ``load_public()``
-    (the attacker's images and labels; called only to train). Keyed by the model's weights, the data, the batch
-    size, the settings and the attacker's seed; a cached file that does not fit is a
-    :class:`~privacy_attacks.errors.CheckpointError`."""
+    """The decoder for ``model``'s clients of ``batch_size`` (images of ``image_shape`` (C, H, W)), loaded from the
+    cache or trained on ``load_public()`` (the attacker's images and labels; called only to train). Keyed by the
+    model's weights, the data, the batch size, the settings and the attacker's seed; a cached file that does not fit
+    the decoder is a :class:`~privacy_attacks.errors.CheckpointError` (:func:`~privacy_attacks.cache.load_state`)."""
     settings = {key: settings[key] for key in SETTINGS}
     spec = {
         "kind": "gradient_decoder",
@@ -201,32 +203,19 @@ def provision_gradient_decoder(
         **cache.device_entry("cpu"),
     }
     path = cache.cache_path(cache_dir, "gradient-decoder", spec)
+    layer = last_linear_module(model)
+    decoder = GradientDecoder(layer.in_features, layer.out_features, image_shape, int(settings["hidden"]))
 
     def train(path: Path) -> GradientDecoder:
         images, labels = load_public()
         count = settings["simulated_batches"]
         log.info("Training the gradient decoder on %d simulated clients (cached at %s).", count, path)
         trained = train_gradient_decoder(model, images.float(), labels, batch_size, settings, seed)
-        state = {k: v.detach().cpu() for k, v in trained.state_dict().items()}
-        cache.save(path, {"state": state, "shape": shape_of(trained)})
+        cache.save(path, {k: v.detach().cpu() for k, v in trained.state_dict().items()})
         return trained
 
-    def load(path: Path) -> GradientDecoder:
-        stored = cache.read(path)
-        try:
-            features, classes, image_shape, hidden = stored["shape"]
-            decoder = GradientDecoder(features, classes, image_shape, hidden)
-            decoder.load_state_dict(stored["state"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise cache.unusable(path, f"it does not hold a gradient decoder of this shape ({error})") from error
-        return decoder.eval().requires_grad_(False)
-
-    return cache.provision(path, create=train, load=load)[0]
-
-
-def shape_of(decoder: GradientDecoder) -> list[Any]:
-    """What builds ``decoder`` again: [features, classes, image shape, hidden]."""
-    return [decoder.feature_mean.numel(), decoder.classes, list(decoder.image_shape), decoder.residual[0].out_features]
+    load = partial(cache.load_state, module=decoder, what="gradient decoder")
+    return cache.provision(path, create=train, load=load)[0].eval().requires_grad_(False)
 
 
 @torch.no_grad()
