@@ -156,3 +156,64 @@ def test_a_gradient_decoder_init_that_cannot_work_is_refused_before_any_work(com
         with pytest.raises(ConfigError, match="gradient_decoder"):
             validate(compose_attack(["attack=gradient_inversion", "method=idlg", "init=gradient_decoder", bad]))
     validate(compose_attack(["attack=gradient_inversion", "method=imprint", "init=gradient_decoder"]))
+
+
+def _client(images, labels, model):
+    weight, bias = gradient_inversion.last_linear(model, parameter_gradient(model, images, labels))
+    features, _ = last_layer.last_layer_inputs(model, images)
+    return last_layer.read_class_features(weight, bias, labels, len(labels), features.mean(0)).float()
+
+
+def test_feature_fit_recovers_a_lone_image_and_pulls_a_repeated_class_apart():
+    # A class alone in the batch: its image's own features are read off the gradient, and fitting them from a far
+    # start brings the image much nearer (192 features of 256 pixels here: not all the way). A repeated class: its
+    # images start at one image plus noise and end apart, their summed features at the class's.
+    torch.manual_seed(0)
+    model = LeNetSigmoid(image_size=16).eval().requires_grad_(False)
+    images, labels = torch.rand(3, 1, 16, 16), torch.tensor([1, 2, 2])
+    read = _client(images, labels, model)
+    start = torch.full_like(images, 0.5)
+    settings = {"steps": 200, "tv_alone": 0.0, "tv_repeated": 0.0, "noise": 0.1}
+    fitted = last_layer.fit_class_features(model, start, labels, read, settings, seed=0)
+    assert fitted.shape == images.shape and fitted.min() >= 0 and fitted.max() <= 1
+    assert F.mse_loss(fitted[0], images[0]) < 0.5 * F.mse_loss(start[0], images[0])
+    features, _ = last_layer.last_layer_inputs(model, fitted)
+    before, _ = last_layer.last_layer_inputs(model, start)
+    assert (features[0] - read[1]).norm() < 0.1 * (before[0] - read[1]).norm()
+    assert (features[1:].sum(0) - 2 * read[2]).norm() < 0.1 * (before[1:].sum(0) - 2 * read[2]).norm()
+    assert not torch.allclose(fitted[1], fitted[2], atol=1e-3)
+    # The noise is the attacker's: the same seed gives the same images, another seed other repeated ones.
+    assert torch.equal(fitted, last_layer.fit_class_features(model, start, labels, read, settings, seed=0))
+    other = last_layer.fit_class_features(model, start, labels, read, settings, seed=1)
+    assert not torch.allclose(other[1:], fitted[1:])
+    unchanged = last_layer.fit_class_features(model, start, labels, read, {**settings, "steps": 0, "noise": 0}, 0)
+    assert torch.equal(unchanged, start)
+
+
+def test_feature_fit_finishes_every_client_of_a_run(compose_attack, monkeypatch):
+    from privacy_attacks.pipelines import run_attack
+
+    finished, real_fit = [], last_layer.fit_class_features
+
+    def spy_fit(model, images, labels, read, settings, seed):
+        fitted = real_fit(model, images, labels, read, settings, seed)
+        finished.append((images, labels, fitted))
+        return fitted
+
+    monkeypatch.setattr(gradient_inversion, "fit_class_features", spy_fit)
+    job = [*TINY_COLOUR, "method=idlg", "batch_size=2", "num_batches=2", "steps=2", "feature_fit.steps=5"]
+    metrics = run_attack(compose_attack(job))
+    assert "recon/psnr" in metrics and len(finished) == 2  # once per client, on its best restart
+    for images, labels, fitted in finished:
+        assert images.shape == fitted.shape == (2, 3, 32, 32) and labels.shape == (2,)
+        assert not torch.equal(images, fitted)
+
+
+def test_a_feature_fit_that_cannot_work_is_refused_before_any_work(compose_attack):
+    for method in ("dlg", "imprint"):
+        with pytest.raises(ConfigError, match="does not recover labels by class"):
+            validate(compose_attack(["attack=gradient_inversion", f"method={method}", "feature_fit.steps=10"]))
+    for bad in ("steps=-1", "tv_alone=-1", "tv_repeated=-1", "noise=-0.1"):
+        with pytest.raises(ConfigError, match="feature_fit"):
+            validate(compose_attack(["attack=gradient_inversion", "method=idlg", f"feature_fit.{bad}"]))
+    validate(compose_attack(["attack=gradient_inversion", "method=imprint", "feature_fit.steps=0"]))

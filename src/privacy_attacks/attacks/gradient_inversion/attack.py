@@ -13,7 +13,8 @@ engine (:mod:`privacy_attacks.engine.module`) with a gradient-matching objective
   distance, TV prior, Adam on signed gradients, restarts (labels recovered analytically).
 
 ``init=gradient_decoder`` starts each image at a learned decoding of its recovered label's mean last-layer features,
-read off the shared gradient (:mod:`.last_layer`).
+read off the shared gradient (:mod:`.last_layer`); ``feature_fit.steps`` > 0 finishes every method that recovers
+labels by fitting each recovered class's images to those features (:func:`.last_layer.fit_class_features`).
 
 ``prior=gan`` adds a generative image prior to a method that recovers labels (GIAS, Jeon et al., NeurIPS 2021;
 GGL, Li et al., CVPR 2022): a class-conditional GAN trained on the attacker's own labelled images, whose codes are
@@ -52,7 +53,11 @@ from privacy_attacks.attacks.gradient_inversion.imprint import (
 from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
 from privacy_attacks.attacks.gradient_inversion.last_layer import (
     decoded_guess,
+    fit_class_features,
+    last_layer_inputs,
     provision_gradient_decoder,
+    read_class_features,
+    validate_feature_fit,
     validate_settings,
 )
 from privacy_attacks.attacks.gradient_inversion.matching import GradientMatching
@@ -158,6 +163,13 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"init={cfg.init} and prior=gan both choose the start: with prior=gan leave init alone.")
         if cfg.init == "gradient_decoder":
             validate_settings(cfg.gradient_decoder)
+    validate_feature_fit(cfg.feature_fit)
+    if cfg.feature_fit.steps > 0 and (method.threat != "honest_server" or not method.recover_labels):
+        raise ConfigError(
+            f"feature_fit.steps={cfg.feature_fit.steps} fits each recovered class's images to its features read off "
+            f"the last layer's gradient, but method={cfg.method} does not recover labels by class: use idlg, ig or "
+            "ig_lbfgs, or feature_fit.steps=0."
+        )
     if cfg.batch_size > cfg.private_pool:
         raise ConfigError(
             f"batch_size={cfg.batch_size} is larger than the private pool (private_pool={cfg.private_pool})."
@@ -345,12 +357,14 @@ def attack_batch(
     mean_probabilities: Tensor | None = None,
     generator: ConditionalGenerator | None = None,
     start_guess: Callable[[list[Tensor], Tensor], Tensor] | None = None,
+    finish: Callable[[list[Tensor], Tensor, Tensor, int], Tensor] | None = None,
 ) -> BatchResult:
     """Simulate one client holding ``images`` (B, C, H, W) / ``labels`` (B,) and invert its shared gradient
     (passed through the client's ``defense``, if any). ``mean_probabilities`` (C,): the shared model's mean output on
     the attacker's images (:func:`public_mean_probabilities`), for ``label_recovery=bias_counts``; ``generator``:
     the image prior of ``prior=gan`` (:func:`image_prior`); ``start_guess(gradient, recovered labels) -> (B, C, H, W)``:
-    the images ``init=class_mean`` or ``init=gradient_decoder`` starts from (:func:`start_guesses`)."""
+    the images ``init=class_mean`` or ``init=gradient_decoder`` starts from (:func:`start_guesses`);
+    ``finish(gradient, labels, images, seed) -> images``: the last step on the best restart (:func:`feature_finish`)."""
     start = time.perf_counter()
     device = next(model.parameters()).device  # the client computes where the shared model is
     raw, gradient = SimulatedClient(model, images.to(device), labels.to(device), defense=defense).gradients()
@@ -370,11 +384,14 @@ def attack_batch(
         return BatchResult(reconstructions[order], unknown, seconds, gradient_cosine(raw, gradient))
     guess = start_guess(gradient, recovered) if start_guess is not None and recovered is not None else None
     candidates, losses, predicted = fit_restarts(cfg, model, gradient, recovered, seed, logger, generator, guess)
-    seconds = time.perf_counter() - start
     distances = losses.sum(dim=1)  # each restart's gradient distance (its images' losses sum to it)
     best = int(distances.argmin())  # a restart is one batch: keep the best batch as a whole
     log.debug("restarts' gradient distances %s: restart %d kept", distances.tolist(), best)
-    reconstructions, predicted = candidates[best].cpu(), predicted[best].cpu()
+    reconstructions, predicted = candidates[best], predicted[best]
+    if finish is not None:
+        reconstructions = finish(gradient, predicted, reconstructions, seed)
+    seconds = time.perf_counter() - start
+    reconstructions, predicted = reconstructions.cpu(), predicted.cpu()
     order = best_assignment(reconstructions, images)
     return BatchResult(reconstructions[order], predicted[order], seconds, gradient_cosine(raw, gradient))
 
@@ -595,6 +612,24 @@ def start_guesses(cfg: DictConfig, model: nn.Module) -> Callable[[list[Tensor], 
     return decode
 
 
+def feature_finish(cfg: DictConfig, model: nn.Module) -> Callable[[list[Tensor], Tensor, Tensor, int], Tensor] | None:
+    """``feature_fit.steps`` > 0: ``(gradient, labels (B,), images (B, C, H, W), seed) -> images``, each recovered
+    class's images fitted to its last-layer features read off ``gradient`` (:func:`.last_layer.fit_class_features`;
+    the mean feature where every class is present: over the first ``label_public_images`` of the attacker's own
+    images); None where it is off."""
+    if cfg.feature_fit.steps == 0:
+        return None
+    public = attacker_training_images(cfg.data)[: cfg.label_public_images].float()
+    mean_feature = last_layer_inputs(model, public)[0].mean(dim=0)
+
+    def finish(gradient: list[Tensor], labels: Tensor, images: Tensor, seed: int) -> Tensor:
+        weight, bias = last_linear(model, gradient)
+        read = read_class_features(weight, bias, labels, int(cfg.batch_size), mean_feature)
+        return fit_class_features(model, images, labels, read.float(), cfg.feature_fit, seed)
+
+    return finish
+
+
 def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
     """Cosine similarity of the shared gradient with the client's raw one, all tensors flattened into one vector:
     how much of the update a defended client still gives the federation (1: all of it)."""
@@ -617,6 +652,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     mean_probabilities = public_mean_probabilities(cfg, model)
     generator = image_prior(cfg, model)
     start_guess = start_guesses(cfg, model)
+    finish = feature_finish(cfg, model)
     results = []
     for k in range(cfg.num_batches):
         batch = slice(k * cfg.batch_size, (k + 1) * cfg.batch_size)
@@ -635,6 +671,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
                 mean_probabilities,
                 generator,
                 start_guess,
+                finish,
             )
         )
         log.info("client %d/%d: %.1f s", k + 1, cfg.num_batches, results[-1].seconds)

@@ -14,6 +14,12 @@ recovered label's decoded image, and the method's gradient matching goes on from
 
 The decoder is a ridge regression from the standardised features (and the class, its count) to the pixels, plus a
 multilayer perceptron on the same input fitted to what the regression leaves (its last layer starts at zero).
+
+The same features also **finish** a reconstruction (``feature_fit``, :func:`fit_class_features`): a class alone in
+the batch has its image's own features read off the gradient, so its image is the one whose features they are
+(feature inversion, Mahendran & Vedaldi 2015); the images of a repeated class must add up to the class's summed
+features, a constraint that pulls them apart from a shared start. Each recovered class is fitted on its own by
+L-BFGS, after the method's gradient matching.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
+from privacy_attacks.engine.priors import total_variation
 from privacy_attacks.errors import ConfigError, require_int, require_positive
 from privacy_attacks.seeding import generator, seeded
 
@@ -44,23 +51,31 @@ def last_linear_module(model: nn.Module) -> nn.Linear:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears or linears[-1].bias is None:
         raise ConfigError(
-            "init=gradient_decoder reads the features of the shared model's last linear layer off its gradient: "
+            "init=gradient_decoder and feature_fit read the features of the shared model's last linear layer off its "
+            "gradient: "
             "the model needs a last nn.Linear with a bias."
         )
     return linears[-1]
 
 
+def features_and_logits(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
+    """The inputs h (N, D) of the model's last linear layer and the logits (N, K) for ``images`` (N, C, H, W),
+    differentiable (read with a forward hook)."""
+    seen = []
+    hook = last_linear_module(model).register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].flatten(1)))
+    try:
+        logits = model(images)
+    finally:
+        hook.remove()
+    return seen[0], logits
+
+
 @torch.no_grad()
 def last_layer_inputs(model: nn.Module, images: Tensor, chunk: int = 2000) -> tuple[Tensor, Tensor]:
     """The inputs h (N, D) of the model's last linear layer and the softmax p (N, K), for ``images`` (N, C, H, W)."""
-    layer, seen = last_linear_module(model), []
-    hook = layer.register_forward_hook(lambda _module, inputs, _output: seen.append(inputs[0].flatten(1)))
     device = next(model.parameters()).device
-    try:
-        probabilities = torch.cat([model(part.to(device)).softmax(dim=-1).cpu() for part in images.split(chunk)])
-    finally:
-        hook.remove()
-    return torch.cat(seen).cpu(), probabilities
+    parts = [features_and_logits(model, part.to(device)) for part in images.split(chunk)]
+    return torch.cat([h.cpu() for h, _ in parts]), torch.cat([z.softmax(dim=-1).cpu() for _, z in parts])
 
 
 def class_features(rows: Tensor, mass: Tensor, counts: Tensor, fallback: Tensor) -> Tensor:
@@ -218,16 +233,77 @@ def provision_gradient_decoder(
     return cache.provision(path, create=train, load=load)[0].eval().requires_grad_(False)
 
 
+def read_class_features(
+    weight_gradient: Tensor, bias_gradient: Tensor, labels: Tensor, batch_size: int, fallback: Tensor
+) -> Tensor:
+    """The mean last-layer features (K, D) of each recovered class's images (:func:`class_features`), from the
+    client's last-layer gradient (``weight_gradient`` (K, D), ``bias_gradient`` (K,)) and the recovered ``labels``
+    (B,); ``fallback`` (D,): the mean feature, used where every class is in the batch. Double precision, CPU."""
+    weight_gradient, bias_gradient = weight_gradient.detach().cpu().double(), bias_gradient.detach().cpu().double()
+    counts = torch.bincount(labels.detach().cpu().long(), minlength=weight_gradient.shape[0]).double()
+    mass = batch_size * bias_gradient + counts
+    return class_features(batch_size * weight_gradient, mass, counts, fallback.detach().cpu().double())
+
+
 @torch.no_grad()
 def decoded_guess(
     decoder: GradientDecoder, weight_gradient: Tensor, bias_gradient: Tensor, labels: Tensor, batch_size: int
 ) -> Tensor:
     """Each image's start (B, C, H, W): the decoded mean image of its recovered label's images, from the client's
     last-layer gradient (``weight_gradient`` (K, D), ``bias_gradient`` (K,)) and the recovered ``labels`` (B,)."""
-    weight_gradient, bias_gradient = weight_gradient.detach().cpu().double(), bias_gradient.detach().cpu().double()
     labels = labels.detach().cpu().long()
-    counts = torch.bincount(labels, minlength=decoder.classes).double()
-    mass = batch_size * bias_gradient + counts
-    read = class_features(batch_size * weight_gradient, mass, counts, decoder.feature_mean.double())
-    fractions = counts[labels] / batch_size
+    read = read_class_features(weight_gradient, bias_gradient, labels, batch_size, decoder.feature_mean)
+    fractions = torch.bincount(labels, minlength=decoder.classes)[labels] / batch_size
     return decoder(read[labels].float(), labels, fractions.float())
+
+
+def fit_class_features(
+    model: nn.Module, images: Tensor, labels: Tensor, read: Tensor, settings: DictConfig | dict[str, Any], seed: int
+) -> Tensor:
+    """Each recovered class's images fitted to the features read off the gradient: (B, C, H, W) in [0, 1].
+
+    For class c with n_c images (``labels`` (B,)) and read mean features h̄_c (``read`` (K, D),
+    :func:`read_class_features`), :func:`fit_summed_features` from ``images`` (B, C, H, W). A class alone in the
+    batch is feature inversion of its image (exact features up to the softmax's spread), with TV weight
+    ``tv_alone``; a repeated class's images start apart, each plus Gaussian noise of std ``noise`` drawn from
+    ``(seed, "feature_fit")``, and only their sum is known: TV weight ``tv_repeated``.
+    ``settings``: ``steps``, ``tv_alone``, ``tv_repeated``, ``noise``.
+    """
+    steps, noise = int(settings["steps"]), float(settings["noise"])
+    fitted, source = images.detach().clone(), generator(seed, "feature_fit")
+    for cls in labels.unique().tolist():
+        members = (labels == cls).nonzero().flatten()
+        start, alone = fitted[members], len(members) == 1
+        if not alone and noise > 0:
+            start = start + noise * torch.randn(start.shape, generator=source).to(start.device)
+        target = len(members) * read[cls].to(start.device, start.dtype)
+        tv = float(settings["tv_alone" if alone else "tv_repeated"])
+        fitted[members] = fit_summed_features(model, start, target, steps, tv)
+    return fitted
+
+
+def fit_summed_features(model: nn.Module, start: Tensor, target: Tensor, steps: int, tv: float) -> Tensor:
+    """Images x (n, C, H, W) in [0, 1] from ``start`` minimising ‖Σ_i h(x_i) − ``target``‖² + ``tv`` · Σ_i ℓ_TV(x_i)
+    (h: the last linear layer's input (D,); ℓ_TV the lecture's TV) by L-BFGS with a strong Wolfe line search."""
+    pixels = start.detach().clamp(0, 1).requires_grad_(True)
+    optimizer = torch.optim.LBFGS([pixels], lr=1, max_iter=steps, history_size=50, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        clamped = pixels.clamp(0, 1)
+        features, _ = features_and_logits(model, clamped)
+        loss = (features.sum(0) - target).pow(2).sum() + tv * total_variation(clamped).sum()
+        loss.backward()
+        return loss
+
+    if steps > 0:
+        optimizer.step(closure)
+    return pixels.detach().clamp(0, 1)
+
+
+def validate_feature_fit(settings: DictConfig) -> None:
+    """:class:`ConfigError` for a bad ``feature_fit`` setting, before any work."""
+    require_int(settings.steps, "feature_fit.steps", minimum=0)
+    for key in ("tv_alone", "tv_repeated", "noise"):
+        if float(settings[key]) < 0:
+            raise ConfigError(f"feature_fit.{key}={settings[key]} is not allowed: it must be 0 or more.")
