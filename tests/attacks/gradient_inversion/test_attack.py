@@ -218,10 +218,17 @@ def test_real_small_multirun_subprocess(tmp_path: Path, cache_dir: Path):
         scores = image_similarity(saved["images"], saved["originals"])  # the metrics score what was saved
         assert metrics["recon/psnr"] == pytest.approx(scores["psnr"].mean().item(), rel=1e-5)
         assert metrics["recon/label_acc"] == (saved["labels"] == saved["original_labels"]).float().mean().item()
+        assert metrics["recon/psnr_alone"] == metrics["recon/psnr"] and "recon/psnr_repeated" not in metrics  # batch 1
         assert saved["images"].shape == (1, 1, 28, 28) and 0 <= saved["images"].min() <= saved["images"].max() <= 1
         assert (sweep / job / "reconstructions.png").exists()
     assert (sweep / "summary.csv").exists() and (sweep / "quality.png").exists()
     assert "recon/psnr" in result.stdout
+
+
+def test_the_images_alone_in_their_class_are_told_from_the_repeated_ones_batch_by_batch():
+    labels = torch.tensor([3, 1, 3, 0, 2, 2, 2, 3])  # two clients of 4: {3, 1, 3, 0} and {2, 2, 2, 3}
+    alone = gradient_inversion.alone_in_batch(labels, 4)
+    assert alone.tolist() == [False, True, False, True, False, False, False, True]  # the second client's 3 is alone
 
 
 def test_unknown_method_exits_with_one_clear_line(tmp_path: Path, cache_dir: Path):

@@ -191,6 +191,8 @@ def test_feature_fit_recovers_a_lone_image_and_pulls_a_repeated_class_apart():
 
 
 def test_feature_fit_finishes_every_client_of_a_run(compose_attack, monkeypatch):
+    from privacy_attacks.engine.metrics import image_similarity
+    from privacy_attacks.io import output_dir
     from privacy_attacks.pipelines import run_attack
 
     finished, real_fit = [], last_layer.fit_class_features
@@ -202,8 +204,14 @@ def test_feature_fit_finishes_every_client_of_a_run(compose_attack, monkeypatch)
 
     monkeypatch.setattr(gradient_inversion, "fit_class_features", spy_fit)
     job = [*TINY_COLOUR, "method=idlg", "batch_size=2", "num_batches=2", "steps=2", "feature_fit.steps=5"]
-    metrics = run_attack(compose_attack(job))
+    cfg = compose_attack(job)
+    metrics = run_attack(cfg)
     assert "recon/psnr" in metrics and len(finished) == 2  # once per client, on its best restart
+    saved = torch.load(output_dir(cfg) / "reconstructions.pt")
+    psnr = image_similarity(saved["images"], saved["originals"])["psnr"]
+    alone = gradient_inversion.alone_in_batch(saved["original_labels"], 2)
+    for key, chosen in (("recon/psnr_alone", alone), ("recon/psnr_repeated", ~alone)):  # the split of recon/psnr
+        assert metrics.get(key) == (pytest.approx(psnr[chosen].mean().item()) if chosen.any() else None)
     for images, labels, fitted in finished:
         assert images.shape == fitted.shape == (2, 3, 32, 32) and labels.shape == (2,)
         assert not torch.equal(images, fitted)

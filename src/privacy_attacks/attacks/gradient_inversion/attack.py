@@ -26,7 +26,8 @@ before scoring. ``python attack.py attack=gradient_inversion method=idlg batch_s
 Writes ``reconstructions.pt`` ({"images": (N, C, H, W) in [0, 1] paired with "originals",
 "labels": recovered (N,), "original_labels": (N,)}), ``reconstructions.png`` and TensorBoard events;
 returns ``recon/psnr``, ``recon/ssim``, ``recon/mse`` (means over the N = num_batches · batch_size
-images), ``recon/psnr_median``, ``recon/label_acc`` and timings.
+images), ``recon/psnr_median``, ``recon/psnr_alone`` / ``recon/psnr_repeated`` (the images alone in their class in
+their batch / the others), ``recon/label_acc`` and timings.
 """
 
 from __future__ import annotations
@@ -630,6 +631,14 @@ def feature_finish(cfg: DictConfig, model: nn.Module) -> Callable[[list[Tensor],
     return finish
 
 
+def alone_in_batch(labels: Tensor, batch_size: int) -> Tensor:
+    """(N,) bool: whether each image of the consecutive client batches of ``batch_size`` in ``labels`` (N,) is the
+    only one of its class in its batch (for scoring: ``recon/psnr_alone`` and ``recon/psnr_repeated``)."""
+    batches = labels.view(-1, batch_size)
+    same = batches.unsqueeze(2) == batches.unsqueeze(1)  # (clients, B, B)
+    return (same.sum(dim=2) == 1).flatten()
+
+
 def gradient_cosine(raw: list[Tensor], shared: list[Tensor]) -> float:
     """Cosine similarity of the shared gradient with the client's raw one, all tensors flattened into one vector:
     how much of the update a defended client still gives the federation (1: all of it)."""
@@ -693,6 +702,10 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     }
     if (labels != UNKNOWN_LABEL).all():
         metrics["recon/label_acc"] = (labels == original_labels).float().mean().item()
+    alone = alone_in_batch(original_labels, cfg.batch_size)
+    for key, chosen in (("recon/psnr_alone", alone), ("recon/psnr_repeated", ~alone)):
+        if chosen.any():  # batch 1: every image is alone, and there is no repeated one to average
+            metrics[key] = scores["psnr"][chosen].mean().item()
     torch.save(
         {"images": images, "labels": labels, "originals": originals, "original_labels": original_labels},
         out / "reconstructions.pt",
