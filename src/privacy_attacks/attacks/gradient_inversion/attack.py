@@ -108,6 +108,11 @@ HPARAMS = (
     "label_recovery",
     "group_rounds",
     "prior",
+    "gradient_decoder.anchor",
+    "feature_fit.steps",
+    "feature_fit.tv_alone",
+    "feature_fit.tv_repeated",
+    "feature_fit.noise",
 )
 MODEL_STATES = ("init", "trained")
 LABEL_RECOVERIES = ("bias_counts", "row_signs")
