@@ -32,6 +32,13 @@ def require_positive(value: Any, key: str, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: it must be a number {bound}.")
 
 
+def require_fraction(value: Any, key: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a number in [0, 1) (a probability or a relative range)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: it must be in [0, 1).")
+
+
 def is_integer(value: Any) -> bool:
     """Whether ``value`` is an ``int`` (``True``/``False`` are not integers here)."""
     return isinstance(value, int) and not isinstance(value, bool)

@@ -3,6 +3,7 @@ parameters."""
 
 from __future__ import annotations
 
+import importlib
 from functools import partial
 
 import pytest
@@ -196,3 +197,13 @@ def test_a_priors_own_bad_argument_is_a_config_error(compose_attack):
     cfg = compose_attack(["attack=inversion", "blur_every=0"])
     with pytest.raises(ConfigError, match="priors.blur: every=0"):
         get_method(cfg.attack.validate)(cfg)
+
+
+@pytest.mark.parametrize("attack", ["inversion", "feature_inversion", "gradient_inversion"])
+def test_every_logged_hparam_is_a_key_of_the_attacks_config(compose_attack, attack):
+    from omegaconf import OmegaConf
+
+    hparams = importlib.import_module(f"privacy_attacks.attacks.{attack}.attack").HPARAMS
+    cfg = compose_attack([f"attack={attack}"])
+    missing = [key for key in hparams if OmegaConf.select(cfg, key, default="missing") == "missing"]
+    assert missing == []

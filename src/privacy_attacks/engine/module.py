@@ -73,7 +73,8 @@ class ReconstructionModule(L.LightningModule):
             is stepped with a closure).
         steps: optimiser steps (one per training batch of :func:`fit_reconstruction`).
         restarts: R independent starts per target, optimised together in one batch.
-        seed: the attack's seed; the initialisation and the priors' random draws (jitter) take their own
+        seed: the attack's seed; the initialisation, the priors' random draws (jitter) and the objective's own
+            (those of an objective with a ``use_generator`` method: inversion's weight noise) take their own
             generators derived from it (:mod:`privacy_attacks.seeding`), so restarts differ and nothing
             depends on the global RNG state.
         signed_gradients: replace gradients by their sign before the step (Geiping et al. 2020).
@@ -126,6 +127,8 @@ class ReconstructionModule(L.LightningModule):
             self.latents = nn.Parameter(codes.to(device).clone())
         for name, prior in self.priors.items():
             prior.use_generator(generator(seed, "prior", name))
+        if callable(getattr(objective, "use_generator", None)):  # an objective with draws of its own
+            objective.use_generator(generator(seed, "objective"))
         self.register_buffer("best_loss", torch.full(shape[:1], float("inf")))
         with torch.no_grad():
             self.register_buffer("best_images", self.current_images().detach().clamp(0, 1).clone())

@@ -64,6 +64,8 @@ def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
         ("augment_scale=1.5", "priors.augment: scale must be in"),
         ("selection=best", "loss, augmented"),
         ("selection_views=0", "selection_views=0"),
+        ("weight_noise=-0.1", "weight_noise=-0.1"),
+        ("feature_dropout=1.0", "feature_dropout=1.0"),
     ],
 )
 def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):

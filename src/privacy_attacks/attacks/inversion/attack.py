@@ -46,14 +46,14 @@ from privacy_attacks.engine.module import (
     validate_engine_config,
 )
 from privacy_attacks.engine.sweep import fit_engine
-from privacy_attacks.errors import require_choice, require_int
+from privacy_attacks.errors import require_choice, require_fraction, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
-HPARAMS = ("loss", "prior", "gan.public", "selection")
+HPARAMS = ("loss", "prior", "gan.public", "selection", "weight_noise", "feature_dropout")
 PRIORS = ("pixels", "gan")
 
 
@@ -62,6 +62,8 @@ def validate(cfg: DictConfig) -> None:
     (:func:`validate_engine_config`: init, optimizer, prior weights, steps), before any work."""
     require_choice(cfg.loss, cfg.losses, "loss")
     require_int(cfg.samples_per_class, "samples_per_class")
+    require_positive(cfg.weight_noise, "weight_noise", allow_zero=True)
+    require_fraction(cfg.feature_dropout, "feature_dropout")
     require_choice(cfg.prior, PRIORS, "prior")
     if cfg.prior == "gan":
         check_gan(cfg.gan, data_source(cfg.data))
@@ -74,7 +76,9 @@ def build_module(
 ) -> ReconstructionModule:
     """The engine for ``cfg`` (loss, priors, init, optimizer, steps, restarts) inverting ``net`` for ``labels``, over
     images of the data's shape (``parameterisation``: over a generator's codes instead)."""
-    objective = ClassInversion(net, labels, instantiate(cfg.losses[cfg.loss]), inverted_shape(cfg))
+    similarity = instantiate(cfg.losses[cfg.loss])
+    augmentation = {"weight_noise": cfg.weight_noise, "feature_dropout": cfg.feature_dropout}
+    objective = ClassInversion(net, labels, similarity, inverted_shape(cfg), **augmentation)
     return engine_from_config(cfg, objective, log_prefix="inversion", parameterisation=parameterisation)
 
 
@@ -159,6 +163,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         search += f" coarse={cfg.coarse_block}px/{cfg.coarse_steps} steps"
     if cfg.selection != "loss":
         search += f" selection={cfg.selection}"
+    if cfg.weight_noise > 0 or cfg.feature_dropout > 0:
+        search += f" weight_noise={cfg.weight_noise} feature_dropout={cfg.feature_dropout}"
     title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     class_names = data_source(cfg.data).load().class_names
     first = first_of_each_class(labels)  # the figure shows one sample per class

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from privacy_attacks.engine.priors import affine_warp
-from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.errors import require_choice, require_fraction, require_int, require_positive
 from privacy_attacks.seeding import generator
 
 SELECTIONS = ("loss", "augmented")
@@ -27,8 +27,7 @@ def check_selection(method: str, views: int, degrees: float, scale: float) -> No
     require_choice(method, SELECTIONS, "selection")
     require_int(views, "selection_views")
     require_positive(degrees, "selection_degrees", allow_zero=True)
-    if not 0 <= float(scale) < 1:
-        raise ConfigError(f"selection_scale={scale!r} is not allowed: it must be in [0, 1).")
+    require_fraction(scale, "selection_scale")
 
 
 @torch.no_grad()
