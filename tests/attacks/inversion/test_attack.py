@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from privacy_attacks.attacks.inversion.attack import build_module
 from privacy_attacks.data.mnist import split_training_indices
@@ -15,7 +15,7 @@ from privacy_attacks.errors import ConfigError
 from privacy_attacks.models import LeNet5
 from privacy_attacks.pipelines import run_attack
 from privacy_attacks.targets import provision_classifier, provision_target
-from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, run_script
+from tests.conftest import SMALL_EVALUATOR, SMALL_TARGET, TINY_INVERSION, run_script
 
 
 @pytest.fixture
@@ -149,3 +149,43 @@ def test_several_samples_per_class_are_all_scored(compose_attack):
     assert recognised == pytest.approx(round(recognised))
     assert metrics["inversion/report_judge_top5_acc"] >= metrics["inversion/report_judge_acc"]
     assert metrics["inversion/knn_pixel_dist"] > 0 and metrics["inversion/knn_judge_dist"] > 0
+
+
+def test_the_tuning_panel_trains_only_on_the_tuning_judges_half(compose_attack):
+    from privacy_attacks.attacks.inversion.attack import check_panel
+
+    cfg = compose_attack(["attack=inversion", "panel=tuning", "evaluator.members=27500", "judge.members=27500"])
+    assert sorted(cfg.panel) == ["allconv", "allconv_seed3", "cnn", "mlp", "resnet"]
+    assert len({(r.net._target_, r.seed) for r in cfg.panel.values()}) == 5  # four architectures, two seeds of one
+    for recipe in cfg.panel.values():
+        assert (recipe.members, recipe.member_offset) == (cfg.evaluator.members, cfg.evaluator.member_offset)
+    check_panel(cfg.panel, cfg.judge)  # disjoint from the reporting judge's half
+    # The MLP of the panel is the tuning judge's recipe with another net: one cached model for both.
+    alone = compose_attack(
+        ["attack=inversion", "net@evaluator.net=mlp", "evaluator.members=27500", "evaluator.max_epochs=2"]
+    )
+    assert OmegaConf.to_container(alone.evaluator, resolve=True) == OmegaConf.to_container(cfg.panel.mlp, resolve=True)
+
+
+def test_a_panel_judge_on_the_reporting_judges_images_fails_before_any_work(compose_attack, tmp_path):
+    cfg = compose_attack(["attack=inversion", "panel=tuning", "panel.allconv.member_offset=27500"])
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "empty_cache")
+    with pytest.raises(ConfigError, match="panel.allconv trains on images the reporting judge trains on"):
+        run_attack(cfg)
+    assert not (tmp_path / "empty_cache").exists()
+
+
+def test_a_run_with_the_panel_scores_with_each_panel_judge(compose_attack, caplog):
+    cfg = compose_attack([*TINY_INVERSION, "panel=tuning", "steps=3", "restarts=1"])
+    with caplog.at_level("INFO"):
+        metrics = run_attack(cfg)
+    names = sorted(cfg.panel)
+    accuracies = [metrics[f"inversion/panel_{name}_acc"] for name in names]
+    assert metrics["inversion/panel_acc"] == pytest.approx(sum(accuracies) / len(names))
+    saved = torch.load(Path(cfg.paths.output_dir) / "reconstructions.pt", weights_only=True)
+    resnet = provision_classifier(cfg.panel.resnet, cfg.data, cfg.trainer, cfg.paths.cache_dir, "evaluator").net
+    with torch.no_grad():
+        recognised = (resnet(saved["images"]).argmax(dim=1) == saved["labels"]).float().mean().item()
+    assert metrics["inversion/panel_resnet_acc"] == pytest.approx(recognised)
+    assert "tuning panel acc" in caplog.text and "reporting judge acc" not in caplog.text  # a tuning run's line

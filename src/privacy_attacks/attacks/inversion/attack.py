@@ -46,7 +46,7 @@ from privacy_attacks.engine.module import (
     validate_engine_config,
 )
 from privacy_attacks.engine.sweep import fit_engine
-from privacy_attacks.errors import require_choice, require_fraction, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_fraction, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
@@ -68,7 +68,30 @@ def validate(cfg: DictConfig) -> None:
     if cfg.prior == "gan":
         check_gan(cfg.gan, data_source(cfg.data))
     check_selection(cfg.selection, cfg.selection_views, cfg.selection_degrees, cfg.selection_scale)
+    check_panel(cfg.get("panel") or {}, cfg.judge)
     validate_engine_config(cfg)
+
+
+def check_panel(panel: DictConfig | dict, judge: DictConfig) -> None:
+    """ConfigError for a tuning-panel judge that trains on any image of the reporting judge's window of the training
+    pool (``members`` from ``member_offset``; every image from it when ``members`` is null), before any work."""
+    for name, recipe in panel.items():
+        if _windows_overlap(recipe, judge):
+            raise ConfigError(
+                f"panel.{name} trains on images the reporting judge trains on (members={recipe.get('members')}, "
+                f"member_offset={recipe.get('member_offset', 0)} against the judge's {judge.get('members')}, "
+                f"{judge.get('member_offset', 0)}): a tuning judge must never see the reporting judge's half."
+            )
+
+
+def _windows_overlap(first: DictConfig, second: DictConfig) -> bool:
+    """Whether two recipes' windows of the training pool, [offset, offset + members), share an image."""
+    windows = []
+    for recipe in (first, second):
+        start = int(recipe.get("member_offset", 0) or 0)
+        members = recipe.get("members")
+        windows.append((start, float("inf") if members is None else start + int(members)))
+    return max(start for start, _ in windows) < min(end for _, end in windows)
 
 
 def build_module(
@@ -143,6 +166,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         on["images"], on["labels"], target.net, evaluator.net, on["means"], on["pool"], on["pool_labels"]
     )
     metrics.update(judge_metrics(on["images"], on["labels"], judge.net))
+    metrics.update(panel_metrics(on["images"], on["labels"], provision_panel(cfg, device)))
     pixel, nearest = nearest_distance(on["images"], on["labels"], on["pool"], on["pool_labels"])
     judge_features = penultimate_features(judge.net)  # the pool's, once per sweep process (embedded_pool)
     pool_features = embedded_pool(on["pool"], judge_features, pool_key)
@@ -181,16 +205,43 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     # The reconstructions above the class means, and the swept hparams with the final metrics.
     log_image_grid(loggers, "inversion/reconstructions", (images, means.cpu()), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    # A tuning run (with a panel) prints the panel's accuracy, not the reporting judge's.
+    panel = cfg.get("panel")
+    shown = ("tuning panel", "inversion/panel_acc") if panel else ("reporting judge", "inversion/report_judge_acc")
     log.info(
-        "inversion: target acc %.2f, tuning judge acc %.2f, reporting judge acc %.2f, SSIM to class mean %.3f; %s%s",
+        "inversion: target acc %.2f, tuning judge acc %.2f, %s acc %.2f, SSIM to class mean %.3f; %s%s",
         metrics["inversion/target_acc"],
         metrics["inversion/evaluator_acc"],
-        metrics["inversion/report_judge_acc"],
+        shown[0],
+        metrics[shown[1]],
         metrics["inversion/ssim_class_mean"],
         out,
         f" (fitted in one batch with {batched - 1} other jobs)" if batched > 1 else "",
     )
     return metrics
+
+
+def provision_panel(cfg: DictConfig, device: torch.device) -> dict[str, torch.nn.Module]:
+    """The tuning panel's judges (``cfg.panel``: name -> classifier recipe, ``conf/panel/``), trained and cached like
+    the tuning judge (they share its cache name), frozen, on ``device``."""
+    panel = cfg.get("panel") or {}
+    return {
+        name: provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "evaluator").net.to(device)
+        for name, recipe in panel.items()
+    }
+
+
+@torch.no_grad()
+def panel_metrics(images: torch.Tensor, labels: torch.Tensor, panel: dict[str, torch.nn.Module]) -> dict[str, float]:
+    """Each panel judge's accuracy on reconstructions (K, C, H, W) for ``labels`` (K,), ``inversion/panel_<name>_acc``,
+    and their mean, ``inversion/panel_acc`` (nothing without a panel)."""
+    if not panel:
+        return {}
+    accuracies = {
+        f"inversion/panel_{name}_acc": (net.eval()(images).argmax(dim=1) == labels).float().mean().item()
+        for name, net in panel.items()
+    }
+    return {"inversion/panel_acc": sum(accuracies.values()) / len(accuracies), **accuracies}
 
 
 _PRIVATE_POOL: dict[tuple, dict] = {}
