@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from privacy_attacks.attacks.gradient_inversion.attack import build_module, last_linear
+from privacy_attacks.attacks.gradient_inversion.attack import build_module
 from privacy_attacks.attacks.gradient_inversion.client import SimulatedClient
 from privacy_attacks.attacks.gradient_inversion.labels import recover_label_counts, recover_labels
+from privacy_attacks.attacks.gradient_inversion.last_layer import last_linear
 from privacy_attacks.models import LeNet5
 from privacy_attacks.models.lenet_sigmoid import LeNetSigmoid
 from privacy_attacks.seeding import derive_seed

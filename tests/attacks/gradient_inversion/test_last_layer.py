@@ -50,7 +50,7 @@ def test_the_client_gradient_is_what_the_decoder_reads():
     torch.manual_seed(0)
     model = LeNetSigmoid().eval().requires_grad_(False)
     images, labels = torch.rand(4, 1, 28, 28), torch.tensor([1, 1, 7, 3])
-    weight, bias = gradient_inversion.last_linear(model, parameter_gradient(model, images, labels))
+    weight, bias = last_layer.last_linear(model, parameter_gradient(model, images, labels))
     features, p = last_layer.last_layer_inputs(model, images)
     one_hot = F.one_hot(labels, 10).float()
     assert features.shape == (4, 588)
@@ -62,6 +62,11 @@ def test_a_model_without_a_last_linear_layer_with_bias_is_refused():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3, bias=False))
     with pytest.raises(ConfigError, match="last nn.Linear with a bias"):
         last_layer.last_layer_inputs(model, torch.rand(2, 1, 2, 2))
+    weight, bias = last_layer.last_linear(model, [torch.ones(3, 4)])  # labels are read without a bias
+    assert weight.shape == (3, 4) and bias is None
+    convolutional = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 2), torch.nn.Flatten())
+    with pytest.raises(ConfigError, match="needs a shared model with an nn.Linear layer"):
+        last_layer.last_linear(convolutional, [torch.ones(3, 1, 2, 2), torch.ones(3)])
 
 
 def test_the_trained_decoder_beats_the_class_means_on_new_clients(compose_attack):
@@ -159,7 +164,7 @@ def test_a_gradient_decoder_init_that_cannot_work_is_refused_before_any_work(com
 
 
 def _client(images, labels, model):
-    weight, bias = gradient_inversion.last_linear(model, parameter_gradient(model, images, labels))
+    weight, bias = last_layer.last_linear(model, parameter_gradient(model, images, labels))
     features, _ = last_layer.last_layer_inputs(model, images)
     return last_layer.read_class_features(weight, bias, labels, len(labels), features.mean(0)).float()
 

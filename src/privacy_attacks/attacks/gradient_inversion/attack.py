@@ -56,6 +56,7 @@ from privacy_attacks.attacks.gradient_inversion.last_layer import (
     decoded_guess,
     fit_class_features,
     last_layer_inputs,
+    last_linear,
     provision_gradient_decoder,
     read_class_features,
     validate_feature_fit,
@@ -272,14 +273,6 @@ def image_prior(cfg: DictConfig, model: nn.Module) -> ConditionalGenerator | Non
         cfg.paths.cache_dir,
     )
     return generator.to(next(model.parameters()).device)
-
-
-def last_linear(model: nn.Module, gradient: list[Tensor]) -> tuple[Tensor, Tensor | None]:
-    """The gradient of the model's last ``nn.Linear`` (weight (C, D), bias (C,) or None) within ``gradient``."""
-    named = dict(zip((name for name, _ in model.named_parameters()), gradient, strict=True))
-    name = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    prefix = f"{name}." if name else ""
-    return named[f"{prefix}weight"], named.get(f"{prefix}bias")
 
 
 @dataclass

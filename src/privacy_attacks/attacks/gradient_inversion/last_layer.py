@@ -46,16 +46,32 @@ SETTINGS = ("simulated_batches", "hidden", "epochs", "batch_size", "lr", "ridge"
 FEATURE_STD_FLOOR = 1e-3  # features that hardly vary over the attacker's images are scaled as if they varied this much
 
 
+def last_linear_named(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The qualified name and the module of the model's last ``nn.Linear`` (in ``named_modules`` order)."""
+    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ConfigError("Reading labels or features off the gradient needs a shared model with an nn.Linear layer.")
+    return linears[-1]
+
+
 def last_linear_module(model: nn.Module) -> nn.Linear:
-    """The model's last ``nn.Linear`` (in ``named_modules`` order), whose input features the decoder reads."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears or linears[-1].bias is None:
+    """The model's last ``nn.Linear``, whose input features the decoder reads (it needs a bias)."""
+    layer = last_linear_named(model)[1]
+    if layer.bias is None:
         raise ConfigError(
             "init=gradient_decoder and feature_fit read the features of the shared model's last linear layer off its "
-            "gradient: "
-            "the model needs a last nn.Linear with a bias."
+            "gradient: the model needs a last nn.Linear with a bias."
         )
-    return linears[-1]
+    return layer
+
+
+def last_linear(model: nn.Module, gradient: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """The gradient of the model's last ``nn.Linear`` (weight (C, D), bias (C,) or None) within ``gradient``, the
+    gradients of ``model.named_parameters()`` in their order."""
+    named = dict(zip((name for name, _ in model.named_parameters()), gradient, strict=True))
+    name = last_linear_named(model)[0]
+    prefix = f"{name}." if name else ""
+    return named[f"{prefix}weight"], named.get(f"{prefix}bias")
 
 
 def features_and_logits(model: nn.Module, images: Tensor) -> tuple[Tensor, Tensor]:
