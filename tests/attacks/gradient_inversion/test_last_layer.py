@@ -230,3 +230,15 @@ def test_a_feature_fit_that_cannot_work_is_refused_before_any_work(compose_attac
         with pytest.raises(ConfigError, match="feature_fit"):
             validate(compose_attack(["attack=gradient_inversion", "method=idlg", f"feature_fit.{bad}"]))
     validate(compose_attack(["attack=gradient_inversion", "method=imprint", "feature_fit.steps=0"]))
+
+
+def test_simulated_clients_built_chunk_by_chunk_are_the_clients_built_at_once():
+    torch.manual_seed(0)
+    features, images = torch.rand(50, 6), torch.rand(50, 1, 4, 4)
+    probabilities, labels = torch.softmax(torch.randn(50, 3), dim=1), torch.randint(0, 3, (50,))
+    at_once = last_layer.simulated_clients(features, probabilities, images, labels, 4, 23, seed=1, chunk=23)
+    chunked = last_layer.simulated_clients(features, probabilities, images, labels, 4, 23, seed=1, chunk=5)
+    assert all(torch.equal(a, b) for a, b in zip(at_once, chunked, strict=True))
+    read, classes, fractions, means = chunked
+    assert read.shape == (len(classes), 6) and means.shape == (len(classes), 1, 4, 4)
+    assert ((fractions > 0) & (fractions <= 1)).all()

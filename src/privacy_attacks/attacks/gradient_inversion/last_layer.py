@@ -144,23 +144,40 @@ class GradientDecoder(nn.Module):
 
 
 def simulated_clients(
-    features: Tensor, probabilities: Tensor, images: Tensor, labels: Tensor, batch_size: int, count: int, seed: int
+    features: Tensor,
+    probabilities: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    batch_size: int,
+    count: int,
+    seed: int,
+    chunk: int = 2048,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``count`` clients of ``batch_size`` of the attacker's images, drawn from ``(seed, "gradient_decoder")``:
     for every class present in one, (its mean features as :func:`class_features` reads them (M, D), the class (M,),
     its count / B (M,), the mean of its images (M, C, H, W)). Exactly what the decoder sees at attack time, from
-    the attacker's images only."""
-    classes = probabilities.shape[1]
+    the attacker's images only. Built ``chunk`` clients at a time (each client's rows are its own), so memory holds
+    one chunk's batches, not all ``count``."""
     index = torch.randint(len(images), (count, batch_size), generator=generator(seed, "gradient_decoder"))
-    one_hot = F.one_hot(labels[index].long(), classes).to(features.dtype)  # (N, B, K)
+    fallback = features.mean(0)
+    parts = [_client_classes(features, probabilities, images, labels, rows, fallback) for rows in index.split(chunk)]
+    read, cls, counts, means = (torch.cat(column) for column in zip(*parts))
+    return read, cls, counts / batch_size, means
+
+
+def _client_classes(
+    features: Tensor, probabilities: Tensor, images: Tensor, labels: Tensor, index: Tensor, fallback: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For the clients ``index`` (N, B) of :func:`simulated_clients`: each present class's read features, class, count
+    and mean image, client by client in class order."""
+    one_hot = F.one_hot(labels[index].long(), probabilities.shape[1]).to(features.dtype)  # (N, B, K)
     rows = torch.einsum("nbk,nbd->nkd", probabilities[index] - one_hot, features[index])
     counts = one_hot.sum(1)
-    read = class_features(rows, probabilities[index].sum(1), counts, features.mean(0))
+    read = class_features(rows, probabilities[index].sum(1), counts, fallback)
     client, cls = (counts > 0).nonzero(as_tuple=True)
     flat = images[index].flatten(2).to(features.dtype)  # (N, B, P)
     means = torch.einsum("nbk,nbp->nkp", one_hot, flat) / counts.clamp_min(1).unsqueeze(-1)
-    shape = images.shape[1:]
-    return read[client, cls], cls, counts[client, cls] / batch_size, means[client, cls].view(-1, *shape)
+    return read[client, cls], cls, counts[client, cls], means[client, cls].view(-1, *images.shape[1:])
 
 
 def train_gradient_decoder(
