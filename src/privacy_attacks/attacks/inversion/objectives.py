@@ -71,8 +71,8 @@ class ClassInversion(nn.Module):
 
     ``forward(images (R·N, C, H, W)) -> (R·N,)``: image ``r·N + i`` is scored against ``labels[i]``; it is
     ``head(network(images))``, so engines that share ``net`` can be fitted as one
-    (:mod:`privacy_attacks.engine.stacked`; with ``weight_noise`` each engine draws its own networks and is fitted
-    alone).
+    (:mod:`privacy_attacks.engine.stacked`; under model augmentation each engine draws its own networks and is
+    fitted alone).
     """
 
     def __init__(
@@ -97,7 +97,7 @@ class ClassInversion(nn.Module):
         self.generator: torch.Generator | None = None
 
     def use_generator(self, generator: torch.Generator) -> None:
-        """Draw the weight noise from ``generator`` (the engine's, derived from the attack seed)."""
+        """Draw the weight noise and dropout masks from ``generator`` (the engine's, from the attack seed)."""
         self.generator = generator
 
     def forward(self, images: Tensor) -> Tensor:
