@@ -338,5 +338,4 @@ def validate_feature_fit(settings: DictConfig) -> None:
     """:class:`ConfigError` for a bad ``feature_fit`` setting, before any work."""
     require_int(settings.steps, "feature_fit.steps", minimum=0)
     for key in ("tv_alone", "tv_repeated", "noise"):
-        if float(settings[key]) < 0:
-            raise ConfigError(f"feature_fit.{key}={settings[key]} is not allowed: it must be 0 or more.")
+        require_positive(settings[key], f"feature_fit.{key}", allow_zero=True)
