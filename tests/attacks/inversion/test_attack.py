@@ -66,6 +66,10 @@ def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
         ("selection_views=0", "selection_views=0"),
         ("weight_noise=-0.1", "weight_noise=-0.1"),
         ("feature_dropout=1.0", "feature_dropout=1.0"),
+        ("judge_seeds=3", "judge_seeds must be a list"),
+        ("judge_seeds=[three]", "judge_seeds='three' is not allowed"),
+        ("judge_seeds=[3,3]", "distinct seeds other than the reporting judge's own"),
+        ("judge_seeds=[2]", "distinct seeds other than the reporting judge's own"),
     ],
 )
 def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):
@@ -189,3 +193,21 @@ def test_a_run_with_the_panel_scores_with_each_panel_judge(compose_attack, caplo
         recognised = (resnet(saved["images"]).argmax(dim=1) == saved["labels"]).float().mean().item()
     assert metrics["inversion/panel_resnet_acc"] == pytest.approx(recognised)
     assert "tuning panel acc" in caplog.text and "reporting judge acc" not in caplog.text  # a tuning run's line
+
+
+def test_more_draws_of_the_reporting_judge_are_scored_beside_it(compose_attack):
+    cfg = compose_attack([*TINY_INVERSION, "judge_seeds=[3,4]", "steps=3", "restarts=1"])
+    metrics = run_attack(cfg)
+    saved = torch.load(Path(cfg.paths.output_dir) / "reconstructions.pt", weights_only=True)
+    readings = [metrics["inversion/report_judge_acc"]]
+    for seed in (3, 4):
+        recipe = cfg.judge.copy()
+        recipe.seed = seed  # the reporting judge's recipe and half, another seed
+        draw = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge").net
+        with torch.no_grad():
+            recognised = (draw(saved["images"]).argmax(dim=1) == saved["labels"]).float().mean().item()
+        assert metrics[f"inversion/report_judge_seed{seed}_acc"] == pytest.approx(recognised)
+        readings.append(recognised)
+    assert metrics["inversion/report_judges_acc"] == pytest.approx(sum(readings) / 3)
+    alone = run_attack(compose_attack([*TINY_INVERSION, "steps=3", "restarts=1"]))
+    assert not any(key.startswith("inversion/report_judges") for key in alone)  # off by default

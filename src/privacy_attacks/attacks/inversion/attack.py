@@ -22,7 +22,7 @@ import logging
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from privacy_attacks import cache
@@ -69,7 +69,22 @@ def validate(cfg: DictConfig) -> None:
         check_gan(cfg.gan, data_source(cfg.data))
     check_selection(cfg.selection, cfg.selection_views, cfg.selection_degrees, cfg.selection_scale)
     check_panel(cfg.get("panel") or {}, cfg.judge)
+    check_judge_seeds(cfg.judge_seeds, cfg.judge.seed)
     validate_engine_config(cfg)
+
+
+def check_judge_seeds(seeds: ListConfig | list, judge_seed: int) -> None:
+    """ConfigError for ``judge_seeds`` that are not a list of distinct whole numbers other than the reporting judge's
+    own seed, before any work."""
+    if not isinstance(seeds, (list, ListConfig)):
+        raise ConfigError(f"judge_seeds must be a list of seeds, e.g. [3,4], got {seeds!r}.")
+    for seed in seeds:
+        require_int(seed, "judge_seeds", minimum=0)
+    if len(set(seeds)) < len(seeds) or judge_seed in seeds:
+        raise ConfigError(
+            f"judge_seeds must be distinct seeds other than the reporting judge's own ({judge_seed}), "
+            f"got {list(seeds)}."
+        )
 
 
 def check_panel(panel: DictConfig | dict, judge: DictConfig) -> None:
@@ -166,6 +181,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         on["images"], on["labels"], target.net, evaluator.net, on["means"], on["pool"], on["pool_labels"]
     )
     metrics.update(judge_metrics(on["images"], on["labels"], judge.net))
+    metrics.update(judge_draw_metrics(on["images"], on["labels"], metrics, provision_judge_draws(cfg, device)))
     metrics.update(panel_metrics(on["images"], on["labels"], provision_panel(cfg, device)))
     pixel, nearest = nearest_distance(on["images"], on["labels"], on["pool"], on["pool_labels"])
     judge_features = penultimate_features(judge.net)  # the pool's, once per sweep process (embedded_pool)
@@ -242,6 +258,36 @@ def panel_metrics(images: torch.Tensor, labels: torch.Tensor, panel: dict[str, t
         for name, net in panel.items()
     }
     return {"inversion/panel_acc": sum(accuracies.values()) / len(accuracies), **accuracies}
+
+
+def provision_judge_draws(cfg: DictConfig, device: torch.device) -> dict[int, torch.nn.Module]:
+    """More draws of the reporting judge's recipe (``judge_seeds``): its architecture and its half of the training
+    pool, trained from each other seed and cached under its name, frozen, on ``device``; seed -> net."""
+    draws = {}
+    for seed in cfg.judge_seeds:
+        recipe = cfg.judge.copy()
+        with open_dict(recipe):
+            recipe.seed = int(seed)
+        draws[int(seed)] = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "judge").net
+    return {seed: net.to(device) for seed, net in draws.items()}
+
+
+@torch.no_grad()
+def judge_draw_metrics(
+    images: torch.Tensor, labels: torch.Tensor, metrics: dict[str, float], draws: dict[int, torch.nn.Module]
+) -> dict[str, float]:
+    """Each other draw's accuracy on reconstructions (K, C, H, W) for ``labels`` (K,),
+    ``inversion/report_judge_seed<seed>_acc``, and ``inversion/report_judges_acc``: the mean over the reporting
+    judge (its accuracy read from ``metrics``) and every draw (nothing without draws). Two draws of one recipe can
+    read the same reconstructions 0.15 apart (docs/inversion.md), so the mean is the steadier number."""
+    if not draws:
+        return {}
+    accuracies = {
+        f"inversion/report_judge_seed{seed}_acc": (net.eval()(images).argmax(dim=1) == labels).float().mean().item()
+        for seed, net in draws.items()
+    }
+    mean = (metrics["inversion/report_judge_acc"] + sum(accuracies.values())) / (1 + len(accuracies))
+    return {"inversion/report_judges_acc": mean, **accuracies}
 
 
 _PRIVATE_POOL: dict[tuple, dict] = {}
