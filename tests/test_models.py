@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -178,3 +180,23 @@ def test_an_unknown_torchvision_classifier_is_one_line():
 
     with pytest.raises(ConfigError, match=r"net.name='lenet' is not a torchvision classifier \(e.g. alexnet"):
         torchvision_classifier("lenet", (1, 28, 28), 10)
+
+
+def test_a_stacked_model_comes_back_with_its_per_channel_statistics():
+    """stack_module_state returns Normalize's per-channel mean and std (buffers outside the state dict) beside the
+    weights: unstacking puts both back, into a real module or a template on the meta device."""
+    from torch.func import stack_module_state
+
+    from privacy_attacks.models.layers import load_stacked
+
+    torch.manual_seed(0)
+    nets = [MLP((3, 8, 8), 4, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3], width=16) for _ in range(2)]
+    params, buffers = stack_module_state(nets)
+    assert "normalize.mean" in buffers  # the reason this helper exists
+    images = torch.rand(5, 3, 8, 8)
+    for index, original in enumerate(nets):
+        copy_ = load_stacked(MLP((3, 8, 8), 4, mean=[0.0] * 3, std=[1.0] * 3, width=16), {**params, **buffers}, index)
+        template = load_stacked(copy.deepcopy(copy_).to("meta"), {**params, **buffers}, index, assign=True)
+        for net in (copy_, template):
+            assert torch.allclose(net.normalize.mean, original.normalize.mean)
+            assert torch.equal(net(images), original(images))

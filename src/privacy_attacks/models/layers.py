@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -84,3 +84,18 @@ def norm2d(kind: str, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, GROUPS), channels)
     return nn.Identity()
+
+
+def load_stacked(net: nn.Module, stacked: Mapping[str, Tensor], index: int, assign: bool = False) -> nn.Module:
+    """Put model ``index`` of weights stacked by :func:`torch.func.stack_module_state` (name -> (S, ...)) into ``net``
+    and return it: the state dict's entries through ``load_state_dict`` (``assign``: take the tensors as they are, for
+    a template on the meta device), the buffers kept outside the state dict (:class:`Normalize`'s per-channel mean
+    and std) set in place, as ``stack_module_state`` returns those too."""
+    persistent = set(net.state_dict())
+    chosen = {name: value[index].detach().clone() for name, value in stacked.items()}
+    net.load_state_dict({name: value for name, value in chosen.items() if name in persistent}, assign=assign)
+    for name, value in chosen.items():
+        if name not in persistent:
+            owner, _, attribute = name.rpartition(".")
+            setattr(net.get_submodule(owner), attribute, value)  # a buffer of that name: replaced in place
+    return net

@@ -183,11 +183,13 @@ def test_every_method_beats_chance_on_a_leaky_target_in_a_real_multirun(tmp_path
     assert "Best job by mia/auc" in result.stdout
 
 
-# Synthetic colour images, small enough for seconds per method: 800 training images (60 for validation), a
-# 200-member target, 50 + 50 evaluation images, 2 shadow (and reference) models of 100 images.
+# Synthetic colour images with statistics per channel (as CIFAR's), small enough for seconds per method: 800 training
+# images (60 for validation), a 200-member target, 50 + 50 evaluation images, 2 shadow (and reference) models of 100.
 TINY_COLOUR = [
     "data=synthetic",
     "data.image_shape=[3,32,32]",
+    "data.mean=[0.5,0.4,0.3]",
+    "data.std=[0.25,0.25,0.25]",
     "data.num_classes=5",
     "data.source.train_size=800",
     "data.source.test_size=60",

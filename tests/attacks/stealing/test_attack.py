@@ -132,7 +132,8 @@ TINY_STEALING = ["attack=distillation", "target.members=200", "target.max_epochs
 def test_stealing_runs_on_colour_images_of_any_shape(compose_attack, model):
     """3x32x32 synthetic images: the dataset's own pool, a student of the target's architecture built for the data,
     scored on the dataset's test images (report) and validation split (tune)."""
-    overrides = [*TINY_SYNTHETIC, "data.image_shape=[3,32,32]", "data.num_classes=5", *TINY_STEALING, *model]
+    colour = ["data.image_shape=[3,32,32]", "data.mean=[0.5,0.4,0.3]", "data.std=[0.25,0.25,0.25]"]
+    overrides = [*TINY_SYNTHETIC, *colour, "data.num_classes=5", *TINY_STEALING, *model]
     cfg = compose_attack([*overrides, "schedule.steps=10"])
     assert cfg.queries == "synthetic" and cfg.student.net._target_ == cfg.target.net._target_
     metrics = run_attack(cfg)

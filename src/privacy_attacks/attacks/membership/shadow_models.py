@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from privacy_attacks import cache
 from privacy_attacks.callbacks.epoch_log import ProgressLog
+from privacy_attacks.models.layers import load_stacked
 from privacy_attacks.seeding import generator, seeded
 from privacy_attacks.targets import without_neutral_net_keys
 
@@ -87,9 +88,7 @@ class ShadowModels:
     def model(self, s: int) -> nn.Module:
         """Model ``s`` as a plain frozen ``nn.Module``."""
         net = copy.deepcopy(self.template)  # on the meta device: ``assign`` puts model s's tensors in its place
-        state = {k: v[s].detach().clone() for k, v in {**self.params, **self.buffers}.items()}
-        net.load_state_dict(state, assign=True)
-        return net.eval().requires_grad_(False)
+        return load_stacked(net, {**self.params, **self.buffers}, s, assign=True).eval().requires_grad_(False)
 
 
 def balanced_in_masks(population: int, num_models: int, generator: torch.Generator) -> Tensor:

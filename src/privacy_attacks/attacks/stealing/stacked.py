@@ -25,6 +25,7 @@ from torch.func import functional_call, stack_module_state
 
 from privacy_attacks.blackbox import OutputMode, output_mode
 from privacy_attacks.callbacks.epoch_log import ProgressLog
+from privacy_attacks.models.layers import load_stacked
 from privacy_attacks.seeding import generator
 
 from .distillation import ResampledBatches, random_shift
@@ -102,7 +103,5 @@ def fit_students(
             progress.step(step + 1, {"train/loss": float(torch.stack(parts).detach().mean())})
     students = []
     for s, net in enumerate(nets):
-        state = {name: value[s].detach().clone() for name, value in {**params, **buffers}.items()}
-        net.load_state_dict(state)
-        students.append(net.cpu().eval())
+        students.append(load_stacked(net, {**params, **buffers}, s).cpu().eval())
     return students, history
