@@ -35,6 +35,33 @@ def test_checkpoint_key_follows_the_recipe(recipe, data_cfg, tmp_path):
     assert targets.checkpoint_path(recipe, data_cfg, tmp_path, "evaluator") != same
 
 
+def test_a_researchers_own_network_is_keyed_by_its_source_file(recipe, data_cfg, tmp_path, monkeypatch):
+    """Editing one's own model's file gives it another key (never the old weights in the new code); the framework's
+    own networks are keyed by their settings only."""
+    import importlib
+    import sys
+
+    module = tmp_path / "own_models.py"
+    source = (
+        "import torch\n\nclass OwnNet(torch.nn.Sequential):\n    def __init__(self):\n        super().__init__({})\n"
+    )
+    module.write_text(source.format("torch.nn.Flatten(), torch.nn.Linear(784, 10)"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    own = OmegaConf.merge(recipe, {"net": {"_target_": "own_models.OwnNet"}})
+    OmegaConf.set_struct(own, False)
+    for key in [k for k in own.net if k != "_target_"]:
+        del own.net[key]
+    first = targets.checkpoint_path(own, data_cfg, tmp_path)
+    assert targets.checkpoint_path(own, data_cfg, tmp_path) == first  # the same file, the same key
+    module.write_text(source.format("torch.nn.Flatten(), torch.nn.Tanh(), torch.nn.Linear(784, 10)"))
+    importlib.reload(sys.modules["own_models"])
+    assert targets.checkpoint_path(own, data_cfg, tmp_path) != first
+    assert "code" not in targets.checkpoint_spec(recipe, data_cfg)["recipe"]["net"]  # LeNet5: the framework's own
+    in_package = {"net": {"_target_": "privacy_attacks.attacks.inversion.gan.ConditionalGenerator"}}
+    assert "code" in targets.without_neutral_net_keys(in_package)["net"]  # not a listed network module: keyed by code
+    monkeypatch.delitem(sys.modules, "own_models")
+
+
 def test_round_trip_gives_a_frozen_copy(recipe, data_cfg, tmp_path):
     path, net = _saved(tmp_path, recipe, data_cfg)
     target = targets.load_checkpoint(path, recipe, targets.checkpoint_spec(recipe, data_cfg))

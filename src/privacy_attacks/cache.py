@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -88,6 +89,17 @@ def weights_digest(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def code_digest(obj: Any) -> str | None:
+    """16 hex digits of the SHA-256 of the source file that defines ``obj`` (a class or function), or None where the
+    source cannot be read: what keys a cached model to a researcher's own network code, so that editing the file
+    gives its models other files instead of the old weights in the new code."""
+    module = inspect.getmodule(obj)
+    try:
+        return None if module is None else hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return None
 
 
 def lock_type() -> type[BaseFileLock]:

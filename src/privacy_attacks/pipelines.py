@@ -71,9 +71,11 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     spec = checkpoint_spec(recipe, cfg.data, device, cfg.trainer)
     cached = cache.cache_path(cfg.paths.cache_dir, "target", spec)
     with cache.locked(cached):
-        if not cached.exists():
+        existed = cached.exists()
+        if not existed:
             save_checkpoint(cached, system.net, spec, metrics)
-    log.info("test/acc %.4f; metrics in %s; target cached at %s", metrics["test/acc"], out / "metrics.json", cached)
+    where = "the cached target of this recipe, kept, is at" if existed else "target cached at"
+    log.info("test/acc %.4f; metrics in %s; %s %s", metrics["test/acc"], out / "metrics.json", where, cached)
     return metrics
 
 

@@ -22,6 +22,7 @@ from privacy_attacks import cache
 from privacy_attacks.data.identity import data_identity
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.harness import run_device
+from privacy_attacks.models import NETWORK_MODULES
 from privacy_attacks.training import fit_classifier, validate_recipe
 
 if TYPE_CHECKING:
@@ -95,8 +96,9 @@ def recipe_spec(recipe: DictConfig) -> dict[str, Any]:
 
 
 def without_neutral_net_keys(recipe: dict[str, Any]) -> dict[str, Any]:
-    """A resolved recipe without the network keys of :data:`NEUTRAL_NET_KEYS` at the network class's own default:
-    what every cache key over a recipe (targets, shadow models) names of its network."""
+    """A resolved recipe without the network keys of :data:`NEUTRAL_NET_KEYS` at the network class's own default, and
+    with the digest of the network's source file when it is a researcher's own code (``net.code``): what every cache
+    key over a recipe (targets, shadow models) names of its network."""
     net = recipe.get("net")
     if not (isinstance(net, dict) and isinstance(net.get("_target_"), str)):
         return recipe
@@ -106,7 +108,25 @@ def without_neutral_net_keys(recipe: dict[str, Any]) -> dict[str, Any]:
         for k, v in net.items()
         if not (k in NEUTRAL_NET_KEYS and k in defaults and _as_floats(v) == _as_floats(defaults[k]))
     }
+    code = _net_code(net["_target_"])
+    if code is not None:  # a researcher's own network: its source file is part of the key
+        kept["code"] = code
     return {**recipe, "net": kept}
+
+
+def _net_code(target: str) -> str | None:
+    """:func:`~privacy_attacks.cache.code_digest` of the network class (or factory) ``target`` when it is a
+    researcher's own code, inside the package or not; None for the framework's networks
+    (:data:`privacy_attacks.models.NETWORK_MODULES`, keyed by their settings only) and torch's, and when it cannot be
+    imported (building it will say why)."""
+    try:
+        obj = get_object(target)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    module = getattr(inspect.getmodule(obj), "__name__", "")
+    if module in NETWORK_MODULES or module.split(".")[0] in ("torch", "torchvision"):
+        return None
+    return cache.code_digest(obj)
 
 
 def _net_defaults(target: str) -> dict[str, Any]:

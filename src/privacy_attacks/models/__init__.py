@@ -6,6 +6,12 @@ from privacy_attacks.models.mlp import MLP
 from privacy_attacks.models.resnet import ResNet
 from privacy_attacks.models.torchvision_nets import torchvision_classifier
 
+from . import cnn, evaluator, lenet5, lenet_sigmoid, mlp, resnet, torchvision_nets
+
+# The modules of the framework's own networks: their models are cached under their settings only. A network of any
+# other module (a researcher's own, inside the package or not) is keyed by its source file too, so an edit retrains.
+NETWORK_MODULES = frozenset(m.__name__ for m in (cnn, evaluator, lenet5, lenet_sigmoid, mlp, resnet, torchvision_nets))
+
 __all__ = [
     "ACTIVATIONS",
     "AllConvNet",
@@ -14,6 +20,7 @@ __all__ = [
     "EvaluatorCNN",
     "LeNet5",
     "MLP",
+    "NETWORK_MODULES",
     "NamedBlocks",
     "Normalize",
     "ResNet",
