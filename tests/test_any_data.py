@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 import privacy_attacks.pipelines as pipelines
 import privacy_attacks.training as training
@@ -119,6 +119,9 @@ def test_every_model_recipe_builds_for_the_datas_shape_or_refuses_it(compose_tra
     runs a forward and a backward pass and gives the data's classes."""
     cfg = compose_train(["data=synthetic", f"data.image_shape={shape}", "data.num_classes=7", f"model={model}"])
     assert "image_shape" in cfg.model.net
+    if cfg.model.get("members") is not None:  # the judges' MNIST-sized halves: a window of the synthetic pool
+        with open_dict(cfg.model):
+            cfg.model.members, cfg.model.member_offset = 500, 0
     validate_recipe(cfg.model, data=cfg.data)
     net = instantiate(cfg.model.net)
     logits = net(torch.rand(2, *cfg.data.image_shape))
@@ -156,6 +159,18 @@ def test_dpsgd_refuses_batch_norm_before_training_and_trains_group_norm(compose_
     assert metrics["privacy/epsilon"] > 0 and math.isfinite(metrics["val/loss"])
 
 
+class TupleNet(torch.nn.Module):
+    """A network whose forward returns its logits and its features: the framework reads one logits tensor."""
+
+    def __init__(self, **_):
+        super().__init__()
+        self.linear = torch.nn.Linear(784, 10)
+
+    def forward(self, images):
+        features = images.flatten(1)
+        return self.linear(features), features
+
+
 @pytest.mark.usefixtures("no_training")
 @pytest.mark.parametrize(
     ("overrides", "match"),
@@ -166,6 +181,12 @@ def test_dpsgd_refuses_batch_norm_before_training_and_trains_group_norm(compose_
         ),
         (["data.image_shape=[1,8,8]"], r"LeNet5 takes images of at least 12x12, not 8x8"),
         (["model=mlp", "model.net.num_classes=3"], r"gives outputs of shape \(3,\) .*10 classes.*num_classes=10"),
+        (["model.net._target_=tests.test_any_data.TupleNet"], r"returns a tuple, not a tensor: its forward must"),
+        (["model.net._target_=no_such_module.Net"], r"cannot be built: .*No module named 'no_such_module'"),
+        (["data.image_shape=[3,32,32]", "data.mean=[0.5,0.5]", "model=cnn"], r"data.mean=\[0.5, 0.5\] .*per channel"),
+        (["data.image_shape=32"], r"data.image_shape=\[32\] is not allowed: it must be \[channels, height, width\]"),
+        (["data.num_classes=three"], r"data.num_classes='three' is not allowed"),
+        (["data.num_classes=3.0"], r"data.num_classes=3.0 is not allowed"),
     ],
 )
 def test_a_model_that_does_not_fit_the_data_stops_before_training(compose_train, overrides, match):

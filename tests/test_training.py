@@ -98,6 +98,11 @@ def test_the_moving_average_of_the_weights_is_what_the_fit_keeps(compose_train):
         ("model.ema_decay=1", "model.ema_decay"),
         ("model.ema_decay=0", "model.ema_decay"),
         ("model.ema_decay=-0.5", "model.ema_decay"),
+        ("model.max_epochs=1.5", "model.max_epochs=1.5 is not allowed: it must be an integer > 0"),
+        ("model.batch_size=32.5", "model.batch_size=32.5 is not allowed: it must be an integer > 0"),
+        ("model.members=100.0", "model.members=100.0 is not allowed: it must be an integer > 0"),
+        ("+model.member_offset=-1", "model.member_offset=-1 is not allowed: it must be an integer >= 0"),
+        ("model.seed=abc", "model.seed='abc' is not allowed: it must be an integer"),
     ],
 )
 def test_a_bad_regulariser_stops_before_any_work(compose_train, override, key):

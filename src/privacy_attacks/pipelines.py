@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from privacy_attacks import cache
 from privacy_attacks.defenses import recipe_with_defense
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.harness import (
     build_loggers,
     config_hparams,
@@ -42,6 +42,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     without retraining. A training defence (``defense=dpsgd``) enters the recipe (:func:`recipe_with_defense`); any
     other defence stops here.
     """
+    require_int(cfg.get("seed"), "seed", minimum=None)
     recipe = recipe_with_defense(cfg, "model")
     validate_recipe(recipe)
     device = run_device(cfg.trainer).type  # no GPU where trainer=gpu asks for one: stop here
@@ -112,6 +113,7 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     entry = get_method(cfg.attack.entry)
+    require_int(cfg.get("seed"), "seed", minimum=None)  # the attack's own randomness
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
     limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))  # trainer=gpu without a GPU stops here

@@ -23,7 +23,9 @@ from torch import Tensor, nn
 
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data import ImageDataModule
-from privacy_attacks.data.identity import data_name, data_shape
+from privacy_attacks.data.identity import data_name, data_shape, data_source
+from privacy_attacks.data.module import channel_values
+from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
 from privacy_attacks.harness import build_trainer, instantiate_checked
 from privacy_attacks.systems import ImageClassifier
@@ -33,13 +35,13 @@ def validate_recipe(recipe: DictConfig, key: str = "model", data: DictConfig | N
     """Stop before any work when a recipe's epochs, batch size, learning rate or member count is off; with ``data``
     (the data config) also when its network cannot take the data's images, gives another number of outputs than the
     data has classes, or cannot be trained under its training defence (DP-SGD and batch norm)."""
-    require_positive(recipe.max_epochs, f"{key}.max_epochs")
-    require_positive(recipe.batch_size, f"{key}.batch_size")
+    if "seed" in recipe:
+        require_int(recipe.seed, f"{key}.seed", minimum=None)
+    require_int(recipe.max_epochs, f"{key}.max_epochs")
+    require_int(recipe.batch_size, f"{key}.batch_size")
     require_positive(recipe.optimizer.lr, f"{key}.optimizer.lr")
-    if recipe.get("members") is not None:
-        require_positive(recipe.members, f"{key}.members")
-    if recipe.get("member_offset") is not None:
-        require_positive(recipe.member_offset, f"{key}.member_offset", allow_zero=True)
+    require_int(recipe.get("members"), f"{key}.members", null_means="the whole training pool")
+    require_int(recipe.get("member_offset"), f"{key}.member_offset", minimum=0, null_means="0")
     smoothing = recipe.get("label_smoothing", 0.0)
     require_positive(smoothing, f"{key}.label_smoothing", allow_zero=True)
     if smoothing >= 1:
@@ -52,7 +54,18 @@ def validate_recipe(recipe: DictConfig, key: str = "model", data: DictConfig | N
         )
     privacy = build_privacy(recipe)  # a bad DP setting stops here
     if data is not None:
+        check_members(recipe, key, data)
         check_network(recipe, key, data, privacy)
+
+
+def check_members(recipe: DictConfig, key: str, data: DictConfig) -> None:
+    """:class:`ConfigError` naming ``<key>.members`` or ``<key>.member_offset`` when the recipe's window of the
+    training pool does not fit the data's (the training set minus ``data.val_size``; read once where the source
+    cannot say its size without reading)."""
+    source = data_source(data)
+    total = source.train_size if source.train_size is not None else len(source.load().train_labels)
+    offset = recipe.get("member_offset", 0) or 0
+    split_indices(data.val_size, data.split_seed, recipe.get("members"), total, offset, key=key)
 
 
 def build_net(recipe: DictConfig, key: str = "model") -> nn.Module:
@@ -63,7 +76,7 @@ def build_net(recipe: DictConfig, key: str = "model") -> nn.Module:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         cause = error.__cause__ if error.__cause__ is not None else error
-        reason = (str(cause).splitlines() or [""])[0]
+        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())  # e.g. the missing module
         raise ConfigError(f"{key}.net ({recipe.net.get('_target_')}) cannot be built: {reason}") from None
 
 
@@ -82,7 +95,9 @@ def check_network(
     with torch.random.fork_rng(devices=[]):
         net = build_net(recipe, key)
     label = f"{net_key} ({type(net).__name__})"
-    if image_shape is not None:
+    if image_shape is not None:  # the data's own statistics first: a wrong mean is not the model's fault
+        channel_values(data.get("mean"), "mean", image_shape[0])
+        channel_values(data.get("std"), "std", image_shape[0])
         was_training = net.training
         try:
             with torch.no_grad():
@@ -94,8 +109,13 @@ def check_network(
                 "built for the data's shape (model=cnn, model=resnet, model=mlp)."
             ) from None
         net.train(was_training)
-        if not isinstance(outputs, Tensor) or tuple(outputs.shape) != (2, num_classes):
-            got = tuple(outputs.shape[1:]) if isinstance(outputs, Tensor) else type(outputs).__name__
+        if not isinstance(outputs, Tensor):
+            raise ConfigError(
+                f"{label} returns a {type(outputs).__name__}, not a tensor: its forward must return the logits, one "
+                f"tensor of shape (N, {num_classes}) (return any other outputs from another method)."
+            )
+        if tuple(outputs.shape) != (2, num_classes):
+            got = tuple(outputs.shape[1:])
             raise ConfigError(
                 f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: set "
                 f"{net_key}.num_classes={num_classes} (or '${{data.num_classes}}')."

@@ -22,6 +22,7 @@ from privacy_attacks.data import (
 )
 from privacy_attacks.data.idx import read_idx_images, read_idx_labels
 from privacy_attacks.data.mnist import data_digest
+from privacy_attacks.data.source import ImageSource, SourceData
 from privacy_attacks.errors import ConfigError, DataUnavailableError
 from tests.conftest import fashion_mnist_root
 from tests.idx import write_fake_fashion, write_fake_mnist, write_idx
@@ -237,3 +238,37 @@ def test_a_folder_of_images_says_what_is_wrong(tmp_path):
         ImageFolderSource(str(train), str(other)).load()
     with pytest.raises(ConfigError, match="1 or 3 channels"):
         ImageFolderSource(str(train), str(train), image_shape=(2, 8, 8))
+
+
+class OwnSource(ImageSource):
+    """A researcher's own source, giving whatever tensors a test hands it."""
+
+    def __init__(self, name: str, **parts):
+        self.name, self.parts = name, parts
+
+    def identity(self) -> tuple:
+        return (self.name,)
+
+    def read(self) -> SourceData:
+        images, labels = torch.rand(6, 1, 8, 8), torch.arange(6) % 3
+        parts = {"train_images": images, "train_labels": labels, "test_images": images, "test_labels": labels}
+        return SourceData(**{**parts, **self.parts}, class_names=None)
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ({"train_images": torch.rand(6, 1, 8, 8) * 255}, r"training pixels from .* to .*: give pixels in \[0, 1\]"),
+        ({"test_images": (torch.rand(6, 1, 8, 8) * 255).byte()}, r"test images of dtype torch.uint8: give floats"),
+        ({"train_labels": torch.zeros(6)}, r"training labels of dtype torch.float32: give integer class indices"),
+        ({"test_images": torch.rand(6, 1, 7, 8)}, r"training images of shape \[1, 8, 8\] and test images of shape"),
+    ],
+)
+def test_a_source_giving_what_the_framework_cannot_read_is_one_line(parts, message):
+    with pytest.raises(ConfigError, match=message):
+        OwnSource(f"bad {message}", **parts).load()
+
+
+def test_a_sources_integer_labels_of_any_width_are_read_as_long():
+    data = OwnSource("int32 labels", train_labels=torch.arange(6, dtype=torch.int32) % 3).load()
+    assert data.train_labels.dtype == data.test_labels.dtype == torch.long

@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 from privacy_attacks.data.mnist import IMAGE_SHAPE, MNIST_DIGEST, NUM_CLASSES, MNISTSource
+from privacy_attacks.data.module import checked_shape
 from privacy_attacks.data.source import ImageSource
 from privacy_attacks.data.tensors import split_indices
+from privacy_attacks.errors import require_int
 from privacy_attacks.harness import instantiate_checked
 
 
@@ -40,8 +42,9 @@ def data_shape(data: Any) -> tuple[tuple[int, ...] | None, int | None]:
     """``(image_shape, num_classes)`` the config declares (MNIST's for a config without them and without a source;
     None where a config leaves them to the data)."""
     mnist = data.get("source") is None
-    shape = data.get("image_shape", IMAGE_SHAPE if mnist else None)
+    shape = checked_shape(data.get("image_shape", IMAGE_SHAPE if mnist else None))
     classes = data.get("num_classes", NUM_CLASSES if mnist else None)
+    require_int(classes, "data.num_classes", minimum=2, null_means="read from the data")
     return (None if shape is None else tuple(int(s) for s in shape)), (None if classes is None else int(classes))
 
 

@@ -18,19 +18,22 @@ from privacy_attacks.data.tensors import BATCH_ORDERS, PoissonBatches, TensorBat
 from privacy_attacks.errors import ConfigError, is_integer, require_choice, require_int, require_positive
 
 
-def _shape(value: Sequence[int] | None) -> tuple[int, ...] | None:
+def checked_shape(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    """``data.image_shape`` as a tuple (None stays None), or :class:`ConfigError` unless it is [C, H, W] > 0."""
     if value is None:
         return None
-    shape = tuple(value)
+    shape = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,)
     if len(shape) != 3 or not all(is_integer(s) and s > 0 for s in shape):
         raise ConfigError(f"data.image_shape={list(shape)!r} is not allowed: it must be [channels, height, width].")
     return shape
 
 
-def _channel_values(value: Sequence[float] | None, key: str, channels: int | None) -> tuple[float, ...] | None:
+def channel_values(value: Sequence[float] | float | None, key: str, channels: int | None) -> tuple[float, ...] | None:
+    """``data.mean`` or ``data.std`` (``key``) as a tuple of floats, one for all channels or one per channel, or
+    :class:`ConfigError` in one line naming the key."""
     if value is None:
         return None
-    values = tuple(value)
+    values = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,)
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise ConfigError(f"data.{key}={list(values)!r} is not allowed: it must be a list of numbers, one per channel.")
     if channels is not None and len(values) not in (1, channels):
@@ -110,10 +113,10 @@ class ImageDataModule(L.LightningDataModule):
             require_int(num_classes, "data.num_classes", minimum=2)
         self.source = source
         self.name = name if name is not None else source.name
-        self._image_shape = _shape(image_shape)
+        self._image_shape = checked_shape(image_shape)
         channels = self._image_shape[0] if self._image_shape is not None else None
-        self._mean = _channel_values(mean, "mean", channels)
-        self._std = _channel_values(std, "std", channels)
+        self._mean = channel_values(mean, "mean", channels)
+        self._std = channel_values(std, "std", channels)
         self._num_classes = None if num_classes is None else int(num_classes)
         if source.train_size is not None:  # bad sizes stop here, before anything is read
             split_indices(val_size, split_seed, members, source.train_size, member_offset)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import DataUnavailableError
+from privacy_attacks.errors import ConfigError, DataUnavailableError
 
 KEPT_DATASETS = 2  # loaded datasets kept per process (each as float tensors: CIFAR-10 is 0.7 GB)
 
@@ -42,6 +42,34 @@ class SourceData:
             self.test_labels.clone(),
             self.class_names,
         )
+
+
+def checked(data: SourceData, source: str) -> SourceData:
+    """``data`` as a source read it, or :class:`ConfigError` in one line when it is not what every part of the
+    framework expects: float pixels in [0, 1] (uint8 or 0-255 values: divide by 255), integer labels (returned as
+    long), training and test images of one shape."""
+    shapes = {}
+    for part, images, labels in (
+        ("training", data.train_images, data.train_labels),
+        ("test", data.test_images, data.test_labels),
+    ):
+        if not images.is_floating_point():
+            raise ConfigError(f"{source} gives {part} images of dtype {images.dtype}: give floats in [0, 1] (/ 255).")
+        if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+            raise ConfigError(
+                f"{source} gives {part} pixels from {float(images.min()):g} to {float(images.max()):g}: give pixels "
+                "in [0, 1] (divide 0-255 values by 255; the data config's mean and std normalise them)."
+            )
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ConfigError(f"{source} gives {part} labels of dtype {labels.dtype}: give integer class indices.")
+        shapes[part] = tuple(images.shape[1:])
+    if shapes["training"] != shapes["test"] and len(data.test_images):
+        raise ConfigError(
+            f"{source} gives training images of shape {list(shapes['training'])} and test images of shape "
+            f"{list(shapes['test'])}: both sets must have one shape."
+        )
+    data.train_labels, data.test_labels = data.train_labels.long(), data.test_labels.long()
+    return data
 
 
 _loaded: OrderedDict[tuple, SourceData] = OrderedDict()
@@ -70,7 +98,7 @@ class ImageSource:
         """The dataset (a copy of the process's cached tensors: a caller may change them in place)."""
         key = (type(self).__qualname__, *self.identity())
         if key not in _loaded:
-            _loaded[key] = self.read()
+            _loaded[key] = checked(self.read(), type(self).__name__)
             while len(_loaded) > KEPT_DATASETS:
                 _loaded.popitem(last=False)
         _loaded.move_to_end(key)

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from privacy_attacks.data.module import checked_shape
 from privacy_attacks.data.source import ImageSource, SourceData, balanced_labels
-from privacy_attacks.errors import ConfigError, is_integer, require_int, require_positive
+from privacy_attacks.errors import require_int, require_positive
 
 
 class SyntheticSource(ImageSource):
@@ -38,9 +39,7 @@ class SyntheticSource(ImageSource):
         noise: float = 0.25,
         seed: int = 0,
     ):
-        shape = tuple(image_shape)
-        if len(shape) != 3 or not all(is_integer(s) and s > 0 for s in shape):
-            raise ConfigError(f"data.image_shape={list(shape)!r} is not allowed: it must be [channels, height, width].")
+        shape = checked_shape(image_shape)
         require_int(num_classes, "data.num_classes", minimum=2)
         require_int(train_size, "data.source.train_size", minimum=2)
         require_int(test_size, "data.source.test_size")

@@ -17,15 +17,17 @@ from privacy_attacks.seeding import derive_seed
 
 
 def split_indices(
-    val_size: int, split_seed: int, members: int | None, total: int, member_offset: int = 0
+    val_size: int, split_seed: int, members: int | None, total: int, member_offset: int = 0, key: str | None = None
 ) -> dict[str, Tensor]:
     """Seeded split of the ``total`` training indices of a dataset.
 
     Returns ``val`` (the first ``val_size`` of a seeded permutation), ``train`` (``members`` images of
     the rest, from position ``member_offset`` on; all of it when ``members`` is None) and ``nonmember``
     (the rest of the pool, never trained on). The three are disjoint. :class:`ConfigError` (one line, naming the
-    training set's size) when the sizes do not fit.
+    training set's size) when the sizes do not fit, naming ``members`` and ``member_offset`` as keys of the recipe
+    ``key`` (e.g. ``judge``) when given.
     """
+    prefix = f"{key}." if key else ""
     pool_size = total - val_size if is_integer(val_size) else 0
     if not is_integer(val_size) or not 0 < val_size < total:
         raise ConfigError(
@@ -33,10 +35,13 @@ def split_indices(
             f"(the training set has {total:,} images)."
         )
     if not is_integer(member_offset) or not 0 <= member_offset < pool_size:
-        raise ConfigError(f"member_offset={member_offset!r} is not allowed: it must be an integer in [0, {pool_size}).")
-    if members is not None and not 0 < members <= pool_size - member_offset:
         raise ConfigError(
-            f"members={members} is not allowed: it must be between 1 and {pool_size - member_offset} "
+            f"{prefix}member_offset={member_offset!r} is not allowed: it must be an integer in [0, {pool_size})."
+        )
+    if members is not None and not (is_integer(members) and 0 < members <= pool_size - member_offset):
+        raise ConfigError(
+            f"{prefix}members={members!r} is not allowed: it must be an integer between 1 and "
+            f"{pool_size - member_offset} "
             f"({total:,} training images minus val_size={val_size} minus member_offset={member_offset})."
         )
     generator = torch.Generator().manual_seed(split_seed)

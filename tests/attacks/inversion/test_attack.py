@@ -211,3 +211,17 @@ def test_more_draws_of_the_reporting_judge_are_scored_beside_it(compose_attack):
     assert metrics["inversion/report_judges_acc"] == pytest.approx(sum(readings) / 3)
     alone = run_attack(compose_attack([*TINY_INVERSION, "steps=3", "restarts=1"]))
     assert not any(key.startswith("inversion/report_judges") for key in alone)  # off by default
+
+
+def test_judges_larger_than_a_small_pool_are_named_before_any_work(compose_attack, tmp_path):
+    """The judges' default windows are sized for MNIST: on a smaller pool the error names the key to set, before the
+    target trains."""
+    small = [key for key in TINY_INVERSION if not key.startswith(("evaluator.", "judge."))]
+    cfg = compose_attack(small)
+    with open_dict(cfg):
+        cfg.paths.cache_dir = str(tmp_path / "empty_cache")
+    with pytest.raises(
+        ConfigError, match=r"evaluator\.members=\d+ is not allowed: it must be an integer between 1 and 240"
+    ):
+        run_attack(cfg)
+    assert not (tmp_path / "empty_cache").exists()

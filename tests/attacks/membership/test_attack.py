@@ -290,7 +290,10 @@ def test_membership_on_fashion_mnist_with_lenet5(compose_attack, monkeypatch):
     ("overrides", "message"),
     [
         (["method=proxy", "features=[top_k]", "top_k=6"], r"top_k=6 is not allowed: .*data=synthetic has 5 classes"),
-        (["method=loss", "target.members=1000"], r"members=1000 is not allowed: it must be between 1 and 740 \(800"),
+        (
+            ["method=loss", "target.members=1000"],
+            r"target.members=1000 is not allowed: it must be an integer between 1 and 740 \(800",
+        ),
         (["method=loss", "eval_members=150"], r"eval_members=150 is not allowed"),
     ],
 )

@@ -30,6 +30,10 @@ from tests.conftest import run_script
         ("queries=cifar", "queries='cifar' is not one of the choices: mnist, fashion_mnist, noise"),
         ("temperature=0", "temperature=0"),
         ("temperature=-2", "temperature=-2"),
+        ("schedule.steps=2.5", "schedule.steps=2.5 is not allowed: it must be an integer > 0"),
+        ("schedule.max_steps=0", "schedule.max_steps=0 is not allowed"),
+        ("student.shift=1.5", "student.shift=1.5 is not allowed: it must be an integer >= 0"),
+        ("student.batch_size=64.0", "student.batch_size=64.0 is not allowed: it must be an integer > 0"),
     ],
 )
 def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):

@@ -50,6 +50,7 @@ from privacy_attacks.errors import ConfigError, require_choice, require_fraction
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target, provision_classifier
+from privacy_attacks.training import validate_recipe
 
 log = logging.getLogger(__name__)
 # The attack's own swept keys, logged as TensorBoard hparams with the engine's (:func:`engine_hparams`).
@@ -71,6 +72,14 @@ def validate(cfg: DictConfig) -> None:
     check_panel(cfg.get("panel") or {}, cfg.judge)
     check_judge_seeds(cfg.judge_seeds, cfg.judge.seed)
     validate_engine_config(cfg)
+    # The judges' windows of the training pool and networks fit the data (a small pool needs smaller halves).
+    judges = {
+        "evaluator": cfg.evaluator,
+        "judge": cfg.judge,
+        **{f"panel.{n}": r for n, r in (cfg.get("panel") or {}).items()},
+    }
+    for key, recipe in judges.items():
+        validate_recipe(recipe, key, cfg.data)
 
 
 def check_judge_seeds(seeds: ListConfig | list, judge_seed: int) -> None:

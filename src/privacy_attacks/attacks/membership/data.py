@@ -75,7 +75,7 @@ def membership_split(
     nonmembers = eval_members if eval_nonmembers is None else eval_nonmembers
     if attacker_size is not None:
         require_int(attacker_size, "attacker_size")
-    split = split_indices(val_size, split_seed, members, total)
+    split = split_indices(val_size, split_seed, members, total, key="target")
     pool = split["nonmember"]
     if 2 * eval_members > members:
         raise ConfigError(

@@ -57,15 +57,15 @@ def validate(cfg: DictConfig) -> None:
     require_positive(cfg.temperature, "temperature")
     budget = cfg.query_budget
     require_int(budget, "query_budget")
-    require_positive(cfg.student.batch_size, "student.batch_size")
-    require_positive(cfg.student.shift, "student.shift", allow_zero=True)
+    require_int(cfg.student.batch_size, "student.batch_size")
+    require_int(cfg.student.shift, "student.shift", minimum=0)
     require_int(cfg.student.members, "student.members")
     if cfg.student.get("shift_max_budget") is not None:
         require_positive(cfg.student.shift_max_budget, "student.shift_max_budget", allow_zero=True)
-    for key in ("per_sqrt_query", "min_steps", "max_steps"):
-        require_positive(cfg.schedule[key], f"schedule.{key}")
-    if cfg.schedule.get("steps") is not None:
-        require_positive(cfg.schedule.steps, "schedule.steps")
+    require_positive(cfg.schedule.per_sqrt_query, "schedule.per_sqrt_query")
+    for key in ("min_steps", "max_steps"):
+        require_int(cfg.schedule[key], f"schedule.{key}")
+    require_int(cfg.schedule.get("steps"), "schedule.steps", null_means="from the budget")
     instantiate(cfg.losses[cfg.loss])  # the loss checks its own arguments
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
     require_choice(cfg.query_strategy, STRATEGIES, "query_strategy")
