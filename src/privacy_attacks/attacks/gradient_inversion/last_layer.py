@@ -50,7 +50,10 @@ def last_linear_named(model: nn.Module) -> tuple[str, nn.Linear]:
     """The qualified name and the module of the model's last ``nn.Linear`` (in ``named_modules`` order)."""
     linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
-        raise ConfigError("Reading labels or features off the gradient needs a shared model with an nn.Linear layer.")
+        raise ConfigError(
+            "Reading labels or features off the gradient needs a shared model with an nn.Linear layer: choose a "
+            "model with one, or a method that reads neither (method=dlg, which optimises the labels too)."
+        )
     return linears[-1]
 
 
