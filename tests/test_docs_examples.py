@@ -1,19 +1,27 @@
-"""The code the docs give researchers to copy runs as written (docs/extending.md's new attack)."""
+"""What the docs give researchers to copy runs as written: every ``python train.py`` and ``python attack.py`` command
+of README.md and docs/ composes and passes its checks before any work, and docs/extending.md's new attack runs."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import types
 from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import open_dict
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_method
+from omegaconf import OmegaConf, open_dict
 
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.defenses import recipe_with_defense
+from privacy_attacks.errors import ConfigError, DataUnavailableError
 from privacy_attacks.targets import provision_target
+from privacy_attacks.training import validate_recipe
+from tests.conftest import CONF_DIR, compose_config
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
 
 
 def fenced_blocks(page: str, language: str) -> list[str]:
@@ -36,3 +44,73 @@ def test_the_new_attack_of_the_extending_guide_runs_on_any_data(compose_attack):
     cfg.num_images = 0
     with pytest.raises(ConfigError, match="num_images=0"):
         module.validate(cfg)
+
+
+def top_level_values(value: str) -> list[str]:
+    """A sweep's values, ``a,b,[1,2]`` -> ``["a", "b", "[1,2]"]`` (commas inside brackets belong to a list)."""
+    values, part, depth = [], "", 0
+    for char in value:
+        depth += (char in "[{(") - (char in "]})")
+        if char == "," and depth == 0:
+            values.append(part)
+            part = ""
+        else:
+            part += char
+    return [*values, part]
+
+
+def documented_commands() -> list[tuple[str, str, list[str]]]:
+    """(where, script, overrides) of every command in the bash blocks of README.md and docs/*.md: each swept key at
+    its first value, Hydra's own settings left out; commands with placeholders (``<name>``, ``/path/to/``) are not
+    runnable as written and are left out."""
+    found = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                match = re.match(r"(?:[A-Z_]+=\S+ )*python (train|attack)\.py(.*)", line.strip())
+                if match is None or "<" in match.group(2) or "/path/to/" in match.group(2):
+                    continue
+                overrides = []
+                for token in shlex.split(match.group(2), comments=True):
+                    if token in ("-m", "--multirun") or token.startswith(("hydra.", "hydra/")):
+                        continue
+                    key, sep, value = token.partition("=")
+                    overrides.append(f"{key}={top_level_values(value)[0]}" if sep else token)
+                found.append((f"{page.name}:{len(found)}:{' '.join(overrides)[:80]}", match[1], overrides))
+    return found
+
+
+COMMANDS = documented_commands()
+
+
+def with_experiment_sweep(script: str, overrides: list[str]) -> list[str]:
+    """``overrides`` and the first value of every key an ``experiment=`` sweeps (its ``hydra.sweeper.params``) that
+    the command does not set itself: the experiment's first job."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose(config_name=script, overrides=overrides, return_hydra_config=True)
+    params = hydra_cfg.hydra.sweeper.get("params")
+    params = OmegaConf.to_container(params) if params else {}
+    given = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    return [*overrides, *(f"{k}={top_level_values(str(v))[0]}" for k, v in params.items() if k not in given)]
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize(("where", "script", "overrides"), COMMANDS, ids=[where for where, _, _ in COMMANDS])
+def test_every_documented_command_passes_its_checks(where, script, overrides, tmp_path, cache_dir):
+    """The checks every run makes before any work (a recipe's settings, the attack's ``validate``), on the
+    command's first job; data this machine cannot read (CIFAR without internet) is all a command may lack."""
+    cfg = compose_config(script, with_experiment_sweep(script, overrides), tmp_path, cache_dir)
+    try:
+        if script == "train":
+            validate_recipe(recipe_with_defense(cfg, "model"), data=cfg.data)
+        else:
+            assert cfg.get("attack") is not None, "no attack= in the command"
+            validate_recipe(recipe_with_defense(cfg, "target"), "target")
+            if cfg.attack.get("validate"):
+                get_method(cfg.attack.validate)(cfg)
+    except DataUnavailableError:
+        pytest.skip("the command's data cannot be read here")
+
+
+def test_the_commands_are_found():
+    assert len(COMMANDS) > 150 and {script for _, script, _ in COMMANDS} == {"train", "attack"}
