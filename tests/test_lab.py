@@ -62,6 +62,15 @@ def test_stage_table_shows_seed_means_with_intervals(tmp_path: Path):
     assert source == "summary.csv" and header == ["seed", "acc"] and rows == [["0", "0.98"]]
 
 
+def test_stage_table_shows_one_seed_missing_intervals_and_infinities(tmp_path: Path):
+    """A setting with one seed (its ci95 NaN), one scenario (ci95_scenario NaN) and ε = inf: cells, not a crash."""
+    (tmp_path / "summary_seeds.csv").write_text(
+        "loss,n_seeds,acc/mean,acc/ci95,acc/ci95_scenario,eps/mean,eps/ci95\nkl,1,0.98765,nan,nan,inf,nan\n"
+    )
+    header, rows, _ = stage_table(tmp_path)
+    assert header == ["loss", "n_seeds", "acc", "eps"] and rows == [["kl", "1", "0.9877", "inf"]]
+
+
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_the_lab_writes_one_report_and_resumes_without_rerunning(tmp_path, cache_dir, monkeypatch, capsys):

@@ -22,9 +22,24 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON (NaN becomes null), atomically."""
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
-    return write_atomically(path, lambda tmp: tmp.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n"))
+    """Write ``data`` as indented, valid JSON, atomically: NaN becomes null, an infinity (DP-SGD's ε without noise)
+    the string ``"inf"`` or ``"-inf"``, which :func:`read_json` (and ``float()``) read back as the number."""
+    clean = {k: _json_value(v) for k, v in data.items()}
+    text = json.dumps(clean, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A file of :func:`write_json`, its ``"inf"`` and ``"-inf"`` strings as the numbers they stand for."""
+    return {k: (float(v) if v in ("inf", "-inf") else v) for k, v in json.loads(Path(path).read_text()).items()}
 
 
 def atomic_torch_save(path: Path, obj: Any) -> Path:

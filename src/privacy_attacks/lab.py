@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from privacy_attacks.callbacks.progress import format_duration
 from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.harness import run_device
-from privacy_attacks.io import write_atomically
+from privacy_attacks.io import read_json, write_atomically
 from privacy_attacks.report import Stage, write_report
 
 log = logging.getLogger("privacy_attacks.lab")
@@ -78,7 +78,7 @@ def selected_stages(cfg: DictConfig) -> list[str]:
 
 def load_state(lab_dir: Path) -> dict[str, Any]:
     path = lab_dir / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(path) if path.exists() else {}
 
 
 def save_state(lab_dir: Path, state: dict[str, Any]) -> None:

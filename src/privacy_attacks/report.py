@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
+import math
 import os
 import platform
 import sys
@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from privacy_attacks.callbacks.progress import format_duration
 from privacy_attacks.callbacks.sweep_summary import collect_sweep, markdown_table
+from privacy_attacks.io import read_json
 
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "opacus")
 # A training run's metrics shown in its table (the rest stay in its metrics.json).
@@ -47,10 +48,16 @@ class Stage:
 
 
 def _number(value: str) -> str:
+    """A table cell: a number with 4 significant digits (a whole one as it is), "" for NaN (nothing to show),
+    ``inf`` for an infinity (DP-SGD's ε without noise), any other text as it is."""
     try:
         number = float(value)
-    except ValueError:
-        return value
+    except (TypeError, ValueError):
+        return "" if value is None else value
+    if math.isnan(number):
+        return ""
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
     return f"{number:.4g}" if number != int(number) or abs(number) >= 1e5 else str(int(number))
 
 
@@ -97,16 +104,19 @@ def stage_table(folder: Path) -> tuple[list[str], list[list[str]], str]:
         ]
         return columns, [[_number(r[k]) for k in columns] for r in rows], summary_file.name
     if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_json(metrics_file)
         shown = [k for k in TRAIN_METRICS if k in metrics] + [k for k in metrics if k.startswith("privacy/")]
         return shown, [[_number(str(metrics[k])) for k in shown]], metrics_file.name
     return [], [], ""
 
 
 def _mean_ci(row: dict[str, str], metric: str) -> str:
-    cell = f"{_number(row[metric + '/mean'])} ± {_number(row[metric + '/ci95'])}"
-    scenario = row.get(metric + "/ci95_scenario")
-    return f"{cell} (± {_number(scenario)} over draws)" if scenario not in (None, "") else cell
+    """``mean ± ci95`` of a seed summary's row, the mean alone without an interval (one seed), and
+    `` (± ci95_scenario over draws)`` when there is one."""
+    mean, ci = _number(row[metric + "/mean"]), _number(row[metric + "/ci95"])
+    cell = f"{mean} ± {ci}" if mean and ci else mean
+    scenario = _number(row.get(metric + "/ci95_scenario"))
+    return f"{cell} (± {scenario} over draws)" if scenario and cell else cell
 
 
 def summary_columns(folder: Path) -> list[str] | None:

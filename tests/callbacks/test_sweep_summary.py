@@ -212,6 +212,14 @@ def test_scenario_keys_give_the_attacker_and_the_attacker_by_scenario_intervals(
     assert f"25.0000 ± {summary['recon/psnr/ci95']:.4f} (± {summary['recon/psnr/ci95_scenario']:.4f})" in out
 
 
+def test_a_scenario_key_fixed_on_the_command_line_is_one_draw_not_an_interval(tmp_path: Path):
+    """``private_seed=0`` set for every job: the setting's attacker interval only, no count or interval of draws."""
+    jobs = [(["private_seed=0", f"seed={a}"], {"recon/psnr": 30.0 + a}) for a in range(3)]
+    (summary,) = seed_summary(*collect_sweep(make_sweep(tmp_path / "sweep", jobs)), scenario=["private_seed"])
+    assert summary["n_seeds"] == 3 and "n_scenarios" not in summary and "recon/psnr/ci95_scenario" not in summary
+    assert summary["recon/psnr/ci95"] == pytest.approx(ci95([30.0, 31.0, 32.0]))
+
+
 def test_a_dotted_scenario_key_groups_the_targets_draws(tmp_path: Path):
     """``summary.scenario: [target.seed]``: jobs against three targets form one setting per query budget."""
     jobs = [

@@ -16,9 +16,9 @@ pooled_ci95`).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from privacy_attacks.io import read_json
 from privacy_attacks.statistics import hashable, mean_ci95, pooled_ci95
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[Row], list[str]]:
             row[key] = _parse(value)
             if key not in override_keys:
                 override_keys.append(key)
-        row.update(json.loads(metrics_file.read_text()))
+        row.update(read_json(metrics_file))
         rows.append(row)
     return rows, override_keys
 
@@ -149,6 +150,12 @@ def has_seed_repeats(rows: list[Row], override_keys: list[str], scenario: list[s
     return any(len({hashable(r.get("seed")) for r in group}) > 1 for group in groups)
 
 
+def varying_scenario(rows: list[Row], override_keys: list[str], scenario: Sequence[str]) -> list[str]:
+    """The ``scenario`` keys the sweep varies (a key fixed on the command line, e.g. ``private_seed=0``, is one
+    draw: no interval over draws)."""
+    return [k for k in scenario if k in override_keys and len({str(r.get(k)) for r in rows}) > 1]
+
+
 def seed_summary(rows: list[Row], override_keys: list[str], scenario: list[str] = ()) -> list[Row]:
     """Aggregate ``rows`` over seeds (and scenarios): one row per setting, in order of first appearance.
 
@@ -161,7 +168,7 @@ def seed_summary(rows: list[Row], override_keys: list[str], scenario: list[str] 
     job has it, both are NaN when none has. When the sweep varies a ``scenario`` key, also ``n_scenarios`` and
     ``<metric>/ci95_scenario``, the interval over the scenarios' means (NaN for one scenario).
     """
-    scenario = [k for k in scenario if k in override_keys]
+    scenario = varying_scenario(rows, override_keys, scenario)
     setting_keys = _setting_keys(override_keys, scenario)
     metrics = metric_keys(rows, override_keys)
     groups = _seed_groups(rows, setting_keys)
@@ -210,7 +217,7 @@ def seed_table(
     varies its scenario. Overrides shared by every setting (``experiment=``, ``logger=``...) stay in the CSV only."""
     metrics = metric_keys(rows, override_keys)
     shown = [m for m in metrics if not m.endswith("_s")] if columns is None else [c for c in columns if c in metrics]
-    settings = _setting_keys(override_keys, [k for k in scenario if k in override_keys])
+    settings = _setting_keys(override_keys, varying_scenario(rows, override_keys, scenario))
     varying = [k for k in settings if len({str(s.get(k)) for s in summaries}) > 1] or settings
     counts = [c for c in ("n_seeds", "n_jobs", "n_scenarios") if any(c in s for s in summaries)]
     table_rows = [
