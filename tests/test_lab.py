@@ -129,10 +129,14 @@ def test_a_failed_stage_is_reported_and_retried(tmp_path, monkeypatch):
         lab.run_lab(cfg)
     assert json.loads((tmp_path / "state.json").read_text())["target"]["status"] == "failed (1)"
     assert "failed (1)" in (tmp_path / "report.md").read_text()
+    stale = tmp_path / "target" / "3" / "metrics.json"  # a job of the failed attempt
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
     calls = []
     monkeypatch.setattr(lab, "run_stage", lambda command, log_file: calls.append(command) or 0)
     lab.run_lab(cfg)
     assert len(calls) == 1
+    assert not stale.exists()  # a stage runs afresh: no job of an earlier attempt mixes with its own
 
 
 def test_the_lab_fixes_the_scenario_draw_of_the_experiments_that_sweep_one():
@@ -316,3 +320,14 @@ def test_a_tiny_lab_on_synthetic_data_with_an_mlp_target_writes_its_pictures(tmp
     assert "On data synthetic, model lenet5_sigmoid (the clients' shared model)." in report
     assert "(gradient_inversion/0/reconstructions.png)" in report and "*method=dlg*" in report
     assert (tmp_path / "report.html").read_text().count("<figure>") == 2
+
+
+def test_an_interrupted_lab_says_how_to_go_on(tmp_path, monkeypatch):
+    cfg = lab_config([f"lab_dir={tmp_path}", "only=[target]"])
+
+    def interrupted(command, log_file):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lab, "run_stage", interrupted)
+    with pytest.raises(SystemExit, match=f"interrupted during stage target.*rerun with lab_dir={tmp_path}"):
+        lab.run_lab(cfg)

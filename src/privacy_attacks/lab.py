@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -118,7 +119,8 @@ def lab_choices(cfg: DictConfig) -> dict[str, str]:
 
 
 def run_stage(command: list[str], log_file: Path) -> int:
-    """Run one stage's process, its output into ``log_file``; print Hydra's job lines as they come (progress)."""
+    """Run one stage's process, its output appended to ``log_file`` below a line naming the attempt; print Hydra's job
+    lines as they come (progress)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (
         open(log_file, "a") as handle,
@@ -126,6 +128,7 @@ def run_stage(command: list[str], log_file: Path) -> int:
             [sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as process,
     ):
+        handle.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: python {' '.join(command)}\n")
         for line in process.stdout:
             handle.write(line)
             if "[HYDRA] \t#" in line or line.startswith("error:"):
@@ -155,8 +158,16 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
             print(f"[{index}/{len(names)}] {name}: finished before ({format_duration(done['seconds'])}), not run again")
             continue
         print(f"[{index}/{len(names)}] {name}: {shown}", flush=True)
+        if stage_dir.exists():  # an earlier or interrupted attempt: its jobs must not mix with this run's
+            shutil.rmtree(stage_dir)
         start = time.perf_counter()
-        status = run_stage(command, lab_dir / f"{name}.log")
+        try:
+            status = run_stage(command, lab_dir / f"{name}.log")
+        except KeyboardInterrupt:
+            raise SystemExit(
+                f"\ninterrupted during stage {name}: the stages before it are kept; rerun with lab_dir={lab_dir} to "
+                "go on from it."
+            ) from None
         seconds = time.perf_counter() - start
         state[name] = {"status": "done" if status == 0 else f"failed ({status})", "seconds": seconds, "command": shown}
         save_state(lab_dir, state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ def make_sweep(root: Path, jobs: list[tuple[list[str], dict]]) -> Path:
         (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
         (job / "metrics.json").write_text(json.dumps(metrics))
     return root
+
+
+def test_jobs_of_an_earlier_sweep_into_the_same_folder_are_left_out(tmp_path: Path, caplog):
+    """A 3-job sweep, then a 1-job sweep into the same folder: its summary holds its own job only."""
+    sweep = make_sweep(tmp_path / "sweep", [([f"tv_lambda={v}"], {"acc": v}) for v in (0.0, 0.1, 0.2)])
+    earlier = {str(p): p.stat().st_mtime for p in sweep.glob("*/metrics.json")}
+    job = sweep / "0" / "metrics.json"
+    job.write_text(json.dumps({"acc": 0.5}))
+    os.utime(job, (earlier[str(job)] + 10, earlier[str(job)] + 10))  # written again by the new sweep
+    (sweep / "0" / ".hydra" / "overrides.yaml").write_text("- tv_lambda=0.3\n")
+    rows = summarise(sweep, {"metric": "acc"}, earlier)
+    assert [(r["job"], r["tv_lambda"], r["acc"]) for r in rows] == [("0", 0.3, 0.5)]
+    assert "2 job folder(s) of an earlier sweep" in caplog.text and "1, 2" in caplog.text
+    assert len(summarise(sweep, {"metric": "acc"})) == 3  # without a record of the sweep's start: every job
 
 
 def ci95(values: list[float]) -> float:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +41,27 @@ def _parse(value: str) -> Any:
         return value
 
 
-def collect_sweep(sweep_dir: Path) -> tuple[list[Row], list[str]]:
+def collect_sweep(sweep_dir: Path, earlier: Mapping[str, float] | None = None) -> tuple[list[Row], list[str]]:
     """The rows of :func:`collect_rows` and the override keys among their columns.
 
     The override keys are the keys named in any job's ``.hydra/overrides.yaml``, in order of first
-    appearance; every other column but ``job`` came from a ``metrics.json``.
+    appearance; every other column but ``job`` came from a ``metrics.json``. ``earlier`` (a ``metrics.json`` path ->
+    its modification time before the sweep began) leaves out the jobs of an earlier sweep into the same folder that
+    this one did not write again.
     """
     rows: list[Row] = []
     override_keys: list[str] = []
-    for metrics_file in sorted(
-        Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)
-    ):
+    earlier = earlier or {}
+    files = sorted(Path(sweep_dir).glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name))
+    fresh = [f for f in files if earlier.get(str(f)) != f.stat().st_mtime]
+    if len(fresh) < len(files):
+        log.warning(
+            "%d job folder(s) of an earlier sweep in %s left out of this sweep's summary: %s",
+            len(files) - len(fresh),
+            sweep_dir,
+            ", ".join(f.parent.name for f in files if f not in fresh),
+        )
+    for metrics_file in fresh:
         job_dir = metrics_file.parent
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
@@ -245,7 +255,9 @@ def _summarise_seeds(
     return f"\nAcross seeds, mean ± 95% CI {how} ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
 
 
-def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
+def summarise(
+    sweep_dir: Path, summary: DictConfig | dict | None, earlier: Mapping[str, float] | None = None
+) -> list[Row]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``, print the table (a column for every swept key
     beside ``summary.columns``), name the best job,
     and call ``summary.figure`` (a partial ``f(sweep_dir, rows)``) if configured, and each figure of the mapping
@@ -253,9 +265,10 @@ def summarise(sweep_dir: Path, summary: DictConfig | dict | None) -> list[Row]:
     the rows.
 
     When some setting was run with several seeds, also write ``summary_seeds.csv`` (see
-    :func:`seed_summary`) and print its table, which is appended to ``summary.md``."""
+    :func:`seed_summary`) and print its table, which is appended to ``summary.md``. ``earlier``: the jobs of an
+    earlier sweep into the same folder, left out (:func:`collect_sweep`)."""
     summary = OmegaConf.create(summary or {})
-    rows, override_keys = collect_sweep(sweep_dir)
+    rows, override_keys = collect_sweep(sweep_dir, earlier)
     if not rows:
         log.warning("No finished job (metrics.json) under %s: no summary.", sweep_dir)
         return rows
@@ -299,5 +312,12 @@ class SweepSummary(Callback):
     job config's ``summary`` node, which each attack config fills in.
     """
 
+    def __init__(self) -> None:
+        self.earlier: dict[str, float] = {}  # metrics.json files in the sweep folder before it began: path -> mtime
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self.earlier = {str(p): p.stat().st_mtime for p in sweep_dir.glob("*/metrics.json")}
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        summarise(Path(config.hydra.sweep.dir), OmegaConf.select(config, "summary"))
+        summarise(Path(config.hydra.sweep.dir), OmegaConf.select(config, "summary"), self.earlier)
