@@ -121,3 +121,23 @@ def test_early_stopping_ends_a_fit_that_stopped_improving(compose_train):
     epochs = Epochs()
     fit_classifier(cfg.model, cfg.data, cfg.trainer, 0, callbacks=[epochs], enable_checkpointing=False)
     assert epochs.epochs < 40
+
+
+def test_an_interrupted_training_run_says_how_to_go_on(compose_train, monkeypatch, caplog):
+    """Ctrl-C during a fit (Lightning exits after its graceful shutdown): the log names the checkpoint to go on from."""
+    from pathlib import Path
+
+    from privacy_attacks import pipelines
+
+    cfg = compose_train(["data=synthetic", "model.max_epochs=1"])
+
+    def interrupted(*args, **kwargs):
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        last.parent.mkdir(parents=True)
+        last.write_bytes(b"")
+        raise SystemExit(1)
+
+    monkeypatch.setattr(pipelines, "fit_classifier", interrupted)
+    with pytest.raises(SystemExit), caplog.at_level("WARNING"):
+        pipelines.run_train(cfg)
+    assert f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}" in caplog.text

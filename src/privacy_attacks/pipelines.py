@@ -52,16 +52,22 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     loggers = build_loggers(cfg)
     for logger in loggers:
         logger.log_hyperparams(config_hparams(cfg))
-    system, metrics = fit_classifier(
-        recipe,
-        cfg.data,
-        cfg.trainer,
-        recipe.seed,
-        logger=loggers or False,
-        callbacks=run_callbacks(cfg, has_logger=bool(loggers)),
-        ckpt_path=cfg.get("ckpt_path"),
-        test=bool(cfg.get("test", True)),
-    )
+    try:
+        system, metrics = fit_classifier(
+            recipe,
+            cfg.data,
+            cfg.trainer,
+            recipe.seed,
+            logger=loggers or False,
+            callbacks=run_callbacks(cfg, has_logger=bool(loggers)),
+            ckpt_path=cfg.get("ckpt_path"),
+            test=bool(cfg.get("test", True)),
+        )
+    except (KeyboardInterrupt, SystemExit):  # Lightning exits on Ctrl-C after its graceful shutdown
+        last = out / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.warning("Interrupted: the same command with ckpt_path=%s goes on from the last epoch.", last)
+        raise
     write_json(out / "metrics.json", metrics)
     for logger in loggers:  # the fit only flushed them (harness.build_loggers): close the run's event file
         write_hparams_table(logger, config_hparams(cfg), list(metrics))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 
 import torch
@@ -11,6 +12,8 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 # The highest PSNR reported (dB): float32 images equal to ~1e-5 already score about 100.
 PSNR_CAP = 100.0
+
+log = logging.getLogger(__name__)
 
 
 def image_similarity(preds: Tensor, target: Tensor) -> dict[str, Tensor]:
@@ -131,6 +134,9 @@ def embedded_pool(images: Tensor, embed: Callable[[Tensor], Tensor], key: Hashab
     of 55,000 training images cost a CPU job tens of seconds."""
     if key not in _EMBEDDED:
         _EMBEDDED.clear()  # one pool at a time: its features can take a gigabyte or more
+        log.info(
+            "Embedding the %d private images once for the nearest-image distances (kept for the sweep).", len(images)
+        )
         _EMBEDDED[key] = torch.cat(
             [embed(images[start : start + chunk].float()).flatten(1) for start in range(0, len(images), chunk)]
         )
