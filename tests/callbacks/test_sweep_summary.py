@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats
 
 from privacy_attacks.callbacks.sweep_summary import (
+    SweepSummary,
     collect_rows,
     collect_sweep,
     format_mean_ci,
@@ -247,3 +249,28 @@ def test_a_dotted_scenario_key_groups_the_targets_draws(tmp_path: Path):
     summaries = seed_summary(*collect_sweep(sweep), scenario=["target.seed"])
     assert [(s["query_budget"], s["n_scenarios"], s["n_jobs"]) for s in summaries] == [(100, 3, 6), (1000, 3, 6)]
     assert summaries[0]["student/agreement/ci95_scenario"] == pytest.approx(ci95([0.9005, 0.9105, 0.9205]))
+
+
+def test_each_finished_job_leaves_a_partial_summary_and_a_folder_can_be_summarised_again(tmp_path: Path, capsys):
+    """After each job the summary files hold the jobs finished so far (an interrupted or failing sweep keeps them);
+    ``python -m privacy_attacks.summarise <folder>`` summarises the folder as the sweep's end would have."""
+    from privacy_attacks.summarise import main
+
+    sweep = make_sweep(tmp_path / "sweep", [(["loss=kl", f"seed={s}"], {"acc": 0.9 + s / 100}) for s in range(2)])
+    config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(sweep)}, "mode": "MULTIRUN"}, "summary": {"metric": "acc"}}
+    )
+    SweepSummary().on_job_end(config)
+    assert (sweep / "summary.md").read_text().startswith("Partial: the 2 job(s) finished so far.")
+    assert [r["seed"] for r in csv.DictReader(open(sweep / "summary.csv"))] == ["0", "1"]
+    assert capsys.readouterr().out == ""  # quiet: the table is printed once, at the end
+    single = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "none")}, "mode": "RUN"}})
+    SweepSummary().on_job_end(single)
+    assert not (tmp_path / "none").exists()
+    OmegaConf.save({"summary": {"metric": "acc"}}, sweep / "multirun.yaml")
+    main([str(sweep)])
+    assert (
+        not (sweep / "summary.md").read_text().startswith("Partial") and "Best job by acc: 1" in capsys.readouterr().out
+    )
+    with pytest.raises(SystemExit, match="no multirun.yaml"):
+        main([str(tmp_path)])

@@ -24,10 +24,11 @@ from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from privacy_attacks.io import read_json
+from privacy_attacks.io import read_json, write_atomically
 from privacy_attacks.statistics import hashable, mean_ci95, pooled_ci95
 
 log = logging.getLogger(__name__)
@@ -244,10 +245,7 @@ def _summarise_seeds(
     if not has_seed_repeats(rows, override_keys, scenario):
         return ""
     summaries = seed_summary(rows, override_keys, scenario)
-    with open(sweep_dir / "summary_seeds.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
-        writer.writeheader()
-        writer.writerows(summaries)
+    write_csv(sweep_dir / "summary_seeds.csv", summaries, list(summaries[0]))
     columns = None if columns is None else list(columns)
     table = seed_table(summaries, override_keys, rows, columns, scenario)
     varied = [k for k in scenario if k in override_keys]
@@ -255,8 +253,23 @@ def _summarise_seeds(
     return f"\nAcross seeds, mean ± 95% CI {how} ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
 
 
+def write_csv(path: Path, rows: list[Row], fieldnames: list[str]) -> None:
+    """``rows`` as a CSV file with these columns, atomically (jobs finishing at once may each write it)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(path, write)
+
+
 def summarise(
-    sweep_dir: Path, summary: DictConfig | dict | None, earlier: Mapping[str, float] | None = None
+    sweep_dir: Path,
+    summary: DictConfig | dict | None,
+    earlier: Mapping[str, float] | None = None,
+    partial: bool = False,
 ) -> list[Row]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``, print the table (a column for every swept key
     beside ``summary.columns``), name the best job,
@@ -266,19 +279,18 @@ def summarise(
 
     When some setting was run with several seeds, also write ``summary_seeds.csv`` (see
     :func:`seed_summary`) and print its table, which is appended to ``summary.md``. ``earlier``: the jobs of an
-    earlier sweep into the same folder, left out (:func:`collect_sweep`)."""
+    earlier sweep into the same folder, left out (:func:`collect_sweep`). ``partial``: the files only, as of the jobs
+    finished so far (after each job, so an interrupted sweep keeps them), no table printed, no figure."""
     summary = OmegaConf.create(summary or {})
     rows, override_keys = collect_sweep(sweep_dir, earlier)
     if not rows:
-        log.warning("No finished job (metrics.json) under %s: no summary.", sweep_dir)
+        if not partial:
+            log.warning("No finished job (metrics.json) under %s: no summary.", sweep_dir)
         return rows
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(sweep_dir / "summary.csv", rows, columns)
     scenario = list(summary.get("scenario") or [])
     if summary.get("columns") is None:
         shown = [c for c in columns if not c.endswith("_s")]
@@ -293,7 +305,11 @@ def summarise(
     if best is not None:
         text += f"\nBest job by {metric}: {best['job']} ({_format(best[metric])})\n"
     seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"), scenario)
-    (sweep_dir / "summary.md").write_text(text + seed_text)
+    if partial:
+        text = f"Partial: the {len(rows)} job(s) finished so far.\n\n{text}"
+    write_atomically(sweep_dir / "summary.md", lambda tmp: tmp.write_text(text + seed_text))
+    if partial:
+        return rows
     print(f"\nSweep summary ({sweep_dir}/summary.csv):\n\n{text}", flush=True)
     if seed_text:
         print(seed_text, flush=True)
@@ -318,6 +334,18 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         self.earlier = {str(p): p.stat().st_mtime for p in sweep_dir.glob("*/metrics.json")}
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """After each job of a sweep, the summary files as of the jobs finished so far (an interrupted or failing
+        sweep keeps them); never fails the job."""
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+        mode = OmegaConf.select(config, "hydra.mode", default=None)
+        if sweep_dir is None or getattr(mode, "name", mode) != RunMode.MULTIRUN.name:  # a single run: no sweep
+            return
+        try:
+            summarise(Path(sweep_dir), OmegaConf.select(config, "summary"), self.earlier, partial=True)
+        except Exception as error:  # noqa: BLE001 - the summary must never fail a finished job
+            log.debug("No partial summary of %s: %s", sweep_dir, error)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summarise(Path(config.hydra.sweep.dir), OmegaConf.select(config, "summary"), self.earlier)
