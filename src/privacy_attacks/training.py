@@ -32,9 +32,10 @@ from privacy_attacks.systems import ImageClassifier
 
 
 def validate_recipe(recipe: DictConfig, key: str = "model", data: DictConfig | None = None) -> None:
-    """Stop before any work when a recipe's epochs, batch size, learning rate or member count is off; with ``data``
-    (the data config) also when its network cannot take the data's images, gives another number of outputs than the
-    data has classes, or cannot be trained under its training defence (DP-SGD and batch norm)."""
+    """Stop before any work when a recipe's seed, epochs, batch size, learning rate or members are off (whole numbers
+    where they count); with ``data`` (the data config) also when its window of the training pool does not fit the
+    data's, its network cannot take the data's images, gives another number of outputs than the data has classes, or
+    cannot be trained under its training defence (DP-SGD and batch norm)."""
     if "seed" in recipe:
         require_int(recipe.seed, f"{key}.seed", minimum=None)
     require_int(recipe.max_epochs, f"{key}.max_epochs")
