@@ -9,13 +9,14 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra.utils import get_method
 from omegaconf import OmegaConf, open_dict
 
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError, DataUnavailableError
+from privacy_attacks.pipelines import check_attack, check_train
 from privacy_attacks.targets import provision_target
 from privacy_attacks.training import validate_recipe
 from tests.conftest import CONF_DIR, compose_config
@@ -97,17 +98,19 @@ def with_experiment_sweep(script: str, overrides: list[str]) -> list[str]:
 @pytest.mark.mnist
 @pytest.mark.parametrize(("where", "script", "overrides"), COMMANDS, ids=[where for where, _, _ in COMMANDS])
 def test_every_documented_command_passes_its_checks(where, script, overrides, tmp_path, cache_dir):
-    """The checks every run makes before any work (a recipe's settings, the attack's ``validate``), on the
-    command's first job; data this machine cannot read (CIFAR without internet) is all a command may lack."""
+    """The checks every run makes before any work (:func:`check_attack`, :func:`check_train` and the recipe against its
+    data), on the command's first job; data this machine cannot read (CIFAR without internet) is all a command may
+    lack."""
     cfg = compose_config(script, with_experiment_sweep(script, overrides), tmp_path, cache_dir)
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        with open_dict(cfg):
+            cfg.trainer.accelerator = "cpu"  # the checks of a GPU command, on this machine's CPU
     try:
         if script == "train":
-            validate_recipe(recipe_with_defense(cfg, "model"), data=cfg.data)
+            check_train(cfg)
+            validate_recipe(recipe_with_defense(cfg, "model"), data=cfg.data)  # train.py checks the data at its fit
         else:
-            assert cfg.get("attack") is not None, "no attack= in the command"
-            validate_recipe(recipe_with_defense(cfg, "target"), "target")
-            if cfg.attack.get("validate"):
-                get_method(cfg.attack.validate)(cfg)
+            check_attack(cfg)
     except DataUnavailableError:
         pytest.skip("the command's data cannot be read here")
 

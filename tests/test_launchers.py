@@ -27,6 +27,7 @@ def test_basic_launcher_by_default_with_the_sweep_callbacks():
     assert [c._target_ for c in hydra.callbacks.values()] == [
         "privacy_attacks.callbacks.SweepSummary",
         "privacy_attacks.callbacks.SweepProgress",
+        "privacy_attacks.callbacks.SweepCheck",
     ]
 
 
@@ -34,7 +35,7 @@ def test_joblib_runs_one_job_per_core_in_processes_and_keeps_the_callbacks():
     hydra = hydra_config(["hydra/launcher=joblib"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert hydra.launcher.n_jobs == -1 and hydra.launcher.prefer == "processes"
-    assert list(hydra.callbacks) == ["sweep_summary", "progress"]
+    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
     assert hydra_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]).launcher.n_jobs == 3
 
 
@@ -42,7 +43,7 @@ def test_gpu_pool_is_joblib_with_a_few_workers_sharing_the_card():
     hydra = hydra_config(["hydra/launcher=gpu_pool"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert hydra.launcher.n_jobs == 4 and hydra.launcher.prefer == "processes"
-    assert list(hydra.callbacks) == ["sweep_summary", "progress"]
+    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
 
 
 def test_slurm_config_extends_submitit_slurm_with_our_defaults():
@@ -51,7 +52,7 @@ def test_slurm_config_extends_submitit_slurm_with_our_defaults():
     assert hydra.launcher.timeout_min == 120 and hydra.launcher.cpus_per_task == 4 and hydra.launcher.mem_gb == 16
     assert hydra.launcher.partition is None and hydra.launcher.gpus_per_node is None
     assert hydra.launcher.submitit_folder == f"{hydra.sweep.dir}/.submitit/%j"  # the plugin's keys are kept
-    assert list(hydra.callbacks) == ["sweep_summary", "progress"]
+    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
 
 
 def test_slurm_jobs_get_one_torch_thread_per_cpu_of_their_task():
@@ -99,7 +100,7 @@ def test_a_joblib_multirun_runs_two_jobs_in_parallel_and_writes_the_summary(tmp_
 def test_vectorised_launcher_is_selected_by_one_key_and_keeps_the_callbacks():
     hydra = hydra_config(["hydra/launcher=vectorised"])
     assert hydra.launcher._target_ == "hydra_plugins.privacy_attacks_launchers.vectorised_launcher.VectorisedLauncher"
-    assert hydra.launcher.group_size == 16 and list(hydra.callbacks) == ["sweep_summary", "progress"]
+    assert hydra.launcher.group_size == 16 and list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
     with pytest.raises(ValueError, match="group_size must be a positive integer"):
         VectorisedLauncher(group_size=0)
 
@@ -166,3 +167,29 @@ def scalars(folder, tag: str) -> list[tuple[int, float]]:
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     return [(e.step, e.value) for e in accumulator.Scalars(tag)]
+
+
+def test_every_swept_value_is_checked_once_before_any_job():
+    from privacy_attacks.callbacks.sweep_check import value_overrides
+
+    grid = {"attack": ["inversion"], "tv_lambda": ["0", "0.1", "-1"], "init": ["zeros", "noise"]}
+    assert value_overrides(grid) == [
+        ["attack=inversion", "tv_lambda=0", "init=zeros"],
+        ["attack=inversion", "tv_lambda=0.1", "init=zeros"],
+        ["attack=inversion", "tv_lambda=-1", "init=zeros"],
+        ["attack=inversion", "tv_lambda=0", "init=noise"],
+    ]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "vectorised"])
+def test_a_bad_swept_value_stops_the_sweep_before_its_first_job(tmp_path, cache_dir, launcher):
+    sweep = tmp_path / "sweep"
+    args = ["-m", f"hydra/launcher={launcher}", *TINY_INVERSION, "tv_lambda=0,0.1,-1", f"hydra.sweep.dir={sweep}"]
+    done = run_script("attack.py", args, tmp_path, cache_dir, timeout=300)
+    assert done.returncode == 2 and "error: tv_lambda=-1 is not allowed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(sweep.glob("*/metrics.json")) and not (cache_dir / "target").exists()  # no job, no training
+    train = run_script(
+        "train.py", ["-m", "model.max_epochs=1,0", f"hydra.sweep.dir={tmp_path / 't'}"], tmp_path, cache_dir
+    )
+    assert train.returncode == 2 and "error: model.max_epochs=0 is not allowed" in train.stderr

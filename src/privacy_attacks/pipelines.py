@@ -42,10 +42,9 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     without retraining. A training defence (``defense=dpsgd``) enters the recipe (:func:`recipe_with_defense`); any
     other defence stops here.
     """
-    require_int(cfg.get("seed"), "seed", minimum=None)
+    check_train(cfg)
     recipe = recipe_with_defense(cfg, "model")
-    validate_recipe(recipe)
-    device = run_device(cfg.trainer).type  # no GPU where trainer=gpu asks for one: stop here
+    device = run_device(cfg.trainer).type
     limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     out = output_dir(cfg)
@@ -103,6 +102,30 @@ def available_attacks() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml") if not p.stem.startswith("_"))
 
 
+def check_attack(cfg: DictConfig) -> None:
+    """Every check an attack run makes before any work (:class:`ConfigError` in one line): an attack is chosen and
+    importable, the seed is a whole number, the target's recipe and defence are sound, the device exists
+    (``trainer=gpu`` without a GPU), and the attack's own ``attack.validate``. A sweep makes them for each of its values
+    before its first job (:class:`~privacy_attacks.callbacks.SweepCheck`)."""
+    if cfg.get("attack") is None:
+        choices = ", ".join(available_attacks()) or "none yet"
+        raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
+    get_method(cfg.attack.entry)
+    require_int(cfg.get("seed"), "seed", minimum=None)  # the attack's own randomness
+    validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
+    run_device(cfg.trainer)
+    if cfg.attack.get("validate"):
+        get_method(cfg.attack.validate)(cfg)
+
+
+def check_train(cfg: DictConfig) -> None:
+    """Every check a ``train.py`` run makes before any work: the seed, the recipe with its training defence, the
+    device."""
+    require_int(cfg.get("seed"), "seed", minimum=None)
+    validate_recipe(recipe_with_defense(cfg, "model"))
+    run_device(cfg.trainer)
+
+
 def run_attack(cfg: DictConfig) -> dict[str, float]:
     """Provision the frozen target and run the attack chosen by ``attack=<name>``.
 
@@ -115,16 +138,10 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     written to ``metrics.json``, with the target's ``privacy/*`` metrics (its spent ε) as ``target/privacy/*``
     when it was trained with DP-SGD.
     """
-    if cfg.get("attack") is None:
-        choices = ", ".join(available_attacks()) or "none yet"
-        raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
+    check_attack(cfg)  # bad input stops here, before any training
     entry = get_method(cfg.attack.entry)
-    require_int(cfg.get("seed"), "seed", minimum=None)  # the attack's own randomness
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
-    validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
-    limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))  # trainer=gpu without a GPU stops here
-    if cfg.attack.get("validate"):
-        get_method(cfg.attack.validate)(cfg)  # bad input stops here, before any training
+    limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))
     out = output_dir(cfg)
     provision = get_method(cfg.attack.provision) if cfg.attack.get("provision") else provision_target
     target = provision(cfg)
