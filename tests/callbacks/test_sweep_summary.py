@@ -235,6 +235,8 @@ def test_a_scenario_key_fixed_on_the_command_line_is_one_draw_not_an_interval(tm
     (summary,) = seed_summary(*collect_sweep(make_sweep(tmp_path / "sweep", jobs)), scenario=["private_seed"])
     assert summary["n_seeds"] == 3 and "n_scenarios" not in summary and "recon/psnr/ci95_scenario" not in summary
     assert summary["recon/psnr/ci95"] == pytest.approx(ci95([30.0, 31.0, 32.0]))
+    summarise(tmp_path / "sweep", {"metric": "recon/psnr", "scenario": ["private_seed"]})
+    assert "Across seeds, mean ± 95% CI over seeds" in (tmp_path / "sweep" / "summary.md").read_text()
 
 
 def test_a_dotted_scenario_key_groups_the_targets_draws(tmp_path: Path):

@@ -248,7 +248,7 @@ def _summarise_seeds(
     write_csv(sweep_dir / "summary_seeds.csv", summaries, list(summaries[0]))
     columns = None if columns is None else list(columns)
     table = seed_table(summaries, override_keys, rows, columns, scenario)
-    varied = [k for k in scenario if k in override_keys]
+    varied = varying_scenario(rows, override_keys, scenario)
     how = f"over attacker seeds (± over the scenarios' means, {', '.join(varied)})" if varied else "over seeds"
     return f"\nAcross seeds, mean ± 95% CI {how} ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
 
