@@ -45,5 +45,9 @@ class SweepCheck(Callback):
             return
         check = get_method(CHECKS[name])
         for overrides in value_overrides(grid):
+            try:
+                job = compose(config_name=name, overrides=overrides)
+            except Exception:  # noqa: BLE001 - what Hydra cannot compose, it reports at that job's launch
+                return
             # Hydra turns a callback's exception into a warning: a user error leaves as the scripts' own (status 2).
-            run_reporting_errors(check, compose(config_name=name, overrides=overrides))
+            run_reporting_errors(check, job)
