@@ -262,11 +262,14 @@ def panel_metrics(images: torch.Tensor, labels: torch.Tensor, panel: dict[str, t
     and their mean, ``inversion/panel_acc`` (nothing without a panel)."""
     if not panel:
         return {}
-    accuracies = {
-        f"inversion/panel_{name}_acc": (net.eval()(images).argmax(dim=1) == labels).float().mean().item()
-        for name, net in panel.items()
-    }
+    accuracies = {f"inversion/panel_{name}_acc": recognised(net, images, labels) for name, net in panel.items()}
     return {"inversion/panel_acc": sum(accuracies.values()) / len(accuracies), **accuracies}
+
+
+@torch.no_grad()
+def recognised(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of reconstructions (K, C, H, W) that the frozen ``net`` reads as their ``labels`` (K,)."""
+    return (net.eval()(images).argmax(dim=1) == labels).float().mean().item()
 
 
 def provision_judge_draws(cfg: DictConfig, device: torch.device) -> dict[int, torch.nn.Module]:
@@ -291,10 +294,7 @@ def judge_draw_metrics(
     read the same reconstructions 0.15 apart (docs/inversion.md), so the mean is the steadier number."""
     if not draws:
         return {}
-    accuracies = {
-        f"inversion/report_judge_seed{seed}_acc": (net.eval()(images).argmax(dim=1) == labels).float().mean().item()
-        for seed, net in draws.items()
-    }
+    accuracies = {f"inversion/report_judge_seed{s}_acc": recognised(net, images, labels) for s, net in draws.items()}
     mean = (metrics["inversion/report_judge_acc"] + sum(accuracies.values())) / (1 + len(accuracies))
     return {"inversion/report_judges_acc": mean, **accuracies}
 
