@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from privacy_attacks.engine import TotalVariation, total_variation
-from privacy_attacks.engine.priors import CoarseToFine, GuessDistance, Jitter, RandomAffine
+from privacy_attacks.engine.priors import CoarseToFine, GuessDistance, Jitter, PixelEnergy, RandomAffine
 from privacy_attacks.errors import ConfigError
 
 
@@ -123,3 +123,26 @@ def test_coarse_to_fine_is_off_below_two_and_refuses_a_fractional_side():
     assert not CoarseToFine(0).active and not CoarseToFine(1).active and CoarseToFine(2).active
     with pytest.raises(ConfigError, match="whole number"):
         CoarseToFine(2.5)
+
+
+def test_pixel_energy_is_the_mean_square_and_its_border_weight_grows_with_the_distance_from_the_centre():
+    images = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(PixelEnergy(1.0).penalty(images), images.pow(2).flatten(1).mean(1))
+    prior = PixelEnergy(1.0, border=2.0, border_power=4)
+    weights = prior.pixel_weights(28, 28)
+    # Distance in half-sides from the centre (13.5, 13.5): pixel (0, 13) is 13.5 / 14 up and 0.5 / 14 left of it.
+    radius = ((13.5 / 14) ** 2 + (0.5 / 14) ** 2) ** 0.5
+    assert weights[0, 13].item() == pytest.approx(1 + 2 * radius**4, rel=1e-5)
+    assert weights[13:15, 13:15].max().item() == pytest.approx(1 + 2 * (2 * (0.5 / 14) ** 2) ** 2, rel=1e-5)
+    assert weights[0, 0] == weights.max() and torch.equal(weights, weights.flip(0)) and torch.equal(weights, weights.T)
+    assert torch.allclose(prior.penalty(images), (images.pow(2) * weights).flatten(1).mean(1))
+    centre, corner = torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28)
+    centre[..., 13, 13], corner[..., 0, 0] = 1, 1
+    assert PixelEnergy(1.0).penalty(centre).equal(PixelEnergy(1.0).penalty(corner))
+    assert (prior.penalty(corner) > 5 * prior.penalty(centre)).all()
+
+
+@pytest.mark.parametrize(("border", "power"), [(-1.0, 4.0), (1.0, 0.0), (float("nan"), 4.0)])
+def test_pixel_energy_refuses_a_negative_border_weight_or_a_power_not_above_zero(border, power):
+    with pytest.raises(ConfigError, match="l2_border"):
+        PixelEnergy(1.0, border=border, border_power=power)

@@ -2,7 +2,7 @@
 
 The jobs run one after another in this process, as under the basic launcher, each with its own folder, metrics and
 TensorBoard run. Before they start, the launcher groups those whose overrides differ only in their attack's
-``attack.vectorised_keys`` (output inversion: ``tv_lambda``, ``l2_lambda``, ``init``, ``loss``, ``seed``), at most
+``attack.vectorised_keys`` (output inversion: the priors' weights, ``init``, ``loss``, ``seed``), at most
 ``group_size`` jobs a group, and announces the groups (:mod:`privacy_attacks.engine.sweep`); the first job of a group
 fits every job's reconstruction in one batch, the others take theirs. An attack without ``vectorised_keys`` runs job
 by job, exactly as under the basic launcher.

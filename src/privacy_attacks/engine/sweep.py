@@ -1,8 +1,8 @@
 """Vectorised sweeps: the jobs of a multirun that differ only in keys the engine can batch are fitted as one.
 
 ``hydra/launcher=vectorised`` (``hydra_plugins.privacy_attacks_launchers``) groups a sweep's jobs whose overrides
-differ only in their attack's ``attack.vectorised_keys`` (output inversion: ``tv_lambda``, ``l2_lambda``, ``init``,
-``loss``, ``seed``) and announces the groups here (:func:`plan_groups`) before it runs the jobs one after another as
+differ only in their attack's ``attack.vectorised_keys`` (output inversion: the priors' weights, ``init``, ``loss``,
+``seed``) and announces the groups here (:func:`plan_groups`) before it runs the jobs one after another as
 the basic launcher does. An attack does the work a group can share through :func:`run_grouped`: alone, or, for the
 first job of a group, for every job of its group at once; the later jobs of the group take their result from here. A
 reconstruction attack fits its engine with :func:`fit_engine` (the engines of a group in one stacked fit,

@@ -49,6 +49,14 @@ def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
     assert torch.equal(module.images.detach(), torch.zeros_like(module.images))
 
 
+def test_the_border_weight_of_the_pixel_energy_prior_reaches_the_module(compose_attack, frozen_net):
+    cfg = compose_attack(["attack=inversion", "l2_border=2", "l2_border_power=8"])
+    prior = build_module(cfg, frozen_net, torch.arange(10)).priors["l2"]
+    assert (prior.weight, prior.border, prior.border_power) == (100.0, 2.0, 8.0)
+    plain = build_module(compose_attack(["attack=inversion"]), frozen_net, torch.arange(10)).priors["l2"]
+    assert plain.border == 0 and torch.equal(plain.pixel_weights(28, 28), torch.ones(28, 28))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -62,6 +70,8 @@ def test_headline_command_reaches_the_module(compose_attack, frozen_net, value):
         ("samples_per_class=0", "samples_per_class=0"),
         ("augment_degrees=-5", "augment_degrees"),
         ("augment_scale=1.5", "priors.augment: scale must be in"),
+        ("l2_border=-1", "priors.l2: l2_border=-1 is not allowed"),
+        ("l2_border_power=0", "priors.l2: l2_border_power=0 is not allowed"),
         ("selection=best", "loss, augmented"),
         ("selection_views=0", "selection_views=0"),
         ("weight_noise=-0.1", "weight_noise=-0.1"),
