@@ -206,6 +206,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
 
     torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
     search = f"prior=gan ({cfg.gan.public})" if cfg.prior == "gan" else f"init={cfg.init} tv_lambda={cfg.tv_lambda}"
+    if cfg.l2_border > 0 and cfg.l2_lambda > 0:
+        search += f" l2={cfg.l2_lambda}·(1+{cfg.l2_border}·r^{cfg.l2_border_power})"
     if cfg.augment_degrees > 0:
         search += f" augment={cfg.augment_degrees}°/{cfg.augment_scale}"
     if cfg.coarse_block > 1 and cfg.prior == "pixels":  # a projection: pixels only
