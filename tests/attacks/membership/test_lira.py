@@ -14,6 +14,7 @@ from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.shadow_models import (
     provision_shadow_models,
 )
+from privacy_attacks.errors import ConfigError
 from tests.attacks.membership.conftest import N_EVAL
 
 
@@ -99,3 +100,30 @@ def test_masked_mean_std_matches_numpy(fixed_variance):
         expected_std = np.array([data[keep[:, j], j].std() for j in range(5)])
     np.testing.assert_allclose(mean.numpy(), expected_mean)
     np.testing.assert_allclose(std.numpy(), np.maximum(expected_std, 1e-6))
+
+
+@pytest.mark.parametrize(
+    ("value", "num_shadows", "expected"),
+    [
+        (True, 256, True),
+        (False, 4, False),
+        ("auto", 16, True),
+        ("auto", 62, True),
+        ("auto", 64, False),
+        ("auto", 256, False),
+    ],
+)
+def test_fixed_variance_auto_shares_one_variance_below_64_shadow_models(value, num_shadows, expected):
+    assert lira.resolve_fixed_variance(value, num_shadows) is expected
+    assert LiRA(num_shadows=num_shadows, fixed_variance=value).fixed_variance is expected
+
+
+@pytest.mark.parametrize("value", ["yes", "false", 1, None])
+def test_fixed_variance_refuses_anything_but_a_bool_or_auto(value):
+    with pytest.raises(ConfigError, match=r"^fixed_variance=.* true .*false .*auto"):
+        LiRA(num_shadows=16, fixed_variance=value)
+
+
+def test_lira_records_which_variance_it_fitted(context):
+    assert LiRA(num_shadows=4, fixed_variance="auto")(context).info["lira/fixed_variance"] == 1.0
+    assert LiRA(num_shadows=4, fixed_variance=False)(context).info["lira/fixed_variance"] == 0.0

@@ -31,7 +31,13 @@ from privacy_attacks.seeding import derive_seed
 
 from .augment import translate, translations
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
-from .lira import check_online_sizes, gaussian_log_pdf, masked_mean_std, online_shadow_models
+from .lira import (
+    check_online_sizes,
+    gaussian_log_pdf,
+    masked_mean_std,
+    online_shadow_models,
+    resolve_fixed_variance,
+)
 from .shokri import check_shadow_count, offline_shadow_models
 
 LabelFunction = Callable[[Tensor], Tensor]
@@ -177,7 +183,8 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
         calibration: "none"; "online" (shadow models IN and OUT of each evaluation image, online LiRA's, shared
             cache) or "offline" (OUT only, offline LiRA's): the distance calibrated per image (see the module).
         num_shadows: the shadow models of a calibration.
-        fixed_variance: one variance for all images in the calibration's Gaussians.
+        fixed_variance: one variance for all images in the calibration's Gaussians (true), one per image (false) or
+            ``"auto"`` (true below 64 shadow models: :func:`~.lira.resolve_fixed_variance`).
         reference_size, reference_fpr: as :class:`LabelOnlyAttack`'s (uncalibrated only).
         keys: config keys of arguments set elsewhere, named in errors (:func:`~.base.config_key`).
     """
@@ -195,7 +202,7 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
         probe_radius: float = 0.1,
         calibration: str = "none",
         num_shadows: int = 16,
-        fixed_variance: bool = True,
+        fixed_variance: bool | str = "auto",
         reference_size: int = 1000,
         reference_fpr: float = 0.5,
         keys: Mapping[str, str] | None = None,
@@ -212,7 +219,8 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
             check_shadow_count(num_shadows, config_key(keys, "num_shadows"))
         self.directions, self.search_steps, self.max_radius = directions, search_steps, max_radius
         self.refine_steps, self.gradient_queries, self.probe_radius = refine_steps, gradient_queries, probe_radius
-        self.calibration, self.num_shadows, self.fixed_variance = calibration, num_shadows, bool(fixed_variance)
+        self.fixed_variance = resolve_fixed_variance(fixed_variance, num_shadows, config_key(keys, "fixed_variance"))
+        self.calibration, self.num_shadows = calibration, num_shadows
         self.shadow_answers = calibration != "none"  # its shadow models answer as the API would (shadow_defense)
 
     @property

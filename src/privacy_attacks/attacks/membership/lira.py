@@ -15,7 +15,8 @@ scores the target's phi(x):
 - ``offline``: shadow models train on the attacker's own images only (all evaluation images are
   OUT), score Pr[Z < phi], Z ~ N(mu_out, sigma_out^2) (a one-sided test; reported as
   its z-score (phi - mu_out) / sigma_out, which ranks images the same);
-- ``fixed_variance``: one sigma shared by all images (per IN/OUT), better with few shadow models;
+- ``fixed_variance``: one sigma shared by all images (per IN/OUT), better with few shadow models; ``"auto"``, one
+  below :data:`PER_IMAGE_VARIANCE_MODELS` (64) shadow models and one per image from there, as the paper advises;
 - ``query_shift``: the paper's query augmentations (its Sec. 5.2: "the target model is queried on augmented
   versions of each example"): the target and every shadow model also answer the image translated by every shift
   (i, j) with |i| + |j| <= ``query_shift`` pixels (1: five copies, the identity first), a Gaussian pair is fitted
@@ -32,7 +33,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, require_int
+from privacy_attacks.errors import ConfigError, is_integer, require_int
 from privacy_attacks.seeding import generator
 
 from .augment import translate, translations
@@ -46,6 +47,23 @@ from .shadow_models import (
     subset_indices,
 )
 from .shokri import check_shadow_count, offline_shadow_models, shadow_seeds
+
+# From this many shadow models on, fixed_variance="auto" fits one variance per image (Carlini et al. 2022 advise one
+# variance for all images below 64 shadow models, per-image variances from there).
+PER_IMAGE_VARIANCE_MODELS = 64
+
+
+def resolve_fixed_variance(value: bool | str, num_shadows: int, key: str = "fixed_variance") -> bool:
+    """Whether the Gaussians share one variance: ``value`` when it is a bool; ``"auto"``: below
+    :data:`PER_IMAGE_VARIANCE_MODELS` shadow models. :class:`ConfigError` (naming ``key``) for anything else."""
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return not (is_integer(num_shadows) and num_shadows >= PER_IMAGE_VARIANCE_MODELS)
+    raise ConfigError(
+        f"{key}={value!r} is not allowed: it must be true (one variance for all images), false (one per image) "
+        f"or auto (one for all below {PER_IMAGE_VARIANCE_MODELS} shadow models, one per image from there)."
+    )
 
 
 def gaussian_log_pdf(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -129,7 +147,8 @@ class LiRA(MembershipAttack):
         num_shadows: shadow models (even; IN/OUT pairs). The paper's online attack uses 64-256;
             16 already beats the threshold baselines here.
         online: online (IN and OUT models) or offline (OUT models only).
-        fixed_variance: one variance for all images instead of one per image.
+        fixed_variance: one variance for all images (true) or one per image (false); ``"auto"``, true below 64
+            shadow models (:func:`resolve_fixed_variance`).
         query_shift: the largest translation (pixels, |i| + |j|) of the query augmentations; 0, the image alone.
         keys: the config key of an argument, named in its errors, where it is not the argument's own name
             (``{"num_shadows": "num_ref_models"}`` under ``experiment=membership_budget``); see
@@ -142,13 +161,14 @@ class LiRA(MembershipAttack):
         self,
         num_shadows: int = 16,
         online: bool = True,
-        fixed_variance: bool = True,
+        fixed_variance: bool | str = "auto",
         query_shift: int = 0,
         keys: Mapping[str, str] | None = None,
     ):
         check_shadow_count(num_shadows, config_key(keys, "num_shadows"))
         require_int(query_shift, config_key(keys, "query_shift"), minimum=0)
-        self.num_shadows, self.online, self.fixed_variance = num_shadows, bool(online), bool(fixed_variance)
+        self.fixed_variance = resolve_fixed_variance(fixed_variance, num_shadows, config_key(keys, "fixed_variance"))
+        self.num_shadows, self.online = num_shadows, bool(online)
         self.shifts = translations(int(query_shift))
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
@@ -173,7 +193,11 @@ class LiRA(MembershipAttack):
             shadows = offline_shadow_models(context, self.num_shadows)
             in_mask = torch.zeros(len(shadows), len(context.eval_images), dtype=torch.bool)
         scores = torch.stack([self.copy_scores(context, shadows, in_mask, shift) for shift in self.shifts]).mean(0)
-        info = {"lira/num_shadows": float(len(shadows)), "lira/query_copies": float(len(self.shifts))}
+        info = {
+            "lira/num_shadows": float(len(shadows)),
+            "lira/query_copies": float(len(self.shifts)),
+            "lira/fixed_variance": float(self.fixed_variance),
+        }
         return AttackOutput(scores, (scores > 0).long(), info)
 
     def copy_scores(self, context: AttackContext, shadows: ShadowModels, in_mask: Tensor, shift) -> Tensor:
