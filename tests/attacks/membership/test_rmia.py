@@ -7,7 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from privacy_attacks.attacks.membership.rmia import RMIA, fit_offline_a, offline_prior, rmia_scores, true_label_probs
+from privacy_attacks.attacks.membership.rmia import (
+    RMIA,
+    fit_offline_a,
+    offline_prior,
+    online_prior,
+    rmia_scores,
+    true_label_probs,
+)
 from privacy_attacks.errors import ConfigError
 from tests.attacks.membership.conftest import N_ATTACKER, N_EVAL, TRAIN_SIZE
 
@@ -64,6 +71,7 @@ def test_a_is_the_grid_value_whose_scores_separate_model_0s_members_best():
         ({"a": 1.5}, r"\[0, 1\]"),
         ({"gamma": 0}, "gamma"),
         ({"num_population": 0}, "num_population"),
+        ({"score": "rank"}, "score"),
     ],
 )
 def test_bad_settings_are_config_errors(kwargs, message):
@@ -101,3 +109,26 @@ def test_online_rmia_on_many_nonmembers_takes_its_population_from_the_attackers_
         RMIA(num_ref_models=4, online=True, num_population=N_ATTACKER + 1).check_sizes(4, N_EVAL, N_ATTACKER)
     output = attack(dataclasses.replace(context, train_size=4))
     assert output.scores.shape == (N_EVAL,) and output.info["rmia/num_population"] == N_ATTACKER
+
+
+def test_the_online_prior_weighs_in_and_out_models_alike():
+    probs = torch.tensor([[0.9, 0.2, 0.6], [0.7, 0.4, 0.5], [0.1, 0.6, 0.4], [0.3, 0.8, 0.3]], dtype=torch.float64)
+    balanced = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)  # every image IN for 2 of 4
+    assert torch.equal(online_prior(probs, balanced), probs.mean(dim=0))
+    # image 0 IN for model 0 only: ½(0.9 + mean(0.7, 0.1, 0.3)); image 1 IN for none: the OUT mean; image 2 for all
+    unbalanced = torch.tensor([[1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]], dtype=torch.bool)
+    expected = [0.5 * (0.9 + (0.7 + 0.1 + 0.3) / 3), (0.2 + 0.4 + 0.6 + 0.8) / 4, (0.6 + 0.5 + 0.4 + 0.3) / 4]
+    assert online_prior(probs, unbalanced).tolist() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_the_ratio_score_ranks_like_the_fraction_and_decides_the_same(context, online):
+    fraction = RMIA(num_ref_models=4, online=online, num_population=10)
+    ratio = RMIA(num_ref_models=4, online=online, num_population=10, score="ratio")
+    small = dataclasses.replace(context, train_size=4) if online else context
+    by_fraction, by_ratio = fraction(small), ratio(small)
+    assert torch.equal(by_fraction.predictions, by_ratio.predictions)
+    # wherever the fraction orders two images strictly, the ratio orders them the same way
+    f, r = by_fraction.scores, by_ratio.scores
+    strictly = f[:, None] > f[None, :]
+    assert (r[:, None] > r[None, :])[strictly].all()

@@ -9,13 +9,21 @@ where Pr(x | θ) is the probability the target gives x's true label and Pr(x) it
 (the shadow models of :mod:`.shadow_models`, shared with LiRA through the same cache):
 
 - ``online``: reference models train on random halves of the evaluation images and of the population (each
-  image IN for half of them, as for online LiRA), and Pr(x), Pr(z) average all of them;
+  image IN for half of them, as for online LiRA), and Pr(x), Pr(z) average all of them. Where the evaluation set
+  is large and each model trains on a target-sized subset of it instead (an image IN for fewer than half of the
+  models), Pr(x) is ½(mean over the IN models + mean over the OUT models), the paper's average over reference models
+  of which half trained on x (:func:`online_prior`); the population is then OUT for every model;
 - offline: reference models train on the attacker's own images only (every evaluation image and every z is OUT),
   and the missing IN side is approximated linearly: Pr(x) = ½((1 + a) Pr_OUT(x) + (1 − a)). ``a`` is set, unless
   given, on one reference model used as a temporary target, over the reference models' own training population
   (never on evaluation images): the ``a`` of the grid whose scores separate that model's members best (AUC).
 
 The target is queried on the evaluation images and on the population points (``num_population``).
+
+For a fixed population and γ, score(x) is a non-decreasing step function of the ratio p_x / P_x alone, so
+``score="ratio"`` ranks the images by log(p_x / P_x) itself: the same order without the step function's ties (every
+x whose ratio beats every z's scores 1), which matter at low false-positive rates. The hard decision stays
+score(x) ≥ ½ either way.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .lira import check_online_sizes, online_shadow_models, online_subsets
@@ -34,6 +42,7 @@ from .shadow_models import ShadowModels
 from .shokri import check_shadow_count, offline_shadow_models
 
 A_GRID = tuple(i / 10 for i in range(11))
+SCORE_KINDS = ("fraction", "ratio")
 
 
 def true_label_probs(log_probs: Tensor, labels: Tensor) -> Tensor:
@@ -45,6 +54,20 @@ def true_label_probs(log_probs: Tensor, labels: Tensor) -> Tensor:
 def offline_prior(prob_out: Tensor, a: float) -> Tensor:
     """The offline Pr(x) from the mean probability of OUT reference models: ½((1 + a) Pr_OUT + (1 − a))."""
     return 0.5 * ((1 + a) * prob_out + (1 - a))
+
+
+def online_prior(ref_probs: Tensor, in_mask: Tensor) -> Tensor:
+    """Pr(x) (N,) from the reference models' probabilities ref_probs (S, N) and in_mask (S, N): their mean where
+    every image is IN for exactly half of the models, else ½(mean over IN models + mean over OUT models) per image
+    (one side's mean alone for an image that the other side lacks)."""
+    in_count = in_mask.sum(dim=0)
+    if bool((2 * in_count == len(in_mask)).all()):
+        return ref_probs.mean(dim=0)
+    weight = in_mask.to(ref_probs.dtype)
+    mean_in = (ref_probs * weight).sum(dim=0) / in_count.clamp_min(1)
+    mean_out = (ref_probs * (1 - weight)).sum(dim=0) / (len(in_mask) - in_count).clamp_min(1)
+    both = 0.5 * (mean_in + mean_out)
+    return torch.where(in_count == 0, mean_out, torch.where(in_count == len(in_mask), mean_in, both))
 
 
 def rmia_scores(target_x: Tensor, prior_x: Tensor, target_z: Tensor, prior_z: Tensor, gamma: float) -> Tensor:
@@ -102,6 +125,8 @@ class RMIA(MembershipAttack):
             population the reference models share with the evaluation images, online).
         gamma: the likelihood-ratio threshold γ (> 0).
         a: offline only: the IN-side factor in [0, 1]; None: set on reference model 0 as a temporary target.
+        score: ``"fraction"``, the paper's Pr_z[LR(x, z) ≥ γ]; ``"ratio"``, log(p_x / P_x), the same order without
+            its ties (see the module).
         keys: the config key of an argument, named in its errors, where it is not the argument's own name
             (``{"a": "methods.rmia_offline.a"}``); see :func:`~.base.config_key`.
     """
@@ -115,6 +140,7 @@ class RMIA(MembershipAttack):
         num_population: int = 1000,
         gamma: float = 1.0,
         a: float | None = None,
+        score: str = "fraction",
         keys: Mapping[str, str] | None = None,
     ):
         check_shadow_count(num_ref_models, config_key(keys, "num_ref_models"))
@@ -126,7 +152,8 @@ class RMIA(MembershipAttack):
                 f"{self.a_key}={a!r} is not allowed: it must be a number in [0, 1] or null (set on a reference model)."
             )
         self.num_ref_models, self.online, self.num_population = int(num_ref_models), bool(online), int(num_population)
-        self.gamma, self.a = float(gamma), a
+        require_choice(score, SCORE_KINDS, config_key(keys, "score"))
+        self.gamma, self.a, self.score = float(gamma), a, score
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
         """:class:`ConfigError` when the reference models or the population cannot be drawn from the attacker's data."""
@@ -170,7 +197,7 @@ class RMIA(MembershipAttack):
         target_z = true_label_probs(context.query_log_probs(z_images), z_labels)
         info = {"rmia/num_ref_models": float(len(shadows)), "rmia/num_population": float(len(z_images))}
         if self.online:
-            prior_x, prior_z = ref_x.mean(dim=0), ref_z.mean(dim=0)
+            prior_x, prior_z = online_prior(ref_x, shadows.in_mask[:, : ref_x.shape[1]]), ref_z.mean(dim=0)
         else:
             a = self.a
             if a is None:
@@ -179,5 +206,9 @@ class RMIA(MembershipAttack):
                 a = fit_offline_a(own, shadows.in_mask, ref_z, self.gamma, key=self.a_key)
             prior_x, prior_z = offline_prior(ref_x.mean(dim=0), a), offline_prior(ref_z.mean(dim=0), a)
             info["rmia/a"] = float(a)
-        scores = rmia_scores(target_x, prior_x, target_z, prior_z, self.gamma)
-        return AttackOutput(scores, (scores >= 0.5).long(), info)
+        fraction = rmia_scores(target_x, prior_x, target_z, prior_z, self.gamma)
+        if self.score == "ratio":
+            scores = target_x.double().clamp_min(1e-300).log() - prior_x.double().clamp_min(1e-300).log()
+        else:
+            scores = fraction
+        return AttackOutput(scores, (fraction >= 0.5).long(), info)
