@@ -263,3 +263,14 @@ def test_label_only_boundary_counts_its_queries_and_reads_labels_only(context):
     labels_only = dataclasses.replace(context, api=BlackBoxAPI(untrained_target(), output="label"))
     torch.testing.assert_close(attack(labels_only).scores, output.scores)
     assert (output.scores >= 0).all() and (output.scores <= 10.0).all()
+
+
+def test_a_calibrated_boundary_attack_resolves_auto_variance_by_its_shadow_count_and_records_it(context):
+    assert LabelOnlyBoundaryAttack(calibration="offline", num_shadows=64).fixed_variance is False
+    attack = LabelOnlyBoundaryAttack(
+        directions=2, search_steps=3, refine_steps=0, calibration="offline", num_shadows=4, fixed_variance="auto"
+    )
+    output = attack(context)
+    assert attack.fixed_variance is True and output.info["lira/fixed_variance"] == 1.0
+    with pytest.raises(ConfigError, match="^fixed_variance="):
+        LabelOnlyBoundaryAttack(calibration="offline", fixed_variance="sometimes")

@@ -120,7 +120,7 @@ def test_fixed_variance_auto_shares_one_variance_below_64_shadow_models(value, n
 
 @pytest.mark.parametrize("value", ["yes", "false", 1, None])
 def test_fixed_variance_refuses_anything_but_a_bool_or_auto(value):
-    with pytest.raises(ConfigError, match=r"^fixed_variance=.* true .*false .*auto"):
+    with pytest.raises(ConfigError, match=r"^fixed_variance=.* boolean, true .*false .*auto"):
         LiRA(num_shadows=16, fixed_variance=value)
 
 

@@ -340,7 +340,11 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
             scores = gaussian_log_pdf(target, mean_in, std_in) - gaussian_log_pdf(target, mean_out, std_out)
         else:
             scores = (target - mean_out) / std_out
-        info = {"attack/queries_per_image": float(self.queries_per_image), "lira/num_shadows": float(len(shadows))}
+        info = {
+            "attack/queries_per_image": float(self.queries_per_image),
+            "lira/num_shadows": float(len(shadows)),
+            "lira/fixed_variance": float(self.fixed_variance),
+        }
         return AttackOutput(scores, (scores > 0).long(), info)
 
 

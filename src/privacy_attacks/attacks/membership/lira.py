@@ -61,8 +61,8 @@ def resolve_fixed_variance(value: bool | str, num_shadows: int, key: str = "fixe
     if value == "auto":
         return not (is_integer(num_shadows) and num_shadows >= PER_IMAGE_VARIANCE_MODELS)
     raise ConfigError(
-        f"{key}={value!r} is not allowed: it must be true (one variance for all images), false (one per image) "
-        f"or auto (one for all below {PER_IMAGE_VARIANCE_MODELS} shadow models, one per image from there)."
+        f"{key}={value!r} is not allowed: it must be a boolean, true (one variance for all images) or false (one per "
+        f"image), or auto (one for all below {PER_IMAGE_VARIANCE_MODELS} shadow models, one per image from there)."
     )
 
 

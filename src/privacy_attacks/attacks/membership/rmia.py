@@ -12,7 +12,9 @@ where Pr(x | θ) is the probability the target gives x's true label and Pr(x) it
   image IN for half of them, as for online LiRA), and Pr(x), Pr(z) average all of them. Where the evaluation set
   is large and each model trains on a target-sized subset of it instead (an image IN for fewer than half of the
   models), Pr(x) is ½(mean over the IN models + mean over the OUT models), the paper's average over reference models
-  of which half trained on x (:func:`online_prior`); the population is then OUT for every model;
+  of which half trained on x (:func:`online_prior`); the population is then OUT for every model and Pr(z) their
+  mean, which leaves the order of the images unchanged (see below) but lowers the fraction, so the hard decision
+  leans to non-member;
 - offline: reference models train on the attacker's own images only (every evaluation image and every z is OUT),
   and the missing IN side is approximated linearly: Pr(x) = ½((1 + a) Pr_OUT(x) + (1 − a)). ``a`` is set, unless
   given, on one reference model used as a temporary target, over the reference models' own training population
@@ -22,8 +24,8 @@ The target is queried on the evaluation images and on the population points (``n
 
 For a fixed population and γ, score(x) is a non-decreasing step function of the ratio p_x / P_x alone, so
 ``score="ratio"`` ranks the images by log(p_x / P_x) itself: the same order without the step function's ties (every
-x whose ratio beats every z's scores 1), which matter at low false-positive rates. The hard decision stays
-score(x) ≥ ½ either way.
+x whose ratio beats every z's scores 1), which matter at low false-positive rates. The hard decision stays the
+fraction's, Pr_z[LR(x, z) ≥ γ] ≥ ½, either way.
 """
 
 from __future__ import annotations
@@ -70,13 +72,18 @@ def online_prior(ref_probs: Tensor, in_mask: Tensor) -> Tensor:
     return torch.where(in_count == 0, mean_out, torch.where(in_count == len(in_mask), mean_in, both))
 
 
+def likelihood_ratio(target: Tensor, prior: Tensor) -> Tensor:
+    """p / P (...,): the target's probability over its reference average (floored at 1e-30)."""
+    return target / prior.clamp_min(1e-30)
+
+
 def rmia_scores(target_x: Tensor, prior_x: Tensor, target_z: Tensor, prior_z: Tensor, gamma: float) -> Tensor:
     """score(x) = the fraction of population points z with LR(x, z) = (p_x / P_x) / (p_z / P_z) ≥ γ, (N,).
 
     target_x, prior_x: (N,) the target's probability of each x's label and its reference average; same for z (P,).
     """
-    ratio_x = target_x / prior_x.clamp_min(1e-30)
-    ratio_z = target_z / prior_z.clamp_min(1e-30)
+    ratio_x = likelihood_ratio(target_x, prior_x)
+    ratio_z = likelihood_ratio(target_z, prior_z)
     return (ratio_x[:, None] / ratio_z[None, :] >= gamma).double().mean(dim=1)
 
 
@@ -208,7 +215,7 @@ class RMIA(MembershipAttack):
             info["rmia/a"] = float(a)
         fraction = rmia_scores(target_x, prior_x, target_z, prior_z, self.gamma)
         if self.score == "ratio":
-            scores = target_x.double().clamp_min(1e-300).log() - prior_x.double().clamp_min(1e-300).log()
+            scores = likelihood_ratio(target_x.double(), prior_x.double()).log()
         else:
             scores = fraction
         return AttackOutput(scores, (fraction >= 0.5).long(), info)
