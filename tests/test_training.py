@@ -141,3 +141,29 @@ def test_an_interrupted_training_run_says_how_to_go_on(compose_train, monkeypatc
     with pytest.raises(SystemExit), caplog.at_level("WARNING"):
         pipelines.run_train(cfg)
     assert f"ckpt_path={Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt'}" in caplog.text
+
+
+def test_resuming_names_ckpt_path_in_one_line_when_the_file_cannot_be_resumed(compose_train, tmp_path):
+    from privacy_attacks.errors import CheckpointError
+    from privacy_attacks.models import MLP
+    from privacy_attacks.pipelines import check_train
+    from privacy_attacks.training import check_resumable
+
+    for missing in (tmp_path / "nowhere.ckpt", tmp_path):  # no file, a folder
+        with pytest.raises(ConfigError, match=r"ckpt_path=.* is not a checkpoint file"):
+            check_train(compose_train([f"ckpt_path={missing}"]))
+    system = build_classifier(compose_train([]).model)
+    own = tmp_path / "own.ckpt"
+    torch.save({"state_dict": system.state_dict()}, own)
+    check_resumable(str(own), system)  # the recipe's own network: resumable
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": ImageClassifier(MLP((1, 28, 28), 10), torch.optim.Adam).state_dict()}, other)
+    with pytest.raises(CheckpointError, match=r"holds another network than this run's recipe"):
+        check_resumable(str(other), system)
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+        check_resumable(str(garbage), system)
+    torch.save({"epoch": 3}, garbage)
+    with pytest.raises(CheckpointError, match="no state_dict"):
+        check_resumable(str(garbage), system)

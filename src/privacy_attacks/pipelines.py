@@ -120,10 +120,16 @@ def check_attack(cfg: DictConfig) -> None:
 
 def check_train(cfg: DictConfig) -> None:
     """Every check a ``train.py`` run makes before any work: the seed, the recipe with its training defence, the
-    device."""
+    device, and that ``ckpt_path`` (resuming) names a file."""
     require_int(cfg.get("seed"), "seed", minimum=None)
     validate_recipe(recipe_with_defense(cfg, "model"))
     run_device(cfg.trainer)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not Path(str(ckpt_path)).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a checkpoint file: give the interrupted run's "
+            "outputs/train/<time>/checkpoints/last.ckpt."
+        )
 
 
 def run_attack(cfg: DictConfig) -> dict[str, float]:

@@ -26,7 +26,7 @@ from privacy_attacks.data import ImageDataModule
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.data.module import channel_values
 from privacy_attacks.data.tensors import split_indices
-from privacy_attacks.errors import ConfigError, UserError, require_int, require_positive
+from privacy_attacks.errors import CheckpointError, ConfigError, UserError, require_int, require_positive
 from privacy_attacks.harness import build_trainer, instantiate_checked
 from privacy_attacks.systems import ImageClassifier
 
@@ -223,6 +223,8 @@ def fit_classifier(
         callbacks=[*(callbacks or []), *recipe_callbacks(recipe), EpochLog(network_name(recipe.net))],
         **trainer_overrides,
     )
+    if ckpt_path:
+        check_resumable(ckpt_path, system)
     start = time.perf_counter()
     # A run's own checkpoint holds the recipe's optimiser as a pickled partial, which torch's weights-only loading
     # refuses; the user resumes their own run's file, so it is loaded in full.
@@ -236,3 +238,25 @@ def fit_classifier(
         metrics.update(system.private.metrics())
     metrics["fit_time_s"] = fit_time
     return system, metrics
+
+
+def check_resumable(ckpt_path: str, system: L.LightningModule) -> None:
+    """Raise :class:`CheckpointError` (one line naming ``ckpt_path``) unless the file is a Lightning checkpoint whose
+    weights fit ``system`` (the same names and shapes): resuming another recipe's run fails here, not in Lightning."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path!r} is not a readable checkpoint ({type(error).__name__})."
+        ) from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"ckpt_path={ckpt_path!r} is not a Lightning checkpoint of train.py (no state_dict).")
+    expected = {name: tuple(value.shape) for name, value in system.state_dict().items()}
+    found = {name: tuple(getattr(value, "shape", ())) for name, value in state.items()}
+    if expected != found:
+        differ = sorted(set(expected) ^ set(found)) or [n for n in expected if expected[n] != found[n]]
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path!r} holds another network than this run's recipe (first difference: "
+            f"{differ[0]}): resume with the interrupted run's own model and data settings."
+        )

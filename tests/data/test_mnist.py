@@ -40,7 +40,9 @@ def test_split_is_seeded_and_disjoint():
     assert not torch.equal(a["train"], c["train"])
 
 
-@pytest.mark.parametrize("kwargs", [{"members": 0}, {"members": 55001}, {"val_size": 0}, {"val_size": 60000}])
+@pytest.mark.parametrize(
+    "kwargs", [{"members": 0}, {"members": 55001}, {"val_size": 0}, {"val_size": 60000}, {"split_seed": "abc"}]
+)
 def test_bad_split_sizes_are_refused(kwargs):
     with pytest.raises(ConfigError):
         MNISTDataModule(**{"root": "unused", **kwargs})

@@ -7,6 +7,7 @@ import functools
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from privacy_attacks.data import (
     SyntheticSource,
     TorchvisionSource,
 )
+from privacy_attacks.data.folder import HIGH_DEPTH_MODES
 from privacy_attacks.data.idx import read_idx_images, read_idx_labels
 from privacy_attacks.data.mnist import data_digest
 from privacy_attacks.data.source import ImageSource, SourceData
@@ -238,6 +240,35 @@ def test_a_folder_of_images_says_what_is_wrong(tmp_path):
         ImageFolderSource(str(train), str(other)).load()
     with pytest.raises(ConfigError, match="1 or 3 channels"):
         ImageFolderSource(str(train), str(train), image_shape=(2, 8, 8))
+
+
+def test_a_folder_of_images_refuses_one_class_an_unreadable_file_and_its_own_test_set(tmp_path):
+    train = write_image_folder(tmp_path / "train", ["cat", "dog"], 2)
+    test = write_image_folder(tmp_path / "test", ["cat", "dog"], 1)
+    with pytest.raises(ConfigError, match="the same folder"):
+        ImageFolderSource(str(train), str(tmp_path / "train" / ".." / "train"))
+    single = write_image_folder(tmp_path / "single", ["cat"], 2)
+    with pytest.raises(ConfigError, match="at least two classes"):
+        ImageFolderSource(str(single), str(test)).load()
+    (train / "cat" / "bad.png").write_text("not an image")
+    with pytest.raises(DataUnavailableError, match=r"bad\.png is not a readable image .*data\.source\.train_dir"):
+        ImageFolderSource(str(train), str(test)).load()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_greyscale_images_are_scaled_by_their_depth_not_saturated(tmp_path, channels):
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 16, dtype=np.uint16).reshape(4, 4)
+    for root in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / root / name).mkdir(parents=True)
+            Image.fromarray(ramp).save(tmp_path / root / name / "0.png")  # a 16-bit greyscale PNG
+    assert Image.open(tmp_path / "train" / "a" / "0.png").mode in HIGH_DEPTH_MODES
+    data = ImageFolderSource(str(tmp_path / "train"), str(tmp_path / "test"), image_shape=(channels, 4, 4)).load()
+    expected = torch.from_numpy(ramp.astype(np.float32) / 65535).expand(channels, -1, -1)
+    torch.testing.assert_close(data.train_images[0], expected)
+    assert data.train_images.shape == (2, channels, 4, 4)
 
 
 class OwnSource(ImageSource):

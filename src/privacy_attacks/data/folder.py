@@ -9,11 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from privacy_attacks.data.source import ImageSource, SourceData
 from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer
+
+# PIL modes of more than 8 bits per channel (16-bit greyscale PNG or TIFF, 32-bit integer or float images) and the
+# value that maps to 1; torchvision's loader converts them to 8-bit RGB, which saturates 16-bit values.
+HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def load_image(path: str) -> Image.Image | Tensor:
+    """An image file as torchvision's ``ImageFolder`` loader reads it (RGB), except one of more than 8 bits per channel
+    (:data:`HIGH_DEPTH_MODES`): a (1, H, W) float tensor in [0, 1], scaled by its bit depth."""
+    with open(path, "rb") as handle:
+        image = Image.open(handle)
+        image.load()
+    if image.mode not in HIGH_DEPTH_MODES:
+        return image.convert("RGB")
+    values = torch.from_numpy(np.asarray(image, dtype=np.float32).copy())
+    return (values / HIGH_DEPTH_MODES[image.mode]).clamp(0, 1)[None]
 
 
 class ImageFolderSource(ImageSource):
@@ -38,6 +56,12 @@ class ImageFolderSource(ImageSource):
         self.train_dir, self.test_dir = Path(train_dir).expanduser(), Path(test_dir).expanduser()
         self.image_shape = shape
 
+        if self.train_dir.resolve() == self.test_dir.resolve():
+            raise ConfigError(
+                f"data.source.train_dir and data.source.test_dir are the same folder ({self.train_dir}): the test "
+                "images must be others than the training images (every attack's evaluation reads them)."
+            )
+
     def identity(self) -> tuple:
         return (str(self.train_dir.resolve()), str(self.test_dir.resolve()), self.image_shape)
 
@@ -49,17 +73,36 @@ class ImageFolderSource(ImageSource):
         steps = [transforms.Resize((height, width))]
         if channels == 1:
             steps.append(transforms.Grayscale(num_output_channels=1))
-        transform = transforms.Compose([*steps, transforms.ToTensor()])
+        eight_bit = transforms.Compose([*steps, transforms.ToTensor()])
+
+        def transform(image: Image.Image | Tensor) -> Tensor:
+            if isinstance(image, Image.Image):
+                return eight_bit(image)
+            resized = transforms.functional.resize(image, [height, width], antialias=True)  # (1, H, W) floats
+            return resized.expand(channels, -1, -1).clone()
+
         try:
-            dataset = ImageFolder(str(folder), transform=transform)
+            dataset = ImageFolder(str(folder), transform=transform, loader=load_image)
         except (FileNotFoundError, OSError) as error:
             reason = (str(error).splitlines() or [""])[0]
             raise DataUnavailableError(
                 f"No folder of images at {folder} ({reason}): set data.source.{key}=/path/to/folder, a folder with "
                 "one subfolder of images per class."
             ) from error
-        images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-        return images, torch.tensor(dataset.targets, dtype=torch.long), list(dataset.classes)
+        if len(dataset.classes) < 2:
+            raise ConfigError(
+                f"{folder} holds {len(dataset.classes)} class subfolder ({', '.join(dataset.classes)}): a dataset "
+                "needs at least two classes, one subfolder of images each."
+            )
+        images = []
+        for index, (path, _) in enumerate(dataset.samples):
+            try:
+                images.append(dataset[index][0])
+            except OSError as error:  # PIL's UnidentifiedImageError too
+                raise DataUnavailableError(
+                    f"{path} is not a readable image ({type(error).__name__}): remove it from data.source.{key}."
+                ) from None
+        return torch.stack(images), torch.tensor(dataset.targets, dtype=torch.long), list(dataset.classes)
 
     def read(self) -> SourceData:
         train_images, train_labels, classes = self._read(self.train_dir, "train_dir")

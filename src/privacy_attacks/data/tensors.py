@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from privacy_attacks.errors import ConfigError, is_integer, require_choice
+from privacy_attacks.errors import ConfigError, is_integer, require_choice, require_int
 from privacy_attacks.seeding import derive_seed
 
 
@@ -44,6 +44,7 @@ def split_indices(
             f"{pool_size - member_offset} "
             f"({total:,} training images minus val_size={val_size} minus member_offset={member_offset})."
         )
+    require_int(split_seed, "data.split_seed", minimum=None)
     generator = torch.Generator().manual_seed(split_seed)
     order = torch.randperm(total, generator=generator)
     pool = order[val_size:]

@@ -71,6 +71,9 @@ def test_split_is_drawn_by_seed():
         ({"attacker_size": 10_000}, "attacker_size"),
         ({"attacker_size": None, "attacker_offset": 4500}, "leaves the attacker no images"),
         ({"eval_set": "test"}, "eval_set"),
+        ({"eval_seed": "abc"}, "eval_seed='abc' is not allowed: it must be an integer"),
+        ({"eval_seed": 1.5}, "eval_seed=1.5"),
+        ({"split_seed": "abc"}, "data.split_seed='abc' is not allowed: it must be an integer"),
     ],
 )
 def test_bad_sizes_are_config_errors(overrides, message):

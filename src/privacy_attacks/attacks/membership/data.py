@@ -71,6 +71,7 @@ def membership_split(
     if eval_set not in EVAL_SETS:
         raise ConfigError(f"eval_set={eval_set!r} is not one of the choices: {', '.join(EVAL_SETS)}.")
     require_int(eval_members, "eval_members")
+    require_int(eval_seed, "eval_seed", minimum=None)
     require_int(eval_nonmembers, "eval_nonmembers", null_means="as many as eval_members")
     nonmembers = eval_members if eval_nonmembers is None else eval_nonmembers
     if attacker_size is not None:
