@@ -64,6 +64,19 @@ def test_headline_overrides_compose(compose_attack):
     assert OmegaConf.select(cfg, "summary.figure._target_").endswith("accuracy_vs_queries")
 
 
+def test_the_figure_title_names_the_student_and_target_networks_unless_a_sweep_varies_one(compose_attack):
+    from privacy_attacks.attacks.stealing.figures import figure_title
+
+    def title(overrides, varying=()):
+        figure = compose_attack(["attack=distillation", *overrides]).summary.figure
+        return figure_title(figure.target_net, figure.student_net, list(varying))
+
+    assert title([]).endswith(": LeNet5 student of a LeNet5 target")
+    assert title(["net@attacker_net=cnn"]).endswith(": SmallVGG student of a LeNet5 target")
+    assert title(["net@target.net=torchvision"]).endswith(": resnet18 student of a resnet18 target")
+    assert title([], varying=["net@attacker_net", "loss"]) == "Model stealing by distillation"
+
+
 @pytest.mark.mnist
 def test_distillation_run_writes_metrics_and_student(compose_attack, monkeypatch):
     from privacy_attacks.attacks.stealing import attack

@@ -31,13 +31,36 @@ def _line_label(row: dict[str, Any], varying: list[str]) -> str:
     return ", ".join(f"{k}={row.get(k)}" for k in varying) or "distillation"
 
 
-def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: str = "accuracy_vs_queries.png") -> Path:
+def net_name(net: str | None) -> str | None:
+    """A network's name for a title: the last part of a dotted ``_target_`` (``LeNet5``), or a plain name as it is
+    (the config passes torchvision's model name, e.g. ``resnet18``)."""
+    return None if not net else str(net).rsplit(".", 1)[-1]
+
+
+def figure_title(target_net: str | None, student_net: str | None, varying: list[str]) -> str:
+    """``Model stealing by distillation: <student> student of a <target> target``; without the names when they are
+    unknown or a sweep varies a network (``net@...`` or ``...net...`` overrides: each line's label names it)."""
+    title = "Model stealing by distillation"
+    names = net_name(student_net), net_name(target_net)
+    if None in names or any("net" in key for key in varying):
+        return title
+    return f"{title}: {names[0]} student of a {names[1]} target"
+
+
+def accuracy_vs_queries(
+    sweep_dir: Path,
+    rows: list[dict[str, Any]],
+    filename: str = "accuracy_vs_queries.png",
+    target_net: str | None = None,
+    student_net: str | None = None,
+) -> Path:
     """Plot ``student/acc`` (left) and ``student/agreement`` (right) against ``queries/used`` on a log x-axis.
 
     One line per combination of the overrides that differ between jobs, other than ``query_budget`` and
     ``seed`` (e.g. one per ``loss``); jobs that differ only in ``seed`` are one point, their mean, with the
     95% t-interval over the seeds as an error bar. The target's own accuracy on the evaluation set is a
-    dashed horizontal line. Written to ``sweep_dir/filename``; returns its path.
+    dashed horizontal line. ``target_net``, ``student_net``: the networks' names for the title (:func:`figure_title`).
+    Written to ``sweep_dir/filename``; returns its path.
     """
     lines: dict[str, dict[float, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     varying = varying_overrides(rows, ignore={*METRIC_KEYS, "query_budget", "seed"})
@@ -62,7 +85,7 @@ def accuracy_vs_queries(sweep_dir: Path, rows: list[dict[str, Any]], filename: s
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("accuracy on the evaluation set")
     axes[0].legend(loc="lower right")
-    fig.suptitle("Model stealing by distillation: LeNet5 student of a LeNet5 target")
+    fig.suptitle(figure_title(target_net, student_net, varying))
     fig.tight_layout()
     path = Path(sweep_dir) / filename
     fig.savefig(path, dpi=120, bbox_inches="tight")  # titles and labels wider than the axes are kept whole
