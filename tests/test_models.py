@@ -174,6 +174,22 @@ def test_a_torchvision_classifier_takes_any_datas_channels_and_classes(shape):
     assert images.grad is not None and images.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_a_torchvision_classifier_with_group_norm_is_one_dp_sgd_can_train(name):
+    from opacus.validators import ModuleValidator
+
+    from privacy_attacks.errors import ConfigError
+    from privacy_attacks.models import torchvision_classifier
+
+    assert ModuleValidator.validate(torchvision_classifier(name, (3, 32, 32), 7), strict=False)  # batch norm
+    net = torchvision_classifier(name, (3, 32, 32), 7, norm="group")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert ModuleValidator.validate(net, strict=False) == []
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+    with pytest.raises(ConfigError, match="net.norm='layer' is not one of the choices: batch, group"):
+        torchvision_classifier(name, (3, 32, 32), 7, norm="layer")
+
+
 def test_an_unknown_torchvision_classifier_is_one_line():
     from privacy_attacks.errors import ConfigError
     from privacy_attacks.models import torchvision_classifier

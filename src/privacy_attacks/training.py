@@ -18,7 +18,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks.callbacks.epoch_log import EpochLog
@@ -95,7 +95,8 @@ def check_network(
         raise ConfigError(f"data={name} declares no num_classes: add num_classes: <count> to its config.")
     with torch.random.fork_rng(devices=[]):
         net = build_net(recipe, key)
-    label = f"{net_key} ({type(net).__name__})"
+    shown = OmegaConf.select(recipe, "net.name", default=None) or type(net).__name__  # torchvision's by its name
+    label = f"{net_key} ({shown})"
     if image_shape is not None:  # the data's own statistics first: a wrong mean is not the model's fault
         channel_values(data.get("mean"), "mean", image_shape[0])
         channel_values(data.get("std"), "std", image_shape[0])
@@ -122,7 +123,7 @@ def check_network(
                 f"{net_key}.num_classes={num_classes} (or '${{data.num_classes}}')."
             )
     if privacy is not None and hasattr(privacy, "check_network"):
-        privacy.check_network(net, net_key)
+        privacy.check_network(net, net_key, shown)
 
 
 def build_privacy(recipe: DictConfig) -> Any:

@@ -44,6 +44,22 @@ def test_without_noise_or_clipping_a_private_step_is_the_plain_step(network):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize(("name", "kwargs"), [("resnet18", {}), ("mobilenet_v3_small", {"dropout": 0.0})])
+def test_a_torchvision_network_with_group_norm_takes_the_plain_step_without_noise_or_clipping(name, kwargs):
+    """Its blocks add to a norm's output in place, and its activations were in place: DP-SGD's hooks take it.
+    (MobileNet without its dropout, which would draw other masks in the two passes.)"""
+    from privacy_attacks.models import torchvision_classifier
+
+    torch.manual_seed(0)
+    net = torchvision_classifier(name, (1, 28, 28), 10, norm="group", **kwargs)
+    images, labels = _batch(4)
+    plain = copy.deepcopy(net)
+    F.cross_entropy(plain(images), labels).backward()
+    unclipped = DPSGD(noise_multiplier=0.0, max_grad_norm=1e9)
+    for got, want in zip(_private_step(net, images, labels, unclipped), [p.grad for p in plain.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.parametrize("network", [LeNet5, DeskewedLeNet5])  # the deskew layer: part of each example's function
 def test_each_examples_gradient_is_clipped_before_the_mean(network):
     torch.manual_seed(0)

@@ -147,9 +147,10 @@ class DPSGD(TrainingDefense):
                 f"rate {sample_rate:.4g} ({error})."
             ) from None
 
-    def check_network(self, net: nn.Module, net_key: str = "model.net") -> None:
+    def check_network(self, net: nn.Module, net_key: str = "model.net", name: str | None = None) -> None:
         """:class:`ConfigError` in one line when Opacus cannot take per-example gradients of ``net`` (batch norm mixes
-        the examples of a batch: use a model's group-norm variant, ``<net_key>.norm=group``, e.g. ``model.net``)."""
+        the examples of a batch: use a model's group-norm variant, ``<net_key>.norm=group``, e.g. ``model.net``);
+        ``name``: the network's name in the message (default: its class)."""
         from opacus.validators import ModuleValidator
 
         errors = ModuleValidator.validate(net, strict=False)
@@ -157,7 +158,8 @@ class DPSGD(TrainingDefense):
             # Opacus explains each refused layer at length, once per layer: its first sentence, once per kind.
             listed = "; ".join(dict.fromkeys(str(error).replace("\n", " ").split(". ")[0] for error in errors))
             hint = f" Use a model's group-norm variant ({net_key}.norm=group)." if "BatchNorm" in listed else ""
-            raise ConfigError(f"defense=dpsgd cannot train {type(net).__name__} privately (Opacus: {listed}).{hint}")
+            name = name or type(net).__name__
+            raise ConfigError(f"defense=dpsgd cannot train {name} privately (Opacus: {listed}).{hint}")
 
     def make_private(
         self,
