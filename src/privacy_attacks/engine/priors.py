@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from privacy_attacks.errors import ConfigError, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_fraction, require_int, require_positive
 
 
 def total_variation(images: Tensor) -> Tensor:
@@ -138,8 +138,7 @@ class RandomAffine(Prior):
 
     def __init__(self, weight: float = 0.0, scale: float = 0.0):
         super().__init__(weight)
-        if not 0 <= float(scale) < 1:
-            raise ConfigError(f"scale must be in [0, 1), got {scale}.")
+        require_fraction(scale, "augment_scale")  # the key the reconstruction configs set it by
         self.scale = float(scale)
         self.generator: torch.Generator | None = None
 

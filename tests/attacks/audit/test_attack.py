@@ -44,6 +44,7 @@ LABELS = torch.arange(60_000) % 10  # the training set's labels, for draws that 
         (["audit_delta=1.0"], "audit_delta=1.0"),
         (["canaries=60000", "guesses_in=10"], "more than the 50000 images"),
         (["target.members=null"], "set target.members"),
+        (["target.members=60000"], "target.members=60000 is not allowed"),  # the key a user types
         (["defense=noise"], "does not meet"),  # an API defence: the audit meets the target's training only
     ],
 )

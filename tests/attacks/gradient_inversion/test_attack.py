@@ -321,7 +321,7 @@ def test_a_shared_model_that_cannot_take_the_data_is_refused_in_one_line(compose
     colour = [key for key in TINY_COLOUR if not key.startswith(("model@target", "target.net"))]
     overrides = [*colour, "model@target=lenet5", "shared_model=target", "model_state=trained"]
     overrides.append("target.net.image_shape=[1,28,28]")  # a LeNet5 built for MNIST's images only
-    with pytest.raises(ConfigError, match=r"shared_model.net \(LeNet5\)") as error:
+    with pytest.raises(ConfigError, match=r"target.net \(LeNet5\)") as error:
         pipelines.run_attack(compose_attack(overrides))
     assert "\n" not in str(error.value)
 

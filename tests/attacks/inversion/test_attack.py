@@ -69,7 +69,7 @@ def test_the_border_weight_of_the_pixel_energy_prior_reaches_the_module(compose_
         ("restarts=0", "restarts=0"),
         ("samples_per_class=0", "samples_per_class=0"),
         ("augment_degrees=-5", "augment_degrees"),
-        ("augment_scale=1.5", "priors.augment: scale must be in"),
+        ("augment_scale=1.5", r"augment_scale=1.5 is not allowed: it must be in \[0, 1\)"),
         ("l2_border=-1", "priors.l2: l2_border=-1 is not allowed"),
         ("l2_border_power=0", "priors.l2: l2_border_power=0 is not allowed"),
         ("selection=best", "loss, augmented"),

@@ -70,7 +70,7 @@ def nonmember_pool(cfg: DictConfig, total: int | None = None) -> Tensor:
         )
     if total is None:
         total = training_set_size(cfg.data)
-    return split_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total)["nonmember"]
+    return split_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total, key="target")["nonmember"]
 
 
 def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:

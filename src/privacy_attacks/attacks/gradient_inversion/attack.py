@@ -140,7 +140,8 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.shared_model, cfg.shared_models, "shared_model")
     require_choice(cfg.model_state, MODEL_STATES, "model_state")
     require_choice(cfg.private_set, PRIVATE_SETS, "private_set")
-    check_network(cfg.shared_models[cfg.shared_model], "shared_model", cfg.data)  # the data's shape and classes
+    shared_key = "target" if cfg.shared_model == "target" else f"shared_models.{cfg.shared_model}"  # the user's key
+    check_network(cfg.shared_models[cfg.shared_model], shared_key, cfg.data)  # the data's shape and classes
     require_int(cfg.private_seed, "private_seed", minimum=None)
     method = cfg.methods[cfg.method]
     require_choice(method.threat, THREATS, f"methods.{cfg.method}.threat")
