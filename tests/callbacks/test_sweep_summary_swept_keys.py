@@ -36,3 +36,15 @@ def test_a_configured_column_no_job_has_is_left_out(tmp_path: Path):
     sweep = make_sweep(tmp_path / "sweep", jobs)
     summarise(sweep, {"metric": "recon/psnr", "columns": ["method", "batch_size", "seed", "recon/psnr"]})
     assert (sweep / "summary.md").read_text().splitlines()[0] == "| job | seed | recon/psnr |"
+
+
+def test_without_configured_columns_the_table_shows_the_swept_keys_and_every_metric(tmp_path: Path):
+    """``train.py -m`` (no ``summary.columns``): overrides fixed for every job stay in ``summary.csv`` only."""
+    jobs = [
+        (["data=synthetic", "threads=1", f"model.max_epochs={epochs}"], {"val/acc": acc, "fit_time_s": 3.0})
+        for epochs, acc in ((1, 0.5), (2, 0.6))
+    ]
+    sweep = make_sweep(tmp_path / "sweep", jobs)
+    summarise(sweep, {"metric": "val/acc"})
+    assert (sweep / "summary.md").read_text().splitlines()[0] == "| job | model.max_epochs | val/acc |"
+    assert (sweep / "summary.csv").read_text().splitlines()[0] == "job,data,threads,model.max_epochs,val/acc,fit_time_s"

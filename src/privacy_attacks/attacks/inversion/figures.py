@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from privacy_attacks.engine.figures import image_rows_figure
+from privacy_attacks.statistics import varying_overrides
 
 
 def reconstruction_figure(
@@ -34,18 +35,18 @@ def reconstruction_figure(
 
 
 def comparison_figure(sweep_dir: Path, rows: list[dict[str, Any]], metric: str = "inversion/evaluator_acc") -> Path:
-    """``comparison.png`` of a sweep: one row per job (its overrides and ``metric``), one column per class.
+    """``comparison.png`` of a sweep: one row per job (the overrides that differ between jobs, and ``metric``), one
+    column per class.
 
     The ``summary.figure`` hook of the sweep-summary callback (``f(sweep_dir, rows) -> path``).
     """
     sweep_dir = Path(sweep_dir)
     shown, labels = [], None
+    varying = [k for k in varying_overrides(rows) if not k.endswith("_s")]
     for row in rows:
         saved = torch.load(sweep_dir / str(row["job"]) / "reconstructions.pt", map_location="cpu", weights_only=True)
         labels = saved["labels"]
-        overrides = ", ".join(
-            f"{k}={v}" for k, v in row.items() if k != "job" and "/" not in k and not k.endswith("_s")
-        )
+        overrides = ", ".join(f"{k}={row.get(k)}" for k in varying)
         score = row.get(metric)
         label = f"job {row['job']}\n{overrides}" + (
             f"\n{metric.split('/')[-1]}={score:.2f}" if isinstance(score, float) else ""
