@@ -271,6 +271,25 @@ def test_16_bit_greyscale_images_are_scaled_by_their_depth_not_saturated(tmp_pat
     assert data.train_images.shape == (2, channels, 4, 4)
 
 
+def test_a_failed_download_leaves_no_folder_it_made(tmp_path):
+    from privacy_attacks.data.source import fetch
+
+    (tmp_path / "kept" / "old").mkdir(parents=True)
+
+    def download(root):  # makes its layout, writes nothing, then fails, as torchvision does without internet
+        (root / "MNIST" / "raw").mkdir(parents=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://...")
+
+    root = tmp_path / "new" / "deeper"
+    one_line = r"downloading it failed \(RuntimeError: Error downloading [^\n]*\)$"
+    with pytest.raises(DataUnavailableError, match=one_line):
+        fetch(lambda: download(root), lambda reason: f"missing: {reason}", root=root)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(DataUnavailableError):
+        fetch(lambda: download(tmp_path / "kept"), lambda reason: f"missing: {reason}", root=tmp_path / "kept")
+    assert sorted(p.name for p in (tmp_path / "kept").rglob("*")) == ["old"]  # what was there before stays
+
+
 class OwnSource(ImageSource):
     """A researcher's own source, giving whatever tensors a test hands it."""
 

@@ -94,7 +94,7 @@ class FashionMNISTSource(ImageSource):
         if not self.available():
             if not self.download:
                 raise DataUnavailableError(self._missing("data.source.download is false"))
-            fetch(lambda: download_fashion_mnist(self.root), self._missing)
+            fetch(lambda: download_fashion_mnist(self.root), self._missing, root=self.root)
         images = [uint8_to_pixels(read_idx_images(find_idx(self.root, name))) for name in FASHION_FILES]
         labels = [read_idx_labels(find_idx(self.root, name)) for name in FASHION_LABEL_FILES]
         return SourceData(images[0], labels[0], images[1], labels[1], CLASS_NAMES)

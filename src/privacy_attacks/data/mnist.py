@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch import Tensor
 
 from privacy_attacks.data.module import ImageDataModule
-from privacy_attacks.data.source import ImageSource, SourceData
+from privacy_attacks.data.source import ImageSource, SourceData, fetch
 from privacy_attacks.data.tensors import BATCH_ORDERS, PoissonBatches, TensorBatches, epoch_seed, split_indices
 from privacy_attacks.errors import DataUnavailableError
 
@@ -75,14 +74,7 @@ def _load_cached(root: str, train: bool, download: bool) -> tuple[Tensor, Tensor
     if not _has_local_copy(path):
         if not download:
             raise DataUnavailableError(_missing_message(path, "data.download is false"))
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(15)
-        try:
-            MNIST(str(path), train=True, download=True)
-        except Exception as error:  # noqa: BLE001 - any network failure means the same to the user
-            raise DataUnavailableError(_missing_message(path, f"downloading it failed ({error})")) from error
-        finally:
-            socket.setdefaulttimeout(previous)
+        fetch(lambda: MNIST(str(path), train=True, download=True), lambda why: _missing_message(path, why), root=path)
     dataset = MNIST(str(path), train=train, download=False)
     images = dataset.data.unsqueeze(1).float().div_(255.0)
     return images, dataset.targets.long()

@@ -8,11 +8,13 @@ dataset. Loaded tensors are kept per process (a few datasets at a time), keyed b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,18 +124,41 @@ def uint8_to_pixels(images: Tensor) -> Tensor:
     return images.float().div_(255.0)
 
 
-def fetch(download: Callable[[], Any], missing: Callable[[str], str], timeout: float = 15) -> None:
+def fetch(
+    download: Callable[[], Any], missing: Callable[[str], str], timeout: float = 15, root: str | Path | None = None
+) -> None:
     """Run ``download()`` with a socket timeout; any failure becomes :class:`DataUnavailableError` with the message
-    ``missing(reason)``."""
+    ``missing(reason)``, and leaves no folder it made empty under ``root`` (:func:`no_empty_folders_left`)."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
-        download()
+        with no_empty_folders_left(root):
+            download()
     except Exception as error:  # noqa: BLE001 - any network or file failure means the same to the user
         reason = (str(error).splitlines() or [""])[0]
         raise DataUnavailableError(missing(f"downloading it failed ({type(error).__name__}: {reason})")) from error
     finally:
         socket.setdefaulttimeout(previous)
+
+
+@contextlib.contextmanager
+def no_empty_folders_left(root: str | Path | None) -> Iterator[None]:
+    """Run the body (a download into ``root``); when it fails, remove the folders it made that are still empty: those
+    under ``root``, ``root`` itself and the parents it made for it (a failed download leaves no trace)."""
+    if root is None:
+        yield
+        return
+    root = Path(root).expanduser().absolute()
+    made_parents = [p for p in (root, *root.parents) if not p.exists()]  # root first
+    before = {p for p in root.rglob("*") if p.is_dir()} if root.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        made = [p for p in root.rglob("*") if p.is_dir() and p not in before] if root.is_dir() else []
+        for folder in [*sorted(made, key=lambda p: len(p.parts), reverse=True), *made_parents]:  # deepest first
+            with contextlib.suppress(OSError):  # not empty (files of the download kept), or gone
+                folder.rmdir()
+        raise
 
 
 def balanced_labels(count: int, num_classes: int, generator: torch.Generator) -> Tensor:

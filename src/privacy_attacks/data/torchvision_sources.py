@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from privacy_attacks.data.source import ImageSource, SourceData, uint8_to_pixels
+from privacy_attacks.data.source import ImageSource, SourceData, no_empty_folders_left, uint8_to_pixels
 from privacy_attacks.errors import ConfigError, DataUnavailableError
 
 
@@ -81,7 +81,8 @@ class TorchvisionSource(ImageSource):
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(15)
         try:
-            return self.dataset(**split)
+            with no_empty_folders_left(self.root if self.download else None):
+                return self.dataset(**split)
         except TypeError as error:
             raise ConfigError(f"{self.name} does not take the split arguments {dict(split)}: {error}.") from None
         except (RuntimeError, OSError) as error:  # torchvision: "Dataset not found or corrupted"; network failures
