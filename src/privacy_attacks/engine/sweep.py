@@ -95,6 +95,14 @@ def run_grouped(
     return alone(cfg), 1
 
 
+def batch_note(batched: int, done: str) -> str:
+    """`` (<done> in one batch with 1 other job)``, ``... with 3 other jobs)``; ``""`` for a job done alone (a log
+    line's ending; ``done``: what was batched, e.g. ``fitted``)."""
+    if batched <= 1:
+        return ""
+    return f" ({done} in one batch with {batched - 1} other job{'s' if batched > 2 else ''})"
+
+
 def replay(loggers: Sequence[Any], history: Mapping[int, Mapping[str, float]]) -> None:
     """Write a job's logged values ``{step: {name: value}}`` (recorded during shared work) into its loggers."""
     for step, values in sorted(history.items()):

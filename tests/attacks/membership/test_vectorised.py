@@ -39,7 +39,7 @@ def test_a_proxy_group_distils_every_jobs_proxies_once_each_job_with_its_own_que
         grouped = run_as_group(configs, monkeypatch)
     assert "jobs 0, 1 fitted as one batch" in caplog.text
     assert stacked == [4]  # each job's proxy and reference proxy, in one fit
-    assert caplog.text.count("proxies distilled in one batch with 1 other jobs") == 2
+    assert caplog.text.count("proxies distilled in one batch with 1 other job") == 2
     for number, expected in enumerate(alone):
         # 100 + 100 proxy and reference images and the 100 evaluation images, asked of each job's own API
         assert grouped[number]["queries/used"] == expected["queries/used"] == 300

@@ -50,7 +50,7 @@ from privacy_attacks.engine.module import (
     engine_hparams,
     validate_engine_config,
 )
-from privacy_attacks.engine.sweep import fit_engine
+from privacy_attacks.engine.sweep import batch_note, fit_engine
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, log_image_grid, run_device
 from privacy_attacks.io import output_dir
@@ -233,6 +233,6 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         metrics["recon/psnr_class_mean"],
         metrics["recon/ssim"],
         out,
-        f" (fitted in one batch with {batched - 1} other jobs)" if batched > 1 else "",
+        batch_note(batched, "fitted"),
     )
     return metrics

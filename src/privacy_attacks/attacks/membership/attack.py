@@ -23,7 +23,7 @@ from privacy_attacks.data.source import SourceData
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.defenses.training import TrainingDefense
-from privacy_attacks.engine.sweep import run_grouped
+from privacy_attacks.engine.sweep import batch_note, run_grouped
 from privacy_attacks.errors import ConfigError, UserError, require_bool, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -309,11 +309,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     )
     finish_loggers(build_loggers(cfg), hparams(cfg), metrics)  # the metrics become scalars at step 0 with the hparams
     log.info(
-        "mia/auc %.4f, tpr@0.1%%fpr %.4f (%s%s)",
+        "mia/auc %.4f, tpr@0.1%%fpr %.4f, method=%s%s",
         metrics["mia/auc"],
         metrics["mia/tpr@0.1%fpr"],
         cfg.method,
-        f"; its proxies distilled in one batch with {batched - 1} other jobs" if batched > 1 else "",
+        batch_note(batched, "proxies distilled"),
     )
     return metrics
 

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
-from privacy_attacks.engine.sweep import replay, run_grouped
+from privacy_attacks.engine.sweep import batch_note, replay, run_grouped
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers, run_device
 from privacy_attacks.io import output_dir
@@ -533,6 +533,6 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         metrics["student/acc"],
         metrics["student/agreement"],
         metrics["queries/used"],
-        f" (trained in one batch with {batched - 1} other jobs)" if batched > 1 else "",
+        batch_note(batched, "trained"),
     )
     return metrics
