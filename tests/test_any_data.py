@@ -282,3 +282,27 @@ def test_train_py_names_the_missing_dataset_in_one_line(tmp_path, cache_dir):
     result = run_script("train.py", args, tmp_path, cache_dir)
     assert result.returncode == 2
     assert "error: CIFAR-10 is not under" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_value_a_config_leaves_to_the_user_is_one_line_saying_what_to_set():
+    from omegaconf import OmegaConf
+
+    from privacy_attacks.cli import one_line
+
+    cfg = OmegaConf.create({"data": {"num_classes": "???", "classes": "${data.num_classes}"}})
+    for read in (lambda: cfg.data.num_classes, lambda: cfg.data.classes):  # the value, or an interpolation to it
+        with pytest.raises(Exception) as error:
+            read()
+        assert one_line(error.value) == (
+            "Missing mandatory value: data.num_classes: set data.num_classes=<value> on the command line or in the "
+            "config file that leaves it ???."
+        )
+
+
+def test_a_misspelt_optimiser_stops_before_any_work_in_one_line(compose_train):
+    from privacy_attacks.pipelines import check_train
+
+    with pytest.raises(ConfigError, match=r"^model.optimizer \(torch.optim.Adamm\) cannot be built: .*Adamm[^\n]*$"):
+        check_train(compose_train(["model.optimizer._target_=torch.optim.Adamm"]))
+    with pytest.raises(ConfigError, match=r"^model.scheduler \(torch.optim.lr_scheduler.Cosine\) cannot be built"):
+        check_train(compose_train(["model.scheduler._target_=torch.optim.lr_scheduler.Cosine"]))

@@ -20,6 +20,20 @@ def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> A
     try:
         return run(cfg)
     except (UserError, OmegaConfBaseException) as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
+        message = one_line(error)
+        log.error("%s", message)
+        print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line(error: Exception) -> str:
+    """A user error's message; an OmegaConf error's first line (its ``full_key`` / ``object_type`` lines dropped),
+    with what to do for a value a config leaves to the user (``???``)."""
+    if not isinstance(error, OmegaConfBaseException):
+        return str(error)
+    first = (str(error).splitlines() or [type(error).__name__])[0].rstrip()
+    missing = "Missing mandatory value: "
+    if missing in first:  # the value itself, or an interpolation to it
+        key = first.partition(missing)[2]
+        return f"{missing}{key}: set {key}=<value> on the command line or in the config file that leaves it ???."
+    return first

@@ -54,6 +54,9 @@ def validate_recipe(recipe: DictConfig, key: str = "model", data: DictConfig | N
             f"{key}.ema_decay={decay!r} is not allowed: it must be a number in (0, 1), or null (no moving average)."
         )
     privacy = build_privacy(recipe)  # a bad DP setting stops here
+    for part in ("optimizer", "scheduler"):  # partials: nothing is built yet, but a misspelt _target_ stops here
+        if recipe.get(part) is not None:
+            build_part(recipe, part, key)
     if data is not None:
         check_members(recipe, key, data)
         check_network(recipe, key, data, privacy)
@@ -71,14 +74,20 @@ def check_members(recipe: DictConfig, key: str, data: DictConfig) -> None:
 
 def build_net(recipe: DictConfig, key: str = "model") -> nn.Module:
     """``recipe.net`` instantiated; a bad setting (the network's own check, an unknown argument) as one line."""
+    return build_part(recipe, "net", key)
+
+
+def build_part(recipe: DictConfig, part: str, key: str = "model") -> Any:
+    """``recipe.<part>`` (``net``, ``optimizer``, ``scheduler``) instantiated; a bad setting (its own check, an unknown
+    argument, a ``_target_`` that does not exist) as one line naming ``<key>.<part>``."""
     try:
-        return instantiate(recipe.net)
+        return instantiate(recipe[part])
     except InstantiationException as error:
         if isinstance(error.__cause__, UserError):
             raise error.__cause__ from None
         cause = error.__cause__ if error.__cause__ is not None else error
         reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())  # e.g. the missing module
-        raise ConfigError(f"{key}.net ({recipe.net.get('_target_')}) cannot be built: {reason}") from None
+        raise ConfigError(f"{key}.{part} ({recipe[part].get('_target_')}) cannot be built: {reason}") from None
 
 
 def check_network(
@@ -162,9 +171,9 @@ def build_classifier(recipe: DictConfig, num_classes: int = 10) -> ImageClassifi
     """The LightningModule of a recipe for data of ``num_classes`` classes: ``ImageClassifier(net, optimizer,
     scheduler, num_classes, label_smoothing, privacy)``."""
     return ImageClassifier(
-        net=instantiate(recipe.net),
-        optimizer=instantiate(recipe.optimizer),
-        scheduler=instantiate(recipe.scheduler) if recipe.get("scheduler") else None,
+        net=build_net(recipe),
+        optimizer=build_part(recipe, "optimizer"),
+        scheduler=build_part(recipe, "scheduler") if recipe.get("scheduler") else None,
         num_classes=num_classes,
         label_smoothing=float(recipe.get("label_smoothing", 0.0)),
         privacy=build_privacy(recipe),
