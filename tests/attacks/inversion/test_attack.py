@@ -118,6 +118,7 @@ def test_inversion_run_writes_artefacts(compose_attack):
     assert metrics["inversion/report_judge_acc"] == pytest.approx(recognised)
     assert saved["images"].shape == (10, 1, 28, 28) and saved["images"].dtype == torch.float32
     assert 0.0 <= saved["images"].min() and saved["images"].max() <= 1.0
+    assert saved["class_names"] == [str(digit) for digit in range(10)]  # the sweep's comparison figure titles by them
     assert torch.equal(saved["labels"], torch.arange(10))
     assert (out / "reconstructions.png").stat().st_size > 0 and (out / "metrics.json").exists()
     after = provision_target(cfg).net.state_dict()

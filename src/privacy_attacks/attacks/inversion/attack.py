@@ -12,7 +12,7 @@ are recipes trained on the same dataset as the target, built for its shape and c
 ``prior=gan`` searches the codes of a conditional generator trained on the attacker's public images instead of the
 pixels (GMI, Zhang et al. 2020; the generator of PLG-MI, Yuan et al. 2023: :mod:`.gan`).
 
-Writes ``reconstructions.pt`` ({"images": (K, C, H, W) in [0, 1], "labels": (K,)}),
+Writes ``reconstructions.pt`` ({"images": (K, C, H, W) in [0, 1], "labels": (K,), "class_names": the data's}),
 ``reconstructions.png`` and TensorBoard events; returns the ``inversion/*`` metrics.
 """
 
@@ -204,7 +204,8 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     metrics["inversion/fit_time_s"] = fit_time  # under hydra/launcher=vectorised: its share of its group's fit
     metrics.update(prior_metrics)
 
-    torch.save({"images": images, "labels": labels}, out / "reconstructions.pt")
+    class_names = data_source(cfg.data).load().class_names
+    torch.save({"images": images, "labels": labels, "class_names": list(class_names or [])}, out / "reconstructions.pt")
     search = f"prior=gan ({cfg.gan.public})" if cfg.prior == "gan" else f"init={cfg.init} tv_lambda={cfg.tv_lambda}"
     if cfg.l2_border > 0 and cfg.l2_lambda > 0:
         search += f" l2={cfg.l2_lambda}·(1+{cfg.l2_border}·r^{cfg.l2_border_power})"
@@ -217,7 +218,6 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     if cfg.weight_noise > 0 or cfg.feature_dropout > 0:
         search += f" weight_noise={cfg.weight_noise} feature_dropout={cfg.feature_dropout}"
     title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
-    class_names = data_source(cfg.data).load().class_names
     first = first_of_each_class(labels)  # the figure shows one sample per class
     reconstruction_figure(
         out / "reconstructions.png",

@@ -41,16 +41,16 @@ def comparison_figure(sweep_dir: Path, rows: list[dict[str, Any]], metric: str =
     The ``summary.figure`` hook of the sweep-summary callback (``f(sweep_dir, rows) -> path``).
     """
     sweep_dir = Path(sweep_dir)
-    shown, labels = [], None
+    shown, labels, names = [], None, []
     varying = [k for k in varying_overrides(rows) if not k.endswith("_s")]
     for row in rows:
         saved = torch.load(sweep_dir / str(row["job"]) / "reconstructions.pt", map_location="cpu", weights_only=True)
-        labels = saved["labels"]
+        labels, names = saved["labels"], saved.get("class_names") or []
         overrides = ", ".join(f"{k}={row.get(k)}" for k in varying)
         score = row.get(metric)
         label = f"job {row['job']}\n{overrides}" + (
             f"\n{metric.split('/')[-1]}={score:.2f}" if isinstance(score, float) else ""
         )
         shown.append((label, saved["images"]))
-    titles = [str(int(y)) for y in labels] if labels is not None else []
+    titles = [str(names[int(y)]) if names else str(int(y)) for y in labels] if labels is not None else []
     return image_rows_figure(sweep_dir / "comparison.png", shown, titles, f"Model inversion sweep: {sweep_dir.name}")
