@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from privacy_attacks.io import read_json, write_atomically
 from privacy_attacks.statistics import hashable, mean_ci95, pooled_ci95
@@ -265,6 +266,18 @@ def write_csv(path: Path, rows: list[Row], fieldnames: list[str]) -> None:
     write_atomically(path, write)
 
 
+def resolved(summary: DictConfig | dict | None) -> DictConfig | dict | None:
+    """A ``summary`` node of the run's config with its interpolations into the rest of the config resolved (the
+    stealing figure's network names, ``${target.net._target_}``), before it is copied away from that config; as it
+    is where one cannot be resolved."""
+    if not isinstance(summary, DictConfig):
+        return summary
+    try:
+        return OmegaConf.to_container(summary, resolve=True)
+    except OmegaConfBaseException:
+        return summary
+
+
 def summarise(
     sweep_dir: Path,
     summary: DictConfig | dict | None,
@@ -281,7 +294,7 @@ def summarise(
     :func:`seed_summary`) and print its table, which is appended to ``summary.md``. ``earlier``: the jobs of an
     earlier sweep into the same folder, left out (:func:`collect_sweep`). ``partial``: the files only, as of the jobs
     finished so far (after each job, so an interrupted sweep keeps them), no table printed, no figure."""
-    summary = OmegaConf.create(summary or {})
+    summary = OmegaConf.create(resolved(summary) or {})
     rows, override_keys = collect_sweep(sweep_dir, earlier)
     if not rows:
         if not partial:

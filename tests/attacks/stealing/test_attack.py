@@ -66,10 +66,11 @@ def test_headline_overrides_compose(compose_attack):
 
 def test_the_figure_title_names_the_student_and_target_networks_unless_a_sweep_varies_one(compose_attack):
     from privacy_attacks.attacks.stealing.figures import figure_title
+    from privacy_attacks.callbacks.sweep_summary import resolved
 
-    def title(overrides, varying=()):
-        figure = compose_attack(["attack=distillation", *overrides]).summary.figure
-        return figure_title(figure.target_net, figure.student_net, list(varying))
+    def title(overrides, varying=()):  # the summary node as the sweep's end reads it: copied out of the config
+        figure = resolved(compose_attack(["attack=distillation", *overrides]).summary)["figure"]
+        return figure_title(figure["target_net"], figure["student_net"], list(varying))
 
     assert title([]).endswith(": LeNet5 student of a LeNet5 target")
     assert title(["net@attacker_net=cnn"]).endswith(": SmallVGG student of a LeNet5 target")

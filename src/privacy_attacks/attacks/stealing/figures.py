@@ -74,8 +74,13 @@ def accuracy_vs_queries(
         queries = sorted(points)
         for column, ax in enumerate(axes):
             stats = [mean_ci95([p[column] for p in points[q]]) for q in queries]
-            errors = [0.0 if math.isnan(c) else c for _, c in stats]
-            ax.errorbar(queries, [m for m, _ in stats], yerr=errors, marker="o", capsize=3, label=label)
+            means = [m for m, _ in stats]
+            half = [0.0 if math.isnan(c) else c for _, c in stats]
+            # Both metrics are fractions: a bar is drawn within [0, 1] (two seeds give t = 12.7; summary_seeds.csv
+            # keeps the interval as it is).
+            below = [m - max(0.0, m - c) for m, c in zip(means, half)]
+            above = [min(1.0, m + c) - m for m, c in zip(means, half)]
+            ax.errorbar(queries, means, yerr=[below, above], marker="o", capsize=3, label=label)
     if target_acc is not None:
         axes[0].axhline(target_acc, color="black", linestyle="--", linewidth=1, label=f"target ({target_acc:.4f})")
     for ax, title in zip(axes, ("student accuracy", "agreement with the target")):
