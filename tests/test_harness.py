@@ -139,3 +139,22 @@ def test_gpu_memory_fraction_is_checked_and_leaves_the_cpu_alone():
     for bad in (0, 1.5, -0.1, "half", True):
         with pytest.raises(ConfigError, match="gpu_memory_fraction"):
             limit_gpu_memory(bad, torch.device("cpu"))
+
+
+def test_an_added_key_beside_a_declared_one_of_nearly_its_name_is_named(compose_train):
+    from privacy_attacks.harness import lookalike_additions
+
+    cfg = compose_train([])
+    overrides = [
+        "+model.max_epoch=1",  # Hydra's suggestion for a misspelt model.max_epochs
+        "+stepz=3",  # no top-level key like it in train.yaml
+        "+trainer.enable_progress_bar=false",  # a key of its own, as the docs add it
+        "++model.max_epoch=1",  # set-or-add: the user knows
+        "model.max_epochs=2",
+    ]
+    assert lookalike_additions(cfg, overrides) == [
+        "+model.max_epoch adds a new key beside model.max_epochs: if it is a misspelling of it, nothing reads it."
+    ]
+    assert lookalike_additions(OmegaConf.create({"steps": 5}), ["+stepz=3"]) == [
+        "+stepz adds a new key beside steps: if it is a misspelling of it, nothing reads it."
+    ]

@@ -17,7 +17,9 @@ Attack modules keep only what is their own: which hparams and metrics they log, 
 
 from __future__ import annotations
 
+import difflib
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError, UserError, require_int
+
+log = logging.getLogger(__name__)
 
 # What a Trainer inside a run does unless its config or the caller says otherwise: it writes nothing of
 # its own (the run's loggers are passed in where a fit's curves are wanted) and skips the sanity check.
@@ -133,6 +137,38 @@ def command_line_hparams() -> dict[str, Any]:
         if not (override.is_delete() or override.is_hydra_override()):
             params.update(hparam_items(override.value(), override.get_key_element().lstrip("+~")))
     return params
+
+
+def lookalike_additions(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """One line for each ``+key=value`` of ``overrides`` that adds a key beside a declared one of nearly the same
+    name (``+model.max_epoch=1`` beside ``model.max_epochs``): Hydra suggests the ``+`` for a misspelt key, and a key
+    nothing reads is taken without a word."""
+    lines = []
+    for item in overrides:
+        if not item.startswith("+") or item.startswith("++"):
+            continue
+        key = item[1:].partition("=")[0]
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        if not isinstance(parent, DictConfig):
+            continue
+        close = difflib.get_close_matches(name, [str(k) for k in parent.keys() if k != name], n=1, cutoff=0.8)
+        if close:
+            declared = f"{parent_key}.{close[0]}" if parent_key else close[0]
+            lines.append(f"+{key} adds a new key beside {declared}: if it is a misspelling of it, nothing reads it.")
+    return lines
+
+
+_WARNED: set[str] = set()  # the lines of this process so far: a sweep's checks and jobs say each once
+
+
+def warn_lookalike_additions(cfg: DictConfig) -> None:
+    """Log :func:`lookalike_additions` of the job's command line once per process (nothing outside a Hydra job)."""
+    if HydraConfig.initialized():
+        for line in lookalike_additions(cfg, list(HydraConfig.get().overrides.task)):
+            if line not in _WARNED:
+                _WARNED.add(line)
+                log.warning(line)
 
 
 def config_hparams(cfg: DictConfig) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from privacy_attacks.harness import (
     limit_gpu_memory,
     run_device,
     set_threads,
+    warn_lookalike_additions,
     write_hparams_table,
 )
 from privacy_attacks.io import output_dir, write_json
@@ -107,6 +108,7 @@ def check_attack(cfg: DictConfig) -> None:
     importable, the seed is a whole number, the target's recipe and defence are sound, the device exists
     (``trainer=gpu`` without a GPU), and the attack's own ``attack.validate``. A sweep makes them for each of its values
     before its first job (:class:`~privacy_attacks.callbacks.SweepCheck`)."""
+    warn_lookalike_additions(cfg)
     if cfg.get("attack") is None:
         choices = ", ".join(available_attacks()) or "none yet"
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
@@ -121,6 +123,7 @@ def check_attack(cfg: DictConfig) -> None:
 def check_train(cfg: DictConfig) -> None:
     """Every check a ``train.py`` run makes before any work: the seed, the recipe with its training defence, the
     device, and that ``ckpt_path`` (resuming) names a file."""
+    warn_lookalike_additions(cfg)
     require_int(cfg.get("seed"), "seed", minimum=None)
     validate_recipe(recipe_with_defense(cfg, "model"))
     run_device(cfg.trainer)
