@@ -297,6 +297,10 @@ def test_a_value_a_config_leaves_to_the_user_is_one_line_saying_what_to_set():
             "Missing mandatory value: data.num_classes: set data.num_classes=<value> on the command line or in the "
             "config file that leaves it ???."
         )
+    OmegaConf.set_struct(cfg, True)
+    with pytest.raises(Exception) as error:
+        _ = cfg.data.root
+    assert one_line(error.value) == "Key 'root' is not in struct (at data.root)"  # the key, on the one line
 
 
 def test_a_misspelt_optimiser_stops_before_any_work_in_one_line(compose_train):

@@ -200,6 +200,16 @@ def test_non_positive_values_stop_before_any_work(compose_train, override, key):
         run_train(compose_train([override]))
 
 
+@pytest.mark.parametrize("attack", ["distillation", "feature_inversion", "gradient_inversion", "membership"])
+def test_a_text_split_seed_stops_every_attack_before_any_work(compose_attack, attack):
+    from privacy_attacks.pipelines import check_attack, check_train
+
+    with pytest.raises(ConfigError, match=r"^data.split_seed='abc' is not allowed: it must be an integer\.$"):
+        check_attack(compose_attack([f"attack={attack}", "data.split_seed=abc"]))
+    with pytest.raises(ConfigError, match=r"^data.split_seed=1.5 is not allowed"):
+        check_train(_compose("train", ["data.split_seed=1.5"]))
+
+
 def test_attack_without_attack_group_says_what_to_choose(compose_attack):
     with pytest.raises(ConfigError, match="attack=<name>"):
         run_attack(compose_attack([]))

@@ -150,6 +150,7 @@ def test_an_added_key_beside_a_declared_one_of_nearly_its_name_is_named(compose_
         "+stepz=3",  # no top-level key like it in train.yaml
         "+trainer.enable_progress_bar=false",  # a key of its own, as the docs add it
         "++model.max_epoch=1",  # set-or-add: the user knows
+        "+logger/tensorboard@loggers=tensorboard",  # a config group added, not a key
         "model.max_epochs=2",
     ]
     assert lookalike_additions(cfg, overrides) == [

@@ -35,6 +35,19 @@ def test_checkpoint_key_follows_the_recipe(recipe, data_cfg, tmp_path):
     assert targets.checkpoint_path(recipe, data_cfg, tmp_path, "evaluator") != same
 
 
+def test_a_torchvision_nets_norm_key_at_batch_norm_keeps_the_key_it_had_before_the_key_existed(
+    compose_attack, tmp_path
+):
+    cfg = compose_attack(["net@target.net=torchvision"])
+    assert cfg.target.net.norm == "batch"
+    before = OmegaConf.create(OmegaConf.to_container(cfg.target, resolve=True))
+    del before.net["norm"]  # the node as it was before it had the key
+    key = targets.checkpoint_path(cfg.target, cfg.data, tmp_path)
+    assert key == targets.checkpoint_path(before, cfg.data, tmp_path)
+    group = compose_attack(["net@target.net=torchvision", "target.net.norm=group"]).target
+    assert targets.checkpoint_path(group, cfg.data, tmp_path) != key
+
+
 def test_a_researchers_own_network_is_keyed_by_its_source_file(recipe, data_cfg, tmp_path, monkeypatch):
     """Editing one's own model's file gives it another key (never the old weights in the new code); the framework's
     own networks are keyed by their settings only."""

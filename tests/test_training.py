@@ -160,6 +160,10 @@ def test_resuming_names_ckpt_path_in_one_line_when_the_file_cannot_be_resumed(co
     torch.save({"state_dict": ImageClassifier(MLP((1, 28, 28), 10), torch.optim.Adam).state_dict()}, other)
     with pytest.raises(CheckpointError, match=r"holds another network than this run's recipe"):
         check_resumable(str(other), system)
+    cfg = compose_train(["data=synthetic", "data.source.train_size=200", "data.val_size=50", "model.max_epochs=1"])
+    with pytest.raises(CheckpointError, match="holds another network") as error:  # the fit checks before it starts
+        fit_classifier(cfg.model, cfg.data, cfg.trainer, 0, ckpt_path=str(other), test=False)
+    assert "\n" not in str(error.value)
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="is not a readable checkpoint"):

@@ -27,8 +27,8 @@ def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> A
 
 
 def one_line(error: Exception) -> str:
-    """A user error's message; an OmegaConf error's first line (its ``full_key`` / ``object_type`` lines dropped),
-    with what to do for a value a config leaves to the user (``???``)."""
+    """A user error's message; an OmegaConf error's first line with the key it is about (its other lines dropped),
+    and what to do for a value a config leaves to the user (``???``)."""
     if not isinstance(error, OmegaConfBaseException):
         return str(error)
     first = (str(error).splitlines() or [type(error).__name__])[0].rstrip()
@@ -36,4 +36,5 @@ def one_line(error: Exception) -> str:
     if missing in first:  # the value itself, or an interpolation to it
         key = first.partition(missing)[2]
         return f"{missing}{key}: set {key}=<value> on the command line or in the config file that leaves it ???."
-    return first
+    key = getattr(error, "full_key", None)  # the key the error is about, when its first line does not name it
+    return f"{first} (at {key})" if key and key not in first else first

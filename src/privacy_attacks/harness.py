@@ -148,6 +148,8 @@ def lookalike_additions(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
         if not item.startswith("+") or item.startswith("++"):
             continue
         key = item[1:].partition("=")[0]
+        if "/" in key or "@" in key:  # a config group added (+logger/tb=...), not a key
+            continue
         parent_key, _, name = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
         if not isinstance(parent, DictConfig):

@@ -114,6 +114,7 @@ def check_attack(cfg: DictConfig) -> None:
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     get_method(cfg.attack.entry)
     require_int(cfg.get("seed"), "seed", minimum=None)  # the attack's own randomness
+    require_int(cfg.data.get("split_seed"), "data.split_seed", minimum=None)  # it keys the cached models
     validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
     run_device(cfg.trainer)
     if cfg.attack.get("validate"):
@@ -125,6 +126,7 @@ def check_train(cfg: DictConfig) -> None:
     device, and that ``ckpt_path`` (resuming) names a file."""
     warn_lookalike_additions(cfg)
     require_int(cfg.get("seed"), "seed", minimum=None)
+    require_int(cfg.data.get("split_seed"), "data.split_seed", minimum=None)
     validate_recipe(recipe_with_defense(cfg, "model"))
     run_device(cfg.trainer)
     ckpt_path = cfg.get("ckpt_path")

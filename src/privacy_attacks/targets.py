@@ -42,6 +42,9 @@ NEUTRAL_RECIPE_KEYS: dict[str, Any] = {
 # Network keys added when the models learnt other data's shapes: at the network class's own default (MNIST's shape
 # and statistics for LeNet5 and the judges) they build the same network as without them, so they stay out of the key.
 NEUTRAL_NET_KEYS = ("image_shape", "mean", "std")
+# Keys a network gained after its models were first cached: at the factory's own default they build the network built
+# without them, so they stay out of the key too (torchvision's classifiers: ``norm``, batch norm by default).
+ADDED_NET_KEYS: dict[str, tuple[str, ...]] = {"privacy_attacks.models.torchvision_classifier": ("norm",)}
 
 
 @dataclass
@@ -103,10 +106,11 @@ def without_neutral_net_keys(recipe: dict[str, Any]) -> dict[str, Any]:
     if not (isinstance(net, dict) and isinstance(net.get("_target_"), str)):
         return recipe
     defaults = _net_defaults(net["_target_"])
+    neutral = (*NEUTRAL_NET_KEYS, *ADDED_NET_KEYS.get(net["_target_"], ()))
     kept = {
         k: v
         for k, v in net.items()
-        if not (k in NEUTRAL_NET_KEYS and k in defaults and _as_floats(v) == _as_floats(defaults[k]))
+        if not (k in neutral and k in defaults and _as_floats(v) == _as_floats(defaults[k]))
     }
     code = _net_code(net["_target_"])
     if code is not None:  # a researcher's own network: its source file is part of the key

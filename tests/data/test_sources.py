@@ -257,6 +257,7 @@ def test_a_folder_of_images_refuses_one_class_an_unreadable_file_and_its_own_tes
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_16_bit_greyscale_images_are_scaled_by_their_depth_not_saturated(tmp_path, channels):
+    """At their own size the values are the file's over 65535; resized, a mean of them (not of 8-bit saturated ones)."""
     from PIL import Image
 
     ramp = np.linspace(0, 65535, 16, dtype=np.uint16).reshape(4, 4)
@@ -269,6 +270,9 @@ def test_16_bit_greyscale_images_are_scaled_by_their_depth_not_saturated(tmp_pat
     expected = torch.from_numpy(ramp.astype(np.float32) / 65535).expand(channels, -1, -1)
     torch.testing.assert_close(data.train_images[0], expected)
     assert data.train_images.shape == (2, channels, 4, 4)
+    half = ImageFolderSource(str(tmp_path / "train"), str(tmp_path / "test"), image_shape=(channels, 2, 2)).load()
+    assert half.train_images.shape == (2, channels, 2, 2)
+    torch.testing.assert_close(half.train_images.mean(), expected.mean(), atol=0.02, rtol=0)  # 0.5, not about 1
 
 
 def test_a_failed_download_leaves_no_folder_it_made(tmp_path):
@@ -278,10 +282,12 @@ def test_a_failed_download_leaves_no_folder_it_made(tmp_path):
 
     def download(root):  # makes its layout, writes nothing, then fails, as torchvision does without internet
         (root / "MNIST" / "raw").mkdir(parents=True)
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://...")
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://...\n<urlopen error [Errno -2]>\n"
+        )
 
     root = tmp_path / "new" / "deeper"
-    one_line = r"downloading it failed \(RuntimeError: Error downloading [^\n]*\)$"
+    one_line = r"downloading it failed \(RuntimeError: Error downloading [^\n]*: \.\.\. <urlopen error \[Errno -2\]>\)$"
     with pytest.raises(DataUnavailableError, match=one_line):
         fetch(lambda: download(root), lambda reason: f"missing: {reason}", root=root)
     assert not (tmp_path / "new").exists()

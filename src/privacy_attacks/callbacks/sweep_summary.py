@@ -305,11 +305,10 @@ def summarise(
         columns += [k for k in row if k not in columns]
     write_csv(sweep_dir / "summary.csv", rows, columns)
     scenario = list(summary.get("scenario") or [])
+    swept = swept_keys(rows, override_keys)
     if summary.get("columns") is None:  # the job, the swept keys and every metric (overrides fixed for all jobs: CSV)
-        swept = swept_keys(rows, override_keys)
         shown = [c for c in columns if not c.endswith("_s") and (c not in override_keys or c in swept)]
     else:  # the job, every swept key, the scenario's draw, then the configured columns some job has
-        swept = swept_keys(rows, override_keys)
         configured = [c for c in summary.columns if c in columns]  # a key an experiment fixes is in no job's row
         shown = list(dict.fromkeys(["job", *swept, *[k for k in scenario if k in columns], *configured]))
     table = markdown_table(rows, shown)

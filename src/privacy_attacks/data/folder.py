@@ -17,9 +17,10 @@ from torch import Tensor
 from privacy_attacks.data.source import ImageSource, SourceData
 from privacy_attacks.errors import ConfigError, DataUnavailableError, is_integer
 
-# PIL modes of more than 8 bits per channel (16-bit greyscale PNG or TIFF, 32-bit integer or float images) and the
-# value that maps to 1; torchvision's loader converts them to 8-bit RGB, which saturates 16-bit values.
-HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+# PIL modes of more than 8 bits per channel and the value that maps to 1: 16-bit greyscale (PNG, TIFF), which
+# torchvision's loader converts to 8-bit RGB by saturating every value above 255, and floating-point images, taken to
+# hold [0, 1]. Mode "I" (32-bit integers, whose range the file does not say) keeps torchvision's conversion.
+HIGH_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "F": 1.0}
 
 
 def load_image(path: str) -> Image.Image | Tensor:

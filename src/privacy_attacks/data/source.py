@@ -135,7 +135,8 @@ def fetch(
         with no_empty_folders_left(root):
             download()
     except Exception as error:  # noqa: BLE001 - any network or file failure means the same to the user
-        reason = (str(error).splitlines() or [""])[0]
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        reason = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"  # torchvision: the cause comes last
         raise DataUnavailableError(missing(f"downloading it failed ({type(error).__name__}: {reason})")) from error
     finally:
         socket.setdefaulttimeout(previous)
@@ -144,17 +145,22 @@ def fetch(
 @contextlib.contextmanager
 def no_empty_folders_left(root: str | Path | None) -> Iterator[None]:
     """Run the body (a download into ``root``); when it fails, remove the folders it made that are still empty: those
-    under ``root``, ``root`` itself and the parents it made for it (a failed download leaves no trace)."""
+    up to two levels under ``root`` (torchvision's ``<root>/MNIST/raw``), ``root`` itself and the parents it made for
+    it (a failed download leaves no trace). Only those two levels are listed, so a large data folder costs nothing."""
     if root is None:
         yield
         return
     root = Path(root).expanduser().absolute()
     made_parents = [p for p in (root, *root.parents) if not p.exists()]  # root first
-    before = {p for p in root.rglob("*") if p.is_dir()} if root.is_dir() else set()
+
+    def folders() -> set[Path]:
+        return {p for pattern in ("*", "*/*") for p in root.glob(pattern) if p.is_dir()} if root.is_dir() else set()
+
+    before = folders()
     try:
         yield
     except BaseException:
-        made = [p for p in root.rglob("*") if p.is_dir() and p not in before] if root.is_dir() else []
+        made = folders() - before
         for folder in [*sorted(made, key=lambda p: len(p.parts), reverse=True), *made_parents]:  # deepest first
             with contextlib.suppress(OSError):  # not empty (files of the download kept), or gone
                 folder.rmdir()

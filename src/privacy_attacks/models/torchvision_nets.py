@@ -15,6 +15,12 @@ from privacy_attacks.errors import ConfigError, require_choice
 from privacy_attacks.models.layers import image_shape_of, input_normalize
 
 
+def replace_module(net: nn.Module, path: str, replacement: nn.Module) -> None:
+    """Put ``replacement`` at the module path ``path`` of ``net`` (``layer1.0.bn1``)."""
+    parent_path, _, name = path.rpartition(".")
+    setattr(net.get_submodule(parent_path) if parent_path else net, name, replacement)
+
+
 class GroupNormCopy(nn.Module):
     """``nn.GroupNorm`` whose output is a fresh tensor: torchvision's blocks add to a norm's output in place
     (``out += identity``), which the per-example gradient hooks DP-SGD puts on the norm (Opacus) refuse."""
@@ -57,7 +63,6 @@ def torchvision_classifier(
     first = next(((path, m) for path, m in net.named_modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None and first[1].in_channels != channels:
         path, conv = first
-        parent = net.get_submodule(path.rpartition(".")[0]) if "." in path else net
         replacement = nn.Conv2d(
             channels,
             conv.out_channels,
@@ -69,14 +74,13 @@ def torchvision_classifier(
             conv.bias is not None,
             conv.padding_mode,
         )
-        setattr(parent, path.rpartition(".")[2], replacement)
+        replace_module(net, path, replacement)
     for module in net.modules():  # in-place activations break the per-example gradient hooks of DP-SGD (Opacus)
         if getattr(module, "inplace", False) is True:
             module.inplace = False
     if norm == "group":
         for path, module in list(net.named_modules()):
             if isinstance(module, nn.BatchNorm2d):
-                parent = net.get_submodule(path.rpartition(".")[0]) if "." in path else net
                 groups = math.gcd(32, module.num_features)
-                setattr(parent, path.rpartition(".")[2], GroupNormCopy(groups, module.num_features, module.affine))
+                replace_module(net, path, GroupNormCopy(groups, module.num_features, module.affine))
     return nn.Sequential(OrderedDict(normalize=input_normalize(mean, std), net=net))

@@ -75,7 +75,9 @@ def test_the_figure_title_names_the_student_and_target_networks_unless_a_sweep_v
     assert title([]).endswith(": LeNet5 student of a LeNet5 target")
     assert title(["net@attacker_net=cnn"]).endswith(": SmallVGG student of a LeNet5 target")
     assert title(["net@target.net=torchvision"]).endswith(": resnet18 student of a resnet18 target")
-    assert title([], varying=["net@attacker_net", "loss"]) == "Model stealing by distillation"
+    for swept in ("net@attacker_net", "model@target", "target.net.width", "student.net.width"):  # a network varies
+        assert title([], varying=[swept, "loss"]) == "Model stealing by distillation"
+    assert title([], varying=["loss"]).endswith(": LeNet5 student of a LeNet5 target")
 
 
 @pytest.mark.mnist

@@ -39,10 +39,11 @@ def net_name(net: str | None) -> str | None:
 
 def figure_title(target_net: str | None, student_net: str | None, varying: list[str]) -> str:
     """``Model stealing by distillation: <student> student of a <target> target``; without the names when they are
-    unknown or a sweep varies a network (``net@...`` or ``...net...`` overrides: each line's label names it)."""
+    unknown or a sweep varies a network (``net@...``, ``model@target``, ``target.*``, ``student.*`` overrides: each
+    line's label names it)."""
     title = "Model stealing by distillation"
     names = net_name(student_net), net_name(target_net)
-    if None in names or any("net" in key for key in varying):
+    if None in names or any("net" in key or key.startswith(("model@", "target", "student")) for key in varying):
         return title
     return f"{title}: {names[0]} student of a {names[1]} target"
 
