@@ -1,9 +1,11 @@
 """Run an attack against the cached target: ``python attack.py attack=<name> [overrides]``."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from privacy_attacks.cli import run_reporting_errors
+from privacy_attacks.cli import config_hints, run_reporting_errors
 from privacy_attacks.pipelines import run_attack
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with config_hints(Path(__file__).parent / "conf", "attack"):
+        main()

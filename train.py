@@ -1,9 +1,11 @@
 """Train a classifier (by default the target LeNet5): ``python train.py [overrides]``."""
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from privacy_attacks.cli import run_reporting_errors
+from privacy_attacks.cli import config_hints, run_reporting_errors
 from privacy_attacks.pipelines import run_train
 
 
@@ -13,4 +15,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with config_hints(Path(__file__).parent / "conf", "train"):
+        main()

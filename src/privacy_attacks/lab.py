@@ -191,4 +191,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from privacy_attacks.cli import config_hints
+
+    with config_hints(ROOT / "conf", "lab"):
+        main()
