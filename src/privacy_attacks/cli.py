@@ -76,7 +76,6 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
     from hydra.core.override_parser.types import OverrideType
 
     args = get_args_parser().parse_args(list(argv))
-    config_dir = Path(args.config_dir or config_dir)
     config_name = args.config_name or config_name
     overrides = OverridesParser.create().parse_overrides(args.overrides)
     GlobalHydra.instance().clear()
