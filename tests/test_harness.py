@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import Logger
 from omegaconf import OmegaConf
 
 from privacy_attacks.errors import ConfigError
@@ -16,8 +18,10 @@ from privacy_attacks.harness import (
     finish_loggers,
     limit_gpu_memory,
     log_image_grid,
+    logs_step,
     run_device,
     set_threads,
+    writes_this_step,
 )
 
 
@@ -36,7 +40,7 @@ class FakeLogger:
     def log_metrics(self, metrics, step):
         self.calls.append(("metrics", metrics, step))
 
-    def log_hyperparams(self, params, metrics):
+    def log_hyperparams(self, params, metrics=None):
         self.calls.append(("hparams", params, metrics))
 
     def finalize(self, status):
@@ -58,18 +62,64 @@ def test_build_loggers_instantiates_every_target_node(tmp_path: Path):
     assert build_loggers(OmegaConf.create({})) == []
 
 
-def test_finish_loggers_logs_hparams_with_metrics_then_finalizes():
+def test_finish_loggers_writes_the_final_metrics_once_at_the_last_step_then_the_hparams_then_finalizes():
     first, second = FakeLogger(), FakeLogger()
-    finish_loggers([first, second], {"loss": "kl"}, {"acc": 0.5}, scalars={"final/acc": 0.5}, step=7)
+    finish_loggers([first, second], {"loss": "kl"}, {"acc": 0.5, "fit_time_s": 3}, step=7)
     for logger in (first, second):
         assert logger.calls == [
-            ("metrics", {"final/acc": 0.5}, 7),
-            ("hparams", {"loss": "kl"}, {"acc": 0.5}),
+            ("metrics", {"acc": 0.5, "fit_time_s": 3.0}, 7),
+            ("hparams", {"loss": "kl"}, None),  # a logger other than TensorBoard's: its hparams alone
             ("finalize", "success"),
         ]
     only = FakeLogger()
     finish_loggers([only], {"loss": "kl"}, {"acc": 0.5})
-    assert [call[0] for call in only.calls] == ["hparams", "finalize"]
+    assert only.calls[0] == ("metrics", {"acc": 0.5}, 0)  # an attack without curves: at step 0
+
+
+class RecordingLogger(Logger):
+    name, version = "recording", 0
+
+    def __init__(self):
+        super().__init__()
+        self.logged = []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+class EveryStepValue(L.LightningModule):
+    """Logs its step's own index where :func:`writes_this_step` says Lightning writes it, as the students do."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        if writes_this_step(self.trainer):
+            self.log("step_index", float(self.trainer.global_step), on_step=True, on_epoch=False)
+        return (self.weight**2).sum() + 0 * batch.sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_value_logged_where_lightning_writes_is_written_at_the_step_it_was_measured():
+    logger = RecordingLogger()
+    trainer = build_trainer(
+        {"accelerator": "cpu", "devices": 1}, max_steps=12, max_epochs=5, logger=logger, log_every_n_steps=5
+    )
+    trainer.fit(EveryStepValue(), torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=1))  # epochs of 4 steps
+    written = [(step, values["step_index"]) for step, values in logger.logged if "step_index" in values]
+    assert written == [(4, 4.0), (9, 9.0)]
+
+
+def test_a_fit_that_writes_its_loggers_itself_writes_the_first_step_every_nth_and_the_last():
+    assert [step for step in range(12) if logs_step(step, 5, 12)] == [0, 5, 10, 11]
+    assert [step for step in range(3) if logs_step(step, 50, 3)] == [0, 2]  # a short fit still has its curve
+    assert [step for step in range(1) if logs_step(step, 50, 1)] == [0]
 
 
 def test_log_image_grid_puts_each_row_on_its_own_row():

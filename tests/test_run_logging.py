@@ -51,6 +51,15 @@ def logged_hparams(accumulator: EventAccumulator) -> dict:
     return {key: json_format.MessageToDict(value) for key, value in start.hparams.items()}
 
 
+def assert_table_has_the_metrics(events: EventAccumulator, metrics: dict) -> None:
+    """The run's hparams come without an experiment summary, so that TensorBoard builds its table from every run
+    under ``--logdir`` (the union of their hparams, a column per scalar tag): each metric of ``metrics.json`` is a
+    scalar, whose last value is the column's."""
+    assert set(events.PluginTagToContent("hparams")) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
+    for name, value in metrics.items():
+        assert events.Scalars(name)[-1].value == pytest.approx(value, rel=1e-6), name
+
+
 def test_hparam_items_flatten_with_dots_and_turn_other_values_into_strings():
     node = OmegaConf.create({"net": {"_target_": "Net", "shape": [1, 28, 28]}, "members": None, "lr": 0.1, "ok": True})
     assert hparam_items(node, "target") == {
@@ -84,13 +93,13 @@ def test_run_hparams_name_the_data_the_target_the_defence_the_attack_and_the_ove
     assert run_hparams(cfg)["model@target"] == "cnn"
 
 
-def test_finish_loggers_adds_the_run_hparams_and_writes_a_metric_once_at_step_0(compose_attack):
+def test_finish_loggers_adds_the_run_hparams_and_writes_each_metric_once(compose_attack):
     cfg = compose_attack(["attack=distillation"])
     logger = FakeLogger()
-    finish_loggers([logger], {"loss": "kl"}, {"acc": 0.5}, scalars={"acc": 0.5, "other": 1.0}, cfg=cfg)
-    assert logger.calls[0] == ("metrics", {"other": 1.0}, 0)  # acc is written with the hparams
+    finish_loggers([logger], {"loss": "kl"}, {"acc": 0.5}, step=9, cfg=cfg)
+    assert logger.calls[0] == ("metrics", {"acc": 0.5}, 9)
     _, params, metrics = logger.calls[1]
-    assert params == {**run_hparams(cfg), "loss": "kl"} and metrics == {"acc": 0.5}
+    assert params == {**run_hparams(cfg), "loss": "kl"} and metrics is None  # no second point at step 0
 
 
 def test_runs_against_targets_of_two_architectures_log_different_hparams(compose_attack, tmp_path):
@@ -112,12 +121,17 @@ def test_runs_against_targets_of_two_architectures_log_different_hparams(compose
 
 def test_a_stealing_run_writes_one_event_file_with_its_curve_and_hparams(compose_attack):
     cfg = compose_attack([*TINY, *TINY_STEALING])
-    run_attack(cfg)
+    metrics = run_attack(cfg)
     assert len(event_files(cfg.paths.output_dir)) == 1
     events = read_events(cfg.paths.output_dir)
     scalars = events.Tags()["scalars"]
-    assert "train/loss" in scalars and "final/student/agreement" in scalars  # the fit's curve and the final scores
+    assert "train/loss" in scalars and "student/agreement" in scalars  # the fit's curve and the final scores
+    assert [event.step for event in events.Scalars("train/loss")] == [0, 1, 2, 3, 4]  # every step, where measured
+    (agreement,) = events.Scalars("student/agreement")  # once, at the last step: no copy at step 0
+    assert agreement.step == 5 and agreement.value == pytest.approx(metrics["student/agreement"])
+    assert not any(tag.startswith("final/") for tag in scalars)
     assert logged_hparams(events)["loss"] == "kl"
+    assert_table_has_the_metrics(events, metrics)
 
 
 def test_a_membership_run_logs_each_scalar_once_per_step(compose_attack):
@@ -130,6 +144,7 @@ def test_a_membership_run_logs_each_scalar_once_per_step(compose_attack):
         assert len(steps) == len(set(steps)), tag
     assert events.Scalars("mia/auc")[0].value == pytest.approx(metrics["mia/auc"])
     assert logged_hparams(events)["method"] == "confidence"
+    assert_table_has_the_metrics(events, metrics)
 
 
 @pytest.mark.slow
@@ -156,8 +171,8 @@ def test_a_training_run_logs_its_whole_config_with_dotted_keys_as_the_attacks_do
     params = logged_hparams(events)
     assert params["model.net._target_"] == "privacy_attacks.models.LeNet5" and params["data.name"] == "synthetic"
     assert params["model.max_epochs"] == 1 and not any("/" in key for key in params)
-    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
-    assert {info.name.tag for info in experiment.metric_infos} == set(metrics)  # the table's metric columns
+    assert_table_has_the_metrics(events, metrics)
     (test_acc,) = events.Scalars("test/acc")  # each metric once: the table adds no point at step 0
     assert test_acc.value == pytest.approx(metrics["test/acc"]) and test_acc.step > 0
+    (fit_time,) = events.Scalars("fit_time_s")  # every column of the table has its value
+    assert fit_time.value == pytest.approx(metrics["fit_time_s"]) and fit_time.step == test_acc.step

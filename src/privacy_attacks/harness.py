@@ -17,10 +17,12 @@ Attack modules keep only what is their own: which hparams and metrics they log, 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import lightning as L
@@ -182,18 +184,21 @@ def config_hparams(cfg: DictConfig) -> dict[str, Any]:
     return {**params, **command_line_hparams()}
 
 
-def write_hparams_table(logger: Any, params: Mapping[str, Any], metric_names: Sequence[str]) -> None:
-    """TensorBoard's hparams-table entry of a run whose metrics are already logged as scalars: ``params`` with the
-    columns ``metric_names``, whose last logged values TensorBoard shows; no scalar is written again (Lightning's
-    ``log_hyperparams(params, metrics)`` would add each metric at step 0, a point out of its curve). Loggers other
-    than TensorBoard's get ``log_hyperparams(params)``."""
+def write_hparams_table(logger: Any, params: Mapping[str, Any]) -> None:
+    """TensorBoard's hparams-table entry of a run whose metrics are already logged as scalars: the session's
+    ``params``, and no experiment summary, so that TensorBoard builds the table from every run under its
+    ``--logdir`` (the union of their hparams; a column per scalar tag, with its last value): a folder of sweeps of
+    several attacks gets every attack's columns, where one run's experiment summary would give all runs its own.
+    No scalar is written again (Lightning's ``log_hyperparams(params, metrics)`` would add each metric at step 0, a
+    point out of its curve). Loggers other than TensorBoard's get ``log_hyperparams(params)``."""
     writer = getattr(getattr(logger, "experiment", None), "_get_file_writer", None)
     if writer is None:
         logger.log_hyperparams(dict(params))
         return
     from torch.utils.tensorboard.summary import hparams
 
-    for summary in hparams(dict(params), dict.fromkeys(metric_names, 0.0)):
+    _, session_start, session_end = hparams(dict(params), {})
+    for summary in (session_start, session_end):
         writer().add_summary(summary)
 
 
@@ -210,31 +215,56 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
     return {**params, **command_line_hparams()}
 
 
+def writes_this_step(trainer: Any) -> bool:
+    """Whether Lightning writes what a training step logs with ``self.log`` now: its own rule (the
+    ``log_every_n_steps``-th batch of the fit, counted from 1, is written at its 0-based step), read from its logger
+    connector, so that a step that skips ``self.log`` on the others writes each value at the step it was measured."""
+    return bool(trainer.loggers) and bool(trainer._logger_connector.should_update_logs)
+
+
+def logs_step(step: int, every: int, steps: int) -> bool:
+    """Whether a fit of ``steps`` steps that writes its loggers itself writes step ``step`` (0-based): the first,
+    every ``every``-th after it, and the last."""
+    return step % every == 0 or step == steps - 1
+
+
+_RUN_METRICS: ContextVar[Mapping[str, float] | None] = ContextVar("run_metrics", default=None)
+
+
+@contextlib.contextmanager
+def run_metrics(metrics: Mapping[str, float]) -> Iterator[None]:
+    """Within it, :func:`finish_loggers` writes ``metrics`` beside an attack's own (those it does not report itself):
+    what the run knows of the attacked target (its test accuracy, its spent ε), so that TensorBoard's table has the
+    columns of ``metrics.json``."""
+    token = _RUN_METRICS.set(dict(metrics))
+    try:
+        yield
+    finally:
+        _RUN_METRICS.reset(token)
+
+
 def finish_loggers(
     loggers: Sequence[Any],
     hparams: Mapping[str, Any],
     metrics: Mapping[str, float],
     *,
-    scalars: Mapping[str, float] | None = None,
     step: int = 0,
     cfg: DictConfig | None = None,
 ) -> None:
-    """For each logger: write ``scalars`` (if given) at ``step``, then the hparams with the final ``metrics``
-    (TensorBoard's hparams table), and finalize it.
+    """For each logger: the final ``metrics`` as scalars at ``step`` (the fit's last step beside its curves; 0 for an
+    attack without curves), once; the hparams (:func:`write_hparams_table`: TensorBoard's table shows them beside the
+    run's last scalars); then finalize it.
 
     The hparams are :func:`run_hparams` of ``cfg`` (default: the config :func:`build_loggers` built the logger from;
-    none for a logger built otherwise) updated with ``hparams``, the attack's own. TensorBoard writes ``metrics`` as
-    scalars at step 0 with the hparams, so ``scalars`` of the same names at step 0 are not written twice.
+    none for a logger built otherwise) updated with ``hparams``, the attack's own. Within :func:`run_metrics`, its
+    metrics join ``metrics`` (the attack's own kept where both have a name).
     """
+    metrics = {**(_RUN_METRICS.get() or {}), **metrics}
     for logger in loggers:
-        if scalars is not None:
-            again = metrics if step == 0 else {}
-            scalars_left = {key: value for key, value in scalars.items() if key not in again}
-            if scalars_left:
-                logger.log_metrics(scalars_left, step=step)
+        logger.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
         run_cfg = cfg if cfg is not None else getattr(logger, "run_cfg", None)
         params = {**(run_hparams(run_cfg) if run_cfg is not None else {}), **hparams}
-        logger.log_hyperparams(params, dict(metrics))
+        write_hparams_table(logger, params)
         getattr(logger, "finalize_run", logger.finalize)("success")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.utils import get_method
@@ -23,6 +24,7 @@ from privacy_attacks.harness import (
     instantiate_named,
     limit_gpu_memory,
     run_device,
+    run_metrics,
     set_threads,
     warn_lookalike_additions,
     write_hparams_table,
@@ -70,7 +72,7 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         raise
     write_json(out / "metrics.json", metrics)
     for logger in loggers:  # the fit only flushed them (harness.build_loggers): close the run's event file
-        write_hparams_table(logger, config_hparams(cfg), list(metrics))
+        write_hparams_table(logger, config_hparams(cfg))
         getattr(logger, "finalize_run", logger.finalize)("success")
     if "test/acc" not in metrics:
         log.info("test=false: the test set was not read; val/acc %.4f; metrics in %s", metrics["val/acc"], out)
@@ -101,6 +103,17 @@ def run_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
 def available_attacks() -> list[str]:
     """Names of the ``conf/attack/*.yaml`` configs."""
     return sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def target_report(cfg: DictConfig, target: Any) -> dict[str, float]:
+    """What an attack run reports of its target beside the attack's success: its test accuracy (``target/test_acc``,
+    the utility that privacy–utility plots read) for the attacks on the trained target (those whose surfaces include
+    its training), and its spent ε (``target/privacy/*``) when it was trained with DP-SGD; nothing without a target."""
+    target_metrics = target.metrics if target is not None else {}
+    report = {f"target/{k}": float(v) for k, v in target_metrics.items() if k.startswith("privacy/")}
+    if "training" in (cfg.attack.get("surfaces") or []) and "test/acc" in target_metrics:
+        report["target/test_acc"] = float(target_metrics["test/acc"])
+    return report
 
 
 def check_attack(cfg: DictConfig) -> None:
@@ -157,13 +170,10 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     provision = get_method(cfg.attack.provision) if cfg.attack.get("provision") else provision_target
     target = provision(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    metrics = entry(cfg, target)
-    # The attacked model's utility beside the attack's success (privacy–utility plots read it), for the attacks
-    # on the trained target (those whose surfaces include its training).
-    target_metrics = target.metrics if target is not None else {}  # None: the attack needed no target
-    if "training" in (cfg.attack.get("surfaces") or []) and "test/acc" in target_metrics:
-        metrics.setdefault("target/test_acc", float(target_metrics["test/acc"]))
-    metrics.update({f"target/{k}": v for k, v in target_metrics.items() if k.startswith("privacy/")})
+    beside = target_report(cfg, target)
+    with run_metrics(beside):  # the run's loggers write them with the attack's metrics
+        metrics = entry(cfg, target)
+    metrics.update({k: v for k, v in beside.items() if k not in metrics})
     write_json(out / "metrics.json", metrics)
     log.info("%s: metrics in %s", cfg.attack.name, out / "metrics.json")
     return metrics

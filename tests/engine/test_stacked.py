@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import torch
+from lightning.pytorch.loggers.logger import Logger
 from omegaconf import OmegaConf
 
 from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
@@ -63,8 +64,9 @@ def test_a_stacked_fit_ends_where_each_engine_ends_alone(frozen_net):
         torch.testing.assert_close(member.best_images, single.best_images, rtol=1e-4, atol=1e-5)
         images, losses = member.reconstructions()
         assert images.shape == (10, 1, 28, 28) and losses.shape == (10,)
-    # Each engine's curve, as it would have logged it alone: every log_every steps, its loss and each prior's part.
-    assert [sorted(h) for h in stacked.history] == [[0, 2, 4]] * len(POINTS)
+    # Each engine's curve, as it would have logged it alone: every log_every steps and the last, its loss and each
+    # prior's part.
+    assert [sorted(h) for h in stacked.history] == [[0, 2, 4, 5]] * len(POINTS)
     assert set(stacked.history[0][0]) == {"inversion/loss", "inversion/objective"}  # no penalty at weight 0
     assert set(stacked.history[2][0]) == {"inversion/loss", "inversion/objective", "inversion/l2", "inversion/tv"}
     assert stacked.history[1][0]["inversion/tv"] > 0 and stacked.history[1][0]["inversion/loss"] != pytest.approx(
@@ -111,12 +113,31 @@ def test_what_cannot_be_stacked_is_refused_with_the_reason(frozen_net):
     assert stack_refusal([point_engine(frozen_net, p) for p in POINTS]) is None
 
 
-class RecordingLogger:
+class RecordingLogger(Logger):
+    """A Lightning logger that keeps what it is given: ``logged`` is ``[(step, {name: value})]``."""
+
+    name, version = "recording", 0
+
     def __init__(self):
+        super().__init__()
         self.logged = []
 
-    def log_metrics(self, metrics, step):
+    def log_metrics(self, metrics, step=None):
         self.logged.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_an_engine_alone_logs_the_curve_a_stacked_fit_records_at_the_steps_it_was_measured(frozen_net):
+    logger = RecordingLogger()
+    fit_reconstruction(point_engine(frozen_net, POINTS[2], steps=7), TRAINER, logger=logger, log_every_n_steps=3)
+    stacked = fit_stacked([point_engine(frozen_net, p, steps=7) for p in POINTS], TRAINER, log_every=3)
+    assert [step for step, _ in logger.logged] == [0, 3, 6] == sorted(stacked.history[2])  # the first and the last
+    for step, values in logger.logged:
+        assert values.keys() == stacked.history[2][step].keys()  # no epoch column, no other name
+        for name, value in values.items():
+            assert value == pytest.approx(stacked.history[2][step][name], rel=1e-4, abs=1e-6)
 
 
 def test_a_planned_group_is_fitted_once_and_each_job_gets_its_own_engine(frozen_net, monkeypatch):
@@ -139,7 +160,7 @@ def test_a_planned_group_is_fitted_once_and_each_job_gets_its_own_engine(frozen_
         assert built == [4, 5, 6]  # the first job built every engine of its group, once
         assert all(batched == 3 and seconds > 0 for _, _, batched, seconds in results.values())
         torch.testing.assert_close(results[5][0].best_loss, alone.best_loss, rtol=1e-4, atol=1e-5)
-        assert [step for step, _ in results[6][1]] == [0, 3] and "inversion/loss" in results[6][1][0][1]
+        assert [step for step, _ in results[6][1]] == [0, 3, 5] and "inversion/loss" in results[6][1][0][1]
         monkeypatch.setattr(sweep, "this_job", lambda: 7)  # a job alone in its group fits alone
         module, _, batched = sweep.fit_engine(
             OmegaConf.create({"point": 7}), lambda cfg: point_engine(frozen_net, POINTS[0]), TRAINER

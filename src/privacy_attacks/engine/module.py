@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from privacy_attacks.engine.inits import NoiseInit
 from privacy_attacks.engine.priors import Prior
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
-from privacy_attacks.harness import build_trainer
+from privacy_attacks.harness import build_trainer, logs_step
 from privacy_attacks.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,8 @@ class ReconstructionModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         optimizer = self.optimizers()
         trainable = self._trainable
-        log_now = bool(self.trainer.loggers) and batch_idx % self.trainer.log_every_n_steps == 0
+        loggers = self.trainer.loggers
+        log_now = bool(loggers) and logs_step(batch_idx, self.trainer.log_every_n_steps, self.hparams.steps)
         logged: dict[str, Tensor] = {}
 
         def closure() -> Tensor:
@@ -199,9 +200,11 @@ class ReconstructionModule(L.LightningModule):
         self.after_step(batch_idx)
         if self.scheduler_factory is not None:
             self.lr_schedulers().step()
-        if log_now:
+        if log_now:  # written at the step they were measured, the first and the last included
             prefix = self.hparams.log_prefix
-            self.log_dict({f"{prefix}/{k}": v for k, v in logged.items()}, on_step=True, on_epoch=False)
+            values = {f"{prefix}/{k}": float(v) for k, v in logged.items()}
+            for logger in loggers:
+                logger.log_metrics(values, step=batch_idx)
 
     def after_step(self, batch_idx: int) -> None:
         """After the optimiser step ``batch_idx``: the pixels' projections and clamp, or the codes' own projection."""

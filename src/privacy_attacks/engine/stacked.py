@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from privacy_attacks.engine.module import ReconstructionModule
-from privacy_attacks.harness import build_trainer
+from privacy_attacks.harness import build_trainer, logs_step
 
 # The engine settings every stacked engine must share (their hparams).
 SHARED_SETTINGS = ("steps", "signed_gradients", "clamp_each_step")
@@ -90,7 +90,7 @@ class StackedReconstruction(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        record = batch_idx % self.log_every == 0
+        record = logs_step(batch_idx, self.log_every, self.members[0].hparams.steps)
         images = [member.current_images() for member in self.members]
         transformed = [member.transformed(x) for member, x in zip(self.members, images)]
         outputs = self.members[0].objective.network(torch.cat(transformed)).split([len(x) for x in transformed])

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from privacy_attacks.attacks.inversion.attack import build_module
 from privacy_attacks.data.mnist import split_training_indices
@@ -155,8 +156,16 @@ def test_multirun_subprocess_writes_jobs_and_summary(tmp_path, cache_dir):
 
 @pytest.mark.mnist
 def test_several_samples_per_class_are_all_scored(compose_attack):
-    cfg = compose_attack(["attack=inversion", "steps=2", "restarts=1", "samples_per_class=3", "init=noise"])
+    cfg = compose_attack(
+        ["attack=inversion", "steps=2", "restarts=1", "samples_per_class=3", "init=noise", "logger=tensorboard"]
+    )
     metrics = run_attack(cfg)
+    (events,) = Path(cfg.paths.output_dir).rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    (grid,) = accumulator.Images("inversion/reconstructions")  # a row of the 10 classes per sample, then the means
+    assert (grid.height, grid.width) == (2 + 4 * 30, 2 + 10 * 30) and grid.step == 2
+    assert [event.step for event in accumulator.Scalars("inversion/loss")] == [0, 1]  # the first and the last step
     saved = torch.load(Path(cfg.paths.output_dir) / "reconstructions.pt", weights_only=True)
     assert saved["images"].shape == (30, 1, 28, 28)
     assert torch.equal(saved["labels"], torch.arange(10).repeat_interleave(3))

@@ -171,7 +171,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         {"scores": scores, "included": included, "guesses": guesses, "indices": positions},
         output_dir(cfg) / "canaries.pt",
     )
-    finish_loggers(build_loggers(cfg), hparams(cfg), metrics, scalars=metrics, step=0)
+    finish_loggers(build_loggers(cfg), hparams(cfg), metrics)
     log.info("audit/canary_epsilon_lb %.3f: %d of %d guesses right on %d canaries", epsilon, v, r, m)
     return metrics
 

@@ -225,7 +225,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     )
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
-    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), metrics, step=int(cfg.steps))
     log.info(
         "feature inversion from %s: PSNR %.2f dB (class mean %.2f), SSIM %.3f; %s%s",
         cfg.layer,

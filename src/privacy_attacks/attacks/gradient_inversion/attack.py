@@ -721,7 +721,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
-    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), metrics, step=int(cfg.steps))
     log.info(
         "%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, %.0f%% at >= %.0f dB, label acc %s; %s",
         cfg.method,

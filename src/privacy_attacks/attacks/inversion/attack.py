@@ -229,9 +229,12 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         class_names,
         nearest=pool[nearest[first].to(pool.device)].cpu(),
     )
-    # The reconstructions above the class means, and the swept hparams with the final metrics.
-    log_image_grid(loggers, "inversion/reconstructions", (images, means.cpu()), int(cfg.steps))
-    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), {k: v for k, v in metrics.items() if not k.endswith("_s")})
+    # The reconstructions, a row of classes for each of the first samples (at most 10), above the class means; the
+    # swept hparams with the final metrics at the last step.
+    per_class = int(cfg.samples_per_class)
+    rows = [images[sample::per_class] for sample in range(min(per_class, 10))]
+    log_image_grid(loggers, "inversion/reconstructions", (*rows, means.cpu()), int(cfg.steps))
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), metrics, step=int(cfg.steps))
     # A tuning run (with a panel) prints the panel's accuracy, not the reporting judge's.
     panel = cfg.get("panel")
     shown = ("tuning panel", "inversion/panel_acc") if panel else ("reporting judge", "inversion/report_judge_acc")

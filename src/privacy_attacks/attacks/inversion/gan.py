@@ -39,7 +39,7 @@ from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.data.source import ImageSource
 from privacy_attacks.data.subset import ClassSubset
 from privacy_attacks.errors import ConfigError, require_int, require_positive
-from privacy_attacks.harness import build_trainer, run_device
+from privacy_attacks.harness import build_trainer, run_device, writes_this_step
 from privacy_attacks.seeding import derive_seed, seeded
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class ConditionalGANTraining(L.LightningModule):
         g_optimizer.zero_grad()
         self.manual_backward(g_loss)
         g_optimizer.step()
-        if batch_idx % self.trainer.log_every_n_steps == 0:
+        if writes_this_step(self.trainer):
             logged = {"gan/d_loss": d_loss, "gan/g_loss": adversarial, "gan/target_ce": target_ce}
             self.log_dict({k: v.detach() for k, v in logged.items()}, batch_size=len(images))
 

@@ -307,7 +307,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         },
         out / "scores.pt",
     )
-    finish_loggers(build_loggers(cfg), hparams(cfg), metrics)  # the metrics become scalars at step 0 with the hparams
+    finish_loggers(build_loggers(cfg), hparams(cfg), metrics)  # the metrics as scalars at step 0, with the hparams
     log.info(
         "mia/auc %.4f, tpr@0.1%%fpr %.4f, method=%s%s",
         metrics["mia/auc"],

@@ -521,13 +521,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "student_members": int(cfg.student.members),
         "seed": cfg.seed,
     }
-    finish_loggers(
-        loggers,
-        params,
-        {k: float(v) for k, v in metrics.items()},
-        scalars={f"final/{k}": v for k, v in metrics.items()},
-        step=steps,
-    )
+    finish_loggers(loggers, params, {k: float(v) for k, v in metrics.items()}, step=steps)
     log.info(
         "student/acc %.4f, student/agreement %.4f, queries/used %d%s",
         metrics["student/acc"],

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
-from privacy_attacks.harness import build_trainer
+from privacy_attacks.harness import build_trainer, writes_this_step
 
 # The value of ``queries`` that selects the data-free attack.
 GENERATOR_QUERIES = "generator"
@@ -252,7 +252,7 @@ class DataFreeStealing(L.LightningModule):
             self.replay_step(len(batch), student_optimizer)
         for scheduler in self.lr_schedulers():
             scheduler.step()
-        if batch_idx % self.trainer.log_every_n_steps == 0:
+        if writes_this_step(self.trainer):
             self.log_dict({"train/student_loss": loss, "train/generator_disagreement": gap}, batch_size=len(batch))
 
     def configure_optimizers(self):

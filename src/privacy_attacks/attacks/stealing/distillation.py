@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode, output_mode
 from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.errors import require_positive
-from privacy_attacks.harness import build_trainer
+from privacy_attacks.harness import build_trainer, writes_this_step
 from privacy_attacks.seeding import generator, seeded
 
 from .losses import DistillationLoss
@@ -146,7 +146,7 @@ class StudentDistillation(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, answers = batch
         loss = self.loss(self(random_shift(x, self.shift)), answers, self.mode)
-        logged = batch_idx % self.trainer.log_every_n_steps == 0  # the only steps Lightning writes; skip the rest
+        logged = writes_this_step(self.trainer)  # the only steps Lightning writes; skip the rest
         if logged:
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(x))
         if self.unlabelled is not None:
