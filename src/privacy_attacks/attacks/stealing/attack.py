@@ -513,7 +513,6 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         "queries": cfg.queries,
         "api_output": cfg.api.output,
         "evaluation": cfg.evaluation,
-        "steps": steps,
         "batch_size": cfg.student.batch_size,
         "shift": student_shift(cfg),
         "query_strategy": cfg.query_strategy,
