@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.logger import Logger
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.harness import (
@@ -60,6 +61,32 @@ def test_build_loggers_instantiates_every_target_node(tmp_path: Path):
     assert len(loggers) == 1 and isinstance(loggers[0], TensorBoardLogger)
     assert build_loggers(OmegaConf.create({"logger": None})) == []
     assert build_loggers(OmegaConf.create({})) == []
+
+
+def test_a_run_into_the_folder_of_an_earlier_one_sets_its_events_aside_and_writes_its_own(tmp_path: Path):
+    cfg = OmegaConf.create(
+        {
+            "logger": {
+                "tensorboard": {
+                    "_target_": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "save_dir": str(tmp_path),
+                    "name": "tensorboard",
+                    "version": "",
+                }
+            }
+        }
+    )
+    for run in range(3):  # the same job folder, three times
+        (logger,) = build_loggers(cfg)
+        finish_loggers([logger], {"run": run}, {"acc": run / 10})
+    events = sorted(p.relative_to(tmp_path).parent.as_posix() for p in tmp_path.rglob("events.out.tfevents.*"))
+    assert events == ["tensorboard", "tensorboard/earlier/1", "tensorboard/earlier/2"]  # one file each
+    latest = EventAccumulator(str(tmp_path / "tensorboard"))
+    latest.Reload()
+    assert [event.value for event in latest.Scalars("acc")] == [pytest.approx(0.2)]  # the last run's alone
+    first = EventAccumulator(str(tmp_path / "tensorboard" / "earlier" / "1"))
+    first.Reload()
+    assert [event.value for event in first.Scalars("acc")] == [pytest.approx(0.0)]
 
 
 def test_finish_loggers_writes_the_final_metrics_once_at_the_last_step_then_the_hparams_then_finalizes():

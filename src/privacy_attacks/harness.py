@@ -21,8 +21,10 @@ import contextlib
 import difflib
 import functools
 import logging
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -101,10 +103,31 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     """
     loggers = instantiate_named(cfg.get("logger"))
     for logger in loggers:
+        set_aside_earlier_events(logger)
         logger.run_cfg = cfg
         logger.finalize_run = logger.finalize
         logger.finalize = functools.partial(_flush_unless_failed, logger)
     return loggers
+
+
+def set_aside_earlier_events(logger: Any) -> Path | None:
+    """Move the event files an earlier run left in ``logger``'s TensorBoard folder (a sweep run again into the same
+    ``hydra.sweep.dir``) to ``earlier/<n>/`` beneath it, a TensorBoard run of their own: the folder's run is then
+    this one alone (one event file, its own hparams beside its own metrics), and nothing is lost. Returns where they
+    went (None when there were none, or for a logger without a folder)."""
+    log_dir = getattr(logger, "log_dir", None)
+    events = sorted(Path(log_dir).glob("events.out.tfevents.*")) if log_dir else []
+    if not events:
+        return None
+    number = 1
+    while (Path(log_dir) / "earlier" / str(number)).exists():
+        number += 1
+    aside = Path(log_dir) / "earlier" / str(number)
+    aside.mkdir(parents=True)
+    for event_file in events:
+        shutil.move(str(event_file), aside / event_file.name)
+    log.info("An earlier run's TensorBoard events in this run's folder were moved to %s.", aside)
+    return aside
 
 
 def _flush_unless_failed(logger: Any, status: str) -> None:
