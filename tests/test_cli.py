@@ -1,6 +1,8 @@
 import pytest
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import OmegaConf
 
-from privacy_attacks.cli import override_hints
+from privacy_attacks.cli import override_hints, run_reporting_errors
 from tests.conftest import CONF_DIR, run_script
 
 
@@ -45,3 +47,20 @@ def test_the_script_prints_the_hint_after_hydras_message(tmp_path):
     done = run_script("attack.py", ["attack=inversion", "tv_lamda=1e-3"], tmp_path, tmp_path / "cache", timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "hint: tv_lamda is not a key of the config: did you mean tv_lambda?"
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "line"),
+    [
+        (KeyboardInterrupt, 130, "error: interrupted (Ctrl-C); what had finished is kept"),
+        (SIGTERMException, 143, "error: stopped by SIGTERM; what had finished is kept"),
+    ],
+)
+def test_an_interrupted_run_exits_non_zero_with_one_line(stop, status, line, capsys):
+    def run(cfg):
+        raise stop()
+
+    with pytest.raises(SystemExit) as exit:
+        run_reporting_errors(run, OmegaConf.create({}))
+    assert exit.value.code == status  # SIGTERMException alone would exit 0, as if the run had finished
+    assert capsys.readouterr().err.startswith(line)

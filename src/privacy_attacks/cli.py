@@ -18,15 +18,28 @@ from privacy_attacks.errors import UserError
 log = logging.getLogger("privacy_attacks")
 
 
+KEPT = "what had finished is kept (finished jobs and their sweep's partial summary, completely cached models)"
+
+
 def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Call ``run(cfg)``; a :class:`UserError` or a config error exits with status 2 and its message."""
+    """Call ``run(cfg)``; a :class:`UserError` or a config error exits with status 2 and its message; Ctrl-C with
+    status 130 and SIGTERM (Lightning's ``SIGTERMException``, which would exit 0) with 143, each with one line."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     try:
         return run(cfg)
     except (UserError, OmegaConfBaseException) as error:
-        message = one_line(error)
-        log.error("%s", message)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _exit_with(one_line(error), 2)
+    except KeyboardInterrupt:
+        _exit_with(f"interrupted (Ctrl-C); {KEPT}.", 130)
+    except SIGTERMException:
+        _exit_with(f"stopped by SIGTERM; {KEPT}.", 143)
+
+
+def _exit_with(message: str, status: int) -> None:
+    log.error("%s", message)
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(status) from None
 
 
 def one_line(error: Exception) -> str:
