@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -322,12 +325,46 @@ def test_a_tiny_lab_on_synthetic_data_with_an_mlp_target_writes_its_pictures(tmp
     assert (tmp_path / "report.html").read_text().count("<figure>") == 2
 
 
-def test_an_interrupted_lab_says_how_to_go_on(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("stop", "status", "how"), [(KeyboardInterrupt, 130, "interrupted"), (lab.Terminated, 143, "stopped by SIGTERM")]
+)
+def test_an_interrupted_lab_says_how_to_go_on(tmp_path, monkeypatch, capsys, stop, status, how):
     cfg = lab_config([f"lab_dir={tmp_path}", "only=[target]"])
 
     def interrupted(command, log_file):
-        raise KeyboardInterrupt
+        raise stop
 
     monkeypatch.setattr(lab, "run_stage", interrupted)
-    with pytest.raises(SystemExit, match=f"interrupted during stage target.*rerun with lab_dir={tmp_path}"):
+    with pytest.raises(SystemExit) as exit:
         lab.run_lab(cfg)
+    assert exit.value.code == status
+    err = capsys.readouterr().err
+    assert f"error: {how} during stage target (the stage is stopped too)" in err
+    assert f"rerun with lab_dir={tmp_path} to go on" in err
+
+
+CHILD = """
+import signal, sys, time
+def stop(signum, frame):
+    print(f"stage stopped by {signal.Signals(signum).name}", flush=True)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+print("[HYDRA] \\t#0 : started", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize(("stop", "raised"), [(signal.SIGTERM, lab.Terminated), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_lab_stopped_during_a_stage_stops_the_stage_too(tmp_path, stop, raised):
+    log_file = tmp_path / "stage.log"
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), stop))  # the lab's own process gets the signal
+    timer.start()
+    try:
+        with pytest.raises(raised):
+            lab.run_stage(["-c", CHILD], log_file, grace_s=20)
+    finally:
+        timer.cancel()
+    assert f"stage stopped by {stop.name}" in log_file.read_text()  # it ended before the lab went on up
+    assert signal.getsignal(signal.SIGTERM) == before  # the lab's handler is gone with the stage

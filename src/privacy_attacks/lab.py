@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,22 +120,59 @@ def lab_choices(cfg: DictConfig) -> dict[str, str]:
     return {group: str(choices[group]) for group in FORWARDED if choices.get(group) is not None}
 
 
-def run_stage(command: list[str], log_file: Path) -> int:
+class Terminated(Exception):
+    """The lab received SIGTERM (raised in its main thread while a stage runs, so that the stage is stopped too)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0) -> int:
     """Run one stage's process, its output appended to ``log_file`` below a line naming the attempt; print Hydra's job
-    lines as they come (progress)."""
+    lines as they come (progress). A Ctrl-C or SIGTERM of the lab stops the stage as well (:func:`stop_stage`) before
+    it goes on up: no stage outlives the lab to write into the folder its rerun starts afresh."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
     with (
         open(log_file, "a") as handle,
         subprocess.Popen(
             [sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         ) as process,
     ):
-        handle.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: python {' '.join(command)}\n")
-        for line in process.stdout:
-            handle.write(line)
-            if "[HYDRA] \t#" in line or line.startswith("error:"):
-                print("    " + line.split("\t", 1)[-1].strip(), flush=True)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+        try:
+            handle.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: python {' '.join(command)}\n")
+            for line in process.stdout:
+                handle.write(line)
+                if "[HYDRA] \t#" in line or line.startswith("error:"):
+                    print("    " + line.split("\t", 1)[-1].strip(), flush=True)
+        except (KeyboardInterrupt, Terminated) as stop:
+            handle.write(
+                stop_stage(process, signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM, grace_s)
+            )
+            raise
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
     return process.returncode
+
+
+def stop_stage(process: subprocess.Popen, stop: int, grace_s: float) -> str:
+    """Stop a stage's ``process`` the way the lab was stopped (``stop``: SIGINT or SIGTERM, on which a run saves what
+    it finished and exits), unless a Ctrl-C at the terminal already reached it and it ends within 5 s; kill it after
+    ``grace_s`` more seconds. Returns the rest of its output."""
+    rest = []
+    for signal_to_send, wait_s in ((None, 5.0), (stop, grace_s), (signal.SIGKILL, None)):
+        if signal_to_send is not None and process.poll() is None:
+            process.send_signal(signal_to_send)
+        try:
+            out, _ = process.communicate(timeout=wait_s)
+            rest.append(out or "")
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    return "".join(rest)
 
 
 def run_lab(cfg: DictConfig) -> dict[str, Any]:
@@ -163,11 +202,14 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
         start = time.perf_counter()
         try:
             status = run_stage(command, lab_dir / f"{name}.log")
-        except KeyboardInterrupt:
-            raise SystemExit(
-                f"\ninterrupted during stage {name}: the stages before it are kept; rerun with lab_dir={lab_dir} to "
-                "go on from it."
-            ) from None
+        except (KeyboardInterrupt, Terminated) as stop:
+            how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM"
+            print(
+                f"\nerror: {how} during stage {name} (the stage is stopped too): the stages before it are kept; "
+                f"rerun with lab_dir={lab_dir} to go on from it.",
+                file=sys.stderr,
+            )
+            raise SystemExit(130 if isinstance(stop, KeyboardInterrupt) else 143) from None
         seconds = time.perf_counter() - start
         state[name] = {"status": "done" if status == 0 else f"failed ({status})", "seconds": seconds, "command": shown}
         save_state(lab_dir, state)
