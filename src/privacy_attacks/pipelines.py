@@ -31,7 +31,7 @@ from privacy_attacks.harness import (
 )
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_spec, provision_target, save_checkpoint
-from privacy_attacks.training import fit_classifier, validate_recipe
+from privacy_attacks.training import fit_classifier, resume_differences, validate_recipe
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -51,6 +51,16 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     limit_gpu_memory(cfg.get("gpu_memory_fraction"), run_device(cfg.trainer))
     log.info("torch threads: %d", set_threads(cfg.get("threads")))
     out = output_dir(cfg)
+    spec = checkpoint_spec(recipe, cfg.data, device, cfg.trainer)  # its cache key, and the stamp of its checkpoints
+    ckpt_path = cfg.get("ckpt_path")
+    differences = resume_differences(str(ckpt_path), spec) if ckpt_path else []
+    if differences:  # going on from another run's weights: this run's model, not the recipe's
+        log.warning(
+            "ckpt_path was written by a run of other settings (%s%s): this run goes on from its weights, and is not "
+            "cached as the target of this recipe.",
+            "; ".join(differences[:3]),
+            "; ..." if len(differences) > 3 else "",
+        )
     loggers = build_loggers(cfg)
     for logger in loggers:
         logger.log_hyperparams(config_hparams(cfg))
@@ -62,8 +72,9 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
             recipe.seed,
             logger=loggers or False,
             callbacks=run_callbacks(cfg, has_logger=bool(loggers)),
-            ckpt_path=cfg.get("ckpt_path"),
+            ckpt_path=ckpt_path,
             test=bool(cfg.get("test", True)),
+            spec=spec,
         )
     except (KeyboardInterrupt, SystemExit):  # Lightning exits on Ctrl-C after its graceful shutdown
         last = out / "checkpoints" / "last.ckpt"
@@ -77,7 +88,11 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
     if "test/acc" not in metrics:
         log.info("test=false: the test set was not read; val/acc %.4f; metrics in %s", metrics["val/acc"], out)
         return metrics  # not cached: an attack's target carries its test metrics
-    spec = checkpoint_spec(recipe, cfg.data, device, cfg.trainer)
+    if differences:
+        log.info(
+            "test/acc %.4f; metrics in %s; not cached (resumed from a run of other settings)", metrics["test/acc"], out
+        )
+        return metrics
     cached = cache.cache_path(cfg.paths.cache_dir, "target", spec)
     with cache.locked(cached):
         existed = cached.exists()

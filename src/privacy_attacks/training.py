@@ -210,6 +210,7 @@ def fit_classifier(
     ckpt_path: str | None = None,
     extra_train: tuple[Tensor, Tensor] | None = None,
     test: bool = True,
+    spec: dict[str, Any] | None = None,
     **trainer_overrides: Any,
 ) -> tuple[ImageClassifier, dict[str, float]]:
     """Train ``recipe`` from ``seed``, test it on the official test set, return (system, metrics).
@@ -219,27 +220,30 @@ def fit_classifier(
     ``privacy/delta``, ``privacy/noise_multiplier`` and ``privacy/sample_rate``. ``ckpt_path`` resumes an
     interrupted fit from a Lightning checkpoint. ``extra_train`` (images, labels) trains on more examples than the
     recipe's members (the one-run audit's canaries). ``test=False`` leaves the test set unread (tuning runs): no
-    ``test/*`` metrics.
+    ``test/*`` metrics. ``spec`` (the run's :func:`~privacy_attacks.targets.checkpoint_spec`) goes into every
+    Lightning checkpoint of the fit (:class:`RunStamp`), against which a resume is checked; ``fit_time_s`` of a
+    resumed fit counts the interrupted run's seconds up to its checkpoint too.
     """
     validate_recipe(recipe, data=data)
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(data, recipe, extra_train, seed)
     system = build_classifier(recipe, data_shape(data)[1])
+    stamp = check_resumable(ckpt_path, system) if ckpt_path else {}
+    before_s = float(stamp.get("fit_seconds", 0.0))  # the interrupted run's, up to its checkpoint
+    stamps = [RunStamp(spec, before_s)] if spec is not None else []
     fitter = build_trainer(
         trainer,
         quiet=False,
         max_epochs=recipe.max_epochs,
         logger=logger,
-        callbacks=[*(callbacks or []), *recipe_callbacks(recipe), EpochLog(network_name(recipe.net))],
+        callbacks=[*(callbacks or []), *recipe_callbacks(recipe), EpochLog(network_name(recipe.net)), *stamps],
         **trainer_overrides,
     )
-    if ckpt_path:
-        check_resumable(ckpt_path, system)
     start = time.perf_counter()
     # A run's own checkpoint holds the recipe's optimiser as a pickled partial, which torch's weights-only loading
     # refuses; the user resumes their own run's file, so it is loaded in full.
     fitter.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False if ckpt_path else None)
-    fit_time = time.perf_counter() - start
+    fit_time = before_s + time.perf_counter() - start
     metrics = {k: float(v) for k, v in fitter.callback_metrics.items() if k.startswith(("train/", "val/"))}
     if test:
         tested = fitter.test(system, datamodule=datamodule, verbose=False)[0]
@@ -251,9 +255,40 @@ def fit_classifier(
     return system, metrics
 
 
-def check_resumable(ckpt_path: str, system: L.LightningModule) -> None:
+STAMP_KEY = "privacy_attacks"  # the entry of a Lightning checkpoint that RunStamp writes
+
+
+class RunStamp(L.Callback):
+    """Writes into every Lightning checkpoint of a fit the run's ``spec`` (its
+    :func:`~privacy_attacks.targets.checkpoint_spec`: what determines its weights) and the fit's seconds so far
+    (``seconds_before``, a resumed run's earlier ones, included), under :data:`STAMP_KEY`."""
+
+    def __init__(self, spec: dict[str, Any], seconds_before: float = 0.0):
+        self.spec, self.seconds_before, self.start = spec, seconds_before, time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        seconds = self.seconds_before + time.perf_counter() - self.start
+        checkpoint[STAMP_KEY] = {"spec": self.spec, "fit_seconds": seconds}
+
+
+def spec_differences(found: Any, expected: Any, key: str = "") -> list[str]:
+    """The entries where two specs differ, dotted (``recipe.seed: 0 in the checkpoint, 1 here``), in order."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return [
+            line
+            for name in [*expected, *(n for n in found if n not in expected)]
+            for line in spec_differences(found.get(name), expected.get(name), f"{key}.{name}" if key else str(name))
+        ]
+    return [] if found == expected else [f"{key}: {found!r} in the checkpoint, {expected!r} here"]
+
+
+def check_resumable(ckpt_path: str, system: L.LightningModule) -> dict[str, Any]:
     """Raise :class:`CheckpointError` (one line naming ``ckpt_path``) unless the file is a Lightning checkpoint whose
-    weights fit ``system`` (the same names and shapes): resuming another recipe's run fails here, not in Lightning."""
+    weights fit ``system`` (the same names and shapes): resuming another recipe's run fails here, not in Lightning.
+    Returns the checkpoint's :class:`RunStamp` entry (empty for a checkpoint without one)."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
@@ -271,3 +306,16 @@ def check_resumable(ckpt_path: str, system: L.LightningModule) -> None:
             f"ckpt_path={ckpt_path!r} holds another network than this run's recipe (first difference: "
             f"{differ[0]}): resume with the interrupted run's own model and data settings."
         )
+    return checkpoint.get(STAMP_KEY) or {}
+
+
+def resume_differences(ckpt_path: str, spec: dict[str, Any]) -> list[str]:
+    """Where the run that wrote the checkpoint ``ckpt_path`` differs from this run's ``spec`` in what determines the
+    weights (:func:`spec_differences`; none for a checkpoint without a :class:`RunStamp` or one that cannot be read,
+    which :func:`check_resumable` answers)."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - check_resumable names the problem
+        return []
+    stamp = checkpoint.get(STAMP_KEY) if isinstance(checkpoint, dict) else None
+    return spec_differences(stamp["spec"], spec) if isinstance(stamp, dict) and "spec" in stamp else []
