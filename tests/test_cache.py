@@ -158,6 +158,18 @@ def test_provision_creates_once_then_loads(tmp_path: Path):
     torch.testing.assert_close(second["x"], first["x"])
 
 
+def test_a_cached_file_is_read_without_its_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The default lock leaves an empty ``<file>.lock`` beside every cached file, which a soft lock would take for a
+    held one: reading a file already there takes no lock."""
+    path = tmp_path / "model.pt"
+    cache.save(path, {"v": 1})
+    (tmp_path / "model.pt.lock").touch()  # what FileLock leaves behind
+    monkeypatch.setenv(cache.LOCK_ENV, "soft")
+    monkeypatch.setenv(cache.LOCK_TIMEOUT_ENV, "0.1")
+    loaded, cached = cache.provision(path, lambda p: pytest.fail("built again"), cache.read)
+    assert cached and loaded == {"v": 1}
+
+
 @pytest.mark.parametrize("lock", ["file", "soft"])
 def test_concurrent_provision_creates_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock: str):
     monkeypatch.setenv(cache.LOCK_ENV, lock)

@@ -145,8 +145,11 @@ def locked(path: Path) -> Iterator[Path]:
 
 
 def provision(path: Path, create: Callable[[Path], T], load: Callable[[Path], T]) -> tuple[T, bool]:
-    """Under the lock of ``path``: ``load(path)`` if the file exists, else ``create(path)``, which builds
-    the object and writes the file (with :func:`save`). Returns the object and whether it came from the cache."""
+    """``load(path)`` if the file exists (no lock: cached files are written whole, by a rename); else, under the lock
+    of ``path``, ``load(path)`` if another job wrote it meanwhile, else ``create(path)``, which builds the object and
+    writes the file (with :func:`save`). Returns the object and whether it came from the cache."""
+    if Path(path).exists():
+        return load(path), True
     with locked(path):
         if Path(path).exists():
             return load(path), True

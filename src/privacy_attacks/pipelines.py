@@ -94,10 +94,12 @@ def run_train(cfg: DictConfig) -> dict[str, float]:
         )
         return metrics
     cached = cache.cache_path(cfg.paths.cache_dir, "target", spec)
-    with cache.locked(cached):
-        existed = cached.exists()
-        if not existed:
-            save_checkpoint(cached, system.net, spec, metrics)
+    existed = cached.exists()  # no lock to see a file written whole (by a rename)
+    if not existed:
+        with cache.locked(cached):
+            existed = cached.exists()
+            if not existed:
+                save_checkpoint(cached, system.net, spec, metrics)
     where = "the cached target of this recipe, kept, is at" if existed else "target cached at"
     log.info("test/acc %.4f; metrics in %s; %s %s", metrics["test/acc"], out / "metrics.json", where, cached)
     return metrics
