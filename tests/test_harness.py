@@ -141,6 +141,9 @@ def test_a_value_logged_where_lightning_writes_is_written_at_the_step_it_was_mea
     trainer.fit(EveryStepValue(), torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=1))  # epochs of 4 steps
     written = [(step, values["step_index"]) for step, values in logger.logged if "step_index" in values]
     assert written == [(4, 4.0), (9, 9.0)]
+    alone = build_trainer({"accelerator": "cpu", "devices": 1}, max_steps=12, max_epochs=5, log_every_n_steps=5)
+    alone.fit(EveryStepValue(), torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=1))
+    assert float(alone.callback_metrics["step_index"]) == 9.0  # without a logger too: progress lines read it
 
 
 def test_a_fit_that_writes_its_loggers_itself_writes_the_first_step_every_nth_and_the_last():

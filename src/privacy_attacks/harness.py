@@ -241,8 +241,9 @@ def run_hparams(cfg: DictConfig) -> dict[str, Any]:
 def writes_this_step(trainer: Any) -> bool:
     """Whether Lightning writes what a training step logs with ``self.log`` now: its own rule (the
     ``log_every_n_steps``-th batch of the fit, counted from 1, is written at its 0-based step), read from its logger
-    connector, so that a step that skips ``self.log`` on the others writes each value at the step it was measured."""
-    return bool(trainer.loggers) and bool(trainer._logger_connector.should_update_logs)
+    connector, so that a step that skips ``self.log`` on the others writes each value at the step it was measured
+    (and progress lines, which read the last logged value, have one with or without a logger)."""
+    return bool(trainer._logger_connector.should_update_logs)
 
 
 def logs_step(step: int, every: int, steps: int) -> bool:
