@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from privacy_attacks.attacks.gradient_inversion import attack as gradient_inversion
 from privacy_attacks.attacks.gradient_inversion.attack import validate
@@ -334,8 +336,15 @@ def test_no_target_is_trained_unless_the_clients_share_it(compose_attack, monkey
 
     monkeypatch.setattr(gradient_inversion, "provision_target", provisioned)
     overrides = [*TINY_COLOUR, "method=idlg", "batch_size=1", "num_batches=1", "steps=2"]
-    metrics = pipelines.run_attack(compose_attack(overrides))  # DLG's own sigmoid LeNet: no target needed
+    cfg = compose_attack([*overrides, "logger=tensorboard"])
+    metrics = pipelines.run_attack(cfg)  # DLG's own sigmoid LeNet: no target needed
     assert "target/test_acc" not in metrics and "recon/psnr" in metrics
+    (events,) = Path(cfg.paths.output_dir).rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    start = accumulator.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert "shared_model" in hparams and not any(key.startswith("target.") for key in hparams)  # none was attacked
     with pytest.raises(AssertionError, match="a target was provisioned"):
         pipelines.run_attack(compose_attack([*overrides, "shared_model=target", "model_state=trained"]))
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.gradient_inversion.assignment import best_assignment
@@ -721,7 +721,9 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
     originals_figure(out / "reconstructions.png", originals[:shown], images[:shown], titles, title)
     # The originals above their reconstructions, and the swept hparams with the final metrics.
     log_image_grid(loggers, "recon/reconstructions", (originals[:shown], images[:shown]), int(cfg.steps))
-    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), metrics, step=int(cfg.steps))
+    # Without a target (the shared model built from its own recipe) the target's recipe says nothing of this run.
+    run_cfg = cfg if target is not None else OmegaConf.masked_copy(cfg, [key for key in cfg if key != "target"])
+    finish_loggers(loggers, engine_hparams(cfg, HPARAMS), metrics, step=int(cfg.steps), cfg=run_cfg)
     log.info(
         "%s batch %d: PSNR %.2f dB (median %.2f), SSIM %.3f, %.0f%% at >= %.0f dB, label acc %s; %s",
         cfg.method,
