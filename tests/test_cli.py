@@ -23,6 +23,8 @@ from tests.conftest import CONF_DIR, run_script
         ("lab", ["sedes=2"], "did you mean seeds?"),
         ("attack", ["-cn", "lab", "seed=2"], "did you mean seeds?"),
         ("attack", ["zzzqq=1"], "zzzqq is not a key of the config (--cfg job lists them; +zzzqq=... adds a new one)"),
+        ("attack", ["model@target=cnnn"], "model@target=cnnn: did you mean model@target=cnn?"),
+        ("attack", ["-m", "attack=inversion,membershp"], "attack=membershp: did you mean attack=membership?"),
     ],
 )
 def test_a_misspelt_key_or_option_is_named_with_the_declared_one_it_resembles(config, argv, hint):
@@ -36,10 +38,36 @@ def test_a_misspelt_key_or_option_is_named_with_the_declared_one_it_resembles(co
         ["+new_key=1", "++other=2", "~logger", "hydra.sweep.dir=/tmp/x", "attack=membership", "method=lira"],
         ["experiment=membership_label_only", "eval_seed=3"],
         ["attack=inversion", "tv_lambda=[unclosed"],  # not a command line Hydra reads: no hint
+        ["--config-dir", "/elsewhere", "attack=mine", "its_key=1"],  # configs this reading does not see
     ],
 )
 def test_declared_keys_additions_and_unreadable_command_lines_get_no_hint(argv):
     assert override_hints(CONF_DIR, "attack", argv) == []
+
+
+def test_a_key_declared_without_a_value_and_the_keys_of_a_misspelt_option_are_not_called_unknown():
+    own_data = ["data=image_folder", "data.num_classes=3", "data.source.train_dir=/x", "model.max_epoch=2"]
+    assert override_hints(CONF_DIR, "train", own_data) == [
+        "model.max_epoch is not a key of the config: did you mean model.max_epochs?"
+    ]  # data.num_classes is ??? in data=image_folder, yet declared
+    assert override_hints(CONF_DIR, "attack", ["attack=inversions", "tv_lambda=1e-3", "steps=3"]) == [
+        "attack=inversions: did you mean attack=inversion?"
+    ]  # tv_lambda and steps read from the option it resembles
+    assert override_hints(CONF_DIR, "attack", ["attack=zzzzzz", "tv_lambda=1e-3"]) == []  # nothing to read them from
+
+
+def test_a_failure_after_a_job_started_gets_no_hint(monkeypatch, capsys):
+    from privacy_attacks import cli
+
+    monkeypatch.setattr(cli.sys, "argv", ["attack.py", "attack=inversion", "tv_lamda=1"])
+    monkeypatch.setattr(cli, "_JOB_STARTED", True)
+    with pytest.raises(SystemExit), cli.config_hints(CONF_DIR, "attack"):
+        raise SystemExit(1)
+    assert "hint:" not in capsys.readouterr().err
+    monkeypatch.setattr(cli, "_JOB_STARTED", False)
+    with pytest.raises(SystemExit), cli.config_hints(CONF_DIR, "attack"):
+        raise SystemExit(1)
+    assert "hint: tv_lamda is not a key of the config: did you mean tv_lambda?" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -49,10 +77,19 @@ def test_the_script_prints_the_hint_after_hydras_message(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == "hint: tv_lamda is not a key of the config: did you mean tv_lambda?"
 
 
+def lightning_exit_after_ctrl_c():
+    """What Lightning raises after a fit's Ctrl-C and its graceful shutdown."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise SystemExit(1) from None  # suppressed in the traceback, still its __context__
+
+
 @pytest.mark.parametrize(
     ("stop", "status", "line"),
     [
         (KeyboardInterrupt, 130, "error: interrupted (Ctrl-C); what had finished is kept"),
+        (lightning_exit_after_ctrl_c, 130, "error: interrupted (Ctrl-C); what had finished is kept"),
         (SIGTERMException, 143, "error: stopped by SIGTERM; what had finished is kept"),
     ],
 )
@@ -64,3 +101,12 @@ def test_an_interrupted_run_exits_non_zero_with_one_line(stop, status, line, cap
         run_reporting_errors(run, OmegaConf.create({}))
     assert exit.value.code == status  # SIGTERMException alone would exit 0, as if the run had finished
     assert capsys.readouterr().err.startswith(line)
+
+
+def test_another_exit_passes_through_unchanged():
+    def run(cfg):
+        raise SystemExit(1)
+
+    with pytest.raises(SystemExit) as exit:
+        run_reporting_errors(run, OmegaConf.create({}))
+    assert exit.value.code == 1

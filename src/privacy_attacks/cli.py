@@ -21,11 +21,17 @@ log = logging.getLogger("privacy_attacks")
 KEPT = "what had finished is kept (finished jobs and their sweep's partial summary, completely cached models)"
 
 
+_JOB_STARTED = False  # set by the first job of this process: Hydra's exit 1 after it is no config error
+
+
 def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Call ``run(cfg)``; a :class:`UserError` or a config error exits with status 2 and its message; Ctrl-C with
-    status 130 and SIGTERM (Lightning's ``SIGTERMException``, which would exit 0) with 143, each with one line."""
+    status 130 (Lightning's exit 1 after a fit's Ctrl-C too) and SIGTERM in a fit (Lightning's ``SIGTERMException``,
+    which would exit 0) with 143, each with one line."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    global _JOB_STARTED
+    _JOB_STARTED = True
     try:
         return run(cfg)
     except (UserError, OmegaConfBaseException) as error:
@@ -34,6 +40,10 @@ def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> A
         _exit_with(f"interrupted (Ctrl-C); {KEPT}.", 130)
     except SIGTERMException:
         _exit_with(f"stopped by SIGTERM; {KEPT}.", 143)
+    except SystemExit as exit:  # Lightning ends a fit's Ctrl-C, after its graceful shutdown, with exit status 1
+        if exit.code == 1 and isinstance(exit.__context__, KeyboardInterrupt):
+            _exit_with(f"interrupted (Ctrl-C); {KEPT}.", 130)
+        raise
 
 
 def _exit_with(message: str, status: int) -> None:
@@ -58,13 +68,14 @@ def one_line(error: Exception) -> str:
 
 @contextlib.contextmanager
 def config_hints(config_dir: Path, config_name: str) -> Iterator[None]:
-    """Around a script's Hydra ``main()``: when Hydra has reported an error and exits with status 1, add a line for
-    each command-line key or config option that names nothing, with the declared one it most resembles
-    (:func:`override_hints`). Hydra's own message suggests ``+tv_lamda=...`` for a misspelt ``tv_lambda``."""
+    """Around a script's Hydra ``main()``: when Hydra has reported an error before any job started (a config that
+    did not compose) and exits with status 1, add a line for each command-line key or config option that names
+    nothing, with the declared one it most resembles (:func:`override_hints`). Hydra's own message suggests
+    ``+tv_lamda=...`` for a misspelt ``tv_lambda``."""
     try:
         yield
     except SystemExit as exit:
-        if exit.code == 1:
+        if exit.code == 1 and not _JOB_STARTED:
             for line in override_hints(config_dir, config_name, sys.argv[1:]):
                 print(f"hint: {line}", file=sys.stderr)
         raise
@@ -73,7 +84,8 @@ def config_hints(config_dir: Path, config_name: str) -> Iterator[None]:
 def override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> list[str]:
     """One line per override of the command line ``argv`` that changes a key the composed config does not have
     (``tv_lamda=1e-3``) or picks an option its group does not have (``attack=inversions``), naming the closest
-    declared key or option; nothing for the others, nor when the command line cannot be read."""
+    declared key or option; nothing for the others, nor when the command line cannot be read or adds config folders
+    of its own (``--config-dir``, ``hydra.searchpath``)."""
     try:
         return _override_hints(config_dir, config_name, argv)
     except Exception:  # a hint is a courtesy: Hydra has already said what went wrong
@@ -89,8 +101,10 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
     from hydra.core.override_parser.types import OverrideType
 
     args = get_args_parser().parse_args(list(argv))
-    config_name = args.config_name or config_name
     overrides = OverridesParser.create().parse_overrides(args.overrides)
+    if args.config_dir or args.config_path or any(o.key_or_group == "hydra.searchpath" for o in overrides):
+        return []  # configs this reading would not see
+    config_name = args.config_name or config_name
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir.resolve())):
         repository = GlobalHydra.instance().config_loader().repository
@@ -98,22 +112,20 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
         for override in overrides:
             if override.is_hydra_override() or override.type != OverrideType.CHANGE:
                 continue
-            name = override.key_or_group
-            value = (
-                next(iter(override.sweep_string_iterator()))
-                if override.is_sweep_override()
-                else override.get_value_element_as_str()
-            )
-            if repository.group_exists(name):
-                options = [o for o in repository.get_group_options(name) if not o.startswith("_")]
-                if value in options or value == "null":
-                    groups.append(f"{override.get_key_element()}={value}")
-                else:
-                    close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
-                    if close:
-                        lines.append(f"{override.get_key_element()}={value}: did you mean {name}={close[0]}?")
-            else:
+            name, written = override.key_or_group, override.get_key_element()
+            if not repository.group_exists(name):
                 keys.append(name)
+                continue
+            options = [o for o in repository.get_group_options(name) if not o.startswith("_")]
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
+            values = values or [override.get_value_element_as_str()]
+            unknown = [v for v in values if v not in options and v != "null"]
+            close = difflib.get_close_matches(unknown[0], options, n=1, cutoff=0.6) if unknown else []
+            if unknown and not close:
+                return lines  # an option nothing resembles: the keys it would declare are unknown here
+            if close:
+                lines.append(f"{written}={unknown[0]}: did you mean {written}={close[0]}?")
+            groups.append(f"{written}={close[0] if close else values[0]}")  # read the keys as if it were right
         try:
             cfg = compose(config_name, overrides=groups)
         except Exception:  # the groups' options that compose together, in order
@@ -127,11 +139,11 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
     GlobalHydra.instance().clear()
     declared = _dotted_keys(cfg)
     for key in keys:
-        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
-            continue
         parent_key, _, name = key.rpartition(".")
-        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else None
-        siblings = [f"{parent_key}.{k}" for k in parent.keys()] if isinstance(parent, DictConfig) else []
+        parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+        if isinstance(parent, DictConfig) and name in parent.keys():  # declared (its value may be ??? still)
+            continue
+        siblings = [f"{parent_key}.{k}" for k in parent.keys()] if parent_key and isinstance(parent, DictConfig) else []
         close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.75) or difflib.get_close_matches(
             key, declared + group_names, n=1, cutoff=0.75
         )
@@ -140,9 +152,6 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
         else:
             lines.append(f"{key} is not a key of the config (--cfg job lists them; +{key}=... adds a new one)")
     return lines
-
-
-_ABSENT = object()
 
 
 def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
