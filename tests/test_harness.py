@@ -17,6 +17,7 @@ from privacy_attacks.harness import (
     build_loggers,
     build_trainer,
     finish_loggers,
+    lightning_writes,
     limit_gpu_memory,
     log_image_grid,
     logs_step,
@@ -150,6 +151,8 @@ def test_a_fit_that_writes_its_loggers_itself_writes_the_first_step_every_nth_an
     assert [step for step in range(12) if logs_step(step, 5, 12)] == [0, 5, 10, 11]
     assert [step for step in range(3) if logs_step(step, 50, 3)] == [0, 2]  # a short fit still has its curve
     assert [step for step in range(1) if logs_step(step, 50, 1)] == [0]
+    assert not any(logs_step(step, 0, 5) or lightning_writes(step, 0) for step in range(5))  # 0: never, as Lightning
+    assert [step for step in range(12) if lightning_writes(step, 5)] == [4, 9]  # a loop of one's own, as Lightning
 
 
 def test_log_image_grid_puts_each_row_on_its_own_row():

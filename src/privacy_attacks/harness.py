@@ -246,10 +246,16 @@ def writes_this_step(trainer: Any) -> bool:
     return bool(trainer._logger_connector.should_update_logs)
 
 
+def lightning_writes(step: int, every: int) -> bool:
+    """Whether Lightning writes what its 0-based step ``step`` logs, at ``log_every_n_steps=every`` (0: never): the
+    rule of :func:`writes_this_step`, for a loop of one's own that records a curve as a Lightning fit would."""
+    return every > 0 and (step + 1) % every == 0
+
+
 def logs_step(step: int, every: int, steps: int) -> bool:
     """Whether a fit of ``steps`` steps that writes its loggers itself writes step ``step`` (0-based): the first,
-    every ``every``-th after it, and the last."""
-    return step % every == 0 or step == steps - 1
+    every ``every``-th after it, and the last (none with ``every`` 0, Lightning's "never")."""
+    return every > 0 and (step % every == 0 or step == steps - 1)
 
 
 _RUN_METRICS: ContextVar[Mapping[str, float] | None] = ContextVar("run_metrics", default=None)

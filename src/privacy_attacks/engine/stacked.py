@@ -84,7 +84,7 @@ class StackedReconstruction(L.LightningModule):
             raise ValueError(f"These engines cannot be fitted as one: {reason}.")
         self.automatic_optimization = False
         self.members = nn.ModuleList(modules)
-        self.log_every = max(1, int(log_every))
+        self.log_every = int(log_every)
         self.history: list[dict[int, dict[str, float]]] = [{} for _ in modules]
 
     def training_step(self, batch: Any, batch_idx: int) -> None:

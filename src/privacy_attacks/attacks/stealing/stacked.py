@@ -25,6 +25,7 @@ from torch.func import functional_call, stack_module_state
 
 from privacy_attacks.blackbox import OutputMode, output_mode
 from privacy_attacks.callbacks.epoch_log import ProgressLog
+from privacy_attacks.harness import lightning_writes
 from privacy_attacks.models.layers import load_stacked
 from privacy_attacks.seeding import generator
 
@@ -96,7 +97,7 @@ def fit_students(
         opt.step()
         if schedule is not None:
             schedule.step()
-        if step % log_every == 0:
+        if lightning_writes(step, log_every):  # the steps a student fitted alone writes (fit_student)
             for s, part in enumerate(parts):
                 history[s][step] = {"train/loss": float(part.detach())}
         if progress.due(step + 1):  # reads the loss (a device sync) only when a line is written
