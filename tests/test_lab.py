@@ -368,3 +368,27 @@ def test_a_lab_stopped_during_a_stage_stops_the_stage_too(tmp_path, stop, raised
         timer.cancel()
     assert f"stage stopped by {stop.name}" in log_file.read_text()  # it ended before the lab went on up
     assert signal.getsignal(signal.SIGTERM) == before  # the lab's handler is gone with the stage
+
+
+STUBBORN = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stage that does not stop when told
+print(f"[HYDRA] \\t#0 : pid {os.getpid()}", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_stage_that_does_not_stop_is_killed_and_a_second_signal_does_not_leave_it_running(tmp_path):
+    log_file = tmp_path / "stage.log"
+    timers = [threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)) for delay in (2.0, 3.5)]
+    for timer in timers:
+        timer.start()
+    try:
+        with pytest.raises(lab.Terminated):
+            lab.run_stage(["-c", STUBBORN], log_file, grace_s=3)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    pid = int(log_file.read_text().rsplit("pid ", 1)[1].split()[0])  # its line, after the command's
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed after the grace period, the second SIGTERM ignored meanwhile

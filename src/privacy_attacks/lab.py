@@ -120,8 +120,9 @@ def lab_choices(cfg: DictConfig) -> dict[str, str]:
     return {group: str(choices[group]) for group in FORWARDED if choices.get(group) is not None}
 
 
-class Terminated(Exception):
-    """The lab received SIGTERM (raised in its main thread while a stage runs, so that the stage is stopped too)."""
+class Terminated(BaseException):
+    """The lab received SIGTERM (raised in its main thread while a stage runs, so that the stage is stopped too); a
+    ``BaseException``, like ``KeyboardInterrupt``, so that no ``except Exception`` takes it for an error."""
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
@@ -133,7 +134,7 @@ def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0) -> int:
     lines as they come (progress). A Ctrl-C or SIGTERM of the lab stops the stage as well (:func:`stop_stage`) before
     it goes on up: no stage outlives the lab to write into the folder its rerun starts afresh."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    in_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    in_main_thread = _main_thread()
     with (
         open(log_file, "a") as handle,
         subprocess.Popen(
@@ -154,25 +155,41 @@ def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0) -> int:
             raise
         finally:
             if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return process.returncode
 
 
 def stop_stage(process: subprocess.Popen, stop: int, grace_s: float) -> str:
     """Stop a stage's ``process`` the way the lab was stopped (``stop``: SIGINT or SIGTERM, on which a run saves what
-    it finished and exits), unless a Ctrl-C at the terminal already reached it and it ends within 5 s; kill it after
-    ``grace_s`` more seconds. Returns the rest of its output."""
+    it finished and exits), unless a Ctrl-C at the terminal already reached it (SIGINT) and it ends within 5 s; kill
+    it after ``grace_s`` more seconds. A second Ctrl-C or SIGTERM meanwhile is ignored (the stage is being stopped
+    already); the stage never outlives this call. Returns the rest of its output."""
+    steps = [(None, 5.0)] if stop == signal.SIGINT else []
+    steps += [(stop, grace_s), (signal.SIGKILL, None)]
+    ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
     rest = []
-    for signal_to_send, wait_s in ((None, 5.0), (stop, grace_s), (signal.SIGKILL, None)):
-        if signal_to_send is not None and process.poll() is None:
-            process.send_signal(signal_to_send)
-        try:
-            out, _ = process.communicate(timeout=wait_s)
-            rest.append(out or "")
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    try:
+        for signal_to_send, wait_s in steps:
+            if signal_to_send is not None and process.poll() is None:
+                process.send_signal(signal_to_send)
+            try:
+                out, _ = process.communicate(timeout=wait_s)
+                rest.append(out or "")
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for number, handler in ignored.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
     return "".join(rest)
+
+
+def _main_thread() -> bool:
+    """Whether this is the main thread, the only one where signal handlers can be set."""
+    return threading.current_thread() is threading.main_thread()
 
 
 def run_lab(cfg: DictConfig) -> dict[str, Any]:
