@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.loggers.logger import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +164,22 @@ def run_script(
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+class RecordingLogger(Logger):
+    """A Lightning logger that keeps what it is given: ``logged`` is ``[(step, {name: value})]``."""
+
+    name, version = "recording", 0
+
+    def __init__(self):
+        super().__init__()
+        self.logged = []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
 
 
 def run_as_group(configs: dict[int, DictConfig], monkeypatch: pytest.MonkeyPatch) -> dict[int, dict[str, float]]:

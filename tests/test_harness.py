@@ -8,7 +8,6 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.loggers.logger import Logger
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -25,6 +24,7 @@ from privacy_attacks.harness import (
     set_threads,
     writes_this_step,
 )
+from tests.conftest import RecordingLogger
 
 
 class FakeExperiment:
@@ -102,20 +102,6 @@ def test_finish_loggers_writes_the_final_metrics_once_at_the_last_step_then_the_
     only = FakeLogger()
     finish_loggers([only], {"loss": "kl"}, {"acc": 0.5})
     assert only.calls[0] == ("metrics", {"acc": 0.5}, 0)  # an attack without curves: at step 0
-
-
-class RecordingLogger(Logger):
-    name, version = "recording", 0
-
-    def __init__(self):
-        super().__init__()
-        self.logged = []
-
-    def log_metrics(self, metrics, step=None):
-        self.logged.append((step, dict(metrics)))
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
 
 
 class EveryStepValue(L.LightningModule):

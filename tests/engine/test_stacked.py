@@ -7,7 +7,6 @@ from functools import partial
 
 import pytest
 import torch
-from lightning.pytorch.loggers.logger import Logger
 from omegaconf import OmegaConf
 
 from privacy_attacks.attacks.feature_inversion.matching import FeatureMatching
@@ -22,6 +21,7 @@ from privacy_attacks.engine.inits import ConstantInit, NoiseInit
 from privacy_attacks.engine.priors import GaussianBlur, Jitter, PixelEnergy, TotalVariation
 from privacy_attacks.engine.stacked import StackedReconstruction, fit_stacked, stack_refusal
 from privacy_attacks.models import LeNet5
+from tests.conftest import RecordingLogger
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 ADAM = partial(torch.optim.Adam, lr=0.05)
@@ -111,22 +111,6 @@ def test_what_cannot_be_stacked_is_refused_with_the_reason(frozen_net):
         with pytest.raises(ValueError, match="cannot be fitted as one"):
             StackedReconstruction(modules)
     assert stack_refusal([point_engine(frozen_net, p) for p in POINTS]) is None
-
-
-class RecordingLogger(Logger):
-    """A Lightning logger that keeps what it is given: ``logged`` is ``[(step, {name: value})]``."""
-
-    name, version = "recording", 0
-
-    def __init__(self):
-        super().__init__()
-        self.logged = []
-
-    def log_metrics(self, metrics, step=None):
-        self.logged.append((step, dict(metrics)))
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
 
 
 def test_an_engine_alone_logs_the_curve_a_stacked_fit_records_at_the_steps_it_was_measured(frozen_net):
