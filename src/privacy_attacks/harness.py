@@ -90,6 +90,26 @@ def instantiate_checked(node: Any, **kwargs: Any) -> Any:
         raise
 
 
+def build_node(node: Any, key: str, kind: type | None = None, what: str | None = None, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)`` for the config node at ``key`` (``priors.tv``, ``model.optimizer``); a bad
+    setting (its own check, an unknown argument, a ``_target_`` that does not exist) as one line naming ``key``, and
+    with ``kind``, :class:`ConfigError` unless it builds one (``what``: how the message names it)."""
+    try:
+        built = instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        cause = error.__cause__ if error.__cause__ is not None else error
+        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())  # e.g. the missing module
+        raise ConfigError(f"{key} ({node.get('_target_')}) cannot be built: {reason}") from None
+    if kind is not None and not isinstance(built, kind):
+        raise ConfigError(
+            f"{key} builds an object of class {type(built).__name__}, not {what or 'a ' + kind.__name__}: its "
+            f"_target_ must be a subclass of {kind.__module__}.{kind.__qualname__}."
+        )
+    return built
+
+
 def instantiate_named(group: Mapping[str, Any] | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a named mapping (``cfg.logger``, ``cfg.callbacks``); [] for None."""
     return [instantiate(node) for node in (group or {}).values() if node is not None and "_target_" in node]

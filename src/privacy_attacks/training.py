@@ -27,7 +27,7 @@ from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.data.module import channel_values
 from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.errors import CheckpointError, ConfigError, UserError, require_int, require_positive
-from privacy_attacks.harness import build_trainer, instantiate_checked
+from privacy_attacks.harness import build_node, build_trainer, instantiate_checked
 from privacy_attacks.systems import ImageClassifier
 
 
@@ -80,14 +80,7 @@ def build_net(recipe: DictConfig, key: str = "model") -> nn.Module:
 def build_part(recipe: DictConfig, part: str, key: str = "model") -> Any:
     """``recipe.<part>`` (``net``, ``optimizer``, ``scheduler``) instantiated; a bad setting (its own check, an unknown
     argument, a ``_target_`` that does not exist) as one line naming ``<key>.<part>``."""
-    try:
-        return instantiate(recipe[part])
-    except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        cause = error.__cause__ if error.__cause__ is not None else error
-        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())  # e.g. the missing module
-        raise ConfigError(f"{key}.{part} ({recipe[part].get('_target_')}) cannot be built: {reason}") from None
+    return build_node(recipe[part], f"{key}.{part}")
 
 
 def check_network(

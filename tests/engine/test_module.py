@@ -15,7 +15,7 @@ from privacy_attacks.engine import ReconstructionModule, fit_reconstruction
 from privacy_attacks.engine.inits import ConstantInit, NoiseInit
 from privacy_attacks.engine.module import ENGINE_KEYS, engine_hparams, prior_settings
 from privacy_attacks.engine.priors import CoarseToFine, GaussianBlur, Jitter, PixelEnergy, TotalVariation
-from privacy_attacks.errors import ConfigError
+from privacy_attacks.errors import ConfigError, UserError
 from privacy_attacks.models import LeNet5
 from tests.conftest import attack_config
 
@@ -207,3 +207,39 @@ def test_every_logged_hparam_is_a_key_of_the_attacks_config(compose_attack, atta
     cfg = compose_attack([f"attack={attack}"])
     missing = [key for key in hparams if OmegaConf.select(cfg, key, default="missing") == "missing"]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (
+            "privacy_attacks.engine.priors.PixelEnergi",
+            r"^priors\.extra \(privacy_attacks\.engine\.priors\.PixelEnergi\) cannot be built: ",
+        ),
+        (
+            "torch.nn.Identity",
+            r"^priors\.extra builds an object of class Identity, not a prior: its _target_ must be a subclass of ",
+        ),
+    ],
+)
+def test_a_prior_node_that_builds_no_prior_is_named_in_one_line(compose_attack, node, message):
+    cfg = compose_attack(["attack=inversion", f"+priors.extra._target_={node}", "+priors.extra.weight=0.5"])
+    with pytest.raises(ConfigError, match=message) as error:
+        get_method(cfg.attack.validate)(cfg)
+    assert "\n" not in str(error.value)
+
+
+class OneNumber(PixelEnergy):
+    """A prior that forgot the per-image dimension."""
+
+    def penalty(self, images):
+        return super().penalty(images).mean()
+
+
+def test_a_prior_penalty_that_is_not_one_value_per_image_is_named(frozen_net):
+    objective = ClassInversion(frozen_net, torch.arange(10), CrossEntropySimilarity())
+    module = ReconstructionModule(
+        objective, {"mine": OneNumber(1.0)}, NoiseInit(), partial(torch.optim.Adam, lr=0.1), 2
+    )
+    with pytest.raises(UserError, match=r"priors\.mine \(OneNumber\) gave penalties of shape \(\): .* \(10,\)"):
+        module()

@@ -36,15 +36,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks.engine.inits import NoiseInit
 from privacy_attacks.engine.priors import Prior
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
-from privacy_attacks.harness import build_trainer, logs_step
+from privacy_attacks.harness import build_node, build_trainer, logs_step
 from privacy_attacks.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -171,6 +169,11 @@ class ReconstructionModule(L.LightningModule):
         parts = {"objective": losses.detach().mean()} if with_parts else {}
         for name, prior in self._penalties:
             penalty = prior.penalty(images)
+            if penalty.shape != losses.shape:  # a scalar would broadcast to every image without a word
+                raise UserError(
+                    f"priors.{name} ({type(prior).__name__}) gave penalties of shape {tuple(penalty.shape)}: a prior's "
+                    f"penalty(images) returns one value per image, ({len(images)},)."
+                )
             losses = losses + prior.weight * penalty
             if with_parts:
                 parts[name] = penalty.detach().mean()
@@ -329,11 +332,11 @@ def validate_engine_config(cfg: Any) -> None:
     for name, node in cfg.priors.items():
         require_positive(node.weight, settings[f"priors.{name}.weight"], allow_zero=True)
         try:
-            instantiate(node)
-        except InstantiationException as error:  # a bad argument: show the prior's own message
-            if isinstance(error.__cause__, UserError):
-                raise ConfigError(f"priors.{name}: {error.__cause__}") from None
-            raise
+            build_node(node, f"priors.{name}", Prior, "a prior")
+        except UserError as error:  # a bad argument: the prior's own message, after its key
+            if str(error).startswith(f"priors.{name} "):
+                raise
+            raise ConfigError(f"priors.{name}: {error}") from None
     validate_engine_settings(cfg.steps, cfg.restarts, cfg.lr)
 
 
@@ -353,9 +356,12 @@ def engine_from_config(
     ``options`` override or add keyword arguments of :class:`ReconstructionModule`."""
     node_kwargs = node_kwargs or {}
     kwargs: dict[str, Any] = {
-        "priors": {name: instantiate(node, **node_kwargs.get(name, {})) for name, node in cfg.priors.items()},
-        "init": instantiate(cfg.inits[cfg.init], **node_kwargs.get(cfg.init, {})),
-        "optimizer": instantiate(cfg.optimizers[cfg.optimizer]),
+        "priors": {
+            name: build_node(node, f"priors.{name}", Prior, "a prior", **node_kwargs.get(name, {}))
+            for name, node in cfg.priors.items()
+        },
+        "init": build_node(cfg.inits[cfg.init], f"inits.{cfg.init}", **node_kwargs.get(cfg.init, {})),
+        "optimizer": build_node(cfg.optimizers[cfg.optimizer], f"optimizers.{cfg.optimizer}"),
         "steps": cfg.steps,
         "restarts": cfg.restarts,
         "seed": cfg.seed,

@@ -7,6 +7,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 import privacy_attacks.pipelines as pipelines
 from privacy_attacks.attacks.membership import validate
@@ -305,3 +306,24 @@ def test_sizes_and_class_counts_are_checked_against_the_data_before_any_work(
     with pytest.raises(ConfigError, match=message):
         run_attack(cfg)
     validate(compose_attack(["attack=membership", *TINY_COLOUR, "model@target=cnn", "features=[top_k]", "top_k=5"]))
+
+
+@pytest.mark.parametrize(
+    ("scores", "predictions", "problem"),
+    [
+        (torch.zeros(4, 2), torch.zeros(4), r"scores of shape \(4, 2\), not \(4,\)"),
+        (torch.zeros(4, 1), torch.zeros(4), r"scores of shape \(4, 1\), not \(4,\)"),
+        (torch.tensor([0.1, float("nan"), 0.2, float("nan")]), torch.zeros(4), "2 scores that are NaN"),
+        (torch.zeros(4), torch.full((4,), 0.5), "predictions other than 0 and 1"),
+        ([0.1, 0.2, 0.3, 0.4], torch.zeros(4), "scores of shape list"),
+    ],
+)
+def test_a_methods_output_of_the_wrong_shape_or_values_is_named_in_one_line(scores, predictions, problem):
+    from privacy_attacks.attacks.membership.attack import check_output
+    from privacy_attacks.attacks.membership.base import AttackOutput
+    from privacy_attacks.errors import UserError
+
+    with pytest.raises(UserError, match=f"method=mine gave {problem}") as error:
+        check_output(AttackOutput(scores, predictions), 4, "mine")
+    assert "\n" not in str(error.value)
+    check_output(AttackOutput(torch.tensor([0.1, float("inf"), -float("inf"), 0.0]), torch.ones(4)), 4, "mine")

@@ -34,6 +34,11 @@ from tests.conftest import run_script
         ("schedule.max_steps=0", "schedule.max_steps=0 is not allowed"),
         ("student.shift=1.5", "student.shift=1.5 is not allowed: it must be an integer >= 0"),
         ("student.batch_size=64.0", "student.batch_size=64.0 is not allowed: it must be an integer > 0"),
+        (
+            "loss=mse losses.mse._target_=torch.nn.MSELoss",
+            "losses.mse builds an object of class MSELoss, not a distillation loss",
+        ),
+        ("loss=mse losses.mse._target_=no.Loss", "losses.mse (no.Loss) cannot be built"),
     ],
 )
 def test_bad_input_fails_before_any_work(compose_attack, tmp_path, override, message):

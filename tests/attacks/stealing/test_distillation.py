@@ -99,3 +99,35 @@ def test_an_ensemble_answers_its_members_mean_probabilities():
     assert torch.equal(StudentEnsemble(members[:1])(x).argmax(-1), members[0](x).argmax(-1))
     with pytest.raises(ValueError, match="at least one member"):
         StudentEnsemble([])
+
+
+class PerExample(LectureKL):
+    """A loss that forgot to reduce over the batch."""
+
+    def forward(self, student_logits, answers, mode):
+        return (mode.student_view(student_logits) - mode.target_view(answers)).pow(2).sum(dim=-1)
+
+
+def test_a_loss_that_is_not_one_number_is_named_in_one_line():
+    from privacy_attacks.attacks.stealing.stacked import fit_students
+    from privacy_attacks.errors import UserError
+
+    images, mode = torch.rand(16, 1, 28, 28), Probabilities()
+    answers = mode.answer(torch.randn(16, 10))
+    pattern = r"^the distillation loss PerExample gave a value of shape \(8,\): forward\(\) returns the batch's loss"
+    with pytest.raises(UserError, match=pattern):
+        fit_student(LeNet5(), images, answers, mode, PerExample(), steps=2, batch_size=8, shift=0)
+    adam = lambda params: torch.optim.Adam(params, lr=1e-3)  # noqa: E731
+    with pytest.raises(UserError, match=pattern):  # students trained together would have summed it
+        fit_students(
+            [LeNet5(), LeNet5()],
+            [(images, answers)] * 2,
+            [PerExample()] * 2,
+            ["probs"] * 2,
+            2,
+            adam,
+            None,
+            8,
+            [0, 0],
+            [0, 1],
+        )

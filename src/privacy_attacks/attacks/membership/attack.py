@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,7 +24,7 @@ from privacy_attacks.defenses.api import OutputDefense
 from privacy_attacks.defenses.training import TrainingDefense
 from privacy_attacks.engine.sweep import batch_note, run_grouped
 from privacy_attacks.errors import ConfigError, UserError, require_bool, require_choice, require_int
-from privacy_attacks.harness import build_loggers, finish_loggers
+from privacy_attacks.harness import build_loggers, build_node, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 from privacy_attacks.training import build_privacy, check_network
@@ -72,18 +71,8 @@ def build_split(cfg: DictConfig, total: int | None = None) -> MembershipSplit:
 def build_attack(cfg: DictConfig) -> MembershipAttack:
     """The attack object of ``method`` (validated against the ``methods`` mapping): a :class:`MembershipAttack`."""
     require_choice(cfg.method, list(cfg.methods), "method")
-    try:
-        attack = instantiate(cfg.methods[cfg.method], _convert_="all")
-    except InstantiationException as error:  # a bad hyperparameter: show the attack's own message
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
-    if not isinstance(attack, MembershipAttack):
-        raise ConfigError(
-            f"methods.{cfg.method} builds a {type(attack).__name__}, not a membership attack: its _target_ must be "
-            "a subclass of privacy_attacks.attacks.membership.base.MembershipAttack."
-        )
-    return attack
+    node = cfg.methods[cfg.method]
+    return build_node(node, f"methods.{cfg.method}", MembershipAttack, "a membership attack", _convert_="all")
 
 
 def validate(cfg: DictConfig, total: int | None = None) -> None:
@@ -213,6 +202,26 @@ def build_context(
     )
 
 
+def check_output(output: AttackOutput, size: int, method: str) -> None:
+    """:class:`~privacy_attacks.errors.UserError` (one line naming the method) unless ``output`` holds a score (not
+    NaN; ±inf ranks) and a 0/1 decision for each of the ``size`` evaluation images, as :class:`AttackOutput` says: a
+    new method's mistake is named here, not in the metrics."""
+    problems = []
+    for name, values in (("scores", output.scores), ("predictions", output.predictions)):
+        if not isinstance(values, torch.Tensor) or tuple(values.shape) != (size,):
+            shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+            problems.append(f"{name} of shape {shape}, not ({size},)")
+        elif name == "scores" and bool(torch.isnan(values).any()):
+            problems.append(f"{int(torch.isnan(values).sum())} scores that are NaN")
+        elif name == "predictions" and not bool(((values == 0) | (values == 1)).all()):
+            problems.append("predictions other than 0 and 1")
+    if problems:
+        raise UserError(
+            f"method={method} gave {'; '.join(problems)}: a membership method returns one score (higher: member) and "
+            f"one 0/1 decision per evaluation image (AttackOutput)."
+        )
+
+
 def attack_alone(cfg: DictConfig, target: Target, data: SourceData) -> JobAttack:
     """One job alone: its context, split, the attack's output and the seconds it took."""
     attack, split = prepare(cfg, total=len(data.train_labels))
@@ -268,6 +277,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         lambda job: attack_alone(job, target, data),
         lambda configs: attacks_together(configs, target, data),
     )
+    check_output(output, len(split.eval_membership), cfg.method)
     api = context.api
     metrics = membership_metrics(output.scores, split.eval_membership, output.predictions)
     # A heuristic ε estimate from these scores, not a certified bound (audit.py; attack=audit gives one).

@@ -32,7 +32,7 @@ from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.engine.sweep import batch_note, replay, run_grouped
 from privacy_attacks.errors import ConfigError, UserError, require_choice, require_int, require_positive
-from privacy_attacks.harness import build_loggers, finish_loggers, run_device
+from privacy_attacks.harness import build_loggers, build_node, finish_loggers, run_device
 from privacy_attacks.io import output_dir
 from privacy_attacks.seeding import derive_seed, seeded
 from privacy_attacks.targets import Target
@@ -40,6 +40,7 @@ from privacy_attacks.training import check_network
 
 from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import StudentEnsemble, fidelity_metrics, fit_student, steps_for_budget
+from .losses import DistillationLoss
 from .pools import EVALUATION_SETS, NoisePool, QueryPool, data_pool, dataset_evaluation_split, shared_images
 from .query_strategies import STRATEGIES, QueryStrategy, round_sizes
 from .semi_supervised import FixMatch
@@ -66,7 +67,7 @@ def validate(cfg: DictConfig) -> None:
     for key in ("min_steps", "max_steps"):
         require_int(cfg.schedule[key], f"schedule.{key}")
     require_int(cfg.schedule.get("steps"), "schedule.steps", null_means="from the budget")
-    instantiate(cfg.losses[cfg.loss])  # the loss checks its own arguments
+    build_node(cfg.losses[cfg.loss], f"losses.{cfg.loss}", DistillationLoss, "a distillation loss")  # checks itself
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
     require_choice(cfg.query_strategy, STRATEGIES, "query_strategy")
     check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes

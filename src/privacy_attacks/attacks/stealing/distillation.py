@@ -32,7 +32,7 @@ from privacy_attacks.errors import require_positive
 from privacy_attacks.harness import build_trainer, writes_this_step
 from privacy_attacks.seeding import generator, seeded
 
-from .losses import DistillationLoss
+from .losses import DistillationLoss, scalar_loss
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:
@@ -145,7 +145,7 @@ class StudentDistillation(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, answers = batch
-        loss = self.loss(self(random_shift(x, self.shift)), answers, self.mode)
+        loss = scalar_loss(self.loss(self(random_shift(x, self.shift)), answers, self.mode), self.loss)
         logged = writes_this_step(self.trainer)  # the only steps Lightning writes; skip the rest
         if logged:
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(x))

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from privacy_attacks.blackbox import OutputMode
-from privacy_attacks.errors import require_positive
+from privacy_attacks.errors import UserError, require_positive
 
 
 def _kl(target_probs: Tensor, student_log_probs: Tensor) -> Tensor:
@@ -42,6 +42,17 @@ class DistillationLoss(nn.Module):
 
     def forward(self, student_logits: Tensor, answers: Tensor, mode: OutputMode) -> Tensor:
         raise NotImplementedError
+
+
+def scalar_loss(value: Tensor, loss: nn.Module) -> Tensor:
+    """``value``, the batch's loss from ``loss``; :class:`~privacy_attacks.errors.UserError` (one line) unless it is one
+    number: a loss per example would be summed where students train together and refused by autograd alone."""
+    if value.ndim != 0:
+        raise UserError(
+            f"the distillation loss {type(loss).__name__} gave a value of shape {tuple(value.shape)}: forward() "
+            "returns the batch's loss, one number (e.g. its mean over the examples)."
+        )
+    return value
 
 
 class SquaredError(DistillationLoss):

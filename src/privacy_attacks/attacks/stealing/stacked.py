@@ -30,7 +30,7 @@ from privacy_attacks.models.layers import load_stacked
 from privacy_attacks.seeding import generator
 
 from .distillation import ResampledBatches, random_shift
-from .losses import DistillationLoss
+from .losses import DistillationLoss, scalar_loss
 
 
 def students_refusal(nets: Sequence[nn.Module], data: Sequence[tuple[Tensor, Tensor]], batch_size: int) -> str | None:
@@ -91,7 +91,9 @@ def fit_students(
         pairs = [next(batch) for batch in batches]
         inputs = torch.stack([random_shift(x, shift, draw) for (x, _), shift, draw in zip(pairs, shifts, draws)])
         logits = forward(params, buffers, inputs)  # (S, B, K)
-        parts = [loss(logits[s], pairs[s][1], mode) for s, (loss, mode) in enumerate(zip(losses, modes))]
+        parts = [
+            scalar_loss(loss(logits[s], pairs[s][1], mode), loss) for s, (loss, mode) in enumerate(zip(losses, modes))
+        ]
         opt.zero_grad()
         torch.stack(parts).sum().backward()
         opt.step()
