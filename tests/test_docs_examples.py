@@ -117,3 +117,27 @@ def test_every_documented_command_passes_its_checks(where, script, overrides, tm
 
 def test_the_commands_are_found():
     assert len(COMMANDS) > 150 and {script for _, script, _ in COMMANDS} == {"train", "attack"}
+
+
+def test_the_membership_method_of_the_extending_guide_runs_and_decides_on_the_attackers_images(
+    compose_attack, monkeypatch
+):
+    import sys
+
+    from privacy_attacks.pipelines import run_attack
+
+    source = next(b for b in fenced_blocks("extending.md", "python") if "class MarginAttack" in b)
+    module = types.ModuleType("privacy_attacks.attacks.membership.gap")
+    module.__package__ = "privacy_attacks.attacks.membership"
+    exec(compile(source, "extending.md", "exec"), module.__dict__)  # noqa: S102
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    node = yaml.safe_load(next(b for b in fenced_blocks("extending.md", "yaml") if "MarginAttack" in b))
+    tiny = ["data=synthetic", "data.source.train_size=800", "data.source.test_size=60", "data.val_size=60"]
+    target = ["target.members=200", "target.max_epochs=1", "eval_members=50", "shadow_train_size=100"]
+    cfg = compose_attack(
+        ["attack=membership", *tiny, *target, f"+methods.margin._target_={node['margin']['_target_']}"]
+    )
+    with open_dict(cfg):
+        cfg.method = "margin"
+    metrics = run_attack(cfg)
+    assert 0 <= metrics["mia/auc"] <= 1 and metrics["queries/used"] > metrics["mia/members"] + metrics["mia/nonmembers"]
