@@ -182,6 +182,7 @@ class TupleNet(torch.nn.Module):
         (["data.image_shape=[1,8,8]"], r"LeNet5 takes images of at least 12x12, not 8x8"),
         (["model=mlp", "model.net.num_classes=3"], r"gives outputs of shape \(3,\) .*10 classes.*num_classes=10"),
         (["model.net._target_=tests.test_any_data.TupleNet"], r"returns a tuple, not a tensor: its forward must"),
+        (["model.net._target_=torch.nn.Identity"], r"gives outputs of shape \(1, 28, 28\) per image: a classifier's"),
         (["model.net._target_=no_such_module.Net"], r"cannot be built: .*No module named 'no_such_module'"),
         (["data.image_shape=[3,32,32]", "data.mean=[0.5,0.5]", "model=cnn"], r"data.mean=\[0.5, 0.5\] .*per channel"),
         (["data.image_shape=32"], r"data.image_shape=\[32\] is not allowed: it must be \[channels, height, width\]"),

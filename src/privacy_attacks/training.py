@@ -120,6 +120,11 @@ def check_network(
             )
         if tuple(outputs.shape) != (2, num_classes):
             got = tuple(outputs.shape[1:])
+            if outputs.ndim != 2 or outputs.shape[0] != 2:  # not one vector per image: a forward that does not classify
+                raise ConfigError(
+                    f"{label} gives outputs of shape {got} per image: a classifier's forward returns one logit per "
+                    f"class, a tensor of shape (N, {num_classes}) for data={name}'s {num_classes} classes."
+                )
             raise ConfigError(
                 f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: set "
                 f"{net_key}.num_classes={num_classes} (or '${{data.num_classes}}')."
