@@ -193,6 +193,14 @@ def test_a_new_prior_node_is_validated_and_logged_without_touching_the_attack(co
         get_method(bad.attack.validate)(bad)
 
 
+def test_the_penalty_weights_are_those_of_penalty_priors_a_new_one_included(compose_attack):
+    from privacy_attacks.engine.module import penalty_weights
+
+    node = ["+priors.extra._target_=privacy_attacks.engine.priors.PixelEnergy", "+extra_lambda=0.5"]
+    cfg = compose_attack(["attack=inversion", *node, "+priors.extra.weight=${extra_lambda}"])
+    assert penalty_weights(cfg) == {"tv": "tv_lambda", "l2": "l2_lambda", "extra": "extra_lambda"}  # no jitter, blur
+
+
 def test_a_priors_own_bad_argument_is_a_config_error(compose_attack):
     cfg = compose_attack(["attack=inversion", "blur_every=0"])
     with pytest.raises(ConfigError, match="priors.blur: every=0"):

@@ -36,6 +36,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
@@ -318,6 +319,18 @@ def prior_settings(cfg: Any) -> dict[str, str]:
             match = _INTERPOLATION.match(str(node._get_node(field)._value()))
             settings[path] = match.group(1) if match else path
     return settings
+
+
+def penalty_weights(cfg: Any) -> dict[str, str]:
+    """``{prior name: the key its weight reads}`` for the penalty priors of ``cfg.priors`` (those that add
+    ``weight · penalty`` to the loss, a new one included), not the transforms and projections, whose "weight" is a
+    size (jitter's pixels, blur's sigma)."""
+    settings = prior_settings(cfg)
+    return {
+        name: settings[f"priors.{name}.weight"]
+        for name, node in cfg.priors.items()
+        if "weight" in node and getattr(get_class(node._target_), "penalty", Prior.penalty) is not Prior.penalty
+    }
 
 
 def validate_engine_config(cfg: Any) -> None:

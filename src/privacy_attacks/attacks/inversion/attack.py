@@ -43,6 +43,7 @@ from privacy_attacks.engine.module import (
     ReconstructionModule,
     engine_from_config,
     engine_hparams,
+    penalty_weights,
     validate_engine_config,
 )
 from privacy_attacks.engine.sweep import batch_note, fit_engine
@@ -208,7 +209,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     torch.save({"images": images, "labels": labels, "class_names": list(class_names or [])}, out / "reconstructions.pt")
     search = f"prior=gan ({cfg.gan.public})" if cfg.prior == "gan" else f"init={cfg.init} tv_lambda={cfg.tv_lambda}"
     if cfg.l2_border > 0 and cfg.l2_lambda > 0:
-        search += f" l2={cfg.l2_lambda}·(1+{cfg.l2_border}·r^{cfg.l2_border_power})"
+        search += f" l2_lambda={cfg.l2_lambda}·(1+{cfg.l2_border}·r^{cfg.l2_border_power})"
     if cfg.augment_degrees > 0:
         search += f" augment={cfg.augment_degrees}°/{cfg.augment_scale}"
     if cfg.coarse_block > 1 and cfg.prior == "pixels":  # a projection: pixels only
@@ -217,6 +218,10 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         search += f" selection={cfg.selection}"
     if cfg.weight_noise > 0 or cfg.feature_dropout > 0:
         search += f" weight_noise={cfg.weight_noise} feature_dropout={cfg.feature_dropout}"
+    for key in penalty_weights(cfg).values():  # any other penalty at work, a new prior's included
+        weight = OmegaConf.select(cfg, key)
+        if key not in search and isinstance(weight, (int, float)) and weight > 0:
+            search += f" {key}={weight}"
     title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     first = first_of_each_class(labels)  # the figure shows one sample per class
     reconstruction_figure(
