@@ -359,6 +359,8 @@ time.sleep(120)
 def test_a_lab_stopped_during_a_stage_stops_the_stage_too(tmp_path, stop, raised):
     log_file = tmp_path / "stage.log"
     before = signal.getsignal(signal.SIGTERM)
+    # Python's own Ctrl-C handler: a process started in the background (as CI may start the tests) ignores SIGINT.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(3.0, os.kill, (os.getpid(), stop))  # the lab's own process gets the signal
     timer.start()
     try:
@@ -366,6 +368,7 @@ def test_a_lab_stopped_during_a_stage_stops_the_stage_too(tmp_path, stop, raised
             lab.run_stage(["-c", CHILD], log_file, grace_s=20)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous_int)
     assert f"stage stopped by {stop.name}" in log_file.read_text()  # it ended before the lab went on up
     assert signal.getsignal(signal.SIGTERM) == before  # the lab's handler is gone with the stage
 

@@ -146,7 +146,8 @@ class StudentDistillation(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, answers = batch
         loss = scalar_loss(self.loss(self(random_shift(x, self.shift)), answers, self.mode), self.loss)
-        logged = writes_this_step(self.trainer)  # the only steps Lightning writes; skip the rest
+        # The steps Lightning writes, and the last, whose loss the progress line shows; the rest skipped.
+        logged = writes_this_step(self.trainer) or self.trainer.global_step + 1 == self.trainer.max_steps
         if logged:
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=len(x))
         if self.unlabelled is not None:
