@@ -361,11 +361,11 @@ def test_a_lab_stopped_during_a_stage_stops_the_stage_too(tmp_path, stop, raised
     before = signal.getsignal(signal.SIGTERM)
     # Python's own Ctrl-C handler: a process started in the background (as CI may start the tests) ignores SIGINT.
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
-    timer = threading.Timer(3.0, os.kill, (os.getpid(), stop))  # the lab's own process gets the signal
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), stop))  # the lab's own process gets the signal
     timer.start()
     try:
         with pytest.raises(raised):
-            lab.run_stage(["-c", CHILD], log_file, grace_s=20)
+            lab.run_stage(["-c", CHILD], log_file, grace_s=20, settle_s=0.5)
     finally:
         timer.cancel()
         signal.signal(signal.SIGINT, previous_int)
@@ -383,12 +383,12 @@ time.sleep(120)
 
 def test_a_stage_that_does_not_stop_is_killed_and_a_second_signal_does_not_leave_it_running(tmp_path):
     log_file = tmp_path / "stage.log"
-    timers = [threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)) for delay in (2.0, 3.5)]
+    timers = [threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM)) for delay in (1.5, 2.5)]
     for timer in timers:
         timer.start()
     try:
         with pytest.raises(lab.Terminated):
-            lab.run_stage(["-c", STUBBORN], log_file, grace_s=3)
+            lab.run_stage(["-c", STUBBORN], log_file, grace_s=2)
     finally:
         for timer in timers:
             timer.cancel()

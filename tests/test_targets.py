@@ -27,6 +27,7 @@ def _saved(tmp_path, recipe, data_cfg):
     return path, net
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_checkpoint_key_follows_the_recipe(recipe, data_cfg, tmp_path):
     same = targets.checkpoint_path(recipe, data_cfg, tmp_path)
     assert same == targets.checkpoint_path(recipe.copy(), data_cfg, tmp_path)
@@ -35,6 +36,7 @@ def test_checkpoint_key_follows_the_recipe(recipe, data_cfg, tmp_path):
     assert targets.checkpoint_path(recipe, data_cfg, tmp_path, "evaluator") != same
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_a_torchvision_nets_norm_key_at_batch_norm_keeps_the_key_it_had_before_the_key_existed(
     compose_attack, tmp_path
 ):
@@ -48,6 +50,7 @@ def test_a_torchvision_nets_norm_key_at_batch_norm_keeps_the_key_it_had_before_t
     assert targets.checkpoint_path(group, cfg.data, tmp_path) != key
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_a_researchers_own_network_is_keyed_by_its_source_file(recipe, data_cfg, tmp_path, monkeypatch):
     """Editing one's own model's file gives it another key (never the old weights in the new code); the framework's
     own networks are keyed by their settings only."""
@@ -75,6 +78,7 @@ def test_a_researchers_own_network_is_keyed_by_its_source_file(recipe, data_cfg,
     monkeypatch.delitem(sys.modules, "own_models")
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_round_trip_gives_a_frozen_copy(recipe, data_cfg, tmp_path):
     path, net = _saved(tmp_path, recipe, data_cfg)
     target = targets.load_checkpoint(path, recipe, targets.checkpoint_spec(recipe, data_cfg))
@@ -85,6 +89,7 @@ def test_round_trip_gives_a_frozen_copy(recipe, data_cfg, tmp_path):
     assert target.metrics == {"test/acc": 0.5}
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_corrupt_checkpoint_names_the_file(recipe, data_cfg, tmp_path):
     path, _ = _saved(tmp_path, recipe, data_cfg)
     path.write_bytes(b"not a checkpoint")
@@ -92,6 +97,7 @@ def test_corrupt_checkpoint_names_the_file(recipe, data_cfg, tmp_path):
         targets.load_checkpoint(path, recipe, targets.checkpoint_spec(recipe, data_cfg))
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_mismatched_checkpoint_names_the_file(recipe, data_cfg, tmp_path):
     path, _ = _saved(tmp_path, recipe, data_cfg)
     other = OmegaConf.merge(recipe, {"max_epochs": 99})
@@ -99,6 +105,7 @@ def test_mismatched_checkpoint_names_the_file(recipe, data_cfg, tmp_path):
         targets.load_checkpoint(path, other, targets.checkpoint_spec(other, data_cfg))
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_checkpoint_of_another_network_names_the_file(recipe, data_cfg, tmp_path):
     path = targets.checkpoint_path(recipe, data_cfg, tmp_path)
     spec = targets.checkpoint_spec(recipe, data_cfg)
@@ -107,6 +114,7 @@ def test_checkpoint_of_another_network_names_the_file(recipe, data_cfg, tmp_path
         targets.load_checkpoint(path, recipe, spec)
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_concurrent_requests_train_once(recipe, data_cfg, tmp_path, monkeypatch):
     calls = []
 
@@ -133,6 +141,7 @@ def test_concurrent_requests_train_once(recipe, data_cfg, tmp_path, monkeypatch)
     assert all(r.metrics == {"test/acc": 0.9} for r in results)
 
 
+@pytest.mark.mnist  # the key reads the MNIST files' identity
 def test_a_gpu_trained_classifier_is_cached_apart_from_the_cpu_one(recipe, data_cfg, tmp_path):
     cpu = targets.checkpoint_path(recipe, data_cfg, tmp_path)
     assert targets.checkpoint_path(recipe, data_cfg, tmp_path, device="cpu") == cpu

@@ -129,7 +129,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0) -> int:
+def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0, settle_s: float = 5.0) -> int:
     """Run one stage's process, its output appended to ``log_file`` below a line naming the attempt; print Hydra's job
     lines as they come (progress). A Ctrl-C or SIGTERM of the lab stops the stage as well (:func:`stop_stage`) before
     it goes on up: no stage outlives the lab to write into the folder its rerun starts afresh."""
@@ -150,7 +150,9 @@ def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0) -> int:
                     print("    " + line.split("\t", 1)[-1].strip(), flush=True)
         except (KeyboardInterrupt, Terminated) as stop:
             handle.write(
-                stop_stage(process, signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM, grace_s)
+                stop_stage(
+                    process, signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM, grace_s, settle_s
+                )
             )
             raise
         finally:
@@ -159,12 +161,12 @@ def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0) -> int:
     return process.returncode
 
 
-def stop_stage(process: subprocess.Popen, stop: int, grace_s: float) -> str:
+def stop_stage(process: subprocess.Popen, stop: int, grace_s: float, settle_s: float = 5.0) -> str:
     """Stop a stage's ``process`` the way the lab was stopped (``stop``: SIGINT or SIGTERM, on which a run saves what
-    it finished and exits), unless a Ctrl-C at the terminal already reached it (SIGINT) and it ends within 5 s; kill
-    it after ``grace_s`` more seconds. A second Ctrl-C or SIGTERM meanwhile is ignored (the stage is being stopped
-    already); the stage never outlives this call. Returns the rest of its output."""
-    steps = [(None, 5.0)] if stop == signal.SIGINT else []
+    it finished and exits), unless a Ctrl-C at the terminal already reached it (SIGINT) and it ends within
+    ``settle_s``; kill it after ``grace_s`` more seconds. A second Ctrl-C or SIGTERM meanwhile is ignored (the
+    stage is being stopped already); the stage never outlives this call. Returns the rest of its output."""
+    steps = [(None, settle_s)] if stop == signal.SIGINT else []
     steps += [(stop, grace_s), (signal.SIGKILL, None)]
     ignored = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
     rest = []
