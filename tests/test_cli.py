@@ -35,7 +35,7 @@ def test_a_misspelt_key_or_option_is_named_with_the_declared_one_it_resembles(co
     "argv",
     [
         ["attack=inversion", "tv_lambda=0,1e-3", "model@target=cnn", "net@attacker_net=cnn"],
-        ["+new_key=1", "++other=2", "~logger", "hydra.sweep.dir=/tmp/x", "attack=membership", "method=lira"],
+        ["+new_key=1", "++other=2", "~logger", "hydra.sweep.dir=multirun/x", "attack=membership", "method=lira"],
         ["experiment=membership_label_only", "eval_seed=3"],
         ["attack=inversion", "tv_lambda=[unclosed"],  # not a command line Hydra reads: no hint
         ["--config-dir", "/elsewhere", "attack=mine", "its_key=1"],  # configs this reading does not see
