@@ -247,8 +247,9 @@ def fit_classifier(
         tested = fitter.test(system, datamodule=datamodule, verbose=False)[0]
         metrics.update({k: float(v) for k, v in tested.items()})
     unlogged = {**(system.private.metrics() if system.private is not None else {}), "fit_time_s": fit_time}
-    for logger in fitter.loggers:  # the run's table has a column for each metric: these too, after the last step
-        logger.log_metrics({k: v for k, v in unlogged.items() if k not in fitter.logged_metrics}, fitter.global_step)
+    for run_logger in fitter.loggers:  # the run's table has a column for each metric: these too, after the last step
+        written = {k: v for k, v in unlogged.items() if k not in fitter.logged_metrics}
+        run_logger.log_metrics(written, fitter.global_step)
     metrics.update(unlogged)
     return system, metrics
 
