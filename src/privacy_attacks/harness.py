@@ -95,10 +95,8 @@ def build_node(node: Any, key: str, kind: type | None = None, what: str | None =
     setting (its own check, an unknown argument, a ``_target_`` that does not exist) as one line naming ``key``, and
     with ``kind``, :class:`ConfigError` unless it builds one (``what``: how the message names it)."""
     try:
-        built = instantiate(node, **kwargs)
+        built = instantiate_checked(node, **kwargs)  # its own check's error as it is
     except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
         cause = error.__cause__ if error.__cause__ is not None else error
         reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())  # e.g. the missing module
         raise ConfigError(f"{key} ({node.get('_target_')}) cannot be built: {reason}") from None
