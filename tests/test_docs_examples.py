@@ -141,3 +141,29 @@ def test_the_membership_method_of_the_extending_guide_runs_and_decides_on_the_at
         cfg.method = "margin"
     metrics = run_attack(cfg)
     assert 0 <= metrics["mia/auc"] <= 1 and metrics["queries/used"] > metrics["mia/members"] + metrics["mia/nonmembers"]
+
+
+def test_the_query_strategy_of_the_extending_guide_buys_the_rounds_from_its_node_alone(compose_attack, monkeypatch):
+    from privacy_attacks.attacks.stealing import attack as stealing_attack
+    from privacy_attacks.attacks.stealing import query_strategies
+    from privacy_attacks.pipelines import run_attack
+
+    source = next(b for b in fenced_blocks("extending.md", "python") if "class Entropy" in b)
+    namespace = dict(vars(query_strategies))  # the class goes into query_strategies.py, as the guide says
+    exec(compile(source, "extending.md", "exec"), namespace)  # noqa: S102
+    monkeypatch.setattr(query_strategies, "Entropy", namespace["Entropy"], raising=False)
+    chosen = []
+    select = namespace["Entropy"].select
+    monkeypatch.setattr(
+        namespace["Entropy"], "select", lambda self, *args: chosen.append(select(self, *args)) or chosen[-1]
+    )
+    node = yaml.safe_load(next(b for b in fenced_blocks("extending.md", "yaml") if "Entropy" in b))
+    tiny = ["data=synthetic", "data.source.train_size=400", "data.source.test_size=60", "data.val_size=60"]
+    stealing = ["attack=distillation", "target.members=200", "target.max_epochs=1", "schedule.steps=5"]
+    rounds = ["query_budget=30", "active.rounds=3", "active.candidates=100", "query_strategy=entropy"]
+    cfg = compose_attack(
+        [*tiny, *stealing, *rounds, f"+query_strategies.entropy._target_={node['entropy']['_target_']}"]
+    )
+    stealing_attack.validate(cfg)
+    metrics = run_attack(cfg)
+    assert metrics["queries/used"] == 30 and [len(c) for c in chosen] == [10, 10]  # rounds 2 and 3 chose by entropy

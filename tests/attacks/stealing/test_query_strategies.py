@@ -18,9 +18,12 @@ from privacy_attacks.attacks.stealing.query_strategies import (
 from privacy_attacks.blackbox import Probabilities
 from privacy_attacks.errors import ConfigError
 from privacy_attacks.pipelines import run_attack
+from tests.conftest import attack_config
 
 TINY = ["data=synthetic", "data.source.train_size=400", "data.source.test_size=60", "data.val_size=60"]
 TINY_STEALING = ["attack=distillation", "target.members=200", "target.max_epochs=1", "schedule.steps=5"]
+# Every strategy the config offers that buys in rounds (a null node is the random draw).
+ACTIVE = [name for name, node in attack_config("distillation").query_strategies.items() if node is not None]
 
 
 def test_round_sizes_split_the_budget_evenly_and_never_empty():
@@ -90,7 +93,7 @@ def test_adaptive_loss_reward_reads_the_round_students_probabilities():
     assert loss == pytest.approx(-torch.tensor(0.25).log().item()) and diversity == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("strategy", ["uncertainty", "kcenter", "adaptive"])
+@pytest.mark.parametrize("strategy", ACTIVE)
 def test_an_active_run_queries_each_image_once_in_rounds_within_the_budget(compose_attack, monkeypatch, strategy):
     queried = []
     real_query = stealing_attack.BlackBoxAPI.query
@@ -122,8 +125,15 @@ def test_each_round_student_names_its_round_in_the_progress_lines(compose_attack
             ["query_strategy=greedy"],
             "query_strategy='greedy' is not one of the choices: random, uncertainty, kcenter, adaptive",
         ),
-        (["query_strategy=adaptive", "active.adaptive.rewards=[luck]"], "active.adaptive.rewards=\\['luck'\\]"),
-        (["query_strategy=adaptive", "active.adaptive.clusters=0"], "active.adaptive.clusters=0"),
+        (
+            ["query_strategy=adaptive", "query_strategies.adaptive.rewards=[luck]"],
+            "query_strategies.adaptive.rewards=\\['luck'\\]",
+        ),
+        (["query_strategy=adaptive", "query_strategies.adaptive.clusters=0"], "query_strategies.adaptive.clusters=0"),
+        (
+            ["query_strategy=kcenter", "query_strategies.kcenter._target_=torch.nn.Identity"],
+            "query_strategies.kcenter builds an object of class Identity, not a query strategy",
+        ),
         (["query_strategy=kcenter", "active.candidates=50"], "active.candidates=50 is not allowed"),
         (["query_strategy=kcenter", "active.rounds=0"], "active.rounds=0"),
     ],

@@ -42,7 +42,7 @@ from .data_free import GENERATOR_QUERIES, check_data_free, steal_data_free
 from .distillation import StudentEnsemble, fidelity_metrics, fit_student, steps_for_budget
 from .losses import DistillationLoss
 from .pools import EVALUATION_SETS, NoisePool, QueryPool, data_pool, dataset_evaluation_split, shared_images
-from .query_strategies import STRATEGIES, QueryStrategy, round_sizes
+from .query_strategies import QueryStrategy, round_sizes
 from .semi_supervised import FixMatch
 from .stacked import fit_students, students_refusal
 
@@ -69,7 +69,7 @@ def validate(cfg: DictConfig) -> None:
     require_int(cfg.schedule.get("steps"), "schedule.steps", null_means="from the budget")
     build_node(cfg.losses[cfg.loss], f"losses.{cfg.loss}", DistillationLoss, "a distillation loss")  # checks itself
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
-    require_choice(cfg.query_strategy, STRATEGIES, "query_strategy")
+    require_choice(cfg.query_strategy, cfg.query_strategies, "query_strategy")
     check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes
     if cfg.queries == GENERATOR_QUERIES:
         if cfg.query_strategy != "random":
@@ -96,12 +96,10 @@ def validate(cfg: DictConfig) -> None:
             f"{queried_prefix(cfg)} of them for the queries; lower student.unlabelled.images to at most "
             f"{pool.size - queried_prefix(cfg)}."
         )
-    if STRATEGIES[cfg.query_strategy] is not None:
+    if is_active(cfg):
         require_int(cfg.active.rounds, "active.rounds")
         require_int(cfg.active.candidates, "active.candidates")
-        check = getattr(STRATEGIES[cfg.query_strategy], "check", None)
-        if check is not None:
-            check(**strategy_options(cfg))
+        make_strategy(cfg)  # refuses its own bad settings
         if not budget <= cfg.active.candidates <= pool.size:
             raise ConfigError(
                 f"active.candidates={cfg.active.candidates} is not allowed: query_strategy={cfg.query_strategy} picks "
@@ -212,7 +210,7 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     trained on the answers so far.
     """
     seed = derive_seed(cfg.seed, "queries")
-    if STRATEGIES[cfg.query_strategy] is None:
+    if not is_active(cfg):
         images = pool.take(cfg.query_budget, seed=seed)
         return images, api.query(images)
     strategy = make_strategy(cfg)
@@ -242,15 +240,15 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     return candidates[order], torch.cat(answers)
 
 
-def strategy_options(cfg: DictConfig) -> dict:
-    """The active strategy's own settings: ``active.<query_strategy>`` (none for uncertainty and kcenter)."""
-    options = cfg.active.get(cfg.query_strategy)
-    return {} if options is None else dict(OmegaConf.to_container(options, resolve=True))
+def is_active(cfg: DictConfig) -> bool:
+    """Whether ``query_strategy`` buys the budget in rounds (its node under ``query_strategies`` is not null)."""
+    return cfg.query_strategies[cfg.query_strategy] is not None
 
 
 def make_strategy(cfg: DictConfig) -> QueryStrategy:
-    """The active strategy ``query_strategy`` names, built with its settings."""
-    return STRATEGIES[cfg.query_strategy](**strategy_options(cfg))
+    """The active strategy ``query_strategy`` names, built from its node under ``query_strategies``."""
+    key = f"query_strategies.{cfg.query_strategy}"
+    return build_node(cfg.query_strategies[cfg.query_strategy], key, QueryStrategy, "a query strategy")
 
 
 def steal_without_data(cfg: DictConfig, api: BlackBoxAPI, loggers: list) -> nn.Module:
@@ -283,7 +281,7 @@ def consistency(cfg: DictConfig) -> FixMatch:
 def queried_prefix(cfg: DictConfig) -> int:
     """How many images of the pool's seeded shuffle the queries come from: the budget at random, the candidates of
     an active strategy."""
-    return int(cfg.query_budget) if STRATEGIES[cfg.query_strategy] is None else int(cfg.active.candidates)
+    return int(cfg.active.candidates) if is_active(cfg) else int(cfg.query_budget)
 
 
 def unlabelled_images(cfg: DictConfig, pool: QueryPool) -> Tensor | None:

@@ -18,7 +18,8 @@ each later round a student is trained on the answers bought so far and ranks the
 
 Candidates are the first ``active.candidates`` images of the same shuffled pool (the attacker's unlabelled data: held,
 not queried). Every query goes through the API and counts against the budget; the final student is trained on all
-the answers exactly as the random strategy's is.
+the answers exactly as the random strategy's is. Each strategy is a node under ``query_strategies`` in
+``conf/attack/distillation.yaml`` (its ``_target_`` and constructor arguments; ``random`` is null: no rounds).
 """
 
 from __future__ import annotations
@@ -154,24 +155,21 @@ class Adaptive(QueryStrategy):
     REWARDS = ("certainty", "diversity", "loss")
 
     def __init__(self, clusters: int, batch: int, lr: float, rewards: Sequence[str]) -> None:
+        prefix = "query_strategies.adaptive"  # its settings' keys: refused before any work (the attack builds it first)
+        require_int(clusters, f"{prefix}.clusters")
+        require_int(batch, f"{prefix}.batch")
+        require_positive(lr, f"{prefix}.lr")
+        unknown = [name for name in rewards if name not in self.REWARDS]
+        if not rewards or unknown:
+            raise ConfigError(
+                f"{prefix}.rewards={list(rewards)} is not allowed: name one or more of {', '.join(self.REWARDS)}."
+            )
         self.clusters, self.batch, self.lr, self.rewards = int(clusters), int(batch), float(lr), list(rewards)
         self.preferences = torch.zeros(self.clusters)
         self.standardise = RunningStandardiser(len(self.rewards))
         self.reward_total, self.reward_count = 0.0, 0
         self.answer_total: Tensor | None = None
         self.answer_count = 0
-
-    @classmethod
-    def check(cls, clusters, batch, lr, rewards, *, prefix: str = "active.adaptive") -> None:
-        """Stop before any work on settings the policy cannot use."""
-        require_int(clusters, f"{prefix}.clusters")
-        require_int(batch, f"{prefix}.batch")
-        require_positive(lr, f"{prefix}.lr")
-        unknown = [name for name in rewards if name not in cls.REWARDS]
-        if not rewards or unknown:
-            raise ConfigError(
-                f"{prefix}.rewards={list(rewards)} is not allowed: name one or more of {', '.join(cls.REWARDS)}."
-            )
 
     def prepare(self, candidates: Tensor, mode: OutputMode, seed: int) -> None:
         self.mode = mode
@@ -250,14 +248,6 @@ class Adaptive(QueryStrategy):
             answers_all.append(answers)
             bought += step
         return torch.cat(chosen_all), torch.cat(answers_all)
-
-
-STRATEGIES: dict[str, type[QueryStrategy] | None] = {
-    "random": None,
-    "uncertainty": Uncertainty,
-    "kcenter": KCenter,
-    "adaptive": Adaptive,
-}
 
 
 def round_sizes(budget: int, rounds: int) -> list[int]:
