@@ -31,7 +31,7 @@ from privacy_attacks.harness import (
 )
 from privacy_attacks.io import output_dir, write_json
 from privacy_attacks.targets import checkpoint_spec, provision_target, save_checkpoint
-from privacy_attacks.training import fit_classifier, resume_differences, validate_recipe
+from privacy_attacks.training import build_privacy, check_network, fit_classifier, resume_differences, validate_recipe
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -135,8 +135,9 @@ def target_report(cfg: DictConfig, target: Any) -> dict[str, float]:
 
 def check_attack(cfg: DictConfig) -> None:
     """Every check an attack run makes before any work (:class:`ConfigError` in one line): an attack is chosen and
-    importable, the seed is a whole number, the target's recipe and defence are sound, the device exists
-    (``trainer=gpu`` without a GPU), and the attack's own ``attack.validate``. A sweep makes them for each of its values
+    importable, the seed is a whole number, the target's recipe and defence are sound and its network takes the data's
+    images and gives its classes, the device exists (``trainer=gpu`` without a GPU), and the attack's own
+    ``attack.validate``. A sweep makes them for each of its values
     before its first job (:class:`~privacy_attacks.callbacks.SweepCheck`)."""
     warn_lookalike_additions(cfg)
     if cfg.get("attack") is None:
@@ -145,7 +146,11 @@ def check_attack(cfg: DictConfig) -> None:
     get_method(cfg.attack.entry)
     require_int(cfg.get("seed"), "seed", minimum=None)  # the attack's own randomness
     require_int(cfg.data.get("split_seed"), "data.split_seed", minimum=None)  # it keys the cached models
-    validate_recipe(recipe_with_defense(cfg, "target"), "target")  # a defence the attack never meets stops here
+    target = recipe_with_defense(cfg, "target")
+    validate_recipe(target, "target")  # a defence the attack never meets stops here
+    # The target's network before the attack's own checks: a student or proxy built from it (the default attacker
+    # network) would otherwise report the target's fault under its own key.
+    check_network(target, "target", cfg.data, build_privacy(target))
     run_device(cfg.trainer)
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)
