@@ -1,8 +1,14 @@
+import os
+import signal
+import time
+
+import lightning as L
 import pytest
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
-from privacy_attacks.cli import override_hints, run_reporting_errors
+from privacy_attacks.cli import KEPT, override_hints, run_reporting_errors
 from tests.conftest import CONF_DIR, run_script
 
 
@@ -101,6 +107,78 @@ def test_an_interrupted_run_exits_non_zero_with_one_line(stop, status, line, cap
         run_reporting_errors(run, OmegaConf.create({}))
     assert exit.value.code == status  # SIGTERMException alone would exit 0, as if the run had finished
     assert capsys.readouterr().err.startswith(line)
+
+
+@pytest.fixture
+def default_sigterm():
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM has a handler of the test runner's")
+    yield
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+OUTSIDE_A_FIT = """
+import os, signal, time
+from omegaconf import OmegaConf
+from privacy_attacks.cli import run_reporting_errors
+
+def run(cfg):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    finally:
+        print("cleaned up", flush=True)  # a lock's release, a logger's close
+
+try:
+    run_reporting_errors(run, OmegaConf.create({}))
+finally:
+    print("handler after the run:", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+"""
+
+
+def test_sigterm_outside_a_fit_runs_the_finally_blocks_and_exits_143_with_one_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", OUTSIDE_A_FIT], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143  # not killed by the signal (-15) before the finally blocks ran
+    assert done.stdout.splitlines() == ["cleaned up", "handler after the run: True"]
+    assert done.stderr.strip().endswith("error: stopped by SIGTERM; " + KEPT + ".")
+
+
+class SigtermInSecondStep(L.LightningModule):
+    """Sends SIGTERM during its second training step and records the steps that finished."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.finished = []
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the signal arrives within the step
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.finished.append(batch_idx)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.usefixtures("default_sigterm")
+def test_sigterm_in_a_fit_lets_lightning_finish_the_step_then_exits_143(capsys):
+    module = SigtermInSecondStep()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+
+    def run(cfg):
+        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        trainer.fit(module, data)
+
+    with pytest.raises(SystemExit) as exit:
+        run_reporting_errors(run, OmegaConf.create({}))
+    assert exit.value.code == 143 and module.finished == [0, 1]  # the step it arrived in, not the ones after
+    assert capsys.readouterr().err.startswith("error: stopped by SIGTERM; what had finished is kept")
 
 
 def test_another_exit_passes_through_unchanged():

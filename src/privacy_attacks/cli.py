@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,15 @@ _JOB_STARTED = False  # set by the first job of this process: Hydra's exit 1 aft
 
 def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Call ``run(cfg)``; a :class:`UserError` or a config error exits with status 2 and its message; Ctrl-C with
-    status 130 (Lightning's exit 1 after a fit's Ctrl-C too) and SIGTERM in a fit (Lightning's ``SIGTERMException``,
-    which would exit 0) with 143, each with one line."""
+    status 130 (Lightning's exit 1 after a fit's Ctrl-C too) and SIGTERM (:func:`sigterm_raises`; Lightning's
+    ``SIGTERMException``, which would exit 0) with 143, each with one line."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     global _JOB_STARTED
     _JOB_STARTED = True
     try:
-        return run(cfg)
+        with sigterm_raises():
+            return run(cfg)
     except (UserError, OmegaConfBaseException) as error:
         _exit_with(one_line(error), 2)
     except KeyboardInterrupt:
@@ -44,6 +47,30 @@ def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> A
         if exit.code == 1 and isinstance(exit.__context__, KeyboardInterrupt):
             _exit_with(f"interrupted (Ctrl-C); {KEPT}.", 130)
         raise
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Lightning's ``SIGTERMException`` wherever the run is, as Ctrl-C raises ``KeyboardInterrupt``:
+    ``finally`` blocks and context managers run (a cache's soft lock is released, loggers are closed) where the
+    default would end the process on the spot. Within a fit, Lightning's own handler calls this one too; it leaves
+    the fit to stop at the step's end, as Lightning does. Only in the main thread, and only over the default
+    handler (a caller's own is left alone)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def raise_sigterm(signum: int, frame: Any) -> None:
+        if signal.getsignal(signal.SIGTERM) is raise_sigterm:  # not called from within a fit's handler
+            raise SIGTERMException
+
+    signal.signal(signal.SIGTERM, raise_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _exit_with(message: str, status: int) -> None:
