@@ -123,3 +123,22 @@ def test_eval_nonmembers_null_is_the_balanced_split_of_before():
 def test_bad_nonmember_counts_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         _split(**overrides)
+
+
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_the_members_are_the_images_the_target_trains_on_from_its_member_offset(compose_attack, offset):
+    from privacy_attacks.attacks.audit.canaries import nonmember_pool
+    from privacy_attacks.attacks.membership.attack import build_split
+    from privacy_attacks.training import build_datamodule
+
+    tiny = ["data=synthetic", "data.source.train_size=3000", "data.val_size=100", "target.members=400"]
+    cfg = compose_attack(["attack=membership", *tiny, f"+target.member_offset={offset}", "eval_members=100"])
+    module = build_datamodule(cfg.data, cfg.target)
+    module.setup("fit")
+    trained = set(module.indices["train"].tolist())
+    split = build_split(cfg)
+    members, nonmembers = _roles(split)
+    assert set(split.members.tolist()) == trained and members <= trained
+    assert not nonmembers & trained and not set(split.attacker.tolist()) & trained
+    audit = compose_attack(["attack=audit", *tiny, f"+target.member_offset={offset}"])
+    assert not set(nonmember_pool(audit).tolist()) & trained  # no canary is an image the target trains on anyway

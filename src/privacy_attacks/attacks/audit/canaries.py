@@ -70,7 +70,9 @@ def nonmember_pool(cfg: DictConfig, total: int | None = None) -> Tensor:
         )
     if total is None:
         total = training_set_size(cfg.data)
-    return split_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total, key="target")["nonmember"]
+    offset = cfg.target.get("member_offset", 0) or 0  # where the target's members start, as its data module takes them
+    split = split_indices(cfg.data.val_size, cfg.data.split_seed, cfg.target.members, total, offset, key="target")
+    return split["nonmember"]
 
 
 def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:

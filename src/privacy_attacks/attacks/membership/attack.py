@@ -65,6 +65,7 @@ def build_split(cfg: DictConfig, total: int | None = None) -> MembershipSplit:
         total,
         cfg.eval_set,
         cfg.eval_nonmembers,
+        cfg.target.get("member_offset", 0) or 0,
     )
 
 

@@ -60,10 +60,12 @@ def membership_split(
     total: int,
     eval_set: str = "report",
     eval_nonmembers: int | None = None,
+    member_offset: int = 0,
 ) -> MembershipSplit:
     """The seeded split described in the module docstring, of a dataset of ``total`` training images, with the
     evaluation set ``eval_set`` (report or tune) of ``eval_members`` members and ``eval_nonmembers`` non-members
-    (None: ``eval_members``).
+    (None: ``eval_members``); the target's ``members`` start at ``member_offset`` of the pool, as its data module
+    takes them.
 
     Raises :class:`ConfigError` before any work when the sizes do not fit the data or an evaluation
     set would overlap the other or the attacker's data.
@@ -76,7 +78,7 @@ def membership_split(
     nonmembers = eval_members if eval_nonmembers is None else eval_nonmembers
     if attacker_size is not None:
         require_int(attacker_size, "attacker_size")
-    split = split_indices(val_size, split_seed, members, total, key="target")
+    split = split_indices(val_size, split_seed, members, total, member_offset, key="target")
     pool = split["nonmember"]
     if 2 * eval_members > members:
         raise ConfigError(
