@@ -30,6 +30,7 @@ from privacy_attacks.harness import (
     write_hparams_table,
 )
 from privacy_attacks.io import output_dir, write_json
+from privacy_attacks.seeding import derive_seed
 from privacy_attacks.targets import checkpoint_spec, provision_target, save_checkpoint
 from privacy_attacks.training import build_privacy, check_network, fit_classifier, resume_differences, validate_recipe
 
@@ -191,7 +192,9 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     out = output_dir(cfg)
     provision = get_method(cfg.attack.provision) if cfg.attack.get("provision") else provision_target
     target = provision(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    # The global RNGs (for draws that take no generator) from the attack's seed, never the bare seed a target's
+    # recipe also uses: a network built from them must not start from the target's initial weights.
+    L.seed_everything(derive_seed(cfg.seed, "global") % 2**32, workers=True, verbose=False)
     beside = target_report(cfg, target)
     with run_metrics(beside):  # the run's loggers write them with the attack's metrics
         metrics = entry(cfg, target)
