@@ -146,38 +146,69 @@ def test_sigterm_outside_a_fit_runs_the_finally_blocks_and_exits_143_with_one_li
     assert done.stderr.strip().endswith("error: stopped by SIGTERM; " + KEPT + ".")
 
 
-class SigtermInSecondStep(L.LightningModule):
-    """Sends SIGTERM during its second training step and records the steps that finished."""
+class SigtermAt(L.LightningModule):
+    """Sends SIGTERM to its process at ``when`` (``("train", i)``, ``("test", i)``: within that step; ``"train_end"``:
+    after the fit's last step) and records the steps that finished."""
 
-    def __init__(self):
+    def __init__(self, when):
         super().__init__()
         self.layer = torch.nn.Linear(2, 1)
-        self.finished = []
+        self.when, self.events = when, []
+
+    def arrive(self, now):
+        if now == self.when:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the signal arrives here
 
     def training_step(self, batch, batch_idx):
-        if batch_idx == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.2)  # the signal arrives within the step
-        loss = self.layer(batch[0]).pow(2).mean()
-        self.finished.append(batch_idx)
-        return loss
+        self.arrive(("train", batch_idx))
+        self.events.append(("train", batch_idx))
+        return self.layer(batch[0]).pow(2).mean()
+
+    def test_step(self, batch, batch_idx):
+        self.arrive(("test", batch_idx))
+        self.events.append(("test", batch_idx))
+
+    def on_train_end(self):
+        self.arrive("train_end")
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@pytest.mark.usefixtures("default_sigterm")
-def test_sigterm_in_a_fit_lets_lightning_finish_the_step_then_exits_143(capsys):
-    module = SigtermInSecondStep()
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+def fit_and_test(module, test=True):
+    """A run: a fit of 4 steps, a test of 2 batches (with ``test``), then a last event of its own."""
+    from privacy_attacks.harness import build_trainer
 
     def run(cfg):
-        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=2)
+        trainer = build_trainer(None, max_epochs=1, logger=False, enable_checkpointing=False)
         trainer.fit(module, data)
+        if test:
+            trainer.test(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), 2))
+        module.events.append("after")
 
+    return run
+
+
+TRAINED = [("train", step) for step in range(4)]
+
+
+@pytest.mark.usefixtures("default_sigterm")
+@pytest.mark.parametrize(
+    ("when", "test", "events"),
+    [
+        (("train", 1), True, [("train", 0), ("train", 1)]),  # the step it arrives in, not the ones after
+        (("test", 1), True, [*TRAINED, ("test", 0), ("test", 1)]),  # a test's last batch: Lightning alone goes on
+        ("train_end", True, TRAINED),  # after the last step: the next call does not start
+        ("train_end", False, [*TRAINED, "after"]),  # nothing follows in Lightning: the run ends as stopped
+    ],
+)
+def test_sigterm_in_a_lightning_call_stops_the_run_at_the_end_of_its_batch_with_143(capsys, when, test, events):
+    module = SigtermAt(when)
     with pytest.raises(SystemExit) as exit:
-        run_reporting_errors(run, OmegaConf.create({}))
-    assert exit.value.code == 143 and module.finished == [0, 1]  # the step it arrived in, not the ones after
+        run_reporting_errors(fit_and_test(module, test), OmegaConf.create({}))
+    assert exit.value.code == 143 and module.events == events
     assert capsys.readouterr().err.startswith("error: stopped by SIGTERM; what had finished is kept")
 
 

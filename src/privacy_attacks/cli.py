@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,8 @@ def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> A
     ``SIGTERMException``, which would exit 0) with 143, each with one line."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from privacy_attacks.callbacks.sigterm import sigterm_raises  # the callbacks import this module
+
     global _JOB_STARTED
     _JOB_STARTED = True
     try:
@@ -47,30 +47,6 @@ def run_reporting_errors(run: Callable[[DictConfig], Any], cfg: DictConfig) -> A
         if exit.code == 1 and isinstance(exit.__context__, KeyboardInterrupt):
             _exit_with(f"interrupted (Ctrl-C); {KEPT}.", 130)
         raise
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises Lightning's ``SIGTERMException`` wherever the run is, as Ctrl-C raises ``KeyboardInterrupt``:
-    ``finally`` blocks and context managers run (a cache's soft lock is released, loggers are closed) where the
-    default would end the process on the spot. Within a fit, Lightning's own handler calls this one too; it leaves
-    the fit to stop at the step's end, as Lightning does. Only in the main thread, and only over the default
-    handler (a caller's own is left alone)."""
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def raise_sigterm(signum: int, frame: Any) -> None:
-        if signal.getsignal(signal.SIGTERM) is raise_sigterm:  # not called from within a fit's handler
-            raise SIGTERMException
-
-    signal.signal(signal.SIGTERM, raise_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _exit_with(message: str, status: int) -> None:

@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from privacy_attacks.callbacks.sigterm import StopOnSigterm
 from privacy_attacks.errors import ConfigError, UserError, require_int
 
 log = logging.getLogger(__name__)
@@ -336,16 +337,17 @@ def build_trainer(
     """A Lightning Trainer from a trainer config (``cfg.trainer``, ``conf/trainer/*.yaml``; ``trainer=gpu`` works).
 
     Settings come from, in increasing priority: :data:`QUIET_TRAINER` (unless ``quiet=False``), ``config``,
-    and ``overrides`` (``max_epochs``, ``logger``, ``callbacks``...). ``callbacks`` default to none.
+    and ``overrides`` (``max_epochs``, ``logger``, ``callbacks``...). ``callbacks`` default to none, beside
+    :class:`~privacy_attacks.callbacks.sigterm.StopOnSigterm`, which every trainer gets.
     ``config`` may be a ``_target_`` node, a plain mapping of Trainer arguments, or None (then
     :data:`DEFAULT_TRAINER`: one deterministic CPU device).
     """
     config = DEFAULT_TRAINER if config is None else config
     defaults = {"callbacks": [], **QUIET_TRAINER} if quiet else {}
     settings = {**{key: value for key, value in defaults.items() if key not in config}, **overrides}
-    if "_target_" in config:
-        return instantiate(config, **settings)
-    return L.Trainer(**{**config, **settings})
+    trainer = instantiate(config, **settings) if "_target_" in config else L.Trainer(**{**config, **settings})
+    trainer.callbacks.append(StopOnSigterm())  # a SIGTERM stops every call at a batch's end
+    return trainer
 
 
 GPU_ACCELERATORS = ("gpu", "cuda")

@@ -135,29 +135,38 @@ def run_stage(command: list[str], log_file: Path, grace_s: float = 60.0, settle_
     it goes on up: no stage outlives the lab to write into the folder its rerun starts afresh."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     in_main_thread = _main_thread()
-    with (
-        open(log_file, "a") as handle,
-        subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as process,
-    ):
-        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
-        try:
-            handle.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: python {' '.join(command)}\n")
-            for line in process.stdout:
-                handle.write(line)
-                if "[HYDRA] \t#" in line or line.startswith("error:"):
-                    print("    " + line.split("\t", 1)[-1].strip(), flush=True)
-        except (KeyboardInterrupt, Terminated) as stop:
-            handle.write(
-                stop_stage(
-                    process, signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM, grace_s, settle_s
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None  # before the stage starts
+    try:
+        with (
+            open(log_file, "a") as handle,
+            subprocess.Popen(
+                [sys.executable, *command],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ) as process,
+        ):
+            try:
+                handle.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: python {' '.join(command)}\n")
+                for line in process.stdout:
+                    handle.write(line)
+                    if "[HYDRA] \t#" in line or line.startswith("error:"):
+                        print("    " + line.split("\t", 1)[-1].strip(), flush=True)
+            except (KeyboardInterrupt, Terminated) as stop:
+                handle.write(
+                    stop_stage(
+                        process,
+                        signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM,
+                        grace_s,
+                        settle_s,
+                    )
                 )
-            )
-            raise
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+                raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return process.returncode
 
 

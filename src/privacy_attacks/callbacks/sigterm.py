@@ -1,0 +1,62 @@
+"""SIGTERM stops a run wherever it is: at once outside Lightning's calls, at the next batch's end within them.
+
+Lightning stops a fit at the end of the step in which SIGTERM arrives, but lets a SIGTERM pass that arrives in the
+last batch of a validation or test, after the last training step or in a predict: that call finishes, and the next
+one forgets it. :func:`sigterm_raises` (around a run) raises Lightning's ``SIGTERMException`` where the signal
+arrives outside Lightning's calls, and notes it within them; :class:`StopOnSigterm` (in every trainer
+:func:`~privacy_attacks.harness.build_trainer` builds) raises it at the end of the batch it arrived in or at the
+start of the next call; a signal noted in neither ends the run when it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+_received = False  # set by sigterm_raises' handler during a run
+
+
+class StopOnSigterm(L.Callback):
+    """Raises ``SIGTERMException`` at the end of a batch, or the start of a Lightning call, once SIGTERM arrived."""
+
+    def stop_if_received(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if _received or trainer.received_sigterm:
+            raise SIGTERMException
+
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = on_predict_batch_end = stop_if_received
+    on_fit_start = on_validation_start = on_test_start = on_predict_start = stop_if_received
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Lightning's ``SIGTERMException`` during the block, as Ctrl-C raises ``KeyboardInterrupt``:
+    ``finally`` blocks and context managers run (a cache's soft lock is released, loggers are closed) where the
+    default would end the process on the spot. Within a Lightning call (whose handler calls this one too) the
+    signal is noted for :class:`StopOnSigterm`; one that no batch end or call start met raises when the block
+    ends. Only in the main thread, and only over the default handler (a caller's own is left alone)."""
+    global _received
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def raise_sigterm(signum: int, frame: Any) -> None:
+        global _received
+        _received = True
+        if signal.getsignal(signal.SIGTERM) is raise_sigterm:  # outside Lightning's calls
+            raise SIGTERMException
+
+    _received = False
+    signal.signal(signal.SIGTERM, raise_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        received, _received = _received, False
+    if received:  # it arrived where nothing stopped the run (after a fit's last step): the run ends as stopped
+        raise SIGTERMException
