@@ -210,13 +210,25 @@ def test_a_text_split_seed_stops_every_attack_before_any_work(compose_attack, at
         check_train(_compose("train", ["data.split_seed=1.5"]))
 
 
-@pytest.mark.parametrize("attack", available_attacks())
+PROVISIONED_HERE = [a for a in available_attacks() if not _compose("attack", [f"attack={a}"]).attack.get("provision")]
+
+
+@pytest.mark.parametrize("attack", PROVISIONED_HERE)
 def test_a_target_network_that_does_not_fit_the_data_is_named_as_the_targets(compose_attack, attack):
     # The attacker's default network is the target's: its fault is reported under target.net, not student.net.
     from privacy_attacks.pipelines import check_attack
 
     with pytest.raises(ConfigError, match=r"^target.net \(LeNet5\) gives outputs .* set target.net.num_classes=10"):
         check_attack(compose_attack([f"attack={attack}", "target.net.num_classes=7"]))
+
+
+def test_an_attack_that_provisions_no_target_is_not_held_to_the_targets_network(compose_attack):
+    from privacy_attacks.pipelines import check_attack
+
+    small = ["data=synthetic", "data.image_shape=[1,8,8]"]  # too small for LeNet5, not for DLG's shared LeNet
+    check_attack(compose_attack(["attack=gradient_inversion", *small]))
+    with pytest.raises(ConfigError, match=r"LeNet5 takes images of at least 12x12"):
+        check_attack(compose_attack(["attack=gradient_inversion", *small, "shared_model=target"]))
 
 
 def test_attack_without_attack_group_says_what_to_choose(compose_attack):

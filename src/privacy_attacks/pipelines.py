@@ -137,9 +137,9 @@ def target_report(cfg: DictConfig, target: Any) -> dict[str, float]:
 def check_attack(cfg: DictConfig) -> None:
     """Every check an attack run makes before any work (:class:`ConfigError` in one line): an attack is chosen and
     importable, the seed is a whole number, the target's recipe and defence are sound and its network takes the data's
-    images and gives its classes, the device exists (``trainer=gpu`` without a GPU), and the attack's own
-    ``attack.validate``. A sweep makes them for each of its values
-    before its first job (:class:`~privacy_attacks.callbacks.SweepCheck`)."""
+    images and gives its classes (unless the attack provisions its own target), the device exists (``trainer=gpu``
+    without a GPU), and the attack's own ``attack.validate``. A sweep makes them for each of its values before its
+    first job (:class:`~privacy_attacks.callbacks.SweepCheck`)."""
     warn_lookalike_additions(cfg)
     if cfg.get("attack") is None:
         choices = ", ".join(available_attacks()) or "none yet"
@@ -149,9 +149,10 @@ def check_attack(cfg: DictConfig) -> None:
     require_int(cfg.data.get("split_seed"), "data.split_seed", minimum=None)  # it keys the cached models
     target = recipe_with_defense(cfg, "target")
     validate_recipe(target, "target")  # a defence the attack never meets stops here
-    # The target's network before the attack's own checks: a student or proxy built from it (the default attacker
-    # network) would otherwise report the target's fault under its own key.
-    check_network(target, "target", cfg.data, build_privacy(target))
+    if not cfg.attack.get("provision"):  # an attack that provisions its own target checks it there, if it uses it
+        # The target's network before the attack's own checks: a student or proxy built from it (the default attacker
+        # network) would otherwise report the target's fault under its own key.
+        check_network(target, "target", cfg.data, build_privacy(target))
     run_device(cfg.trainer)
     if cfg.attack.get("validate"):
         get_method(cfg.attack.validate)(cfg)

@@ -72,7 +72,7 @@ def validate(cfg: DictConfig) -> None:
     require_choice(cfg.query_strategy, cfg.query_strategies, "query_strategy")
     check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes
     if cfg.queries == GENERATOR_QUERIES:
-        if cfg.query_strategy != "random":
+        if is_active(cfg):
             raise ConfigError(
                 f"query_strategy={cfg.query_strategy} chooses among pool images; queries=generator has no pool: leave "
                 "query_strategy=random."
