@@ -1,6 +1,7 @@
 """Summarise a sweep folder again (an interrupted sweep's, say), with the ``summary`` settings its ``multirun.yaml``
 recorded: ``python -m privacy_attacks.summarise multirun/attack/<time>`` writes ``summary.csv``, ``summary.md``
-(and ``summary_seeds.csv``), prints the tables and draws the figures, as the end of the sweep would have."""
+(and ``summary_seeds.csv``), prints the tables and draws the figures, as the end of the sweep would have: the jobs
+an earlier sweep into the same folder left and the last one did not write again are left out, as there."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from privacy_attacks.callbacks.sweep_summary import summarise
+from privacy_attacks.callbacks.sweep_summary import read_earlier, summarise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,8 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     if not (folder / "multirun.yaml").exists():
         raise SystemExit(f"error: {folder} holds no multirun.yaml: not the folder of a sweep.")
     summary = OmegaConf.select(OmegaConf.load(folder / "multirun.yaml"), "summary", default=None)
-    if not summarise(folder, summary):
-        raise SystemExit(f"error: no job of {folder} has finished (no metrics.json).")
+    earlier = read_earlier(folder)
+    if not summarise(folder, summary, earlier):
+        left_out = f" ({len(earlier)} of an earlier sweep into the folder are left out)" if earlier else ""
+        raise SystemExit(f"error: no job of {folder}'s last sweep has finished (no metrics.json){left_out}.")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from privacy_attacks.callbacks.sweep_summary import (
     collect_rows,
     collect_sweep,
     format_mean_ci,
+    read_earlier,
+    record_earlier,
     seed_summary,
     summarise,
 )
@@ -45,6 +47,35 @@ def test_jobs_of_an_earlier_sweep_into_the_same_folder_are_left_out(tmp_path: Pa
     assert [(r["job"], r["tv_lambda"], r["acc"]) for r in rows] == [("0", 0.3, 0.5)]
     assert "2 job folder(s) of an earlier sweep" in caplog.text and "1, 2" in caplog.text
     assert len(summarise(sweep, {"metric": "acc"})) == 3  # without a record of the sweep's start: every job
+
+
+def test_summarising_a_folder_again_leaves_out_the_same_earlier_jobs_as_the_sweeps_end(tmp_path: Path, capsys):
+    """Six seeds, then a sweep of three into the same folder: ``python -m privacy_attacks.summarise`` sums up the
+    three, from the record its start left, not the three stale jobs beside them."""
+    from privacy_attacks.summarise import main
+
+    sweep = make_sweep(tmp_path / "sweep", [([f"seed={s}"], {"acc": 0.5}) for s in range(6)])
+    OmegaConf.save({"summary": {"metric": "acc"}}, sweep / "multirun.yaml")
+    earlier = record_earlier(sweep)  # the new sweep begins
+    for job in range(3):
+        metrics = sweep / str(job) / "metrics.json"
+        metrics.write_text(json.dumps({"acc": 0.9 + job / 100}))
+        os.utime(metrics, (earlier[str(metrics)] + 10, earlier[str(metrics)] + 10))
+    main([str(sweep)])
+    assert [row["acc"] for row in csv.DictReader(open(sweep / "summary.csv"))] == ["0.9", "0.91", "0.92"]
+    record_earlier(sweep)  # a later sweep begins, and no job of it has finished yet
+    with pytest.raises(SystemExit, match=r"no job of .* last sweep has finished .*\(6 of an earlier sweep"):
+        main([str(sweep)])
+    for job in range(6):
+        (sweep / str(job) / "metrics.json").unlink()
+    record_earlier(sweep)  # a sweep into a folder of no finished job replaces the record too
+    assert read_earlier(sweep) == {}
+
+
+def test_override_values_are_read_as_hydra_reads_them(tmp_path: Path):
+    sweep = make_sweep(tmp_path / "sweep", [(["tv_lambda=1e-3", "init=on", "layers=[1,2]", "prior=null"], {"acc": 1})])
+    row = collect_rows(sweep)[0]
+    assert (row["tv_lambda"], row["init"], row["layers"], row["prior"]) == (0.001, "on", [1, 2], None)
 
 
 def ci95(values: list[float]) -> float:

@@ -32,3 +32,15 @@ def test_the_title_names_what_is_on_the_x_axis(tmp_path, monkeypatch):
     for with_batch in (True, False):
         quality_figure(tmp_path, _rows(with_batch), x="batch_size", group="method", title="Quality vs {x}")
     assert titles == ["Quality vs batch_size", "Quality vs method"]
+
+
+def test_a_swept_value_of_0_puts_x_on_a_categorical_axis_where_a_log_axis_would_drop_it(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    scales = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xscale", lambda ax, *a, **k: scales.append(a))
+    rows = [{"job": str(i), "tv_lambda": v, "recon/psnr": 20.0, "recon/ssim": 0.5} for i, v in enumerate((0, 1e-3))]
+    quality_figure(tmp_path, rows, x="tv_lambda")
+    assert scales == []
+    quality_figure(tmp_path, [{**row, "tv_lambda": row["tv_lambda"] + 1e-4} for row in rows], x="tv_lambda")
+    assert scales == [("log",), ("log",)]  # one per metric

@@ -16,6 +16,7 @@ pooled_ci95`).
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -23,24 +24,51 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from privacy_attacks.io import read_json, write_atomically
+from privacy_attacks.io import read_json, write_atomically, write_json
 from privacy_attacks.statistics import hashable, mean_ci95, pooled_ci95
 
 log = logging.getLogger(__name__)
 Row = dict[str, Any]
 
 
+EARLIER_FILE = ".summary_earlier.json"  # in the sweep folder: its jobs' metrics.json from before the sweep began
+
+
+@functools.cache
+def _override_parser() -> OverridesParser:
+    return OverridesParser.create()
+
+
 def _parse(value: str) -> Any:
+    """An override's value as Hydra reads it (``1e-3`` a float, ``on`` a string), the text itself where it cannot."""
     try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
+        return _override_parser().parse_override(f"key={value}").value()
+    except Exception:  # noqa: BLE001 - a value Hydra's grammar does not take stays the text it is
         return value
+
+
+def record_earlier(sweep_dir: Path) -> dict[str, float]:
+    """The ``metrics.json`` files a sweep folder holds as a sweep begins (path -> modification time), also written to
+    its :data:`EARLIER_FILE` (by job folder), so that a summary made later leaves out the same ones."""
+    sweep_dir = Path(sweep_dir)
+    earlier = {str(p): p.stat().st_mtime for p in sweep_dir.glob("*/metrics.json")}
+    write_json(sweep_dir / EARLIER_FILE, {str(Path(path).relative_to(sweep_dir)): t for path, t in earlier.items()})
+    return earlier
+
+
+def read_earlier(sweep_dir: Path) -> dict[str, float]:
+    """What :func:`record_earlier` wrote for the folder's last sweep (none where it wrote nothing)."""
+    record = Path(sweep_dir) / EARLIER_FILE
+    if not record.exists():
+        return {}
+    return {str(Path(sweep_dir) / job): mtime for job, mtime in read_json(record).items()}
 
 
 def collect_sweep(sweep_dir: Path, earlier: Mapping[str, float] | None = None) -> tuple[list[Row], list[str]]:
@@ -345,8 +373,7 @@ class SweepSummary(Callback):
         self.earlier: dict[str, float] = {}  # metrics.json files in the sweep folder before it began: path -> mtime
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        self.earlier = {str(p): p.stat().st_mtime for p in sweep_dir.glob("*/metrics.json")}
+        self.earlier = record_earlier(Path(config.hydra.sweep.dir))
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         """After each job of a sweep, the summary files as of the jobs finished so far (an interrupted or failing

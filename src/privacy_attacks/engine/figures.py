@@ -97,8 +97,9 @@ def quality_figure(
 ) -> Path:
     """``quality.png`` of a sweep: each metric against the swept key ``x``, one line per value of ``group``.
 
-    ``x`` may be numeric (batch size, log scale) or categorical (layer, in the order first seen); when no job
-    sets ``x`` (it is fixed, not swept), the jobs are plotted against ``group`` instead. Jobs with the
+    ``x`` may be numeric (batch size, log scale; positive values only) or categorical (layer, or values with a 0, in
+    the order first seen); when no job sets ``x`` (it is fixed, not swept), the jobs are plotted against ``group``
+    instead. Jobs with the
     same ``group`` and ``x`` (other seeds) are one point, their mean, with the 95% t-interval as an error bar.
     ``{x}`` in ``title`` names the key on the x-axis. Called by the sweep-summary callback as
     ``f(sweep_dir=..., rows=...)``; returns the figure's path.
@@ -110,7 +111,7 @@ def quality_figure(
     for row in rows:
         groups.setdefault(row.get(group) if group else None, []).append(row)
     categories = list(dict.fromkeys(row.get(x) for row in rows))
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in categories)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in categories)  # log axis
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for name, members in groups.items():
