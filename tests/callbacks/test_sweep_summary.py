@@ -260,6 +260,19 @@ def test_scenario_keys_give_the_attacker_and_the_attacker_by_scenario_intervals(
     assert f"25.0000 ± {summary['recon/psnr/ci95']:.4f} (± {summary['recon/psnr/ci95_scenario']:.4f})" in out
 
 
+def test_with_unequal_scenarios_the_mean_is_the_scenario_means_mean_the_scenario_interval_is_centred_on(tmp_path):
+    """A partial sweep (or a metric missing in some jobs): 3 jobs of one evaluation set, 1 of the other."""
+    auc = {0: [0.90, 0.91, 0.92], 1: [0.50, None, None]}
+    jobs = [
+        ([f"eval_seed={e}", f"seed={a}"], {"mia/auc": value})
+        for e, values in auc.items()
+        for a, value in enumerate(values)
+    ]
+    (summary,) = seed_summary(*collect_sweep(make_sweep(tmp_path / "sweep", jobs)), scenario=["eval_seed"])
+    assert summary["mia/auc/mean"] == pytest.approx((0.91 + 0.50) / 2)  # not 0.8075, the mean of the four jobs
+    assert summary["mia/auc/ci95_scenario"] == pytest.approx(ci95([0.91, 0.50]))
+
+
 def test_a_scenario_key_fixed_on_the_command_line_is_one_draw_not_an_interval(tmp_path: Path):
     """``private_seed=0`` set for every job: the setting's attacker interval only, no count or interval of draws."""
     jobs = [(["private_seed=0", f"seed={a}"], {"recon/psnr": 30.0 + a}) for a in range(3)]

@@ -206,7 +206,8 @@ def seed_summary(rows: list[Row], override_keys: list[str], scenario: list[str] 
     column that is not an override and holds a number), ``<metric>/mean`` over the jobs where the metric is a
     number and ``<metric>/ci95``, the attacker's interval (pooled within scenarios); ``ci95`` is NaN when only one
     job has it, both are NaN when none has. When the sweep varies a ``scenario`` key, also ``n_scenarios`` and
-    ``<metric>/ci95_scenario``, the interval over the scenarios' means (NaN for one scenario).
+    ``<metric>/ci95_scenario``, the interval over the scenarios' means (NaN for one scenario), and ``/mean`` is the
+    mean of the scenarios' means (the jobs' mean where every scenario has as many jobs with the metric).
     """
     scenario = varying_scenario(rows, override_keys, scenario)
     setting_keys = _setting_keys(override_keys, scenario)
@@ -222,10 +223,11 @@ def seed_summary(rows: list[Row], override_keys: list[str], scenario: list[str] 
         for metric in metrics:
             values = [[r[metric] for r in part if _is_number(r.get(metric))] for part in by_scenario]
             mean, ci = mean_ci95(v for part in values for v in part)
+            if scenario:  # the scenario is the unit: the mean of its means, which ci95_scenario is centred on
+                mean, summary[f"{metric}/ci95_scenario"] = mean_ci95(mean_ci95(part)[0] for part in values if part)
+                ci = pooled_ci95(values)
             summary[f"{metric}/mean"] = mean
-            summary[f"{metric}/ci95"] = pooled_ci95(values) if scenario else ci
-            if scenario:
-                summary[f"{metric}/ci95_scenario"] = mean_ci95(mean_ci95(part)[0] for part in values if part)[1]
+            summary[f"{metric}/ci95"] = ci
         out.append(summary)
     return out
 
