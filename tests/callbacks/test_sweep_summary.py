@@ -260,6 +260,15 @@ def test_scenario_keys_give_the_attacker_and_the_attacker_by_scenario_intervals(
     assert f"25.0000 ± {summary['recon/psnr/ci95']:.4f} (± {summary['recon/psnr/ci95_scenario']:.4f})" in out
 
 
+def test_the_best_setting_is_named_by_its_mean_over_seeds_beside_the_luckiest_job(tmp_path: Path, capsys):
+    acc = {"kl": [0.90, 0.91, 0.92], "mse": [0.80, 0.81, 0.95]}  # mse has the best single job, kl the best mean
+    jobs = [([f"loss={loss}", f"seed={s}"], {"acc": v}) for loss, values in acc.items() for s, v in enumerate(values)]
+    summarise(make_sweep(tmp_path / "sweep", jobs), {"metric": "acc"})
+    out = capsys.readouterr().out
+    assert "Best job by acc: 5 (0.95" in out
+    assert f"Best setting by mean acc: loss=kl ({format_mean_ci(0.91, ci95(acc['kl']))}, 3 seeds)" in out
+
+
 def test_with_unequal_scenarios_the_mean_is_the_scenario_means_mean_the_scenario_interval_is_centred_on(tmp_path):
     """A partial sweep (or a metric missing in some jobs): 3 jobs of one evaluation set, 1 of the other."""
     auc = {0: [0.90, 0.91, 0.92], 1: [0.50, None, None]}

@@ -270,9 +270,16 @@ def seed_table(
 
 
 def _summarise_seeds(
-    sweep_dir: Path, rows: list[Row], override_keys: list[str], columns: Any, scenario: list[str] = ()
+    sweep_dir: Path,
+    rows: list[Row],
+    override_keys: list[str],
+    columns: Any,
+    scenario: list[str] = (),
+    best_by: tuple[str, str] | None = None,
 ) -> str:
-    """Write ``summary_seeds.csv`` when the sweep repeats a setting over seeds; its markdown section or ``""``."""
+    """Write ``summary_seeds.csv`` when the sweep repeats a setting over seeds; its markdown section or ``""``, which
+    names the setting of the best mean by ``best_by`` (metric, mode) where there are several (a single seed's best
+    job flatters its setting)."""
     if not has_seed_repeats(rows, override_keys, scenario):
         return ""
     summaries = seed_summary(rows, override_keys, scenario)
@@ -281,7 +288,14 @@ def _summarise_seeds(
     table = seed_table(summaries, override_keys, rows, columns, scenario)
     varied = varying_scenario(rows, override_keys, scenario)
     how = f"over attacker seeds (± over the scenarios' means, {', '.join(varied)})" if varied else "over seeds"
-    return f"\nAcross seeds, mean ± 95% CI {how} ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
+    text = f"\nAcross seeds, mean ± 95% CI {how} ({sweep_dir}/summary_seeds.csv):\n\n{table}\n"
+    best = best_row(summaries, f"{best_by[0]}/mean", best_by[1]) if best_by and len(summaries) > 1 else None
+    if best is not None:
+        keys = [k for k in _setting_keys(override_keys, varied) if len({hashable(s.get(k)) for s in summaries}) > 1]
+        setting = ", ".join(f"{k}={best.get(k)}" for k in keys)
+        mean = format_mean_ci(best[f"{best_by[0]}/mean"], best.get(f"{best_by[0]}/ci95"))
+        text += f"\nBest setting by mean {best_by[0]}: {setting} ({mean}, {best['n_seeds']} seeds)\n"
+    return text
 
 
 def write_csv(path: Path, rows: list[Row], fieldnames: list[str]) -> None:
@@ -347,7 +361,8 @@ def summarise(
     best = best_row(rows, metric, summary.get("mode", "max"), summary.get("tiebreak")) if metric else None
     if best is not None:
         text += f"\nBest job by {metric}: {best['job']} ({_format(best[metric])})\n"
-    seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"), scenario)
+    best_by = (metric, summary.get("mode", "max")) if metric else None
+    seed_text = _summarise_seeds(sweep_dir, rows, override_keys, summary.get("columns"), scenario, best_by)
     if partial:
         text = f"Partial: the {len(rows)} job(s) finished so far.\n\n{text}"
     write_atomically(sweep_dir / "summary.md", lambda tmp: tmp.write_text(text + seed_text))
