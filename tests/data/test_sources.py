@@ -228,7 +228,21 @@ def test_a_folder_of_images_becomes_tensors_of_one_shape(tmp_path, channels):
     data = ImageFolderSource(str(train), str(test), image_shape=(channels, 8, 6)).load()
     assert_pixels(data.train_images, data.train_labels, (channels, 8, 6), 6)
     assert_pixels(data.test_images, data.test_labels, (channels, 8, 6), 4)
-    assert data.class_names == ("cat", "dog") and data.train_labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.class_names == ("cat", "dog") and sorted(data.train_labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_set_in_class_order_is_shuffled_once_so_that_each_half_holds_every_class(tmp_path):
+    from privacy_attacks.data.source import out_of_class_order
+
+    train = write_image_folder(tmp_path / "train", ["cat", "dog", "eel"], 2)
+    test = write_image_folder(tmp_path / "test", ["cat", "dog", "eel"], 6)  # read class by class
+    data = ImageFolderSource(str(train), str(test), image_shape=(1, 8, 6)).load()
+    first, second = data.test_labels[:9], data.test_labels[9:]  # the stealing report set; the GAN's public images
+    assert set(first.tolist()) == set(second.tolist()) == {0, 1, 2}
+    again = ImageFolderSource(str(train), str(test), image_shape=(1, 8, 6)).read()
+    assert torch.equal(out_of_class_order(again.test_images, again.test_labels)[1], data.test_labels)  # fixed order
+    mixed = torch.tensor([1, 0, 2, 1])
+    assert out_of_class_order(torch.zeros(4, 1, 2, 2), mixed)[1] is mixed  # MNIST's and CIFAR's order stays
 
 
 def test_a_folder_of_images_says_what_is_wrong(tmp_path):

@@ -49,7 +49,7 @@ class SourceData:
 def checked(data: SourceData, source: str) -> SourceData:
     """``data`` as a source read it, or :class:`ConfigError` in one line when it is not what every part of the
     framework expects: float pixels in [0, 1] (uint8 or 0-255 values: divide by 255), integer labels (returned as
-    long), training and test images of one shape."""
+    long), training and test images of one shape; a set in class order shuffled (:func:`out_of_class_order`)."""
     shapes = {}
     for part, images, labels in (
         ("training", data.train_images, data.train_labels),
@@ -71,7 +71,20 @@ def checked(data: SourceData, source: str) -> SourceData:
             f"{list(shapes['test'])}: both sets must have one shape."
         )
     data.train_labels, data.test_labels = data.train_labels.long(), data.test_labels.long()
+    data.train_images, data.train_labels = out_of_class_order(data.train_images, data.train_labels)
+    data.test_images, data.test_labels = out_of_class_order(data.test_images, data.test_labels)
     return data
+
+
+def out_of_class_order(images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """A set whose labels come in class order (a folder of class subfolders, some torchvision datasets) in a fixed
+    shuffled order (seed 0), as MNIST's and CIFAR's sets come: the parts read by position (the stealing report set,
+    the first half of the test images; the GAN's public images, the second) then hold every class. A set in any
+    other order is returned as it is."""
+    if len(labels) < 2 or labels.unique().numel() < 2 or bool((labels[1:] < labels[:-1]).any()):
+        return images, labels
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    return images[order], labels[order]
 
 
 _loaded: OrderedDict[tuple, SourceData] = OrderedDict()
