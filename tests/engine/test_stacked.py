@@ -169,3 +169,28 @@ def test_a_group_that_cannot_be_stacked_fits_job_by_job(frozen_net, monkeypatch,
         assert "run one by one (L-BFGS" in caplog.text
     finally:
         sweep.clear_plan()
+
+
+def test_a_group_whose_shared_work_fails_runs_job_by_job_and_each_job_keeps_its_own_outcome(monkeypatch, caplog):
+    configs = {0: OmegaConf.create({"ok": True}), 1: OmegaConf.create({"ok": False})}
+
+    def alone(cfg):
+        if not cfg.ok:
+            raise ValueError("job 1's own fault")
+        return "done alone"
+
+    def together(group):
+        alone(group[1])  # a group-mate's fault
+        return dict.fromkeys(group, "done together")
+
+    sweep.plan_groups([configs])
+    try:
+        monkeypatch.setattr(sweep, "this_job", lambda: 0)
+        with caplog.at_level("WARNING"):
+            assert sweep.run_grouped(configs[0], alone, together) == ("done alone", 1)
+        assert "the shared work failed: ValueError: job 1's own fault" in caplog.text
+        monkeypatch.setattr(sweep, "this_job", lambda: 1)
+        with pytest.raises(ValueError, match="job 1's own fault"):
+            sweep.run_grouped(configs[1], alone, together)
+    finally:
+        sweep.clear_plan()

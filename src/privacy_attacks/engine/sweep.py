@@ -78,13 +78,18 @@ def run_grouped(
     """This job's result and how many jobs shared the work: ``(alone(cfg), 1)`` unless the job belongs to a planned
     group. Then the first job of the group calls ``together`` with every job's config (its own as given) and keeps
     each job's result for it; ``together`` returns a sentence instead when the group's work cannot be shared (each
-    job then runs ``alone``, after a line saying why)."""
+    job then runs ``alone``, after a line saying why), as when it raises (a job's own fault then shows in its own
+    run)."""
     number = this_job()
     group = _GROUPS.get(number)
     if group is not None and not group.done:
         group.done = True
         configs = {job: cfg if job == number else config for job, config in group.configs.items()}
-        results = together(configs)
+        try:
+            results = together(configs)
+        except Exception as error:  # noqa: BLE001 - one job's fault must not fail the others: each runs alone
+            results = f"the shared work failed: {type(error).__name__}: {error}"
+            log.warning("vectorised sweep: %s", results)
         if isinstance(results, str):
             log.info("vectorised sweep: jobs %s run one by one (%s)", ", ".join(map(str, configs)), results)
         else:

@@ -31,3 +31,15 @@ def test_a_group_of_feature_inversions_gets_the_metrics_of_each_job_alone(compos
     for number, expected in enumerate(alone):
         for key in ("recon/psnr", "recon/ssim", "recon/mse"):
             assert grouped[number][key] == pytest.approx(expected[key], rel=1e-4), key
+
+
+def test_a_group_of_jobs_of_which_only_some_use_the_inversion_network_gets_each_jobs_metrics_alone(
+    compose_attack, monkeypatch
+):
+    base = [*TINY, "target.members=200", "target.max_epochs=1", *FEATURE, "inversion_network.epochs=1"]
+    # The first job needs no guess (conv2's defaults are init=network, anchor_lambda=0.03), the others do.
+    points = [["init=noise", "anchor_lambda=0"], ["init=network", "anchor_lambda=0"], ["anchor_lambda=0.03"]]
+    alone = [run_attack(compose_attack([*base, *point])) for point in points]
+    grouped = run_as_group({n: compose_attack([*base, *point]) for n, point in enumerate(points)}, monkeypatch)
+    for number, expected in enumerate(alone):
+        assert grouped[number]["recon/psnr"] == pytest.approx(expected["recon/psnr"], rel=1e-4)

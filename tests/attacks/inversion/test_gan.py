@@ -165,3 +165,16 @@ def test_only_the_codes_are_trained_and_pixel_projections_are_skipped_with_a_war
     )
     assert [name for name, p in module.named_parameters() if p.requires_grad] == ["latents"]
     assert "GaussianBlur" in caplog.text and "skipped under a generative prior" in caplog.text
+
+
+def test_grouped_gan_inversions_each_invert_through_their_own_seeds_generator(compose_attack, monkeypatch, caplog):
+    from tests.conftest import run_as_group
+
+    alone = [run_attack(compose_attack([*TINY_GAN, f"seed={seed}"])) for seed in (0, 1)]
+    with caplog.at_level("INFO"):
+        grouped = run_as_group({seed: compose_attack([*TINY_GAN, f"seed={seed}"]) for seed in (0, 1)}, monkeypatch)
+    assert "jobs 0, 1 fitted as one batch" in caplog.text
+    assert alone[0]["inversion/knn_pixel_dist"] != pytest.approx(alone[1]["inversion/knn_pixel_dist"], rel=1e-3)
+    for seed, expected in enumerate(alone):
+        for key in ("inversion/knn_pixel_dist", "inversion/ssim_class_mean", "inversion/target_confidence"):
+            assert grouped[seed][key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key

@@ -192,10 +192,17 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     guess, decoded = (None, None)
     if uses_inversion_network(cfg):
         guess, decoded = inversion_network_guess(cfg, target, features, shape)
+    shared = {"guess": guess}  # one guess for a group: its settings are none of the keys its jobs differ in
+
+    def guess_for(job: DictConfig) -> Tensor | None:
+        if uses_inversion_network(job) and shared["guess"] is None:  # a group-mate needs it where this job does not
+            shared["guess"] = inversion_network_guess(job, target, features, shape)[0]
+        return shared["guess"] if uses_inversion_network(job) else None
+
     loggers = build_loggers(cfg)
     # Alone, or with the other jobs of its group under hydra/launcher=vectorised.
     module, seconds, batched = fit_engine(
-        cfg, lambda job: build_module(job, target.net, features, guess, shape), cfg.trainer, loggers
+        cfg, lambda job: build_module(job, target.net, features, guess_for(job), shape), cfg.trainer, loggers
     )
     images = module.reconstructions()[0].cpu()
     scores = image_similarity(images, originals)

@@ -168,11 +168,18 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     parameterisation, prior_metrics = None, {}
     if cfg.prior == "gan":
         parameterisation, prior_metrics = generative_prior(cfg, target, labels, num_classes)
+    generators = {int(cfg.seed): parameterisation}  # each job's generator is trained from its own seed
+
+    def parameterisation_for(job: DictConfig) -> GeneratedImages | None:
+        if job.prior == "gan" and int(job.seed) not in generators:
+            generators[int(job.seed)] = generative_prior(job, target, labels, num_classes)[0]
+        return generators[int(job.seed)] if job.prior == "gan" else None
+
     loggers = build_loggers(cfg)
     # Alone, or with the other jobs of its group under hydra/launcher=vectorised; about 50 points per loss curve.
     module, fit_time, batched = fit_engine(
         cfg,
-        lambda job: build_module(job, target.net, labels, parameterisation),
+        lambda job: build_module(job, target.net, labels, parameterisation_for(job)),
         cfg.trainer,
         loggers,
         log_every=max(1, cfg.steps // 50),
