@@ -3,9 +3,15 @@ hydra/launcher=vectorised (a sweep's batchable jobs fitted as one)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from hydra_plugins.privacy_attacks_launchers.vectorised_launcher import VectorisedLauncher, group_jobs
-from tests.conftest import CONF_DIR, TINY_INVERSION, run_script
+from tests.conftest import CONF_DIR, ROOT, TINY_INVERSION, run_script
 
 
 def hydra_config(overrides: list[str]) -> DictConfig:
@@ -28,6 +34,7 @@ def test_basic_launcher_by_default_with_the_sweep_callbacks():
         "privacy_attacks.callbacks.SweepSummary",
         "privacy_attacks.callbacks.SweepProgress",
         "privacy_attacks.callbacks.SweepCheck",
+        "privacy_attacks.callbacks.sigterm.StopSweepOnSigterm",
     ]
 
 
@@ -35,7 +42,7 @@ def test_joblib_runs_one_job_per_core_in_processes_and_keeps_the_callbacks():
     hydra = hydra_config(["hydra/launcher=joblib"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert hydra.launcher.n_jobs == -1 and hydra.launcher.prefer == "processes"
-    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
+    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check", "sigterm"]
     assert hydra_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]).launcher.n_jobs == 3
 
 
@@ -43,7 +50,7 @@ def test_gpu_pool_is_joblib_with_a_few_workers_sharing_the_card():
     hydra = hydra_config(["hydra/launcher=gpu_pool"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert hydra.launcher.n_jobs == 4 and hydra.launcher.prefer == "processes"
-    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
+    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check", "sigterm"]
 
 
 def test_slurm_config_extends_submitit_slurm_with_our_defaults():
@@ -52,7 +59,7 @@ def test_slurm_config_extends_submitit_slurm_with_our_defaults():
     assert hydra.launcher.timeout_min == 120 and hydra.launcher.cpus_per_task == 4 and hydra.launcher.mem_gb == 16
     assert hydra.launcher.partition is None and hydra.launcher.gpus_per_node is None
     assert hydra.launcher.submitit_folder == f"{hydra.sweep.dir}/.submitit/%j"  # the plugin's keys are kept
-    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
+    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check", "sigterm"]
 
 
 def test_slurm_jobs_get_one_torch_thread_per_cpu_of_their_task():
@@ -97,10 +104,73 @@ def test_a_joblib_multirun_runs_two_jobs_in_parallel_and_writes_the_summary(tmp_
     assert sorted(re.findall(r"job (\d)/2 \(seed=(\d)\)", output)) == [("1", "0"), ("2", "1")]
 
 
+@pytest.mark.slow
+def test_sigterm_to_a_joblib_sweep_ends_it_and_its_workers_with_one_line(tmp_path, cache_dir):
+    """The signal reaches the sweep's process only: it ends the sweep, and joblib ends the workers, whose jobs would
+    otherwise go on writing into the sweep folder."""
+    sweep = tmp_path / "sweep"
+    tiny = ["data=synthetic", "data.source.train_size=300", "data.source.test_size=60", "data.val_size=60"]
+    job = ["attack=gradient_inversion", *tiny, "private_pool=20", "steps=1000000", "seed=0,1", "threads=1"]  # no target
+    args = [*job, "logger=none", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PRIVACY_ATTACKS_CACHE": str(cache_dir)}
+    command = [sys.executable, str(ROOT / "attack.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *args]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300  # a hang guard, not a timing
+        while time.monotonic() < deadline and len(list(sweep.glob("*/.hydra/overrides.yaml"))) < 2:
+            time.sleep(0.5)
+        time.sleep(3)  # the workers are in their jobs
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)  # the workers hold its pipes open while they live
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the sweep, should the test fail
+    assert process.returncode == 143, stderr[-3000:]
+    assert stderr.strip().endswith(
+        "error: stopped by SIGTERM; what had finished is kept (finished jobs and their "
+        "sweep's partial summary, completely cached models)."
+    )
+    time.sleep(3)
+    assert not list(sweep.glob("*/metrics.json"))  # no worker finished its job after the sweep ended
+
+
+def test_a_job_takes_over_the_sweeps_sigterm_handler_and_gives_it_back(capsys):
+    from omegaconf import OmegaConf
+
+    from privacy_attacks.callbacks.sigterm import StopSweepOnSigterm, stop_sweep
+    from privacy_attacks.cli import run_reporting_errors
+
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip("SIGTERM has a handler of the test runner's")
+    callback, config = StopSweepOnSigterm(), OmegaConf.create({})
+    callback.on_multirun_start(config)
+    try:
+        assert signal.getsignal(signal.SIGTERM) is stop_sweep
+        during = run_reporting_errors(lambda cfg: signal.getsignal(signal.SIGTERM), config)
+        assert during not in (stop_sweep, signal.SIG_DFL)  # the job's own: a fit stops at a batch's end
+        assert signal.getsignal(signal.SIGTERM) is stop_sweep
+    finally:
+        callback.on_multirun_end(config)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 def test_vectorised_launcher_is_selected_by_one_key_and_keeps_the_callbacks():
     hydra = hydra_config(["hydra/launcher=vectorised"])
     assert hydra.launcher._target_ == "hydra_plugins.privacy_attacks_launchers.vectorised_launcher.VectorisedLauncher"
-    assert hydra.launcher.group_size == 16 and list(hydra.callbacks) == ["sweep_summary", "progress", "check"]
+    assert hydra.launcher.group_size == 16 and list(hydra.callbacks) == [
+        "sweep_summary",
+        "progress",
+        "check",
+        "sigterm",
+    ]
     with pytest.raises(ValueError, match="group_size must be a positive integer"):
         VectorisedLauncher(group_size=0)
 
