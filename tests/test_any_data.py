@@ -188,6 +188,7 @@ class TupleNet(torch.nn.Module):
         (["data.image_shape=32"], r"data.image_shape=\[32\] is not allowed: it must be \[channels, height, width\]"),
         (["data.num_classes=three"], r"data.num_classes='three' is not allowed"),
         (["data.num_classes=3.0"], r"data.num_classes=3.0 is not allowed"),
+        (["data.std=null"], r"data.mean is set but data.std is not: .*normalise with both or neither"),
     ],
 )
 def test_a_model_that_does_not_fit_the_data_stops_before_training(compose_train, overrides, match):

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data import ImageDataModule
 from privacy_attacks.data.identity import data_name, data_shape, data_source
-from privacy_attacks.data.module import channel_values
+from privacy_attacks.data.module import mean_and_std
 from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.errors import CheckpointError, ConfigError, UserError, require_int, require_positive
 from privacy_attacks.harness import build_node, build_trainer, instantiate_checked
@@ -100,8 +100,7 @@ def check_network(
     shown = OmegaConf.select(recipe, "net.name", default=None) or type(net).__name__  # torchvision's by its name
     label = f"{net_key} ({shown})"
     if image_shape is not None:  # the data's own statistics first: a wrong mean is not the model's fault
-        channel_values(data.get("mean"), "mean", image_shape[0])
-        channel_values(data.get("std"), "std", image_shape[0])
+        mean_and_std(data.get("mean"), data.get("std"), image_shape[0])
         was_training = net.training
         try:
             with torch.no_grad():

@@ -191,6 +191,21 @@ def test_any_torchvision_dataset_by_its_class(tmp_path):
         TorchvisionSource(functools.partial(TinyDataset, root="."), train={"split": "train"}).load()
 
 
+class MixedSizes(TinyDataset):
+    """Images of two sizes, as Caltech101's or Flowers102's are without a transform."""
+
+    def __init__(self, root: str, train: bool, transform=None, download: bool = False):
+        from PIL import Image
+
+        self.items = [(Image.new("L", (5, 4) if i % 2 else (8, 8)), i % 3) for i in range(6)]
+
+
+def test_a_torchvision_dataset_of_several_image_sizes_asks_for_a_transform(tmp_path):
+    source = TorchvisionSource(functools.partial(MixedSizes, root=str(tmp_path)), name="mixed")
+    with pytest.raises(ConfigError, match=r"^mixed gives images of several shapes .*torchvision.transforms.Resize"):
+        source.load()
+
+
 def test_synthetic_images_are_seeded_balanced_and_learnable():
     source = SyntheticSource(image_shape=(3, 16, 12), num_classes=5, train_size=500, test_size=100, seed=3)
     data = source.load()
@@ -254,6 +269,14 @@ def test_a_folder_of_images_says_what_is_wrong(tmp_path):
         ImageFolderSource(str(train), str(other)).load()
     with pytest.raises(ConfigError, match="1 or 3 channels"):
         ImageFolderSource(str(train), str(train), image_shape=(2, 8, 8))
+
+
+def test_an_empty_class_subfolder_is_named_as_such(tmp_path):
+    train = write_image_folder(tmp_path / "train", ["cat", "dog"], 2)
+    test = write_image_folder(tmp_path / "test", ["cat"], 1)
+    (test / "dog").mkdir()
+    with pytest.raises(DataUnavailableError, match=r"A class subfolder of .*test holds no image \(.*dog"):
+        ImageFolderSource(str(train), str(test)).load()
 
 
 def test_a_folder_of_images_refuses_one_class_an_unreadable_file_and_its_own_test_set(tmp_path):

@@ -86,6 +86,10 @@ class ImageFolderSource(ImageSource):
             dataset = ImageFolder(str(folder), transform=transform, loader=load_image)
         except (FileNotFoundError, OSError) as error:
             reason = (str(error).splitlines() or [""])[0]
+            if "no valid file for the classes" in reason.lower():  # the folder is there, a class of it is empty
+                raise DataUnavailableError(
+                    f"A class subfolder of {folder} holds no image ({reason}): add its images or remove the subfolder."
+                ) from error
             raise DataUnavailableError(
                 f"No folder of images at {folder} ({reason}): set data.source.{key}=/path/to/folder, a folder with "
                 "one subfolder of images per class."

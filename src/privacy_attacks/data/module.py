@@ -46,6 +46,20 @@ def channel_values(value: Sequence[float] | float | None, key: str, channels: in
     return tuple(float(v) for v in values)
 
 
+def mean_and_std(
+    mean: Sequence[float] | float | None, std: Sequence[float] | float | None, channels: int | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``data.mean`` and ``data.std`` (:func:`channel_values`), or :class:`ConfigError` when only one is set: the
+    networks normalise with both or with neither, so one alone would silently switch normalisation off."""
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        raise ConfigError(
+            f"data.{given} is set but data.{missing} is not: the networks normalise with both or neither; set "
+            f"data.{missing} too (per channel), or leave both null."
+        )
+    return channel_values(mean, "mean", channels), channel_values(std, "std", channels)
+
+
 class ImageDataModule(L.LightningDataModule):
     """A dataset with a seeded train/validation split of its training set and its official test set.
 
@@ -115,8 +129,7 @@ class ImageDataModule(L.LightningDataModule):
         self.name = name if name is not None else source.name
         self._image_shape = checked_shape(image_shape)
         channels = self._image_shape[0] if self._image_shape is not None else None
-        self._mean = channel_values(mean, "mean", channels)
-        self._std = channel_values(std, "std", channels)
+        self._mean, self._std = mean_and_std(mean, std, channels)
         self._num_classes = None if num_classes is None else int(num_classes)
         if source.train_size is not None:  # bad sizes stop here, before anything is read
             split_indices(val_size, split_seed, members, source.train_size, member_offset)

@@ -105,6 +105,14 @@ class TorchvisionSource(ImageSource):
             image, label = dataset[index]
             images.append(image if isinstance(image, Tensor) else to_tensor(image))
             labels.append(int(label))
+        shapes = {tuple(image.shape) for image in images}
+        if len(shapes) > 1:
+            first, other = sorted(shapes)[:2]
+            raise ConfigError(
+                f"{self.name} gives images of several shapes ({list(first)}, {list(other)}, ...): give the dataset a "
+                "transform that makes them one, e.g. data.source.dataset.transform: {_target_: "
+                "torchvision.transforms.Resize, size: [<height>, <width>]}."
+            )
         return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
     def read(self) -> SourceData:
