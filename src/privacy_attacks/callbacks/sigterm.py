@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -71,10 +70,9 @@ def sigterm_raises() -> Iterator[None]:
 def stop_sweep(signum: int, frame: Any) -> None:
     """The sweep process's SIGTERM handler outside its jobs: one line and exit status 143. Under joblib the
     ``SystemExit`` reaches joblib, which ends the worker processes (they would go on running jobs otherwise)."""
-    from privacy_attacks.cli import KEPT
+    from privacy_attacks.cli import KEPT, _exit_with
 
-    print(f"error: stopped by SIGTERM; {KEPT}.", file=sys.stderr, flush=True)
-    raise SystemExit(143)
+    _exit_with(f"stopped by SIGTERM; {KEPT}.", 143)
 
 
 class StopSweepOnSigterm(Callback):
