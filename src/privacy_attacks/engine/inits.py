@@ -40,26 +40,26 @@ class ConstantInit:
 
 
 class MeanImageInit:
-    """The mean training image of the data (a *stronger attacker* who knows the data distribution's mean).
+    """The mean image of the attacker's own training pool (a *stronger attacker* who knows the data's mean image).
 
-    Read on first use from ``source`` (an :class:`~privacy_attacks.data.source.ImageSource`, the data config's
-    ``source``), or for MNIST's config from ``root`` (torchvision's layout); ``noise`` adds Gaussian noise of that
-    standard deviation so restarts differ.
+    ``data`` is the run's data config; the mean is over
+    :func:`~privacy_attacks.data.identity.attacker_training_images` (the training images outside the validation
+    split), read on first use, so no private image of either set (``private_set=report``: test images; ``tune``:
+    the validation split) takes part in the start. ``noise`` adds Gaussian noise of that standard deviation so
+    restarts differ.
     """
 
-    def __init__(self, root: str | None = None, download: bool = False, noise: float = 0.05, source: Any = None):
-        self.root, self.download, self.noise, self.source = root, download, noise, source
+    def __init__(self, data: Any = None, noise: float = 0.05):
+        self.data, self.noise = data, noise
         self._mean: Tensor | None = None
 
     def __call__(self, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         if self._mean is None:
-            if self.source is not None:
-                images = self.source.load().train_images
-            else:
-                from privacy_attacks.data.mnist import load_mnist
+            from privacy_attacks.data.identity import attacker_training_images
 
-                images, _ = load_mnist(self.root, train=True, download=self.download)
-            self._mean = images.mean(dim=0)
+            if self.data is None:
+                raise ValueError("MeanImageInit needs the data config: build it with data=cfg.data.")
+            self._mean = attacker_training_images(self.data).float().mean(dim=0)
         noise = self.noise * torch.randn(shape, generator=generator)
         return (self._mean.expand(shape) + noise).clamp_(0, 1)
 

@@ -349,15 +349,22 @@ def test_no_target_is_trained_unless_the_clients_share_it(compose_attack, monkey
         pipelines.run_attack(compose_attack([*overrides, "shared_model=target", "model_state=trained"]))
 
 
-def test_the_mean_image_init_reads_the_configured_data(compose_attack):
+def test_the_mean_image_init_reads_the_configured_data_without_the_private_images(compose_attack):
     from hydra.utils import instantiate
 
-    from privacy_attacks.data.identity import data_source
+    from privacy_attacks.data.identity import attacker_training_images, data_source
+    from privacy_attacks.data.tensors import split_indices
 
     cfg = compose_attack([*TINY_COLOUR, "init=mean"])
     init = instantiate(cfg.inits[cfg.init], noise=0.0)
-    mean = data_source(cfg.data).load().train_images.mean(dim=0)
+    pool = attacker_training_images(cfg.data)
+    mean = pool.float().mean(dim=0)
     assert torch.equal(init((2, 3, 32, 32), torch.Generator()), mean.expand(2, 3, 32, 32).clamp(0, 1))
+    # The validation split (private_set=tune's private images) is not in the average.
+    train_images = data_source(cfg.data).load().train_images
+    validation = split_indices(cfg.data.val_size, cfg.data.split_seed, None, len(train_images))["val"]
+    assert len(pool) == len(train_images) - len(validation)
+    assert not torch.allclose(mean, train_images.float().mean(dim=0))
 
 
 @pytest.mark.fashion_mnist
