@@ -292,6 +292,13 @@ def run_metrics(metrics: Mapping[str, float]) -> Iterator[None]:
         _RUN_METRICS.reset(token)
 
 
+def with_run_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``metrics`` followed by the run's (:func:`run_metrics`) it does not have: where both have a name, the
+    attack's own wins."""
+    extras = _RUN_METRICS.get() or {}
+    return {**metrics, **{key: value for key, value in extras.items() if key not in metrics}}
+
+
 def finish_loggers(
     loggers: Sequence[Any],
     hparams: Mapping[str, Any],
@@ -308,7 +315,7 @@ def finish_loggers(
     none for a logger built otherwise) updated with ``hparams``, the attack's own. Within :func:`run_metrics`, its
     metrics join ``metrics`` (the attack's own kept where both have a name).
     """
-    metrics = {**(_RUN_METRICS.get() or {}), **metrics}
+    metrics = with_run_metrics(metrics)
     for logger in loggers:
         logger.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
         run_cfg = cfg if cfg is not None else getattr(logger, "run_cfg", None)

@@ -27,6 +27,7 @@ from privacy_attacks.harness import (
     run_metrics,
     set_threads,
     warn_lookalike_additions,
+    with_run_metrics,
     write_hparams_table,
 )
 from privacy_attacks.io import output_dir, write_json
@@ -197,9 +198,8 @@ def run_attack(cfg: DictConfig) -> dict[str, float]:
     # recipe also uses: a network built from them must not start from the target's initial weights.
     L.seed_everything(derive_seed(cfg.seed, "global") % 2**32, workers=True, verbose=False)
     beside = target_report(cfg, target)
-    with run_metrics(beside):  # the run's loggers write them with the attack's metrics
-        metrics = entry(cfg, target)
-    metrics.update({k: v for k, v in beside.items() if k not in metrics})
+    with run_metrics(beside):  # the run's loggers write them with the attack's metrics, and so does metrics.json
+        metrics = with_run_metrics(entry(cfg, target))
     write_json(out / "metrics.json", metrics)
     log.info("%s: metrics in %s", cfg.attack.name, out / "metrics.json")
     return metrics
