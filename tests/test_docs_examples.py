@@ -63,13 +63,14 @@ def top_level_values(value: str) -> list[str]:
 def documented_commands() -> list[tuple[str, str, list[str]]]:
     """(where, script, overrides) of every command in the bash blocks of README.md and docs/*.md: each swept key at
     its first value, Hydra's own settings left out; commands with placeholders (``<name>``, ``/path/to/``) are not
-    runnable as written and are left out."""
+    runnable as written and are left out, and so are those that name a researcher's own package (``mypackage.``),
+    which the tests of their examples run."""
     found = []
     for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.DOTALL):
             for line in block.replace("\\\n", " ").splitlines():
                 match = re.match(r"(?:[A-Z_]+=\S+ )*python (train|attack)\.py(.*)", line.strip())
-                if match is None or "<" in match.group(2) or "/path/to/" in match.group(2):
+                if match is None or any(mark in match.group(2) for mark in ("<", "/path/to/", "mypackage.")):
                     continue
                 overrides = []
                 for token in shlex.split(match.group(2), comments=True):
@@ -167,3 +168,32 @@ def test_the_query_strategy_of_the_extending_guide_buys_the_rounds_from_its_node
     stealing_attack.validate(cfg)
     metrics = run_attack(cfg)
     assert metrics["queries/used"] == 30 and [len(c) for c in chosen] == [10, 10]  # rounds 2 and 3 chose by entropy
+
+
+def test_the_score_of_the_extending_guide_runs_from_a_module_of_ones_own_by_the_guides_command(
+    compose_attack, monkeypatch
+):
+    import sys
+
+    from privacy_attacks.pipelines import run_attack
+
+    source = next(b for b in fenced_blocks("extending.md", "python") if "def top_two_gap" in b)
+    package, module = types.ModuleType("mypackage"), types.ModuleType("mypackage.scores")
+    exec(compile(source, "extending.md", "exec"), module.__dict__)  # noqa: S102
+    calls = []
+    score = module.top_two_gap
+    module.top_two_gap = lambda log_probs, labels: calls.append(len(labels)) or score(log_probs, labels)
+    package.scores = module
+    monkeypatch.setitem(sys.modules, "mypackage", package)
+    monkeypatch.setitem(sys.modules, "mypackage.scores", module)
+    block = next(b for b in fenced_blocks("extending.md", "bash") if "top_two_gap" in b)
+    overrides = shlex.split(block.replace("\\\n", " ").split("python attack.py", 1)[1])
+    tiny = ["data=synthetic", "data.source.train_size=800", "data.source.test_size=60", "data.val_size=60"]
+    target = ["target.members=200", "target.max_epochs=1", "eval_members=50", "methods.loss.reference_size=40"]
+    cfg = compose_attack([*overrides, *tiny, *target])
+    metrics = run_attack(cfg)
+    assert calls == [100, 40]  # the evaluation images (50 + 50), then the threshold's 40 reference images
+    assert 0 <= metrics["mia/auc"] <= 1
+    probabilities = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
+    gaps = score(probabilities.log(), torch.tensor([0, 1]))
+    torch.testing.assert_close(gaps, torch.tensor([0.5, 0.05]))

@@ -18,8 +18,8 @@ from privacy_attacks.harness import instantiate_checked
 
 
 def is_mnist(data: Any) -> bool:
-    """Whether ``data`` is MNIST's config (``data=mnist``: MNIST's files under ``data.root``): the only data the
-    attacks read so far. A config without ``source`` and ``name`` is MNIST's, as every data config once was."""
+    """Whether ``data`` is MNIST's config (``data=mnist``: MNIST's files under ``data.root``, read without a
+    ``source`` node). A config without ``source`` and ``name`` is MNIST's, as every data config once was."""
     return data.get("source") is None and data.get("name", "mnist") == "mnist"
 
 

@@ -146,7 +146,7 @@ def api_utility(
 ) -> dict[str, float]:
     """What a defence costs an honest user of the API, measured by the experimenter (not queries, not counted).
 
-    Returns ``api/top1_acc``, the accuracy of the defended answers' top-1 class on ``images`` (N, 1, 28, 28) /
+    Returns ``api/top1_acc``, the accuracy of the defended answers' top-1 class on ``images`` (N, C, H, W) /
     ``labels`` (N,), and ``api/kl_from_undefended``, the mean KL(undefended ‖ defended) of the answers'
     distributions in nats (defended probabilities floored at 1e-12). ``defense`` None: the undefended API.
     """

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from privacy_attacks.attacks.membership import proxy, shokri
 from privacy_attacks.attacks.membership.attack import build_attack
@@ -39,17 +40,18 @@ def test_context_holds_no_membership_labels_and_no_dataset_indices():
     assert not any("member" in name or "indices" in name for name in names)
 
 
+SCORES = instantiate(attack_config("membership").scores)  # the config's score nodes, built
 METHODS = {
-    "loss": lambda: ThresholdAttack("loss", reference_size=20),
-    "confidence": lambda: ThresholdAttack("confidence", reference_size=20),
-    "entropy": lambda: ThresholdAttack("entropy", reference_size=20),
-    "modified_entropy": lambda: ThresholdAttack("modified_entropy", reference_size=20),
+    "loss": lambda: ThresholdAttack("loss", SCORES, reference_size=20),
+    "confidence": lambda: ThresholdAttack("confidence", SCORES, reference_size=20),
+    "entropy": lambda: ThresholdAttack("entropy", SCORES, reference_size=20),
+    "modified_entropy": lambda: ThresholdAttack("modified_entropy", SCORES, reference_size=20),
     "proxy": lambda: ProxyAttack(features=["sorted", "label", "loss"], epochs=2, reference=True),
     "shadow": lambda: ShadowAttack(num_shadows=2, epochs=2, per_class=True),
     "lira": lambda: LiRA(num_shadows=4, online=True),
     "lira_fixed": lambda: LiRA(num_shadows=2, online=True, fixed_variance=True),
     "lira_offline": lambda: LiRA(num_shadows=2, online=False),
-    "quantile": lambda: QuantileRegressionAttack(regression_size=30, epochs=2, batch_size=8),
+    "quantile": lambda: QuantileRegressionAttack(SCORES, regression_size=30, epochs=2, batch_size=8),
     "label_only_augment": lambda: LabelOnlyAugmentAttack(max_shift=1, noise_copies=2, reference_size=20),
     "label_only_boundary": lambda: LabelOnlyBoundaryAttack(
         directions=2, search_steps=3, refine_steps=1, gradient_queries=4, reference_size=20
@@ -166,7 +168,7 @@ def test_a_method_node_that_builds_something_else_is_a_config_error(compose_atta
 def test_quantile_regression_standardises_each_score_by_its_own_non_member_prediction(context, monkeypatch):
     """The regression model sees the attacker's images only; an evaluation score far above its image's predicted
     non-member distribution scores high, and the hard decision flags z above the normal's 1 - fpr quantile."""
-    attack = QuantileRegressionAttack(regression_size=30, epochs=1, batch_size=8, fpr=0.05)
+    attack = QuantileRegressionAttack(SCORES, regression_size=30, epochs=1, batch_size=8, fpr=0.05)
     fitted = []
     real_fit = attack.fit
     monkeypatch.setattr(attack, "fit", lambda ctx, images, *a: fitted.append(images) or real_fit(ctx, images, *a))
@@ -194,7 +196,7 @@ def test_quantile_regression_standardises_each_score_by_its_own_non_member_predi
 )
 def test_quantile_regression_refuses_bad_settings(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        QuantileRegressionAttack(**kwargs)
+        QuantileRegressionAttack(SCORES, **kwargs)
 
 
 def test_translations_move_the_image_and_zero_the_uncovered_border():

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from privacy_attacks.attacks.membership.scores import (
-    SCORES,
     attack_features,
     logit_confidence,
     modified_entropy_score,
 )
 from privacy_attacks.errors import ConfigError
+from tests.conftest import attack_config
 
 
 def test_score_formulas_match_the_papers():
+    scores = instantiate(attack_config("membership").scores)  # the config's score nodes, built
     logits = torch.tensor([[4.0, 1.0, -2.0], [0.5, 0.2, 0.1]], dtype=torch.float64)
     labels = torch.tensor([0, 2])
     log_probs, p = logits.log_softmax(dim=1), logits.softmax(dim=1)
     py = p[torch.arange(2), labels]
-    assert torch.allclose(SCORES["loss"](log_probs, labels), py.log())
-    assert torch.allclose(SCORES["confidence"](log_probs, labels), p.max(dim=1).values.log())
-    assert torch.allclose(SCORES["entropy"](log_probs, labels), (p * p.log()).sum(dim=1))
+    assert torch.allclose(scores["loss"](log_probs, labels), py.log())
+    assert torch.allclose(scores["confidence"](log_probs, labels), p.max(dim=1).values.log())
+    assert torch.allclose(scores["entropy"](log_probs, labels), (p * p.log()).sum(dim=1))
     assert torch.allclose(logit_confidence(log_probs, labels), (py / (1 - py)).log())
-    assert torch.allclose(SCORES["hinge"](log_probs, labels), torch.tensor([3.0, 0.1 - 0.5], dtype=torch.float64))
+    assert torch.allclose(scores["hinge"](log_probs, labels), torch.tensor([3.0, 0.1 - 0.5], dtype=torch.float64))
     # Song & Mittal 2021: Mentr = -(1 - p_y) log p_y - sum_{c != y} p_c log(1 - p_c)
     mentr = []
     for i, y in enumerate(labels.tolist()):
@@ -45,3 +47,15 @@ def test_attack_features_shapes():
     assert attack_features(log_probs, labels, ["top_k"], top_k=3).shape == (5, 3)
     with pytest.raises(ConfigError, match="sorted"):
         attack_features(log_probs, labels, ["nope"])
+
+
+def test_a_score_node_that_calls_its_function_is_named_in_one_line(compose_attack):
+    from privacy_attacks.attacks.membership.attack import build_attack
+
+    node = "privacy_attacks.attacks.membership.scores.hinge_score"
+    cfg = compose_attack(["attack=membership", "method=loss", f"+scores.hinge_again._target_={node}"])
+    with pytest.raises(ConfigError, match="methods.loss .* cannot be built: .*hinge_score"):
+        build_attack(cfg)
+    cfg = compose_attack(["attack=membership", "method=loss", "methods.loss.score=margin"])
+    with pytest.raises(ConfigError, match="methods.loss.score='margin' is not one of the choices"):
+        build_attack(cfg)

@@ -15,6 +15,7 @@ the data's images with 2C outputs, (mu, log sigma) for each of the C classes, re
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -24,12 +25,12 @@ from torch import Tensor, nn
 
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data.tensors import TensorBatches
-from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_int, require_positive
 from privacy_attacks.harness import build_trainer
 from privacy_attacks.seeding import derive_seed, seeded
 
 from .base import AttackContext, AttackOutput, MembershipAttack
-from .scores import SCORES
+from .scores import ScoreFunction, chosen_score
 
 
 class ScoreRegressor(L.LightningModule):
@@ -85,8 +86,10 @@ class QuantileRegressionAttack(MembershipAttack):
     """Bertran et al. 2023: the target's score standardised by a regression model's non-member prediction.
 
     Args:
-        score: the target's per-image score (a name of :data:`~privacy_attacks.attacks.membership.scores.SCORES`;
-            ``logit``, LiRA's logit-scaled confidence, by default as in the paper's hinge score).
+        score: the target's per-image score, a name of ``scores`` (``logit``, LiRA's logit-scaled confidence, by
+            default as in the paper's hinge score).
+        scores: name -> score function, (log_probs (N, C), labels (N,)) -> (N,): the config's ``scores``
+            (conf/attack/_scores.yaml), built.
         regression_size: the attacker's images the regression model trains on (each queried once); fewer when the
             attacker has fewer.
         epochs, batch_size, lr, weight_decay: the regression model's training (Adam).
@@ -95,6 +98,7 @@ class QuantileRegressionAttack(MembershipAttack):
 
     def __init__(
         self,
+        scores: Mapping[str, ScoreFunction],
         score: str = "logit",
         regression_size: int = 50000,
         epochs: int = 20,
@@ -103,7 +107,7 @@ class QuantileRegressionAttack(MembershipAttack):
         weight_decay: float = 0.0,
         fpr: float = 0.01,
     ):
-        require_choice(score, SCORES, "methods.quantile.score")
+        self.score_function = chosen_score(scores, score, "methods.quantile.score")
         for value, key in ((regression_size, "regression_size"), (epochs, "epochs"), (batch_size, "batch_size")):
             require_int(value, f"methods.quantile.{key}")
         require_positive(lr, "methods.quantile.lr")
@@ -150,7 +154,7 @@ class QuantileRegressionAttack(MembershipAttack):
         return model
 
     def __call__(self, context: AttackContext) -> AttackOutput:
-        score = SCORES[self.score]
+        score = self.score_function
         n = min(self.regression_size, len(context.attacker_labels))
         images, labels = context.attacker_images[:n], context.attacker_labels[:n]
         log_probs = context.query_log_probs(images)

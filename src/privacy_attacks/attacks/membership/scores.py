@@ -1,19 +1,24 @@
 """Per-image membership signals computed from a classifier's answers.
 
-Everything starts from log-probabilities ``log_probs`` (N, C) and true labels (N,); a higher
-score means "more likely a member". Working in log space keeps the signals apart where
-probabilities round to 1.0 in float32 (a memorised image has p_y = 1 - 1e-9).
+Everything starts from log-probabilities ``log_probs`` (N, C) and true labels (N,); a higher score means "more
+likely a member". Working in log space keeps the signals apart where probabilities round to 1.0 in float32 (a
+memorised image has p_y = 1 - 1e-9). The scores an attack can name are the config's ``scores`` nodes
+(conf/attack/_scores.yaml): a new one is a function, here or in a module of one's own, and a node there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from privacy_attacks.errors import require_choice
+from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.harness import build_node
+
+ScoreFunction = Callable[[Tensor, Tensor], Tensor]
 
 
 def _others(log_probs: Tensor, labels: Tensor) -> Tensor:
@@ -63,14 +68,23 @@ def hinge_score(log_probs: Tensor, labels: Tensor) -> Tensor:
     return loss_score(log_probs, labels) - _others(log_probs, labels).max(dim=1).values
 
 
-SCORES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "loss": loss_score,
-    "confidence": confidence_score,
-    "entropy": entropy_score,
-    "modified_entropy": modified_entropy_score,
-    "logit": logit_confidence,
-    "hinge": hinge_score,
-}
+def chosen_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction:
+    """The score ``name`` of ``scores`` (the config's ``scores`` nodes, conf/attack/_scores.yaml, built), or
+    :class:`ConfigError` naming ``key`` for a name that is not there or a node that built no function."""
+    require_choice(name, list(scores), key)
+    score = scores[name]
+    if not callable(score):
+        raise ConfigError(
+            f"scores.{name} builds a {type(score).__name__}, not a function of (log_probs, labels): its node needs "
+            "_partial_: true."
+        )
+    return score
+
+
+def build_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction:
+    """:func:`chosen_score` of the ``scores`` nodes as configured (not built): builds the chosen one only."""
+    require_choice(name, list(scores), key)
+    return chosen_score({name: build_node(scores[name], f"scores.{name}")}, name, key)
 
 
 def _sorted(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:

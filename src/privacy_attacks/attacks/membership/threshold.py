@@ -15,26 +15,38 @@ of known non-members.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
-from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.errors import ConfigError
 
-from .base import AttackContext, AttackOutput, MembershipAttack
-from .scores import SCORES
+from .base import AttackContext, AttackOutput, MembershipAttack, config_key
+from .scores import ScoreFunction, chosen_score
 
 
 class ThresholdAttack(MembershipAttack):
     """Score each evaluation image by ``score`` of the target's answer; member if above the threshold.
 
     Args:
-        score: one of :data:`~privacy_attacks.attacks.membership.scores.SCORES`
-            (``loss``, ``confidence``, ``entropy``, ``modified_entropy``, ``logit``).
+        score: a name of ``scores`` (``loss``, ``confidence``, ``entropy``, ``modified_entropy``, ``logit``,
+            ``hinge``: conf/attack/_scores.yaml).
+        scores: name -> score function, (log_probs (N, C), labels (N,)) -> (N,): the config's ``scores``, built.
         reference_size: attacker images queried to calibrate the threshold.
         reference_fpr: the fraction of those known non-members the threshold flags.
+        keys: the config key of an argument, named in its errors, where it is not the argument's own name
+            (``methods.loss.score``).
     """
 
-    def __init__(self, score: str = "loss", reference_size: int = 1000, reference_fpr: float = 0.5):
-        require_choice(score, SCORES, "score")
+    def __init__(
+        self,
+        score: str,
+        scores: Mapping[str, ScoreFunction],
+        reference_size: int = 1000,
+        reference_fpr: float = 0.5,
+        keys: Mapping[str, str] | None = None,
+    ):
+        self.score_function = chosen_score(scores, score, config_key(keys, "score"))
         self.score, self.reference_size, self.reference_fpr = score, reference_size, reference_fpr
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
@@ -50,7 +62,7 @@ class ThresholdAttack(MembershipAttack):
         return eval_size + min(self.reference_size, attacker_size)
 
     def __call__(self, context: AttackContext) -> AttackOutput:
-        score = SCORES[self.score]
+        score = self.score_function
         eval_scores = score(context.query_log_probs(context.eval_images), context.eval_labels)
         reference = context.attacker_images[: self.reference_size], context.attacker_labels[: self.reference_size]
         reference_scores = score(context.query_log_probs(reference[0]), reference[1])
