@@ -79,7 +79,7 @@ class PrivateTraining:
 
     def close(self) -> None:
         """Remove the per-example hooks from the network (it then trains and predicts as a plain module)."""
-        self.module._close()
+        self.module.cleanup()
 
 
 class DPSGD(TrainingDefense):
