@@ -130,7 +130,11 @@ def test_a_stealing_run_writes_one_event_file_with_its_curve_and_hparams(compose
     (agreement,) = events.Scalars("student/agreement")  # once, at the last step: no copy at step 0
     assert agreement.step == 5 and agreement.value == pytest.approx(metrics["student/agreement"])
     assert not any(tag.startswith("final/") for tag in scalars)
-    assert logged_hparams(events)["loss"] == "kl"
+    params = logged_hparams(events)
+    assert params["loss"] == "kl"
+    # Named as the config names them, so that a column means one key across attacks (membership logs api.output).
+    assert params["api.output"] == "probs" and params["student.batch_size"] == cfg.student.batch_size
+    assert "api_output" not in params and "batch_size" not in params  # gradient inversion's batch_size: the client's
     assert_table_has_the_metrics(events, metrics)
 
 
@@ -143,7 +147,9 @@ def test_a_membership_run_logs_each_scalar_once_per_step(compose_attack):
         steps = [event.step for event in events.Scalars(tag)]
         assert len(steps) == len(set(steps)), tag
     assert events.Scalars("mia/auc")[0].value == pytest.approx(metrics["mia/auc"])
-    assert logged_hparams(events)["method"] == "confidence"
+    params = logged_hparams(events)
+    assert params["method"] == "confidence" and params["api.output"] == "probs"
+    assert "score: confidence" in params["method_config"] and "scores" not in params["method_config"]
     assert_table_has_the_metrics(events, metrics)
 
 

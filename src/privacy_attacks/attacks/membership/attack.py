@@ -115,6 +115,13 @@ def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack
     return attack, split
 
 
+def method_settings(cfg: DictConfig) -> str:
+    """The method's node as YAML, resolved, without the mappings it carries for building (``scores``, the score
+    functions it may name, and ``keys``, the keys its errors name): the hparams' ``method_config``."""
+    node = OmegaConf.to_container(cfg.methods[cfg.method], resolve=True)
+    return OmegaConf.to_yaml({key: value for key, value in node.items() if key not in ("scores", "keys")})
+
+
 def check_classes(cfg: DictConfig, attack: MembershipAttack) -> None:
     """:class:`ConfigError` when the method's ``top_k`` feature asks for more classes than the data has."""
     _, num_classes = data_shape(cfg.data)
@@ -340,5 +347,5 @@ def hparams(cfg: DictConfig) -> dict[str, object]:
         "seed": cfg.seed,
         "shadow_train_size": cfg.shadow_train_size,
         "api.output": cfg.api.output,
-        "method_config": OmegaConf.to_yaml(cfg.methods[cfg.method], resolve=True),
+        "method_config": method_settings(cfg),
     }
