@@ -343,6 +343,26 @@ def test_an_interrupted_lab_says_how_to_go_on(tmp_path, monkeypatch, capsys, sto
     assert f"rerun with lab_dir={tmp_path} to go on" in err
 
 
+def test_a_lab_stopped_by_sigterm_between_stages_says_how_to_go_on(tmp_path, monkeypatch, capsys):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    cfg = lab_config([f"lab_dir={tmp_path}", "only=[target,inversion]"])
+    ran = []
+    monkeypatch.setattr(lab, "run_stage", lambda command, log_file: ran.append(log_file.stem) or 0)
+
+    def report_then_stop(*args, **kwargs):  # the signal arrives after the first stage, while the lab writes
+        raise SIGTERMException
+
+    monkeypatch.setattr(lab, "write_report", report_then_stop)
+    with pytest.raises(SystemExit) as exit:
+        lab.run_lab(cfg)
+    assert exit.value.code == 143 and ran == ["target"]
+    err = capsys.readouterr().err
+    assert "error: stopped by SIGTERM between stages: the stages finished before are kept" in err
+    assert f"rerun with lab_dir={tmp_path} to go on" in err
+    assert json.loads((tmp_path / "state.json").read_text())["target"]["status"] == "done"
+
+
 CHILD = """
 import signal, sys, time
 def stop(signum, frame):

@@ -29,6 +29,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from privacy_attacks.callbacks.progress import format_duration
@@ -214,36 +215,45 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
     choices = lab_choices(cfg)
     state = load_state(lab_dir)
     stages = []
-    for index, name in enumerate(names, 1):
-        stage_dir = lab_dir / name
-        command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir, choices)
-        shown = "python " + " ".join(command)
-        pictures = cfg.stages[name].get("pictures")
-        stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir, pictures))
-        done = state.get(name, {})
-        if done.get("status") == "done" and done.get("command") == shown:
-            print(f"[{index}/{len(names)}] {name}: finished before ({format_duration(done['seconds'])}), not run again")
-            continue
-        print(f"[{index}/{len(names)}] {name}: {shown}", flush=True)
-        if stage_dir.exists():  # an earlier or interrupted attempt: its jobs must not mix with this run's
-            shutil.rmtree(stage_dir)
-        start = time.perf_counter()
-        try:
+    running = None  # the stage whose process runs now
+    try:
+        for index, name in enumerate(names, 1):
+            stage_dir = lab_dir / name
+            command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir, choices)
+            shown = "python " + " ".join(command)
+            pictures = cfg.stages[name].get("pictures")
+            stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir, pictures))
+            done = state.get(name, {})
+            if done.get("status") == "done" and done.get("command") == shown:
+                took = format_duration(done["seconds"])
+                print(f"[{index}/{len(names)}] {name}: finished before ({took}), not run again")
+                continue
+            print(f"[{index}/{len(names)}] {name}: {shown}", flush=True)
+            if stage_dir.exists():  # an earlier or interrupted attempt: its jobs must not mix with this run's
+                shutil.rmtree(stage_dir)
+            start = time.perf_counter()
+            running = name
             status = run_stage(command, lab_dir / f"{name}.log")
-        except (KeyboardInterrupt, Terminated) as stop:
-            how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM"
-            print(
-                f"\nerror: {how} during stage {name} (the stage is stopped too): the stages before it are kept; "
-                f"rerun with lab_dir={lab_dir} to go on from it.",
-                file=sys.stderr,
-            )
-            raise SystemExit(130 if isinstance(stop, KeyboardInterrupt) else 143) from None
-        seconds = time.perf_counter() - start
-        state[name] = {"status": "done" if status == 0 else f"failed ({status})", "seconds": seconds, "command": shown}
-        save_state(lab_dir, state)
-        outcome = "done" if status == 0 else f"FAILED (exit {status}; see {lab_dir / f'{name}.log'})"
-        print(f"[{index}/{len(names)}] {name}: {outcome} in {format_duration(seconds)}", flush=True)
-        write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator}, choices)
+            running = None
+            seconds = time.perf_counter() - start
+            state[name] = {
+                "status": "done" if status == 0 else f"failed ({status})",
+                "seconds": seconds,
+                "command": shown,
+            }
+            save_state(lab_dir, state)
+            outcome = "done" if status == 0 else f"FAILED (exit {status}; see {lab_dir / f'{name}.log'})"
+            print(f"[{index}/{len(names)}] {name}: {outcome} in {format_duration(seconds)}", flush=True)
+            write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator}, choices)
+    except (KeyboardInterrupt, Terminated, SIGTERMException) as stop:  # SIGTERMException: between stages
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped by SIGTERM"
+        where = f"during stage {running} (the stage is stopped too)" if running else "between stages"
+        print(
+            f"\nerror: {how} {where}: the stages finished before are kept; rerun with lab_dir={lab_dir} to go on "
+            "from where it stopped.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130 if isinstance(stop, KeyboardInterrupt) else 143) from None
     report = write_report(lab_dir, stages, state, {"accelerator": cfg.trainer.accelerator}, choices)
     total = sum(state[s.name]["seconds"] for s in stages if s.name in state)
     print(f"Lab report: {report} and {report.with_suffix('.html')} (stages took {format_duration(total)} in all)")
