@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 
 from privacy_attacks.callbacks.progress import format_duration
 from privacy_attacks.callbacks.sweep_summary import collect_sweep, markdown_table
+from privacy_attacks.harness import run_device
 from privacy_attacks.io import read_json
 
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "opacus")
@@ -185,8 +186,7 @@ def _short(text: str) -> str:
 
 def environment(trainer: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, value) lines: the device the lab ran on and the versions of what it ran with."""
-    accelerator = str(trainer.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if run_device(trainer).type == "cuda":  # the lab checked the trainer before its first stage
         device = f"GPU: {torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     else:
         cpu = platform.processor() or platform.machine()
