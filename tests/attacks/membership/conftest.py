@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from privacy_attacks.attacks.membership.base import AttackContext
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.models import LeNet5
+from tests.conftest import attack_config
 
 RECIPE = OmegaConf.create(
     {
@@ -37,6 +39,12 @@ TRAINER = OmegaConf.create(
 
 
 N_EVAL, N_ATTACKER, TRAIN_SIZE = 20, 40, 10
+ATTACK_FEATURES = instantiate(attack_config("membership").attack_features)  # the config's feature nodes, built
+
+
+def features(*names: str) -> dict:
+    """The keyword arguments of an attack classifier's ``names`` features (the proxy's, Shokri's)."""
+    return {"features": list(names), "attack_features": ATTACK_FEATURES}
 
 
 def untrained_target() -> LeNet5:

@@ -27,7 +27,7 @@ from privacy_attacks.attacks.membership.threshold import ThresholdAttack
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.defenses import Rounding, TopK
 from privacy_attacks.errors import ConfigError
-from tests.attacks.membership.conftest import N_ATTACKER, N_EVAL, TRAIN_SIZE, untrained_target
+from tests.attacks.membership.conftest import N_ATTACKER, N_EVAL, TRAIN_SIZE, features, untrained_target
 from tests.conftest import attack_config
 
 
@@ -46,8 +46,8 @@ METHODS = {
     "confidence": lambda: ThresholdAttack("confidence", SCORES, reference_size=20),
     "entropy": lambda: ThresholdAttack("entropy", SCORES, reference_size=20),
     "modified_entropy": lambda: ThresholdAttack("modified_entropy", SCORES, reference_size=20),
-    "proxy": lambda: ProxyAttack(features=["sorted", "label", "loss"], epochs=2, reference=True),
-    "shadow": lambda: ShadowAttack(num_shadows=2, epochs=2, per_class=True),
+    "proxy": lambda: ProxyAttack(**features("sorted", "label", "loss"), epochs=2, reference=True),
+    "shadow": lambda: ShadowAttack(**features("sorted", "label", "loss"), num_shadows=2, epochs=2, per_class=True),
     "lira": lambda: LiRA(num_shadows=4, online=True),
     "lira_fixed": lambda: LiRA(num_shadows=2, online=True, fixed_variance=True),
     "lira_offline": lambda: LiRA(num_shadows=2, online=False),
@@ -114,8 +114,8 @@ def test_trained_attacks_are_never_fitted_on_evaluation_images(context, monkeypa
 
     monkeypatch.setattr(proxy, "distil", spy_distil)
     monkeypatch.setattr(shokri, "provision_shadow_models", spy_provision)
-    ProxyAttack(epochs=1)(context)
-    ShadowAttack(num_shadows=2, epochs=1)(context)
+    ProxyAttack(**features("sorted", "loss"), epochs=1)(context)
+    ShadowAttack(**features("sorted", "label", "loss"), num_shadows=2, epochs=1)(context)
     LiRA(num_shadows=2, online=False)(context)
     assert len(fitted_images) == 2 + 1 + 1  # proxy + reference, Shokri's shadows, offline LiRA's shadows
     for images in fitted_images:
@@ -149,7 +149,7 @@ def test_permuting_the_evaluation_set_permutes_the_scores(method, context):
 
 def test_attackers_data_too_small_is_a_config_error():
     with pytest.raises(ConfigError, match="attacker_size"):
-        ProxyAttack().check_sizes(1000, 2000, 2500)
+        ProxyAttack(**features("sorted", "loss")).check_sizes(1000, 2000, 2500)
     with pytest.raises(ConfigError, match="attacker_size"):
         LiRA(online=False).check_sizes(1000, 2000, 1000)
 

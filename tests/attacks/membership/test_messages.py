@@ -9,6 +9,7 @@ from privacy_attacks.attacks.membership.lira import LiRA
 from privacy_attacks.attacks.membership.rmia import RMIA, fit_offline_a
 from privacy_attacks.attacks.membership.shokri import ShadowAttack
 from privacy_attacks.errors import ConfigError
+from tests.attacks.membership.conftest import features
 from tests.conftest import attack_config
 
 
@@ -43,7 +44,7 @@ def test_classes_name_their_arguments_without_keys():
     with pytest.raises(ConfigError, match="^num_shadows=3 is not allowed"):
         LiRA(num_shadows=3)
     with pytest.raises(ConfigError, match="^num_shadows=1 is not allowed"):
-        ShadowAttack(num_shadows=1)
+        ShadowAttack(**features("loss"), num_shadows=1)
     with pytest.raises(ConfigError, match="^num_ref_models=1 is not allowed"):
         RMIA(num_ref_models=1)
     with pytest.raises(ConfigError, match="^a=-1 is not allowed"):

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from privacy_attacks.attacks.membership.scores import (
     attack_features,
+    chosen_features,
     logit_confidence,
     modified_entropy_score,
 )
@@ -41,12 +42,16 @@ def test_logit_confidence_stays_finite_near_certainty():
 
 
 def test_attack_features_shapes():
+    available = instantiate(attack_config("membership", ["top_k=4"]).attack_features)
     log_probs = torch.randn(5, 10).log_softmax(dim=1)
     labels = torch.arange(5)
-    assert attack_features(log_probs, labels, ["sorted", "label", "loss"]).shape == (5, 21)
-    assert attack_features(log_probs, labels, ["top_k"], top_k=3).shape == (5, 3)
-    with pytest.raises(ConfigError, match="sorted"):
-        attack_features(log_probs, labels, ["nope"])
+    chosen = chosen_features(available, ["sorted", "label", "loss"], "features")
+    assert attack_features(log_probs, labels, chosen).shape == (5, 21)
+    assert attack_features(log_probs, labels, chosen_features(available, ["top_k"], "features")).shape == (5, 4)
+    with pytest.raises(ConfigError, match="features='nope' is not one of the choices: sorted, top_k"):
+        chosen_features(available, ["nope"], "features")
+    with pytest.raises(ConfigError, match="attack_features.sorted builds a dict, not a function"):
+        chosen_features({"sorted": {}}, ["sorted"], "features")
 
 
 def test_a_score_node_that_calls_its_function_is_named_in_one_line(compose_attack):

@@ -14,7 +14,7 @@ from privacy_attacks.attacks.membership.shadow_models import (
     train_shadow_models,
 )
 from privacy_attacks.errors import CheckpointError
-from tests.attacks.membership.conftest import RECIPE, TRAIN_SIZE
+from tests.attacks.membership.conftest import RECIPE, TRAIN_SIZE, features
 
 
 def test_shadow_models_are_cached_by_config(context):
@@ -216,8 +216,9 @@ def test_no_attacker_model_starts_from_the_weights_the_targets_fit_started_from(
 
     monkeypatch.setattr(shadow_models, "stack_module_state", spy_stack)
     monkeypatch.setattr(proxy, "distil", spy_distil)
-    ProxyAttack(epochs=1, reference=True)(context)  # the proxy and the reference proxy
-    ShadowAttack(num_shadows=2, epochs=1)(context)  # Shokri's shadow models (offline LiRA's too)
+    ProxyAttack(**features("sorted", "loss"), epochs=1, reference=True)(context)  # the proxy and the reference proxy
+    shokri = ShadowAttack(**features("sorted", "label", "loss"), num_shadows=2, epochs=1)
+    shokri(context)  # Shokri's shadow models (offline LiRA's too)
     LiRA(num_shadows=2, online=True)(context)  # online LiRA's (RMIA's reference models)
     assert [kind for kind, _ in started] == ["proxy", "proxy"] + ["shadow"] * 4
     for _, weights in started:

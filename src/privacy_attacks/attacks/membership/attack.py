@@ -116,16 +116,18 @@ def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack
 
 
 def method_settings(cfg: DictConfig) -> str:
-    """The method's node as YAML, resolved, without the mappings it carries for building (``scores``, the score
-    functions it may name, and ``keys``, the keys its errors name): the hparams' ``method_config``."""
+    """The method's node as YAML, resolved, without the mappings it carries for building (``scores`` and
+    ``attack_features``, the functions it may name, and ``keys``, the keys its errors name): the hparams'
+    ``method_config``."""
     node = OmegaConf.to_container(cfg.methods[cfg.method], resolve=True)
-    return OmegaConf.to_yaml({key: value for key, value in node.items() if key not in ("scores", "keys")})
+    building = ("scores", "attack_features", "keys")
+    return OmegaConf.to_yaml({key: value for key, value in node.items() if key not in building})
 
 
 def check_classes(cfg: DictConfig, attack: MembershipAttack) -> None:
     """:class:`ConfigError` when the method's ``top_k`` feature asks for more classes than the data has."""
     _, num_classes = data_shape(cfg.data)
-    top_k = getattr(attack, "top_k", None)
+    top_k = OmegaConf.select(cfg, "attack_features.top_k.k", default=None)
     uses_top_k = "top_k" in getattr(attack, "features", ()) and isinstance(top_k, int)
     if num_classes is not None and uses_top_k and top_k > num_classes:
         raise ConfigError(

@@ -27,7 +27,7 @@ attacked model memorised. The classifier sees (proxy, reference) outputs when fi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from hydra.utils import instantiate
@@ -36,22 +36,22 @@ from torch import Tensor, nn
 from privacy_attacks.attacks.stealing.distillation import distil
 from privacy_attacks.attacks.stealing.losses import DistillationLoss, HardLabel
 from privacy_attacks.attacks.stealing.stacked import fit_students, students_refusal
-from privacy_attacks.errors import ConfigError, require_choice
+from privacy_attacks.errors import ConfigError
 from privacy_attacks.seeding import derive_seed, seeded
 
 from .base import AttackContext, AttackOutput, MembershipAttack
 from .classifier import fit_attack_classifier
-from .scores import FEATURES, attack_features
+from .scores import FeatureFunction, attack_features, chosen_features
 
 
 class ProxyAttack(MembershipAttack):
     """Proxy-by-distillation membership attack (the lecture's).
 
     Args:
-        features: attack-classifier features, names of
-            :data:`~privacy_attacks.attacks.membership.scores.FEATURES` (``sorted``, ``top_k``,
-            ``label``, ``loss``, ``logit``).
-        top_k: k of the ``top_k`` feature.
+        features: attack-classifier features, names of ``attack_features`` (``sorted``, ``top_k``, ``label``,
+            ``loss``, ``logit``).
+        attack_features: name -> feature function, (log_probs (N, C), labels (N,)) -> (N, d): the config's
+            ``attack_features`` (conf/attack/membership.yaml), built.
         loss: the distillation loss, a node of ``losses`` (``conf/attack/_losses.yaml``) instantiated by the
             config (``methods.proxy.loss: ${losses.hard}``); default :class:`HardLabel`, the label loss.
         shift: random-shift augmentation while distilling, in pixels (0 lets the proxy memorise).
@@ -61,8 +61,8 @@ class ProxyAttack(MembershipAttack):
 
     def __init__(
         self,
-        features: Sequence[str] = ("sorted", "loss"),
-        top_k: int = 3,
+        features: Sequence[str],
+        attack_features: Mapping[str, FeatureFunction],
         loss: DistillationLoss | None = None,
         shift: int = 0,
         reference: bool = True,
@@ -70,9 +70,8 @@ class ProxyAttack(MembershipAttack):
         epochs: int = 60,
         lr: float = 1e-3,
     ):
-        for name in features:
-            require_choice(name, FEATURES, "proxy features")
-        self.features, self.top_k = list(features), top_k
+        self.features = list(features)
+        self.feature_functions = chosen_features(attack_features, self.features, "features")
         self.loss = HardLabel() if loss is None else loss
         self.shift, self.reference = shift, bool(reference)
         self.hidden, self.epochs, self.lr = list(hidden), epochs, lr
@@ -129,9 +128,9 @@ class ProxyAttack(MembershipAttack):
         ).cpu()
 
     def _features(self, log_probs: Tensor, reference_log_probs: Tensor | None, labels: Tensor) -> Tensor:
-        parts = [attack_features(log_probs, labels, self.features, self.top_k)]
+        parts = [attack_features(log_probs, labels, self.feature_functions)]
         if reference_log_probs is not None:
-            parts.append(attack_features(reference_log_probs, labels, self.features, self.top_k))
+            parts.append(attack_features(reference_log_probs, labels, self.feature_functions))
         return torch.cat(parts, dim=1)
 
     def __call__(self, context: AttackContext) -> AttackOutput:

@@ -8,7 +8,7 @@ memorised image has p_y = 1 - 1e-9). The scores an attack can name are the confi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -87,42 +87,50 @@ def build_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction
     return chosen_score({name: build_node(scores[name], f"scores.{name}")}, name, key)
 
 
-def _sorted(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+FeatureFunction = Callable[[Tensor, Tensor], Tensor]
+
+
+def sorted_log_probs(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The whole probability vector sorted, as log-probabilities: (N, C)."""
     return log_probs.sort(dim=1, descending=True).values
 
 
-def _top_k(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
-    return log_probs.sort(dim=1, descending=True).values[:, :top_k]
+def top_log_probs(log_probs: Tensor, labels: Tensor, k: int = 3) -> Tensor:
+    """The ``k`` largest log-probabilities: (N, k)."""
+    return log_probs.sort(dim=1, descending=True).values[:, :k]
 
 
-def _label(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+def one_hot_label(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The true label, one-hot: (N, C)."""
     return F.one_hot(labels, log_probs.shape[1]).to(log_probs.dtype)
 
 
-def _loss(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+def loss_feature(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The cross-entropy loss on the true label: (N, 1)."""
     return -loss_score(log_probs, labels)[:, None]
 
 
-def _logit(log_probs: Tensor, labels: Tensor, top_k: int) -> Tensor:
+def logit_feature(log_probs: Tensor, labels: Tensor) -> Tensor:
+    """The logit-scaled true-class confidence (:func:`logit_confidence`): (N, 1)."""
     return logit_confidence(log_probs, labels)[:, None]
 
 
-# Attack-classifier features (Shokri et al. 2017; Salem et al. 2019), each (N, d).
-FEATURES: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
-    "sorted": _sorted,  # the whole probability vector sorted (as log-probabilities), C values
-    "top_k": _top_k,  # the k largest log-probabilities
-    "label": _label,  # the true label, one-hot (C values)
-    "loss": _loss,  # the cross-entropy loss on the true label
-    "logit": _logit,  # the logit-scaled true-class confidence
-}
-
-
-def attack_features(log_probs: Tensor, labels: Tensor, names: list[str], top_k: int = 3) -> Tensor:
-    """Concatenated features (N, d) named by ``names`` (keys of :data:`FEATURES`), float32.
-
-    Log-probabilities are floored at -100 so a rounded-to-zero probability stays finite.
-    """
+def chosen_features(available: Mapping[str, Any], names: Sequence[str], key: str) -> dict[str, FeatureFunction]:
+    """The features ``names`` of ``available`` (the config's ``attack_features`` nodes, built), in order, or
+    :class:`ConfigError` naming ``key`` for a name that is not there or a node that built no function."""
     for name in names:
-        require_choice(name, FEATURES, "features")
+        require_choice(name, list(available), key)
+        if not callable(available[name]):
+            raise ConfigError(
+                f"attack_features.{name} builds a {type(available[name]).__name__}, not a function of (log_probs, "
+                "labels): its node needs _partial_: true."
+            )
+    return {name: available[name] for name in names}
+
+
+def attack_features(log_probs: Tensor, labels: Tensor, features: Mapping[str, FeatureFunction]) -> Tensor:
+    """The attack classifier's input (Shokri et al. 2017; Salem et al. 2019): ``features``' outputs, each (N, d_i),
+    concatenated, (N, sum d_i), float32. Log-probabilities are floored at -100 so a rounded-to-zero probability stays
+    finite."""
     log_probs = log_probs.clamp_min(-100.0)
-    return torch.cat([FEATURES[name](log_probs, labels, top_k) for name in names], dim=1).float()
+    return torch.cat([feature(log_probs, labels) for feature in features.values()], dim=1).float()

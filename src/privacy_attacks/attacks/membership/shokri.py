@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from privacy_attacks.errors import ConfigError, is_integer, require_choice
+from privacy_attacks.errors import ConfigError, is_integer
 from privacy_attacks.seeding import derive_seed, generator
 
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
 from .classifier import fit_attack_classifier
-from .scores import FEATURES, attack_features
+from .scores import FeatureFunction, attack_features, chosen_features
 from .shadow_models import ShadowModels, balanced_in_masks, provision_shadow_models, subset_indices
 
 
@@ -58,8 +58,9 @@ class ShadowAttack(MembershipAttack):
 
     Args:
         num_shadows: shadow models (even).
-        features: attack-classifier features (see :data:`~privacy_attacks.attacks.membership.scores.FEATURES`).
-        top_k: k of the ``top_k`` feature.
+        features: attack-classifier features, names of ``attack_features``.
+        attack_features: name -> feature function, (log_probs (N, C), labels (N,)) -> (N, d): the config's
+            ``attack_features`` (conf/attack/membership.yaml), built.
         per_class: one attack classifier per true class (Shokri et al.) instead of one for all.
         hidden, epochs, lr: the attack classifiers' MLP widths, epochs and learning rate.
         keys: the config key of an argument, named in its errors, where it is not the argument's own name
@@ -70,9 +71,9 @@ class ShadowAttack(MembershipAttack):
 
     def __init__(
         self,
+        features: Sequence[str],
+        attack_features: Mapping[str, FeatureFunction],
         num_shadows: int = 8,
-        features: Sequence[str] = ("sorted", "label", "loss"),
-        top_k: int = 3,
         per_class: bool = False,
         hidden: Sequence[int] = (64,),
         epochs: int = 30,
@@ -80,9 +81,9 @@ class ShadowAttack(MembershipAttack):
         keys: Mapping[str, str] | None = None,
     ):
         check_shadow_count(num_shadows, config_key(keys, "num_shadows"))
-        for name in features:
-            require_choice(name, FEATURES, config_key(keys, "features"))
-        self.num_shadows, self.features, self.top_k, self.per_class = num_shadows, list(features), top_k, per_class
+        self.features = list(features)
+        self.feature_functions = chosen_features(attack_features, self.features, config_key(keys, "features"))
+        self.num_shadows, self.per_class = num_shadows, per_class
         self.hidden, self.epochs, self.lr = list(hidden), epochs, lr
 
     def check_sizes(self, train_size: int, eval_size: int, attacker_size: int) -> None:
@@ -102,11 +103,11 @@ class ShadowAttack(MembershipAttack):
         population = 2 * context.train_size
         labels = context.attacker_labels[:population]
         log_probs = context.shadow_log_probs(shadows.logits(context.attacker_images[:population]))  # (S, P, C)
-        features = torch.cat([attack_features(lp, labels, self.features, self.top_k) for lp in log_probs])
+        features = torch.cat([attack_features(lp, labels, self.feature_functions) for lp in log_probs])
         membership = shadows.in_mask.flatten().long()
         class_of = labels.repeat(len(shadows))
         eval_features = attack_features(
-            context.query_log_probs(context.eval_images), context.eval_labels, self.features, self.top_k
+            context.query_log_probs(context.eval_images), context.eval_labels, self.feature_functions
         )
         fit = functools.partial(
             fit_attack_classifier,
