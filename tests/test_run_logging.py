@@ -12,7 +12,14 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from privacy_attacks.harness import command_line_hparams, finish_loggers, hparam_items, run_hparams
+from privacy_attacks.harness import (
+    command_line_hparams,
+    finish_loggers,
+    hparam_items,
+    lookalike_additions,
+    run_hparams,
+    task_overrides,
+)
 from privacy_attacks.pipelines import run_attack
 from tests.conftest import CONF_DIR, run_script
 from tests.test_harness import FakeLogger
@@ -91,6 +98,19 @@ def test_run_hparams_name_the_data_the_target_the_defence_the_attack_and_the_ove
         "extra": "[1, 2]",
     }
     assert run_hparams(cfg)["model@target"] == "cnn"
+
+
+def test_an_override_that_interpolates_a_node_is_logged_as_typed(monkeypatch):
+    """``'methods.proxy.loss=${losses.kl}'`` (the docs' way to choose the proxy's loss): reading Hydra's list of
+    overrides resolved the interpolation into a mapping whose text could not be parsed: the run failed at its end."""
+    overrides = ["attack=membership", "methods.proxy.loss=${losses.kl}", "temperature=2"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        job = compose(config_name="attack", overrides=overrides, return_hydra_config=True)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # restored after the test
+    HydraConfig.instance().set_config(job)
+    assert task_overrides() == overrides
+    assert command_line_hparams()["methods.proxy.loss"] == "${losses.kl}"
+    assert lookalike_additions(job, task_overrides()) == []
 
 
 def test_finish_loggers_adds_the_run_hparams_and_writes_each_metric_once(compose_attack):

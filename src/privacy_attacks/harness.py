@@ -170,12 +170,18 @@ def hparam_items(value: Any, key: str) -> dict[str, Any]:
     return {key: value if isinstance(value, (bool, int, float, str)) else str(value)}
 
 
+def task_overrides() -> list[str]:
+    """The job's command-line overrides as typed (Hydra's task overrides): an interpolation in one
+    (``'methods.proxy.loss=${losses.kl}'``) stays the text it was, where reading the list would resolve it."""
+    return [str(item) for item in OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)]
+
+
 def command_line_hparams() -> dict[str, Any]:
     """The job's command-line overrides (Hydra's task overrides, Hydra's own left out) as hparams, keyed as written
     (``model@target``, ``query_budget``); none outside a Hydra job."""
     if not HydraConfig.initialized():
         return {}
-    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    overrides = OverridesParser.create().parse_overrides(task_overrides())
     params: dict[str, Any] = {}
     for override in overrides:
         if not (override.is_delete() or override.is_hydra_override()):
@@ -211,7 +217,7 @@ _WARNED: set[str] = set()  # the lines of this process so far: a sweep's checks 
 def warn_lookalike_additions(cfg: DictConfig) -> None:
     """Log :func:`lookalike_additions` of the job's command line once per process (nothing outside a Hydra job)."""
     if HydraConfig.initialized():
-        for line in lookalike_additions(cfg, list(HydraConfig.get().overrides.task)):
+        for line in lookalike_additions(cfg, task_overrides()):
             if line not in _WARNED:
                 _WARNED.add(line)
                 log.warning(line)
