@@ -225,7 +225,7 @@ def fit_classifier(
     L.seed_everything(seed, workers=True, verbose=False)
     datamodule = build_datamodule(data, recipe, extra_train, seed)
     system = build_classifier(recipe, data_shape(data)[1])
-    stamp = check_resumable(ckpt_path, system) if ckpt_path else {}
+    stamp = check_resumable(ckpt_path, system, int(recipe.max_epochs)) if ckpt_path else {}
     before_s = float(stamp.get("fit_seconds", 0.0))  # the interrupted run's, up to its checkpoint
     stamps = [RunStamp(spec, before_s)] if spec is not None else []
     fitter = build_trainer(
@@ -283,10 +283,12 @@ def spec_differences(found: Any, expected: Any, key: str = "") -> list[str]:
     return [] if found == expected else [f"{key}: {found!r} in the checkpoint, {expected!r} here"]
 
 
-def check_resumable(ckpt_path: str, system: L.LightningModule) -> dict[str, Any]:
+def check_resumable(ckpt_path: str, system: L.LightningModule, max_epochs: int | None = None) -> dict[str, Any]:
     """Raise :class:`CheckpointError` (one line naming ``ckpt_path``) unless the file is a Lightning checkpoint whose
-    weights fit ``system`` (the same names and shapes): resuming another recipe's run fails here, not in Lightning.
-    Returns the checkpoint's :class:`RunStamp` entry (empty for a checkpoint without one)."""
+    weights fit ``system`` (the same names and shapes): resuming another recipe's run fails here, not in Lightning;
+    and unless, with epochs left to ``max_epochs``, its learning rate is above 0 (a finished cosine schedule's is 0:
+    going on would train nothing). Returns the checkpoint's :class:`RunStamp` entry (empty for a checkpoint without
+    one)."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line answer
@@ -303,6 +305,14 @@ def check_resumable(ckpt_path: str, system: L.LightningModule) -> dict[str, Any]
         raise CheckpointError(
             f"ckpt_path={ckpt_path!r} holds another network than this run's recipe (first difference: "
             f"{differ[0]}): resume with the interrupted run's own model and data settings."
+        )
+    epochs_done = int(checkpoint.get("epoch", -1)) + 1
+    rates = [group.get("lr") for state in checkpoint.get("optimizer_states") or [] for group in state["param_groups"]]
+    if max_epochs is not None and epochs_done < max_epochs and rates and all(rate == 0 for rate in rates):
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path!r} is the end of its run's learning-rate schedule (learning rate 0 after "
+            f"{epochs_done} epoch(s)): going on to max_epochs={max_epochs} would change no weight. To train for "
+            f"{max_epochs} epochs, start a new run without ckpt_path."
         )
     return checkpoint.get(STAMP_KEY) or {}
 
