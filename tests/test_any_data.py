@@ -171,6 +171,19 @@ class TupleNet(torch.nn.Module):
         return self.linear(features), features
 
 
+class ListNet(torch.nn.Module):
+    """Layers kept in a plain Python list: torch sees no parameter of them."""
+
+    def __init__(self, **_):
+        super().__init__()
+        self.layers = [torch.nn.Flatten(), torch.nn.Linear(784, 10)]
+
+    def forward(self, images):
+        for layer in self.layers:
+            images = layer(images)
+        return images
+
+
 @pytest.mark.usefixtures("no_training")
 @pytest.mark.parametrize(
     ("overrides", "match"),
@@ -183,6 +196,7 @@ class TupleNet(torch.nn.Module):
         (["model=mlp", "model.net.num_classes=3"], r"gives outputs of shape \(3,\) .*10 classes.*num_classes=10"),
         (["model.net._target_=tests.test_any_data.TupleNet"], r"returns a tuple, not a tensor: its forward must"),
         (["model.net._target_=torch.nn.Identity"], r"gives outputs of shape \(1, 28, 28\) per image: a classifier's"),
+        (["model.net._target_=tests.test_any_data.ListNet"], r"\(ListNet\) has no trainable parameters: .*ModuleList"),
         (["model.net._target_=no_such_module.Net"], r"cannot be built: .*No module named 'no_such_module'"),
         (["data.image_shape=[3,32,32]", "data.mean=[0.5,0.5]", "model=cnn"], r"data.mean=\[0.5, 0.5\] .*per channel"),
         (["data.image_shape=32"], r"data.image_shape=\[32\] is not allowed: it must be \[channels, height, width\]"),

@@ -109,7 +109,8 @@ def check_network(
             reason = (str(error).splitlines() or [""])[0]
             raise ConfigError(
                 f"{label} cannot take data={name}'s images of shape {list(image_shape)} ({reason}): choose a model "
-                "built for the data's shape (model=cnn, model=resnet, model=mlp)."
+                "built for the data's shape (model=cnn, model=resnet, model=mlp), or build yours from "
+                "${data.image_shape}."
             ) from None
         net.train(was_training)
         if not isinstance(outputs, Tensor):
@@ -128,6 +129,11 @@ def check_network(
                 f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: set "
                 f"{net_key}.num_classes={num_classes} (or '${{data.num_classes}}')."
             )
+    if not any(parameter.requires_grad for parameter in net.parameters()):
+        raise ConfigError(
+            f"{label} has no trainable parameters: keep its layers as attributes or in nn.ModuleList / "
+            "nn.Sequential (a plain Python list hides them from torch)."
+        )
     if privacy is not None and hasattr(privacy, "check_network"):
         privacy.check_network(net, net_key, shown)
 

@@ -355,6 +355,7 @@ class OwnSource(ImageSource):
         ({"test_images": (torch.rand(6, 1, 8, 8) * 255).byte()}, r"test images of dtype torch.uint8: give floats"),
         ({"train_labels": torch.zeros(6)}, r"training labels of dtype torch.float32: give integer class indices"),
         ({"test_images": torch.rand(6, 1, 7, 8)}, r"training images of shape \[1, 8, 8\] and test images of shape"),
+        ({"train_images": torch.rand(6, 8, 8, 3)}, r"shape \[6, 8, 8, 3\], channels last .* \(N, C, H, W\) images"),
     ],
 )
 def test_a_source_giving_what_the_framework_cannot_read_is_one_line(parts, message):

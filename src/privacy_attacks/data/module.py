@@ -180,6 +180,12 @@ class ImageDataModule(L.LightningDataModule):
             if self._image_shape is None:
                 self._image_shape = shape
             if shape != self._image_shape:
+                if shape[-1] in (1, 3) and shape[0] not in (1, 3) and shape[-1] == self._image_shape[0]:
+                    raise ConfigError(
+                        f"data={self.name}'s {part} images are channels-last, {list(shape)} (H, W, C): the source "
+                        f"must give (N, C, H, W) images (images.permute(0, 3, 1, 2)), as data.image_shape="
+                        f"{list(self._image_shape)} declares."
+                    )
                 raise ConfigError(
                     f"data.image_shape={list(self._image_shape)} does not match data={self.name}'s {part} images "
                     f"{list(shape)}: set data.image_shape={list(shape)}."
@@ -196,7 +202,7 @@ class ImageDataModule(L.LightningDataModule):
             if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self._num_classes):
                 raise ConfigError(
                     f"data.num_classes={self._num_classes} is not allowed for data={self.name}: its labels run from "
-                    f"{int(labels.min())} to {int(labels.max())}."
+                    f"{int(labels.min())} to {int(labels.max())}, and must run from 0 to num_classes - 1."
                 )
         if self.extra is not None and tuple(self.extra[0].shape[1:]) != self._image_shape:
             raise ConfigError(
