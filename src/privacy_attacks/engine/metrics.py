@@ -29,7 +29,7 @@ def image_similarity(preds: Tensor, target: Tensor) -> dict[str, Tensor]:
 
 
 def class_means(images: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """Mean image of each class: (N, C, H, W), (N,) -> (num_classes, C, H, W)."""
+    """Mean image of each class: (N, C, H, W), (N,) -> (num_classes, C, H, W); NaN for a class without an image."""
     return torch.stack([images[labels == c].mean(dim=0) for c in range(num_classes)])
 
 

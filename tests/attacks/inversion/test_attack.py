@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,22 @@ def test_judges_larger_than_a_small_pool_are_named_before_any_work(compose_attac
     ):
         run_attack(cfg)
     assert not (tmp_path / "empty_cache").exists()
+
+
+def test_a_class_without_training_images_is_left_out_of_the_class_mean_and_nearest_image_metrics():
+    """A class none of the target's training images has (a tiny class of one's own data) has no mean image: its
+    reconstructions are left out of the metrics that compare with training images, which stay finite."""
+    from privacy_attacks.attacks.inversion.attack import score
+    from privacy_attacks.engine.metrics import class_means
+
+    generator = torch.Generator().manual_seed(0)
+    pool, pool_labels = torch.rand(6, 1, 12, 12, generator=generator), torch.tensor([0, 0, 1, 1, 0, 1])
+    means = class_means(pool, pool_labels, 3)
+    assert means[2].isnan().all() and not means[:2].isnan().any()
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(144, 3))
+    images, labels = torch.rand(3, 1, 12, 12, generator=generator), torch.tensor([0, 1, 2])
+    metrics, _ = score(images, labels, net, net, means, pool, pool_labels)
+    alone, _ = score(images[:2], labels[:2], net, net, means, pool, pool_labels)
+    for name in ("ssim_class_mean", "psnr_class_mean", "mse_class_mean", "ssim_nearest_train"):
+        assert metrics[f"inversion/{name}"] == pytest.approx(alone[f"inversion/{name}"]), name
+    assert all(math.isfinite(value) for value in metrics.values())

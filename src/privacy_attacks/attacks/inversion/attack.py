@@ -334,6 +334,14 @@ def private_pool(cfg: DictConfig, num_classes: int, device: torch.device) -> dic
     if key not in _PRIVATE_POOL:
         _PRIVATE_POOL.clear()
         pool, pool_labels = recipe_members(cfg.data, cfg.target)
+        missing = sorted(set(range(num_classes)) - set(pool_labels.unique().tolist()))
+        if missing:
+            log.warning(
+                "class(es) %s have no image among the target's %d training images: the class-mean and nearest-image "
+                "metrics leave their reconstructions out.",
+                ", ".join(map(str, missing)),
+                len(pool_labels),
+            )
         _PRIVATE_POOL[key] = {
             "pool": pool.to(device),
             "pool_labels": pool_labels.to(device),
@@ -359,7 +367,9 @@ def score(
     target_probs = target.eval()(images).softmax(dim=-1)
     evaluator_probs = evaluator.eval()(images).softmax(dim=-1)
     confidence = target_probs.gather(1, labels[:, None]).squeeze(1)
-    to_mean = image_similarity(images, means[labels])
+    # A class without a training image has no mean and no nearest image: its reconstructions are left out of those.
+    kept = ~means.isnan().flatten(1).any(dim=1)[labels]
+    to_mean = image_similarity(images[kept], means[labels[kept]])
     metrics = {
         "inversion/target_acc": multiclass_accuracy(target_probs, labels, num_classes, average="micro").item(),
         "inversion/target_confidence": confidence.mean().item(),
@@ -368,7 +378,7 @@ def score(
         "inversion/ssim_class_mean": to_mean["ssim"].mean().item(),
         "inversion/psnr_class_mean": to_mean["psnr"].mean().item(),
         "inversion/mse_class_mean": to_mean["mse"].mean().item(),
-        "inversion/ssim_nearest_train": nearest_ssim(images, labels, pool, pool_labels).mean().item(),
+        "inversion/ssim_nearest_train": nearest_ssim(images[kept], labels[kept], pool, pool_labels).mean().item(),
     }
     return metrics, confidence
 
