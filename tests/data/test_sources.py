@@ -366,3 +366,13 @@ def test_a_source_giving_what_the_framework_cannot_read_is_one_line(parts, messa
 def test_a_sources_integer_labels_of_any_width_are_read_as_long():
     data = OwnSource("int32 labels", train_labels=torch.arange(6, dtype=torch.int32) % 3).load()
     assert data.train_labels.dtype == data.test_labels.dtype == torch.long
+
+
+class MissingFileSource(OwnSource):
+    def read(self) -> SourceData:
+        return torch.load("/nowhere/images.pt")
+
+
+def test_a_source_of_ones_own_whose_file_is_missing_is_one_line():
+    with pytest.raises(DataUnavailableError, match=r"MissingFileSource cannot read its data: /nowhere/images.pt does"):
+        MissingFileSource("missing").load()

@@ -118,7 +118,15 @@ class ImageSource:
         """The dataset (a copy of the process's cached tensors: a caller may change them in place)."""
         key = (type(self).__qualname__, *self.identity())
         if key not in _loaded:
-            _loaded[key] = checked(self.read(), type(self).__name__)
+            try:
+                data = self.read()
+            except FileNotFoundError as error:  # a source of one's own that names no key: still one line
+                missing = error.filename or str(error)
+                raise DataUnavailableError(
+                    f"{type(self).__name__} cannot read its data: {missing} does not exist (check the paths its "
+                    "data config gives it)."
+                ) from None
+            _loaded[key] = checked(data, type(self).__name__)
             while len(_loaded) > KEPT_DATASETS:
                 _loaded.popitem(last=False)
         _loaded.move_to_end(key)
