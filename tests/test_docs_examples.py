@@ -63,14 +63,15 @@ def top_level_values(value: str) -> list[str]:
 def documented_commands() -> list[tuple[str, str, list[str]]]:
     """(where, script, overrides) of every command in the bash blocks of README.md and docs/*.md: each swept key at
     its first value, Hydra's own settings left out; commands with placeholders (``<name>``, ``/path/to/``) are not
-    runnable as written and are left out, and so are those that name a researcher's own package (``mypackage.``),
-    which the tests of their examples run."""
+    runnable as written and are left out, and so are those that name a researcher's own package (``mypackage.``) or
+    config folder (``--config-dir``), which the tests of their examples run."""
     found = []
     for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.DOTALL):
             for line in block.replace("\\\n", " ").splitlines():
                 match = re.match(r"(?:[A-Z_]+=\S+ )*python (train|attack)\.py(.*)", line.strip())
-                if match is None or any(mark in match.group(2) for mark in ("<", "/path/to/", "mypackage.")):
+                own = ("<", "/path/to/", "mypackage.", "--config-dir")  # placeholders, a researcher's own code
+                if match is None or any(mark in match.group(2) for mark in own):
                     continue
                 overrides = []
                 for token in shlex.split(match.group(2), comments=True):
@@ -197,3 +198,39 @@ def test_the_score_of_the_extending_guide_runs_from_a_module_of_ones_own_by_the_
     probabilities = torch.tensor([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25]])
     gaps = score(probabilities.log(), torch.tensor([0, 1]))
     torch.testing.assert_close(gaps, torch.tensor([0.5, 0.05]))
+
+
+def test_a_network_and_its_config_outside_the_repository_train_and_are_attacked_by_the_guides_route(
+    compose_train, compose_attack, tmp_path, monkeypatch
+):
+    """docs/own_data_and_model.md: a class in a module of one's own and its net config in a folder of one's own
+    (``--config-dir``, which Hydra adds to its search path as ``hydra.searchpath`` does)."""
+    import sys
+
+    from privacy_attacks.pipelines import check_attack, run_train
+
+    node = next(b for b in fenced_blocks("own_data_and_model.md", "yaml") if "mynets.Wide" in b)
+    (tmp_path / "myconf" / "net").mkdir(parents=True)
+    (tmp_path / "myconf" / "net" / "wide.yaml").write_text(node)
+    module = types.ModuleType("mynets")
+
+    class Wide(torch.nn.Module):
+        def __init__(self, image_shape, num_classes, width=64):
+            super().__init__()
+            self.width = width
+            self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+        def forward(self, images):
+            return self.layers(images)
+
+    module.Wide = Wide
+    monkeypatch.setitem(sys.modules, "mynets", module)
+    search = f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"
+    tiny = ["data=synthetic", "data.source.train_size=200", "data.val_size=50"]
+    cfg = compose_train([search, "net@model.net=wide", *tiny, "model.max_epochs=1", "model.members=100"])
+    assert cfg.model.net._target_ == "mynets.Wide" and cfg.model.net.width == 64
+    assert 0 <= run_train(cfg)["test/acc"] <= 1
+    stealing = ["attack=distillation", "net@target.net=wide", "target.members=100", "query_budget=100"]
+    attack = compose_attack([search, *stealing, *tiny])
+    assert attack.target.net == cfg.model.net  # the target the guide's train.py command trained
+    check_attack(attack)
