@@ -203,6 +203,8 @@ class ListNet(torch.nn.Module):
         (["data.num_classes=three"], r"data.num_classes='three' is not allowed"),
         (["data.num_classes=3.0"], r"data.num_classes=3.0 is not allowed"),
         (["data.std=null"], r"data.mean is set but data.std is not: .*normalise with both or neither"),
+        (["~data.source._target_"], r"data=synthetic's source node has no _target_, .*defaults: \[image_folder\]"),
+        (["~data.source"], r"data=synthetic has no source node, so nothing says how to read it"),
     ],
 )
 def test_a_model_that_does_not_fit_the_data_stops_before_training(compose_train, overrides, match):

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from privacy_attacks import cache
+from privacy_attacks.data.identity import check_source_node
 from privacy_attacks.defenses import recipe_with_defense
 from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.harness import (
@@ -147,6 +148,7 @@ def check_attack(cfg: DictConfig) -> None:
         raise ConfigError(f"No attack chosen: add attack=<name> to the command line (available: {choices}).")
     get_method(cfg.attack.entry)
     require_int(cfg.get("seed"), "seed", minimum=None)  # the attack's own randomness
+    check_source_node(cfg.data)
     require_int(cfg.data.get("split_seed"), "data.split_seed", minimum=None)  # it keys the cached models
     target = recipe_with_defense(cfg, "target")
     validate_recipe(target, "target")  # a defence the attack never meets stops here
@@ -164,6 +166,7 @@ def check_train(cfg: DictConfig) -> None:
     device, and that ``ckpt_path`` (resuming) names a file."""
     warn_lookalike_additions(cfg)
     require_int(cfg.get("seed"), "seed", minimum=None)
+    check_source_node(cfg.data)
     require_int(cfg.data.get("split_seed"), "data.split_seed", minimum=None)
     validate_recipe(recipe_with_defense(cfg, "model"))
     run_device(cfg.trainer)

@@ -13,7 +13,7 @@ from privacy_attacks.data.mnist import IMAGE_SHAPE, MNIST_DIGEST, NUM_CLASSES, M
 from privacy_attacks.data.module import checked_shape
 from privacy_attacks.data.source import ImageSource
 from privacy_attacks.data.tensors import split_indices
-from privacy_attacks.errors import require_int
+from privacy_attacks.errors import ConfigError, require_int
 from privacy_attacks.harness import instantiate_checked
 
 
@@ -23,9 +23,25 @@ def is_mnist(data: Any) -> bool:
     return data.get("source") is None and data.get("name", "mnist") == "mnist"
 
 
+def check_source_node(data: Any) -> None:
+    """:class:`ConfigError` in one line for a data config that does not say how to read its data: a ``source`` node
+    without ``_target_``, or none in a config of another name than MNIST's (a data file that lost its
+    ``defaults: [image_folder]`` line, copied without it)."""
+    source, name = data.get("source"), data.get("name", "mnist")
+    how = (
+        "a folder of images takes defaults: [image_folder] at the top of its config, a torchvision dataset a source "
+        "node with its _target_ (docs/own_data_and_model.md)"
+    )
+    if source is None and name != "mnist":
+        raise ConfigError(f"data={name} has no source node, so nothing says how to read it: {how}.")
+    if source is not None and "_target_" not in source:
+        raise ConfigError(f"data={name}'s source node has no _target_, so nothing says how to read it: {how}.")
+
+
 def data_source(data: Any) -> ImageSource:
     """The :class:`~privacy_attacks.data.source.ImageSource` of ``data``: its ``source`` node, or MNIST's files under
     ``data.root`` for MNIST's config."""
+    check_source_node(data)
     if data.get("source") is None:
         return MNISTSource(data.root, data.get("download", False))
     return instantiate_checked(data.source)  # a bad setting: the source's own message

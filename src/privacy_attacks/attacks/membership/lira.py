@@ -107,7 +107,9 @@ def check_online_sizes(train_size: int, eval_size: int, attacker_size: int) -> N
     needed = 2 * (train_size - eval_size // 2)
     if attacker_size < needed:
         raise ConfigError(
-            f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed."
+            f"attacker_size={attacker_size} is too small for LiRA's shadow models: {needed} images needed (2 x "
+            f"(shadow_train_size - half the evaluation set)): raise attacker_size (null: all of the attacker's "
+            f"images) or lower shadow_train_size={train_size}."
         )
 
 
@@ -177,7 +179,9 @@ class LiRA(MembershipAttack):
             check_online_sizes(train_size, eval_size, attacker_size)
         elif attacker_size < 2 * train_size:
             raise ConfigError(
-                f"attacker_size={attacker_size} is too small for LiRA's shadow models: {2 * train_size} images needed."
+                f"attacker_size={attacker_size} is too small for LiRA's shadow models: {2 * train_size} images needed "
+                f"(2 x shadow_train_size): raise attacker_size (null: all of the attacker's images) or lower "
+                f"shadow_train_size={train_size}."
             )
 
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
