@@ -74,16 +74,21 @@ def test_attack_script_without_an_attack_exits_cleanly(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
-    first = run_script("train.py", [*SHORT, "+trainer.enable_progress_bar=false"], tmp_path, cache_dir)
+    """A 2-epoch run stopped after its first epoch (16 steps of 128 of the 2,000 members) goes on from its checkpoint
+    with its schedule: the resumed run trains the second epoch, so its weights move."""
+    recipe = ["model.max_epochs=2", "model.members=2000", "+trainer.enable_progress_bar=false"]
+    first = run_script("train.py", [*recipe, "+trainer.max_steps=16"], tmp_path, cache_dir)
     assert first.returncode == 0, first.stderr[-2000:]
     (run_dir,) = (tmp_path / "outputs" / "train").iterdir()
     last = run_dir / "checkpoints" / "last.ckpt"
+    stopped = torch.load(last, map_location="cpu", weights_only=False)
+    assert stopped["epoch"] == 0 and stopped["optimizer_states"][0]["param_groups"][0]["lr"] > 0
     (tmp_path / "resumed").mkdir()
-    resumed = run_script(
-        "train.py",
-        ["model.max_epochs=2", "model.members=2000", "+trainer.enable_progress_bar=false", f"ckpt_path={last}"],
-        tmp_path / "resumed",
-        cache_dir,
-    )
+    resumed = run_script("train.py", [*recipe, f"ckpt_path={last}"], tmp_path / "resumed", cache_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
+    assert "other settings" not in resumed.stdout + resumed.stderr  # the same run, going on
+    (resumed_dir,) = (tmp_path / "resumed" / "outputs" / "train").iterdir()
+    done = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert done["epoch"] == 1
+    assert any(not torch.equal(done["state_dict"][k], v) for k, v in stopped["state_dict"].items())

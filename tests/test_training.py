@@ -191,3 +191,43 @@ def test_a_run_whose_schedule_ended_is_not_resumed_to_more_epochs(compose_train,
     running = tmp_path / "running.ckpt"
     torch.save({"state_dict": system.state_dict(), "epoch": 0, "optimizer_states": [optimizer]}, running)
     check_resumable(str(running), system, max_epochs=2)
+
+
+def test_a_resume_counts_the_whole_fit_and_one_from_other_settings_is_not_cached(compose_train, tmp_path, caplog):
+    """Every checkpoint of train.py carries its run's spec and fit seconds: a resume with the same settings reports
+    the whole fit's time; one with other settings (another seed) goes on from those weights but is not cached under
+    this recipe, where attacks would take it for the recipe's own target."""
+    from pathlib import Path
+
+    from omegaconf import open_dict
+
+    from privacy_attacks import cache
+    from privacy_attacks.pipelines import run_train
+    from privacy_attacks.targets import checkpoint_spec
+    from privacy_attacks.training import STAMP_KEY
+
+    small = ["callbacks=default", "data=synthetic", "data.source.train_size=300", "data.val_size=50"]
+    small += ["model.members=200", "model.max_epochs=1", f"paths.cache_dir={tmp_path / 'cache'}"]
+
+    def config(overrides, folder):
+        cfg = compose_train([*small, *overrides])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / folder)
+            cfg.paths.cache_dir = str(tmp_path / "cache")
+        return cfg
+
+    first = config([], "first")
+    run_train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    stamp = torch.load(last, map_location="cpu", weights_only=False)[STAMP_KEY]
+    assert stamp["spec"] == checkpoint_spec(first.model, first.data, "cpu", first.trainer) and stamp["fit_seconds"] > 0
+
+    same = run_train(config([f"ckpt_path={last}"], "same"))  # the fit was complete: nothing more to train
+    assert same["fit_time_s"] >= stamp["fit_seconds"]
+
+    other = config([f"ckpt_path={last}", "model.seed=1"], "other")
+    with caplog.at_level("WARNING"):
+        run_train(other)
+    assert "recipe.seed: 0 in the checkpoint, 1 here" in caplog.text and "is not cached" in caplog.text
+    spec = checkpoint_spec(other.model, other.data, "cpu", other.trainer)
+    assert not cache.cache_path(other.paths.cache_dir, "target", spec).exists()
