@@ -81,6 +81,22 @@ def test_bad_metadata_is_refused_at_construction(bad, match):
         module(**bad)
 
 
+def test_channels_last_images_against_a_declared_shape_are_named_as_such():
+    class ChannelsLast(SyntheticSource):
+        def read(self):
+            data = super().read()
+            data.train_images, data.test_images = (
+                data.train_images.permute(0, 2, 3, 1),
+                data.test_images.permute(0, 2, 3, 1),
+            )
+            return data
+
+    source = ChannelsLast(image_shape=(3, 16, 16), num_classes=4, train_size=300, test_size=50)
+    dm = ImageDataModule(source, image_shape=(3, 16, 16), num_classes=4, val_size=50)
+    with pytest.raises(ConfigError, match=r"channels-last, \[16, 16, 3\] \(H, W, C\): .*permute\(0, 3, 1, 2\)"):
+        dm.setup("fit")
+
+
 def test_undeclared_shape_and_classes_are_read_from_the_data():
     dm = ImageDataModule(synthetic(), val_size=50)
     dm.setup("fit")

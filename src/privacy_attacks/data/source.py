@@ -64,11 +64,6 @@ def checked(data: SourceData, source: str) -> SourceData:
             )
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise ConfigError(f"{source} gives {part} labels of dtype {labels.dtype}: give integer class indices.")
-        if images.dim() == 4 and images.shape[-1] in (1, 3) and images.shape[1] > 4:  # (N, H, W, C)
-            raise ConfigError(
-                f"{source} gives {part} images of shape {list(images.shape)}, channels last (N, H, W, C): give "
-                "(N, C, H, W) images (images.permute(0, 3, 1, 2))."
-            )
         shapes[part] = tuple(images.shape[1:])
     if shapes["training"] != shapes["test"] and len(data.test_images):
         raise ConfigError(
