@@ -207,8 +207,11 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         on["images"], on["labels"], on["pool"], on["pool_labels"], judge_features, image_features=pool_features
     )
     confidence = confidence.cpu()
-    metrics["inversion/knn_pixel_dist"] = pixel.mean().item()
-    metrics["inversion/knn_judge_dist"] = feature.mean().item()
+    # A class without a training image (private_pool warns of it) has no nearest image: left out, as in score().
+    has_images = ~means.isnan().flatten(1).any(dim=1).cpu()
+    kept = has_images[labels.cpu()]
+    metrics["inversion/knn_pixel_dist"] = pixel[kept].mean().item()
+    metrics["inversion/knn_judge_dist"] = feature[kept].mean().item()
     metrics["inversion/fit_time_s"] = fit_time  # under hydra/launcher=vectorised: its share of its group's fit
     metrics.update(prior_metrics)
 
@@ -231,21 +234,23 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
             search += f" {key}={weight}"
     title = f"loss={cfg.loss} {search}: evaluator {metrics['inversion/evaluator_acc']:.0%}"
     first = first_of_each_class(labels)  # the figure shows one sample per class
+    shown_means = means.cpu().nan_to_num(0.0)  # a class without a training image: a black mean and nearest image
+    nearest_images = pool[nearest[first].to(pool.device)].cpu() * kept[first].view(-1, 1, 1, 1)
     reconstruction_figure(
         out / "reconstructions.png",
         images[first],
         labels[first],
-        means.cpu(),
+        shown_means,
         confidence[first],
         title,
         class_names,
-        nearest=pool[nearest[first].to(pool.device)].cpu(),
+        nearest=nearest_images,
     )
     # The reconstructions, a row of classes for each of the first samples (at most 10), above the class means; the
     # swept hparams with the final metrics at the last step.
     per_class = int(cfg.samples_per_class)
     rows = [images[sample::per_class] for sample in range(min(per_class, 10))]
-    log_image_grid(loggers, "inversion/reconstructions", (*rows, means.cpu()), int(cfg.steps))
+    log_image_grid(loggers, "inversion/reconstructions", (*rows, shown_means), int(cfg.steps))
     finish_loggers(loggers, engine_hparams(cfg, HPARAMS), metrics, step=int(cfg.steps))
     # A tuning run (with a panel) prints the panel's accuracy, not the reporting judge's.
     panel = cfg.get("panel")
@@ -337,8 +342,8 @@ def private_pool(cfg: DictConfig, num_classes: int, device: torch.device) -> dic
         missing = sorted(set(range(num_classes)) - set(pool_labels.unique().tolist()))
         if missing:
             log.warning(
-                "class(es) %s have no image among the target's %d training images: the class-mean and nearest-image "
-                "metrics leave their reconstructions out.",
+                "class(es) %s have no image among the target's %d training images: the metrics that compare with "
+                "training images (class mean, nearest image, KNN distances) leave their reconstructions out.",
                 ", ".join(map(str, missing)),
                 len(pool_labels),
             )
