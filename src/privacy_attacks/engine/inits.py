@@ -44,9 +44,10 @@ class MeanImageInit:
 
     ``data`` is the run's data config; the mean is over
     :func:`~privacy_attacks.data.identity.attacker_training_images` (the training images outside the validation
-    split), read on first use, so no private image of either set (``private_set=report``: test images; ``tune``:
-    the validation split) takes part in the start. ``noise`` adds Gaussian noise of that standard deviation so
-    restarts differ.
+    split), read on first use, so that neither of gradient and feature inversion's private sets (``report``: test
+    images; ``tune``: the validation split) takes part in the start; output inversion's private images, the target's
+    training images, are among those averaged (the stronger attacker knows the data's mean image). ``noise`` adds
+    Gaussian noise of that standard deviation so restarts differ.
     """
 
     def __init__(self, data: Any = None, noise: float = 0.05):
