@@ -54,12 +54,19 @@ def test_attack_features_shapes():
         chosen_features({"sorted": {}}, ["sorted"], "features")
 
 
-def test_a_score_node_that_calls_its_function_is_named_in_one_line(compose_attack):
+def test_a_score_node_that_calls_its_function_is_named_in_one_line_when_chosen_and_never_built_otherwise(
+    compose_attack,
+):
     from privacy_attacks.attacks.membership.attack import build_attack
 
     node = "privacy_attacks.attacks.membership.scores.hinge_score"
-    cfg = compose_attack(["attack=membership", "method=loss", f"+scores.hinge_again._target_={node}"])
-    with pytest.raises(ConfigError, match="methods.loss .* cannot be built: .*hinge_score"):
+    broken = f"+scores.hinge_again._target_={node}"  # no _partial_: building it would call the function
+    assert build_attack(compose_attack(["attack=membership", "method=loss", broken])).score == "loss"
+    cfg = compose_attack(["attack=membership", "method=loss", broken, "methods.loss.score=hinge_again"])
+    with pytest.raises(ConfigError, match="scores.hinge_again needs _partial_: true"):
+        build_attack(cfg)
+    cfg = compose_attack(["attack=membership", "method=quantile", "methods.quantile.score=margin"])
+    with pytest.raises(ConfigError, match="methods.quantile.score='margin' is not one of the choices"):
         build_attack(cfg)
     cfg = compose_attack(["attack=membership", "method=loss", "methods.loss.score=margin"])
     with pytest.raises(ConfigError, match="methods.loss.score='margin' is not one of the choices"):

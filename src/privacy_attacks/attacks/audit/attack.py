@@ -36,7 +36,7 @@ from torch import Tensor
 from privacy_attacks import cache
 from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
-from privacy_attacks.attacks.membership.scores import build_score
+from privacy_attacks.attacks.membership.scores import chosen_score
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -59,7 +59,7 @@ def validate(cfg: DictConfig, total: int | None = None) -> None:
     training set's size (None: the configured dataset's)."""
     require_int(cfg.canaries, "canaries")
     require_choice(cfg.canary_kind, CANARY_KINDS, "canary_kind")
-    build_score(cfg.scores, cfg.score, "score")
+    chosen_score(cfg.scores, cfg.score, "score")
     require_choice(cfg.observation, OBSERVATIONS, "observation")
     require_choice(cfg.dirac_score, DIRAC_SCORES, "dirac_score")
     require_int(cfg.guesses_in, "guesses_in", minimum=0)
@@ -120,7 +120,7 @@ def image_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor
     validate(cfg, total=training_set_size(cfg.data))
     canaries, images = canaries_with_images(cfg)
     log_probs = _log_probs(target.net, images, int(cfg.data.eval_batch_size))
-    scores = build_score(cfg.scores, cfg.score, "score")(log_probs, canaries.labels)
+    scores = chosen_score(cfg.scores, cfg.score, "score")(log_probs, canaries.labels)
     fits = log_probs.argmax(dim=-1) == canaries.labels  # the canary's own label predicted
     included = canaries.included
     extra = {

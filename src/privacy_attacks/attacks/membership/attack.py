@@ -120,7 +120,7 @@ def method_settings(cfg: DictConfig) -> str:
     ``attack_features``, the functions it may name, and ``keys``, the keys its errors name): the hparams'
     ``method_config``."""
     node = OmegaConf.to_container(cfg.methods[cfg.method], resolve=True)
-    building = ("scores", "attack_features", "keys")
+    building = ("scores", "attack_features", "keys", "_recursive_")
     return OmegaConf.to_yaml({key: value for key, value in node.items() if key not in building})
 
 

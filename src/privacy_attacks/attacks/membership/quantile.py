@@ -88,8 +88,8 @@ class QuantileRegressionAttack(MembershipAttack):
     Args:
         score: the target's per-image score, a name of ``scores`` (``logit``, LiRA's logit-scaled confidence, by
             default as in the paper's hinge score).
-        scores: name -> score function, (log_probs (N, C), labels (N,)) -> (N,): the config's ``scores``
-            (conf/attack/_scores.yaml), built.
+        scores: name -> score function, (log_probs (N, C), labels (N,)) -> (N,), or the config's node of one
+            (conf/attack/_scores.yaml), built when chosen.
         regression_size: the attacker's images the regression model trains on (each queried once); fewer when the
             attacker has fewer.
         epochs, batch_size, lr, weight_decay: the regression model's training (Adam).

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from privacy_attacks.errors import ConfigError, require_choice
@@ -69,22 +70,21 @@ def hinge_score(log_probs: Tensor, labels: Tensor) -> Tensor:
 
 
 def chosen_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction:
-    """The score ``name`` of ``scores`` (the config's ``scores`` nodes, conf/attack/_scores.yaml, built), or
-    :class:`ConfigError` naming ``key`` for a name that is not there or a node that built no function."""
+    """The score ``name`` of ``scores``, name -> the config's node (conf/attack/_scores.yaml; built here, alone, so a
+    broken node of another score is never built) or a function; :class:`ConfigError` naming ``key`` for a name that
+    is not there, or naming the node when it cannot build a function of (log_probs, labels)."""
     require_choice(name, list(scores), key)
     score = scores[name]
+    if isinstance(score, Mapping) or OmegaConf.is_config(score):
+        if not score.get("_partial_", False):
+            raise ConfigError(
+                f"scores.{name} needs _partial_: true, so that it builds its function of (log_probs, labels) "
+                "rather than calling it."
+            )
+        score = build_node(score, f"scores.{name}")
     if not callable(score):
-        raise ConfigError(
-            f"scores.{name} builds a {type(score).__name__}, not a function of (log_probs, labels): its node needs "
-            "_partial_: true."
-        )
+        raise ConfigError(f"scores.{name} builds a {type(score).__name__}, not a function of (log_probs, labels).")
     return score
-
-
-def build_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction:
-    """:func:`chosen_score` of the ``scores`` nodes as configured (not built): builds the chosen one only."""
-    require_choice(name, list(scores), key)
-    return chosen_score({name: build_node(scores[name], f"scores.{name}")}, name, key)
 
 
 FeatureFunction = Callable[[Tensor, Tensor], Tensor]

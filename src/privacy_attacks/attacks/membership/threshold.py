@@ -31,7 +31,8 @@ class ThresholdAttack(MembershipAttack):
     Args:
         score: a name of ``scores`` (``loss``, ``confidence``, ``entropy``, ``modified_entropy``, ``logit``,
             ``hinge``: conf/attack/_scores.yaml).
-        scores: name -> score function, (log_probs (N, C), labels (N,)) -> (N,): the config's ``scores``, built.
+        scores: name -> score function, (log_probs (N, C), labels (N,)) -> (N,), or the config's node of one
+            (conf/attack/_scores.yaml), built when chosen.
         reference_size: attacker images queried to calibrate the threshold.
         reference_fpr: the fraction of those known non-members the threshold flags.
         keys: the config key of an argument, named in its errors, where it is not the argument's own name
