@@ -116,10 +116,9 @@ class ImageSource:
             try:
                 data = self.read()
             except FileNotFoundError as error:  # a source of one's own that names no key: still one line
-                missing = error.filename or str(error)
+                reason = f"{error.filename} does not exist" if error.filename else str(error)
                 raise DataUnavailableError(
-                    f"{type(self).__name__} cannot read its data: {missing} does not exist (check the paths its "
-                    "data config gives it)."
+                    f"{type(self).__name__} cannot read its data: {reason} (check the paths its data config gives it)."
                 ) from None
             _loaded[key] = checked(data, type(self).__name__)
             while len(_loaded) > KEPT_DATASETS:

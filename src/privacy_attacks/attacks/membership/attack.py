@@ -117,17 +117,25 @@ def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack
 
 def method_settings(cfg: DictConfig) -> str:
     """The method's node as YAML, resolved, without the mappings it carries for building (``scores`` and
-    ``attack_features``, the functions it may name, and ``keys``, the keys its errors name): the hparams'
-    ``method_config``."""
+    ``attack_features``, the functions it may name, and ``keys``, the keys its errors name) but with the chosen
+    features' own arguments (``top_k``'s ``k``): the hparams' ``method_config``."""
     node = OmegaConf.to_container(cfg.methods[cfg.method], resolve=True)
-    building = ("scores", "attack_features", "keys", "_recursive_")
-    return OmegaConf.to_yaml({key: value for key, value in node.items() if key not in building})
+    settings = {key: value for key, value in node.items() if key not in ("scores", "attack_features", "keys")}
+    settings.pop("_recursive_", None)
+    arguments = {  # the chosen features' own arguments (top_k's k)
+        name: {k: v for k, v in node["attack_features"][name].items() if not k.startswith("_")}
+        for name in node.get("features", [])
+        if name in node.get("attack_features", {})
+    }
+    if any(arguments.values()):
+        settings["attack_features"] = {name: values for name, values in arguments.items() if values}
+    return OmegaConf.to_yaml(settings)
 
 
 def check_classes(cfg: DictConfig, attack: MembershipAttack) -> None:
     """:class:`ConfigError` when the method's ``top_k`` feature asks for more classes than the data has."""
     _, num_classes = data_shape(cfg.data)
-    top_k = OmegaConf.select(cfg, "attack_features.top_k.k", default=None)
+    top_k = OmegaConf.select(cfg.methods[cfg.method], "attack_features.top_k.k", default=None)  # the method's own
     uses_top_k = "top_k" in getattr(attack, "features", ()) and isinstance(top_k, int)
     if num_classes is not None and uses_top_k and top_k > num_classes:
         raise ConfigError(
