@@ -71,3 +71,17 @@ def test_only_the_proxy_attack_distils_across_jobs(compose_attack, monkeypatch, 
     with caplog.at_level("INFO"):
         run_as_group(configs, monkeypatch)
     assert "run one by one (method=loss: only the proxy attack distils its proxies across jobs)" in caplog.text
+
+
+@pytest.mark.parametrize("method", ["proxy", "shadow", "loss", "quantile"])
+def test_building_a_method_leaves_the_jobs_config_as_it_was(compose_attack, method):
+    """A group's jobs are compared by their configs: building a method must not resolve interpolations inside the
+    nodes it points to (``attack_features.top_k.k: ${top_k}``) in the job's own config."""
+    from omegaconf import OmegaConf
+
+    from privacy_attacks.attacks.membership.attack import build_attack
+
+    cfg = compose_attack(["attack=membership", f"method={method}", "methods.proxy.loss=${losses.kl}"])
+    before = OmegaConf.to_container(cfg, resolve=False)
+    build_attack(cfg)
+    assert OmegaConf.to_container(cfg, resolve=False) == before

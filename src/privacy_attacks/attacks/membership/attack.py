@@ -72,7 +72,9 @@ def build_split(cfg: DictConfig, total: int | None = None) -> MembershipSplit:
 def build_attack(cfg: DictConfig) -> MembershipAttack:
     """The attack object of ``method`` (validated against the ``methods`` mapping): a :class:`MembershipAttack`."""
     require_choice(cfg.method, list(cfg.methods), "method")
-    node = cfg.methods[cfg.method]
+    # Built from a resolved copy: instantiating the node itself resolves, in the job's config, the interpolations
+    # inside the nodes it points to (attack_features.top_k.k), and the job would then no longer equal its group's.
+    node = OmegaConf.create(OmegaConf.to_container(cfg.methods[cfg.method], resolve=True))
     return build_node(node, f"methods.{cfg.method}", MembershipAttack, "a membership attack", _convert_="all")
 
 
