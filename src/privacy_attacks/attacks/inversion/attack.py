@@ -207,9 +207,7 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
         on["images"], on["labels"], on["pool"], on["pool_labels"], judge_features, image_features=pool_features
     )
     confidence = confidence.cpu()
-    # A class without a training image (private_pool warns of it) has no nearest image: left out, as in score().
-    has_images = ~means.isnan().flatten(1).any(dim=1).cpu()
-    kept = has_images[labels.cpu()]
+    kept = with_training_images(means.cpu(), labels.cpu())  # as in score()
     metrics["inversion/knn_pixel_dist"] = pixel[kept].mean().item()
     metrics["inversion/knn_judge_dist"] = feature[kept].mean().item()
     metrics["inversion/fit_time_s"] = fit_time  # under hydra/launcher=vectorised: its share of its group's fit
@@ -372,8 +370,7 @@ def score(
     target_probs = target.eval()(images).softmax(dim=-1)
     evaluator_probs = evaluator.eval()(images).softmax(dim=-1)
     confidence = target_probs.gather(1, labels[:, None]).squeeze(1)
-    # A class without a training image has no mean and no nearest image: its reconstructions are left out of those.
-    kept = ~means.isnan().flatten(1).any(dim=1)[labels]
+    kept = with_training_images(means, labels)
     to_mean = image_similarity(images[kept], means[labels[kept]])
     metrics = {
         "inversion/target_acc": multiclass_accuracy(target_probs, labels, num_classes, average="micro").item(),
@@ -386,6 +383,13 @@ def score(
         "inversion/ssim_nearest_train": nearest_ssim(images[kept], labels[kept], pool, pool_labels).mean().item(),
     }
     return metrics, confidence
+
+
+def with_training_images(means: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Which reconstructions (labels (K,)) are of a class with training images, (K,) bool: a class without one (its
+    mean (num_classes, C, H, W) NaN; :func:`private_pool` warns of it) has no mean and no nearest image, so its
+    reconstructions are left out of the metrics that compare with training images."""
+    return ~means.isnan().flatten(1).any(dim=1)[labels]
 
 
 def first_of_each_class(labels: torch.Tensor) -> torch.Tensor:
