@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.errors import UserError, require_choice, require_int
 
 # Floor under probabilities before taking logs (a float32 softmax can underflow to exactly 0).
@@ -234,12 +235,13 @@ class BlackBoxAPI:
         @torch.no_grad()
         def answer(x: Tensor) -> Tensor:
             # Asked each time: a Lightning fit in between may have moved the network (its teardown moves to the CPU).
-            device = next(iter(net.parameters()), torch.empty(0)).device
-            parts = [
-                mode.answer(defended_logits(net(x[i : i + batch_size].to(device)).float(), defense))
-                for i in range(0, len(x), batch_size)
-            ]
-            return torch.cat(parts).detach().to(x.device)
+            return in_batches(
+                lambda chunk: mode.answer(defended_logits(net(chunk).float(), defense)),
+                x,
+                batch_size=batch_size,
+                device=net_device(net),
+                out=x.device,
+            )
 
         self._answer, self._output, self._budget, self._used, self._calls = answer, mode, budget, 0, 0
 

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from privacy_attacks.batched import in_batches
+
 # The highest PSNR reported (dB): float32 images equal to ~1e-5 already score about 100.
 PSNR_CAP = 100.0
 
@@ -137,9 +139,7 @@ def embedded_pool(images: Tensor, embed: Callable[[Tensor], Tensor], key: Hashab
         log.info(
             "Embedding the %d private images once for the nearest-image distances (kept for the sweep).", len(images)
         )
-        _EMBEDDED[key] = torch.cat(
-            [embed(images[start : start + chunk].float()).flatten(1) for start in range(0, len(images), chunk)]
-        )
+        _EMBEDDED[key] = in_batches(lambda part: embed(part.float()).flatten(1), images, batch_size=chunk, out=None)
     return _EMBEDDED[key]
 
 

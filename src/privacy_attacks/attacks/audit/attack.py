@@ -37,6 +37,7 @@ from privacy_attacks import cache
 from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
 from privacy_attacks.attacks.membership.scores import chosen_score
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
@@ -108,11 +109,11 @@ def guess(scores: Tensor, guesses_in: int, guesses_out: int) -> Tensor:
     return guesses
 
 
-@torch.no_grad()
 def _log_probs(net: torch.nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    device = next(net.parameters()).device
-    parts = [net(images[i : i + batch_size].to(device)).double() for i in range(0, len(images), batch_size)]
-    return torch.cat(parts).log_softmax(dim=-1).cpu()
+    logits = in_batches(
+        lambda chunk: net(chunk).double(), images, batch_size=batch_size, device=net_device(net), out=None
+    )
+    return logits.log_softmax(dim=-1).cpu()
 
 
 def image_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:

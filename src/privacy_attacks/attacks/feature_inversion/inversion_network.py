@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from privacy_attacks import cache
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data.tensors import TensorBatches
 from privacy_attacks.harness import build_trainer, run_device
@@ -123,13 +124,10 @@ class InversionNetworkSystem(L.LightningModule):
         return one_cycle_adam(self.decoder.parameters(), self.lr, self.total_steps)
 
 
-@torch.no_grad()
 def layer_features(net: nn.Module, layer: str, images: Tensor, chunk: int = 4096) -> Tensor:
     """``net``'s ``layer`` activations of ``images`` (A, C, H, W), computed where ``net`` is, in chunks:
     (A, *feature_shape) on the CPU."""
-    device = next(net.parameters()).device
-    parts = [layer_output(net, layer, images[i : i + chunk].to(device)).cpu() for i in range(0, len(images), chunk)]
-    return torch.cat(parts)
+    return in_batches(lambda part: layer_output(net, layer, part), images, batch_size=chunk, device=net_device(net))
 
 
 def fit_on_tensors(

@@ -35,6 +35,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from privacy_attacks import cache
 from privacy_attacks.attacks.stealing.data_free import Generator
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.callbacks.epoch_log import StepLog
 from privacy_attacks.data.source import ImageSource
 from privacy_attacks.data.subset import ClassSubset
@@ -285,10 +286,10 @@ def provision_generator(
             labels, queries = labels.long(), 0
         else:
             images = load_public()
-            queries, device = len(images), next(target.parameters()).device
-            with torch.no_grad():  # PLG-MI's pseudo-labels: the target's top class of each public image
-                chunks = [images[i : i + 1000].to(device) for i in range(0, len(images), 1000)]
-                labels = torch.cat([target(chunk).argmax(-1).cpu() for chunk in chunks])
+            queries = len(images)  # PLG-MI's pseudo-labels: the target's top class of each public image
+            labels = in_batches(
+                lambda chunk: target(chunk).argmax(-1), images, batch_size=1000, device=net_device(target)
+            )
         counts = torch.bincount(labels, minlength=num_classes).tolist()
         log.info(
             "Training the generative prior on %d public images (%s per class %s), cached at %s.",

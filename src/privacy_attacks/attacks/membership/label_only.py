@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
 from privacy_attacks.seeding import derive_seed
 
@@ -352,11 +353,10 @@ def shadow_labels(context: AttackContext, net: torch.nn.Module, batch_size: int 
     """The top-1 labels (M,) of the attacker's own model ``net`` for images (M, C, H, W), read as the API would
     answer them (:meth:`AttackContext.shadow_log_probs`: its output mode, and its defence under ``shadow_defense``),
     run in eval mode without gradients, on the CPU."""
-    device = next(net.parameters()).device
+    device = net_device(net)
 
     @torch.no_grad()
     def label(images: Tensor) -> Tensor:
-        parts = [net(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
-        return context.shadow_log_probs(torch.cat(parts)).argmax(dim=1)
+        return context.shadow_log_probs(in_batches(net, images, batch_size=batch_size, device=device)).argmax(dim=1)
 
     return label

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data.tensors import TensorBatches
 from privacy_attacks.errors import ConfigError, require_int, require_positive
@@ -70,14 +71,14 @@ class ScoreRegressor(L.LightningModule):
         """(s - mu) / sigma (N,) in the score's own units, float64: how far above its non-member prediction each
         image's score lies."""
         self.eval()
-        device = next(self.parameters()).device
-        parts = []
-        for start in range(0, len(labels), batch_size):
-            mu, sigma = self(
-                images[start : start + batch_size].to(device), labels[start : start + batch_size].to(device)
-            )
-            parts.append(torch.stack([mu, sigma], 1).cpu().double())
-        mu, sigma = torch.cat(parts).unbind(1)
+        mu_sigma = in_batches(
+            lambda x, y: torch.stack(self(x, y), 1).double(),
+            images,
+            labels,
+            batch_size=batch_size,
+            device=net_device(self),
+        )
+        mu, sigma = mu_sigma.unbind(1)
         mean, std = self.hparams.score_mean, self.hparams.score_std
         return (scores.double() - (mean + std * mu)) / (std * sigma)
 

@@ -29,6 +29,7 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from privacy_attacks import cache
+from privacy_attacks.batched import in_batches
 from privacy_attacks.callbacks.epoch_log import ProgressLog
 from privacy_attacks.models.layers import load_stacked
 from privacy_attacks.seeding import generator, seeded
@@ -77,13 +78,15 @@ class ShadowModels:
         was_training = self.template.training
         self.template.eval()
         try:
-            parts = [
-                forward(self.params, self.buffers, images[i : i + batch_size].to(self.device)).cpu()
-                for i in range(0, len(images), batch_size)
-            ]
+            return in_batches(
+                lambda chunk: forward(self.params, self.buffers, chunk),
+                images,
+                batch_size=batch_size,
+                device=self.device,
+                dim=1,
+            )
         finally:
             self.template.train(was_training)
-        return torch.cat(parts, dim=1)
 
     def model(self, s: int) -> nn.Module:
         """Model ``s`` as a plain frozen ``nn.Module``."""

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.blackbox import BlackBoxAPI, OutputMode
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.defenses import api_utility, defense_from_config
@@ -192,12 +193,10 @@ def train_student(
     )
 
 
-@torch.no_grad()
 def student_probabilities(student: nn.Module, images: Tensor, batch_size: int = 2048) -> Tensor:
     """The student's softmax (M, C) on ``images`` (M, C_in, H, W), on the CPU."""
-    device = next(student.parameters()).device
-    return torch.cat(
-        [student(images[i : i + batch_size].to(device)).softmax(1).cpu() for i in range(0, len(images), batch_size)]
+    return in_batches(
+        lambda chunk: student(chunk).softmax(1), images, batch_size=batch_size, device=net_device(student)
     )
 
 

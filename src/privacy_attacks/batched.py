@@ -1,0 +1,36 @@
+"""Forward passes over many images at once, in chunks, without gradients: the one loop every attack uses to read a
+network's answers for a whole set of images (the target's API, shadow models, students, feature layers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def net_device(net: nn.Module) -> torch.device:
+    """Where ``net``'s parameters are (the CPU for a network without any)."""
+    return next(iter(net.parameters()), torch.empty(0)).device
+
+
+@torch.no_grad()
+def in_batches(
+    fn: Callable[..., Tensor],
+    *inputs: Tensor,
+    batch_size: int,
+    device: torch.device | str | None = None,
+    out: torch.device | str | None = "cpu",
+    dim: int = 0,
+) -> Tensor:
+    """``fn`` applied to consecutive chunks of ``batch_size`` rows of ``inputs`` (each (N, ...), chunked alike),
+    each chunk moved to ``device`` first (None: left where it is), and its outputs concatenated along ``dim``
+    on ``out`` (None: where ``fn`` computed them). The numbers of one call on all N rows where its activations fit
+    in memory, chunk for chunk; N = 0 calls ``fn`` once on the empty inputs, so the output keeps its shape."""
+    n = len(inputs[0])
+    parts = []
+    for start in range(0, max(n, 1), batch_size):
+        chunk = [x[start : start + batch_size] for x in inputs]
+        part = fn(*(chunk if device is None else [x.to(device) for x in chunk]))
+        parts.append(part if out is None else part.to(out))
+    return torch.cat(parts, dim=dim)
