@@ -44,11 +44,32 @@ def test_a_misspelt_key_or_option_is_named_with_the_declared_one_it_resembles(co
         ["+new_key=1", "++other=2", "~logger", "hydra.sweep.dir=multirun/x", "attack=membership", "method=lira"],
         ["experiment=membership_label_only", "eval_seed=3"],
         ["attack=inversion", "tv_lambda=[unclosed"],  # not a command line Hydra reads: no hint
-        ["--config-dir", "/elsewhere", "attack=mine", "its_key=1"],  # configs this reading does not see
+        ["--config-dir", "/elsewhere", "attack=mine", "its_key=1"],  # an option nothing resembles: no keys to read
+        ["--config-path", "/elsewhere", "attack=inversion", "tv_lamda=1"],  # another primary config folder
     ],
 )
 def test_declared_keys_additions_and_unreadable_command_lines_get_no_hint(argv):
     assert override_hints(CONF_DIR, "attack", argv) == []
+
+
+def test_hints_read_the_users_own_config_folders_too(tmp_path):
+    (tmp_path / "attack").mkdir()
+    (tmp_path / "attack" / "my_attack.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - inversion\n  - _self_\nmy_key: 1\n"
+    )
+    own = ["--config-dir", str(tmp_path)]
+    assert override_hints(CONF_DIR, "attack", [*own, "attack=my_atack"]) == [
+        "attack=my_atack: did you mean attack=my_attack?"
+    ]
+    assert override_hints(CONF_DIR, "attack", [*own, "attack=my_attack", "my_kye=2", "tv_lamda=1"]) == [
+        "my_kye is not a key of the config: did you mean my_key?",
+        "tv_lamda is not a key of the config: did you mean tv_lambda?",
+    ]
+    searchpath = [f"hydra.searchpath=[file://{tmp_path}]", "attack=my_attack"]
+    assert override_hints(CONF_DIR, "attack", [*searchpath, "my_kye=2"]) == [
+        "my_kye is not a key of the config: did you mean my_key?"
+    ]
+    assert override_hints(CONF_DIR, "attack", [*own, "attack=my_attack", "my_key=2"]) == []
 
 
 def test_a_key_declared_without_a_value_and_the_keys_of_a_misspelt_option_are_not_called_unknown():

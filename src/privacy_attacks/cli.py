@@ -87,8 +87,9 @@ def config_hints(config_dir: Path, config_name: str) -> Iterator[None]:
 def override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> list[str]:
     """One line per override of the command line ``argv`` that changes a key the composed config does not have
     (``tv_lamda=1e-3``) or picks an option its group does not have (``attack=inversions``), naming the closest
-    declared key or option; nothing for the others, nor when the command line cannot be read or adds config folders
-    of its own (``--config-dir``, ``hydra.searchpath``)."""
+    declared key or option, among the config folders the command line adds too (``--config-dir``,
+    ``hydra.searchpath``); nothing for the others, nor when the command line cannot be read or names another primary
+    config folder (``--config-path``)."""
     try:
         return _override_hints(config_dir, config_name, argv)
     except Exception:  # a hint is a courtesy: Hydra has already said what went wrong
@@ -97,7 +98,8 @@ def override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> l
 
 def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> list[str]:
     from hydra import compose, initialize_config_dir
-    from hydra._internal.utils import get_args_parser
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path, get_args_parser
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.object_type import ObjectType
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -105,12 +107,21 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
 
     args = get_args_parser().parse_args(list(argv))
     overrides = OverridesParser.create().parse_overrides(args.overrides)
-    if args.config_dir or args.config_path or any(o.key_or_group == "hydra.searchpath" for o in overrides):
-        return []  # configs this reading would not see
+    if args.config_path:
+        return []  # another primary config folder, relative to the script: configs this reading would not see
+    # The user's own config folders (--config-dir, hydra.searchpath), searched after this one, as Hydra searches them.
+    extra = [f"file://{Path(args.config_dir).resolve()}"] if args.config_dir else []
+    for override in overrides:
+        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
+            extra += [str(path) for path in override.value()]
+    search = [f"hydra.searchpath=[{','.join(extra)}]"] if extra else []
     config_name = args.config_name or config_name
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir.resolve())):
-        repository = GlobalHydra.instance().config_loader().repository
+        search_path = create_config_search_path(str(config_dir.resolve()))
+        for path in extra:
+            search_path.append("command-line", path)
+        repository = ConfigRepository(config_search_path=search_path)
         groups, keys, lines = [], [], []
         for override in overrides:
             if override.is_hydra_override() or override.type != OverrideType.CHANGE:
@@ -130,14 +141,14 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
                 lines.append(f"{written}={unknown[0]}: did you mean {written}={close[0]}?")
             groups.append(f"{written}={close[0] if close else values[0]}")  # read the keys as if it were right
         try:
-            cfg = compose(config_name, overrides=groups)
+            cfg = compose(config_name, overrides=[*search, *groups])
         except Exception:  # the groups' options that compose together, in order
             kept: list[str] = []
             for group in groups:
                 with contextlib.suppress(Exception):
-                    compose(config_name, overrides=[*kept, group])
+                    compose(config_name, overrides=[*search, *kept, group])
                     kept.append(group)
-            cfg = compose(config_name, overrides=kept)
+            cfg = compose(config_name, overrides=[*search, *kept])
         group_names = [g for g in repository.get_group_options("", ObjectType.GROUP) if g != "hydra"]
     GlobalHydra.instance().clear()
     declared = _dotted_keys(cfg)
