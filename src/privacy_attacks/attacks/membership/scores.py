@@ -69,22 +69,30 @@ def hinge_score(log_probs: Tensor, labels: Tensor) -> Tensor:
     return loss_score(log_probs, labels) - _others(log_probs, labels).max(dim=1).values
 
 
-def chosen_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction:
-    """The score ``name`` of ``scores``, name -> the config's node (conf/attack/_scores.yaml; built here, alone, so a
-    broken node of another score is never built) or a function; :class:`ConfigError` naming ``key`` for a name that
-    is not there, or naming the node when it cannot build a function of (log_probs, labels)."""
-    require_choice(name, list(scores), key)
-    score = scores[name]
-    if isinstance(score, Mapping) or OmegaConf.is_config(score):
-        if not score.get("_partial_", False):
+def chosen_function(nodes: Mapping[str, Any], name: str, key: str, group: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The function ``name`` of ``nodes`` (name -> the config's ``group`` node, built here, alone, so a broken node of
+    another name is never built; or a node already built, or a function): :class:`ConfigError` naming ``key`` for a
+    name that is not there, or naming the node when it builds no function of (log_probs, labels)."""
+    require_choice(name, list(nodes), key)
+    function = nodes[name]
+    if (isinstance(function, Mapping) or OmegaConf.is_config(function)) and "_target_" in function:
+        if not function.get("_partial_", False):
             raise ConfigError(
-                f"scores.{name} needs _partial_: true, so that it builds its function of (log_probs, labels) "
+                f"{group}.{name} needs _partial_: true, so that it builds its function of (log_probs, labels) "
                 "rather than calling it."
             )
-        score = build_node(score, f"scores.{name}")
-    if not callable(score):
-        raise ConfigError(f"scores.{name} builds a {type(score).__name__}, not a function of (log_probs, labels).")
-    return score
+        function = build_node(function, f"{group}.{name}")
+    if not callable(function):
+        raise ConfigError(
+            f"{group}.{name} builds a {type(function).__name__}, not a function of (log_probs, labels): its node "
+            "needs _partial_: true."
+        )
+    return function
+
+
+def chosen_score(scores: Mapping[str, Any], name: str, key: str) -> ScoreFunction:
+    """The score ``name`` of ``scores`` (conf/attack/_scores.yaml), as :func:`chosen_function` builds it."""
+    return chosen_function(scores, name, key, "scores")
 
 
 FeatureFunction = Callable[[Tensor, Tensor], Tensor]
@@ -116,16 +124,9 @@ def logit_feature(log_probs: Tensor, labels: Tensor) -> Tensor:
 
 
 def chosen_features(available: Mapping[str, Any], names: Sequence[str], key: str) -> dict[str, FeatureFunction]:
-    """The features ``names`` of ``available`` (the config's ``attack_features`` nodes, built), in order, or
-    :class:`ConfigError` naming ``key`` for a name that is not there or a node that built no function."""
-    for name in names:
-        require_choice(name, list(available), key)
-        if not callable(available[name]):
-            raise ConfigError(
-                f"attack_features.{name} builds a {type(available[name]).__name__}, not a function of (log_probs, "
-                "labels): its node needs _partial_: true."
-            )
-    return {name: available[name] for name in names}
+    """The features ``names`` of ``available`` (the config's ``attack_features`` nodes), in order, each as
+    :func:`chosen_function` builds it."""
+    return {name: chosen_function(available, name, key, "attack_features") for name in names}
 
 
 def attack_features(log_probs: Tensor, labels: Tensor, features: Mapping[str, FeatureFunction]) -> Tensor:
