@@ -82,6 +82,18 @@ def test_canaries_are_non_members_and_each_is_in_by_its_own_coin(compose_attack)
     assert not torch.equal(other.included, coins) and not torch.equal(other.indices, canaries.indices)
 
 
+def test_a_kind_of_canary_is_a_node_of_canary_kinds(compose_attack):
+    node = "{_target_:privacy_attacks.attacks.audit.canaries.DatasetCanaries,wrong_labels:false}"
+    cfg = compose_attack(["attack=audit", "canaries=500", "canary_kind=mine", f"+canary_kinds.mine={node}"])
+    validate(cfg)
+    mine = draw_canaries(cfg, LABELS)
+    assert torch.equal(mine.labels, LABELS[mine.indices])  # its own labels, as its node says
+    not_a_kind = "{_target_:collections.OrderedDict}"
+    cfg = compose_attack(["attack=audit", "canary_kind=mine", f"+canary_kinds.mine={not_a_kind}"])
+    with pytest.raises(ConfigError, match="canary_kinds.mine builds an object of class OrderedDict, not a kind of"):
+        validate(cfg)
+
+
 def test_guesses_take_the_highest_in_and_the_lowest_out():
     scores = torch.tensor([0.5, 3.0, -1.0, 2.0, 0.0, -2.0])
     assert guess(scores, 2, 1).tolist() == [0, 1, 0, 1, 0, -1]

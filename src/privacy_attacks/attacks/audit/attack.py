@@ -22,6 +22,8 @@ and reports its recipe's numbers (``target/test_acc``, and under ``defense=dpsgd
 ``canary_kind=dirac`` is the white-box audit (:mod:`.dirac`): the canaries are gradients inserted into DP-SGD's
 clipped sums (steps 1-2), and step 3 scores each by what the auditor observed while the target trained
 (``observation``: every iterate, read by ``dirac_score``, or the last), not by the trained model's answers.
+Each kind is a :class:`~.canaries.CanaryKind` (its check, its target, its scores) and a node under
+``canary_kinds``.
 """
 
 from __future__ import annotations
@@ -33,19 +35,17 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks import cache
 from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
 from privacy_attacks.attacks.membership.scores import chosen_score
-from privacy_attacks.batched import in_batches, net_device
-from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.errors import ConfigError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir
 from privacy_attacks.targets import Target
 
 from .bound import epsilon_lower_bound
-from .canaries import CANARY_KINDS, canaries_with_images, check_dirac, nonmember_pool
-from .dirac import DIRAC_SCORES, OBSERVATIONS, draw_dirac_canaries
+from .canaries import canary_kind
+from .dirac import DIRAC_SCORES, OBSERVATIONS
 
 log = logging.getLogger(__name__)
 IN, OUT, ABSTAIN = 1, -1, 0
@@ -54,12 +54,12 @@ IN, OUT, ABSTAIN = 1, -1, 0
 def validate(cfg: DictConfig, total: int | None = None) -> None:
     """:class:`ConfigError` before any work for a canary count that is not positive or larger than the images the
     target never trains on, guess counts that are negative, zero in all or more than the canaries, an unknown
-    ``canary_kind``, ``score``, ``observation`` or ``dirac_score``, or a confidence or δ out of range; Dirac canaries
-    without DP-SGD or beyond the network's parameter count (:func:`~.canaries.check_dirac`); crafted canaries with a
-    ``craft.pixels`` outside (0, 1], negative ``craft.steps`` or a ``craft.lr`` that is not positive. ``total``: the
-    training set's size (None: the configured dataset's)."""
+    ``canary_kind``, ``score``, ``observation`` or ``dirac_score``, or a confidence or δ out of range; then the
+    kind's own check (:meth:`~.canaries.CanaryKind.check`): Dirac canaries without DP-SGD or beyond the network's
+    parameter count, crafted canaries with a ``craft.pixels`` outside (0, 1], negative ``craft.steps`` or a
+    ``craft.lr`` that is not positive. ``total``: the training set's size (None: the configured dataset's)."""
     require_int(cfg.canaries, "canaries")
-    require_choice(cfg.canary_kind, CANARY_KINDS, "canary_kind")
+    kind = canary_kind(cfg)  # (an unknown name, before the other checks)
     chosen_score(cfg.scores, cfg.score, "score")
     require_choice(cfg.observation, OBSERVATIONS, "observation")
     require_choice(cfg.dirac_score, DIRAC_SCORES, "dirac_score")
@@ -76,25 +76,7 @@ def validate(cfg: DictConfig, total: int | None = None) -> None:
         raise ConfigError(f"confidence={confidence!r} is not allowed: it must be a number in (0, 1).")
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0.0 <= delta < 1.0:
         raise ConfigError(f"audit_delta={delta!r} is not allowed: it must be a number in [0, 1).")
-    if cfg.canary_kind == "dirac":
-        check_dirac(cfg)
-        return
-    if cfg.canary_kind == "crafted":
-        craft = cfg.craft
-        for key in ("pixels", "density"):
-            value = craft[key]
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value <= 1.0:
-                raise ConfigError(f"craft.{key}={value!r} is not allowed: it must be a fraction in (0, 1].")
-        require_int(craft.steps, "craft.steps", minimum=0)
-        require_positive(craft.lr, "craft.lr")
-        nonmember_pool(cfg, total)  # its images give the low-variance positions
-        return
-    pool = len(nonmember_pool(cfg, total))
-    if cfg.canaries > pool:
-        raise ConfigError(
-            f"canaries={cfg.canaries} is more than the {pool} images target.members={cfg.target.members} leaves "
-            f"outside the target's training set: lower canaries."
-        )
+    kind.check(cfg, total)
 
 
 def guess(scores: Tensor, guesses_in: int, guesses_out: int) -> Tensor:
@@ -109,48 +91,11 @@ def guess(scores: Tensor, guesses_in: int, guesses_out: int) -> Tensor:
     return guesses
 
 
-def _log_probs(net: torch.nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    logits = in_batches(
-        lambda chunk: net(chunk).double(), images, batch_size=batch_size, device=net_device(net), out=None
-    )
-    return logits.log_softmax(dim=-1).cpu()
-
-
-def image_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
-    """Image canaries scored on the trained model: (scores (m,), coins (m,) bool, positions (m,), extra metrics)."""
-    validate(cfg, total=training_set_size(cfg.data))
-    canaries, images = canaries_with_images(cfg)
-    log_probs = _log_probs(target.net, images, int(cfg.data.eval_batch_size))
-    scores = chosen_score(cfg.scores, cfg.score, "score")(log_probs, canaries.labels)
-    fits = log_probs.argmax(dim=-1) == canaries.labels  # the canary's own label predicted
-    included = canaries.included
-    extra = {
-        "audit/canary_fit_in": float(fits[included].float().mean()) if included.any() else 0.0,
-        "audit/canary_fit_out": float(fits[~included].float().mean()) if (~included).any() else 0.0,
-    }
-    return scores, included, canaries.indices, extra
-
-
-def dirac_canary_scores(cfg: DictConfig, target: Target) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
-    """Dirac canaries scored by what the auditor observed while the target trained (``target.recorded``,
-    :meth:`~.dirac.DiracCanaries.record`): (scores (m,), coins (m,) bool, coordinates (m,), extra metrics).
-    :func:`check_dirac` (part of :func:`validate`) gives the network's parameter count the coordinates are drawn
-    from."""
-    recorded = target.recorded
-    coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
-    recorded_coordinates = recorded.get("coordinates", coordinates)  # (the key holds their digest too)
-    if "last_iterate" not in recorded or not torch.equal(recorded_coordinates, coordinates):
-        raise cache.unusable(target.checkpoint, "holds no observations of this audit's Dirac canaries")
-    key = "last_iterate" if cfg.observation == "last_iterate" else cfg.dirac_score
-    extra = {"audit/canary_steps": float(recorded["steps"])}
-    return recorded[key], included, coordinates, extra
-
-
 def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     """Score the canaries on ``target`` (the canary target of ``attack.provision``) and return ``audit/*``."""
     start = time.perf_counter()
-    score_canaries = dirac_canary_scores if cfg.canary_kind == "dirac" else image_canary_scores
-    scores, included, positions, extra = score_canaries(cfg, target)
+    validate(cfg, total=training_set_size(cfg.data))
+    scores, included, positions, extra = canary_kind(cfg).scores(cfg, target)
     guesses = guess(scores, int(cfg.guesses_in), int(cfg.guesses_out))
     truth = torch.where(included, IN, OUT)
     m, r, v = len(scores), int((guesses != ABSTAIN).sum()), int((guesses == truth).sum())

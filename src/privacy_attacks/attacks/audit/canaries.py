@@ -30,11 +30,13 @@ from torch import Tensor
 
 from privacy_attacks import cache
 from privacy_attacks.attacks.membership.attack import training_set_size
+from privacy_attacks.attacks.membership.scores import chosen_score
+from privacy_attacks.batched import in_batches, net_device
 from privacy_attacks.data.identity import data_identity, data_shape, data_source
 from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.defenses import DPSGD, defense_from_config, recipe_with_defense
-from privacy_attacks.errors import ConfigError
-from privacy_attacks.harness import run_device
+from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive
+from privacy_attacks.harness import build_node, run_device
 from privacy_attacks.seeding import derive_seed, generator
 from privacy_attacks.targets import Target, provision_classifier
 
@@ -42,7 +44,6 @@ from .crafted import craft_images, least_variance_mask, random_patterns
 from .dirac import DiracCanaries, draw_dirac_canaries
 
 log = logging.getLogger(__name__)
-CANARY_KINDS = ("mislabelled", "clean", "crafted", "dirac")
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,18 @@ def nonmember_pool(cfg: DictConfig, total: int | None = None) -> Tensor:
 
 
 def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
-    """The canaries of ``cfg`` (``canaries``, ``canary_kind``, ``seed``), given the training set's labels (N,); the
-    wrong labels are drawn among ``data.num_classes`` (the labels' largest + 1 where the config leaves it to the
-    data)."""
+    """The dataset canaries of ``cfg`` (``canaries``, ``canary_kind``: a :class:`DatasetCanaries` node, ``seed``),
+    given the training set's labels (N,); the wrong labels are drawn among ``data.num_classes`` (the labels' largest
+    + 1 where the config leaves it to the data)."""
+    kind = canary_kind(cfg)
+    if not isinstance(kind, DatasetCanaries):
+        raise ConfigError(f"canary_kind={cfg.canary_kind} draws no canaries from the dataset's images.")
     pool = nonmember_pool(cfg, len(labels))
     _, declared = data_shape(cfg.data)
     m, classes = int(cfg.canaries), declared if declared is not None else int(labels.max()) + 1
     indices = pool[torch.randperm(len(pool), generator=generator(cfg.seed, "canaries"))[:m]]
     canary_labels = labels[indices].clone()
-    if cfg.canary_kind == "mislabelled":  # a uniformly drawn wrong class
+    if kind.wrong_labels:  # a uniformly drawn wrong class
         shift = torch.randint(1, classes, (m,), generator=generator(cfg.seed, "canary_labels"))
         canary_labels = (canary_labels + shift) % classes
     included = torch.rand(m, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
@@ -142,13 +146,11 @@ def crafted_canaries(cfg: DictConfig) -> tuple[CanarySet, Tensor]:
 
 
 def canaries_with_images(cfg: DictConfig) -> tuple[CanarySet, Tensor]:
-    """The image canaries of ``cfg`` and their images (m, C, H, W): the dataset's own non-member images for
-    ``mislabelled`` and ``clean`` (:func:`draw_canaries`), the auditor's for ``crafted`` (:func:`crafted_canaries`)."""
-    if cfg.canary_kind == "crafted":
-        return crafted_canaries(cfg)
-    data = data_source(cfg.data).load()  # the configured dataset's training images
-    canaries = draw_canaries(cfg, data.train_labels)
-    return canaries, data.train_images[canaries.indices]
+    """The image canaries of ``cfg`` and their images (m, C, H, W) (:meth:`ImageCanaries.images`)."""
+    kind = canary_kind(cfg)
+    if not isinstance(kind, ImageCanaries):
+        raise ConfigError(f"canary_kind={cfg.canary_kind} has no images.")
+    return kind.images(cfg)
 
 
 def trainable_parameters(recipe: DictConfig) -> int:
@@ -180,25 +182,143 @@ def dirac_canaries(cfg: DictConfig) -> DiracCanaries:
 
 
 def provision_canary_target(cfg: DictConfig) -> Target:
-    """The target recipe (``cfg.target`` with ``cfg.defense``'s training defence) trained on its members and the
-    canaries of ``cfg`` that came up IN (:func:`~privacy_attacks.targets.provision_classifier` with them as
-    ``extra_train``); trained once and cached as ``canary-target-<hash>.pt`` under ``cfg.paths.cache_dir``, on the
-    run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with DP-SGD the accountant's
-    ``privacy/epsilon`` for this training set). ``canary_kind=dirac``: trained on its members alone, the canaries in
-    its clipped sums (:func:`dirac_canaries`); the auditor's observations are its ``recorded``."""
-    recipe = recipe_with_defense(cfg, "target")
-    if cfg.canary_kind == "dirac":
+    """The target recipe (``cfg.target`` with ``cfg.defense``'s training defence) trained on its members with the
+    canaries of ``cfg`` (:meth:`CanaryKind.provision`); trained once and cached as ``canary-target-<hash>.pt`` under
+    ``cfg.paths.cache_dir``, on the run's device. Its ``metrics`` are the recipe's own (``test/acc``, and with DP-SGD
+    the accountant's ``privacy/epsilon`` for this training set)."""
+    return canary_kind(cfg).provision(cfg)
+
+
+def canary_kind(cfg: DictConfig) -> CanaryKind:
+    """The kind of canary ``cfg.canary_kind`` names, built from its node under ``cfg.canary_kinds``;
+    :class:`ConfigError` naming the choices for a name that is not there."""
+    require_choice(cfg.canary_kind, list(cfg.canary_kinds), "canary_kind")
+    name = cfg.canary_kind
+    return build_node(cfg.canary_kinds[name], f"canary_kinds.{name}", kind=CanaryKind, what="a kind of canary")
+
+
+Scored = tuple[Tensor, Tensor, Tensor, dict[str, float]]
+
+
+class CanaryKind:
+    """A kind of canary of the one-run audit: what joins the target's training with each canary that comes up IN,
+    and what the auditor reads of each afterwards. A new kind is a subclass and a node under ``canary_kinds``
+    (conf/attack/audit.yaml), chosen by ``canary_kind=<name>``."""
+
+    def check(self, cfg: DictConfig, total: int | None) -> None:
+        """:class:`ConfigError` before any work for settings this kind cannot run (``total``: the training set's
+        size, None: the configured dataset's)."""
+
+    def provision(self, cfg: DictConfig) -> Target:
+        """The target recipe of ``cfg`` trained with the canaries (cached), on the run's device."""
+        raise NotImplementedError
+
+    def scores(self, cfg: DictConfig, target: Target) -> Scored:
+        """Each canary's score, higher = IN, read on the trained ``target``: (scores (m,), coins (m,) bool,
+        positions (m,), extra metrics)."""
+        raise NotImplementedError
+
+
+class ImageCanaries(CanaryKind):
+    """Canaries that are labelled images: the target trains on its members plus the IN ones, and each canary is
+    scored by the trained model's answer to it (``score``, a node of ``scores``, with the canary's label)."""
+
+    def images(self, cfg: DictConfig) -> tuple[CanarySet, Tensor]:
+        """The canaries of ``cfg`` and their images (m, C, H, W)."""
+        raise NotImplementedError
+
+    def provision(self, cfg: DictConfig) -> Target:
+        canaries, images = self.images(cfg)
+        extra = images[canaries.included], canaries.labels[canaries.included]
+        log.info("The canary target trains on its members + %d canaries.", len(extra[1]))
+        recipe = recipe_with_defense(cfg, "target")
+        target = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "canary-target", extra)
+        target.net.to(run_device(cfg.trainer))
+        return target
+
+    def scores(self, cfg: DictConfig, target: Target) -> Scored:
+        canaries, images = self.images(cfg)
+        log_probs = in_batches(
+            lambda chunk: target.net(chunk).double(),
+            images,
+            batch_size=int(cfg.data.eval_batch_size),
+            device=net_device(target.net),
+            out=None,
+        ).log_softmax(dim=-1)
+        log_probs = log_probs.cpu()
+        scores = chosen_score(cfg.scores, cfg.score, "score")(log_probs, canaries.labels)
+        fits = log_probs.argmax(dim=-1) == canaries.labels  # the canary's own label predicted
+        included = canaries.included
+        extra = {
+            "audit/canary_fit_in": float(fits[included].float().mean()) if included.any() else 0.0,
+            "audit/canary_fit_out": float(fits[~included].float().mean()) if (~included).any() else 0.0,
+        }
+        return scores, included, canaries.indices, extra
+
+
+class DatasetCanaries(ImageCanaries):
+    """Canaries drawn from the images the target's recipe never trains on (:func:`draw_canaries`), with a uniformly
+    drawn wrong label (``wrong_labels``: a model must memorise it) or their own."""
+
+    def __init__(self, wrong_labels: bool):
+        self.wrong_labels = bool(wrong_labels)
+
+    def check(self, cfg: DictConfig, total: int | None) -> None:
+        pool = len(nonmember_pool(cfg, total))
+        if cfg.canaries > pool:
+            raise ConfigError(
+                f"canaries={cfg.canaries} is more than the {pool} images target.members={cfg.target.members} leaves "
+                f"outside the target's training set: lower canaries."
+            )
+
+    def images(self, cfg: DictConfig) -> tuple[CanarySet, Tensor]:
+        data = data_source(cfg.data).load()  # the configured dataset's training images
+        canaries = draw_canaries(cfg, data.train_labels)
+        return canaries, data.train_images[canaries.indices]
+
+
+class CraftedCanaries(ImageCanaries):
+    """Images the auditor crafts (:func:`crafted_canaries`, :mod:`.crafted`; settings ``craft``)."""
+
+    def check(self, cfg: DictConfig, total: int | None) -> None:
+        craft = cfg.craft
+        for key in ("pixels", "density"):
+            value = craft[key]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value <= 1.0:
+                raise ConfigError(f"craft.{key}={value!r} is not allowed: it must be a fraction in (0, 1].")
+        require_int(craft.steps, "craft.steps", minimum=0)
+        require_positive(craft.lr, "craft.lr")
+        nonmember_pool(cfg, total)  # its images give the low-variance positions
+
+    def images(self, cfg: DictConfig) -> tuple[CanarySet, Tensor]:
+        return crafted_canaries(cfg)
+
+
+class GradientCanaries(CanaryKind):
+    """White-box Dirac canaries (:mod:`.dirac`): gradients inserted into DP-SGD's clipped sums, the target trained on
+    its members alone; each is scored by what the auditor observed while it trained (``observation``: every iterate,
+    read by ``dirac_score``, or the last), cached with the weights as the target's ``recorded``."""
+
+    def check(self, cfg: DictConfig, total: int | None) -> None:
+        check_dirac(cfg)
+
+    def provision(self, cfg: DictConfig) -> Target:
         recorder = dirac_canaries(cfg)
         count = int(recorder.included.sum())
         log.info("The canary target trains on its members, %d Dirac canaries in its clipped sums.", count)
+        recipe = recipe_with_defense(cfg, "target")
         target = provision_classifier(
             recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "canary-target", recorder=recorder
         )
         target.net.to(run_device(cfg.trainer))
         return target
-    canaries, images = canaries_with_images(cfg)
-    extra = images[canaries.included], canaries.labels[canaries.included]
-    log.info("The canary target trains on its members + %d canaries.", len(extra[1]))
-    target = provision_classifier(recipe, cfg.data, cfg.trainer, cfg.paths.cache_dir, "canary-target", extra)
-    target.net.to(run_device(cfg.trainer))
-    return target
+
+    def scores(self, cfg: DictConfig, target: Target) -> Scored:
+        recorded = target.recorded
+        coordinates, included = draw_dirac_canaries(int(cfg.seed), int(cfg.canaries), check_dirac(cfg))
+        recorded_coordinates = recorded.get("coordinates", coordinates)  # (the key holds their digest too)
+        if "last_iterate" not in recorded or not torch.equal(recorded_coordinates, coordinates):
+            raise cache.unusable(target.checkpoint, "holds no observations of this audit's Dirac canaries")
+        key = "last_iterate" if cfg.observation == "last_iterate" else cfg.dirac_score
+        extra = {"audit/canary_steps": float(recorded["steps"])}
+        return recorded[key], included, coordinates, extra
