@@ -289,7 +289,8 @@ def panel_metrics(images: torch.Tensor, labels: torch.Tensor, panel: dict[str, t
 @torch.no_grad()
 def recognised(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """The fraction of reconstructions (K, C, H, W) that the frozen ``net`` reads as their ``labels`` (K,)."""
-    return (net.eval()(images).argmax(dim=1) == labels).float().mean().item()
+    logits = net.eval()(images)
+    return multiclass_accuracy(logits, labels, logits.shape[1], average="micro").item()
 
 
 def provision_judge_draws(cfg: DictConfig, device: torch.device) -> dict[int, torch.nn.Module]:
@@ -404,9 +405,11 @@ def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Mo
     ``inversion/report_judge_top5_acc`` (the class among its 5 most probable; all of them with fewer classes) and
     ``inversion/report_judge_confidence`` (its mean probability of the class)."""
     probs = judge.eval()(images).softmax(dim=-1)
-    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
+    classes = probs.shape[1]
     return {
-        "inversion/report_judge_acc": (probs.argmax(dim=1) == labels).float().mean().item(),
-        "inversion/report_judge_top5_acc": (top5 == labels[:, None]).any(dim=1).float().mean().item(),
+        "inversion/report_judge_acc": multiclass_accuracy(probs, labels, classes, average="micro").item(),
+        "inversion/report_judge_top5_acc": multiclass_accuracy(
+            probs, labels, classes, top_k=min(5, classes), average="micro"
+        ).item(),
         "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
     }

@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torchmetrics.functional.classification import multiclass_accuracy
 
+from privacy_attacks.batched import net_device
 from privacy_attacks.blackbox import BlackBoxAPI
 from privacy_attacks.data.identity import data_name, data_shape, data_source
 from privacy_attacks.data.source import SourceData
@@ -190,9 +192,11 @@ def shadow_defense(cfg: DictConfig, attack: MembershipAttack) -> OutputDefense |
 
 
 def _accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    device = next(net.parameters()).device
+    """``net``'s top-1 accuracy on images (N, C, H, W) with labels (N,)."""
+    device = net_device(net)
     with torch.no_grad():
-        return float((net(images.to(device)).argmax(dim=1) == labels.to(device)).float().mean())
+        logits = net(images.to(device))
+    return float(multiclass_accuracy(logits, labels.to(device), logits.shape[1], average="micro"))
 
 
 def build_context(
