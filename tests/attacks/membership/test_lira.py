@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 
 from privacy_attacks.attacks.membership import lira
-from privacy_attacks.attacks.membership.lira import LiRA
+from privacy_attacks.attacks.membership.lira import LiRA, likelihood_ratio
 from privacy_attacks.attacks.membership.shadow_models import (
     provision_shadow_models,
 )
@@ -127,3 +127,17 @@ def test_fixed_variance_refuses_anything_but_a_bool_or_auto(value):
 def test_lira_records_which_variance_it_fitted(context):
     assert LiRA(num_shadows=4, fixed_variance="auto")(context).info["lira/fixed_variance"] == 1.0
     assert LiRA(num_shadows=4, fixed_variance=False)(context).info["lira/fixed_variance"] == 0.0
+
+
+def test_likelihood_ratio_is_the_gaussian_log_ratio_online_and_the_out_z_score_offline():
+    shadow = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 6.0]], dtype=torch.float64)  # (S=4, N=2)
+    in_mask = torch.tensor([[True, False], [True, False], [False, True], [False, True]])
+    target = torch.tensor([4.0, 1.0], dtype=torch.float64)
+    in_mean, in_std = torch.tensor([2.0, 5.0]), torch.tensor([1.0, 1.0])  # each column's IN values, std over them
+    out_mean, out_std = torch.tensor([6.0, 1.0]), torch.tensor([1.0, 1.0])
+    normal = torch.distributions.Normal
+    expected = normal(in_mean, in_std).log_prob(target) - normal(out_mean, out_std).log_prob(target)
+    online = likelihood_ratio(target, shadow, in_mask, fixed_variance=False, online=True)
+    torch.testing.assert_close(online.float(), expected.float())
+    offline = likelihood_ratio(target, shadow, in_mask, fixed_variance=False, online=False)
+    torch.testing.assert_close(offline.float(), ((target - out_mean) / out_std).float())

@@ -32,14 +32,8 @@ from privacy_attacks.seeding import derive_seed
 
 from .augment import translate, translations
 from .base import AttackContext, AttackOutput, MembershipAttack, config_key
-from .lira import (
-    check_online_sizes,
-    gaussian_log_pdf,
-    masked_mean_std,
-    online_shadow_models,
-    resolve_fixed_variance,
-)
-from .shokri import check_shadow_count, offline_shadow_models
+from .lira import calibration_shadows, check_online_sizes, likelihood_ratio, resolve_fixed_variance
+from .shokri import check_shadow_count
 
 LabelFunction = Callable[[Tensor], Tensor]
 
@@ -322,12 +316,8 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
         if self.calibration == "none":
             return super().__call__(context)
         images, labels = context.eval_images, context.eval_labels
-        if self.calibration == "online":
-            shadows, n_eval = online_shadow_models(context, self.num_shadows)
-            in_mask = shadows.in_mask[:, :n_eval]
-        else:
-            shadows = offline_shadow_models(context, self.num_shadows)
-            in_mask = torch.zeros(len(shadows), len(images), dtype=torch.bool)
+        online = self.calibration == "online"
+        shadows, in_mask = calibration_shadows(context, self.num_shadows, online)
         target = self.scores(context, images, labels, "eval")
         shadow = torch.stack(
             [
@@ -335,12 +325,7 @@ class LabelOnlyBoundaryAttack(LabelOnlyAttack):
                 for s in range(len(shadows))
             ]
         )  # (S, N)
-        mean_out, std_out = masked_mean_std(shadow, ~in_mask, self.fixed_variance)
-        if self.calibration == "online":
-            mean_in, std_in = masked_mean_std(shadow, in_mask, self.fixed_variance)
-            scores = gaussian_log_pdf(target, mean_in, std_in) - gaussian_log_pdf(target, mean_out, std_out)
-        else:
-            scores = (target - mean_out) / std_out
+        scores = likelihood_ratio(target, shadow, in_mask, self.fixed_variance, online)
         info = {
             "attack/queries_per_image": float(self.queries_per_image),
             "lira/num_shadows": float(len(shadows)),

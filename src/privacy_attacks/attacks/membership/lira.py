@@ -85,6 +85,30 @@ def masked_mean_std(values: Tensor, mask: Tensor, fixed_variance: bool) -> tuple
     return mean, std.clamp_min(1e-6)
 
 
+def likelihood_ratio(target: Tensor, shadow: Tensor, in_mask: Tensor, fixed_variance: bool, online: bool) -> Tensor:
+    """LiRA's score (N,) of a per-image statistic, the target's ``target`` (N,) against its shadow models' ``shadow``
+    (S, N), of which ``in_mask`` (S, N) trained on each image: online, the likelihood ratio
+    log N(target; IN) - log N(target; OUT) of Gaussians fitted to the IN and the OUT values; offline, the z-score
+    (target - mu_out) / sigma_out (it orders images like log Pr[Z < target] without its underflow to 0 for large z).
+    A member decision is a score above 0."""
+    mean_out, std_out = masked_mean_std(shadow, ~in_mask, fixed_variance)
+    if not online:
+        return (target - mean_out) / std_out
+    mean_in, std_in = masked_mean_std(shadow, in_mask, fixed_variance)
+    return gaussian_log_pdf(target, mean_in, std_in) - gaussian_log_pdf(target, mean_out, std_out)
+
+
+def calibration_shadows(context: AttackContext, num_shadows: int, online: bool) -> tuple[ShadowModels, Tensor]:
+    """The shadow models of a LiRA-style calibration (:func:`online_shadow_models` or
+    :func:`~.shokri.offline_shadow_models`) and which evaluation images each trained on, (S, N) bool (none
+    offline)."""
+    if online:
+        shadows, n_eval = online_shadow_models(context, num_shadows)
+        return shadows, shadows.in_mask[:, :n_eval]
+    shadows = offline_shadow_models(context, num_shadows)
+    return shadows, torch.zeros(len(shadows), len(context.eval_images), dtype=torch.bool)
+
+
 def online_subsets(train_size: int, eval_size: int) -> bool:
     """True where online shadow models train on target-sized subsets of the evaluation images alone (an evaluation
     set of more than 2 x ``train_size`` images); False where they train on halves of it topped up with the
@@ -190,12 +214,7 @@ class LiRA(MembershipAttack):
         return eval_size * len(self.shifts)
 
     def __call__(self, context: AttackContext) -> AttackOutput:
-        if self.online:
-            shadows, n_eval = online_shadow_models(context, self.num_shadows)
-            in_mask = shadows.in_mask[:, :n_eval]
-        else:
-            shadows = offline_shadow_models(context, self.num_shadows)
-            in_mask = torch.zeros(len(shadows), len(context.eval_images), dtype=torch.bool)
+        shadows, in_mask = calibration_shadows(context, self.num_shadows, self.online)
         scores = torch.stack([self.copy_scores(context, shadows, in_mask, shift) for shift in self.shifts]).mean(0)
         info = {
             "lira/num_shadows": float(len(shadows)),
@@ -212,8 +231,4 @@ class LiRA(MembershipAttack):
         shadow_log_probs = context.shadow_log_probs(shadows.logits(images))
         shadow_phi = torch.stack([logit_confidence(lp, context.eval_labels) for lp in shadow_log_probs])  # (S, N)
         target_phi = logit_confidence(context.query_log_probs(images), context.eval_labels)  # (N,)
-        mean_out, std_out = masked_mean_std(shadow_phi, ~in_mask, self.fixed_variance)
-        if not self.online:
-            return (target_phi - mean_out) / std_out
-        mean_in, std_in = masked_mean_std(shadow_phi, in_mask, self.fixed_variance)
-        return gaussian_log_pdf(target_phi, mean_in, std_in) - gaussian_log_pdf(target_phi, mean_out, std_out)
+        return likelihood_ratio(target_phi, shadow_phi, in_mask, self.fixed_variance, self.online)
