@@ -3,8 +3,13 @@ masks, the cache."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from privacy_attacks.attacks.membership.shadow_models import (
     balanced_in_masks,
@@ -14,6 +19,7 @@ from privacy_attacks.attacks.membership.shadow_models import (
     train_shadow_models,
 )
 from privacy_attacks.errors import CheckpointError
+from privacy_attacks.seeding import seeded
 from tests.attacks.membership.conftest import RECIPE, TRAIN_SIZE, features
 
 
@@ -240,3 +246,45 @@ def test_partition_masks_give_every_model_a_target_sized_subset_and_every_image_
     assert abs(float(counts.mean()) - share) < 1e-9 and int(counts.max()) <= -(-models // groups)
     again = partition_in_masks(population, subset, models, torch.Generator().manual_seed(0))
     assert torch.equal(masks, again)
+
+
+def _one_batch_recipe(**keys):
+    """RECIPE with every model's 10 images in one batch: one optimiser step per epoch."""
+    return OmegaConf.merge(RECIPE, {"batch_size": TRAIN_SIZE, **keys})
+
+
+def test_shadow_models_keep_the_recipes_moving_average_of_their_weights(context):
+    images, labels = context.attacker_images[:20], context.attacker_labels[:20]
+    indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
+
+    def fit(**keys):
+        return train_shadow_models(_one_batch_recipe(**keys), images, labels, indices, seeds=[5, 6], progress=False)
+
+    after = [fit(max_epochs=epochs).params for epochs in (1, 2, 3)]  # the weights after each of three steps
+    averaged = fit(max_epochs=3, ema_decay=0.5).params
+    for name, value in averaged.items():  # the first step copied, then 0.5 * average + 0.5 * weights
+        expected = 0.5 * (0.5 * after[0][name] + 0.5 * after[1][name]) + 0.5 * after[2][name]
+        torch.testing.assert_close(value, expected)
+
+
+def test_shadow_models_train_with_the_recipes_label_smoothing_and_are_cached_apart(context, caplog):
+    images, labels = context.attacker_images[:20], context.attacker_labels[:20]
+    indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1.0}
+    recipe = _one_batch_recipe(max_epochs=1, optimizer=sgd, label_smoothing=0.2)
+    smoothed = train_shadow_models(recipe, images, labels, indices, seeds=[5, 6], progress=False)
+    for s, seed in enumerate([5, 6]):  # one SGD step on the smoothed cross-entropy, from the model's own init
+        with seeded(seed, "init"):
+            net = instantiate(recipe.net)
+        F.cross_entropy(net(images[indices[s]]), labels[indices[s]], label_smoothing=0.2).backward()
+        for name, parameter in net.named_parameters():
+            torch.testing.assert_close(smoothed.params[name][s], (parameter - parameter.grad).detach())
+    plain = train_shadow_models(_one_batch_recipe(max_epochs=1, optimizer=sgd), images, labels, indices, [5, 6])
+    assert not torch.allclose(plain.params["logits.weight"], smoothed.params["logits.weight"])
+
+    args = (images, labels, indices, [5, 6], context.cache_dir)
+    assert not provision_shadow_models(_one_batch_recipe(max_epochs=1), *args)[1]
+    assert not provision_shadow_models(_one_batch_recipe(max_epochs=1, label_smoothing=0.2), *args)[1]
+    with caplog.at_level(logging.WARNING):
+        provision_shadow_models(_one_batch_recipe(max_epochs=1, early_stopping_patience=3), *args)
+    assert "train all 1 epochs of their recipe: its early_stopping_patience=3" in caplog.text

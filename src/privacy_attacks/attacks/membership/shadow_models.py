@@ -3,8 +3,9 @@
 Shadow models (Shokri et al. 2017, "Membership inference attacks against machine learning
 models"; Carlini et al. 2022, "Membership inference attacks from first principles") imitate
 the target's training on data whose membership the attacker knows. Here they follow the
-target's recipe (network, optimiser, scheduler, epochs, batch size: the attacker is assumed
-to know how the target was trained), each on its own subset of the same size.
+target's recipe (network, optimiser, scheduler, epochs, batch size, label smoothing and a moving average of the
+weights: the attacker is assumed to know how the target was trained), each on its own subset of the same size.
+Early stopping is not followed (it needs a validation split of each model's own): they train every epoch.
 
 ``S`` small networks (LeNet5s on MNIST) train as one vectorised model (``torch.func.vmap`` over stacked weights,
 Carlini et al.'s JAX code does the same), which on a CPU is several times faster than ``S``
@@ -123,6 +124,28 @@ def partition_in_masks(population: int, subset_size: int, num_models: int, gener
     return torch.stack(masks[:num_models])
 
 
+class StackedEMA:
+    """An exponential moving average of stacked weights, as the target's recipe keeps one (``ema_decay``: Lightning's
+    ``EMAWeightAveraging``, torch's ``AveragedModel`` with buffers): after every optimiser step
+    ``average = decay * average + (1 - decay) * weights``, the first step's weights copied."""
+
+    def __init__(self, decay: float):
+        self.decay = float(decay)
+        self.params: dict[str, Tensor] | None = None
+        self.buffers: dict[str, Tensor] = {}
+
+    @torch.no_grad()
+    def update(self, params: dict[str, Tensor], buffers: dict[str, Tensor]) -> None:
+        """Fold in the weights after one optimiser step: name -> (S, ...) each."""
+        if self.params is None:
+            self.params = {k: v.detach().clone() for k, v in params.items()}
+            self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+            return
+        for averages, current in ((self.params, params), (self.buffers, buffers)):
+            for name, average in averages.items():
+                average.copy_(self.decay * average + (1 - self.decay) * current[name].detach())
+
+
 def train_shadow_models(
     recipe: DictConfig,
     images: Tensor,
@@ -136,7 +159,9 @@ def train_shadow_models(
 
     Args:
         recipe: a classifier recipe (``conf/model/*.yaml``): ``net``, partial ``optimizer`` and
-            ``scheduler`` (stepped per epoch, like Lightning), ``max_epochs``, ``batch_size``.
+            ``scheduler`` (stepped per epoch, like Lightning), ``max_epochs``, ``batch_size``, and if set
+            ``label_smoothing`` of the training loss and ``ema_decay`` (the models are the moving average of their
+            weights, :class:`StackedEMA`); ``early_stopping_patience`` is not followed (a warning says so).
         images: float (P, C, H, W) in [0, 1], the population.
         labels: long (P,).
         train_indices: long (S, n), every model trains on n population images.
@@ -167,11 +192,34 @@ def train_shadow_models(
     forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)), randomness="different")
     orders = [generator(seed, "batches") for seed in seeds]
     batch_size = int(recipe.batch_size)
+    smoothing = float(recipe.get("label_smoothing") or 0.0)
+    ema = StackedEMA(recipe.ema_decay) if recipe.get("ema_decay") is not None else None
+    patience = recipe.get("early_stopping_patience")
+    if patience is not None:
+        log.warning(
+            "The shadow models train all %d epochs of their recipe: its early_stopping_patience=%s needs a "
+            "validation split of each model's own, which they do not hold.",
+            int(recipe.max_epochs),
+            patience,
+        )
+
+    def after_step() -> None:
+        if ema is not None:
+            ema.update(params, buffers)
+
+    def finished() -> ShadowModels:
+        final = {k: v.detach() for k, v in params.items()}
+        kept = buffers
+        if ema is not None and ema.params is not None:
+            final, kept = ema.params, ema.buffers
+        return ShadowModels(template, final, kept, train_indices.cpu(), in_mask)
+
     if recipe.get("privacy") is not None:  # the target's DP-SGD, followed by the attacker (shadow_privacy=true)
-        private = PrivateShadowTraining(instantiate(recipe.privacy), template, n, batch_size, int(recipe.max_epochs))
-        private.fit(params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress)
-        params = {k: v.detach() for k, v in params.items()}
-        return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
+        private = PrivateShadowTraining(
+            instantiate(recipe.privacy), template, n, batch_size, int(recipe.max_epochs), smoothing
+        )
+        private.fit(params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress, after_step)
+        return finished()
     epochs = tqdm(
         range(int(recipe.max_epochs)),
         desc=f"{num_models} shadow models",
@@ -187,17 +235,19 @@ def train_shadow_models(
                 batch = epoch_indices[:, start : start + batch_size]  # (S, B)
                 logits = forward(params, buffers, images[batch])  # (S, B, C)
                 # Sum over models of each model's mean loss: every model gets its own gradient.
-                loss = F.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), reduction="none")
+                loss = F.cross_entropy(
+                    logits.flatten(0, 1), labels[batch].flatten(), reduction="none", label_smoothing=smoothing
+                )
                 loss = loss.view(num_models, -1).mean(dim=1).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                after_step()
             if scheduler is not None:
                 scheduler.step()
             if progress_log.due(epoch + 1):  # reads the loss (a device sync) only when a line is written
                 progress_log.step(epoch + 1, {"train/loss": float(loss.detach()) / num_models})
-    params = {k: v.detach() for k, v in params.items()}
-    return ShadowModels(template, params, buffers, train_indices.cpu(), in_mask)
+    return finished()
 
 
 class PrivateShadowTraining:
@@ -211,9 +261,11 @@ class PrivateShadowTraining:
         dpsgd: the target's training defence (its noise follows from ε, δ, q and the epochs, as for the target).
         template: the architecture (on the meta device).
         n: images per model; batch_size: the recipe's batch size (q = 1 / ceil(n / batch_size)); epochs: the recipe's.
+        label_smoothing: the recipe's, in each example's loss.
     """
 
-    def __init__(self, dpsgd, template: nn.Module, n: int, batch_size: int, epochs: int):
+    def __init__(self, dpsgd, template: nn.Module, n: int, batch_size: int, epochs: int, label_smoothing: float = 0.0):
+        self.label_smoothing = float(label_smoothing)
         self.steps_per_epoch = max(1, -(-n // batch_size))
         self.sample_rate = 1.0 / self.steps_per_epoch
         self.epochs, self.n, self.template = epochs, n, template
@@ -228,7 +280,8 @@ class PrivateShadowTraining:
         sampled example, 0 for padding), noise: name -> standard normal (S, ...) draws. Returns name -> (S, ...)."""
 
         def example_loss(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(functional_call(self.template, (p, b), (x[None],)), y[None])
+            logits = functional_call(self.template, (p, b), (x[None],))
+            return F.cross_entropy(logits, y[None], label_smoothing=self.label_smoothing)
 
         per_example = torch.vmap(
             torch.vmap(torch.func.grad(example_loss), in_dims=(None, None, 0, 0)), in_dims=(0, 0, 0, 0)
@@ -242,8 +295,10 @@ class PrivateShadowTraining:
             for name, g in per_example.items()
         }
 
-    def fit(self, params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress) -> None:
-        """Train the stacked ``params`` in place for the recipe's epochs."""
+    def fit(
+        self, params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress, after_step=None
+    ) -> None:
+        """Train the stacked ``params`` in place for the recipe's epochs (``after_step()`` after each step)."""
         num_models, device = len(seeds), train_indices.device
         draws = [generator(seed, "dp_batches") for seed in seeds]
         noises = [generator(seed, "dp_noise") for seed in seeds]
@@ -269,6 +324,8 @@ class PrivateShadowTraining:
                 for name, value in params.items():
                     value.grad = gradient[name]
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
             if scheduler is not None:
                 scheduler.step()
             progress_log.step(epoch + 1)
@@ -295,6 +352,8 @@ def shadow_cache_path(
         "shape": list(train_indices.shape),
         "seeds": [int(seed) for seed in seeds],
     }
+    if recipe.get("label_smoothing") or recipe.get("ema_decay") is not None:
+        spec["regularisers"] = "followed"  # models cached before they followed these trained without them
     spec.update(cache.device_entry(device))
     return cache.cache_path(cache_dir, "shadows", spec)
 
