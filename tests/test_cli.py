@@ -97,6 +97,25 @@ def test_a_failure_after_a_job_started_gets_no_hint(monkeypatch, capsys):
     assert "hint: tv_lamda is not a key of the config: did you mean tv_lambda?" in capsys.readouterr().err
 
 
+def test_with_hydra_full_error_the_hint_follows_the_traceback(monkeypatch, capsys):
+    import atexit
+
+    from hydra.errors import ConfigCompositionException
+
+    from privacy_attacks import cli
+
+    monkeypatch.setattr(cli.sys, "argv", ["attack.py", "attack=inversion", "tv_lamda=1"])
+    monkeypatch.setattr(cli, "_JOB_STARTED", False)
+    at_exit = []
+    monkeypatch.setattr(atexit, "register", lambda function, *args: at_exit.append((function, args)))
+    with pytest.raises(ConfigCompositionException), cli.config_hints(CONF_DIR, "attack"):
+        raise ConfigCompositionException("Could not override 'tv_lamda'.")  # what Hydra raises under HYDRA_FULL_ERROR
+    assert "hint:" not in capsys.readouterr().err  # not before the traceback
+    ((function, args),) = at_exit
+    function(*args)
+    assert "hint: tv_lamda is not a key of the config: did you mean tv_lambda?" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_the_script_prints_the_hint_after_hydras_message(tmp_path):
     done = run_script("attack.py", ["attack=inversion", "tv_lamda=1e-3"], tmp_path, tmp_path / "cache", timeout=120)

@@ -74,14 +74,27 @@ def config_hints(config_dir: Path, config_name: str) -> Iterator[None]:
     """Around a script's Hydra ``main()``: when Hydra has reported an error before any job started (a config that
     did not compose) and exits with status 1, add a line for each command-line key or config option that names
     nothing, with the declared one it most resembles (:func:`override_hints`). Hydra's own message suggests
-    ``+tv_lamda=...`` for a misspelt ``tv_lambda``."""
+    ``+tv_lamda=...`` for a misspelt ``tv_lambda``. With ``HYDRA_FULL_ERROR=1`` Hydra raises its error instead of
+    exiting: the hints follow its traceback."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
     try:
         yield
     except SystemExit as exit:
         if exit.code == 1 and not _JOB_STARTED:
-            for line in override_hints(config_dir, config_name, sys.argv[1:]):
-                print(f"hint: {line}", file=sys.stderr)
+            _print_hints(config_dir, config_name)
         raise
+    except (ConfigCompositionException, MissingConfigException):
+        if not _JOB_STARTED:
+            import atexit  # after the traceback, which Python prints once this exception has left main
+
+            atexit.register(_print_hints, config_dir, config_name)
+        raise
+
+
+def _print_hints(config_dir: Path, config_name: str) -> None:
+    for line in override_hints(config_dir, config_name, sys.argv[1:]):
+        print(f"hint: {line}", file=sys.stderr)
 
 
 def override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> list[str]:
