@@ -144,6 +144,9 @@ def test_group_norm_variants_are_what_dpsgd_trains():
     for net in (ResNet((3, 16, 16), 10, depth=8, width=8), SmallVGG((3, 16, 16), 10, width=8)):
         with pytest.raises(ConfigError, match=r"cannot train .* privately .*BatchNorm.*model.net.norm=group"):
             dpsgd.check_network(net)
+    own = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))  # a network without a norm argument
+    with pytest.raises(ConfigError, match=r"BatchNorm.*Build it with group norm \(nn.GroupNorm\)"):
+        dpsgd.check_network(own)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ recipe_with_defense`), hence of the checkpoint key: a private target is cached a
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -157,7 +158,14 @@ class DPSGD(TrainingDefense):
         if errors:
             # Opacus explains each refused layer at length, once per layer: its first sentence, once per kind.
             listed = "; ".join(dict.fromkeys(str(error).replace("\n", " ").split(". ")[0] for error in errors))
-            hint = f" Use a model's group-norm variant ({net_key}.norm=group)." if "BatchNorm" in listed else ""
+            hint = ""
+            if "BatchNorm" in listed:
+                takes_norm = "norm" in inspect.signature(type(net).__init__).parameters
+                hint = (
+                    f" Use a model's group-norm variant ({net_key}.norm=group)."
+                    if takes_norm
+                    else " Build it with group norm (nn.GroupNorm) in place of its batch norm layers."
+                )
             name = name or type(net).__name__
             raise ConfigError(f"defense=dpsgd cannot train {name} privately (Opacus: {listed}).{hint}")
 
