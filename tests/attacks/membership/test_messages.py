@@ -59,3 +59,13 @@ def test_an_a_that_cannot_be_set_names_its_key():
     probs, in_mask, population = torch.rand(1, 4), torch.tensor([[True, False, True, False]]), torch.rand(1, 4)
     with pytest.raises(ConfigError, match=r"give methods\.rmia_offline\.a a value"):
         fit_offline_a(probs, in_mask, population, gamma=1.0, key="methods.rmia_offline.a")
+
+
+def test_an_attacker_already_given_all_its_images_is_not_told_to_raise_attacker_size():
+    cfg = attack_config("membership", ["method=lira", "shadow_train_size=30000"])
+    with pytest.raises(ConfigError, match=r"attacker_size=null already gives the attacker all 53000 images"):
+        validate(cfg)
+    sized = attack_config("membership", ["method=lira", "shadow_train_size=30000", "attacker_size=20000"])
+    with pytest.raises(ConfigError, match=r"raise attacker_size") as error:
+        validate(sized)
+    assert "already gives" not in str(error.value)

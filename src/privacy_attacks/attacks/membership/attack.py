@@ -105,7 +105,16 @@ def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack
     split = build_split(cfg, total)
     require_int(cfg.shadow_train_size, "shadow_train_size")
     sizes = (cfg.shadow_train_size, len(split.eval_indices), len(split.attacker))
-    attack.check_sizes(*sizes)
+    try:
+        attack.check_sizes(*sizes)
+    except ConfigError as error:
+        if cfg.get("attacker_size") is None and "attacker_size" in str(error):
+            raise ConfigError(
+                f"{error} (attacker_size=null already gives the attacker all {len(split.attacker)} images the split "
+                "leaves it: a larger attacker needs fewer target members, evaluation images or a smaller "
+                "data.val_size.)"
+            ) from None
+        raise
     budget = cfg.query_budget
     require_int(budget, "query_budget", null_means="no limit")
     needed = attack.queries_needed(*sizes)
