@@ -31,9 +31,9 @@ def test_basic_launcher_by_default_with_the_sweep_callbacks():
     hydra = hydra_config([])
     assert hydra.launcher._target_ == "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
     assert [c._target_ for c in hydra.callbacks.values()] == [
+        "privacy_attacks.callbacks.SweepCheck",
         "privacy_attacks.callbacks.SweepSummary",
         "privacy_attacks.callbacks.SweepProgress",
-        "privacy_attacks.callbacks.SweepCheck",
         "privacy_attacks.callbacks.sigterm.StopSweepOnSigterm",
     ]
 
@@ -42,7 +42,7 @@ def test_joblib_runs_one_job_per_core_in_processes_and_keeps_the_callbacks():
     hydra = hydra_config(["hydra/launcher=joblib"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert hydra.launcher.n_jobs == -1 and hydra.launcher.prefer == "processes"
-    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check", "sigterm"]
+    assert list(hydra.callbacks) == ["check", "sweep_summary", "progress", "sigterm"]
     assert hydra_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]).launcher.n_jobs == 3
 
 
@@ -50,7 +50,7 @@ def test_gpu_pool_is_joblib_with_a_few_workers_sharing_the_card():
     hydra = hydra_config(["hydra/launcher=gpu_pool"])
     assert hydra.launcher._target_ == "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
     assert hydra.launcher.n_jobs == 4 and hydra.launcher.prefer == "processes"
-    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check", "sigterm"]
+    assert list(hydra.callbacks) == ["check", "sweep_summary", "progress", "sigterm"]
 
 
 def test_slurm_config_extends_submitit_slurm_with_our_defaults():
@@ -59,7 +59,7 @@ def test_slurm_config_extends_submitit_slurm_with_our_defaults():
     assert hydra.launcher.timeout_min == 120 and hydra.launcher.cpus_per_task == 4 and hydra.launcher.mem_gb == 16
     assert hydra.launcher.partition is None and hydra.launcher.gpus_per_node is None
     assert hydra.launcher.submitit_folder == f"{hydra.sweep.dir}/.submitit/%j"  # the plugin's keys are kept
-    assert list(hydra.callbacks) == ["sweep_summary", "progress", "check", "sigterm"]
+    assert list(hydra.callbacks) == ["check", "sweep_summary", "progress", "sigterm"]
 
 
 def test_slurm_jobs_get_one_torch_thread_per_cpu_of_their_task():
@@ -166,9 +166,9 @@ def test_vectorised_launcher_is_selected_by_one_key_and_keeps_the_callbacks():
     hydra = hydra_config(["hydra/launcher=vectorised"])
     assert hydra.launcher._target_ == "hydra_plugins.privacy_attacks_launchers.vectorised_launcher.VectorisedLauncher"
     assert hydra.launcher.group_size == 16 and list(hydra.callbacks) == [
+        "check",
         "sweep_summary",
         "progress",
-        "check",
         "sigterm",
     ]
     with pytest.raises(ValueError, match="group_size must be a positive integer"):

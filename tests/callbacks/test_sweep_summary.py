@@ -49,6 +49,39 @@ def test_jobs_of_an_earlier_sweep_into_the_same_folder_are_left_out(tmp_path: Pa
     assert len(summarise(sweep, {"metric": "acc"})) == 3  # without a record of the sweep's start: every job
 
 
+def test_a_sweep_into_the_folder_of_an_earlier_one_moves_it_whole_to_earlier(tmp_path: Path, caplog):
+    """Three seeds interrupted after one, then the two left into the same folder: the new jobs are numbered from 0
+    again, and the earlier sweep (its finished job, its partial summary, its multirun.yaml) is moved aside whole, so
+    that no earlier job is written over and the new summary holds the new jobs alone."""
+    sweep = make_sweep(tmp_path / "sweep", [(["seed=0"], {"acc": 0.5})])
+    (sweep / "summary.md").write_text("Partial: ...")
+    (sweep / "multirun.yaml").write_text("{}")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "summary": {"metric": "acc"}})
+    callback = SweepSummary()
+    callback.on_multirun_start(config)
+    aside = sweep / "earlier" / "1"
+    assert sorted(p.name for p in sweep.iterdir()) == [".summary_earlier.json", "earlier"]
+    assert read_earlier(sweep) == {}  # the new sweep's record: no earlier job beside its own
+    assert json.loads((aside / "0" / "metrics.json").read_text()) == {"acc": 0.5}
+    assert (aside / "summary.md").read_text() == "Partial: ..." and (aside / "multirun.yaml").exists()
+    assert "held an earlier sweep: moved to" in caplog.text
+    (sweep / "multirun.yaml").write_text("{}")  # as Hydra writes it when the new sweep begins
+    make_sweep(sweep, [(["seed=1"], {"acc": 0.7}), (["seed=2"], {"acc": 0.8})])  # the new sweep's jobs 0 and 1
+    callback.on_multirun_end(config)
+    assert [row["seed"] for row in csv.DictReader(open(sweep / "summary.csv"))] == ["1", "2"]
+    SweepSummary().on_multirun_start(config)  # and a third sweep: the second goes to earlier/2/, beside the first
+    assert sorted(p.name for p in (sweep / "earlier").iterdir()) == ["1", "2"]
+    assert (sweep / "earlier" / "2" / "summary.csv").exists() and (aside / "0" / "metrics.json").exists()
+    SweepSummary().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "new")}}}))
+    assert not (tmp_path / "new" / "earlier").exists()  # a new folder: nothing to move
+    other = tmp_path / "project"  # no sweep began here (hydra.sweep.dir=.): its files stay where they are
+    make_sweep(other, [(["seed=0"], {"acc": 0.5})])
+    (other / "notes.txt").write_text("mine")
+    SweepSummary().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(other)}}}))
+    assert (other / "notes.txt").exists() and (other / "0" / "metrics.json").exists()
+    assert not (other / "earlier").exists()
+
+
 def test_summarising_a_folder_again_leaves_out_the_same_earlier_jobs_as_the_sweeps_end(tmp_path: Path, capsys):
     """Six seeds, then a sweep of three into the same folder: ``python -m privacy_attacks.summarise`` sums up the
     three, from the record its start left, not the three stale jobs beside them."""

@@ -19,6 +19,7 @@ import csv
 import functools
 import logging
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,31 @@ def _parse(value: str) -> Any:
         return _override_parser().parse_override(f"key={value}").value()
     except Exception:  # noqa: BLE001 - a value Hydra's grammar does not take stays the text it is
         return value
+
+
+EARLIER_DIR = "earlier"  # in the sweep folder: earlier sweeps into it, each moved whole to earlier/<n>/
+
+
+def set_aside_earlier_sweep(sweep_dir: Path) -> Path | None:
+    """Move what an earlier sweep left in ``sweep_dir`` (its job folders, summaries, ``multirun.yaml``: everything
+    but :data:`EARLIER_DIR`) to ``earlier/<n>/`` beneath it, as a sweep into the folder begins: its jobs are numbered
+    from 0 again and would write over the earlier ones (a sweep run again for the values an interrupted one had not
+    reached), so nothing of the earlier sweep is lost or mixed with the new one. Only a folder a sweep has begun in
+    (Hydra's ``multirun.yaml`` in it) is touched: one that holds other things (``hydra.sweep.dir=.``) is left as it
+    is. Returns where it went (None when nothing moved)."""
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / "multirun.yaml").is_file():
+        return None
+    entries = sorted(p for p in sweep_dir.iterdir() if p.name != EARLIER_DIR)
+    number = 1
+    while (sweep_dir / EARLIER_DIR / str(number)).exists():
+        number += 1
+    aside = sweep_dir / EARLIER_DIR / str(number)
+    aside.mkdir(parents=True)
+    for entry in entries:
+        shutil.move(str(entry), aside / entry.name)
+    log.warning("%s held an earlier sweep: moved to %s, and the new sweep starts in an empty folder.", sweep_dir, aside)
+    return aside
 
 
 def record_earlier(sweep_dir: Path) -> dict[str, float]:
@@ -390,6 +416,7 @@ class SweepSummary(Callback):
         self.earlier: dict[str, float] = {}  # metrics.json files in the sweep folder before it began: path -> mtime
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        set_aside_earlier_sweep(Path(config.hydra.sweep.dir))
         self.earlier = record_earlier(Path(config.hydra.sweep.dir))
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
