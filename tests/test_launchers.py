@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import json
 import os
 import re
@@ -12,11 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.privacy_attacks_launchers.vectorised_launcher import VectorisedLauncher, group_jobs
 from tests.conftest import CONF_DIR, ROOT, TINY_INVERSION, run_script
@@ -36,6 +38,14 @@ def test_basic_launcher_by_default_with_the_sweep_callbacks():
         "privacy_attacks.callbacks.SweepProgress",
         "privacy_attacks.callbacks.sigterm.StopSweepOnSigterm",
     ]
+
+
+def test_run_and_sweep_folders_are_named_to_the_microsecond():
+    """Runs started in the same second from a shell get folders of their own (to the second, they shared one)."""
+    hydra = hydra_config([])
+    for key in ("run.dir", "sweep.dir"):
+        name = Path(OmegaConf.select(hydra, key)).name
+        assert datetime.datetime.strptime(name, "%Y-%m-%d_%H-%M-%S.%f").microsecond == int(name[-6:])
 
 
 def test_joblib_runs_one_job_per_core_in_processes_and_keeps_the_callbacks():
