@@ -7,3 +7,5 @@ in [0, 1] pixel space; every model normalises inside itself.
 """
 
 __version__ = "0.1.0"
+
+from privacy_attacks import resolvers  # noqa: E402,F401 - the configs' ${pool_share:...}

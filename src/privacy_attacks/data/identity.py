@@ -47,6 +47,13 @@ def data_source(data: Any) -> ImageSource:
     return instantiate_checked(data.source)  # a bad setting: the source's own message
 
 
+def training_set_size(data: Any) -> int:
+    """The size of the configured dataset's training set (``data=``): known without reading it for most sources,
+    else read."""
+    source = data_source(data)
+    return source.train_size if source.train_size is not None else len(source.load().train_labels)
+
+
 def data_name(data: Any) -> str:
     """The dataset's name: ``data.name`` (``mnist`` for MNIST's config)."""
     if data.get("name") is not None:

@@ -265,3 +265,30 @@ def test_a_class_without_training_images_is_left_out_of_the_class_mean_and_neare
     for name in ("ssim_class_mean", "psnr_class_mean", "mse_class_mean", "ssim_nearest_train"):
         assert metrics[f"inversion/{name}"] == pytest.approx(alone[f"inversion/{name}"]), name
     assert all(math.isfinite(value) for value in metrics.values())
+
+
+@pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "synthetic", "cifar10"])
+def test_the_judges_take_the_two_halves_of_any_datasets_training_pool(data):
+    from privacy_attacks.attacks.inversion.attack import validate
+    from privacy_attacks.data.identity import training_set_size
+    from tests.conftest import attack_config
+
+    overrides = [f"data={data}"] + (["data.source.root=/nowhere"] if data == "cifar10" else [])
+    cfg = attack_config("inversion", overrides)
+    half = (training_set_size(cfg.data) - cfg.data.val_size) // 2
+    assert cfg.evaluator.members == cfg.judge.members == cfg.judge.member_offset == half
+    assert cfg.evaluator.member_offset == 0
+    if data == "mnist":
+        assert half == 27_500  # the halves the cached judges were trained on
+    if data == "synthetic":
+        validate(cfg)  # both windows fit: no key to resize by hand
+
+
+def test_a_pool_share_out_of_range_is_named():
+    from omegaconf.errors import InterpolationResolutionError
+
+    from tests.conftest import attack_config
+
+    cfg = attack_config("inversion", ["evaluator.members=${pool_share:1.5}"])
+    with pytest.raises(InterpolationResolutionError, match=r"pool_share:1.5 is not allowed"):
+        _ = cfg.evaluator.members  # (the command line prints this one line, as every config error)

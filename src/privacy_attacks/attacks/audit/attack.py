@@ -35,9 +35,9 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.attacks.membership.metrics import mann_whitney_auc
 from privacy_attacks.attacks.membership.scores import chosen_score
+from privacy_attacks.data.identity import training_set_size
 from privacy_attacks.errors import ConfigError, require_choice, require_int
 from privacy_attacks.harness import build_loggers, finish_loggers
 from privacy_attacks.io import output_dir

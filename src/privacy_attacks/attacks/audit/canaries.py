@@ -29,10 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from privacy_attacks import cache
-from privacy_attacks.attacks.membership.attack import training_set_size
 from privacy_attacks.attacks.membership.scores import chosen_score
 from privacy_attacks.batched import in_batches, net_device
-from privacy_attacks.data.identity import data_identity, data_shape, data_source
+from privacy_attacks.data.identity import data_identity, data_shape, data_source, training_set_size
 from privacy_attacks.data.tensors import split_indices
 from privacy_attacks.defenses import DPSGD, defense_from_config, recipe_with_defense
 from privacy_attacks.errors import ConfigError, require_choice, require_int, require_positive

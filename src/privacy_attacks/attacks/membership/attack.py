@@ -19,7 +19,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from privacy_attacks.batched import net_device
 from privacy_attacks.blackbox import BlackBoxAPI
-from privacy_attacks.data.identity import data_name, data_shape, data_source
+from privacy_attacks.data.identity import data_name, data_shape, data_source, training_set_size
 from privacy_attacks.data.source import SourceData
 from privacy_attacks.defenses import api_utility, defense_from_config
 from privacy_attacks.defenses.api import OutputDefense
@@ -40,13 +40,6 @@ from .proxy import ProxyAttack, proxy_attacks_together
 
 log = logging.getLogger(__name__)
 JobAttack = tuple[AttackContext, MembershipSplit, AttackOutput, float]  # a job's context, split, output, seconds
-
-
-def training_set_size(data: DictConfig) -> int:
-    """The size of the configured dataset's training set (``data=``): known without reading it for most sources,
-    else read."""
-    source = data_source(data)
-    return source.train_size if source.train_size is not None else len(source.load().train_labels)
 
 
 def build_split(cfg: DictConfig, total: int | None = None) -> MembershipSplit:
