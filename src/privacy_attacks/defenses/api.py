@@ -29,6 +29,7 @@ class OutputDefense:
 
     surface: str | None = "api"
     keeps_top1 = True
+    reveals_scores = True  # whether an answer says more than its label (False: one class of probability 1)
 
     def __call__(self, probs: Tensor) -> Tensor:
         raise NotImplementedError
@@ -66,6 +67,10 @@ class TopK(OutputDefense):
                 f"defense.k={self.k} is not allowed: data={data} has {num_classes} classes, so k must be at most "
                 f"{num_classes}."
             )
+
+    @property
+    def reveals_scores(self) -> bool:  # k = 1 answers the top-1 class with probability 1: its label alone
+        return self.k > 1
 
     def __call__(self, probs: Tensor) -> Tensor:
         top = probs.topk(min(self.k, probs.shape[-1]), dim=-1)
@@ -131,6 +136,8 @@ class ReverseSigmoid(OutputDefense):
 
 class LabelOnly(OutputDefense):
     """The one-hot vector of the top-1 class: a probability API that reveals only the label."""
+
+    reveals_scores = False
 
     def __call__(self, probs: Tensor) -> Tensor:
         return torch.zeros_like(probs).scatter(-1, probs.argmax(dim=-1, keepdim=True), 1.0)

@@ -84,6 +84,8 @@ def test_a_data_free_run_spends_whole_iterations_within_the_budget(compose_attac
     ("overrides", "message"),
     [
         (["api.output=label"], "needs answers with scores"),
+        (["defense=label_only"], r"the API's defence \(LabelOnly\(\)\) answers each image's label alone"),
+        (["defense=topk", "defense.k=1"], r"the API's defence \(TopK\(k=1\)\) answers each image's label alone"),
         (["query_budget=20"], "query_budget=20 is too small for queries=generator"),
         (["query_strategy=kcenter"], "queries=generator has no pool"),
         (["data_free.directions=0"], "data_free.directions=0"),
@@ -94,3 +96,8 @@ def test_a_data_free_run_spends_whole_iterations_within_the_budget(compose_attac
 def test_bad_data_free_settings_stop_before_any_work(compose_attack, overrides, message):
     with pytest.raises(ConfigError, match=message):
         stealing_attack.validate(compose_attack([*TINY, *TINY_DATA_FREE, "query_budget=1000", *overrides]))
+
+
+@pytest.mark.parametrize("defense", [["defense=topk", "defense.k=2"], ["defense=rounding"], ["defense=dpsgd"]])
+def test_defences_that_leave_scores_are_not_refused_by_the_data_free_attack(compose_attack, defense):
+    stealing_attack.validate(compose_attack([*TINY, *TINY_DATA_FREE, "query_budget=1000", *defense]))

@@ -78,7 +78,7 @@ def validate(cfg: DictConfig) -> None:
                 f"query_strategy={cfg.query_strategy} chooses among pool images; queries=generator has no pool: leave "
                 "query_strategy=random."
             )
-        check_data_free(cfg.data_free, budget, cfg.api.output)
+        check_data_free(cfg.data_free, budget, cfg.api.output, defense_from_config(cfg, "api"))
         if int(cfg.student.members) != 1:
             raise ConfigError(
                 "student.members must be 1 with queries=generator: the data-free game trains one student."

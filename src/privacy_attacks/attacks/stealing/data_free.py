@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -268,8 +269,9 @@ def queries_per_iteration(batch_size: int, student_steps: int, generator_steps: 
     return generator_steps * batch_size * (1 + directions) + student_steps * batch_size
 
 
-def check_data_free(node, budget: int, output: str) -> int:
-    """Check ``data_free``'s settings against ``query_budget`` and ``api.output``; return the iterations."""
+def check_data_free(node, budget: int, output: str, defense: Any = None) -> int:
+    """Check ``data_free``'s settings against ``query_budget``, ``api.output`` and the API's output ``defense``
+    (None: none); return the iterations."""
     keys = (
         "batch_size",
         "student_steps",
@@ -289,6 +291,11 @@ def check_data_free(node, budget: int, output: str) -> int:
         raise ConfigError(
             "queries=generator needs answers with scores (api.output=probs, logits or rounded): with labels alone the "
             "generator has no disagreement to climb."
+        )
+    if defense is not None and not getattr(defense, "reveals_scores", True):
+        raise ConfigError(
+            f"queries=generator needs answers with scores, but the API's defence ({defense!r}) answers each image's "
+            "label alone: the generator would have no disagreement to climb, and the whole budget would be spent."
         )
     cost = queries_per_iteration(node.batch_size, node.student_steps, node.generator_steps, node.directions)
     if budget < cost:
