@@ -69,3 +69,12 @@ def test_an_attacker_already_given_all_its_images_is_not_told_to_raise_attacker_
     with pytest.raises(ConfigError, match=r"raise attacker_size") as error:
         validate(sized)
     assert "already gives" not in str(error.value)
+
+
+def test_rmias_population_error_says_what_makes_room_in_each_case():
+    online = attack_config("membership", ["method=rmia", "eval_nonmembers=700"])
+    with pytest.raises(ConfigError, match=r"raise shadow_train_size or lower eval_members or eval_nonmembers\.$"):
+        validate(online)  # the population comes from the online models' own images: attacker_size does not help
+    offline = attack_config("membership", ["method=rmia_offline", "attacker_size=2500"])
+    with pytest.raises(ConfigError, match=r"lower shadow_train_size or raise attacker_size"):
+        validate(offline)

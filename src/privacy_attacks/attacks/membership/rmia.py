@@ -166,18 +166,23 @@ class RMIA(MembershipAttack):
         """:class:`ConfigError` when the reference models or the population cannot be drawn from the attacker's data."""
         if self.online and online_subsets(train_size, eval_size):
             available = attacker_size
-            where = "the attacker's images"
+            where, fix = "the attacker's images", "raise attacker_size"
         elif self.online:
             check_online_sizes(train_size, eval_size, attacker_size)
             available = 2 * (train_size - eval_size // 2)
-            where = "the images the online reference models add to the evaluation images"
+            where = (
+                f"the images the online reference models add to the {eval_size} evaluation images: "
+                f"2 x ({train_size} - {eval_size} / 2)"
+            )
+            fix = "raise shadow_train_size or lower eval_members or eval_nonmembers"
         else:
             available = attacker_size - 2 * train_size
             where = f"the attacker's images beyond the reference models' 2 x {train_size}"
+            fix = "lower shadow_train_size or raise attacker_size"
         if available < self.num_population:
             raise ConfigError(
                 f"num_population={self.num_population} is more than the {max(available, 0)} population images "
-                f"available ({where}): lower num_population or raise attacker_size."
+                f"available ({where}): lower num_population, or {fix}."
             )
 
     def queries_needed(self, train_size: int, eval_size: int, attacker_size: int) -> int:
