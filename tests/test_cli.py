@@ -31,6 +31,8 @@ from tests.conftest import CONF_DIR, run_script
         ("attack", ["zzzqq=1"], "zzzqq is not a key of the config (--cfg job lists them; +zzzqq=... adds a new one)"),
         ("attack", ["model@target=cnnn"], "model@target=cnnn: did you mean model@target=cnn?"),
         ("attack", ["-m", "attack=inversion,membershp"], "attack=membershp: did you mean attack=membership?"),
+        ("attack", ["defense=grid/dpsgd_eps9"], "defense=grid/dpsgd_eps9: did you mean defense=grid/dpsgd_eps8?"),
+        ("attack", ["defense=dpsgd_eps8"], "defense=dpsgd_eps8: did you mean defense=grid/dpsgd_eps8?"),
     ],
 )
 def test_a_misspelt_key_or_option_is_named_with_the_declared_one_it_resembles(config, argv, hint):

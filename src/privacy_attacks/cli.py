@@ -143,7 +143,7 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
             if not repository.group_exists(name):
                 keys.append(name)
                 continue
-            options = [o for o in repository.get_group_options(name) if not o.startswith("_")]
+            options = _group_options(repository, name)
             values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
             values = values or [override.get_value_element_as_str()]
             unknown = [v for v in values if v not in options and v != "null"]
@@ -179,6 +179,17 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
         else:
             lines.append(f"{key} is not a key of the config (--cfg job lists them; +{key}=... adds a new one)")
     return lines
+
+
+def _group_options(repository: Any, group: str, prefix: str = "") -> list[str]:
+    """The options of a config ``group`` as a command line names them, those of its folders too
+    (``defense=grid/dpsgd_eps8``); hidden ones (``_name``) left out."""
+    from hydra.core.object_type import ObjectType
+
+    options = [f"{prefix}{o}" for o in repository.get_group_options(group, ObjectType.CONFIG) if not o.startswith("_")]
+    for folder in repository.get_group_options(group, ObjectType.GROUP):
+        options += _group_options(repository, f"{group}/{folder}", f"{prefix}{folder}/")
+    return options
 
 
 def _dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
