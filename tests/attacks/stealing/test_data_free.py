@@ -87,6 +87,7 @@ def test_a_data_free_run_spends_whole_iterations_within_the_budget(compose_attac
         (["defense=label_only"], r"the API's defence \(LabelOnly\(\)\) answers each image's label alone"),
         (["defense=topk", "defense.k=1"], r"the API's defence \(TopK\(k=1\)\) answers each image's label alone"),
         (["query_budget=20"], "query_budget=20 is too small for queries=generator"),
+        (["loss=mse"], "loss=mse is not used with queries=generator"),  # a sweep over it: the same job again
         (["query_strategy=kcenter"], "queries=generator has no pool"),
         (["data_free.directions=0"], "data_free.directions=0"),
         (["data_free.student_loss=mse"], "data_free.student_loss='mse' is not one of the choices: l1, kl"),

@@ -50,6 +50,10 @@ from .stacked import fit_students, students_refusal
 log = logging.getLogger(__name__)
 
 
+# The value of `loss` (conf/attack/distillation.yaml's default) that queries=generator, which does not use it, takes.
+DATA_FREE_UNUSED_LOSS = "kl"
+
+
 def validate(cfg: DictConfig) -> None:
     """Stop before any work on a bad loss, output mode, pool, budget, temperature or schedule."""
     require_choice(cfg.loss, cfg.losses, "loss")
@@ -79,6 +83,11 @@ def validate(cfg: DictConfig) -> None:
                 "query_strategy=random."
             )
         check_data_free(cfg.data_free, budget, cfg.api.output, defense_from_config(cfg, "api"))
+        if cfg.loss != DATA_FREE_UNUSED_LOSS:  # a sweep over it would run the same job again and again
+            raise ConfigError(
+                f"loss={cfg.loss} is not used with queries=generator: the data-free game trains its student with "
+                f"data_free.student_loss (l1 or kl); leave loss at its default, {DATA_FREE_UNUSED_LOSS}."
+            )
         if int(cfg.student.members) != 1:
             raise ConfigError(
                 "student.members must be 1 with queries=generator: the data-free game trains one student."
@@ -467,14 +476,16 @@ def run(cfg: DictConfig, target: Target) -> dict[str, float]:
     data_free = cfg.queries == GENERATOR_QUERIES
     steps = check_data_free(cfg.data_free, cfg.query_budget, cfg.api.output) if data_free else schedule_steps(cfg)
     loggers = build_loggers(cfg)
+    loss = f"data_free.student_loss={cfg.data_free.student_loss}" if data_free else f"loss={cfg.loss}"
     log.info(
-        "Distilling %s with loss=%s from %d %s queries (%s), %d steps.",
+        "Distilling %s with %s from %d %s queries (%s), %d %s.",
         cfg.student.net._target_,
-        cfg.loss,
+        loss,
         cfg.query_budget,
         cfg.queries,
         cfg.api.output,
         steps,
+        "iterations of the data-free game" if data_free else "steps",
     )
     batched = 1
     if data_free:
