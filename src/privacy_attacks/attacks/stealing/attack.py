@@ -225,6 +225,13 @@ def buy_answers(cfg: DictConfig, pool: QueryPool, api: BlackBoxAPI) -> tuple[Ten
     candidates = pool.take(int(cfg.active.candidates), seed=seed)
     strategy.prepare(candidates, api.output, derive_seed(cfg.seed, "queries", cfg.query_strategy))
     sizes = round_sizes(int(cfg.query_budget), int(cfg.active.rounds))
+    if len(sizes) < int(cfg.active.rounds):
+        log.warning(
+            "active.rounds=%d is more than query_budget=%d: %d rounds of one query each.",
+            cfg.active.rounds,
+            cfg.query_budget,
+            len(sizes),
+        )
     queried = torch.zeros(len(candidates), dtype=torch.bool)
     order = torch.arange(sizes[0])
     queried[order] = True
