@@ -288,3 +288,38 @@ def test_shadow_models_train_with_the_recipes_label_smoothing_and_are_cached_apa
     with caplog.at_level(logging.WARNING):
         provision_shadow_models(_one_batch_recipe(max_epochs=1, early_stopping_patience=3), *args)
     assert "train all 1 epochs of their recipe: its early_stopping_patience=3" in caplog.text
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_an_interrupted_shadow_fit_goes_on_from_its_last_epoch_to_the_same_models(
+    context, tmp_path, monkeypatch, caplog, private
+):
+    from privacy_attacks.attacks.membership import shadow_models
+
+    images, labels = context.attacker_images[:20], context.attacker_labels[:20]
+    indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
+    cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 3}
+    recipe = OmegaConf.merge(private_recipe() if private else RECIPE, {"max_epochs": 3, "scheduler": cosine})
+    recipe.ema_decay = 0.9
+    whole, _ = provision_shadow_models(recipe, images, labels, indices, [3, 4], tmp_path / "whole")
+
+    real_save, saved = shadow_models.EpochCheckpoint.save, []
+
+    def save_then_stop(checkpoint, state):  # Ctrl-C right after the first epoch's state is saved
+        real_save(checkpoint, state)
+        saved.append(state["epoch"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shadow_models.EpochCheckpoint, "save", save_then_stop)
+    args = (recipe, images, labels, indices, [3, 4], tmp_path / "cut")
+    with pytest.raises(KeyboardInterrupt):
+        provision_shadow_models(*args, checkpoint_every_s=0)
+    assert saved == [1] and len(list((tmp_path / "cut").glob("shadows-*.pt.partial"))) == 1
+    monkeypatch.setattr(shadow_models.EpochCheckpoint, "save", real_save)
+    with caplog.at_level(logging.INFO, logger=shadow_models.__name__):
+        resumed, cached = provision_shadow_models(*args, checkpoint_every_s=0)
+    assert "Going on from epoch 1 of an interrupted fit" in caplog.text  # not trained from the start again
+    assert not cached and not list((tmp_path / "cut").glob("*.partial"))  # cached whole, the partial state gone
+    for part in ("params", "buffers"):
+        for name, value in getattr(whole, part).items():
+            assert torch.equal(getattr(resumed, part)[name], value), name

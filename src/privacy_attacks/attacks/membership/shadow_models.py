@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -146,6 +148,52 @@ class StackedEMA:
                 average.copy_(self.decay * average + (1 - self.decay) * current[name].detach())
 
 
+class EpochCheckpoint:
+    """Where a stacked fit saves its state at the end of an epoch (at most every ``every_s`` seconds, never after the
+    last), so that a fit interrupted (Ctrl-C, SIGTERM, a crash) goes on from its last saved epoch when run again,
+    to the weights the uninterrupted fit gives: the weights, buffers, optimiser and schedule, the moving average,
+    and every random generator's state. ``path`` None: nothing saved or read."""
+
+    def __init__(self, path: Path | None, every_s: float = 60.0):
+        self.path, self.every_s = path, float(every_s)
+        self.last = time.monotonic()
+
+    def load(self) -> dict[str, Any] | None:
+        """The state last saved (None: none, or unreadable: the fit starts afresh)."""
+        if self.path is None or not self.path.exists():
+            return None
+        try:
+            state = cache.read(self.path)
+        except Exception as error:  # noqa: BLE001 - a partial file of another layout: start again
+            log.warning(
+                "Could not read the interrupted fit's state %s (%s): training from the start.", self.path, error
+            )
+            return None
+        log.info("Going on from epoch %d of an interrupted fit (%s).", state["epoch"], self.path)
+        return state
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        """Whether to save after ``epoch`` of ``epochs`` (1-based)."""
+        return self.path is not None and epoch < epochs and time.monotonic() - self.last >= self.every_s
+
+    def save(self, state: dict[str, Any]) -> None:
+        cache.save(self.path, state)
+        self.last = time.monotonic()
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _generator_states(generators: Sequence[torch.Generator]) -> list[Tensor]:
+    return [g.get_state() for g in generators]
+
+
+def _set_generator_states(generators: Sequence[torch.Generator], states: Sequence[Tensor]) -> None:
+    for g, state in zip(generators, states, strict=True):
+        g.set_state(state)
+
+
 def train_shadow_models(
     recipe: DictConfig,
     images: Tensor,
@@ -154,6 +202,7 @@ def train_shadow_models(
     seeds: Sequence[int],
     progress: bool = True,
     device: str | torch.device = "cpu",
+    checkpoint: EpochCheckpoint | None = None,
 ) -> ShadowModels:
     """Train ``S = len(train_indices)`` models of ``recipe`` at once, model ``s`` on ``images[train_indices[s]]``.
 
@@ -171,7 +220,10 @@ def train_shadow_models(
             the joblib launcher); False: never.
         device: where the models train (initial weights and batch orders are drawn on the CPU, so they do not
             depend on it); the returned weights stay there.
+        checkpoint: where the fit's state is saved after an epoch, and read back from if an earlier fit of the
+            same models was interrupted (:class:`EpochCheckpoint`); None: nothing saved.
     """
+    checkpoint = checkpoint or EpochCheckpoint(None)
     num_models, n = train_indices.shape
     if len(seeds) != num_models:
         raise ValueError(f"{num_models} shadow models but {len(seeds)} seeds.")
@@ -207,6 +259,43 @@ def train_shadow_models(
         if ema is not None:
             ema.update(params, buffers)
 
+    def state(epoch: int, generators: Sequence[torch.Generator]) -> dict[str, Any]:
+        """The fit after ``epoch`` epochs, as :class:`EpochCheckpoint` saves it (on the CPU)."""
+        on_cpu = lambda tensors: {k: v.detach().cpu() for k, v in tensors.items()}  # noqa: E731
+        return {
+            "epoch": epoch,
+            "params": on_cpu(params),
+            "buffers": on_cpu(buffers),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "generators": _generator_states(generators),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "ema": None
+            if ema is None or ema.params is None
+            else {"params": on_cpu(ema.params), "buffers": on_cpu(ema.buffers)},
+        }
+
+    def restore(saved: dict[str, Any], generators: Sequence[torch.Generator]) -> int:
+        """Put the fit back where ``saved`` left it; returns the epochs done."""
+        with torch.no_grad():
+            for tensors, key in ((params, "params"), (buffers, "buffers")):
+                for name, value in tensors.items():
+                    value.copy_(saved[key][name].to(device))
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        _set_generator_states(generators, saved["generators"])
+        if ema is not None and saved["ema"] is not None:
+            ema.params = {k: v.to(device) for k, v in saved["ema"]["params"].items()}
+            ema.buffers = {k: v.to(device) for k, v in saved["ema"]["buffers"].items()}
+        return int(saved["epoch"])
+
+    def restore_rng(saved: dict[str, Any]) -> None:
+        torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+
     def finished() -> ShadowModels:
         final = {k: v.detach() for k, v in params.items()}
         kept = buffers
@@ -218,16 +307,26 @@ def train_shadow_models(
         private = PrivateShadowTraining(
             instantiate(recipe.privacy), template, n, batch_size, int(recipe.max_epochs), smoothing
         )
-        private.fit(params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress, after_step)
+        private.fit(
+            params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress, after_step,
+            resume=(checkpoint, state, restore),
+        )  # fmt: skip
         return finished()
+    saved = checkpoint.load()
+    done = 0 if saved is None else restore(saved, orders)
+    max_epochs = int(recipe.max_epochs)
     epochs = tqdm(
-        range(int(recipe.max_epochs)),
+        range(done, max_epochs),
         desc=f"{num_models} shadow models",
         disable=None if progress else True,
         leave=False,
+        initial=done,
+        total=max_epochs,
     )
-    progress_log = ProgressLog(f"{num_models} shadow models", int(recipe.max_epochs))
+    progress_log = ProgressLog(f"{num_models} shadow models", max_epochs)
     with seeded(seeds[0], "random_layers", *seeds):
+        if saved is not None:
+            restore_rng(saved)
         for epoch in epochs:
             order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
             epoch_indices = train_indices.gather(1, order)
@@ -247,6 +346,8 @@ def train_shadow_models(
                 scheduler.step()
             if progress_log.due(epoch + 1):  # reads the loss (a device sync) only when a line is written
                 progress_log.step(epoch + 1, {"train/loss": float(loss.detach()) / num_models})
+            if checkpoint.due(epoch + 1, max_epochs):
+                checkpoint.save(state(epoch + 1, orders))
     return finished()
 
 
@@ -296,18 +397,36 @@ class PrivateShadowTraining:
         }
 
     def fit(
-        self, params, buffers, optimizer, scheduler, images, labels, train_indices, seeds, progress, after_step=None
+        self,
+        params,
+        buffers,
+        optimizer,
+        scheduler,
+        images,
+        labels,
+        train_indices,
+        seeds,
+        progress,
+        after_step=None,
+        resume=None,
     ) -> None:
-        """Train the stacked ``params`` in place for the recipe's epochs (``after_step()`` after each step)."""
+        """Train the stacked ``params`` in place for the recipe's epochs (``after_step()`` after each step).
+        ``resume``: (the :class:`EpochCheckpoint`, a function of (epoch, generators) giving the state to save, one
+        of (state, generators) putting it back and giving the epochs done), or None."""
         num_models, device = len(seeds), train_indices.device
         draws = [generator(seed, "dp_batches") for seed in seeds]
         noises = [generator(seed, "dp_noise") for seed in seeds]
+        checkpoint, state, restore = resume if resume is not None else (EpochCheckpoint(None), None, None)
+        saved = checkpoint.load()
+        done = 0 if saved is None else restore(saved, [*draws, *noises])
         progress_log = ProgressLog(f"{num_models} private shadow models", self.epochs)
         for epoch in tqdm(
-            range(self.epochs),
+            range(done, self.epochs),
             desc=f"{num_models} private shadow models",
             disable=None if progress else True,
             leave=False,
+            initial=done,
+            total=self.epochs,
         ):
             for _ in range(self.steps_per_epoch):
                 masks = torch.stack([torch.rand(self.n, generator=g) < self.sample_rate for g in draws])  # (S, n)
@@ -329,6 +448,8 @@ class PrivateShadowTraining:
             if scheduler is not None:
                 scheduler.step()
             progress_log.step(epoch + 1)
+            if checkpoint.due(epoch + 1, self.epochs):
+                checkpoint.save(state(epoch + 1, [*draws, *noises]))
 
 
 def shadow_cache_path(
@@ -358,6 +479,11 @@ def shadow_cache_path(
     return cache.cache_path(cache_dir, "shadows", spec)
 
 
+def partial_path(path: Path) -> Path:
+    """Where the fit of the models cached at ``path`` keeps its state until they are: ``<path>.partial``."""
+    return Path(f"{path}.partial")
+
+
 def provision_shadow_models(
     recipe: DictConfig,
     images: Tensor,
@@ -366,8 +492,11 @@ def provision_shadow_models(
     seeds: Sequence[int],
     cache_dir: str | Path,
     device: str | torch.device = "cpu",
+    checkpoint_every_s: float = 60.0,
 ) -> tuple[ShadowModels, bool]:
-    """Shadow models of ``recipe`` for these training subsets, trained once on ``device`` and cached on disk.
+    """Shadow models of ``recipe`` for these training subsets, trained once on ``device`` and cached on disk; a fit
+    interrupted goes on, when run again, from the state it saved after an epoch at most every ``checkpoint_every_s``
+    seconds (:func:`partial_path`, removed once the models are cached).
 
     The cache key is the population's content, not its dataset indices (the attacker holds images, not
     indices). Returns the models, on ``device``, and whether they came from the cache.
@@ -390,9 +519,13 @@ def provision_shadow_models(
 
     def train(path: Path) -> ShadowModels:
         log.info("Training %d shadow models on %d images each (cached at %s).", *train_indices.shape, path)
-        shadows = train_shadow_models(recipe, images, labels, train_indices, seeds, device=device)
+        checkpoint = EpochCheckpoint(partial_path(path), every_s=checkpoint_every_s)
+        shadows = train_shadow_models(
+            recipe, images, labels, train_indices, seeds, device=device, checkpoint=checkpoint
+        )
         on_cpu = {part: {k: v.cpu() for k, v in getattr(shadows, part).items()} for part in ("params", "buffers")}
         cache.save(path, {"format": SHADOW_FORMAT, **on_cpu})
+        checkpoint.remove()
         return shadows
 
     return cache.provision(path, create=train, load=load)
