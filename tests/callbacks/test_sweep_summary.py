@@ -80,6 +80,18 @@ def test_a_sweep_into_the_folder_of_an_earlier_one_moves_it_whole_to_earlier(tmp
     SweepSummary().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(other)}}}))
     assert (other / "notes.txt").exists() and (other / "0" / "metrics.json").exists()
     assert not (other / "earlier").exists()
+    # A sweep has run there since (its multirun.yaml): its own entries move, the folder's other things stay.
+    (other / "multirun.yaml").write_text("{}")
+    for name in (".git", "src", "7", "README.md"):  # "7": a numbered folder that is not a job's (no .hydra/)
+        (other / name).mkdir() if "." not in name or name == ".git" else (other / name).write_text("x")
+    SweepSummary().on_multirun_start(OmegaConf.create({"hydra": {"sweep": {"dir": str(other)}}}))
+    left = sorted(p.name for p in other.iterdir())
+    assert left == [".git", ".summary_earlier.json", "7", "README.md", "earlier", "notes.txt", "src"]
+    assert sorted(p.name for p in (other / "earlier" / "1").iterdir()) == [
+        ".summary_earlier.json",
+        "0",
+        "multirun.yaml",
+    ]
 
 
 def test_summarising_a_folder_again_leaves_out_the_same_earlier_jobs_as_the_sweeps_end(tmp_path: Path, capsys):

@@ -58,17 +58,34 @@ def _parse(value: str) -> Any:
 EARLIER_DIR = "earlier"  # in the sweep folder: earlier sweeps into it, each moved whole to earlier/<n>/
 
 
-def set_aside_earlier_sweep(sweep_dir: Path) -> Path | None:
-    """Move what an earlier sweep left in ``sweep_dir`` (its job folders, summaries, ``multirun.yaml``: everything
-    but :data:`EARLIER_DIR`) to ``earlier/<n>/`` beneath it, as a sweep into the folder begins: its jobs are numbered
-    from 0 again and would write over the earlier ones (a sweep run again for the values an interrupted one had not
-    reached), so nothing of the earlier sweep is lost or mixed with the new one. Only a folder a sweep has begun in
-    (Hydra's ``multirun.yaml`` in it) is touched: one that holds other things (``hydra.sweep.dir=.``) is left as it
-    is. Returns where it went (None when nothing moved)."""
+# What a sweep writes at the top of its folder, beside its job folders (the summary's figure has a name of its own).
+SWEEP_FILES = ("multirun.yaml", "summary.csv", "summary.md", "summary_seeds.csv", EARLIER_FILE, ".submitit")
+
+
+def earlier_sweep_entries(sweep_dir: Path) -> list[Path]:
+    """What an earlier sweep left in ``sweep_dir``: its job folders (a number, holding Hydra's ``.hydra/``) and
+    :data:`SWEEP_FILES`, in a folder a sweep has begun in (``multirun.yaml`` there); [] otherwise. Nothing else is
+    counted, so a folder that holds other things too (``hydra.sweep.dir=.``) keeps them where they are."""
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "multirun.yaml").is_file():
+        return []
+    return sorted(
+        entry
+        for entry in sweep_dir.iterdir()
+        if entry.name in SWEEP_FILES or (entry.name.isdigit() and (entry / ".hydra").is_dir())
+    )
+
+
+def set_aside_earlier_sweep(sweep_dir: Path) -> Path | None:
+    """Move what an earlier sweep left in ``sweep_dir`` (:func:`earlier_sweep_entries`: its job folders, summaries,
+    ``multirun.yaml``) to ``earlier/<n>/`` beneath it, as a sweep into the folder begins: its jobs are numbered from
+    0 again and would write over the earlier ones (a sweep run again for the values an interrupted one had not
+    reached), so nothing of the earlier sweep is lost or mixed with the new one. Returns where it went (None when
+    nothing moved)."""
+    sweep_dir = Path(sweep_dir)
+    entries = earlier_sweep_entries(sweep_dir)
+    if not entries:
         return None
-    entries = sorted(p for p in sweep_dir.iterdir() if p.name != EARLIER_DIR)
     number = 1
     while (sweep_dir / EARLIER_DIR / str(number)).exists():
         number += 1
