@@ -78,3 +78,15 @@ def test_rmias_population_error_says_what_makes_room_in_each_case():
     offline = attack_config("membership", ["method=rmia_offline", "attacker_size=2500"])
     with pytest.raises(ConfigError, match=r"lower shadow_train_size or raise attacker_size"):
         validate(offline)
+
+
+def test_shadow_models_follow_the_targets_regularisers_unless_the_attacker_does_not_know_of_them():
+    from privacy_attacks.attacks.membership.attack import shadow_recipe
+
+    regularised = ["method=lira", "target.label_smoothing=0.1", "target.ema_decay=0.99"]
+    knows = shadow_recipe(attack_config("membership", regularised))
+    assert (knows.label_smoothing, knows.ema_decay) == (0.1, 0.99)
+    unaware = shadow_recipe(attack_config("membership", [*regularised, "shadow_regularisers=false"]))
+    assert (unaware.label_smoothing, unaware.ema_decay) == (0.0, None) and unaware.max_epochs == knows.max_epochs
+    with pytest.raises(ConfigError, match="shadow_regularisers"):
+        shadow_recipe(attack_config("membership", ["shadow_regularisers=maybe"]))

@@ -152,15 +152,20 @@ def check_classes(cfg: DictConfig, attack: MembershipAttack) -> None:
 
 def shadow_recipe(cfg: DictConfig) -> DictConfig:
     """The attacker's recipe (``shadow_recipe``) with its network replaced by ``attacker_net`` when one is chosen,
-    and with the target's training defence in it when ``shadow_privacy`` is true (shadow models then train with the
-    target's DP-SGD; proxies and attack classifiers do not)."""
+    with the target's training defence in it when ``shadow_privacy`` is true (shadow models then train with the
+    target's DP-SGD; proxies and attack classifiers do not), and without its ``label_smoothing`` and ``ema_decay``
+    when ``shadow_regularisers`` is false."""
     attacker_net = cfg.get("attacker_net")
     privacy = cfg.get("shadow_privacy")
-    if attacker_net is None and not privacy:
+    regularisers = cfg.get("shadow_regularisers", True)
+    require_bool(regularisers, "shadow_regularisers")
+    if attacker_net is None and not privacy and regularisers:
         return cfg.shadow_recipe
     recipe = OmegaConf.create(OmegaConf.to_container(cfg.shadow_recipe, resolve=True))
     if attacker_net is not None:
         recipe.net = OmegaConf.to_container(attacker_net, resolve=True)
+    if not regularisers:  # an attacker who does not know the target was trained with them
+        recipe.label_smoothing, recipe.ema_decay = 0.0, None
     if privacy:
         defense = defense_from_config(cfg)
         if not isinstance(defense, TrainingDefense):
