@@ -149,6 +149,20 @@ def test_group_norm_variants_are_what_dpsgd_trains():
         dpsgd.check_network(own)
 
 
+def test_a_torchvision_network_is_told_its_group_norm_key_too():
+    """Built as an nn.Sequential, it takes norm= through its factory: the hint reads the config node's target."""
+    from omegaconf import OmegaConf
+
+    from privacy_attacks.training import check_network
+    from tests.conftest import attack_config
+
+    data = attack_config("inversion", ["data=synthetic", "data.image_shape=[3,32,32]"]).data
+    node = {"_target_": "privacy_attacks.models.torchvision_classifier", "name": "resnet18"}
+    recipe = OmegaConf.create({"net": {**node, "image_shape": [3, 32, 32], "num_classes": 10}})
+    with pytest.raises(ConfigError, match=r"cannot train resnet18 privately .*\(attacker_net.norm=group\)"):
+        check_network(recipe, "shadow_recipe", data, DPSGD(), net_key="attacker_net")
+
+
 @pytest.mark.parametrize(
     ("build", "match"),
     [

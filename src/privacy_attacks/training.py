@@ -10,13 +10,14 @@ average of the weights), and ``privacy``, a training defence's node
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
@@ -83,6 +84,18 @@ def build_part(recipe: DictConfig, part: str, key: str = "model") -> Any:
     return build_node(recipe[part], f"{key}.{part}")
 
 
+def takes_norm(net_node: Any) -> bool:
+    """Whether a network's config node chooses its normalisation (a ``norm`` key, or a ``norm`` argument of its
+    ``_target_``): ``<net>.norm=group`` then builds it with group norm."""
+    if "norm" in net_node:
+        return True
+    try:
+        target = get_method(net_node["_target_"]) if "_target_" in net_node else None
+        return target is not None and "norm" in inspect.signature(target).parameters
+    except Exception:  # noqa: BLE001 - a target that cannot be read: no hint rather than a wrong one
+        return False
+
+
 def check_network(
     recipe: DictConfig, key: str, data: DictConfig, privacy: Any = None, net_key: str | None = None
 ) -> None:
@@ -135,7 +148,7 @@ def check_network(
             "nn.Sequential (a plain Python list hides them from torch)."
         )
     if privacy is not None and hasattr(privacy, "check_network"):
-        privacy.check_network(net, net_key, shown)
+        privacy.check_network(net, net_key, shown, takes_norm=takes_norm(recipe.net))
 
 
 def build_privacy(recipe: DictConfig) -> Any:

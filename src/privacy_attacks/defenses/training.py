@@ -148,10 +148,13 @@ class DPSGD(TrainingDefense):
                 f"rate {sample_rate:.4g} ({error})."
             ) from None
 
-    def check_network(self, net: nn.Module, net_key: str = "model.net", name: str | None = None) -> None:
+    def check_network(
+        self, net: nn.Module, net_key: str = "model.net", name: str | None = None, takes_norm: bool | None = None
+    ) -> None:
         """:class:`ConfigError` in one line when Opacus cannot take per-example gradients of ``net`` (batch norm mixes
         the examples of a batch: use a model's group-norm variant, ``<net_key>.norm=group``, e.g. ``model.net``);
-        ``name``: the network's name in the message (default: its class)."""
+        ``name``: the network's name in the message (default: its class); ``takes_norm``: whether its config chooses
+        its normalisation (None: whether its class takes a ``norm`` argument)."""
         from opacus.validators import ModuleValidator
 
         errors = ModuleValidator.validate(net, strict=False)
@@ -160,7 +163,8 @@ class DPSGD(TrainingDefense):
             listed = "; ".join(dict.fromkeys(str(error).replace("\n", " ").split(". ")[0] for error in errors))
             hint = ""
             if "BatchNorm" in listed:
-                takes_norm = "norm" in inspect.signature(type(net).__init__).parameters
+                if takes_norm is None:
+                    takes_norm = "norm" in inspect.signature(type(net).__init__).parameters
                 hint = (
                     f" Use a model's group-norm variant ({net_key}.norm=group)."
                     if takes_norm
