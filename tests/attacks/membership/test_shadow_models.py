@@ -15,6 +15,7 @@ from privacy_attacks.attacks.membership.shadow_models import (
     balanced_in_masks,
     partition_in_masks,
     provision_shadow_models,
+    shadow_cache_path,
     subset_indices,
     train_shadow_models,
 )
@@ -248,6 +249,23 @@ def test_partition_masks_give_every_model_a_target_sized_subset_and_every_image_
     assert torch.equal(masks, again)
 
 
+SMALL_VGG = {  # batch norm (running statistics: buffers) and dropout (the global RNG)
+    "_target_": "privacy_attacks.models.SmallVGG",
+    "image_shape": [3, 16, 16],
+    "num_classes": 4,
+    "width": 4,
+    "stages": 2,
+    "convs": 1,
+    "norm": "batch",
+    "dropout": 0.5,
+}
+
+
+def _colour_images() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(20, 3, 16, 16, generator=generator), torch.arange(20) % 4
+
+
 def _one_batch_recipe(**keys):
     """RECIPE with every model's 10 images in one batch: one optimiser step per epoch."""
     return OmegaConf.merge(RECIPE, {"batch_size": TRAIN_SIZE, **keys})
@@ -267,7 +285,33 @@ def test_shadow_models_keep_the_recipes_moving_average_of_their_weights(context)
         torch.testing.assert_close(value, expected)
 
 
-def test_shadow_models_train_with_the_recipes_label_smoothing_and_are_cached_apart(context, caplog):
+def test_the_moving_average_of_a_batch_norm_network_is_torchs_averaged_model_with_its_buffers():
+    """What Lightning's EMAWeightAveraging keeps of the target (AveragedModel, get_ema_avg_fn, buffers included),
+    running statistics and their batch count too."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
+
+    images, labels = _colour_images()
+    indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
+
+    def fit(**keys):
+        recipe = _one_batch_recipe(net=SMALL_VGG, **keys)
+        return train_shadow_models(recipe, images, labels, indices, seeds=[5, 6], progress=False)
+
+    steps = [fit(max_epochs=epochs).model(0) for epochs in (1, 2, 3)]  # model 0 after each of three steps
+    reference = AveragedModel(steps[0], avg_fn=get_ema_avg_fn(0.9), use_buffers=True)
+    for net in steps:
+        reference.update_parameters(net)
+    averaged = fit(max_epochs=3, ema_decay=0.9)
+    expected = reference.module.state_dict()
+    got = averaged.model(0).state_dict()
+    assert any(k.endswith("num_batches_tracked") for k in got) and any(k.endswith("running_var") for k in got)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_shadow_models_train_with_the_recipes_label_smoothing_and_are_cached_apart(context, caplog, monkeypatch):
+    from privacy_attacks.attacks.membership import shadow_models
+
     images, labels = context.attacker_images[:20], context.attacker_labels[:20]
     indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
     sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1.0}
@@ -285,21 +329,32 @@ def test_shadow_models_train_with_the_recipes_label_smoothing_and_are_cached_apa
     args = (images, labels, indices, [5, 6], context.cache_dir)
     assert not provision_shadow_models(_one_batch_recipe(max_epochs=1), *args)[1]
     assert not provision_shadow_models(_one_batch_recipe(max_epochs=1, label_smoothing=0.2), *args)[1]
+    specs = []  # models cached before they followed the recipe's regularisers trained without them: another key
+    real_cache_path = shadow_models.cache.cache_path
+    monkeypatch.setattr(shadow_models.cache, "cache_path", lambda *a: specs.append(a[2]) or real_cache_path(*a))
+    for keys in ({}, {"label_smoothing": 0.2}, {"ema_decay": 0.9}):
+        shadow_cache_path(context.cache_dir, _one_batch_recipe(**keys), images, labels, indices, [5, 6])
+    assert [spec.get("regularisers") for spec in specs] == [None, "followed", "followed"]
     with caplog.at_level(logging.WARNING):
         provision_shadow_models(_one_batch_recipe(max_epochs=1, early_stopping_patience=3), *args)
     assert "train all 1 epochs of their recipe: its early_stopping_patience=3" in caplog.text
 
 
-@pytest.mark.parametrize("private", [False, True])
+@pytest.mark.parametrize("network", ["lenet5", "lenet5_dpsgd", "batch_norm_and_dropout"])
 def test_an_interrupted_shadow_fit_goes_on_from_its_last_epoch_to_the_same_models(
-    context, tmp_path, monkeypatch, caplog, private
+    context, tmp_path, monkeypatch, caplog, network
 ):
     from privacy_attacks.attacks.membership import shadow_models
 
     images, labels = context.attacker_images[:20], context.attacker_labels[:20]
     indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
     cosine = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 3}
-    recipe = OmegaConf.merge(private_recipe() if private else RECIPE, {"max_epochs": 3, "scheduler": cosine})
+    recipe = OmegaConf.merge(
+        private_recipe() if network == "lenet5_dpsgd" else RECIPE, {"max_epochs": 3, "scheduler": cosine}
+    )
+    if network == "batch_norm_and_dropout":  # running statistics, and dropout masks from the global RNG
+        images, labels = _colour_images()
+        recipe.net = SMALL_VGG
     recipe.ema_decay = 0.9
     whole, _ = provision_shadow_models(recipe, images, labels, indices, [3, 4], tmp_path / "whole")
 
