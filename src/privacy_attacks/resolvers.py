@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -15,10 +16,17 @@ def pool_share(fraction: Any, *, _root_: Any) -> int:
     The judges of output inversion take their halves of the pool so, on any dataset."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
         raise ConfigError(f"pool_share:{fraction!r} is not allowed: it must be a fraction in [0, 1].")
+    data = _root_.data
+    return int(fraction * (_training_set_size(OmegaConf.to_yaml(data, resolve=True)) - int(data.val_size)))
+
+
+@functools.lru_cache(maxsize=8)
+def _training_set_size(data_yaml: str) -> int:
+    """The training set's size of the data config written ``data_yaml``, once per config (a source that knows it only
+    by reading its images reads them once)."""
     from privacy_attacks.data.identity import training_set_size  # (torch: imported when a config asks)
 
-    data = _root_.data
-    return int(fraction * (training_set_size(data) - int(data.val_size)))
+    return training_set_size(OmegaConf.create(data_yaml))
 
 
 OmegaConf.register_new_resolver("pool_share", pool_share, replace=True)

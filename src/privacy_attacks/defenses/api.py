@@ -85,6 +85,10 @@ class Rounding(OutputDefense):
         require_int(decimals, "defense.decimals", minimum=0)
         self.decimals = int(decimals)
 
+    @property
+    def reveals_scores(self) -> bool:  # 0 decimals: each probability 0 or 1, a label at most
+        return self.decimals > 0
+
     def __call__(self, probs: Tensor) -> Tensor:
         return probs.round(decimals=self.decimals)  # the top-1 stays a maximum (ties after rounding are the answer's)
 

@@ -103,9 +103,9 @@ def prepare(cfg: DictConfig, total: int | None = None) -> tuple[MembershipAttack
     except ConfigError as error:
         if cfg.get("attacker_size") is None and "attacker_size" in str(error):
             raise ConfigError(
-                f"{error} (attacker_size=null already gives the attacker all {len(split.attacker)} images the split "
-                "leaves it: a larger attacker needs fewer target members, evaluation images or a smaller "
-                "data.val_size.)"
+                f"{error} But attacker_size is null: the attacker already has all {len(split.attacker)} images the "
+                "split leaves it, so more of them takes fewer target members, fewer evaluation images or a smaller "
+                "data.val_size."
             ) from None
         raise
     budget = cfg.query_budget

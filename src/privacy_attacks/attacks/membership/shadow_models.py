@@ -164,12 +164,13 @@ class EpochCheckpoint:
             return None
         try:
             state = cache.read(self.path)
+            epoch = int(state["epoch"])
         except Exception as error:  # noqa: BLE001 - a partial file of another layout: start again
             log.warning(
                 "Could not read the interrupted fit's state %s (%s): training from the start.", self.path, error
             )
             return None
-        log.info("Going on from epoch %d of an interrupted fit (%s).", state["epoch"], self.path)
+        log.info("Going on from epoch %d of an interrupted fit (%s).", epoch, self.path)
         return state
 
     def due(self, epoch: int, epochs: int) -> bool:
@@ -270,7 +271,7 @@ def train_shadow_models(
             "scheduler": None if scheduler is None else scheduler.state_dict(),
             "generators": _generator_states(generators),
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "cuda_rng": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
             "ema": None
             if ema is None or ema.params is None
             else {"params": on_cpu(ema.params), "buffers": on_cpu(ema.buffers)},
@@ -278,6 +279,10 @@ def train_shadow_models(
 
     def restore(saved: dict[str, Any], generators: Sequence[torch.Generator]) -> int:
         """Put the fit back where ``saved`` left it; returns the epochs done."""
+        for tensors, key in ((params, "params"), (buffers, "buffers")):
+            shapes = {name: tuple(value.shape) for name, value in saved[key].items()}
+            if shapes != {name: tuple(value.shape) for name, value in tensors.items()}:
+                raise cache.unusable(checkpoint.path, "holds the state of other models")
         with torch.no_grad():
             for tensors, key in ((params, "params"), (buffers, "buffers")):
                 for name, value in tensors.items():
@@ -293,8 +298,8 @@ def train_shadow_models(
 
     def restore_rng(saved: dict[str, Any]) -> None:
         torch.set_rng_state(saved["rng"])
-        if saved["cuda_rng"]:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        if saved["cuda_rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state(saved["cuda_rng"][0], device)
 
     def finished() -> ShadowModels:
         final = {k: v.detach() for k, v in params.items()}
