@@ -219,6 +219,9 @@ def test_a_student_that_does_not_take_the_data_stops_before_any_work(compose_att
     student = ["student.net={_target_: privacy_attacks.models.LeNet5, num_classes: 10}"]
     with pytest.raises(ConfigError, match=r"student.net \(LeNet5\) cannot take data=synthetic's images"):
         run_attack(compose_attack([*overrides, *student]))
+    attacker_net = ["+attacker_net={_target_: privacy_attacks.models.LeNet5, num_classes: 10}"]  # the key one sets
+    with pytest.raises(ConfigError, match=r"^attacker_net \(LeNet5\) cannot take data=synthetic's images"):
+        run_attack(compose_attack([*overrides, *attacker_net]))
 
 
 @pytest.mark.fashion_mnist

@@ -86,6 +86,7 @@ def test_a_data_free_run_spends_whole_iterations_within_the_budget(compose_attac
         (["api.output=label"], "needs answers with scores"),
         (["defense=label_only"], r"the API's defence \(LabelOnly\(\)\) answers each image's label alone"),
         (["defense=topk", "defense.k=1"], r"the API's defence \(TopK\(k=1\)\) answers each image's label alone"),
+        (["api.output=rounded", "api.decimals=0"], "api.output=rounded with api.decimals=0 answers each"),
         (["defense=rounding", "defense.decimals=0"], r"defence \(Rounding\(decimals=0\)\) answers each image's label"),
         (["query_budget=20"], "query_budget=20 is too small for queries=generator"),
         (["loss=mse"], "loss=mse is not used with queries=generator"),  # a sweep over it: the same job again

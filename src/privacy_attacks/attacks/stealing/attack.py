@@ -75,7 +75,9 @@ def validate(cfg: DictConfig) -> None:
     build_node(cfg.losses[cfg.loss], f"losses.{cfg.loss}", DistillationLoss, "a distillation loss")  # checks itself
     instantiate(cfg.api.outputs[cfg.api.output])  # e.g. api.decimals
     require_choice(cfg.query_strategy, cfg.query_strategies, "query_strategy")
-    check_network(cfg.student, "student", cfg.data)  # the student takes the data's images, gives its classes
+    # The student takes the data's images and gives its classes; messages name the key that chose its network.
+    net_key = "attacker_net" if cfg.get("attacker_net") is not None else None
+    check_network(cfg.student, "student", cfg.data, net_key=net_key)
     if cfg.queries == GENERATOR_QUERIES:
         if is_active(cfg):
             raise ConfigError(
@@ -83,6 +85,11 @@ def validate(cfg: DictConfig) -> None:
                 "query_strategy=random."
             )
         check_data_free(cfg.data_free, budget, cfg.api.output, defense_from_config(cfg, "api"))
+        if cfg.api.output == "rounded" and cfg.api.decimals == 0:
+            raise ConfigError(
+                "queries=generator needs answers with scores: api.output=rounded with api.decimals=0 answers each "
+                "probability as 0 or 1, a label at most; raise api.decimals."
+            )
         if cfg.loss != DATA_FREE_UNUSED_LOSS:  # a sweep over it would run the same job again and again
             raise ConfigError(
                 f"loss={cfg.loss} is not used with queries=generator: the data-free game trains its student with "
