@@ -23,6 +23,17 @@ from privacy_attacks.errors import CheckpointError
 from privacy_attacks.seeding import seeded
 from tests.attacks.membership.conftest import RECIPE, TRAIN_SIZE, features
 
+SMALL_VGG = {  # batch norm (running statistics: buffers) and dropout (the global RNG)
+    "_target_": "privacy_attacks.models.SmallVGG",
+    "image_shape": [3, 16, 16],
+    "num_classes": 4,
+    "width": 4,
+    "stages": 2,
+    "convs": 1,
+    "norm": "batch",
+    "dropout": 0.5,
+}
+
 
 def test_shadow_models_are_cached_by_config(context):
     masks = balanced_in_masks(2 * TRAIN_SIZE, 2, torch.Generator().manual_seed(0))
@@ -65,16 +76,7 @@ def test_shadow_models_of_a_batch_norm_network_on_colour_images_answer_in_eval_m
     reproducible, and the stacked logits are each model's own eval-mode answers (not batch statistics of the
     queried images, no dropout)."""
     recipe = RECIPE.copy()
-    recipe.net = {
-        "_target_": "privacy_attacks.models.SmallVGG",
-        "image_shape": [3, 16, 16],
-        "num_classes": 4,
-        "width": 4,
-        "stages": 2,
-        "convs": 1,
-        "norm": "batch",
-        "dropout": 0.5,
-    }
+    recipe.net = SMALL_VGG
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(20, 3, 16, 16, generator=generator), torch.arange(20) % 4
     indices = subset_indices(balanced_in_masks(20, 2, generator))
@@ -247,18 +249,6 @@ def test_partition_masks_give_every_model_a_target_sized_subset_and_every_image_
     assert abs(float(counts.mean()) - share) < 1e-9 and int(counts.max()) <= -(-models // groups)
     again = partition_in_masks(population, subset, models, torch.Generator().manual_seed(0))
     assert torch.equal(masks, again)
-
-
-SMALL_VGG = {  # batch norm (running statistics: buffers) and dropout (the global RNG)
-    "_target_": "privacy_attacks.models.SmallVGG",
-    "image_shape": [3, 16, 16],
-    "num_classes": 4,
-    "width": 4,
-    "stages": 2,
-    "convs": 1,
-    "norm": "batch",
-    "dropout": 0.5,
-}
 
 
 def _colour_images() -> tuple[torch.Tensor, torch.Tensor]:
