@@ -76,22 +76,12 @@ def nonmember_pool(cfg: DictConfig, total: int | None = None) -> Tensor:
 
 
 def draw_canaries(cfg: DictConfig, labels: Tensor) -> CanarySet:
-    """The dataset canaries of ``cfg`` (``canaries``, ``canary_kind``: a :class:`DatasetCanaries` node, ``seed``),
-    given the training set's labels (N,); the wrong labels are drawn among ``data.num_classes`` (the labels' largest
-    + 1 where the config leaves it to the data)."""
+    """The dataset canaries of ``cfg`` (``canary_kind``: a :class:`DatasetCanaries` node), given the training set's
+    labels (N,) (:meth:`DatasetCanaries.draw`)."""
     kind = canary_kind(cfg)
     if not isinstance(kind, DatasetCanaries):
         raise ConfigError(f"canary_kind={cfg.canary_kind} draws no canaries from the dataset's images.")
-    pool = nonmember_pool(cfg, len(labels))
-    _, declared = data_shape(cfg.data)
-    m, classes = int(cfg.canaries), declared if declared is not None else int(labels.max()) + 1
-    indices = pool[torch.randperm(len(pool), generator=generator(cfg.seed, "canaries"))[:m]]
-    canary_labels = labels[indices].clone()
-    if kind.wrong_labels:  # a uniformly drawn wrong class
-        shift = torch.randint(1, classes, (m,), generator=generator(cfg.seed, "canary_labels"))
-        canary_labels = (canary_labels + shift) % classes
-    included = torch.rand(m, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
-    return CanarySet(indices, canary_labels, included)
+    return kind.draw(cfg, labels)
 
 
 def reference_recipe(cfg: DictConfig) -> DictConfig:
@@ -237,14 +227,17 @@ class ImageCanaries(CanaryKind):
 
     def scores(self, cfg: DictConfig, target: Target) -> Scored:
         canaries, images = self.images(cfg)
-        log_probs = in_batches(
-            lambda chunk: target.net(chunk).double(),
-            images,
-            batch_size=int(cfg.data.eval_batch_size),
-            device=net_device(target.net),
-            out=None,
-        ).log_softmax(dim=-1)
-        log_probs = log_probs.cpu()
+        log_probs = (
+            in_batches(
+                lambda chunk: target.net(chunk).double(),
+                images,
+                batch_size=int(cfg.data.eval_batch_size),
+                device=net_device(target.net),
+                out=None,
+            )
+            .log_softmax(dim=-1)
+            .cpu()
+        )
         scores = chosen_score(cfg.scores, cfg.score, "score")(log_probs, canaries.labels)
         fits = log_probs.argmax(dim=-1) == canaries.labels  # the canary's own label predicted
         included = canaries.included
@@ -270,9 +263,23 @@ class DatasetCanaries(ImageCanaries):
                 f"outside the target's training set: lower canaries."
             )
 
+    def draw(self, cfg: DictConfig, labels: Tensor) -> CanarySet:
+        """The canaries of ``cfg`` (``canaries``, ``seed``), given the training set's labels (N,); the wrong labels
+        are drawn among ``data.num_classes`` (the labels' largest + 1 where the config leaves it to the data)."""
+        pool = nonmember_pool(cfg, len(labels))
+        _, declared = data_shape(cfg.data)
+        m, classes = int(cfg.canaries), declared if declared is not None else int(labels.max()) + 1
+        indices = pool[torch.randperm(len(pool), generator=generator(cfg.seed, "canaries"))[:m]]
+        canary_labels = labels[indices].clone()
+        if self.wrong_labels:  # a uniformly drawn wrong class
+            shift = torch.randint(1, classes, (m,), generator=generator(cfg.seed, "canary_labels"))
+            canary_labels = (canary_labels + shift) % classes
+        included = torch.rand(m, generator=generator(cfg.seed, "canary_inclusion")) < 0.5
+        return CanarySet(indices, canary_labels, included)
+
     def images(self, cfg: DictConfig) -> tuple[CanarySet, Tensor]:
         data = data_source(cfg.data).load()  # the configured dataset's training images
-        canaries = draw_canaries(cfg, data.train_labels)
+        canaries = self.draw(cfg, data.train_labels)
         return canaries, data.train_images[canaries.indices]
 
 
