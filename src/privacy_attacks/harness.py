@@ -21,7 +21,6 @@ import contextlib
 import difflib
 import functools
 import logging
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch import Tensor
 
 from privacy_attacks.callbacks.sigterm import StopOnSigterm
 from privacy_attacks.errors import ConfigError, UserError, require_int
+from privacy_attacks.io import move_aside
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +138,7 @@ def set_aside_earlier_events(logger: Any) -> Path | None:
     events = sorted(Path(log_dir).glob("events.out.tfevents.*")) if log_dir else []
     if not events:
         return None
-    number = 1
-    while (Path(log_dir) / "earlier" / str(number)).exists():
-        number += 1
-    aside = Path(log_dir) / "earlier" / str(number)
-    aside.mkdir(parents=True)
-    for event_file in events:
-        shutil.move(str(event_file), aside / event_file.name)
+    aside = move_aside(Path(log_dir), events)
     log.info("An earlier run's TensorBoard events in this run's folder were moved to %s.", aside)
     return aside
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -60,3 +61,16 @@ def write_atomically(path: Path, write: Callable[[Path], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def move_aside(folder: Path, entries: list[Path]) -> Path:
+    """Move ``entries`` (files or folders) to ``folder/earlier/<n>/``, the first ``n`` = 1, 2, ... not taken: what an
+    earlier run left where a new one writes, kept beside it. Returns that folder."""
+    number = 1
+    while (Path(folder) / "earlier" / str(number)).exists():
+        number += 1
+    aside = Path(folder) / "earlier" / str(number)
+    aside.mkdir(parents=True)
+    for entry in entries:
+        shutil.move(str(entry), aside / Path(entry).name)
+    return aside

@@ -19,7 +19,6 @@ import csv
 import functools
 import logging
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from privacy_attacks.io import read_json, write_atomically, write_json
+from privacy_attacks.io import move_aside, read_json, write_atomically, write_json
 from privacy_attacks.statistics import hashable, mean_ci95, pooled_ci95
 
 log = logging.getLogger(__name__)
@@ -53,9 +52,6 @@ def _parse(value: str) -> Any:
         return _override_parser().parse_override(f"key={value}").value()
     except Exception:  # noqa: BLE001 - a value Hydra's grammar does not take stays the text it is
         return value
-
-
-EARLIER_DIR = "earlier"  # in the sweep folder: earlier sweeps into it, each moved whole to earlier/<n>/
 
 
 # What a sweep writes at the top of its folder, beside its job folders (the summary's figure has a name of its own).
@@ -86,13 +82,7 @@ def set_aside_earlier_sweep(sweep_dir: Path) -> Path | None:
     entries = earlier_sweep_entries(sweep_dir)
     if not entries:
         return None
-    number = 1
-    while (sweep_dir / EARLIER_DIR / str(number)).exists():
-        number += 1
-    aside = sweep_dir / EARLIER_DIR / str(number)
-    aside.mkdir(parents=True)
-    for entry in entries:
-        shutil.move(str(entry), aside / entry.name)
+    aside = move_aside(sweep_dir, entries)
     log.warning("%s held an earlier sweep: moved to %s, and the new sweep starts in an empty folder.", sweep_dir, aside)
     return aside
 
