@@ -147,3 +147,67 @@ def test_a_gpu_trained_classifier_is_cached_apart_from_the_cpu_one(recipe, data_
     assert targets.checkpoint_path(recipe, data_cfg, tmp_path, device="cpu") == cpu
     assert targets.checkpoint_path(recipe, data_cfg, tmp_path, device="cuda") != cpu
     assert "device" not in targets.checkpoint_spec(recipe, data_cfg)  # CPU checkpoints keep their keys
+
+
+class Killed(Exception):
+    """A run killed in the middle of its fit."""
+
+
+def test_an_interrupted_training_of_a_cached_classifier_goes_on_to_the_same_weights(
+    compose_train, tmp_path, monkeypatch, caplog
+):
+    """Killed after its second of three epochs, a classifier being trained for the cache goes on, when asked for
+    again, from the state saved after that epoch, to the weights and metrics of the uninterrupted training; the
+    saved state is gone once the classifier is cached."""
+    import lightning as L
+
+    small = ["data=synthetic", "data.source.train_size=300", "data.val_size=50", "model.members=200"]
+    cfg = compose_train([*small, "model.max_epochs=3"])
+    monkeypatch.setattr(targets, "PARTIAL_FIT_EVERY_S", 0.0)  # save after every epoch
+    whole = targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "whole")
+
+    class KillAfterSecondEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise Killed
+
+    fit = targets.fit_classifier
+    with monkeypatch.context() as killing:
+        killing.setattr(
+            targets,
+            "fit_classifier",
+            lambda *a, callbacks, **k: fit(*a, callbacks=[*callbacks, KillAfterSecondEpoch()], **k),
+        )
+        with pytest.raises(Killed):
+            targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "cut")
+    (partial,) = (tmp_path / "cut").glob("target-*.pt.partial")
+    assert not list((tmp_path / "cut").glob("target-*.pt"))
+    with caplog.at_level("INFO"):
+        resumed = targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "cut")
+    assert "Going on from epoch 2 of an interrupted fit" in caplog.text
+    assert not partial.exists() and resumed.checkpoint.name == whole.checkpoint.name
+    for name, value in whole.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[name], value, rtol=0, atol=0)
+    assert resumed.metrics["test/acc"] == whole.metrics["test/acc"]
+
+
+def test_an_interrupted_fits_state_of_other_settings_or_unreadable_is_not_resumed(tmp_path, caplog):
+    from privacy_attacks.cache import library_versions
+    from privacy_attacks.callbacks.partial_fit import resumable_partial_fit
+    from privacy_attacks.training import STAMP_KEY
+
+    partial, spec = tmp_path / "target-0.pt.partial", {"recipe": {"seed": 0}}
+    assert resumable_partial_fit(partial, spec) is None  # none there
+    stamp = {"spec": spec, "fit_seconds": 1.0, "versions": library_versions()}
+    torch.save({STAMP_KEY: stamp, "epoch": 0}, partial)
+    assert resumable_partial_fit(partial, spec) == str(partial) and partial.exists()
+    torch.save({STAMP_KEY: {**stamp, "spec": {"recipe": {"seed": 1}}}, "epoch": 0}, partial)
+    with caplog.at_level("WARNING"):
+        assert resumable_partial_fit(partial, spec) is None
+    assert "left by a fit of other settings" in caplog.text and not partial.exists()
+    torch.save({STAMP_KEY: {**stamp, "versions": {"torch": "0.1"}}, "epoch": 0}, partial)
+    assert resumable_partial_fit(partial, spec) is None and not partial.exists()
+    partial.write_bytes(b"half a file")
+    with caplog.at_level("WARNING"):
+        assert resumable_partial_fit(partial, spec) is None
+    assert "Could not read the interrupted fit's state" in caplog.text and not partial.exists()

@@ -173,6 +173,12 @@ def save(path: Path, obj: Any) -> Path:
     return atomic_torch_save(path, {STAMP: {"versions": library_versions()}, "content": obj})
 
 
+def partial_path(path: Path) -> Path:
+    """Where the fit of the model(s) to be cached at ``path`` keeps its state until they are: ``<path>.partial``
+    (written after an epoch, read when the same fit runs again after an interruption, removed once ``path`` is)."""
+    return Path(f"{path}.partial")
+
+
 def unusable(path: Path, problem: str) -> CheckpointError:
     """The error for a cached file that cannot be used: ``Checkpoint <path> <problem>. Delete <path> ...``."""
     return CheckpointError(f"Checkpoint {path} {problem}. Delete {path} and it will be retrained.")

@@ -3,7 +3,8 @@
 A checkpoint is keyed by the recipe (``conf/model/*.yaml``, resolved), the data split and the
 recipe's seed: a target trained on 1,000 members gets its own file beside the default one.
 A missing checkpoint is trained once, under a file lock, even when several multirun jobs
-ask for it at the same moment (:mod:`privacy_attacks.cache`).
+ask for it at the same moment (:mod:`privacy_attacks.cache`). A training interrupted goes on, when asked for
+again, from the state it saved after an epoch (:mod:`privacy_attacks.callbacks.partial_fit`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from privacy_attacks import cache
+from privacy_attacks.callbacks.partial_fit import PartialFitCheckpoint, resumable_partial_fit
 from privacy_attacks.data.identity import data_identity
 from privacy_attacks.defenses import recipe_with_defense
+from privacy_attacks.errors import CheckpointError
 from privacy_attacks.harness import run_device
 from privacy_attacks.models import NETWORK_MODULES
 from privacy_attacks.training import fit_classifier, validate_recipe
@@ -30,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
+# How often (seconds, at most once an epoch) a classifier being trained for the cache saves the state an interrupted
+# fit goes on from (:class:`~privacy_attacks.callbacks.partial_fit.PartialFitCheckpoint`).
+PARTIAL_FIT_EVERY_S = 60.0
 # Recipe keys added after targets were first cached. At these values a recipe trains the same weights as without
 # them, so they stay out of the key and a cached target keeps its file.
 NEUTRAL_RECIPE_KEYS: dict[str, Any] = {
@@ -237,7 +243,8 @@ def provision_classifier(
     extra_train: tuple[Tensor, Tensor] | None = None,
     recorder: L.Callback | None = None,
 ) -> Target:
-    """Return the trained, frozen classifier of ``recipe``, training and caching it on first use.
+    """Return the trained, frozen classifier of ``recipe``, training and caching it on first use (going on from the
+    state an interrupted training saved, at most every :data:`PARTIAL_FIT_EVERY_S` seconds, to the same weights).
 
     Args:
         recipe: a classifier recipe (``conf/model/*.yaml``), including its ``seed``.
@@ -266,12 +273,36 @@ def provision_classifier(
     path = cache.cache_path(cache_dir, name, spec)
 
     def train(path: Path) -> Target:
-        log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
-        callbacks = [] if recorder is None else [recorder]
-        system, metrics = fit_classifier(
-            recipe, data, trainer, recipe.seed, extra_train=extra_train, callbacks=callbacks, enable_checkpointing=False
-        )
+        partial = cache.partial_path(path)
+        resume = resumable_partial_fit(partial, spec)
+        if resume is None:
+            log.info("No cached %s at %s: training it once (recipe seed %s).", name, path, recipe.seed)
+
+        def fit(ckpt_path: str | None) -> tuple[L.LightningModule, dict[str, float]]:
+            saver = PartialFitCheckpoint(partial, every_s=PARTIAL_FIT_EVERY_S)
+            callbacks = [saver] if recorder is None else [saver, recorder]
+            return fit_classifier(
+                recipe,
+                data,
+                trainer,
+                recipe.seed,
+                extra_train=extra_train,
+                callbacks=callbacks,
+                ckpt_path=ckpt_path,
+                spec=spec,
+                enable_checkpointing=False,
+            )
+
+        try:
+            system, metrics = fit(resume)
+        except CheckpointError as error:  # the interrupted fit's state cannot be resumed after all: start again
+            if resume is None:
+                raise
+            log.warning("%s: training %s from the start.", error, name)
+            partial.unlink(missing_ok=True)
+            system, metrics = fit(None)
         save_checkpoint(path, system.net, spec, metrics, None if recorder is None else recorder.record())
+        partial.unlink(missing_ok=True)
         log.info("Cached %s at %s (test/acc %.4f).", name, path, metrics["test/acc"])
         return load_checkpoint(path, recipe, spec)
 

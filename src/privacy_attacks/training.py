@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from privacy_attacks.cache import library_versions
 from privacy_attacks.callbacks.epoch_log import EpochLog
 from privacy_attacks.data import ImageDataModule
 from privacy_attacks.data.identity import data_name, data_shape, data_source
@@ -277,8 +278,9 @@ STAMP_KEY = "privacy_attacks"  # the entry of a Lightning checkpoint that RunSta
 
 class RunStamp(L.Callback):
     """Writes into every Lightning checkpoint of a fit the run's ``spec`` (its
-    :func:`~privacy_attacks.targets.checkpoint_spec`: what determines its weights) and the fit's seconds so far
-    (``seconds_before``, a resumed run's earlier ones, included), under :data:`STAMP_KEY`."""
+    :func:`~privacy_attacks.targets.checkpoint_spec`: what determines its weights), the fit's seconds so far
+    (``seconds_before``, a resumed run's earlier ones, included) and the library versions it ran under
+    (:func:`~privacy_attacks.cache.library_versions`), under :data:`STAMP_KEY`."""
 
     def __init__(self, spec: dict[str, Any], seconds_before: float = 0.0):
         self.spec, self.seconds_before, self.start = spec, seconds_before, time.perf_counter()
@@ -288,7 +290,7 @@ class RunStamp(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         seconds = self.seconds_before + time.perf_counter() - self.start
-        checkpoint[STAMP_KEY] = {"spec": self.spec, "fit_seconds": seconds}
+        checkpoint[STAMP_KEY] = {"spec": self.spec, "fit_seconds": seconds, "versions": library_versions()}
 
 
 def spec_differences(found: Any, expected: Any, key: str = "") -> list[str]:

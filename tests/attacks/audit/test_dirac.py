@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from privacy_attacks.attacks.audit.bound import epsilon_lower_bound
 from privacy_attacks.attacks.audit.dirac import DiracCanaries, draw_dirac_canaries
@@ -30,18 +30,28 @@ def private_linear(noise_multiplier: float, sample_rate: float, expected_batch_s
 def train(private, canaries: DiracCanaries, steps: int, seed: int = 0) -> dict:
     """``steps`` DP-SGD steps on Poisson-sampled batches of 400 random examples, the canaries attached as the
     Lightning fit attaches them; returns their record."""
-    data = torch.Generator().manual_seed(seed)
-    images, labels = torch.randn(400, 50, generator=data), torch.randint(0, 10, (400,), generator=data)
+    examples = random_examples(seed)
     module = SimpleNamespace(private=private)
     canaries.on_train_start(None, module)
+    take_steps(private, steps, *examples)
+    canaries.on_train_end(None, module)
+    return canaries.record()
+
+
+def random_examples(seed: int) -> tuple[Tensor, Tensor, torch.Generator]:
+    """400 random examples (50 features, 10 classes) and the generator their batches are drawn from."""
+    data = torch.Generator().manual_seed(seed)
+    return torch.randn(400, 50, generator=data), torch.randint(0, 10, (400,), generator=data), data
+
+
+def take_steps(private, steps: int, images: Tensor, labels: Tensor, data: torch.Generator) -> None:
+    """``steps`` DP-SGD steps on Poisson-sampled batches of ``images``, drawn from ``data``."""
     for _ in range(steps):
         batch = torch.rand(400, generator=data) < private.sample_rate
         loss = F.cross_entropy(private.module(images[batch]), labels[batch])
         loss.backward()
         private.optimizer.step()
         private.optimizer.zero_grad()
-    canaries.on_train_end(None, module)
-    return canaries.record()
 
 
 def test_each_canary_in_its_step_adds_the_clipping_norm_to_its_coordinate_of_the_clipped_sum():
@@ -81,6 +91,31 @@ def test_without_noise_the_auditor_sees_each_canarys_steps_and_guesses_all_right
     assert torch.equal(record["insertions"], expected)
     ordered = record["likelihood_ratio"].argsort(descending=True)
     assert bool(included[ordered[:20]].all()) and not bool(included[ordered[-20:]].any())
+
+
+def test_a_resumed_fit_records_what_the_uninterrupted_one_does():
+    """The canaries' state goes into the fit's checkpoints (``state_dict``): new canaries loaded from it after 6 of
+    12 steps, attached to the resumed optimiser, end with the record of canaries that watched all 12 steps (the
+    weights they started from included, not those of the resumption)."""
+    import copy
+
+    coordinates, included = draw_dirac_canaries(seed=3, canaries=50, num_parameters=510)
+    whole = train(private_linear(1.0, 0.1, 40.0), DiracCanaries(coordinates, included, seed=3), steps=12)
+    private, examples = private_linear(1.0, 0.1, 40.0), random_examples(0)
+    add_noise, module = private.optimizer.add_noise, SimpleNamespace(private=private)
+    first = DiracCanaries(coordinates, included, seed=3)
+    first.on_train_start(None, module)
+    take_steps(private, 6, *examples)
+    saved = copy.deepcopy(first.state_dict())
+    private.optimizer.add_noise = add_noise  # a resumed fit builds its optimiser afresh
+    resumed = DiracCanaries(coordinates, included, seed=3)
+    resumed.load_state_dict(saved)
+    resumed.on_train_start(None, module)
+    take_steps(private, 6, *examples)
+    resumed.on_train_end(None, module)
+    record = resumed.record()
+    for name in ("sum", "likelihood_ratio", "insertions", "last_iterate", "steps"):
+        assert torch.equal(torch.as_tensor(record[name]), torch.as_tensor(whole[name])), name
 
 
 def test_the_likelihood_ratio_is_the_mixture_against_pure_noise_by_hand():

@@ -96,7 +96,8 @@ class DiracCanaries(L.Callback):
         self._clip = float(optimizer.max_grad_norm)
         self._params = list(optimizer.params)
         self._slices = self._parameter_slices(self._params)
-        self._start = self._read(self._params, lambda p: p.detach())
+        if self._start is None:  # else restored from an interrupted fit's checkpoint: the first step's weights
+            self._start = self._read(self._params, lambda p: p.detach())
         add_noise = optimizer.add_noise
 
         def add_noise_with_canaries() -> None:
@@ -115,6 +116,18 @@ class DiracCanaries(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._end = self._read(self._params, lambda p: p.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        """What was observed so far, and the canaries' sampling generator: saved in the fit's checkpoints, so that
+        an interrupted fit goes on to the record of the uninterrupted one."""
+        observed = {name: getattr(self, f"_{name}") for name in ("sum", "likelihood_ratio", "insertions", "start")}
+        return {**observed, "steps": self._steps, "sampling": self._sampling.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for name in ("sum", "likelihood_ratio", "insertions", "start"):
+            setattr(self, f"_{name}", state_dict[name])
+        self._steps = int(state_dict["steps"])
+        self._sampling.set_state(state_dict["sampling"])
 
     def _parameter_slices(self, params: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         """Per parameter tensor: (positions among the canaries, flat offsets inside the tensor)."""

@@ -484,11 +484,6 @@ def shadow_cache_path(
     return cache.cache_path(cache_dir, "shadows", spec)
 
 
-def partial_path(path: Path) -> Path:
-    """Where the fit of the models cached at ``path`` keeps its state until they are: ``<path>.partial``."""
-    return Path(f"{path}.partial")
-
-
 def provision_shadow_models(
     recipe: DictConfig,
     images: Tensor,
@@ -501,7 +496,7 @@ def provision_shadow_models(
 ) -> tuple[ShadowModels, bool]:
     """Shadow models of ``recipe`` for these training subsets, trained once on ``device`` and cached on disk; a fit
     interrupted goes on, when run again, from the state it saved after an epoch at most every ``checkpoint_every_s``
-    seconds (:func:`partial_path`, removed once the models are cached).
+    seconds (:func:`~privacy_attacks.cache.partial_path`, removed once the models are cached).
 
     The cache key is the population's content, not its dataset indices (the attacker holds images, not
     indices). Returns the models, on ``device``, and whether they came from the cache.
@@ -524,7 +519,7 @@ def provision_shadow_models(
 
     def train(path: Path) -> ShadowModels:
         log.info("Training %d shadow models on %d images each (cached at %s).", *train_indices.shape, path)
-        checkpoint = EpochCheckpoint(partial_path(path), every_s=checkpoint_every_s)
+        checkpoint = EpochCheckpoint(cache.partial_path(path), every_s=checkpoint_every_s)
         shadows = train_shadow_models(
             recipe, images, labels, train_indices, seeds, device=device, checkpoint=checkpoint
         )
