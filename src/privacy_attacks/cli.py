@@ -18,7 +18,10 @@ from privacy_attacks.errors import UserError
 log = logging.getLogger("privacy_attacks")
 
 
-KEPT = "what had finished is kept (finished jobs and their sweep's partial summary, completely cached models)"
+KEPT = (
+    "what had finished is kept (finished jobs and their sweep's partial summary, cached models, and models in "
+    "training as of their last saved epoch, which the same command goes on from)"
+)
 
 
 _JOB_STARTED = False  # set by the first job of this process: Hydra's exit 1 after it is no config error
