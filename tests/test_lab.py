@@ -157,7 +157,8 @@ def test_the_lab_fixes_the_scenario_draw_of_the_experiments_that_sweep_one():
 def composed_stage(command: list[str]) -> DictConfig:
     """The config one stage's command composes (a sweep's first value of each key), with Hydra's record."""
     script = command[0]
-    overrides = [a.split(",")[0] if "," in a else a for a in command[1:] if a != "-m" and not a.startswith("hydra.")]
+    kept = [a for a in command[1:] if a != "-m" and (a.startswith("hydra.searchpath=") or not a.startswith("hydra."))]
+    overrides = [a.split(",")[0] if "," in a and "[" not in a else a for a in kept]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=script.removesuffix(".py"), overrides=overrides, return_hydra_config=True)
 
@@ -190,6 +191,26 @@ def test_a_net_reaches_every_stages_target_recipe_keeping_its_training_settings(
     membership = composed_stage(lab.stage_command(cfg.stages.membership, 1, "cpu", tmp_path, choices))
     assert membership.hydra.runtime.choices["model@target"] == "lenet5_members"  # its own recipe, on the CNN
     assert (membership.target.max_epochs, membership.target.batch_size) == (30, 32)
+
+
+def test_the_labs_settings_of_data_model_and_net_keys_and_its_own_configs_reach_every_stage(tmp_path: Path):
+    """A researcher's own network config, found on the lab's search path, and settings of the data, the target
+    recipe and its network: every stage composes with them, under its script's keys."""
+    own = tmp_path / "own_conf" / "net"
+    own.mkdir(parents=True)
+    (own / "own_mlp.yaml").write_text((CONF_DIR / "net" / "mlp.yaml").read_text())
+    settings = ["data.num_classes=4", "data.image_shape=[3,20,20]", "model.members=500", "net.width=64"]
+    chosen = ["data=synthetic", "model=mlp", "net=own_mlp", f"hydra.searchpath=[file://{own.parent}]"]
+    cfg = lab_config([*chosen, *settings], hydra_record=True)
+    forwarded = lab.lab_forwarded(cfg)
+    assert forwarded == lab.Forwarded(tuple(settings), (f"file://{own.parent}",))
+    for name, stage in cfg.stages.items():
+        command = lab.stage_command(stage, cfg.seeds, "cpu", tmp_path / name, lab.lab_choices(cfg), forwarded)
+        composed = composed_stage(command)
+        recipe = composed.model if stage.script == "train.py" else composed.target
+        assert list(composed.data.image_shape) == [3, 20, 20] and composed.data.num_classes == 4, name
+        assert recipe.members == 500 and recipe.net.width == 64, name
+    assert lab.lab_forwarded(lab_config(["data=synthetic", "data.num_classes=4"])) == lab.Forwarded()  # no record
 
 
 def test_without_data_or_model_each_stage_keeps_its_own(tmp_path: Path):
@@ -292,22 +313,21 @@ def test_a_tiny_lab_on_synthetic_data_with_an_mlp_target_writes_its_pictures(tmp
     """The real stage processes on a dataset and a model that are not the defaults: the data and the model reach
     them, and the gradient-inversion stage's reconstructions reach the report."""
     monkeypatch.setenv("PRIVACY_ATTACKS_CACHE", str(cache_dir))
-    cfg = lab_config([f"lab_dir={tmp_path}", "data=synthetic", "model=mlp"], hydra_record=True)
-    tiny_data = ["data.source.train_size=300", "data.source.test_size=60", "data.val_size=60"]
+    tiny_data = ["data.source.train_size=300", "data.source.test_size=60", "data.val_size=60"]  # the lab's, passed on
+    cfg = lab_config([f"lab_dir={tmp_path}", "data=synthetic", "model=mlp", *tiny_data], hydra_record=True)
     with open_dict(cfg):
         cfg.stages = OmegaConf.create(
             {
                 "target": {
                     "title": "A tiny target",
                     "script": "train.py",
-                    "overrides": [*tiny_data, "model.max_epochs=1", "+trainer.enable_progress_bar=false"],
+                    "overrides": ["model.max_epochs=1", "+trainer.enable_progress_bar=false"],
                 },
                 "gradient_inversion": {
                     "title": "Gradient inversion",
                     "script": "attack.py",
                     "overrides": [
                         "attack=gradient_inversion",
-                        *tiny_data,
                         "method=idlg,dlg",
                         "steps=6",
                         "private_pool=4",
@@ -323,6 +343,8 @@ def test_a_tiny_lab_on_synthetic_data_with_an_mlp_target_writes_its_pictures(tmp
     assert "On data synthetic, model lenet5_sigmoid (the clients' shared model)." in report
     assert "(gradient_inversion/0/reconstructions.png)" in report and "*method=dlg*" in report
     assert (tmp_path / "report.html").read_text().count("<figure>") == 2
+    trained = OmegaConf.load(tmp_path / "target" / ".hydra" / "config.yaml")
+    assert trained.data.source.train_size == 300 and trained.data.val_size == 60
 
 
 @pytest.mark.parametrize(

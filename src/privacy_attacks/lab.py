@@ -9,7 +9,9 @@ versions and the device.
 
 ``data=<name>``, ``model=<name>`` and ``net=<name>`` (null by default: each stage's own) are passed on to every
 stage: ``data=`` as it is, the model as ``train.py``'s ``model=`` and ``attack.py``'s ``model@target=``, the network as
-``net@model.net=`` and ``net@target.net=`` (:data:`STAGE_GROUPS`).
+``net@model.net=`` and ``net@target.net=`` (:data:`STAGE_GROUPS`); so are the lab's settings of their keys
+(``data.num_classes=3``, ``model.members=500``, ``net.width=32``: :data:`STAGE_KEYS`) and its config search path
+(``--config-dir``, ``hydra.searchpath``), where a researcher's own configs are found.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +51,50 @@ STAGE_GROUPS = {
     "model": {"train.py": "model", "attack.py": "model@target"},
     "net": {"train.py": "net@model.net", "attack.py": "net@target.net"},
 }
+# Where each script has the keys the lab's data=, model= and net= options hold (data.num_classes=3, model.members=500,
+# net.width=32 on the lab's command line): train.py on the recipe it trains, attack.py on its target's.
+STAGE_KEYS = {
+    "data": {"train.py": "data", "attack.py": "data"},
+    "model": {"train.py": "model", "attack.py": "target"},
+    "net": {"train.py": "model.net", "attack.py": "target.net"},
+}
+FORWARDED_KEY = re.compile(r"^(?P<prefix>[+~]*)(?P<group>data|model|net)\.(?P<key>.+)$")
+# Hydra's config sources a user adds (--config-dir, hydra.searchpath), which every stage searches too.
+ADDED_SOURCES = ("command-line", "hydra.searchpath in command-line")
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """What the lab passes on to every stage beside its options: its ``data.``/``model.``/``net.`` ``overrides``, as
+    given, and its added config ``searchpath`` (absolute ``file://`` or ``pkg://`` locations)."""
+
+    overrides: tuple[str, ...] = ()
+    searchpath: tuple[str, ...] = ()
+
+    def arguments(self, script: str) -> list[str]:
+        """The stage's arguments: each override under the stage's key (:data:`STAGE_KEYS`), then the search path."""
+        moved = []
+        for override in self.overrides:
+            match = FORWARDED_KEY.match(override)
+            moved.append(f"{match['prefix']}{STAGE_KEYS[match['group']][script]}.{match['key']}")
+        searchpath = [f"hydra.searchpath=[{','.join(self.searchpath)}]"] if self.searchpath else []
+        return [*moved, *searchpath]
 
 
 def stage_command(
-    stage: DictConfig, seeds: int, trainer: str, stage_dir: Path, choices: Mapping[str, str] | None = None
+    stage: DictConfig,
+    seeds: int,
+    trainer: str,
+    stage_dir: Path,
+    choices: Mapping[str, str] | None = None,
+    forwarded: Forwarded = Forwarded(),
 ) -> list[str]:
-    """The command line of one stage (the script, its overrides, the lab's ``choices`` of data and model, the
-    seeds, the trainer, its folder)."""
+    """The command line of one stage (the script, its overrides, the lab's ``choices`` of data and model and the
+    settings and search path it ``forwarded``, the seeds, the trainer, its folder)."""
     script = str(stage.script)
-    forwarded = [f"{stage_group(script, group)}={value}" for group, value in (choices or {}).items()]
-    args = [script, *[str(o) for o in stage.overrides], *forwarded, f"trainer={trainer}", "logger=none"]
+    chosen = [f"{stage_group(script, group)}={value}" for group, value in (choices or {}).items()]
+    args = [script, *[str(o) for o in stage.overrides], *chosen, *forwarded.arguments(script)]
+    args += [f"trainer={trainer}", "logger=none"]
     if stage.script == "train.py":
         return [*args, f"hydra.run.dir={stage_dir}"]
     seed_values = ",".join(str(s) for s in range(seeds))
@@ -119,6 +157,23 @@ def lab_choices(cfg: DictConfig) -> dict[str, str]:
             )
         return {}
     return {group: str(choices[group]) for group in FORWARDED if choices.get(group) is not None}
+
+
+def lab_forwarded(cfg: DictConfig) -> Forwarded:
+    """The lab's command-line settings of ``data.``, ``model.`` and ``net.`` keys and its added config sources, from
+    Hydra's record (none without one)."""
+    record = OmegaConf.select(cfg, "hydra")
+    if record is None and HydraConfig.initialized():
+        record = HydraConfig.get()
+    if record is None:
+        return Forwarded()
+    overrides = tuple(str(o) for o in record.overrides.task if FORWARDED_KEY.match(str(o)))
+    searchpath = []
+    for source in record.runtime.get("config_sources") or []:
+        if source.provider in ADDED_SOURCES:
+            path = source.path if source.schema != "file" else str(Path(source.path).resolve())
+            searchpath.append(f"{source.schema}://{path}")
+    return Forwarded(overrides, tuple(searchpath))
 
 
 class Terminated(BaseException):
@@ -212,14 +267,14 @@ def run_lab(cfg: DictConfig) -> dict[str, Any]:
     lab_dir = Path(cfg.lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     trainer = trainer_choice(cfg)
-    choices = lab_choices(cfg)
+    choices, forwarded = lab_choices(cfg), lab_forwarded(cfg)
     state = load_state(lab_dir)
     stages = []
     running = None  # the stage whose process runs now
     try:
         for index, name in enumerate(names, 1):
             stage_dir = lab_dir / name
-            command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir, choices)
+            command = stage_command(cfg.stages[name], cfg.seeds, trainer, stage_dir, choices, forwarded)
             shown = "python " + " ".join(command)
             pictures = cfg.stages[name].get("pictures")
             stages.append(Stage(name, str(cfg.stages[name].title), shown, stage_dir, pictures))
