@@ -123,3 +123,40 @@ def test_bias_counts_recover_repeated_labels_of_an_untrained_network_the_row_sig
     weight, bias = last_linear(model, gradient)
     assert recover_label_counts(bias, 16, mean).tolist() == sorted(labels.tolist())
     assert recover_labels(weight, 16, bias).tolist() != sorted(labels.tolist())
+
+
+class HeadDeclaredFirst(torch.nn.Module):
+    """A classifier whose output layer is declared before its hidden one (``named_modules`` order is not the order
+    they run in), and one whose outputs are not a linear layer's."""
+
+    def __init__(self, squash: bool = False):
+        super().__init__()
+        self.head = torch.nn.Linear(16, 10)
+        self.hidden = torch.nn.Linear(28 * 28, 16)
+        self.squash = squash
+
+    def forward(self, x):
+        logits = self.head(torch.relu(self.hidden(x.flatten(1))))
+        return torch.tanh(logits) * 5 if self.squash else logits
+
+
+def test_the_layer_labels_are_read_from_is_the_one_giving_the_outputs_whatever_its_place_in_the_code():
+    from privacy_attacks.attacks.gradient_inversion.last_layer import last_linear_named, locate_output_linear
+    from privacy_attacks.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = HeadDeclaredFirst().eval().requires_grad_(False)
+    assert last_linear_named(model)[0] == "hidden"  # unlocated: the last declared, the wrong one here
+    assert locate_output_linear(model, (1, 28, 28)) == "head"
+    for label in (0, 4, 9):
+        gradient = SimulatedClient(model, torch.rand(1, 1, 28, 28), torch.tensor([label])).shared_gradient()
+        weight, bias = last_linear(model, gradient)
+        assert weight.shape == (10, 16) and recover_labels(weight, 1, bias).tolist() == [label]
+    squashed = HeadDeclaredFirst(squash=True).eval().requires_grad_(False)
+    assert locate_output_linear(squashed, (1, 28, 28)) == "head"  # the last run, with as many outputs
+    hidden_last = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.ReLU(), torch.nn.Unflatten(1, (2, 5))
+    )
+    assert locate_output_linear(hidden_last, (1, 28, 28)) is None
+    with pytest.raises(ConfigError, match="whose outputs are an nn.Linear layer's .*method=dlg"):
+        last_linear_named(hidden_last)

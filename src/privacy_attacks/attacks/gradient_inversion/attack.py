@@ -57,6 +57,7 @@ from privacy_attacks.attacks.gradient_inversion.last_layer import (
     fit_class_features,
     last_layer_inputs,
     last_linear,
+    locate_output_linear,
     provision_gradient_decoder,
     read_class_features,
     validate_feature_fit,
@@ -654,6 +655,7 @@ def run(cfg: DictConfig, target: Target | None) -> dict[str, float]:
         thresholds = brightness_thresholds(attacker_training_images(cfg.data), int(method.bins))
         model = ImprintedModel(model, image_shape(cfg), thresholds, float(method.scale)).eval().requires_grad_(False)
     model = model.to(run_device(cfg.trainer))
+    locate_output_linear(model, image_shape(cfg))  # the layer labels and features are read from, declared first or not
     pool, pool_labels = private_pool(cfg)
     loggers = build_loggers(cfg)
     defense = defense_from_config(cfg, "client")  # one client defence for every client: its noise draws continue

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -46,15 +47,53 @@ SETTINGS = ("simulated_batches", "hidden", "epochs", "batch_size", "lr", "ridge"
 FEATURE_STD_FLOOR = 1e-3  # features that hardly vary over the attacker's images are scaled as if they varied this much
 
 
+# The output layer of each shared model that :func:`locate_output_linear` has run: its qualified name, or None where
+# no nn.Linear gives the model's outputs.
+_OUTPUT_LINEAR: weakref.WeakKeyDictionary[nn.Module, str | None] = weakref.WeakKeyDictionary()
+NO_LINEAR = "method=dlg, which optimises the labels too, and no init=gradient_decoder or feature_fit"
+
+
+@torch.no_grad()
+def locate_output_linear(model: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """Find, by a forward pass of a zero image of ``shape`` (C, H, W), the ``nn.Linear`` whose output is the model's
+    (the logits: the layer iDLG's labels and the decoder's features are read from), whatever the order its layers
+    were declared in; remembered for ``model`` (:func:`last_linear_named`). Returns its qualified name; None where
+    no ``nn.Linear`` gives the outputs (the last one run, when none gives them as they are, if it has as many outputs
+    as the model)."""
+    names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    ran: list[tuple[nn.Module, Tensor]] = []
+    hooks = [module.register_forward_hook(lambda m, _inputs, out: ran.append((m, out))) for module in names]
+    try:
+        logits = model(torch.zeros(1, *shape, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    producing = [module for module, out in ran if out is logits]
+    if not producing and ran and ran[-1][1].shape == logits.shape:
+        producing = [ran[-1][0]]
+    _OUTPUT_LINEAR[model] = names[producing[-1]] if producing else None
+    return _OUTPUT_LINEAR[model]
+
+
 def last_linear_named(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The qualified name and the module of the model's last ``nn.Linear`` (in ``named_modules`` order)."""
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    """The qualified name and the module of the model's output ``nn.Linear``: the one :func:`locate_output_linear`
+    found, else the last in ``named_modules`` order."""
+    linears = dict((name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear))
     if not linears:
         raise ConfigError(
             "Reading labels or features off the gradient needs a shared model with an nn.Linear layer: choose a "
-            "model with one, or a method that reads neither (method=dlg, which optimises the labels too)."
+            f"model with one, or a method that reads neither ({NO_LINEAR})."
         )
-    return linears[-1]
+    if model not in _OUTPUT_LINEAR:
+        return list(linears.items())[-1]
+    name = _OUTPUT_LINEAR[model]
+    if name is None:
+        raise ConfigError(
+            f"Reading labels or features off the gradient needs a shared model whose outputs are an nn.Linear layer's "
+            f"({type(model).__name__}'s are not: its last layer is another, or its outputs are transformed after it): "
+            f"choose such a model, or a method that reads neither ({NO_LINEAR})."
+        )
+    return name, linears[name]
 
 
 def last_linear_module(model: nn.Module) -> nn.Linear:
