@@ -187,6 +187,10 @@ def test_any_torchvision_dataset_by_its_class(tmp_path):
     assert_pixels(data.test_images, data.test_labels, (1, 4, 5), 3)
     torch.testing.assert_close(data.train_images[2], torch.full((1, 4, 5), 80 / 255))
     assert data.class_names == ("a", "b", "c")
+    declared = functools.partial(TorchvisionSource, functools.partial(TinyDataset, root=str(tmp_path)), name="tiny")
+    assert len(declared(train_size=6).load().train_labels) == 6
+    with pytest.raises(ConfigError, match="tiny holds 6 training images, not the 60 .*data.source.train_size=6"):
+        declared(train_size=60).load()
     with pytest.raises(ConfigError, match="does not take the split arguments"):
         TorchvisionSource(functools.partial(TinyDataset, root="."), train={"split": "train"}).load()
 
@@ -382,3 +386,27 @@ def test_data_of_many_channels_and_a_narrow_width_is_not_taken_for_channels_last
 def test_a_source_of_ones_own_whose_file_is_missing_is_one_line():
     with pytest.raises(DataUnavailableError, match=r"MissingFileSource cannot read its data: /nowhere/images.pt does"):
         MissingFileSource("missing").load()
+
+
+def test_a_training_set_size_declared_but_not_what_the_files_hold_is_one_line_naming_the_key():
+    """The sizes worked out before reading (the judges' halves, the attacker's windows) follow the declared size: one
+    the files do not have stops at the first read, instead of silently shrinking or overrunning those windows."""
+
+    class Declared(ImageSource):
+        name, train_size_key = "declared", "data.source.train_size"
+
+        def __init__(self, train_size):
+            self.train_size = train_size
+
+        def identity(self):
+            return ("declared",)
+
+        def read(self):
+            labels = torch.arange(40) % 2
+            return SourceData(torch.rand(40, 1, 4, 4), labels, torch.rand(10, 1, 4, 4), labels[:10])
+
+    assert len(Declared(40).load().train_labels) == len(Declared(None).load().train_labels) == 40
+    for declared in (50, 30):
+        message = f"declared holds 40 training images, not the {declared} its config declares: set "
+        with pytest.raises(ConfigError, match=message + "data.source.train_size=40"):
+            Declared(declared).load()

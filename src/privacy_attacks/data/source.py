@@ -95,11 +95,13 @@ class ImageSource:
     """Base of the dataset sources: subclasses implement :meth:`read` and :meth:`identity`.
 
     ``train_size`` is the size of the training set when known without reading it (for the split's checks at
-    construction; None: checked after loading).
+    construction; None: checked after loading); where a config declares it (``train_size_key``), :meth:`load` checks
+    it against the images read.
     """
 
     name = "images"
     train_size: int | None = None
+    train_size_key: str | None = None  # the config key that declares train_size, checked against the images read
 
     def identity(self) -> tuple:
         """The settings that determine the tensors :meth:`read` returns (hashable): the key of the process's cache."""
@@ -124,6 +126,13 @@ class ImageSource:
             while len(_loaded) > KEPT_DATASETS:
                 _loaded.popitem(last=False)
         _loaded.move_to_end(key)
+        read = len(_loaded[key].train_labels)
+        if self.train_size_key and self.train_size is not None and read != self.train_size:  # sizes worked out wrong
+            raise ConfigError(
+                f"{getattr(self, 'name', type(self).__name__)} holds {read:,} training images, not the "
+                f"{self.train_size:,} its config declares: set {self.train_size_key}={read} (or null, to count them "
+                "when they are read)."
+            )
         return _loaded[key].clone()
 
     def digest(self) -> str:

@@ -56,6 +56,7 @@ class TorchvisionSource(ImageSource):
         self.download = bool(keywords.get("download", False))
         self.name = name or getattr(getattr(dataset, "func", dataset), "__name__", "dataset")
         self.train_size = train_size
+        self.train_size_key = "data.source.train_size" if train_size is not None else None
 
     def identity(self) -> tuple:
         func = getattr(self.dataset, "func", self.dataset)
@@ -137,6 +138,7 @@ class CIFAR10Source(TorchvisionSource):
 
         dataset = functools.partial(getattr(torchvision.datasets, self.torchvision_class), root=root, download=download)
         super().__init__(dataset, name=self.label, train_size=self.size)
+        self.train_size_key = None  # the dataset's own size, not a setting
 
     def tensors(self, dataset: Any) -> tuple[Tensor, Tensor]:
         images = uint8_to_pixels(torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous())  # (N, H, W, C)
