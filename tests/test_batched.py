@@ -34,3 +34,15 @@ def test_in_batches_calls_fn_once_per_chunk(chunks):
 def test_net_device_of_a_network_without_parameters_is_the_cpu():
     assert net_device(nn.ReLU()) == torch.device("cpu")
     assert net_device(nn.Linear(2, 2)) == torch.device("cpu")
+
+
+def test_a_network_that_branches_on_its_tensors_values_is_named_as_one_vmap_cannot_stack():
+    from privacy_attacks.batched import vmap_refusal
+    from privacy_attacks.models import LeNet5
+    from tests.nets import Branchy
+
+    images, branchy, lenet = torch.rand(3, 1, 28, 28), Branchy(), LeNet5()
+    state = torch.get_rng_state()
+    refusal = vmap_refusal(branchy, images)
+    assert refusal.startswith("Branchy cannot run as a stack of models under torch.vmap (") and "\n" not in refusal
+    assert vmap_refusal(lenet, images) is None and torch.equal(torch.get_rng_state(), state)

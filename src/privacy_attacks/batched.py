@@ -3,6 +3,7 @@ network's answers for a whole set of images (the target's API, shadow models, st
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -34,3 +35,23 @@ def in_batches(
         part = fn(*(chunk if device is None else [x.to(device) for x in chunk]))
         parts.append(part if out is None else part.to(out))
     return torch.cat(parts, dim=dim)
+
+
+def vmap_refusal(net: nn.Module, images: Tensor) -> str | None:
+    """Why copies of ``net`` cannot run as one stacked model under :func:`torch.vmap` (a sentence: its forward
+    branches on the values of its tensors, ``if x.max() > 0``, or calls what vmap does not support), or None when they
+    can: two copies run on two of ``images`` (N, C, H, W), without gradients, the RNG state left as it was."""
+    from torch.func import functional_call, stack_module_state
+
+    copies = [net, net]
+    params, buffers = stack_module_state(copies)
+    template = copy.deepcopy(net).to("meta")
+    forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)), randomness="different")
+    sample = images[:2].to(net_device(net))
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            forward(params, buffers, sample.unsqueeze(0).expand(2, *sample.shape))
+    except RuntimeError as error:
+        reason = str(error).split("\n")[0].split(". ")[0]
+        return f"{type(net).__name__} cannot run as a stack of models under torch.vmap ({reason})"
+    return None

@@ -46,11 +46,15 @@ def test_dlg_soft_labels_are_trained_with_the_images_and_the_model_is_untouched(
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("network", ["lenet_sigmoid", "branchy"])
 @pytest.mark.parametrize("recovered", [True, False])
-def test_restarts_optimised_together_equal_each_restart_alone(recovered):
+def test_restarts_optimised_together_equal_each_restart_alone(recovered, network):
     """The vectorised restarts give each dummy batch the distance, and the pixel (and soft-label) gradients, it gets
-    as a single restart."""
-    model = _model()
+    as a single restart; with a model vmap cannot run (it branches on its tensors' values), matched one by one."""
+    from tests.nets import Branchy
+
+    torch.manual_seed(0)
+    model = _model() if network == "lenet_sigmoid" else Branchy().eval().requires_grad_(False)
     images, labels = torch.rand(2, 1, 28, 28), torch.tensor([1, 7])
     gradient = SimulatedClient(model, images, labels).shared_gradient()
     together = GradientMatching(model, gradient, 2, CosineDistance(), labels=labels if recovered else None, restarts=3)

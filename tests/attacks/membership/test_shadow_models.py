@@ -19,7 +19,7 @@ from privacy_attacks.attacks.membership.shadow_models import (
     subset_indices,
     train_shadow_models,
 )
-from privacy_attacks.errors import CheckpointError
+from privacy_attacks.errors import CheckpointError, ConfigError
 from privacy_attacks.seeding import seeded
 from tests.attacks.membership.conftest import RECIPE, TRAIN_SIZE, features
 
@@ -259,6 +259,15 @@ def _colour_images() -> tuple[torch.Tensor, torch.Tensor]:
 def _one_batch_recipe(**keys):
     """RECIPE with every model's 10 images in one batch: one optimiser step per epoch."""
     return OmegaConf.merge(RECIPE, {"batch_size": TRAIN_SIZE, **keys})
+
+
+def test_a_network_vmap_cannot_stack_is_one_line_naming_what_to_change(context):
+    images, labels = context.attacker_images[:20], context.attacker_labels[:20]
+    indices = subset_indices(balanced_in_masks(20, 2, torch.Generator().manual_seed(0)))
+    recipe = OmegaConf.merge(RECIPE, {"net": {"_target_": "tests.nets.Branchy"}})
+    message = "Branchy cannot run as a stack of models under torch.vmap .*torch.where.*net@attacker_net="
+    with pytest.raises(ConfigError, match=message):
+        train_shadow_models(recipe, images, labels, indices, seeds=[5, 6], progress=False)
 
 
 def test_shadow_models_keep_the_recipes_moving_average_of_their_weights(context):

@@ -96,6 +96,9 @@ def test_what_cannot_be_trained_as_one_is_refused_with_the_reason(answered):
     assert students_refusal(no_dropout, answered[:2], 32) is None
     small = [answered[0], (answered[1][0][:20], answered[1][1][:20])]
     assert students_refusal(lenets, small, 32) == "the students' query sets give different batch sizes"
+    from tests.nets import Branchy  # trained one by one instead
+
+    assert "Branchy cannot run as a stack of models" in students_refusal([Branchy(), Branchy()], answered[:2], 32)
     with pytest.raises(ValueError, match="cannot be trained as one: a single student"):
         fit_students(lenets[:1], answered[:1], [SquaredError()], ["probs"], 5, ADAM, None, 32, [0], [0])
 

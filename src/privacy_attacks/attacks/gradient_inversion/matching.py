@@ -12,12 +12,16 @@ dummy images x (and, for DLG, dummy soft labels) so that the dummy gradient ∇_
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from privacy_attacks.attacks.gradient_inversion.client import model_loss
 from privacy_attacks.seeding import generator
+
+log = logging.getLogger(__name__)
 
 
 class SquaredL2Distance(nn.Module):
@@ -78,6 +82,7 @@ class GradientMatching(nn.Module):
         self.image_shape = tuple(int(s) for s in image_shape)  # the engine's image shape
         self.batch_size, self.restarts = int(batch_size), int(restarts)
         self.num_images = self.batch_size  # the engine's N
+        self._stacked = True  # the restarts matched in one vmapped call (False after vmap refused the model)
         self.target_names = []
         for index, tensor in enumerate(target_gradient):
             self.register_buffer(f"target_{index}", tensor.detach().clone())
@@ -106,9 +111,18 @@ class GradientMatching(nn.Module):
         if self.restarts == 1:
             soft_labels = None if self.soft_labels is None else self.soft_labels[0]
             return self._distance(batches[0], soft_labels).unsqueeze(0)
-        if self.soft_labels is None:
-            return torch.func.vmap(lambda batch: self._distance(batch, None))(batches)
-        return torch.func.vmap(self._distance)(batches, self.soft_labels)
+        if self._stacked:
+            try:
+                if self.soft_labels is None:
+                    return torch.func.vmap(lambda batch: self._distance(batch, None))(batches)
+                return torch.func.vmap(self._distance)(batches, self.soft_labels)
+            except RuntimeError as error:  # a model vmap cannot run (it branches on its tensors' values): one by one
+                if "vmap" not in str(error):
+                    raise
+                self._stacked = False
+                log.info("The restarts are matched one by one: %s.", str(error).split("\n")[0].split(". ")[0])
+        labels = [None] * self.restarts if self.soft_labels is None else self.soft_labels
+        return torch.stack([self._distance(batch, label) for batch, label in zip(batches, labels, strict=True)])
 
     def _distance(self, batch: Tensor, soft_labels: Tensor | None) -> Tensor:
         """Distance of one dummy batch's gradient to the target (scalar): ``batch`` (B, C, H, W), ``soft_labels``

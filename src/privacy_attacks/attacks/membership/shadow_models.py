@@ -32,8 +32,9 @@ from torch.func import functional_call, stack_module_state
 from tqdm.auto import tqdm
 
 from privacy_attacks import cache
-from privacy_attacks.batched import in_batches
+from privacy_attacks.batched import in_batches, vmap_refusal
 from privacy_attacks.callbacks.epoch_log import ProgressLog
+from privacy_attacks.errors import ConfigError
 from privacy_attacks.models.layers import load_stacked
 from privacy_attacks.seeding import generator, seeded
 from privacy_attacks.targets import without_neutral_net_keys
@@ -233,6 +234,13 @@ def train_shadow_models(
     for seed in seeds:
         with seeded(seed, "init"):
             models.append(instantiate(recipe.net).to(device))
+    refusal = vmap_refusal(models[0], images[:2])
+    if refusal is not None:
+        raise ConfigError(
+            f"{refusal}: membership inference trains its shadow and reference models as one stacked model. Write "
+            "the network's branches on tensor values with torch.where, or give the attacker's models another "
+            "network (net@attacker_net=<name>)."
+        )
     in_mask = torch.zeros(num_models, len(labels), dtype=torch.bool)
     in_mask.scatter_(1, train_indices, True)
     images, labels, train_indices = images.to(device), labels.to(device), train_indices.to(device)

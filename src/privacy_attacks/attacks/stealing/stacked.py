@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
+from privacy_attacks.batched import vmap_refusal
 from privacy_attacks.blackbox import OutputMode, output_mode
 from privacy_attacks.callbacks.epoch_log import ProgressLog
 from privacy_attacks.harness import lightning_writes
@@ -36,7 +37,8 @@ from .losses import DistillationLoss, scalar_loss
 def students_refusal(nets: Sequence[nn.Module], data: Sequence[tuple[Tensor, Tensor]], batch_size: int) -> str | None:
     """Why these students cannot be trained as one (a sentence), or None when they can: one architecture (the same
     parameter and buffer names and shapes), no batch norm (its running statistics are updated in place, which a
-    vectorised model cannot do), no dropout, and one batch size (each job's ``min(batch_size, its images)``)."""
+    vectorised model cannot do), no dropout, one batch size (each job's ``min(batch_size, its images)``), and a
+    forward that :func:`torch.vmap` can run (:func:`~privacy_attacks.batched.vmap_refusal`)."""
     if len(nets) < 2:
         return "a single student"
     shapes = [[(k, tuple(v.shape)) for k, v in net.state_dict().items()] for net in nets]
@@ -48,7 +50,7 @@ def students_refusal(nets: Sequence[nn.Module], data: Sequence[tuple[Tensor, Ten
         return "the student has dropout (a vectorised model draws no random masks)"
     if len({min(batch_size, len(images)) for images, _ in data}) > 1:
         return "the students' query sets give different batch sizes"
-    return None
+    return vmap_refusal(nets[0], data[0][0])
 
 
 def fit_students(
