@@ -292,3 +292,13 @@ def test_a_pool_share_out_of_range_is_named():
     cfg = attack_config("inversion", ["evaluator.members=${pool_share:1.5}"])
     with pytest.raises(InterpolationResolutionError, match=r"pool_share:1.5 is not allowed"):
         _ = cfg.evaluator.members  # (the command line prints this one line, as every config error)
+
+
+def test_the_judges_top5_accuracy_is_left_out_where_five_classes_are_all_of_them():
+    from privacy_attacks.attacks.inversion.attack import judge_metrics
+
+    images = torch.rand(6, 1, 4, 4)
+    for classes, present in ((3, False), (5, False), (10, True)):
+        judge = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, classes))
+        metrics = judge_metrics(images, torch.arange(6) % classes, judge)
+        assert ("inversion/report_judge_top5_acc" in metrics) == present and "inversion/report_judge_acc" in metrics

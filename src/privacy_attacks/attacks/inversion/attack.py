@@ -402,14 +402,15 @@ def first_of_each_class(labels: torch.Tensor) -> torch.Tensor:
 def judge_metrics(images: torch.Tensor, labels: torch.Tensor, judge: torch.nn.Module) -> dict[str, float]:
     """The reporting judge's view of reconstructions (K, C, H, W) for ``labels`` (K,): ``inversion/report_judge_acc``
     (the fraction it recognises: the attack accuracy of model-inversion papers, over every sample of every class),
-    ``inversion/report_judge_top5_acc`` (the class among its 5 most probable; all of them with fewer classes) and
-    ``inversion/report_judge_confidence`` (its mean probability of the class)."""
+    ``inversion/report_judge_top5_acc`` (the class among its 5 most probable; left out with 5 classes or fewer, where
+    it is 1 whatever the images) and ``inversion/report_judge_confidence`` (its mean probability of the class)."""
     probs = judge.eval()(images).softmax(dim=-1)
     classes = probs.shape[1]
-    return {
+    metrics = {
         "inversion/report_judge_acc": multiclass_accuracy(probs, labels, classes, average="micro").item(),
-        "inversion/report_judge_top5_acc": multiclass_accuracy(
-            probs, labels, classes, top_k=min(5, classes), average="micro"
-        ).item(),
         "inversion/report_judge_confidence": probs.gather(1, labels[:, None]).mean().item(),
     }
+    if classes > 5:
+        top5 = multiclass_accuracy(probs, labels, classes, top_k=5, average="micro")
+        metrics["inversion/report_judge_top5_acc"] = top5.item()
+    return metrics
