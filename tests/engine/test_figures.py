@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from privacy_attacks.engine.figures import quality_figure
 
 
@@ -44,3 +46,22 @@ def test_a_swept_value_of_0_puts_x_on_a_categorical_axis_where_a_log_axis_would_
     assert scales == []
     quality_figure(tmp_path, [{**row, "tv_lambda": row["tv_lambda"] + 1e-4} for row in rows], x="tv_lambda")
     assert scales == [("log",), ("log",)]  # one per metric
+
+
+def test_a_figure_of_many_classes_wraps_into_blocks_each_under_its_titles(tmp_path, monkeypatch):
+    from privacy_attacks.engine import figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_image_grid", lambda path, rows, figsize, **kwargs: drawn.update(rows=rows, **kwargs))
+    titles = [f"class {c}" for c in range(45)]
+    images = torch.rand(45, 3, 8, 8)
+    figures.image_rows_figure(tmp_path / "grid.png", [("inversion", images), ("class mean", images / 2)], titles)
+    labels = [label for label, _ in drawn["rows"]]
+    assert labels == ["inversion", "class mean", "", "inversion", "class mean", "", "inversion", "class mean"]
+    assert [len(row) for _, row in drawn["rows"]] == [20, 20, 0, 20, 20, 0, 5, 5]
+    assert [(row, list(block)) for row, block in drawn["titled_rows"]] == [
+        (0, titles[:20]),
+        (3, titles[20:40]),
+        (6, titles[40:]),
+    ]
+    assert torch.equal(drawn["rows"][4][1], images[20:40] / 2)  # each block's classes, row by row

@@ -42,9 +42,11 @@ def _image_grid(
     bottom_titles: Sequence[str] | None = None,
     title: str = "",
     title_size: int = 9,
+    titled_rows: Sequence[tuple[int, Sequence[str]]] = (),
 ) -> Path:
     """Save one row of images per (label, images (K, C, H, W) in [0, 1]: grey for one channel, colour for three),
-    titles above the first row and/or below the last; returns ``path``.
+    titles above the first row (and above each row of ``titled_rows``: (row, titles)) and/or below the last;
+    returns ``path``.
 
     The images are tiled into one picture drawn in one axes (:func:`mosaic`), the labels and titles written around
     it: one axes per image cost a job seconds of plotting."""
@@ -57,25 +59,40 @@ def _image_grid(
     ax.set_axis_off()
     for r, (label, _) in enumerate(rows):
         ax.text(-gap, r * height + (height - gap) / 2, label, ha="right", va="center", fontsize=7)
-    for c, text in enumerate(top_titles or []):
-        ax.text(c * width + (width - gap) / 2, -gap, text, ha="center", va="bottom", fontsize=8)
+    titled_rows = [*([(0, top_titles)] if top_titles else []), *titled_rows]
+    for row, titles in titled_rows:
+        for c, text in enumerate(titles):
+            ax.text(c * width + (width - gap) / 2, row * height - gap, text, ha="center", va="bottom", fontsize=8)
     for c, text in enumerate(bottom_titles or []):
         ax.text(c * width + (width - gap) / 2, canvas.shape[0], text, ha="center", va="top", fontsize=6)
     if title:
-        top = -gap - (4 * height // 10 if top_titles else 0)
+        top = -gap - (4 * height // 10 if any(row == 0 for row, _ in titled_rows) else 0)
         ax.text(canvas.shape[1] / 2, top, title, ha="center", va="bottom", fontsize=title_size)
     fig.savefig(path, dpi=110, bbox_inches="tight")  # the labels and titles around the picture are kept whole
     plt.close(fig)
     return path
 
 
+MAX_COLUMNS = 20  # classes side by side in a figure of image rows; more wrap
+
+
 def image_rows_figure(
     path: Path, rows: Sequence[tuple[str, Tensor]], column_titles: Sequence[str], title: str = ""
 ) -> Path:
-    """Save a grid: one row per (label, images (K, 1, H, W) in [0, 1]), one column per class; returns ``path``."""
-    columns = len(column_titles)
-    figsize = (1.1 * columns + 1.2, 1.2 * len(rows) + 0.5)
-    return _image_grid(path, rows, figsize, top_titles=column_titles, title=title)
+    """Save a grid: one row per (label, images (K, C, H, W) in [0, 1]), one column per class; returns ``path``. More
+    than :data:`MAX_COLUMNS` classes wrap: the rows again for each next block of classes, below a line of their
+    titles."""
+    columns = min(len(column_titles), MAX_COLUMNS)
+    blocks = [slice(start, start + MAX_COLUMNS) for start in range(0, max(len(column_titles), 1), MAX_COLUMNS)]
+    wrapped: list[tuple[str, Tensor]] = []
+    titled: list[tuple[int, Sequence[str]]] = []
+    for block in blocks:
+        if wrapped:  # a blank band for the next block's titles
+            wrapped.append(("", rows[0][1][:0]))
+        titled.append((len(wrapped), column_titles[block]))
+        wrapped += [(label, images[block]) for label, images in rows]
+    figsize = (1.1 * columns + 1.2, 1.2 * len(wrapped) + 0.5)
+    return _image_grid(path, wrapped, figsize, titled_rows=titled, title=title)
 
 
 def originals_figure(
