@@ -171,6 +171,17 @@ class TupleNet(torch.nn.Module):
         return self.linear(features), features
 
 
+class TenOutputs(torch.nn.Module):
+    """A network with its ten outputs written into it (no num_classes argument)."""
+
+    def __init__(self, **_):
+        super().__init__()
+        self.linear = torch.nn.Linear(784, 10)
+
+    def forward(self, images):
+        return self.linear(images.flatten(1))
+
+
 class ListNet(torch.nn.Module):
     """Layers kept in a plain Python list: torch sees no parameter of them."""
 
@@ -192,8 +203,12 @@ class ListNet(torch.nn.Module):
             ["data.image_shape=[3,32,32]", "model.net.image_shape=[1,28,28]"],
             r"model.net \(LeNet5\) cannot take data=synthetic's images .*model=cnn",
         ),
-        (["data.image_shape=[1,8,8]"], r"LeNet5 takes images of at least 12x12, not 8x8"),
+        (["data.image_shape=[1,8,8]"], r"LeNet5 takes images of at least 12x12, not 8x8 \(data.image_shape\).*mlp"),
         (["model=mlp", "model.net.num_classes=3"], r"gives outputs of shape \(3,\) .*10 classes.*num_classes=10"),
+        (
+            ["data.num_classes=3", "model.net._target_=tests.test_any_data.TenOutputs", "~model.net.num_classes"],
+            r"gives outputs of shape \(10,\) .*3 classes: give TenOutputs a num_classes argument",
+        ),
         (["model.net._target_=tests.test_any_data.TupleNet"], r"returns a tuple, not a tensor: its forward must"),
         (["model.net._target_=torch.nn.Identity"], r"gives outputs of shape \(1, 28, 28\) per image: a classifier's"),
         (["model.net._target_=tests.test_any_data.ListNet"], r"\(ListNet\) has no trainable parameters: .*ModuleList"),

@@ -88,11 +88,17 @@ def build_part(recipe: DictConfig, part: str, key: str = "model") -> Any:
 def takes_norm(net_node: Any) -> bool:
     """Whether a network's config node chooses its normalisation (a ``norm`` key, or a ``norm`` argument of its
     ``_target_``): ``<net>.norm=group`` then builds it with group norm."""
-    if "norm" in net_node:
+    return takes_argument(net_node, "norm")
+
+
+def takes_argument(net_node: Any, name: str) -> bool:
+    """Whether a network's config node has the key ``name`` or its ``_target_`` an argument of that name (False
+    where the target cannot be read: no hint rather than a wrong one)."""
+    if name in net_node:
         return True
     try:
         target = get_method(net_node["_target_"]) if "_target_" in net_node else None
-        return target is not None and "norm" in inspect.signature(target).parameters
+        return target is not None and name in inspect.signature(target).parameters
     except Exception:  # noqa: BLE001 - a target that cannot be read: no hint rather than a wrong one
         return False
 
@@ -139,9 +145,14 @@ def check_network(
                     f"{label} gives outputs of shape {got} per image: a classifier's forward returns one logit per "
                     f"class, a tensor of shape (N, {num_classes}) for data={name}'s {num_classes} classes."
                 )
+            fix = (
+                f"set {net_key}.num_classes={num_classes} (or '${{data.num_classes}}')"
+                if takes_argument(recipe.net, "num_classes")
+                else f"give {shown} a num_classes argument (its config: num_classes: ${{data.num_classes}}), or choose "
+                "a network built for the data's classes"
+            )
             raise ConfigError(
-                f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: set "
-                f"{net_key}.num_classes={num_classes} (or '${{data.num_classes}}')."
+                f"{label} gives outputs of shape {got} per image but data={name} has {num_classes} classes: {fix}."
             )
     if not any(parameter.requires_grad for parameter in net.parameters()):
         raise ConfigError(

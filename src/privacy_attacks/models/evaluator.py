@@ -36,7 +36,10 @@ class EvaluatorCNN(nn.Module):
         super().__init__()
         channels, height, width_px = image_shape_of(image_shape)
         if min(height, width_px) < 4:
-            raise ConfigError(f"EvaluatorCNN takes images of at least 4x4, not {height}x{width_px} (image_shape).")
+            raise ConfigError(
+                f"EvaluatorCNN takes images of at least 4x4, not {height}x{width_px} (data.image_shape): choose "
+                "another network for the evaluator (net@evaluator.net=mlp)."
+            )
 
         def block(cin: int, cout: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]

@@ -52,7 +52,10 @@ class LeNet5(NamedBlocks):
         require_choice(pooling, POOLINGS, "pooling")
         channels, height, width = image_shape_of(image_shape)
         if min(height, width) < 12:
-            raise ConfigError(f"LeNet5 takes images of at least 12x12, not {height}x{width} (image_shape).")
+            raise ConfigError(
+                f"LeNet5 takes images of at least 12x12, not {height}x{width} (data.image_shape): choose a network "
+                "for smaller images (model=mlp, or net@<recipe>.net=mlp)."
+            )
         act, pool = ACTIVATIONS[activation], POOLINGS[pooling]
         self.normalize = input_normalize(mean, std)
         self.conv1 = nn.Sequential(nn.Conv2d(channels, 6, 5, padding=2), act(), pool(2))
