@@ -83,6 +83,9 @@ def test_a_key_declared_without_a_value_and_the_keys_of_a_misspelt_option_are_no
         "attack=inversions: did you mean attack=inversion?"
     ]  # tv_lambda and steps read from the option it resembles
     assert override_hints(CONF_DIR, "attack", ["attack=zzzzzz", "tv_lambda=1e-3"]) == []  # nothing to read them from
+    assert override_hints(CONF_DIR, "train", ["data=image_folder", "data.test_dir=/x"]) == [
+        "data.test_dir is not a key of the config: did you mean data.source.test_dir?"
+    ]  # the same name a level down, before a key that merely looks alike (data.std)
 
 
 def test_a_failure_after_a_job_started_gets_no_hint(monkeypatch, capsys):

@@ -174,8 +174,11 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
         if isinstance(parent, DictConfig) and name in parent.keys():  # declared (its value may be ??? still)
             continue
         siblings = [f"{parent_key}.{k}" for k in parent.keys()] if parent_key and isinstance(parent, DictConfig) else []
-        close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.75) or difflib.get_close_matches(
-            key, declared + group_names, n=1, cutoff=0.75
+        deeper = [k for k in declared if k.startswith(f"{parent_key}.") and k.endswith(f".{name}")] if name else []
+        close = (
+            deeper[:1]  # the same name one level down or more: data.test_dir for data.source.test_dir
+            or difflib.get_close_matches(key, siblings, n=1, cutoff=0.75)
+            or difflib.get_close_matches(key, declared + group_names, n=1, cutoff=0.75)
         )
         if close:
             lines.append(f"{key} is not a key of the config: did you mean {close[0]}?")
