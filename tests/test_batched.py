@@ -42,7 +42,11 @@ def test_a_network_that_branches_on_its_tensors_values_is_named_as_one_vmap_cann
     from tests.nets import Branchy
 
     images, branchy, lenet = torch.rand(3, 1, 28, 28), Branchy(), LeNet5()
+    dropout = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(784, 10)).train()  # draws from the global RNG
     state = torch.get_rng_state()
     refusal = vmap_refusal(branchy, images)
     assert refusal.startswith("Branchy cannot run as a stack of models under torch.vmap (") and "\n" not in refusal
-    assert vmap_refusal(lenet, images) is None and torch.equal(torch.get_rng_state(), state)
+    assert vmap_refusal(lenet, images) is None and vmap_refusal(dropout, images) is None
+    assert torch.equal(torch.get_rng_state(), state)
+    wrong_shape = nn.Sequential(nn.Flatten(), nn.Linear(100, 10))  # fails alone too: not called vmap's doing
+    assert vmap_refusal(wrong_shape, images) is None

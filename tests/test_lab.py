@@ -211,6 +211,8 @@ def test_the_labs_settings_of_data_model_and_net_keys_and_its_own_configs_reach_
         assert list(composed.data.image_shape) == [3, 20, 20] and composed.data.num_classes == 4, name
         assert recipe.members == 500 and recipe.net.width == 64, name
     assert lab.lab_forwarded(lab_config(["data=synthetic", "data.num_classes=4"])) == lab.Forwarded()  # no record
+    added = lab.Forwarded(("+model.label_smoothing=0.1", "~data.mean", "++net.width=8"))  # may be keys of a stage
+    assert added.arguments("attack.py") == ["++target.label_smoothing=0.1", "~data.mean", "++target.net.width=8"]
 
 
 def test_without_data_or_model_each_stage_keeps_its_own(tmp_path: Path):

@@ -153,35 +153,46 @@ class Killed(Exception):
     """A run killed in the middle of its fit."""
 
 
+@pytest.mark.parametrize("regularised", [False, True])
 def test_an_interrupted_training_of_a_cached_classifier_goes_on_to_the_same_weights(
-    compose_train, tmp_path, monkeypatch, caplog
+    compose_train, tmp_path, monkeypatch, caplog, regularised
 ):
-    """Killed after its second of three epochs, a classifier being trained for the cache goes on, when asked for
-    again, from the state saved after that epoch, to the weights and metrics of the uninterrupted training; the
-    saved state is gone once the classifier is cached."""
+    """Killed in its third of four epochs, a classifier being trained for the cache goes on, when asked for again,
+    from the state saved after its second, to the weights and metrics of the uninterrupted training; with early
+    stopping (its state saved after it has seen the epoch) and a moving average of the weights too. The saved state
+    is gone once the classifier is cached, and one left beside a cached classifier goes when it is read."""
     import lightning as L
 
     small = ["data=synthetic", "data.source.train_size=300", "data.val_size=50", "model.members=200"]
-    cfg = compose_train([*small, "model.max_epochs=3"])
+    regularisers = ["model.early_stopping_patience=1", "model.ema_decay=0.9"] if regularised else []
+    cfg = compose_train([*small, "model.max_epochs=4", *regularisers])
     monkeypatch.setattr(targets, "PARTIAL_FIT_EVERY_S", 0.0)  # save after every epoch
     whole = targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "whole")
 
     class KillAfterSecondEpoch(L.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 1:
+        def __init__(self):
+            self.val_acc = []  # each epoch's
+
+        def on_validation_end(self, trainer, pl_module):
+            self.val_acc.append(float(trainer.callback_metrics["val/acc"]))
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
                 raise Killed
 
-    fit = targets.fit_classifier
+    fit, killer = targets.fit_classifier, KillAfterSecondEpoch()
     with monkeypatch.context() as killing:
         killing.setattr(
-            targets,
-            "fit_classifier",
-            lambda *a, callbacks, **k: fit(*a, callbacks=[*callbacks, KillAfterSecondEpoch()], **k),
+            targets, "fit_classifier", lambda *a, callbacks, **k: fit(*a, callbacks=[*callbacks, killer], **k)
         )
         with pytest.raises(Killed):
             targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "cut")
     (partial,) = (tmp_path / "cut").glob("target-*.pt.partial")
     assert not list((tmp_path / "cut").glob("target-*.pt"))
+    if regularised:  # early stopping's state saved after it had seen the second epoch's val/acc, not before
+        states = torch.load(partial, map_location="cpu", weights_only=False)["callbacks"]
+        (stopping,) = [state for key, state in states.items() if key.startswith("EarlyStopping")]
+        assert float(stopping["best_score"]) == max(killer.val_acc[:2]) and killer.val_acc[1] > killer.val_acc[0]
     with caplog.at_level("INFO"):
         resumed = targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "cut")
     assert "Going on from epoch 2 of an interrupted fit" in caplog.text
@@ -189,6 +200,12 @@ def test_an_interrupted_training_of_a_cached_classifier_goes_on_to_the_same_weig
     for name, value in whole.net.state_dict().items():
         torch.testing.assert_close(resumed.net.state_dict()[name], value, rtol=0, atol=0)
     assert resumed.metrics["test/acc"] == whole.metrics["test/acc"]
+    assert resumed.metrics["val/acc"] == whole.metrics["val/acc"]
+    left = [partial, partial.with_name(f"{partial.name}.tmp")]  # as a job killed after caching it would leave them
+    for path in left:
+        path.write_bytes(b"left behind")
+    targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "cut")
+    assert not any(path.exists() for path in left)
 
 
 def test_an_interrupted_fits_state_of_other_settings_or_unreadable_is_not_resumed(tmp_path, caplog):

@@ -40,18 +40,23 @@ def in_batches(
 def vmap_refusal(net: nn.Module, images: Tensor) -> str | None:
     """Why copies of ``net`` cannot run as one stacked model under :func:`torch.vmap` (a sentence: its forward
     branches on the values of its tensors, ``if x.max() > 0``, or calls what vmap does not support), or None when they
-    can: two copies run on two of ``images`` (N, C, H, W), without gradients, the RNG state left as it was."""
+    can, or when ``net`` cannot run on them alone either (its own error is for the caller to meet): two copies run on
+    two of ``images`` (N, C, H, W), without gradients, the RNG states left as they were."""
     from torch.func import functional_call, stack_module_state
 
-    copies = [net, net]
-    params, buffers = stack_module_state(copies)
+    device = net_device(net)
+    sample = images[:2].to(device)
+    params, buffers = stack_module_state([net, net])
     template = copy.deepcopy(net).to("meta")
     forward = torch.vmap(lambda p, b, x: functional_call(template, (p, b), (x,)), randomness="different")
-    sample = images[:2].to(net_device(net))
-    try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            net(sample)
+        except Exception:  # noqa: BLE001 - not vmap's doing: the caller's own use of the network says what is wrong
+            return None
+        try:
             forward(params, buffers, sample.unsqueeze(0).expand(2, *sample.shape))
-    except RuntimeError as error:
-        reason = str(error).split("\n")[0].split(". ")[0]
-        return f"{type(net).__name__} cannot run as a stack of models under torch.vmap ({reason})"
+        except RuntimeError as error:
+            reason = str(error).split("\n")[0].split(". ")[0]
+            return f"{type(net).__name__} cannot run as a stack of models under torch.vmap ({reason})"
     return None

@@ -147,13 +147,25 @@ def locked(path: Path) -> Iterator[Path]:
 def provision(path: Path, create: Callable[[Path], T], load: Callable[[Path], T]) -> tuple[T, bool]:
     """``load(path)`` if the file exists (no lock: cached files are written whole, by a rename); else, under the lock
     of ``path``, ``load(path)`` if another job wrote it meanwhile, else ``create(path)``, which builds the object and
-    writes the file (with :func:`save`). Returns the object and whether it came from the cache."""
+    writes the file (with :func:`save`). Either way what an interrupted fit left beside the file goes
+    (:func:`discard_partial`). Returns the object and whether it came from the cache."""
     if Path(path).exists():
-        return load(path), True
+        return load(path), discard_partial(path)
     with locked(path):
         if Path(path).exists():
-            return load(path), True
-        return create(path), False
+            return load(path), discard_partial(path)
+        created = create(path)
+        discard_partial(path)
+        return created, False
+
+
+def discard_partial(path: Path) -> bool:
+    """Remove what an interrupted fit of the file ``path`` left beside it (:func:`partial_path`, and that file's
+    half-written next version), once ``path`` is there; returns True."""
+    partial = partial_path(path)
+    for left in (partial, partial.with_name(f"{partial.name}.tmp")):
+        left.unlink(missing_ok=True)
+    return True
 
 
 def library_versions() -> dict[str, str]:

@@ -19,8 +19,8 @@ log = logging.getLogger("privacy_attacks")
 
 
 KEPT = (
-    "what had finished is kept (finished jobs and their sweep's partial summary, cached models, and models in "
-    "training as of their last saved epoch, which the same command goes on from)"
+    "what had finished is kept (finished jobs and their sweep's partial summary, cached models, and the models "
+    "being trained for the cache as of their last saved epoch)"
 )
 
 

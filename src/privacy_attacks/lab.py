@@ -76,7 +76,9 @@ class Forwarded:
         moved = []
         for override in self.overrides:
             match = FORWARDED_KEY.match(override)
-            moved.append(f"{match['prefix']}{STAGE_KEYS[match['group']][script]}.{match['key']}")
+            # +key (a key added to the lab's null node) may be declared in the stage: there it is set, not added
+            prefix = "++" if match["prefix"] == "+" else match["prefix"]
+            moved.append(f"{prefix}{STAGE_KEYS[match['group']][script]}.{match['key']}")
         searchpath = [f"hydra.searchpath=[{','.join(self.searchpath)}]"] if self.searchpath else []
         return [*moved, *searchpath]
 

@@ -290,7 +290,7 @@ def provision_classifier(
                 callbacks=callbacks,
                 ckpt_path=ckpt_path,
                 spec=spec,
-                enable_checkpointing=False,
+                enable_checkpointing=True,  # the saver is the fit's one Checkpoint: Lightning adds no other
             )
 
         try:
@@ -302,7 +302,6 @@ def provision_classifier(
             partial.unlink(missing_ok=True)
             system, metrics = fit(None)
         save_checkpoint(path, system.net, spec, metrics, None if recorder is None else recorder.record())
-        partial.unlink(missing_ok=True)
         log.info("Cached %s at %s (test/acc %.4f).", name, path, metrics["test/acc"])
         return load_checkpoint(path, recipe, spec)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 from privacy_attacks import cache
 from privacy_attacks.training import STAMP_KEY
@@ -25,11 +26,12 @@ from privacy_attacks.training import STAMP_KEY
 log = logging.getLogger(__name__)
 
 
-class PartialFitCheckpoint(L.Callback):
+class PartialFitCheckpoint(Checkpoint):
     """After an epoch (its validation included), saves the fit's Lightning checkpoint to ``path`` when ``every_s``
     seconds have passed since the fit started or last saved; never after the last epoch nor once the fit is to stop.
     The file is written under another name and renamed, so an interruption while it is written leaves the previous
-    one whole."""
+    one whole. A :class:`~lightning.pytorch.callbacks.Checkpoint`, so that Lightning runs it after the callbacks
+    that watch the epoch (early stopping): the state it saves has seen the epoch whole."""
 
     def __init__(self, path: Path, every_s: float = 60.0):
         self.path, self.every_s = Path(path), float(every_s)

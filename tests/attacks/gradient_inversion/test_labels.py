@@ -140,6 +140,17 @@ class HeadDeclaredFirst(torch.nn.Module):
         return torch.tanh(logits) * 5 if self.squash else logits
 
 
+class TupleOutputs(torch.nn.Module):
+    """Logits and features: not one tensor of logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)), x
+
+
 def test_the_layer_labels_are_read_from_is_the_one_giving_the_outputs_whatever_its_place_in_the_code():
     from privacy_attacks.attacks.gradient_inversion.last_layer import last_linear_named, locate_output_linear
     from privacy_attacks.errors import ConfigError
@@ -154,6 +165,9 @@ def test_the_layer_labels_are_read_from_is_the_one_giving_the_outputs_whatever_i
         assert weight.shape == (10, 16) and recover_labels(weight, 1, bias).tolist() == [label]
     squashed = HeadDeclaredFirst(squash=True).eval().requires_grad_(False)
     assert locate_output_linear(squashed, (1, 28, 28)) == "head"  # the last run, with as many outputs
+    squeezed = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Flatten(0))  # (N * 10,)
+    assert locate_output_linear(squeezed, (1, 28, 28)) is None
+    assert locate_output_linear(TupleOutputs(), (1, 28, 28)) is None
     hidden_last = torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.ReLU(), torch.nn.Unflatten(1, (2, 5))
     )

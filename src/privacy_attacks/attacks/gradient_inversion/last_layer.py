@@ -59,15 +59,18 @@ def locate_output_linear(model: nn.Module, shape: tuple[int, ...]) -> str | None
     (the logits: the layer iDLG's labels and the decoder's features are read from), whatever the order its layers
     were declared in; remembered for ``model`` (:func:`last_linear_named`). Returns its qualified name; None where
     no ``nn.Linear`` gives the outputs (the last one run, when none gives them as they are, if it has as many outputs
-    as the model)."""
+    as the model) or they are not one tensor. Two zero images, so that an output squeezed to (K,) keeps its batch."""
     names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Linear)}
     ran: list[tuple[nn.Module, Tensor]] = []
     hooks = [module.register_forward_hook(lambda m, _inputs, out: ran.append((m, out))) for module in names]
     try:
-        logits = model(torch.zeros(1, *shape, device=next(model.parameters()).device))
+        logits = model(torch.zeros(2, *shape, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
+    if not isinstance(logits, Tensor):  # not one tensor of logits: no layer gives them
+        _OUTPUT_LINEAR[model] = None
+        return None
     producing = [module for module, out in ran if out is logits]
     if not producing and ran and ran[-1][1].shape == logits.shape:
         producing = [ran[-1][0]]
