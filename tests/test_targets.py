@@ -228,3 +228,28 @@ def test_an_interrupted_fits_state_of_other_settings_or_unreadable_is_not_resume
     with caplog.at_level("WARNING"):
         assert resumable_partial_fit(partial, spec) is None
     assert "Could not read the interrupted fit's state" in caplog.text and not partial.exists()
+
+
+def test_a_saved_state_that_cannot_be_resumed_after_all_is_trained_again_from_the_start(
+    compose_train, tmp_path, monkeypatch, caplog
+):
+    """A state of this very fit (its stamp matches) whose weights Lightning could not load: the fit starts again,
+    to the classifier an uninterrupted fit gives."""
+    from privacy_attacks import cache
+    from privacy_attacks.cache import library_versions
+    from privacy_attacks.training import STAMP_KEY
+
+    small = ["data=synthetic", "data.source.train_size=300", "data.val_size=50", "model.members=200"]
+    cfg = compose_train([*small, "model.max_epochs=2"])
+    whole = targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "whole")
+    spec = targets.checkpoint_spec(cfg.model, cfg.data, "cpu", cfg.trainer)
+    partial = cache.partial_path(cache.cache_path(tmp_path / "cut", "target", spec))
+    partial.parent.mkdir()
+    stamp = {"spec": spec, "fit_seconds": 1.0, "versions": library_versions()}
+    torch.save({STAMP_KEY: stamp, "epoch": 0, "state_dict": {"net.other.weight": torch.zeros(2)}}, partial)
+    with caplog.at_level("WARNING"):
+        again = targets.provision_classifier(cfg.model, cfg.data, cfg.trainer, tmp_path / "cut")
+    assert "holds another network than this run's recipe" in caplog.text and "from the start" in caplog.text
+    assert not partial.exists()
+    for name, value in whole.net.state_dict().items():
+        torch.testing.assert_close(again.net.state_dict()[name], value, rtol=0, atol=0)
