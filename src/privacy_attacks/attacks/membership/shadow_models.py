@@ -182,10 +182,6 @@ class EpochCheckpoint:
         cache.save(self.path, state)
         self.last = time.monotonic()
 
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
 
 def _generator_states(generators: Sequence[torch.Generator]) -> list[Tensor]:
     return [g.get_state() for g in generators]
@@ -532,8 +528,7 @@ def provision_shadow_models(
             recipe, images, labels, train_indices, seeds, device=device, checkpoint=checkpoint
         )
         on_cpu = {part: {k: v.cpu() for k, v in getattr(shadows, part).items()} for part in ("params", "buffers")}
-        cache.save(path, {"format": SHADOW_FORMAT, **on_cpu})
-        checkpoint.remove()
+        cache.save(path, {"format": SHADOW_FORMAT, **on_cpu})  # cache.provision then discards the partial state
         return shadows
 
     return cache.provision(path, create=train, load=load)
