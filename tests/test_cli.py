@@ -82,7 +82,14 @@ def test_a_key_declared_without_a_value_and_the_keys_of_a_misspelt_option_are_no
     assert override_hints(CONF_DIR, "attack", ["attack=inversions", "tv_lambda=1e-3", "steps=3"]) == [
         "attack=inversions: did you mean attack=inversion?"
     ]  # tv_lambda and steps read from the option it resembles
-    assert override_hints(CONF_DIR, "attack", ["attack=zzzzzz", "tv_lambda=1e-3"]) == []  # nothing to read them from
+    assert override_hints(CONF_DIR, "attack", ["attack=zzzzzz", "tv_lambda=1e-3"]) == [
+        "attack=zzzzzz: no option of that name in the project's attack/ configs; one of your own is read from the "
+        "folder holding attack/zzzzzz.yaml: --config-dir <folder>"
+    ]  # and no key hint: nothing to read them from
+    assert override_hints(CONF_DIR, "train", ["net@model.net=plain"]) == [
+        "net@model.net=plain: no option of that name in the project's net/ configs; one of your own is read from the "
+        "folder holding net/plain.yaml: --config-dir <folder>"
+    ]
     assert override_hints(CONF_DIR, "train", ["data=image_folder", "data.test_dir=/x"]) == [
         "data.test_dir is not a key of the config: did you mean data.source.test_dir?"
     ]  # the same name a level down, before a key that merely looks alike (data.std)

@@ -151,8 +151,13 @@ def _override_hints(config_dir: Path, config_name: str, argv: Sequence[str]) -> 
             values = values or [override.get_value_element_as_str()]
             unknown = [v for v in values if v not in options and v != "null"]
             close = difflib.get_close_matches(unknown[0], options, n=1, cutoff=0.6) if unknown else []
-            if unknown and not close:
-                return lines  # an option nothing resembles: the keys it would declare are unknown here
+            if unknown and not close:  # an option nothing resembles: the keys it would declare are unknown here
+                if not extra:  # perhaps a config of one's own, in a folder the command line does not name
+                    lines.append(
+                        f"{written}={unknown[0]}: no option of that name in the project's {name}/ configs; one of "
+                        f"your own is read from the folder holding {name}/{unknown[0]}.yaml: --config-dir <folder>"
+                    )
+                return lines
             if close:
                 lines.append(f"{written}={unknown[0]}: did you mean {written}={close[0]}?")
             groups.append(f"{written}={close[0] if close else values[0]}")  # read the keys as if it were right
