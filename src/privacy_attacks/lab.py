@@ -9,7 +9,7 @@ versions and the device.
 
 ``data=<name>``, ``model=<name>`` and ``net=<name>`` (null by default: each stage's own) are passed on to every
 stage: ``data=`` as it is, the model as ``train.py``'s ``model=`` and ``attack.py``'s ``model@target=``, the network as
-``net@model.net=`` and ``net@target.net=`` (:data:`STAGE_GROUPS`); so are the lab's settings of their keys
+``net@model.net=`` and ``net@target.net=`` (:func:`stage_group`); so are the lab's settings of their keys
 (``data.num_classes=3``, ``model.members=500``, ``net.width=32``: :data:`STAGE_KEYS`) and its config search path
 (``--config-dir``, ``hydra.searchpath``), where a researcher's own configs are found.
 """
@@ -47,11 +47,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The lab's options passed on to every stage, and the config group each script reads them from: train.py trains
 # the model= recipe (on the net= network), attack.py attacks it as its target.
 FORWARDED = ("data", "model", "net")
-STAGE_GROUPS = {
-    "model": {"train.py": "model", "attack.py": "model@target"},
-    "net": {"train.py": "net@model.net", "attack.py": "net@target.net"},
-}
-# Where each script has the keys the lab's data=, model= and net= options hold (data.num_classes=3, model.members=500,
+# Where each script has the nodes the lab's data=, model= and net= options fill (the option goes there:
+# model@target=, net@model.net=), and so the keys they hold (data.num_classes=3, model.members=500,
 # net.width=32 on the lab's command line): train.py on the recipe it trains, attack.py on its target's.
 STAGE_KEYS = {
     "data": {"train.py": "data", "attack.py": "data"},
@@ -106,7 +103,8 @@ def stage_command(
 def stage_group(script: str, group: str) -> str:
     """The config group of ``script`` that takes the lab's ``group`` option (``model`` -> ``model@target`` and
     ``net`` -> ``net@target.net`` for ``attack.py``)."""
-    return STAGE_GROUPS.get(group, {}).get(script, group)
+    path = STAGE_KEYS.get(group, {}).get(script, group)
+    return group if path == group else f"{group}@{path}"
 
 
 def selected_stages(cfg: DictConfig) -> list[str]:
